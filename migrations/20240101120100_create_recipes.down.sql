@@ -1,0 +1,2 @@
+DROP INDEX idx_recipes_user_id;
+DROP TABLE recipes;

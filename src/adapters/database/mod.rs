@@ -1,0 +1,179 @@
+//! The database family: migrations, SQL, validation queries, dump and restore.
+
+pub mod sqlite;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::ConfigError;
+use crate::config::deploy_file::DatabaseConfig;
+use crate::config::reference::Resolver;
+use crate::migrate::MigrationFile;
+use crate::secret::mask_url_password;
+
+use super::NotAvailable;
+
+/// A migration the database says is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub checksum: Vec<u8>,
+}
+
+/// What the database looks like now, as far as releases care.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatabaseState {
+    /// False when the database does not exist yet (it is created by the first deploy).
+    pub exists: bool,
+    pub applied: Vec<AppliedMigration>,
+    /// A migration recorded as started but not finished.
+    pub dirty: Option<i64>,
+}
+
+impl DatabaseState {
+    pub fn version(&self) -> Option<i64> {
+        self.applied.iter().map(|m| m.version).max()
+    }
+}
+
+/// Facts about a dump, for the backup manifest.
+#[derive(Debug, Clone)]
+pub struct DumpInfo {
+    pub format: String,
+    pub server_version: String,
+    pub tool: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{what}: {source}")]
+    Sql {
+        what: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migration {version} ({description}) failed: {source}")]
+    Migration {
+        version: i64,
+        description: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl DatabaseError {
+    /// Errors worth retrying: the server was briefly unreachable or busy.
+    pub fn is_transient(&self) -> bool {
+        let sqlx_transient = |e: &sqlx::Error| match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+            sqlx::Error::Database(db) => {
+                let msg = db.message();
+                msg.contains("database is locked") || msg.contains("busy")
+            }
+            _ => false,
+        };
+        match self {
+            Self::Connect { source, .. } | Self::Sql { source, .. } => sqlx_transient(source),
+            _ => false,
+        }
+    }
+}
+
+/// A database the release runs against.
+#[async_trait]
+pub trait Database: Send + Sync {
+    /// The kind, e.g. `sqlite`.
+    fn kind(&self) -> &'static str;
+    /// Where it is, with any password masked.
+    fn describe(&self) -> String;
+    /// Reads the migration history without changing anything.
+    async fn state(&self) -> Result<DatabaseState, DatabaseError>;
+    /// Applies one migration and records it; returns how long it took.
+    async fn apply(&self, migration: &MigrationFile) -> Result<Duration, DatabaseError>;
+    /// Runs a migration's down file and removes its record.
+    async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError>;
+    /// Runs SQL in one transaction.
+    async fn execute(&self, sql: &str) -> Result<(), DatabaseError>;
+    /// Runs a validation query: one row with an integer column `issues`, else the number
+    /// of rows returned.
+    async fn issues(&self, sql: &str) -> Result<i64, DatabaseError>;
+    /// Writes a consistent dump of the whole database to `sink`.
+    async fn dump(
+        &self,
+        sink: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<DumpInfo, DatabaseError>;
+    /// Replaces the database's contents with a dump.
+    async fn restore(
+        &self,
+        source: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), DatabaseError>;
+    /// Restores a dump into a scratch database and checks it, leaving the real one alone.
+    async fn verify_dump(
+        &self,
+        source: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), DatabaseError>;
+    /// Checks that the database answers (creating nothing).
+    async fn ping(&self) -> Result<(), DatabaseError>;
+}
+
+/// Builds the database adapter for an environment.
+pub fn build(
+    config: &DatabaseConfig,
+    resolver: &Resolver<'_>,
+    base_dir: &Path,
+) -> Result<Box<dyn Database>, BuildError> {
+    match config {
+        DatabaseConfig::Sqlite { url } => {
+            let url = resolver.url(url)?;
+            Ok(Box::new(sqlite::SqliteDatabase::new(
+                url.expose(),
+                base_dir,
+            )?))
+        }
+        DatabaseConfig::Postgres { .. } => Err(NotAvailable {
+            family: "database",
+            kind: "postgres",
+            alternative: "`kind: sqlite`",
+        }
+        .into()),
+        DatabaseConfig::Mysql { .. } => Err(NotAvailable {
+            family: "database",
+            kind: "mysql",
+            alternative: "`kind: sqlite`",
+        }
+        .into()),
+    }
+}
+
+/// Why an adapter could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    NotAvailable(#[from] NotAvailable),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Shows a URL safely.
+pub fn display_url(url: &str) -> String {
+    mask_url_password(url)
+}

@@ -1,0 +1,371 @@
+//! SQLite, the embedded default.
+//!
+//! Dumps are consistent online copies made with `VACUUM INTO` (SQLite's own way to copy a
+//! live database without blocking readers), streamed out and deleted. A restore writes the
+//! dump next to the database, checks its integrity, then swaps it in with a rename, so a
+//! failed restore never leaves a half-written database.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::migrate::Migrate;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Column, Connection, Row, SqlitePool};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Mutex;
+
+use super::{AppliedMigration, BuildError, Database, DatabaseError, DatabaseState, DumpInfo};
+use crate::migrate::MigrationFile;
+
+pub struct SqliteDatabase {
+    url: String,
+    path: PathBuf,
+    pool: Mutex<Option<SqlitePool>>,
+}
+
+impl SqliteDatabase {
+    /// `sqlite://relative/or/absolute.db`; relative paths resolve against the config folder.
+    pub fn new(url: &str, base_dir: &Path) -> Result<Self, BuildError> {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| {
+                BuildError::Invalid(format!(
+                    "SQLite URL `{url}` must start with `sqlite://`, e.g. `sqlite://.cutover/app.db`"
+                ))
+            })?;
+        let file = rest.split('?').next().unwrap_or_default();
+        if file.is_empty() || file == ":memory:" {
+            return Err(BuildError::Invalid(format!(
+                "SQLite URL `{url}` must name a file; an in-memory database cannot be released to"
+            )));
+        }
+        Ok(Self {
+            url: url.to_owned(),
+            path: base_dir.join(file),
+            pool: Mutex::new(None),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn options(path: &Path) -> SqliteConnectOptions {
+        SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+    }
+
+    async fn pool(&self) -> Result<SqlitePool, DatabaseError> {
+        let mut guard = self.pool.lock().await;
+        if let Some(pool) = guard.as_ref() {
+            return Ok(pool.clone());
+        }
+        if let Some(parent) = self.path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|source| DatabaseError::Io {
+                    what: format!("cannot create folder {}", parent.display()),
+                    source,
+                })?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(Self::options(&self.path))
+            .await
+            .map_err(|source| DatabaseError::Connect {
+                target: self.describe(),
+                source,
+            })?;
+        *guard = Some(pool.clone());
+        Ok(pool)
+    }
+
+    async fn close(&self) {
+        if let Some(pool) = self.pool.lock().await.take() {
+            pool.close().await;
+        }
+    }
+
+    fn sql_err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatabaseError {
+        let what = what.into();
+        move |source| DatabaseError::Sql { what, source }
+    }
+
+    fn scratch_path(&self, purpose: &str) -> PathBuf {
+        let name = self
+            .path
+            .file_name()
+            .map_or_else(|| "db".into(), |n| n.to_string_lossy().into_owned());
+        self.path.with_file_name(format!(
+            ".{name}.cutover-{purpose}-{}",
+            uuid::Uuid::new_v4()
+        ))
+    }
+
+    async fn copy_into_file(
+        source: &mut (dyn AsyncRead + Unpin + Send),
+        path: &Path,
+    ) -> Result<(), DatabaseError> {
+        let io = |what: String| move |source| DatabaseError::Io { what, source };
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(io(format!("cannot create {}", path.display())))?;
+        tokio::io::copy(source, &mut file)
+            .await
+            .map_err(io(format!("cannot write {}", path.display())))?;
+        file.sync_all()
+            .await
+            .map_err(io(format!("cannot sync {}", path.display())))?;
+        Ok(())
+    }
+
+    /// Opens a dump file on its own and runs SQLite's integrity check on it.
+    async fn check_file(path: &Path) -> Result<(), DatabaseError> {
+        let options = SqliteConnectOptions::new().filename(path).read_only(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .map_err(Self::sql_err(format!(
+                "cannot open dump {}",
+                path.display()
+            )))?;
+        let result: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(Self::sql_err("the dump is not a readable SQLite database"))?;
+        conn.close().await.ok();
+        if result == "ok" {
+            Ok(())
+        } else {
+            Err(DatabaseError::Other(format!(
+                "the dump failed SQLite's integrity check: {result}"
+            )))
+        }
+    }
+}
+
+#[async_trait]
+impl Database for SqliteDatabase {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn describe(&self) -> String {
+        super::display_url(&self.url)
+    }
+
+    async fn state(&self) -> Result<DatabaseState, DatabaseError> {
+        // Planning must not create the database file.
+        if self.pool.lock().await.is_none() && !self.path.exists() {
+            return Ok(DatabaseState::default());
+        }
+        let pool = self.pool().await?;
+        let has_table: bool = sqlx::query_scalar(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(Self::sql_err("cannot read the migration history"))?;
+        if !has_table {
+            return Ok(DatabaseState {
+                exists: true,
+                ..DatabaseState::default()
+            });
+        }
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(Self::sql_err("cannot read the migration history"))?;
+        let dirty = conn
+            .dirty_version()
+            .await
+            .map_err(|e| DatabaseError::Other(format!("cannot read the migration history: {e}")))?;
+        let applied = conn
+            .list_applied_migrations()
+            .await
+            .map_err(|e| DatabaseError::Other(format!("cannot read the migration history: {e}")))?
+            .into_iter()
+            .map(|m| AppliedMigration {
+                version: m.version,
+                checksum: m.checksum.into_owned(),
+            })
+            .collect();
+        Ok(DatabaseState {
+            exists: true,
+            applied,
+            dirty,
+        })
+    }
+
+    async fn apply(&self, migration: &MigrationFile) -> Result<Duration, DatabaseError> {
+        let pool = self.pool().await?;
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(Self::sql_err("cannot connect"))?;
+        let to_err = |source| DatabaseError::Migration {
+            version: migration.version,
+            description: migration.description.clone(),
+            source,
+        };
+        conn.ensure_migrations_table().await.map_err(to_err)?;
+        let start = Instant::now();
+        conn.apply(&migration.up()).await.map_err(to_err)?;
+        Ok(start.elapsed())
+    }
+
+    async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
+        let down = migration.down().ok_or_else(|| {
+            DatabaseError::Other(format!(
+                "migration {} ({}) has no down file",
+                migration.version, migration.description
+            ))
+        })?;
+        let pool = self.pool().await?;
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(Self::sql_err("cannot connect"))?;
+        conn.revert(&down)
+            .await
+            .map_err(|source| DatabaseError::Migration {
+                version: migration.version,
+                description: format!("{} (down)", migration.description),
+                source,
+            })?;
+        Ok(())
+    }
+
+    async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {
+        let pool = self.pool().await?;
+        let mut tx = pool.begin().await.map_err(Self::sql_err("cannot begin"))?;
+        // The SQLite driver runs every statement of a multi-statement string.
+        sqlx::Executor::execute(&mut *tx, sql)
+            .await
+            .map_err(Self::sql_err("SQL failed"))?;
+        tx.commit().await.map_err(Self::sql_err("cannot commit"))?;
+        Ok(())
+    }
+
+    async fn issues(&self, sql: &str) -> Result<i64, DatabaseError> {
+        let pool = self.pool().await?;
+        let rows = sqlx::query(sql)
+            .fetch_all(&pool)
+            .await
+            .map_err(Self::sql_err("validation query failed"))?;
+        if let [row] = rows.as_slice()
+            && row.columns().len() == 1
+            && row.columns()[0].name() == "issues"
+        {
+            return row
+                .try_get::<i64, _>(0)
+                .map_err(Self::sql_err("column `issues` is not an integer"));
+        }
+        Ok(rows.len() as i64)
+    }
+
+    async fn dump(
+        &self,
+        sink: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<DumpInfo, DatabaseError> {
+        let pool = self.pool().await?;
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&pool)
+            .await
+            .map_err(Self::sql_err("cannot read the SQLite version"))?;
+        let copy = self.scratch_path("dump");
+        let result = async {
+            sqlx::query("VACUUM INTO ?")
+                .bind(copy.to_string_lossy().into_owned())
+                .execute(&pool)
+                .await
+                .map_err(Self::sql_err("cannot copy the database (VACUUM INTO)"))?;
+            let mut file =
+                tokio::fs::File::open(&copy)
+                    .await
+                    .map_err(|source| DatabaseError::Io {
+                        what: format!("cannot open {}", copy.display()),
+                        source,
+                    })?;
+            tokio::io::copy(&mut file, sink)
+                .await
+                .map_err(|source| DatabaseError::Io {
+                    what: "cannot write the dump to the backup store".into(),
+                    source,
+                })?;
+            Ok(())
+        }
+        .await;
+        tokio::fs::remove_file(&copy).await.ok();
+        result?;
+        Ok(DumpInfo {
+            format: "sqlite-database-file".into(),
+            server_version: format!("SQLite {version}"),
+            tool: "VACUUM INTO".into(),
+        })
+    }
+
+    async fn restore(
+        &self,
+        source: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), DatabaseError> {
+        let incoming = self.scratch_path("restore");
+        let staged = async {
+            Self::copy_into_file(source, &incoming).await?;
+            Self::check_file(&incoming).await
+        }
+        .await;
+        if let Err(e) = staged {
+            tokio::fs::remove_file(&incoming).await.ok();
+            return Err(e);
+        }
+        // Every connection must be closed before the file is swapped under it.
+        self.close().await;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = self.path.clone().into_os_string();
+            side.push(suffix);
+            tokio::fs::remove_file(PathBuf::from(side)).await.ok();
+        }
+        tokio::fs::rename(&incoming, &self.path)
+            .await
+            .map_err(|source| DatabaseError::Io {
+                what: format!(
+                    "cannot move the restored database into {}",
+                    self.path.display()
+                ),
+                source,
+            })?;
+        Ok(())
+    }
+
+    async fn verify_dump(
+        &self,
+        source: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), DatabaseError> {
+        let scratch = self.scratch_path("verify");
+        let result = async {
+            Self::copy_into_file(source, &scratch).await?;
+            Self::check_file(&scratch).await
+        }
+        .await;
+        tokio::fs::remove_file(&scratch).await.ok();
+        result
+    }
+
+    async fn ping(&self) -> Result<(), DatabaseError> {
+        if !self.path.exists() {
+            return Ok(());
+        }
+        let pool = self.pool().await?;
+        sqlx::query("SELECT 1")
+            .execute(&pool)
+            .await
+            .map_err(Self::sql_err("the database does not answer"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! The platform family: maintenance mode, replica counts and restarts of the running app.
+
+pub mod command;
+pub mod none;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::adapters::NotAvailable;
+use crate::adapters::database::BuildError;
+use crate::config::deploy_file::PlatformConfig;
+use crate::config::reference::Resolver;
+
+/// The platform's current state, as read before a release and restored by a rollback.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformState {
+    /// `None` when the platform has no maintenance flag to read.
+    pub maintenance: Option<bool>,
+    /// Replica counts by target name.
+    pub replicas: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("platform command `{name}` failed ({status}): {output}")]
+    Command {
+        name: String,
+        status: String,
+        output: String,
+    },
+    #[error("cannot run platform command `{name}`: {source}")]
+    Spawn {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PlatformError {
+    pub fn is_transient(&self) -> bool {
+        false
+    }
+}
+
+#[async_trait]
+pub trait Platform: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn describe(&self) -> String;
+    /// Reads the current state without changing it.
+    async fn state(&self) -> Result<PlatformState, PlatformError>;
+    /// Returns a note of what was done, shown to the user.
+    async fn set_maintenance(&self, enabled: bool) -> Result<String, PlatformError>;
+    async fn scale(&self, target: &str, replicas: u32) -> Result<String, PlatformError>;
+    async fn restart(&self) -> Result<String, PlatformError>;
+}
+
+pub fn build(
+    config: Option<&PlatformConfig>,
+    resolver: &Resolver<'_>,
+    base_dir: &Path,
+) -> Result<Box<dyn Platform>, BuildError> {
+    let not_available = |kind| {
+        Err(NotAvailable {
+            family: "platform",
+            kind,
+            alternative: "`kind: command` with the equivalent CLI commands",
+        }
+        .into())
+    };
+    match config {
+        None | Some(PlatformConfig::None) => Ok(Box::new(none::NoPlatform)),
+        Some(PlatformConfig::Command(c)) => Ok(Box::new(command::CommandPlatform::new(
+            c, resolver, base_dir,
+        )?)),
+        Some(PlatformConfig::AzureContainerApps { .. }) => not_available("azure-container-apps"),
+        Some(PlatformConfig::AzureAppService { .. }) => not_available("azure-app-service"),
+        Some(PlatformConfig::Heroku { .. }) => not_available("heroku"),
+    }
+}

@@ -1,0 +1,20 @@
+//! Secrets from environment variables.
+
+use super::{SecretError, SecretSource};
+use crate::secret::Secret;
+
+pub struct EnvSource;
+
+impl SecretSource for EnvSource {
+    fn fetch(&self, name: &str) -> Result<Secret, SecretError> {
+        read(name)
+    }
+}
+
+pub fn read(name: &str) -> Result<Secret, SecretError> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Secret::new(value)),
+        Err(std::env::VarError::NotPresent) => Err(SecretError::EnvMissing(name.to_owned())),
+        Err(std::env::VarError::NotUnicode(_)) => Err(SecretError::EnvNotUnicode(name.to_owned())),
+    }
+}

@@ -1,0 +1,48 @@
+//! Secret sources behind `${secret:SOURCE:...}`: the environment, files, and (to come)
+//! Azure Key Vault.
+
+pub mod env;
+pub mod file;
+
+use std::path::{Path, PathBuf};
+
+use crate::secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable `{0}` is not set")]
+    EnvMissing(String),
+    #[error("environment variable `{0}` is not valid UTF-8")]
+    EnvNotUnicode(String),
+    #[error("cannot read secret file {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "unknown secret source in `${{secret:{0}}}`: expected `env:NAME`, `file:PATH` or `keyvault://VAULT/NAME`"
+    )]
+    UnknownSource(String),
+    #[error("secret source `{0}` is not available yet in this build of cutover")]
+    NotAvailable(&'static str),
+}
+
+/// A place secrets are read from.
+pub trait SecretSource {
+    /// Reads one secret by the part of the reference after the source name.
+    fn fetch(&self, name: &str) -> Result<Secret, SecretError>;
+}
+
+/// Resolves the argument of `${secret:...}`.
+pub fn fetch(reference: &str, base_dir: &Path) -> Result<Secret, SecretError> {
+    if let Some(name) = reference.strip_prefix("env:") {
+        env::EnvSource.fetch(name)
+    } else if let Some(path) = reference.strip_prefix("file:") {
+        file::FileSource { base_dir }.fetch(path)
+    } else if reference.starts_with("keyvault://") {
+        Err(SecretError::NotAvailable("keyvault"))
+    } else {
+        Err(SecretError::UnknownSource(reference.to_owned()))
+    }
+}

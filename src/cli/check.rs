@@ -1,0 +1,51 @@
+//! `check`: config, pipeline, references, adapters and reachability, for one environment
+//! or all of them. Touches nothing.
+
+use serde_json::json;
+
+use super::Global;
+use super::exit::{Exit, report_error};
+use super::session::{Session, load_config};
+use crate::engine::{EngineError, cancel, plan};
+
+pub async fn check(global: &Global) -> Result<Exit, EngineError> {
+    let config = load_config(global)?;
+    let envs: Vec<String> = match &global.env {
+        Some(e) => vec![e.clone()],
+        None => config.file.environments.keys().cloned().collect(),
+    };
+    let mut exit = Exit::Ok;
+    let mut results = Vec::new();
+    for env in envs {
+        let mut g = global.clone();
+        g.env = Some(env.clone());
+        let outcome = async {
+            let session = Session::open(&g)?;
+            let pipeline = session.pipeline(None)?;
+            let ctx = session.context(cancel::on_signals())?;
+            let plan = plan::build(&ctx, &pipeline, None).await?;
+            Ok::<_, EngineError>((session, plan))
+        }
+        .await;
+        match outcome {
+            Ok((session, plan)) => {
+                session.result(
+                    &json!({"environment": env, "ok": true, "pending": plan.database.pending.len()}),
+                    &format!(
+                        "ok: `{env}` — config, pipeline `{}`, references, database, platform and backups check out ({} pending migration(s))",
+                        plan.pipeline,
+                        plan.database.pending.len()
+                    ),
+                );
+                results.push(env);
+            }
+            Err(e) => {
+                let code = report_error(&e);
+                if exit == Exit::Ok {
+                    exit = code;
+                }
+            }
+        }
+    }
+    Ok(exit)
+}

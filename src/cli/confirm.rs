@@ -1,0 +1,82 @@
+//! Typed confirmation for environments with `confirm: typed`.
+//!
+//! On a terminal the user types `CONFIRM` (dialoguer, on a blocking thread, raced against
+//! Ctrl-C). Without a terminal only `--confirm <that environment>` proceeds: `--yes` is not
+//! enough, and a prompt is never answered for the user.
+
+use is_terminal::IsTerminal;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConfirmMode;
+use crate::engine::EngineError;
+
+pub struct Confirmation {
+    /// `--confirm ENV`.
+    pub named: Option<String>,
+    /// `--yes`.
+    pub yes: bool,
+    /// The command itself is the confirmation (`release`).
+    pub implied: bool,
+}
+
+pub async fn confirm(
+    mode: ConfirmMode,
+    environment: &str,
+    given: &Confirmation,
+    cancel: &CancellationToken,
+) -> Result<(), EngineError> {
+    if mode == ConfirmMode::None || given.implied {
+        return Ok(());
+    }
+    if let Some(named) = &given.named {
+        return if named == environment {
+            Ok(())
+        } else {
+            Err(EngineError::NotConfirmed(format!(
+                "`--confirm {named}` does not name this environment (`{environment}`); not confirmed"
+            )))
+        };
+    }
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(EngineError::NotConfirmed(format!(
+            "environment `{environment}` needs typed confirmation and there is no terminal; pass `--confirm {environment}` after reviewing the plan{}",
+            if given.yes {
+                " (`--yes` is not enough for it)"
+            } else {
+                ""
+            }
+        )));
+    }
+    let prompt = format!("Deploy to {environment}? Type CONFIRM to proceed");
+    let answer = tokio::task::spawn_blocking(move || {
+        dialoguer::Input::<String>::new()
+            .with_prompt(prompt)
+            .allow_empty(true)
+            .interact_text()
+    });
+    let answer = tokio::select! {
+        a = answer => a.map_err(|e| EngineError::NotConfirmed(format!("prompt failed: {e}")))?,
+        () = cancel.cancelled() => {
+            let _ = console_restore();
+            return Err(EngineError::NotConfirmed("interrupted at the prompt; not confirmed".into()));
+        }
+    };
+    match answer {
+        Ok(text) if text.trim() == "CONFIRM" => Ok(()),
+        Ok(text) => Err(EngineError::NotConfirmed(format!(
+            "typed `{}`, not `CONFIRM`; not confirmed",
+            text.trim()
+        ))),
+        Err(e) => Err(EngineError::NotConfirmed(format!(
+            "prompt failed: {e}; not confirmed"
+        ))),
+    }
+}
+
+fn console_restore() -> std::io::Result<()> {
+    use std::io::Write;
+    // Show the cursor again if the prompt hid it.
+    let mut err = std::io::stderr();
+    err.write_all(b"\x1b[?25h\n")?;
+    err.flush()
+}

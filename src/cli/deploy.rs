@@ -1,0 +1,315 @@
+//! `deploy`, `release` and `rollback`: plan, confirm, lock, re-plan, execute.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use serde_saphyr::{Location, Spanned};
+
+use super::confirm::{self, Confirmation};
+use super::exit::{Exit, eprint};
+use super::session::Session;
+use super::{DeployArgs, Global, ReleaseArgs, RollbackArgs};
+use crate::config::pipeline::{BackupWith, MigrateRollback, MigrateWith, StepWith};
+use crate::config::{ConfigError, Located, Pipeline, Step};
+use crate::engine::journal::{RunStatus, open_runs};
+use crate::engine::plan::{self, Plan};
+use crate::engine::run::{self, RollbackTarget, RunOutcome};
+use crate::engine::window::Window;
+use crate::engine::{Context, EngineError, cancel, lock};
+
+pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
+    let session = Session::open(global)?;
+    let pipeline = session.pipeline(args.pipeline.as_deref())?;
+    let confirmation = Confirmation {
+        named: args.confirm,
+        yes: args.yes,
+        implied: false,
+    };
+    run_pipeline(
+        &session,
+        &pipeline,
+        &confirmation,
+        "deploy",
+        None,
+        args.dry_run,
+    )
+    .await
+}
+
+pub async fn release(global: &Global, args: ReleaseArgs) -> Result<Exit, EngineError> {
+    let mut global = global.clone();
+    if global.env.is_none() {
+        let config = super::session::load_config(&global)?;
+        global.env = Some(release_environment(&config)?);
+    }
+    let session = Session::open(&global)?;
+    let pipeline = session.pipeline(args.pipeline.as_deref())?;
+    // The release phase is the deploy trigger: the Procfile entry is the confirmation.
+    let confirmation = Confirmation {
+        named: None,
+        yes: true,
+        implied: true,
+    };
+    run_pipeline(&session, &pipeline, &confirmation, "release", None, false).await
+}
+
+/// `release` picks `heroku`, else the only environment marked `release: true`.
+fn release_environment(config: &crate::config::Config) -> Result<String, EngineError> {
+    let envs = &config.file.environments;
+    if envs.contains_key("heroku") {
+        return Ok("heroku".into());
+    }
+    let marked: Vec<_> = envs
+        .iter()
+        .filter(|(_, e)| e.release)
+        .map(|(n, _)| n.clone())
+        .collect();
+    match marked.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(ConfigError::Invalid(Located::file(
+            &config.path,
+            "`cutover release` needs CUTOVER_ENV, an environment named `heroku`, or exactly one environment with `release: true`".into(),
+        ))
+        .into()),
+    }
+}
+
+pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, EngineError> {
+    let session = Session::open(global)?;
+    let target = match (args.to, args.backup) {
+        (_, Some(id)) => RollbackTarget::Backup(id),
+        (Some(0), None) => RollbackTarget::Version(None),
+        (Some(v), None) => RollbackTarget::Version(Some(v)),
+        (None, None) => unreachable!("clap requires --to or --backup"),
+    };
+    let pipeline = match args.pipeline {
+        Some(p) => session.pipeline(Some(&p))?,
+        None => {
+            let beside = session
+                .config
+                .pipeline_path(None)
+                .with_file_name("rollback.yaml");
+            if beside.exists() {
+                session.pipeline(Some(&beside))?
+            } else {
+                database_pipeline(&target, "rollback")
+            }
+        }
+    };
+    let confirmation = Confirmation {
+        named: args.confirm,
+        yes: args.yes,
+        implied: false,
+    };
+    run_pipeline(
+        &session,
+        &pipeline,
+        &confirmation,
+        "rollback",
+        Some(target),
+        false,
+    )
+    .await
+}
+
+fn step(id: &str, with: StepWith) -> Step {
+    Step {
+        id: id.into(),
+        with,
+        timeout: None,
+        retries: 0,
+        when: None,
+        line: 0,
+    }
+}
+
+/// A pipeline of just the database part of a rollback: a safety backup first when a
+/// backup is restored, then the migrate step aimed at the target.
+pub fn database_pipeline(target: &RollbackTarget, name: &str) -> Pipeline {
+    let mut steps = Vec::new();
+    if matches!(target, RollbackTarget::Backup(_)) {
+        steps.push(step(
+            "safety-backup",
+            StepWith::Backup(BackupWith {
+                name: Some("pre-restore-{timestamp}".into()),
+                verify: None,
+            }),
+        ));
+    }
+    steps.push(step(
+        "database",
+        StepWith::Migrate(MigrateWith {
+            to: Some(Spanned::new(
+                "target".into(),
+                Location::UNKNOWN,
+                Location::UNKNOWN,
+            )),
+            rollback: Some(MigrateRollback::Auto),
+        }),
+    ));
+    Pipeline {
+        path: PathBuf::from("(built in)"),
+        name: name.into(),
+        timeout: None,
+        steps,
+    }
+}
+
+/// Refuses to start while another run holds the lock or an earlier run is unfinished.
+pub fn ensure_free(ctx: &Context) -> Result<(), EngineError> {
+    if let Some(holder) = lock::read(&lock::lock_path(&ctx.state_dir, &ctx.environment))?
+        && !holder.stale()
+    {
+        return Err(lock::LockError::Held(Box::new(holder)).into());
+    }
+    ensure_no_unfinished(ctx)
+}
+
+pub fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {
+    if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
+        return Err(EngineError::Unfinished {
+            run_id: run.run_id(),
+            environment: ctx.environment.clone(),
+            path: run.path.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn check_window(session: &Session) -> Result<(), EngineError> {
+    let env = session.config.environment(&session.environment)?;
+    if let Some(window) = &env.window {
+        let parsed = Window::parse(&window.value).map_err(EngineError::Plan)?;
+        if !parsed.contains_now() {
+            return Err(EngineError::Plan(format!(
+                "environment `{}` may only be deployed during its window {}; it is now {} UTC",
+                session.environment,
+                window.value,
+                chrono::Utc::now().format("%H:%M")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Plans, confirms, locks, re-plans and executes a pipeline.
+pub async fn run_pipeline(
+    session: &Session,
+    pipeline: &Pipeline,
+    confirmation: &Confirmation,
+    command: &str,
+    target: Option<RollbackTarget>,
+    dry_run: bool,
+) -> Result<Exit, EngineError> {
+    let ctx = session.context(cancel::on_signals())?;
+    if !dry_run {
+        ensure_free(&ctx)?;
+    }
+    let shown = plan::build(&ctx, pipeline, target.as_ref()).await?;
+    session.reporter.plan(&shown);
+    if dry_run {
+        return Ok(Exit::Ok);
+    }
+    check_window(session)?;
+    let env = session.config.environment(&session.environment)?;
+    confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
+    let run_id = crate::engine::journal::new_run_id();
+    let guard = lock::acquire(
+        &ctx.state_dir,
+        &ctx.environment,
+        &run_id,
+        command,
+        ctx.lock_lease,
+    )?;
+    ensure_no_unfinished(&ctx)?;
+    let now = plan::build(&ctx, pipeline, target.as_ref()).await?;
+    if now.digest != shown.digest {
+        return Err(EngineError::PlanChanged(
+            plan::differences(&shown, &now)
+                .iter()
+                .map(|d| format!("  - {d}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ));
+    }
+    let outcome = run::execute(&ctx, pipeline, &now, command, run_id, target).await?;
+    guard.release();
+    Ok(summarize(session, &ctx, &now, &outcome))
+}
+
+/// The closing message: what happened, what rollback did, the state left, what next.
+pub fn summarize(session: &Session, ctx: &Context, plan: &Plan, outcome: &RunOutcome) -> Exit {
+    let env = &ctx.environment;
+    let value = json!({
+        "run_id": outcome.run_id,
+        "environment": env,
+        "status": outcome.status.as_str(),
+        "failed_step": outcome.failure.as_ref().map(|f| &f.0),
+        "error": outcome.failure.as_ref().map(|f| &f.1),
+        "undone": outcome.undone,
+        "left": outcome.left,
+        "results": outcome.results.iter().map(|(id, m)| json!({"step": id, "result": m})).collect::<Vec<_>>(),
+        "journal": outcome.journal.display().to_string(),
+        "schema_version_before": plan.database.current_version,
+    });
+    let journal = outcome.journal.display();
+    let (exit, text) = match outcome.status {
+        RunStatus::Succeeded => (
+            Exit::Ok,
+            format!(
+                "deployed to {env} (run {}, journal {journal})",
+                outcome.run_id
+            ),
+        ),
+        RunStatus::RolledBack => {
+            let (step, error) = outcome.failure.clone().unwrap_or_default();
+            let exit = if outcome.interrupted {
+                Exit::Interrupted
+            } else {
+                Exit::RolledBack
+            };
+            (
+                exit,
+                format!(
+                    "{} failed at step `{step}`: {error}\nrolled back: {}\nstate: as before the run (schema at {}); nothing is left changed\njournal: {journal}\nnext: fix the cause and deploy again; see runbooks/deploy.md",
+                    if outcome.interrupted {
+                        "interrupted: the run"
+                    } else {
+                        "the run"
+                    },
+                    if outcome.undone.is_empty() {
+                        "nothing needed undoing".to_owned()
+                    } else {
+                        outcome.undone.join("; ")
+                    },
+                    plan.database
+                        .current_version
+                        .map_or_else(|| "an empty schema".into(), |v| v.to_string()),
+                ),
+            )
+        }
+        RunStatus::RollbackFailed => {
+            let (step, error) = outcome.failure.clone().unwrap_or_default();
+            (
+                Exit::RollbackIncomplete,
+                format!(
+                    "the run failed at step `{step}`: {error}\nROLLBACK INCOMPLETE — a human is needed.\nundone: {}\nstill to undo: {}\njournal: {journal}\nnext: follow runbooks/rollback-by-hand.md, fix what blocked the undo, then run `cutover recover -e {env}` to retry the rest",
+                    if outcome.undone.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        outcome.undone.join("; ")
+                    },
+                    outcome.left.join("; "),
+                ),
+            )
+        }
+    };
+    if session.json {
+        session.result(&value, &text);
+    } else if exit == Exit::Ok {
+        session.result(&value, &text);
+    } else {
+        eprint(&format!("error: {text}"));
+    }
+    exit
+}

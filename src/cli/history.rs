@@ -1,0 +1,74 @@
+//! `history`: past runs, newest first, from the journal.
+
+use serde_json::json;
+
+use super::exit::Exit;
+use super::session::{Session, load_config};
+use super::{Global, HistoryArgs, Output};
+use crate::engine::EngineError;
+use crate::engine::journal::{Record, all_runs};
+
+pub fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, EngineError> {
+    let mut global = global.clone();
+    if args.json {
+        global.output = Output::Json;
+    }
+    let config = load_config(&global)?;
+    let (reporter, _) = super::session::reporter(&global)?;
+    let runs = all_runs(&config.state_dir())?;
+    let mut rows = Vec::new();
+    let mut text = String::new();
+    for run in runs
+        .iter()
+        .rev()
+        .filter(|r| {
+            global
+                .env
+                .as_deref()
+                .is_none_or(|e| r.environment() == Some(e))
+        })
+        .take(args.limit)
+    {
+        let (command, environment) = match run.records.first() {
+            Some(Record::RunStarted {
+                command,
+                environment,
+                ..
+            }) => (command.clone(), environment.clone()),
+            _ => ("?".into(), "?".into()),
+        };
+        let failed = run.records.iter().find_map(|r| match r {
+            Record::StepFailed { id, error, .. } => Some((id.clone(), error.clone())),
+            _ => None,
+        });
+        let status = run
+            .status()
+            .map_or("unfinished (run `cutover recover`)", |s| s.as_str());
+        let started = run.started_at();
+        let seconds = match (started, run.finished_at()) {
+            (Some(a), Some(b)) => Some((b - a).num_milliseconds() as f64 / 1000.0),
+            _ => None,
+        };
+        rows.push(json!({
+            "run_id": run.run_id(), "environment": environment, "command": command,
+            "status": run.status().map(|s| s.as_str()), "started_at": started,
+            "seconds": seconds, "failed_step": failed.as_ref().map(|f| &f.0), "error": failed.as_ref().map(|f| &f.1),
+            "journal": run.path.display().to_string(),
+        }));
+        text.push_str(&format!(
+            "{:<28} {:<12} {:<14} {:<12} {}{}\n",
+            run.run_id(),
+            environment,
+            command,
+            status,
+            seconds.map_or_else(String::new, |s| format!("{s:.1}s")),
+            failed.map_or_else(String::new, |(id, e)| format!("  failed at `{id}`: {e}"))
+        ));
+    }
+    if rows.is_empty() {
+        text = "no runs yet".into();
+    }
+    let _ = Session::open;
+    reporter.result(&json!({"runs": rows}), &text);
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,246 @@
+//! The command line: argument parsing, output selection, and one file per subcommand.
+//! Every command returns an [`Exit`]; `main` turns it into the process exit code.
+
+mod backup;
+mod check;
+mod confirm;
+mod deploy;
+mod exit;
+mod history;
+mod lock;
+mod migrate;
+mod plan;
+mod recover;
+mod session;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use exit::Exit;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "Run production releases as a YAML pipeline, with automatic rollback."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Config file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "CUTOVER_CONFIG",
+        default_value = "deploy.yaml",
+        global = true
+    )]
+    pub config: PathBuf,
+    /// Environment to act on (default: the only one defined).
+    #[arg(short = 'e', long = "env", env = "CUTOVER_ENV", global = true)]
+    pub env: Option<String>,
+    /// Output format.
+    #[arg(
+        long,
+        value_enum,
+        env = "CUTOVER_OUTPUT",
+        default_value = "auto",
+        global = true
+    )]
+    pub output: Output,
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors and the final result.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Progress bars on a terminal, plain lines otherwise.
+    Auto,
+    Plain,
+    /// One JSON object per line on stdout.
+    Json,
+    /// GitHub Actions log groups and annotations.
+    Github,
+    /// Azure DevOps log groups and annotations.
+    Azure,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Plan, confirm, then run the pipeline; roll back on failure.
+    Deploy(DeployArgs),
+    /// Show what a deploy would do, touching nothing.
+    Plan(PlanArgs),
+    /// Heroku release phase: deploy without prompting; environment from CUTOVER_ENV.
+    Release(ReleaseArgs),
+    /// Roll the database back to a version or a backup, under the lock and journal.
+    Rollback(RollbackArgs),
+    /// Finish a run that died (kill -9, lost runner) from its journal.
+    Recover(RecoverArgs),
+    /// Migrations: status, up, down, new, verify.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+    /// Backups: list, create, verify, restore.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Past runs from the journal.
+    History(HistoryArgs),
+    /// The deploy lock.
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// Check config, pipeline, references and reachability; touch nothing.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Pipeline file (default: the config's `pipeline`).
+    #[arg(short, long)]
+    pub pipeline: Option<PathBuf>,
+    /// Show the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Confirm a `confirm: typed` environment without a prompt; must name the environment.
+    #[arg(long, value_name = "ENV")]
+    pub confirm: Option<String>,
+    /// Skip confirmation for environments without `confirm: typed`.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[arg(short, long)]
+    pub pipeline: Option<PathBuf>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    #[arg(short, long)]
+    pub pipeline: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Schema version to go back to (`0` for an empty schema).
+    #[arg(long, conflicts_with = "backup", required_unless_present = "backup")]
+    pub to: Option<i64>,
+    /// Backup to restore (a safety backup is taken first).
+    #[arg(long)]
+    pub backup: Option<String>,
+    /// Rollback pipeline (default: `pipelines/rollback.yaml` beside the deploy pipeline,
+    /// else just the database step).
+    #[arg(short, long)]
+    pub pipeline: Option<PathBuf>,
+    #[arg(long, value_name = "ENV")]
+    pub confirm: Option<String>,
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Applied and pending migrations, with checksum checks.
+    Status,
+    /// Apply pending migrations (all, or up to --to).
+    Up {
+        #[arg(long)]
+        to: Option<i64>,
+    },
+    /// Revert migrations above --to (0: all).
+    Down {
+        #[arg(long)]
+        to: i64,
+    },
+    /// Create `<timestamp>_<name>.up.sql` and `.down.sql`.
+    New { name: String },
+    /// Check applied migrations against their files.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Finished backups, newest first.
+    List,
+    /// Take a backup now.
+    Create {
+        /// Backup id (default `manual-{timestamp}`).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Check a backup's checksum and restore it into a scratch database.
+    Verify { id: String },
+    /// Restore a backup over the database (a safety backup is taken first).
+    Restore {
+        id: String,
+        #[arg(long, value_name = "ENV")]
+        confirm: Option<String>,
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How many runs to show (newest first).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Who holds the lock.
+    Status,
+    /// Remove the lock whoever holds it.
+    Release {
+        /// Required: this can let two runs act at once.
+        #[arg(long, required = true)]
+        force: bool,
+        /// Skip the confirmation prompt (needed without a TTY).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Exit {
+    let result = match cli.command {
+        Command::Deploy(args) => deploy::deploy(&cli.global, args).await,
+        Command::Plan(args) => plan::plan(&cli.global, args).await,
+        Command::Release(args) => deploy::release(&cli.global, args).await,
+        Command::Rollback(args) => deploy::rollback(&cli.global, args).await,
+        Command::Recover(_) => recover::recover(&cli.global).await,
+        Command::Migrate(cmd) => migrate::migrate(&cli.global, cmd).await,
+        Command::Backup(cmd) => backup::backup(&cli.global, cmd).await,
+        Command::History(args) => history::history(&cli.global, &args),
+        Command::Lock(cmd) => lock::lock(&cli.global, cmd),
+        Command::Check(_) => check::check(&cli.global).await,
+    };
+    match result {
+        Ok(exit) => exit,
+        Err(e) => exit::report_error(&e),
+    }
+}

@@ -1,0 +1,90 @@
+//! Configuration errors, each pointing at a file and, where known, a line and column.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_saphyr::Location;
+
+/// A message tied to a place in a file.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub path: PathBuf,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    pub message: String,
+}
+
+impl Located {
+    pub fn at(path: &Path, location: &Location, message: String) -> Self {
+        let line = location.line();
+        Self {
+            path: path.to_owned(),
+            line: (line > 0).then_some(line),
+            column: (line > 0).then_some(location.column()),
+            message,
+        }
+    }
+
+    pub fn file(path: &Path, message: String) -> Self {
+        Self {
+            path: path.to_owned(),
+            line: None,
+            column: None,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, ":{line}:{column}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A YAML syntax or shape error; `snippet` shows the offending lines.
+    #[error("{located}")]
+    Yaml { located: Located, snippet: String },
+    #[error("{0}")]
+    Invalid(Located),
+    /// Several problems found while validating; all are reported at once.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<Located>),
+}
+
+impl ConfigError {
+    /// Turns a serde-saphyr error into one naming the file.
+    pub fn yaml(path: &Path, error: &serde_saphyr::Error) -> Self {
+        let rendered = error.to_string();
+        let mut lines = rendered.lines();
+        let first = lines.next().unwrap_or_default();
+        // serde-saphyr starts with `error: line L column C: message`; keep only the message.
+        let message = first
+            .strip_prefix("error: ")
+            .unwrap_or(first)
+            .split_once(": ")
+            .filter(|(head, _)| head.starts_with("line "))
+            .map_or(first, |(_, message)| message)
+            .to_owned();
+        let snippet = lines
+            .filter(|l| !l.trim_start().starts_with("-->"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let located = match error.location() {
+            Some(location) => Located::at(path, &location, message),
+            None => Located::file(path, message),
+        };
+        Self::Yaml { located, snippet }
+    }
+}

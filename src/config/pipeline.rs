@@ -1,0 +1,418 @@
+//! The raw shape of a pipeline file: a name and a list of steps, each `uses:` + `with:`.
+//!
+//! A step entry is read by a hand-written `Deserialize` so that `with:` is parsed straight
+//! into the options type of the step named by `uses:`. Buffering it (as `flatten` or an
+//! untagged enum would) loses the location of errors inside `with:`.
+
+use std::fmt;
+
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_saphyr::Spanned;
+
+use super::duration::Duration;
+
+/// A pipeline file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// Pipeline name, shown in plans and the journal.
+    pub name: String,
+    /// Upper bound for the whole run (default: none).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// The steps, run in order.
+    pub steps: Vec<Spanned<StepEntry>>,
+}
+
+/// The step kinds, as written after `uses:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepKind {
+    Preflight,
+    Maintenance,
+    Scale,
+    Backup,
+    Migrate,
+    Validate,
+    Sql,
+    Command,
+    Health,
+    Restart,
+}
+
+impl StepKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Preflight => "preflight",
+            Self::Maintenance => "maintenance",
+            Self::Scale => "scale",
+            Self::Backup => "backup",
+            Self::Migrate => "migrate",
+            Self::Validate => "validate",
+            Self::Sql => "sql",
+            Self::Command => "command",
+            Self::Health => "health",
+            Self::Restart => "restart",
+        }
+    }
+}
+
+/// One entry of `steps:`.
+#[derive(Debug)]
+pub struct StepEntry {
+    /// Unique id (default: the step kind, numbered when it repeats).
+    pub id: Option<Spanned<String>>,
+    pub with: StepWith,
+    /// Upper bound for this step.
+    pub timeout: Option<Duration>,
+    /// How often a transient failure is retried (default 0).
+    pub retries: u32,
+    /// Runs the step only in some environments.
+    pub when: Option<When>,
+}
+
+/// `when:` — which environments a step runs in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// Run only in these environments.
+    #[serde(default)]
+    pub environments: Option<Vec<Spanned<String>>>,
+    /// Never run in these environments.
+    #[serde(default)]
+    pub not_environments: Option<Vec<Spanned<String>>>,
+}
+
+impl When {
+    pub fn allows(&self, environment: &str) -> bool {
+        let listed = |list: &Option<Vec<Spanned<String>>>| {
+            list.as_ref()
+                .map(|l| l.iter().any(|e| e.value == environment))
+        };
+        listed(&self.environments).unwrap_or(true)
+            && !listed(&self.not_environments).unwrap_or(false)
+    }
+}
+
+/// The options of each step kind.
+#[derive(Debug)]
+pub enum StepWith {
+    Preflight(PreflightWith),
+    Maintenance(MaintenanceWith),
+    Scale(ScaleWith),
+    Backup(BackupWith),
+    Migrate(MigrateWith),
+    Validate(ValidateWith),
+    Sql(SqlWith),
+    Command(CommandWith),
+    Health(HealthWith),
+    Restart(RestartWith),
+}
+
+impl StepWith {
+    pub fn kind(&self) -> StepKind {
+        match self {
+            Self::Preflight(_) => StepKind::Preflight,
+            Self::Maintenance(_) => StepKind::Maintenance,
+            Self::Scale(_) => StepKind::Scale,
+            Self::Backup(_) => StepKind::Backup,
+            Self::Migrate(_) => StepKind::Migrate,
+            Self::Validate(_) => StepKind::Validate,
+            Self::Sql(_) => StepKind::Sql,
+            Self::Command(_) => StepKind::Command,
+            Self::Health(_) => StepKind::Health,
+            Self::Restart(_) => StepKind::Restart,
+        }
+    }
+}
+
+/// `preflight`: checks that run before anything is touched.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightWith {
+    /// Check the running app's health endpoint (default true when one is configured).
+    #[serde(default)]
+    pub health: Option<bool>,
+}
+
+/// `maintenance`: turn the platform's maintenance mode on or off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWith {
+    pub enabled: bool,
+}
+
+/// `scale`: set a target's replica count.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleWith {
+    /// What to scale (`jobs`, `web`, ...), as the platform names it.
+    pub target: String,
+    /// A count, or `previous`: the count before the first scale of this target in this run.
+    pub replicas: Replicas,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicas {
+    Count(u32),
+    Previous,
+}
+
+impl<'de> Deserialize<'de> for Replicas {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Replicas;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a replica count or `previous`")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Replicas, E> {
+                u32::try_from(v)
+                    .map(Replicas::Count)
+                    .map_err(|_| E::custom("replica count too large"))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Replicas, E> {
+                u32::try_from(v)
+                    .map(Replicas::Count)
+                    .map_err(|_| E::custom("replica count must be 0 or more"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Replicas, E> {
+                match v {
+                    "previous" => Ok(Replicas::Previous),
+                    other => other.parse().map(Replicas::Count).map_err(|_| {
+                        E::custom(format!(
+                            "invalid replicas `{other}`: expected a count or `previous`"
+                        ))
+                    }),
+                }
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// `backup`: stream a dump of the database to the backup store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupWith {
+    /// Backup id template; `{version}`, `{timestamp}`, `{environment}` are substituted
+    /// (default `pre-{version}-{timestamp}`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `restore`: prove the backup restores by restoring it into a scratch database.
+    #[serde(default)]
+    pub verify: Option<BackupVerify>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupVerify {
+    None,
+    Checksum,
+    Restore,
+}
+
+/// `migrate`: apply pending migrations.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateWith {
+    /// `latest` (default) or a version number.
+    #[serde(default)]
+    pub to: Option<Spanned<String>>,
+    /// How to undo the migrations if a later step fails.
+    #[serde(default)]
+    pub rollback: Option<MigrateRollback>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrateRollback {
+    /// Down migrations when every pending migration has one, else restore the backup.
+    #[default]
+    Auto,
+    Down,
+    Restore,
+    None,
+}
+
+/// `validate`: SQL checks that must report no issues.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateWith {
+    /// A folder (or one file) of `.sql` checks, relative to the config file.
+    #[serde(default)]
+    pub queries: Option<Spanned<String>>,
+    /// Inline checks.
+    #[serde(default)]
+    pub checks: Vec<Check>,
+    /// Issues allowed per check before it fails (default 0).
+    #[serde(default)]
+    pub max_issues: Option<i64>,
+}
+
+/// One inline validation query.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub name: String,
+    /// Returns one row with an integer column `issues`, or the offending rows.
+    pub sql: String,
+    /// Issues allowed before the check fails (default: the step's `max_issues`).
+    #[serde(default)]
+    pub max_issues: Option<i64>,
+}
+
+/// `sql`: run SQL, with an optional undo.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlWith {
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// A file of SQL, relative to the config file.
+    #[serde(default)]
+    pub file: Option<Spanned<String>>,
+    /// SQL that undoes it, run on rollback.
+    #[serde(default)]
+    pub undo: Option<String>,
+}
+
+/// `command`: run a shell command, with an optional undo.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandWith {
+    /// Command line, run with `sh -c` in the config file's folder.
+    pub run: String,
+    /// Command that undoes it, run on rollback.
+    #[serde(default)]
+    pub undo: Option<String>,
+}
+
+/// `health`: poll the app until it is healthy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthWith {
+    /// URL (default: the environment's `health.url`).
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// Expected status (default: the environment's, else 200).
+    #[serde(default)]
+    pub expect: Option<u16>,
+    /// Text the body must contain.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// First wait between polls (default 1s); grows by half up to 5× while unhealthy.
+    #[serde(default)]
+    pub interval: Option<Duration>,
+    /// Give up after this long (default: the environment's, else 5m).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+}
+
+/// `restart`: restart the app.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartWith {}
+
+const STEP_FIELDS: &[&str] = &["id", "uses", "with", "timeout", "retries", "when"];
+
+impl<'de> Deserialize<'de> for StepEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(StepVisitor)
+    }
+}
+
+struct StepVisitor;
+
+impl<'de> Visitor<'de> for StepVisitor {
+    type Value = StepEntry;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a step: `uses:` with optional `id:`, `with:`, `timeout:`, `retries:`, `when:`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StepEntry, A::Error> {
+        let mut id = None;
+        let mut uses: Option<StepKind> = None;
+        let mut with = None;
+        let mut timeout = None;
+        let mut retries = None;
+        let mut when = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "id" => id = Some(map.next_value()?),
+                "uses" => {
+                    if with.is_some() {
+                        return Err(de::Error::custom("`uses:` must come before `with:`"));
+                    }
+                    uses = Some(map.next_value()?);
+                }
+                "with" => {
+                    let Some(kind) = uses else {
+                        // Reading `with:` needs to know its type; in practice everybody writes
+                        // `uses:` first, as in GitHub Actions.
+                        return Err(de::Error::custom(
+                            "`with:` comes before `uses:`; write `uses:` first",
+                        ));
+                    };
+                    with = Some(next_with(kind, &mut map)?);
+                }
+                "timeout" => timeout = Some(map.next_value()?),
+                "retries" => retries = Some(map.next_value()?),
+                "when" => when = Some(map.next_value()?),
+                other => {
+                    map.next_value::<IgnoredAny>()?;
+                    return Err(de::Error::unknown_field(other, STEP_FIELDS));
+                }
+            }
+        }
+        let kind = uses.ok_or_else(|| de::Error::missing_field("uses"))?;
+        let with = match with {
+            Some(with) => with,
+            None => default_with(kind).map_err(de::Error::custom)?,
+        };
+        Ok(StepEntry {
+            id,
+            with,
+            timeout,
+            retries: retries.unwrap_or(0),
+            when,
+        })
+    }
+}
+
+fn next_with<'de, A: MapAccess<'de>>(kind: StepKind, map: &mut A) -> Result<StepWith, A::Error> {
+    Ok(match kind {
+        StepKind::Preflight => StepWith::Preflight(map.next_value()?),
+        StepKind::Maintenance => StepWith::Maintenance(map.next_value()?),
+        StepKind::Scale => StepWith::Scale(map.next_value()?),
+        StepKind::Backup => StepWith::Backup(map.next_value()?),
+        StepKind::Migrate => StepWith::Migrate(map.next_value()?),
+        StepKind::Validate => StepWith::Validate(map.next_value()?),
+        StepKind::Sql => StepWith::Sql(map.next_value()?),
+        StepKind::Command => StepWith::Command(map.next_value()?),
+        StepKind::Health => StepWith::Health(map.next_value()?),
+        StepKind::Restart => StepWith::Restart(map.next_value()?),
+    })
+}
+
+fn default_with(kind: StepKind) -> Result<StepWith, String> {
+    Ok(match kind {
+        StepKind::Preflight => StepWith::Preflight(PreflightWith::default()),
+        StepKind::Backup => StepWith::Backup(BackupWith::default()),
+        StepKind::Migrate => StepWith::Migrate(MigrateWith::default()),
+        StepKind::Validate => StepWith::Validate(ValidateWith::default()),
+        StepKind::Health => StepWith::Health(HealthWith::default()),
+        StepKind::Restart => StepWith::Restart(RestartWith::default()),
+        StepKind::Maintenance => {
+            return Err("`maintenance` needs `with: { enabled: true|false }`".into());
+        }
+        StepKind::Scale => {
+            return Err("`scale` needs `with: { target: NAME, replicas: N|previous }`".into());
+        }
+        StepKind::Sql => {
+            return Err("`sql` needs `with: { sql: ... }` or `with: { file: ... }`".into());
+        }
+        StepKind::Command => return Err("`command` needs `with: { run: ... }`".into()),
+    })
+}

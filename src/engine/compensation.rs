@@ -1,0 +1,72 @@
+//! Compensations: the actions that undo completed steps, captured with the prior state
+//! before each step touches anything. They are data, so the journal can hold them and
+//! `recover` can run them in another process; each is idempotent, so running one that had
+//! already run (or whose step never got to act) changes nothing.
+
+use serde::{Deserialize, Serialize};
+
+use super::context::Context;
+use crate::engine::error::StepError;
+use crate::steps;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Compensation {
+    /// Put maintenance mode back as it was.
+    Maintenance { enabled: bool },
+    /// Put a target's replica count back.
+    Scale { target: String, replicas: u32 },
+    /// Revert migrations above `to` (`None`: revert all).
+    MigrateDown { to: Option<i64> },
+    /// Re-apply migrations up to `to` (undoes a migrate-down).
+    MigrateUp { to: i64 },
+    /// Restore the database from a backup taken earlier in the run.
+    RestoreBackup { backup: String },
+    /// Run the undo SQL of a `sql` step.
+    Sql { sql: String },
+    /// Run the undo command of a `command` step.
+    Command { run: String },
+}
+
+impl Compensation {
+    /// For humans: what the action does.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Maintenance { enabled } => {
+                format!("maintenance back {}", if *enabled { "on" } else { "off" })
+            }
+            Self::Scale { target, replicas } => format!("scale {target} back to {replicas}"),
+            Self::MigrateDown { to: Some(v) } => format!("migrate down to {v}"),
+            Self::MigrateDown { to: None } => "migrate down to an empty schema".into(),
+            Self::MigrateUp { to } => format!("migrate up to {to}"),
+            Self::RestoreBackup { backup } => format!("restore backup {backup}"),
+            Self::Sql { .. } => "run the step's undo SQL".into(),
+            Self::Command { run } => format!("run `{run}`"),
+        }
+    }
+
+    /// Whether to undo a step that failed part-way. A failed migration may have applied some
+    /// of its migrations, so it is undone; a failed command or SQL step is assumed to have
+    /// changed nothing (SQL runs in a transaction), so its undo is not run.
+    pub fn undoes_failed_step(&self) -> bool {
+        !matches!(self, Self::Sql { .. } | Self::Command { .. })
+    }
+
+    pub async fn run(&self, ctx: &Context, step_id: &str) -> Result<String, StepError> {
+        match self {
+            Self::Maintenance { enabled } => Ok(ctx.platform.set_maintenance(*enabled).await?),
+            Self::Scale { target, replicas } => Ok(ctx.platform.scale(target, *replicas).await?),
+            Self::MigrateDown { to } => steps::migrate::down_to(ctx, step_id, *to).await,
+            Self::MigrateUp { to } => steps::migrate::up_to(ctx, step_id, *to).await,
+            Self::RestoreBackup { backup } => steps::backup::restore(ctx, step_id, backup).await,
+            Self::Sql { sql } => {
+                ctx.database.execute(sql).await?;
+                Ok("undo SQL ran".into())
+            }
+            Self::Command { run } => {
+                steps::command::run_shell(ctx, run).await?;
+                Ok(format!("`{run}` ran"))
+            }
+        }
+    }
+}

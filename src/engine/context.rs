@@ -1,0 +1,53 @@
+//! What a run works with: the environment's adapters, its migrations and where to report.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::database::Database;
+use crate::adapters::platform::Platform;
+use crate::adapters::store::BackupStore;
+use crate::migrate::MigrationSet;
+use crate::report::{Event, Reporter};
+use crate::secret::Redactor;
+
+/// The environment's health endpoint, resolved.
+#[derive(Debug, Clone)]
+pub struct HealthTarget {
+    pub url: String,
+    pub expect: u16,
+    pub body: Option<String>,
+    pub timeout: std::time::Duration,
+}
+
+pub struct Context {
+    pub project: String,
+    pub environment: String,
+    /// Folder relative paths in the config resolve against.
+    pub base_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub database: Box<dyn Database>,
+    pub store: Box<dyn BackupStore>,
+    pub platform: Box<dyn Platform>,
+    pub health: Option<HealthTarget>,
+    pub migrations: MigrationSet,
+    pub lock_lease: std::time::Duration,
+    pub reporter: Arc<dyn Reporter>,
+    pub redactor: Redactor,
+    pub cancel: CancellationToken,
+    pub http: reqwest::Client,
+}
+
+impl Context {
+    pub fn report(&self, event: Event) {
+        self.reporter.event(&event);
+    }
+
+    pub fn note(&self, id: &str, message: impl Into<String>) {
+        self.report(Event::StepNote {
+            id: id.to_owned(),
+            message: message.into(),
+        });
+    }
+}

@@ -1,0 +1,76 @@
+//! Errors of the engine, each knowing which exit code it means.
+
+use crate::adapters::database::{BuildError, DatabaseError};
+use crate::adapters::platform::PlatformError;
+use crate::adapters::store::StoreError;
+use crate::config::ConfigError;
+
+use super::journal::JournalError;
+use super::lock::LockError;
+
+/// A step's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("timed out after {0}")]
+    Timeout(humantime::Duration),
+    #[error("interrupted")]
+    Cancelled,
+    /// Transient by nature (connection refused, 5xx), worth a retry.
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl StepError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(e) => e.is_transient(),
+            Self::Platform(e) => e.is_transient(),
+            Self::Transient(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Why a command stopped before or instead of running.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Bad input found while planning; nothing was touched. Exit 2.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Something the plan found that would fail; nothing was touched. Exit 2.
+    #[error("{0}")]
+    Plan(String),
+    /// The lock is held by another run. Exit 4.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// An earlier run died and needs `cutover recover`. Exit 4.
+    #[error(
+        "run {run_id} in environment `{environment}` did not finish (its journal is open at {path}); run `cutover recover -e {environment}` to finish its rollback before deploying again"
+    )]
+    Unfinished {
+        run_id: String,
+        environment: String,
+        path: String,
+    },
+    /// The plan changed between confirmation and execution. Exit 2.
+    #[error("the plan changed since it was shown, so nothing was touched:\n{0}")]
+    PlanChanged(String),
+    /// Not confirmed. Exit 5.
+    #[error("{0}")]
+    NotConfirmed(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A one-off operation (migrate, backup) failed. Exit 1.
+    #[error(transparent)]
+    Step(#[from] StepError),
+}

@@ -1,0 +1,325 @@
+//! The journal: one append-only JSON-lines file per run, each record synced to disk before
+//! the side effect it announces. It lives in the state folder, outside the database, so a
+//! restore-from-backup rollback cannot erase the record of the run that asked for it.
+//!
+//! A run whose file has no `run_finished` record is *open*: the process died. `recover`
+//! reads it back and finishes the job.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::compensation::Compensation;
+use crate::secret::Redactor;
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    RunStarted {
+        at: DateTime<Utc>,
+        run_id: String,
+        project: String,
+        environment: String,
+        /// `deploy`, `rollback`, `migrate`, ...
+        command: String,
+        pipeline: String,
+        steps: Vec<String>,
+        plan_digest: String,
+        user: String,
+        host: String,
+    },
+    /// Written before the step touches anything, with the action that undoes it.
+    StepStarted {
+        at: DateTime<Utc>,
+        index: usize,
+        id: String,
+        uses: String,
+        compensation: Option<Compensation>,
+    },
+    StepSkipped {
+        at: DateTime<Utc>,
+        index: usize,
+        id: String,
+    },
+    StepFinished {
+        at: DateTime<Utc>,
+        index: usize,
+        id: String,
+        message: String,
+    },
+    StepFailed {
+        at: DateTime<Utc>,
+        index: usize,
+        id: String,
+        error: String,
+    },
+    RollbackStarted {
+        at: DateTime<Utc>,
+        reason: String,
+    },
+    CompensationStarted {
+        at: DateTime<Utc>,
+        index: usize,
+        id: String,
+    },
+    CompensationFinished {
+        at: DateTime<Utc>,
+        index: usize,
+        id: String,
+    },
+    CompensationFailed {
+        at: DateTime<Utc>,
+        index: usize,
+        id: String,
+        error: String,
+    },
+    RunFinished {
+        at: DateTime<Utc>,
+        status: RunStatus,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Succeeded,
+    RolledBack,
+    RollbackFailed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::RolledBack => "rolled_back",
+            Self::RollbackFailed => "rollback_failed",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot write journal {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read journal {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("journal {} is damaged at line {line}: {message}", path.display())]
+    Damaged {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Counts records written by this process, for the crash-injection hook.
+static RECORDS_WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// Test hook: `CUTOVER_TEST_CRASH_AFTER_RECORD=N` aborts the process (no cleanup, no
+/// unwinding, like kill -9) right after the Nth journal record of this process is on disk.
+fn crash_point() {
+    if let Ok(n) = std::env::var("CUTOVER_TEST_CRASH_AFTER_RECORD")
+        && let Ok(n) = n.parse::<u64>()
+        && RECORDS_WRITTEN.fetch_add(1, Ordering::SeqCst) + 1 == n
+    {
+        std::process::abort();
+    }
+}
+
+/// An open journal file, appended to.
+pub struct Journal {
+    path: PathBuf,
+    file: std::fs::File,
+    redactor: Redactor,
+}
+
+impl Journal {
+    pub fn dir(state_dir: &Path) -> PathBuf {
+        state_dir.join("journal")
+    }
+
+    /// Creates the journal of a new run.
+    pub fn create(
+        state_dir: &Path,
+        run_id: &str,
+        redactor: Redactor,
+    ) -> Result<Self, JournalError> {
+        let dir = Self::dir(state_dir);
+        let path = dir.join(format!("{run_id}.jsonl"));
+        let err = |source| JournalError::Write {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(err)?;
+        Ok(Self {
+            path,
+            file,
+            redactor,
+        })
+    }
+
+    /// Reopens an existing run's journal to append to it (recover).
+    pub fn reopen(path: &Path, redactor: Redactor) -> Result<Self, JournalError> {
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|source| JournalError::Write {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            redactor,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a record and syncs it to disk.
+    pub fn write(&mut self, record: &Record) -> Result<(), JournalError> {
+        let line = serde_json::to_string(record).expect("journal records serialize");
+        let line = self.redactor.redact(&line);
+        let err = |source| JournalError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        self.file
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(err)?;
+        self.file.sync_data().map_err(err)?;
+        crash_point();
+        Ok(())
+    }
+}
+
+/// A run read back from its journal.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub path: PathBuf,
+    pub records: Vec<Record>,
+}
+
+impl RunRecord {
+    pub fn read(path: &Path) -> Result<Self, JournalError> {
+        let text = std::fs::read_to_string(path).map_err(|source| JournalError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut records = Vec::new();
+        let lines: Vec<_> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str(line) {
+                Ok(record) => records.push(record),
+                // A torn last line is what a crash mid-write leaves: the side effect it
+                // announced never started, so the line is ignored.
+                Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
+                Err(e) => {
+                    return Err(JournalError::Damaged {
+                        path: path.to_owned(),
+                        line: i + 1,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            records,
+        })
+    }
+
+    pub fn run_id(&self) -> String {
+        match self.records.first() {
+            Some(Record::RunStarted { run_id, .. }) => run_id.clone(),
+            _ => self
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn environment(&self) -> Option<&str> {
+        match self.records.first() {
+            Some(Record::RunStarted { environment, .. }) => Some(environment),
+            _ => None,
+        }
+    }
+
+    pub fn started_at(&self) -> Option<DateTime<Utc>> {
+        match self.records.first() {
+            Some(Record::RunStarted { at, .. }) => Some(*at),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<RunStatus> {
+        self.records.iter().rev().find_map(|r| match r {
+            Record::RunFinished { status, .. } => Some(*status),
+            _ => None,
+        })
+    }
+
+    pub fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.records.iter().rev().find_map(|r| match r {
+            Record::RunFinished { at, .. } => Some(*at),
+            _ => None,
+        })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.status().is_none()
+    }
+}
+
+/// Every run in the journal folder, oldest first.
+pub fn all_runs(state_dir: &Path) -> Result<Vec<RunRecord>, JournalError> {
+    let dir = Journal::dir(state_dir);
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => return Err(JournalError::Read { path: dir, source }),
+    };
+    paths.sort();
+    paths.iter().map(|p| RunRecord::read(p)).collect()
+}
+
+/// Runs of an environment that never finished.
+pub fn open_runs(state_dir: &Path, environment: &str) -> Result<Vec<RunRecord>, JournalError> {
+    Ok(all_runs(state_dir)?
+        .into_iter()
+        .filter(|r| r.is_open() && r.environment().is_none_or(|e| e == environment))
+        .collect())
+}
+
+/// A new run id: sortable by time, unique.
+pub fn new_run_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%S%3fZ"), &id[..6])
+}

@@ -1,0 +1,16 @@
+//! The step engine: plan with no side effects, then execute under a lock with a journal
+//! written ahead of every side effect and a stack of compensations that a failure unwinds.
+
+pub mod cancel;
+pub mod compensation;
+pub mod context;
+pub mod error;
+pub mod journal;
+pub mod lock;
+pub mod plan;
+pub mod run;
+pub mod setup;
+pub mod window;
+
+pub use context::Context;
+pub use error::{EngineError, StepError};

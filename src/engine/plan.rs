@@ -1,0 +1,301 @@
+//! The plan: everything a run will do, computed with no side effects from the config, the
+//! migration files and the live state of every adapter. It is printed as is by `plan` and
+//! `--dry-run`, shown before a typed confirmation, and computed again once the lock is held
+//! so a run never executes a plan other than the one shown.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::context::Context;
+use super::error::EngineError;
+use crate::adapters::database::DatabaseState;
+use crate::adapters::platform::PlatformState;
+use crate::config::Pipeline;
+use crate::steps;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Version of this JSON shape.
+    pub format: u32,
+    pub project: String,
+    pub environment: String,
+    pub pipeline: String,
+    pub database: DatabasePlan,
+    pub platform: PlatformPlan,
+    pub backups: String,
+    pub health: Option<String>,
+    pub steps: Vec<PlannedStep>,
+    pub warnings: Vec<String>,
+    /// Hash of everything the plan depends on; equal digests mean the same plan.
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabasePlan {
+    pub kind: String,
+    pub target: String,
+    pub exists: bool,
+    pub current_version: Option<i64>,
+    pub applied: usize,
+    pub pending: Vec<PendingMigration>,
+    pub target_version: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PendingMigration {
+    pub version: i64,
+    pub description: String,
+    pub reversible: bool,
+    pub checksum: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformPlan {
+    pub kind: String,
+    pub description: String,
+    pub state: PlatformState,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    pub index: usize,
+    pub id: String,
+    pub uses: String,
+    /// What the step will do.
+    pub summary: String,
+    /// What undoes it if a later step fails.
+    pub undo: Option<String>,
+    /// Why it will be skipped, if it will.
+    pub skipped: Option<String>,
+}
+
+/// What planning knows while walking the steps: the state as it will be after the
+/// steps so far.
+pub struct PlanScratch<'a> {
+    pub database: &'a DatabaseState,
+    pub platform: &'a PlatformState,
+    /// Schema version once the migrate steps so far have run.
+    pub version: Option<i64>,
+    pub backup_before: bool,
+    pub replicas: std::collections::BTreeMap<String, u32>,
+    /// Replica counts before the first scale of each target.
+    pub first_replicas: std::collections::BTreeMap<String, u32>,
+    pub target_version: Option<i64>,
+    pub rollback_target: Option<&'a crate::engine::run::RollbackTarget>,
+    pub warnings: Vec<String>,
+}
+
+/// Computes the plan. Errors are problems that would make the run fail: nothing is touched.
+pub async fn build(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    rollback_target: Option<&crate::engine::run::RollbackTarget>,
+) -> Result<Plan, EngineError> {
+    let database = ctx
+        .database
+        .state()
+        .await
+        .map_err(|e| EngineError::Plan(format!("cannot read the database: {e}")))?;
+    let platform = ctx
+        .platform
+        .state()
+        .await
+        .map_err(|e| EngineError::Plan(format!("cannot read the platform state: {e}")))?;
+    let mut problems = check_history(ctx, &database);
+    if let Some(crate::engine::run::RollbackTarget::Backup(id)) = rollback_target {
+        match ctx.store.manifest(id).await {
+            Ok(m) if m.database_kind != ctx.database.kind() => problems.push(format!(
+                "backup {id} is a {} dump; this environment's database is {}",
+                m.database_kind,
+                ctx.database.kind()
+            )),
+            Ok(_) => {}
+            Err(e) => problems.push(format!(
+                "cannot restore backup {id}: {e} (see `cutover backup list`)"
+            )),
+        }
+    }
+    let mut scratch = PlanScratch {
+        database: &database,
+        platform: &platform,
+        version: database.version(),
+        backup_before: false,
+        replicas: platform.replicas.clone(),
+        first_replicas: std::collections::BTreeMap::new(),
+        target_version: None,
+        rollback_target,
+        warnings: Vec::new(),
+    };
+    let mut planned = Vec::with_capacity(pipeline.steps.len());
+    for (index, step) in pipeline.steps.iter().enumerate() {
+        let skipped = step
+            .when
+            .as_ref()
+            .filter(|w| !w.allows(&ctx.environment))
+            .map(|_| format!("`when` excludes environment `{}`", ctx.environment));
+        let mut entry = PlannedStep {
+            index,
+            id: step.id.clone(),
+            uses: step.kind().name().to_owned(),
+            summary: String::new(),
+            undo: None,
+            skipped,
+        };
+        if entry.skipped.is_none() {
+            match steps::plan(ctx, step, &mut scratch).await {
+                Ok((summary, undo)) => {
+                    entry.summary = summary;
+                    entry.undo = undo;
+                }
+                Err(e) => problems.push(format!(
+                    "step `{}` ({}:{}): {e}",
+                    step.id,
+                    pipeline.path.display(),
+                    step.line
+                )),
+            }
+        }
+        planned.push(entry);
+    }
+    if !problems.is_empty() {
+        return Err(EngineError::Plan(problems.join("\n")));
+    }
+    let pending = pending(ctx, &database, scratch.target_version);
+    let warnings = scratch.warnings;
+    let target_version = scratch.target_version;
+    let mut plan = Plan {
+        format: 1,
+        project: ctx.project.clone(),
+        environment: ctx.environment.clone(),
+        pipeline: pipeline.name.clone(),
+        database: DatabasePlan {
+            kind: ctx.database.kind().to_owned(),
+            target: ctx.database.describe(),
+            exists: database.exists,
+            current_version: database.version(),
+            applied: database.applied.len(),
+            pending,
+            target_version,
+        },
+        platform: PlatformPlan {
+            kind: ctx.platform.kind().to_owned(),
+            description: ctx.platform.describe(),
+            state: platform,
+        },
+        backups: ctx.store.describe(),
+        health: ctx.health.as_ref().map(|h| ctx.redactor.redact(&h.url)),
+        steps: planned,
+        warnings,
+        digest: String::new(),
+    };
+    plan.digest = digest(&plan, &database);
+    Ok(plan)
+}
+
+/// Applied migrations must still match their files, and none may be half-applied.
+pub fn check_history(ctx: &Context, database: &DatabaseState) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(v) = database.dirty {
+        problems.push(format!(
+            "migration {v} is recorded as failed (dirty) in _sqlx_migrations; fix the schema by hand, then delete its row, before deploying"
+        ));
+    }
+    for applied in &database.applied {
+        match ctx.migrations.get(applied.version) {
+            None => problems.push(format!(
+                "migration {} is applied to the database but its file is missing from {}",
+                applied.version,
+                ctx.migrations.dir.display()
+            )),
+            Some(file) if file.checksum != applied.checksum => problems.push(format!(
+                "{} was edited after it was applied (checksum mismatch); restore the original file and put the change in a new migration",
+                file.up_path.display()
+            )),
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+/// Migrations that would be applied to reach `target` (all when `None`).
+pub fn pending(
+    ctx: &Context,
+    database: &DatabaseState,
+    target: Option<i64>,
+) -> Vec<PendingMigration> {
+    let applied: std::collections::HashSet<i64> =
+        database.applied.iter().map(|m| m.version).collect();
+    ctx.migrations
+        .migrations
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .filter(|m| target.is_none_or(|t| m.version <= t))
+        .map(|m| PendingMigration {
+            version: m.version,
+            description: m.description.clone(),
+            reversible: m.reversible(),
+            checksum: m.checksum_hex(),
+        })
+        .collect()
+}
+
+fn digest(plan: &Plan, database: &DatabaseState) -> String {
+    let mut hasher = Sha256::new();
+    let steps: Vec<_> = plan
+        .steps
+        .iter()
+        .map(|s| (&s.id, &s.uses, &s.summary, &s.undo, &s.skipped))
+        .collect();
+    let applied: Vec<_> = database
+        .applied
+        .iter()
+        .map(|m| (m.version, hex::encode(&m.checksum)))
+        .collect();
+    let key = serde_json::json!({
+        "environment": plan.environment,
+        "pipeline": plan.pipeline,
+        "applied": applied,
+        "pending": plan.database.pending,
+        "platform": plan.platform.state,
+        "steps": steps,
+    });
+    let text = key.to_string();
+    hasher.update(text.as_bytes());
+    hex::encode(&hasher.finalize()[..12])
+}
+
+/// Lists how two plans differ, for the "plan changed" error.
+pub fn differences(shown: &Plan, now: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    if shown.database.current_version != now.database.current_version {
+        out.push(format!(
+            "schema version was {:?}, is now {:?}",
+            shown.database.current_version, now.database.current_version
+        ));
+    }
+    if shown.database.pending != now.database.pending {
+        out.push(format!(
+            "pending migrations were [{}], are now [{}]",
+            list(&shown.database.pending),
+            list(&now.database.pending)
+        ));
+    }
+    if shown.platform.state != now.platform.state {
+        out.push(format!(
+            "platform state was {:?}, is now {:?}",
+            shown.platform.state, now.platform.state
+        ));
+    }
+    if out.is_empty() {
+        out.push("the steps or their actions changed".into());
+    }
+    out
+}
+
+fn list(pending: &[PendingMigration]) -> String {
+    pending
+        .iter()
+        .map(|p| p.version.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,12 @@
+//! cutover runs production releases as a YAML pipeline of steps — maintenance on, jobs
+//! scaled down, backup, migrations, validation, traffic back, health — and rolls back
+//! whatever already happened when any step fails.
+
+pub mod adapters;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod migrate;
+pub mod report;
+pub mod secret;
+pub mod steps;

@@ -1,0 +1,8 @@
+//! Migrations in the sqlx-cli layout: `<version>_<name>.up.sql` + `.down.sql` (reversible)
+//! or `<version>_<name>.sql` (irreversible), recorded in sqlx's `_sqlx_migrations` table
+//! with the same description and SHA-384 checksum, so a project already on sqlx-cli adopts
+//! cutover with nothing re-applied.
+
+pub mod source;
+
+pub use source::{MigrationFile, MigrationSet, SourceError};

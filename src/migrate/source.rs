@@ -1,0 +1,184 @@
+//! Reading a migrations folder.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha384};
+use sqlx::migrate::{Migration, MigrationType};
+
+/// One migration as found on disk.
+#[derive(Debug, Clone)]
+pub struct MigrationFile {
+    pub version: i64,
+    /// As sqlx-cli records it: the file name's words, separated by spaces.
+    pub description: String,
+    pub up_path: PathBuf,
+    pub up_sql: String,
+    pub down_path: Option<PathBuf>,
+    pub down_sql: Option<String>,
+    /// First line `-- cutover:no-transaction` (or sqlx's `-- no-transaction`).
+    pub no_transaction: bool,
+    pub checksum: Vec<u8>,
+}
+
+impl MigrationFile {
+    pub fn reversible(&self) -> bool {
+        self.down_sql.is_some()
+    }
+
+    /// The sqlx migration that applies this one.
+    pub fn up(&self) -> Migration {
+        let kind = if self.reversible() {
+            MigrationType::ReversibleUp
+        } else {
+            MigrationType::Simple
+        };
+        Migration::new(
+            self.version,
+            Cow::Owned(self.description.clone()),
+            kind,
+            Cow::Owned(self.up_sql.clone()),
+            self.no_transaction,
+        )
+    }
+
+    /// The sqlx migration that reverts this one, if it has a down file.
+    pub fn down(&self) -> Option<Migration> {
+        let sql = self.down_sql.as_ref()?;
+        Some(Migration::new(
+            self.version,
+            Cow::Owned(self.description.clone()),
+            MigrationType::ReversibleDown,
+            Cow::Owned(sql.clone()),
+            no_transaction(sql),
+        ))
+    }
+
+    pub fn checksum_hex(&self) -> String {
+        hex::encode(&self.checksum)
+    }
+}
+
+/// All migrations of a project, ordered by version.
+#[derive(Debug, Clone, Default)]
+pub struct MigrationSet {
+    pub dir: PathBuf,
+    pub migrations: Vec<MigrationFile>,
+}
+
+impl MigrationSet {
+    pub fn get(&self, version: i64) -> Option<&MigrationFile> {
+        self.migrations.iter().find(|m| m.version == version)
+    }
+
+    pub fn latest(&self) -> Option<i64> {
+        self.migrations.last().map(|m| m.version)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read migrations folder {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: migration file name must look like `<version>_<name>.up.sql`, `.down.sql` or `.sql` with a numeric version", path.display())]
+    BadName { path: PathBuf },
+    #[error("{}: a down migration without its up migration", path.display())]
+    DownWithoutUp { path: PathBuf },
+    #[error("{} and {}: two migrations share version {version}", first.display(), second.display())]
+    DuplicateVersion {
+        version: i64,
+        first: PathBuf,
+        second: PathBuf,
+    },
+}
+
+fn no_transaction(sql: &str) -> bool {
+    let first = sql.lines().next().unwrap_or_default().trim();
+    first == "-- cutover:no-transaction" || first.starts_with("-- no-transaction")
+}
+
+/// Reads every migration in `dir`. A missing folder is an empty set.
+pub fn read_dir(dir: &Path) -> Result<MigrationSet, SourceError> {
+    let read_err = |source| SourceError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    if !dir.exists() {
+        return Ok(MigrationSet {
+            dir: dir.to_owned(),
+            migrations: Vec::new(),
+        });
+    }
+    let mut ups: BTreeMap<i64, (String, PathBuf, String)> = BTreeMap::new();
+    let mut downs: BTreeMap<i64, (PathBuf, String)> = BTreeMap::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(read_err)?
+        .collect::<Result<_, _>>()
+        .map_err(read_err)?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".sql") || !path.is_file() {
+            continue;
+        }
+        let (stem, is_down) = if let Some(s) = name.strip_suffix(".down.sql") {
+            (s, true)
+        } else if let Some(s) = name.strip_suffix(".up.sql") {
+            (s, false)
+        } else {
+            (name.strip_suffix(".sql").unwrap_or(&name), false)
+        };
+        let (version, words) = stem
+            .split_once('_')
+            .and_then(|(v, w)| Some((v.parse::<i64>().ok()?, w)))
+            .ok_or_else(|| SourceError::BadName { path: path.clone() })?;
+        let sql = std::fs::read_to_string(&path).map_err(|source| SourceError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if is_down {
+            downs.insert(version, (path, sql));
+        } else if let Some((_, first, _)) = ups.get(&version) {
+            return Err(SourceError::DuplicateVersion {
+                version,
+                first: first.clone(),
+                second: path,
+            });
+        } else {
+            ups.insert(version, (words.replace('_', " "), path, sql));
+        }
+    }
+    if let Some((path, _)) = downs
+        .iter()
+        .find(|(v, _)| !ups.contains_key(v))
+        .map(|(_, d)| d)
+    {
+        return Err(SourceError::DownWithoutUp { path: path.clone() });
+    }
+    let migrations = ups
+        .into_iter()
+        .map(|(version, (description, up_path, up_sql))| {
+            let (down_path, down_sql) = downs.remove(&version).unzip();
+            MigrationFile {
+                version,
+                description,
+                no_transaction: no_transaction(&up_sql),
+                checksum: Sha384::digest(up_sql.as_bytes()).to_vec(),
+                up_path,
+                up_sql,
+                down_path,
+                down_sql,
+            }
+        })
+        .collect();
+    Ok(MigrationSet {
+        dir: dir.to_owned(),
+        migrations,
+    })
+}

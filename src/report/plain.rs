@@ -1,0 +1,220 @@
+//! Plain lines: for logs, pipes and CI. Progress on stderr, plans and results on stdout.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use super::{Event, Reporter};
+use crate::engine::plan::Plan;
+use crate::secret::Redactor;
+
+pub struct Plain {
+    redactor: Redactor,
+    quiet: bool,
+    out: Mutex<()>,
+}
+
+impl Plain {
+    pub fn new(redactor: Redactor, quiet: bool) -> Self {
+        Self {
+            redactor,
+            quiet,
+            out: Mutex::new(()),
+        }
+    }
+
+    fn err(&self, text: &str) {
+        let _guard = self.out.lock();
+        let _ = writeln!(std::io::stderr(), "{}", self.redactor.redact(text));
+    }
+}
+
+/// Renders a plan as text (also used by the TTY sink).
+pub fn render_plan(plan: &Plan) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let db = &plan.database;
+    let _ = writeln!(
+        s,
+        "Plan for {} / {} (pipeline `{}`, digest {})",
+        plan.project, plan.environment, plan.pipeline, plan.digest
+    );
+    let version = db
+        .current_version
+        .map_or_else(|| "empty schema".to_owned(), |v| format!("at {v}"));
+    let _ = writeln!(
+        s,
+        "  database   {} {}{} — {version}, {} applied, {} pending",
+        db.kind,
+        db.target,
+        if db.exists { "" } else { " (will be created)" },
+        db.applied,
+        db.pending.len()
+    );
+    for p in &db.pending {
+        let _ = writeln!(
+            s,
+            "             + {} {}{}",
+            p.version,
+            p.description,
+            if p.reversible { "" } else { " (no down file)" }
+        );
+    }
+    let state = &plan.platform.state;
+    let mut platform = plan.platform.description.clone();
+    if let Some(m) = state.maintenance {
+        let _ = write!(platform, "; maintenance {}", if m { "on" } else { "off" });
+    }
+    for (target, n) in &state.replicas {
+        let _ = write!(platform, "; {target}={n}");
+    }
+    let _ = writeln!(s, "  platform   {} — {platform}", plan.platform.kind);
+    let _ = writeln!(s, "  backups    {}", plan.backups);
+    if let Some(h) = &plan.health {
+        let _ = writeln!(s, "  health     {h}");
+    }
+    let _ = writeln!(s, "  steps");
+    for step in &plan.steps {
+        match &step.skipped {
+            Some(reason) => {
+                let _ = writeln!(
+                    s,
+                    "    {:>2}. {:<16} skipped: {reason}",
+                    step.index + 1,
+                    step.id
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "    {:>2}. {:<16} {}",
+                    step.index + 1,
+                    step.id,
+                    step.summary
+                );
+                if let Some(undo) = &step.undo {
+                    let _ = writeln!(s, "        {:<16} undo: {undo}", "");
+                }
+            }
+        }
+    }
+    for w in &plan.warnings {
+        let _ = writeln!(s, "  warning: {w}");
+    }
+    s
+}
+
+/// One line per event, for plain and TTY sinks alike.
+pub fn render_event(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::RunStarted {
+            run_id,
+            environment,
+            pipeline,
+        } => {
+            format!("==> run {run_id}: pipeline `{pipeline}` on `{environment}`")
+        }
+        Event::StepStarted {
+            index,
+            total,
+            id,
+            summary,
+            ..
+        } => {
+            format!("[{}/{total}] {id}: {summary}", index + 1)
+        }
+        Event::StepSkipped { id, reason } => format!("      {id}: skipped ({reason})"),
+        Event::StepProgress { id, bytes } => {
+            format!(
+                "      {id}: {} streamed",
+                crate::steps::backup::human_bytes(*bytes)
+            )
+        }
+        Event::StepNote { id: _, message } => format!("      {message}"),
+        Event::StepRetry {
+            id,
+            attempt,
+            error,
+            wait_ms,
+        } => {
+            format!("      {id}: transient failure ({error}); retry {attempt} in {wait_ms} ms")
+        }
+        Event::StepFinished {
+            id,
+            elapsed_ms,
+            message,
+        } => {
+            format!("      {id}: ok in {} — {message}", seconds(*elapsed_ms))
+        }
+        Event::StepFailed {
+            id,
+            elapsed_ms,
+            error,
+        } => {
+            format!(
+                "      {id}: FAILED after {} — {error}",
+                seconds(*elapsed_ms)
+            )
+        }
+        Event::RollbackStarted { reason, actions } => {
+            format!("==> rolling back ({actions} action(s)): {reason}")
+        }
+        Event::CompensationStarted { .. } => return None,
+        Event::CompensationFinished { id, action, error } => match error {
+            None => format!("      undo {id}: {action} — ok"),
+            Some(e) => format!("      undo {id}: {action} — FAILED: {e}"),
+        },
+        Event::RunFinished {
+            run_id,
+            status,
+            elapsed_ms,
+        } => {
+            format!("==> run {run_id} {status} in {}", seconds(*elapsed_ms))
+        }
+        Event::Warning { message } => format!("warning: {message}"),
+    })
+}
+
+fn seconds(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+impl Reporter for Plain {
+    fn event(&self, event: &Event) {
+        if self.quiet
+            && !matches!(
+                event,
+                Event::StepFailed { .. }
+                    | Event::RollbackStarted { .. }
+                    | Event::CompensationFinished { error: Some(_), .. }
+                    | Event::Warning { .. }
+            )
+        {
+            return;
+        }
+        if let Some(line) = render_event(event) {
+            self.err(&line);
+        }
+    }
+
+    fn plan(&self, plan: &Plan) {
+        let _guard = self.out.lock();
+        let _ = write!(
+            std::io::stdout(),
+            "{}",
+            self.redactor.redact(&render_plan(plan))
+        );
+    }
+
+    fn result(&self, _value: &serde_json::Value, text: &str) {
+        let _guard = self.out.lock();
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}",
+            self.redactor.redact(text.trim_end())
+        );
+    }
+}

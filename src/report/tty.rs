@@ -1,0 +1,86 @@
+//! A terminal: a spinner per running step with its elapsed time (and bytes for backups),
+//! finished steps kept as lines above it.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use super::plain::{render_event, render_plan};
+use super::{Event, Reporter};
+use crate::engine::plan::Plan;
+use crate::secret::Redactor;
+
+pub struct Tty {
+    redactor: Redactor,
+    multi: MultiProgress,
+    current: Mutex<Option<ProgressBar>>,
+}
+
+impl Tty {
+    pub fn new(redactor: Redactor) -> Self {
+        Self {
+            redactor,
+            multi: MultiProgress::new(),
+            current: Mutex::new(None),
+        }
+    }
+
+    fn println(&self, text: &str) {
+        let text = self.redactor.redact(text);
+        let _ = self.multi.println(text);
+    }
+
+    fn finish_current(&self) {
+        if let Some(bar) = self.current.lock().expect("tty lock").take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Reporter for Tty {
+    fn event(&self, event: &Event) {
+        match event {
+            Event::StepStarted { .. } => {
+                self.finish_current();
+                if let Some(line) = render_event(event) {
+                    self.println(&line);
+                }
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("      {spinner} {elapsed} {msg}")
+                        .expect("valid template"),
+                );
+                bar.enable_steady_tick(Duration::from_millis(120));
+                *self.current.lock().expect("tty lock") = Some(bar);
+            }
+            Event::StepProgress { bytes, .. } => {
+                if let Some(bar) = self.current.lock().expect("tty lock").as_ref() {
+                    bar.set_message(format!(
+                        "{} streamed",
+                        crate::steps::backup::human_bytes(*bytes)
+                    ));
+                }
+            }
+            Event::StepFinished { .. } | Event::StepFailed { .. } => {
+                self.finish_current();
+                if let Some(line) = render_event(event) {
+                    self.println(&line);
+                }
+            }
+            other => {
+                if let Some(line) = render_event(other) {
+                    self.println(&line);
+                }
+            }
+        }
+    }
+
+    fn plan(&self, plan: &Plan) {
+        print!("{}", self.redactor.redact(&render_plan(plan)));
+    }
+
+    fn result(&self, _value: &serde_json::Value, text: &str) {
+        println!("{}", self.redactor.redact(text.trim_end()));
+    }
+}

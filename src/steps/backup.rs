@@ -1,0 +1,301 @@
+//! `backup`: stream a dump of the database into the backup store, hashing it on the way,
+//! with a manifest written last. Rollbacks never delete backups. `verify: restore` proves
+//! the dump restores by restoring it into a scratch database.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::RunState;
+use crate::adapters::store::{Manifest, validate_id};
+use crate::config::pipeline::{BackupVerify, BackupWith};
+use crate::engine::compensation::Compensation;
+use crate::engine::context::Context;
+use crate::engine::error::StepError;
+use crate::engine::plan::PlanScratch;
+use crate::report::{Event, Reporter};
+
+const DEFAULT_NAME: &str = "pre-{version}-{timestamp}";
+
+/// Fills in the backup name template.
+pub fn backup_id(
+    template: &str,
+    environment: &str,
+    version: Option<i64>,
+    timestamp: &str,
+) -> String {
+    template
+        .replace(
+            "{version}",
+            &version.map_or_else(|| "empty".into(), |v| v.to_string()),
+        )
+        .replace("{timestamp}", timestamp)
+        .replace("{environment}", environment)
+}
+
+pub fn timestamp() -> String {
+    chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+pub async fn plan(
+    ctx: &Context,
+    with: &BackupWith,
+    scratch: &mut PlanScratch<'_>,
+) -> Result<(String, Option<String>), String> {
+    let template = with.name.as_deref().unwrap_or(DEFAULT_NAME);
+    let example = backup_id(template, &ctx.environment, scratch.version, "{timestamp}");
+    validate_id(&backup_id(
+        template,
+        &ctx.environment,
+        scratch.version,
+        &timestamp(),
+    ))
+    .map_err(|e| e.to_string())?;
+    ctx.store
+        .check_writable()
+        .await
+        .map_err(|e| format!("the backup store cannot be written: {e}"))?;
+    scratch.backup_before = true;
+    let verify = match with.verify {
+        Some(BackupVerify::Restore) => ", verified by a scratch restore",
+        _ => "",
+    };
+    Ok((
+        format!(
+            "back up the database to {} as {example}{verify}",
+            ctx.store.describe()
+        ),
+        None,
+    ))
+}
+
+pub async fn prepare(
+    ctx: &Context,
+    with: &BackupWith,
+    state: &mut RunState,
+) -> Result<Option<Compensation>, StepError> {
+    let version = ctx.database.state().await?.version();
+    let id = backup_id(
+        with.name.as_deref().unwrap_or(DEFAULT_NAME),
+        &ctx.environment,
+        version,
+        &timestamp(),
+    );
+    state.backup = Some(id);
+    // Backups are kept on rollback: there is nothing to undo.
+    Ok(None)
+}
+
+pub async fn run(
+    ctx: &Context,
+    step_id: &str,
+    with: &BackupWith,
+    state: &RunState,
+) -> Result<String, StepError> {
+    let id = state
+        .backup
+        .clone()
+        .ok_or_else(|| StepError::Failed("backup id was not prepared".into()))?;
+    let manifest = create(ctx, step_id, &id).await?;
+    if with.verify == Some(BackupVerify::Restore) {
+        verify(ctx, &manifest.id).await?;
+        ctx.note(
+            step_id,
+            "verified: the backup restores into a scratch database",
+        );
+    }
+    Ok(format!(
+        "backup {} ({}, sha256 {})",
+        manifest.id,
+        human_bytes(manifest.size),
+        &manifest.sha256[..16]
+    ))
+}
+
+/// Dumps the database into a new backup and returns its manifest.
+pub async fn create(ctx: &Context, step_id: &str, id: &str) -> Result<Manifest, StepError> {
+    let version = ctx.database.state().await?.version();
+    let upload = ctx.store.create(id).await?;
+    let mut sink = Hashing::new(upload, step_id, ctx.reporter.clone());
+    let dumped = ctx.database.dump(&mut sink).await;
+    let flushed = match &dumped {
+        Ok(_) => sink
+            .flush()
+            .await
+            .map_err(|e| StepError::Failed(format!("cannot write the backup: {e}"))),
+        Err(_) => Ok(()),
+    };
+    let (upload, size, sha256) = sink.finish();
+    let info = match (dumped, flushed) {
+        (Ok(info), Ok(())) => info,
+        (Err(e), _) => {
+            upload.abort().await;
+            return Err(e.into());
+        }
+        (_, Err(e)) => {
+            upload.abort().await;
+            return Err(e);
+        }
+    };
+    let manifest = Manifest {
+        id: id.to_owned(),
+        project: ctx.project.clone(),
+        environment: ctx.environment.clone(),
+        created_at: chrono::Utc::now(),
+        database_kind: ctx.database.kind().to_owned(),
+        format: info.format,
+        schema_version: version,
+        size,
+        sha256,
+        compression: "none".into(),
+        server_version: info.server_version,
+        dump_tool: info.tool,
+        cutover_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    upload.commit(&manifest).await?;
+    Ok(manifest)
+}
+
+/// Checks a backup's checksum, then restores it into a scratch database.
+pub async fn verify(ctx: &Context, id: &str) -> Result<Manifest, StepError> {
+    let manifest = verify_checksum(ctx, id).await?;
+    let mut reader = ctx.store.open(id).await?;
+    ctx.database.verify_dump(&mut reader).await?;
+    Ok(manifest)
+}
+
+/// Re-reads a backup and compares its size and sha256 with the manifest.
+pub async fn verify_checksum(ctx: &Context, id: &str) -> Result<Manifest, StepError> {
+    use tokio::io::AsyncReadExt;
+    let manifest = ctx.store.manifest(id).await?;
+    let mut reader = ctx.store.open(id).await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| StepError::Failed(format!("cannot read backup {id}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    if size != manifest.size || sha256 != manifest.sha256 {
+        return Err(StepError::Failed(format!(
+            "backup {id} is damaged: manifest says {} bytes sha256 {}, store holds {size} bytes sha256 {sha256}",
+            manifest.size, manifest.sha256
+        )));
+    }
+    Ok(manifest)
+}
+
+/// Restores a backup over the database, after checking its checksum.
+pub async fn restore(ctx: &Context, step_id: &str, id: &str) -> Result<String, StepError> {
+    let manifest = verify_checksum(ctx, id).await?;
+    if manifest.database_kind != ctx.database.kind() {
+        return Err(StepError::Failed(format!(
+            "backup {id} is a {} dump; this environment's database is {}",
+            manifest.database_kind,
+            ctx.database.kind()
+        )));
+    }
+    let mut reader = ctx.store.open(id).await?;
+    ctx.database.restore(&mut reader).await?;
+    ctx.note(
+        step_id,
+        format!("restored backup {id} ({})", human_bytes(manifest.size)),
+    );
+    Ok(format!(
+        "restored backup {id}; schema at {}",
+        manifest
+            .schema_version
+            .map_or_else(|| "an empty schema".into(), |v| v.to_string())
+    ))
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Hashes and counts bytes on their way to the store, reporting progress.
+struct Hashing {
+    inner: Box<dyn crate::adapters::store::Upload>,
+    hasher: Sha256,
+    size: u64,
+    reported: u64,
+    step_id: String,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl Hashing {
+    fn new(
+        inner: Box<dyn crate::adapters::store::Upload>,
+        step_id: &str,
+        reporter: Arc<dyn Reporter>,
+    ) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+            reported: 0,
+            step_id: step_id.to_owned(),
+            reporter,
+        }
+    }
+
+    fn finish(self) -> (Box<dyn crate::adapters::store::Upload>, u64, String) {
+        (self.inner, self.size, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl AsyncWrite for Hashing {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &poll {
+            this.hasher.update(&buf[..*n]);
+            this.size += *n as u64;
+            if this.size - this.reported >= 4 << 20 {
+                this.reported = this.size;
+                this.reporter.event(&Event::StepProgress {
+                    id: this.step_id.clone(),
+                    bytes: this.size,
+                });
+            }
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,40 @@
+//! `maintenance`: turn the platform's maintenance mode on or off; undone by restoring the
+//! flag it had before.
+
+use crate::config::pipeline::MaintenanceWith;
+use crate::engine::compensation::Compensation;
+use crate::engine::context::Context;
+use crate::engine::error::StepError;
+use crate::engine::plan::PlanScratch;
+
+fn word(enabled: bool) -> &'static str {
+    if enabled { "on" } else { "off" }
+}
+
+pub fn plan(
+    ctx: &Context,
+    with: &MaintenanceWith,
+    scratch: &mut PlanScratch<'_>,
+) -> (String, Option<String>) {
+    let summary = format!(
+        "turn maintenance {} ({})",
+        word(with.enabled),
+        ctx.platform.kind()
+    );
+    let undo = scratch
+        .platform
+        .maintenance
+        .map(|before| format!("maintenance back {}", word(before)));
+    (summary, undo)
+}
+
+pub async fn prepare(ctx: &Context) -> Result<Option<Compensation>, StepError> {
+    let state = ctx.platform.state().await?;
+    Ok(state
+        .maintenance
+        .map(|enabled| Compensation::Maintenance { enabled }))
+}
+
+pub async fn run(ctx: &Context, with: &MaintenanceWith) -> Result<String, StepError> {
+    Ok(ctx.platform.set_maintenance(with.enabled).await?)
+}

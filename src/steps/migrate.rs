@@ -1,0 +1,335 @@
+//! `migrate`: bring the schema to `latest`, a version, or (in `cutover rollback`) the
+//! requested target. Each migration runs in its own transaction and is recorded with its
+//! checksum. The undo is chosen by `rollback:` — down migrations to the prior version, or a
+//! restore of the backup taken earlier in the run.
+
+use super::RunState;
+use crate::config::pipeline::{MigrateRollback, MigrateWith};
+use crate::engine::compensation::Compensation;
+use crate::engine::context::Context;
+use crate::engine::error::StepError;
+use crate::engine::plan::PlanScratch;
+use crate::engine::run::RollbackTarget;
+use crate::migrate::MigrationFile;
+
+/// Where a migrate step is going.
+enum Target {
+    Version(Option<i64>),
+    Backup(String),
+}
+
+fn target(
+    ctx: &Context,
+    with: &MigrateWith,
+    rollback: Option<&RollbackTarget>,
+) -> Result<Target, String> {
+    let Some(to) = &with.to else {
+        return Ok(Target::Version(ctx.migrations.latest()));
+    };
+    match to.value.as_str() {
+        "latest" => Ok(Target::Version(ctx.migrations.latest())),
+        "target" => match rollback {
+            Some(RollbackTarget::Version(v)) => Ok(Target::Version(*v)),
+            Some(RollbackTarget::Backup(id)) => Ok(Target::Backup(id.clone())),
+            None => Err(
+                "`to: target` is only meaningful in `cutover rollback --to V | --backup ID`".into(),
+            ),
+        },
+        v => {
+            let v: i64 = v.parse().map_err(|_| {
+                format!(
+                    "`to: {v}` is not a version: expected `latest`, `target` or a migration version"
+                )
+            })?;
+            if ctx.migrations.get(v).is_none() {
+                return Err(format!(
+                    "`to: {v}`: no migration with that version in {}",
+                    ctx.migrations.dir.display()
+                ));
+            }
+            Ok(Target::Version(Some(v)))
+        }
+    }
+}
+
+fn pending<'a>(ctx: &'a Context, applied: &[i64], to: Option<i64>) -> Vec<&'a MigrationFile> {
+    ctx.migrations
+        .migrations
+        .iter()
+        .filter(|m| !applied.contains(&m.version) && to.is_some_and(|t| m.version <= t))
+        .collect()
+}
+
+fn above<'a>(
+    ctx: &'a Context,
+    applied: &[i64],
+    to: Option<i64>,
+) -> Result<Vec<&'a MigrationFile>, String> {
+    let mut out = Vec::new();
+    let mut versions: Vec<i64> = applied
+        .iter()
+        .copied()
+        .filter(|v| to.is_none_or(|t| *v > t))
+        .collect();
+    versions.sort_unstable_by(|a, b| b.cmp(a));
+    for v in versions {
+        let file = ctx
+            .migrations
+            .get(v)
+            .ok_or_else(|| format!("migration {v} is applied but its file is missing"))?;
+        if !file.reversible() {
+            return Err(format!(
+                "migration {v} has no down file ({}); it cannot be reverted",
+                file.up_path
+                    .with_extension("")
+                    .with_extension("down.sql")
+                    .display()
+            ));
+        }
+        out.push(file);
+    }
+    Ok(out)
+}
+
+fn down_path(m: &MigrationFile) -> String {
+    let name = m
+        .up_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let down = name
+        .strip_suffix(".up.sql")
+        .or_else(|| name.strip_suffix(".sql"))
+        .unwrap_or(&name);
+    m.up_path
+        .with_file_name(format!("{down}.down.sql"))
+        .display()
+        .to_string()
+}
+
+/// Chooses the undo of applying `pending`, given how the step wants to roll back.
+fn choose_undo(
+    mode: MigrateRollback,
+    pending: &[&MigrationFile],
+    prior: Option<i64>,
+    backup: Option<String>,
+) -> Result<Option<Compensation>, String> {
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let irreversible: Vec<_> = pending.iter().filter(|m| !m.reversible()).collect();
+    let down = Compensation::MigrateDown { to: prior };
+    let no_backup =
+        || "`rollback: restore` needs a `backup` step earlier in the pipeline".to_owned();
+    match mode {
+        MigrateRollback::None => Ok(None),
+        MigrateRollback::Down => match irreversible.first() {
+            Some(m) => Err(format!(
+                "`rollback: down` but migration {} has no down file: expected {}",
+                m.version,
+                down_path(m)
+            )),
+            None => Ok(Some(down)),
+        },
+        MigrateRollback::Restore => backup
+            .map(|backup| Some(Compensation::RestoreBackup { backup }))
+            .ok_or_else(no_backup),
+        MigrateRollback::Auto => {
+            if irreversible.is_empty() {
+                Ok(Some(down))
+            } else if let Some(backup) = backup {
+                Ok(Some(Compensation::RestoreBackup { backup }))
+            } else {
+                Err(format!(
+                    "migration {} has no down file ({}) and no backup step runs before it, so a failure after it could not be undone; add the down file or a `backup` step",
+                    irreversible[0].version,
+                    down_path(irreversible[0])
+                ))
+            }
+        }
+    }
+}
+
+pub fn plan(
+    ctx: &Context,
+    with: &MigrateWith,
+    scratch: &mut PlanScratch<'_>,
+) -> Result<(String, Option<String>), String> {
+    let current = scratch.version;
+    match target(ctx, with, scratch.rollback_target)? {
+        Target::Backup(id) => {
+            scratch.version = None;
+            Ok((
+                format!("restore backup {id}"),
+                scratch
+                    .backup_before
+                    .then(|| "restore the backup taken before it".to_owned()),
+            ))
+        }
+        Target::Version(to) => {
+            let applied: Vec<i64> = scratch.database.applied.iter().map(|m| m.version).collect();
+            if to.is_some_and(|t| current.is_some_and(|c| t < c))
+                || to.is_none() && current.is_some()
+            {
+                let revert = above(ctx, &applied, to)?;
+                scratch.version = to;
+                scratch.target_version = to;
+                return Ok((
+                    format!(
+                        "migrate down to {}: revert {}",
+                        to.map_or_else(|| "an empty schema".into(), |t| t.to_string()),
+                        revert
+                            .iter()
+                            .map(|m| m.version.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    current.map(|c| format!("migrate up to {c}")),
+                ));
+            }
+            let pending = pending(ctx, &applied, to);
+            scratch.version = to;
+            scratch.target_version = to;
+            if pending.is_empty() {
+                return Ok((
+                    format!(
+                        "nothing to migrate (at {})",
+                        current.map_or("an empty schema".into(), |c| c.to_string())
+                    ),
+                    None,
+                ));
+            }
+            let mode = with.rollback.unwrap_or_default();
+            let backup = scratch
+                .backup_before
+                .then(|| "the backup taken before it".to_owned());
+            let undo = choose_undo(mode, &pending, current, backup)?;
+            if mode == MigrateRollback::None {
+                scratch.warnings.push(format!(
+                    "`rollback: none`: if a later step fails, the {} migration(s) stay applied",
+                    pending.len()
+                ));
+            }
+            let list = pending
+                .iter()
+                .map(|m| format!("{} {}", m.version, m.description))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok((
+                format!("apply {} migration(s): {list}", pending.len()),
+                undo.map(|u| match u {
+                    Compensation::RestoreBackup { .. } => {
+                        "restore the backup taken before it".to_owned()
+                    }
+                    other => other.describe(),
+                }),
+            ))
+        }
+    }
+}
+
+pub async fn prepare(
+    ctx: &Context,
+    with: &MigrateWith,
+    state: &RunState,
+) -> Result<Option<Compensation>, StepError> {
+    let db = ctx.database.state().await?;
+    let applied: Vec<i64> = db.applied.iter().map(|m| m.version).collect();
+    let current = db.version();
+    let rollback_target = state.rollback_target.as_ref();
+    match target(ctx, with, rollback_target).map_err(StepError::Failed)? {
+        Target::Backup(_) => Ok(state
+            .backup
+            .clone()
+            .map(|backup| Compensation::RestoreBackup { backup })),
+        Target::Version(to) => {
+            if to.is_some_and(|t| current.is_some_and(|c| t < c))
+                || to.is_none() && current.is_some()
+            {
+                return Ok(current.map(|c| Compensation::MigrateUp { to: c }));
+            }
+            let pending = pending(ctx, &applied, to);
+            choose_undo(
+                with.rollback.unwrap_or_default(),
+                &pending,
+                current,
+                state.backup.clone(),
+            )
+            .map_err(StepError::Failed)
+        }
+    }
+}
+
+pub async fn run(
+    ctx: &Context,
+    id: &str,
+    with: &MigrateWith,
+    state: &RunState,
+) -> Result<String, StepError> {
+    match target(ctx, with, state.rollback_target.as_ref()).map_err(StepError::Failed)? {
+        Target::Backup(backup) => super::backup::restore(ctx, id, &backup).await,
+        Target::Version(to) => {
+            let current = ctx.database.state().await?.version();
+            if to.is_some_and(|t| current.is_some_and(|c| t < c))
+                || to.is_none() && current.is_some()
+            {
+                down_to(ctx, id, to).await
+            } else {
+                match to {
+                    Some(to) => up_to(ctx, id, to).await,
+                    None => Ok("no migrations".into()),
+                }
+            }
+        }
+    }
+}
+
+/// Applies every pending migration up to `to`.
+pub async fn up_to(ctx: &Context, id: &str, to: i64) -> Result<String, StepError> {
+    let db = ctx.database.state().await?;
+    let applied: Vec<i64> = db.applied.iter().map(|m| m.version).collect();
+    let pending = pending(ctx, &applied, Some(to));
+    if pending.is_empty() {
+        return Ok(format!(
+            "nothing to migrate (at {})",
+            db.version()
+                .map_or("an empty schema".into(), |v| v.to_string())
+        ));
+    }
+    for m in &pending {
+        if ctx.cancel.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
+        let took = ctx.database.apply(m).await?;
+        ctx.note(
+            id,
+            format!(
+                "applied {} {} ({} ms)",
+                m.version,
+                m.description,
+                took.as_millis()
+            ),
+        );
+    }
+    Ok(format!(
+        "applied {} migration(s); schema at {to}",
+        pending.len()
+    ))
+}
+
+/// Reverts every applied migration above `to`, newest first.
+pub async fn down_to(ctx: &Context, id: &str, to: Option<i64>) -> Result<String, StepError> {
+    let db = ctx.database.state().await?;
+    let applied: Vec<i64> = db.applied.iter().map(|m| m.version).collect();
+    let revert = above(ctx, &applied, to).map_err(StepError::Failed)?;
+    for m in &revert {
+        ctx.database.revert(m).await?;
+        ctx.note(id, format!("reverted {} {}", m.version, m.description));
+    }
+    let at = to.map_or_else(|| "an empty schema".into(), |t| t.to_string());
+    Ok(if revert.is_empty() {
+        format!("nothing to revert (at {at})")
+    } else {
+        format!("reverted {} migration(s); schema at {at}", revert.len())
+    })
+}

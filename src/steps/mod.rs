@@ -1,0 +1,90 @@
+//! The built-in steps. Each has three parts: `plan` (describe and check, no side effects),
+//! `prepare` (read the prior state and return the compensation that restores it, before
+//! anything is touched) and `run`.
+
+pub mod backup;
+pub mod command;
+pub mod health;
+pub mod maintenance;
+pub mod migrate;
+pub mod preflight;
+pub mod restart;
+pub mod scale;
+pub mod sql;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+use crate::config::Step;
+use crate::config::pipeline::StepWith;
+use crate::engine::compensation::Compensation;
+use crate::engine::context::Context;
+use crate::engine::error::StepError;
+use crate::engine::plan::PlanScratch;
+
+/// What a run remembers between steps.
+#[derive(Debug, Default)]
+pub struct RunState {
+    /// The backup taken by this run, if any.
+    pub backup: Option<String>,
+    /// Replica counts before the first scale of each target in this run.
+    pub first_replicas: BTreeMap<String, u32>,
+    /// What `cutover rollback` was asked to go back to.
+    pub rollback_target: Option<crate::engine::run::RollbackTarget>,
+}
+
+/// Plans one step: a summary and the undo it will have, or why it cannot run.
+pub async fn plan(
+    ctx: &Context,
+    step: &Step,
+    scratch: &mut PlanScratch<'_>,
+) -> Result<(String, Option<String>), String> {
+    match &step.with {
+        StepWith::Preflight(w) => preflight::plan(ctx, w).await,
+        StepWith::Maintenance(w) => Ok(maintenance::plan(ctx, w, scratch)),
+        StepWith::Scale(w) => scale::plan(ctx, w, scratch),
+        StepWith::Backup(w) => backup::plan(ctx, w, scratch).await,
+        StepWith::Migrate(w) => migrate::plan(ctx, w, scratch),
+        StepWith::Validate(w) => validate::plan(ctx, w),
+        StepWith::Sql(w) => sql::plan(ctx, w),
+        StepWith::Command(w) => Ok(command::plan(w)),
+        StepWith::Health(w) => health::plan(ctx, w),
+        StepWith::Restart(_) => Ok(restart::plan(ctx)),
+    }
+}
+
+/// Reads the state a step is about to change and returns what would put it back.
+pub async fn prepare(
+    ctx: &Context,
+    step: &Step,
+    state: &mut RunState,
+) -> Result<Option<Compensation>, StepError> {
+    match &step.with {
+        StepWith::Maintenance(_) => maintenance::prepare(ctx).await,
+        StepWith::Scale(w) => scale::prepare(ctx, w, state).await,
+        StepWith::Backup(w) => backup::prepare(ctx, w, state).await,
+        StepWith::Migrate(w) => migrate::prepare(ctx, w, state).await,
+        StepWith::Sql(w) => Ok(w.undo.clone().map(|sql| Compensation::Sql { sql })),
+        StepWith::Command(w) => Ok(w.undo.clone().map(|run| Compensation::Command { run })),
+        StepWith::Preflight(_)
+        | StepWith::Validate(_)
+        | StepWith::Health(_)
+        | StepWith::Restart(_) => Ok(None),
+    }
+}
+
+/// Runs a step; returns a one-line result.
+pub async fn run(ctx: &Context, step: &Step, state: &mut RunState) -> Result<String, StepError> {
+    match &step.with {
+        StepWith::Preflight(w) => preflight::run(ctx, w).await,
+        StepWith::Maintenance(w) => maintenance::run(ctx, w).await,
+        StepWith::Scale(w) => scale::run(ctx, w, state).await,
+        StepWith::Backup(w) => backup::run(ctx, &step.id, w, state).await,
+        StepWith::Migrate(w) => migrate::run(ctx, &step.id, w, state).await,
+        StepWith::Validate(w) => validate::run(ctx, &step.id, w).await,
+        StepWith::Sql(w) => sql::run(ctx, w).await,
+        StepWith::Command(w) => command::run(ctx, &step.id, w).await,
+        StepWith::Health(w) => health::run(ctx, &step.id, w).await,
+        StepWith::Restart(_) => Ok(ctx.platform.restart().await?),
+    }
+}

@@ -1,0 +1,7 @@
+//! `restart`: restart the app on its platform. Nothing to undo.
+
+use crate::engine::context::Context;
+
+pub fn plan(ctx: &Context) -> (String, Option<String>) {
+    (format!("restart the app ({})", ctx.platform.kind()), None)
+}
