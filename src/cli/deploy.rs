@@ -82,18 +82,17 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, Engin
         (Some(v), None) => RollbackTarget::Version(Some(v)),
         (None, None) => unreachable!("clap requires --to or --backup"),
     };
-    let pipeline = match args.pipeline {
-        Some(p) => session.pipeline(Some(&p))?,
-        None => {
-            let beside = session
-                .config
-                .pipeline_path(None)
-                .with_file_name("rollback.yaml");
-            if beside.exists() {
-                session.pipeline(Some(&beside))?
-            } else {
-                database_pipeline(&target, "rollback")
-            }
+    let pipeline = if let Some(p) = args.pipeline {
+        session.pipeline(Some(&p))?
+    } else {
+        let beside = session
+            .config
+            .pipeline_path(None)
+            .with_file_name("rollback.yaml");
+        if beside.exists() {
+            session.pipeline(Some(&beside))?
+        } else {
+            database_pipeline(&target, "rollback")
         }
     };
     let confirmation = Confirmation {
@@ -304,9 +303,7 @@ pub fn summarize(session: &Session, ctx: &Context, plan: &Plan, outcome: &RunOut
             )
         }
     };
-    if session.json {
-        session.result(&value, &text);
-    } else if exit == Exit::Ok {
+    if session.json || exit == Exit::Ok {
         session.result(&value, &text);
     } else {
         eprint(&format!("error: {text}"));

@@ -51,7 +51,7 @@ pub fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, EngineError>
         };
         rows.push(json!({
             "run_id": run.run_id(), "environment": environment, "command": command,
-            "status": run.status().map(|s| s.as_str()), "started_at": started,
+            "status": run.status().map(super::super::engine::journal::RunStatus::as_str), "started_at": started,
             "seconds": seconds, "failed_step": failed.as_ref().map(|f| &f.0), "error": failed.as_ref().map(|f| &f.1),
             "journal": run.path.display().to_string(),
         }));

@@ -217,48 +217,45 @@ pub fn load_pipeline(path: &Path, base_dir: &Path) -> Result<Pipeline, ConfigErr
             when,
         } = entry;
         let kind = with.kind();
-        let id = match id {
-            Some(id) => {
-                if id.value.is_empty()
-                    || !id
-                        .value
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    problems.push(Located::at(
-                        path,
-                        &id.referenced,
-                        format!(
-                            "invalid step id `{}`: use letters, digits, `-` and `_`",
-                            id.value
-                        ),
-                    ));
-                }
-                if !seen.insert(id.value.clone()) {
-                    problems.push(Located::at(
-                        path,
-                        &id.referenced,
-                        format!("duplicate step id `{}`", id.value),
-                    ));
-                }
-                id.value
+        let id = if let Some(id) = id {
+            if id.value.is_empty()
+                || !id
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                problems.push(Located::at(
+                    path,
+                    &id.referenced,
+                    format!(
+                        "invalid step id `{}`: use letters, digits, `-` and `_`",
+                        id.value
+                    ),
+                ));
             }
-            None => {
-                // Unnamed steps are named after their kind, numbered when it repeats.
-                let n = counts.entry(kind.name()).or_default();
+            if !seen.insert(id.value.clone()) {
+                problems.push(Located::at(
+                    path,
+                    &id.referenced,
+                    format!("duplicate step id `{}`", id.value),
+                ));
+            }
+            id.value
+        } else {
+            // Unnamed steps are named after their kind, numbered when it repeats.
+            let n = counts.entry(kind.name()).or_default();
+            *n += 1;
+            let mut candidate = if *n == 1 {
+                kind.name().to_owned()
+            } else {
+                format!("{}-{n}", kind.name())
+            };
+            while seen.contains(&candidate) {
                 *n += 1;
-                let mut candidate = if *n == 1 {
-                    kind.name().to_owned()
-                } else {
-                    format!("{}-{n}", kind.name())
-                };
-                while seen.contains(&candidate) {
-                    *n += 1;
-                    candidate = format!("{}-{n}", kind.name());
-                }
-                seen.insert(candidate.clone());
-                candidate
+                candidate = format!("{}-{n}", kind.name());
             }
+            seen.insert(candidate.clone());
+            candidate
         };
         check_step_files(path, base_dir, &with, &mut problems);
         steps.push(Step {

@@ -12,13 +12,10 @@ pub fn on_signals() -> CancellationToken {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let mut term = match signal(SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    child.cancel();
-                    return;
-                }
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                let _ = tokio::signal::ctrl_c().await;
+                child.cancel();
+                return;
             };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}

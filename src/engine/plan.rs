@@ -77,6 +77,8 @@ pub struct PlanScratch<'a> {
     /// Schema version once the migrate steps so far have run.
     pub version: Option<i64>,
     pub backup_before: bool,
+    /// Maintenance flag once the steps so far have run.
+    pub maintenance: Option<bool>,
     pub replicas: std::collections::BTreeMap<String, u32>,
     /// Replica counts before the first scale of each target.
     pub first_replicas: std::collections::BTreeMap<String, u32>,
@@ -120,6 +122,7 @@ pub async fn build(
         platform: &platform,
         version: database.version(),
         backup_before: false,
+        maintenance: platform.maintenance,
         replicas: platform.replicas.clone(),
         first_replicas: std::collections::BTreeMap::new(),
         target_version: None,

@@ -231,7 +231,11 @@ async fn run_step(
 ) -> Result<String, StepError> {
     let mut attempt = 0;
     loop {
-        let limit = match (step.timeout.map(|t| t.get()), deadline) {
+        let limit = match (
+            step.timeout
+                .map(super::super::config::duration::Duration::get),
+            deadline,
+        ) {
             (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(Instant::now()))),
             (Some(t), None) => Some(t),
             (None, Some(d)) => Some(d.saturating_duration_since(Instant::now())),

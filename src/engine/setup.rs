@@ -53,18 +53,20 @@ pub fn context(
                 url,
                 expect: h.expect.unwrap_or(200),
                 body: h.body.clone(),
-                timeout: h.timeout.map_or(Duration::from_secs(300), |t| t.get()),
+                timeout: h.timeout.map_or(
+                    Duration::from_secs(300),
+                    super::super::config::duration::Duration::get,
+                ),
             })
         }
         None => None,
     };
     let migrations =
         source::read_dir(&config.migrations_dir()).map_err(|e| EngineError::Plan(e.to_string()))?;
-    let lock_lease = env
-        .lock
-        .as_ref()
-        .and_then(|l| l.lease)
-        .map_or(Duration::from_secs(60), |l| l.get());
+    let lock_lease = env.lock.as_ref().and_then(|l| l.lease).map_or(
+        Duration::from_secs(60),
+        super::super::config::duration::Duration::get,
+    );
     let http = reqwest::Client::builder()
         .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))

@@ -74,26 +74,23 @@ pub fn render_plan(plan: &Plan) -> String {
     }
     let _ = writeln!(s, "  steps");
     for step in &plan.steps {
-        match &step.skipped {
-            Some(reason) => {
-                let _ = writeln!(
-                    s,
-                    "    {:>2}. {:<16} skipped: {reason}",
-                    step.index + 1,
-                    step.id
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "    {:>2}. {:<16} {}",
-                    step.index + 1,
-                    step.id,
-                    step.summary
-                );
-                if let Some(undo) = &step.undo {
-                    let _ = writeln!(s, "        {:<16} undo: {undo}", "");
-                }
+        if let Some(reason) = &step.skipped {
+            let _ = writeln!(
+                s,
+                "    {:>2}. {:<16} skipped: {reason}",
+                step.index + 1,
+                step.id
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "    {:>2}. {:<16} {}",
+                step.index + 1,
+                step.id,
+                step.summary
+            );
+            if let Some(undo) = &step.undo {
+                let _ = writeln!(s, "        {:<16} undo: {undo}", "");
             }
         }
     }

@@ -32,7 +32,7 @@ fn target(ctx: &Context, with: &HealthWith) -> Result<HealthTarget, String> {
             .or(base.as_ref().and_then(|h| h.body.clone())),
         timeout: with
             .timeout
-            .map(|t| t.get())
+            .map(super::super::config::duration::Duration::get)
             .or(base.as_ref().map(|h| h.timeout))
             .unwrap_or(Duration::from_secs(300)),
     })
@@ -80,7 +80,7 @@ fn describe_error(e: &reqwest::Error) -> String {
         "connection refused or unreachable".into()
     } else {
         // Without the URL: it may carry credentials.
-        e.without_url_ref().to_string()
+        e.without_url_ref().clone()
     }
 }
 
@@ -101,7 +101,10 @@ impl WithoutUrl for reqwest::Error {
 pub async fn run(ctx: &Context, id: &str, with: &HealthWith) -> Result<String, StepError> {
     let target = target(ctx, with).map_err(StepError::Failed)?;
     let start = Instant::now();
-    let first = with.interval.map_or(Duration::from_secs(1), |i| i.get());
+    let first = with.interval.map_or(
+        Duration::from_secs(1),
+        super::super::config::duration::Duration::get,
+    );
     let mut wait = first;
     let mut attempts = 0u32;
     loop {

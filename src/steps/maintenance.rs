@@ -22,9 +22,11 @@ pub fn plan(
         ctx.platform.kind()
     );
     let undo = scratch
-        .platform
         .maintenance
         .map(|before| format!("maintenance back {}", word(before)));
+    if scratch.maintenance.is_some() {
+        scratch.maintenance = Some(with.enabled);
+    }
     (summary, undo)
 }
 

@@ -79,11 +79,7 @@ impl CommandPlatform {
         }
     }
 
-    fn needs<'a>(
-        &self,
-        action: &str,
-        command: Option<&'a String>,
-    ) -> Result<&'a str, PlatformError> {
+    fn needs<'a>(action: &str, command: Option<&'a String>) -> Result<&'a str, PlatformError> {
         command.map(String::as_str).ok_or_else(|| {
             PlatformError::Unsupported(format!(
                 "the command platform has no `{action}` command; add it under `platform:`"
@@ -148,7 +144,7 @@ impl Platform for CommandPlatform {
         } else {
             ("maintenance_off", self.maintenance_off.as_ref())
         };
-        self.run(name, self.needs(name, command)?).await?;
+        self.run(name, Self::needs(name, command)?).await?;
         Ok(format!(
             "maintenance {}",
             if enabled { "on" } else { "off" }
@@ -164,7 +160,7 @@ impl Platform for CommandPlatform {
                 "invalid scale target `{target}`"
             )));
         }
-        let template = self.needs("scale", self.scale.as_ref())?;
+        let template = Self::needs("scale", self.scale.as_ref())?;
         let command = template
             .replace("{target}", target)
             .replace("{replicas}", &replicas.to_string());
@@ -173,7 +169,7 @@ impl Platform for CommandPlatform {
     }
 
     async fn restart(&self) -> Result<String, PlatformError> {
-        self.run("restart", self.needs("restart", self.restart.as_ref())?)
+        self.run("restart", Self::needs("restart", self.restart.as_ref())?)
             .await?;
         Ok("app restarted".into())
     }

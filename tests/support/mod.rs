@@ -1,0 +1,334 @@
+//! Test harness: a throwaway project folder with the shipped migrations, validations and
+//! pipelines, a `command` platform whose state lives in files, a real local HTTP health
+//! server, and helpers to run the real `cutover` binary and read the real state back.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A local HTTP server answering every request with a status the test controls.
+pub struct HealthServer {
+    pub url: String,
+    status: Arc<AtomicU16>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl HealthServer {
+    pub fn start(status: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind health server");
+        let url = format!("http://{}/health", listener.local_addr().unwrap());
+        let status = Arc::new(AtomicU16::new(status));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (s, h) = (status.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                h.fetch_add(1, Ordering::SeqCst);
+                let code = s.load(Ordering::SeqCst);
+                let body = if code == 200 { "ok" } else { "unhealthy" };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { url, status, hits }
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A project folder with a `local` environment.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub health: HealthServer,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+impl Project {
+    /// The shipped migrations, validations and pipelines, and a platform with
+    /// maintenance off and 3 job replicas.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for sub in ["migrations", "validations", "pipelines"] {
+            copy_dir(&Path::new(ROOT).join(sub), &dir.path().join(sub));
+        }
+        let health = HealthServer::start(200);
+        let project = Self { dir, health };
+        project.write_config(&project.default_config());
+        project.set_platform(false, 3);
+        project
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn file(&self, rel: &str) -> PathBuf {
+        self.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let path = self.file(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.file(rel)).unwrap_or_default()
+    }
+
+    pub fn default_config(&self) -> String {
+        format!(
+            r#"version: 1
+project: testapp
+pipeline: pipelines/deploy.yaml
+migrations: migrations
+environments:
+  local:
+    database: {{ kind: sqlite, url: "sqlite://state/app.db" }}
+    backups: {{ kind: local, path: state/backups }}
+    platform:
+      kind: command
+      status: "cat platform/*"
+      maintenance_on: "echo maintenance=true > platform/maintenance; echo maintenance_on >> calls.log"
+      maintenance_off: "echo maintenance=false > platform/maintenance; echo maintenance_off >> calls.log"
+      scale: "echo {{target}}={{replicas}} > platform/{{target}}; echo scale_{{target}}_{{replicas}} >> calls.log"
+      restart: "echo restart >> calls.log"
+    health: {{ url: "{}", timeout: 5s }}
+"#,
+            self.health.url
+        )
+    }
+
+    pub fn write_config(&self, text: &str) {
+        self.write("deploy.yaml", text);
+    }
+
+    pub fn set_platform(&self, maintenance: bool, jobs: u32) {
+        self.write(
+            "platform/maintenance",
+            &format!("maintenance={maintenance}\n"),
+        );
+        self.write("platform/jobs", &format!("jobs={jobs}\n"));
+    }
+
+    /// The platform state as its files say.
+    pub fn platform(&self) -> String {
+        format!(
+            "{}{}",
+            self.read("platform/maintenance"),
+            self.read("platform/jobs")
+        )
+    }
+
+    /// The platform commands called so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.read("calls.log").lines().map(str::to_owned).collect()
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
+        cmd.current_dir(self.path())
+            .env_remove("CUTOVER_ENV")
+            .env_remove("CUTOVER_CONFIG")
+            .env_remove("CUTOVER_OUTPUT")
+            .env_remove("CUTOVER_TEST_CRASH_AFTER_RECORD")
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("TF_BUILD")
+            .env("NO_COLOR", "1")
+            .env("CI", "1")
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Runs `cutover ARGS` in the project and returns its output.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run(self.cmd().args(args).output().expect("cutover runs"))
+    }
+
+    /// Every table's schema and rows, in a stable order: equal snapshots mean equal
+    /// databases as far as the application can tell.
+    pub fn db_snapshot(&self) -> BTreeMap<String, Vec<String>> {
+        db_snapshot(&self.file("state/app.db"))
+    }
+
+    /// Lock files present.
+    pub fn locks(&self) -> Vec<String> {
+        match std::fs::read_dir(self.file(".cutover/locks")) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Journal records of every run, oldest first, as JSON values.
+    pub fn journals(&self) -> Vec<Vec<serde_json::Value>> {
+        let dir = self.file(".cutover/journal");
+        let mut paths: Vec<_> = match std::fs::read_dir(&dir) {
+            Ok(e) => e.map(|e| e.unwrap().path()).collect(),
+            Err(_) => return Vec::new(),
+        };
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Deploys the shipped pipeline once, so the database is at the latest version with
+    /// some data in it.
+    pub fn deployed_with_data(&self) -> &Self {
+        self.run(&["deploy"]).success();
+        let sql = "INSERT INTO users (id, email, display_name) VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B');
+                   INSERT INTO recipes (id, user_id, title, servings, calories) VALUES (1, 1, 'Soup', 2, 300), (2, 2, 'Salad', 1, NULL);";
+        exec_sql(&self.file("state/app.db"), sql);
+        self
+    }
+}
+
+/// Runs SQL against a SQLite file with sqlx (no CLI tool needed).
+pub fn exec_sql(path: &Path, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        sqlx::Executor::execute(&mut conn, sql).await.unwrap();
+        conn.close().await.unwrap();
+    });
+}
+
+pub fn db_snapshot(path: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    if !path.exists() {
+        return out;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::{Column, Connection, Row, ValueRef};
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path).read_only(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        let objects = sqlx::query("SELECT type, name, COALESCE(sql, '') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        for o in &objects {
+            let (kind, name, sql): (String, String, String) = (o.get(0), o.get(1), o.get(2));
+            let mut rows = vec![format!("{kind}: {sql}")];
+            if kind == "table" {
+                let data = sqlx::query(&format!("SELECT * FROM \"{name}\" ORDER BY 1"))
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+                for row in data {
+                    let cells: Vec<String> = (0..row.columns().len())
+                        .map(|i| {
+                            let raw = row.try_get_raw(i).unwrap();
+                            if raw.is_null() {
+                                return "NULL".to_owned();
+                            }
+                            // The install time of a migration differs between runs of the same
+                            // migration; compare everything else.
+                            if name == "_sqlx_migrations" && row.columns()[i].name() == "installed_on" {
+                                return "<time>".to_owned();
+                            }
+                            if name == "_sqlx_migrations" && row.columns()[i].name() == "execution_time" {
+                                return "<elapsed>".to_owned();
+                            }
+                            row.try_get::<String, _>(i)
+                                .or_else(|_| row.try_get::<i64, _>(i).map(|v| v.to_string()))
+                                .or_else(|_| row.try_get::<f64, _>(i).map(|v| v.to_string()))
+                                .or_else(|_| row.try_get::<Vec<u8>, _>(i).map(|v| format!("{v:02x?}")))
+                                .unwrap_or_else(|_| "?".into())
+                        })
+                        .collect();
+                    rows.push(cells.join(" | "));
+                }
+            }
+            out.insert(format!("{kind} {name}"), rows);
+        }
+        conn.close().await.unwrap();
+    });
+    out
+}
+
+/// A finished command.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout(), self.stderr())
+    }
+
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "expected exit {code}, got {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code(),
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.expect_code(0)
+    }
+}
