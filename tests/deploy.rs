@@ -1,5 +1,7 @@
 mod support;
 
+use sha2::Digest;
+
 use support::Project;
 
 #[test]
@@ -20,7 +22,6 @@ fn full_deploy_applies_migrations_backs_up_and_polls_health() {
     assert_eq!(backups.len(), 1);
     let id = backups[0]["id"].as_str().unwrap();
     let bytes = std::fs::read(p.file(&format!("state/backups/{id}.dump"))).unwrap();
-    use sha2::Digest;
     assert_eq!(
         hex::encode(sha2::Sha256::digest(&bytes)),
         backups[0]["sha256"].as_str().unwrap()
