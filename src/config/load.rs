@@ -257,7 +257,7 @@ pub fn load_pipeline(path: &Path, base_dir: &Path) -> Result<Pipeline, ConfigErr
             seen.insert(candidate.clone());
             candidate
         };
-        check_step_files(path, base_dir, &with, &mut problems);
+        check_step_files(path, base_dir, &referenced, &with, &mut problems);
         steps.push(Step {
             id,
             with,
@@ -277,7 +277,13 @@ pub fn load_pipeline(path: &Path, base_dir: &Path) -> Result<Pipeline, ConfigErr
 }
 
 /// Files named by steps must exist now, not halfway through a deploy.
-fn check_step_files(path: &Path, base_dir: &Path, with: &StepWith, problems: &mut Vec<Located>) {
+fn check_step_files(
+    path: &Path,
+    base_dir: &Path,
+    step: &serde_saphyr::Location,
+    with: &StepWith,
+    problems: &mut Vec<Located>,
+) {
     let mut must_exist = |value: &Spanned<String>, what: &str| {
         let target = base_dir.join(&value.value);
         if !target.exists() {
@@ -294,8 +300,9 @@ fn check_step_files(path: &Path, base_dir: &Path, with: &StepWith, problems: &mu
                 must_exist(q, "validation queries");
             }
             if v.queries.is_none() && v.checks.is_empty() {
-                problems.push(Located::file(
+                problems.push(Located::at(
                     path,
+                    step,
                     "`validate` needs `queries:` (a folder of .sql files) or `checks:`".into(),
                 ));
             }
@@ -305,8 +312,9 @@ fn check_step_files(path: &Path, base_dir: &Path, with: &StepWith, problems: &mu
                 must_exist(f, "SQL file");
             }
             if s.sql.is_some() == s.file.is_some() {
-                problems.push(Located::file(
+                problems.push(Located::at(
                     path,
+                    step,
                     "`sql` needs exactly one of `sql:` or `file:`".into(),
                 ));
             }
