@@ -195,3 +195,34 @@ fn history_and_plan_json_have_a_stable_shape() {
             .any(|e| e["event"] == "run_finished" && e["status"] == "succeeded")
     );
 }
+
+#[test]
+fn backup_prune_keeps_the_newest() {
+    let p = Project::new();
+    p.write_config(&p.default_config().replace(
+        "backups: { kind: local, path: state/backups }",
+        "backups: { kind: local, path: state/backups, keep: 2 }",
+    ));
+    p.deployed_with_data();
+    for name in ["b1", "b2", "b3"] {
+        p.run(&["backup", "create", "--name", name]).success();
+    }
+    let dry = p.run(&["backup", "prune", "--dry-run"]);
+    dry.success();
+    assert!(dry.stdout().contains("would delete"), "{}", dry.stdout());
+    assert_eq!(std::fs::read_dir(p.file("state/backups")).unwrap().count(), 8);
+    p.run(&["backup", "prune"]).success();
+    let list = p.run(&["backup", "list", "--output", "json"]);
+    let ids: Vec<String> = result(&list.stdout())["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["b3", "b2"]);
+
+    // Without `keep:` there is nothing to prune by: refused, nothing deleted.
+    p.write_config(&p.default_config());
+    p.run(&["backup", "prune"]).expect_code(2);
+    assert_eq!(std::fs::read_dir(p.file("state/backups")).unwrap().count(), 4);
+}

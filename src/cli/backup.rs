@@ -86,6 +86,27 @@ pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, Eng
             );
             Ok(Exit::Ok)
         }
+        BackupCommand::Prune { dry_run } => {
+            let ctx = session.context(cancel::on_signals())?;
+            let keep = ctx.store.keep().cloned().ok_or_else(|| {
+                EngineError::Plan(format!(
+                    "environment `{}` has no `backups.keep:`; set a count (`keep: 10`) or an age (`keep: 35d`) to prune",
+                    ctx.environment
+                ))
+            })?;
+            let list = ctx.store.list().await.map_err(|e| EngineError::Plan(e.to_string()))?;
+            let doomed = prune_candidates(&list, &keep, chrono::Utc::now());
+            let mut text = String::new();
+            for id in &doomed {
+                if !dry_run {
+                    ctx.store.delete(id).await.map_err(|e| EngineError::Step(e.into()))?;
+                }
+                text.push_str(&format!("{} {id}\n", if dry_run { "would delete" } else { "deleted" }));
+            }
+            text.push_str(&format!("{} backup(s) kept", list.len() - doomed.len()));
+            session.result(&json!({"deleted": if dry_run { Vec::new() } else { doomed.clone() }, "would_delete": if dry_run { doomed.clone() } else { Vec::new() }}), &text);
+            Ok(Exit::Ok)
+        }
         BackupCommand::Restore { id, confirm, yes } => {
             let target = RollbackTarget::Backup(id);
             let pipeline = database_pipeline(&target, "backup restore");
@@ -104,4 +125,24 @@ pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, Eng
             .await
         }
     }
+}
+
+/// Backups beyond the retention, given newest first. The newest backup is always kept.
+pub fn prune_candidates(
+    newest_first: &[crate::adapters::store::Manifest],
+    keep: &crate::config::deploy_file::Keep,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<String> {
+    use crate::config::deploy_file::Keep;
+    newest_first
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(i, m)| match keep {
+            Keep::Count(n) => *i >= (*n as usize).max(1),
+            Keep::Age(age) => chrono::Duration::from_std(age.get())
+                .is_ok_and(|age| now - m.created_at > age),
+        })
+        .map(|(_, m)| m.id.clone())
+        .collect()
 }

@@ -91,7 +91,7 @@ pub enum Command {
     /// Migrations: status, up, down, new, verify.
     #[command(subcommand)]
     Migrate(MigrateCommand),
-    /// Backups: list, create, verify, restore.
+    /// Backups: list, create, verify, restore, prune.
     #[command(subcommand)]
     Backup(BackupCommand),
     /// Past runs from the journal.
@@ -187,6 +187,13 @@ pub enum BackupCommand {
     },
     /// Check a backup's checksum and restore it into a scratch database.
     Verify { id: String },
+    /// Delete backups beyond the store's `keep:` (a count or an age); the newest is always
+    /// kept.
+    Prune {
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Restore a backup over the database (a safety backup is taken first).
     Restore {
         id: String,
