@@ -210,7 +210,10 @@ fn backup_prune_keeps_the_newest() {
     let dry = p.run(&["backup", "prune", "--dry-run"]);
     dry.success();
     assert!(dry.stdout().contains("would delete"), "{}", dry.stdout());
-    assert_eq!(std::fs::read_dir(p.file("state/backups")).unwrap().count(), 8);
+    assert_eq!(
+        std::fs::read_dir(p.file("state/backups")).unwrap().count(),
+        8
+    );
     p.run(&["backup", "prune"]).success();
     let list = p.run(&["backup", "list", "--output", "json"]);
     let ids: Vec<String> = result(&list.stdout())["backups"]
@@ -224,5 +227,36 @@ fn backup_prune_keeps_the_newest() {
     // Without `keep:` there is nothing to prune by: refused, nothing deleted.
     p.write_config(&p.default_config());
     p.run(&["backup", "prune"]).expect_code(2);
-    assert_eq!(std::fs::read_dir(p.file("state/backups")).unwrap().count(), 4);
+    assert_eq!(
+        std::fs::read_dir(p.file("state/backups")).unwrap().count(),
+        4
+    );
+}
+
+#[test]
+fn deploy_applies_exactly_the_approved_plan_or_refuses() {
+    let p = Project::new();
+    p.run(&["plan", "--out", "approved.json"]).success();
+    // Something changes between approval and deploy: a new migration lands.
+    p.write(
+        "migrations/20250101000000_late.up.sql",
+        "CREATE TABLE late (id INTEGER);\n",
+    );
+    p.write(
+        "migrations/20250101000000_late.down.sql",
+        "DROP TABLE late;\n",
+    );
+    let refused = p.run(&["deploy", "--plan", "approved.json"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr().contains("approved plan"),
+        "{}",
+        refused.stderr()
+    );
+    assert!(p.journals().is_empty() && p.calls().is_empty() && !p.file("state/app.db").exists());
+
+    // A fresh approval of the new plan is applied.
+    p.run(&["plan", "--out", "approved.json"]).success();
+    p.run(&["deploy", "--plan", "approved.json"]).success();
+    assert!(p.db_snapshot().contains_key("table late"));
 }

@@ -65,6 +65,7 @@ pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, Eng
                     named: None,
                     yes: true,
                     implied: false,
+                    approved: None,
                 },
                 "backup create",
                 None,
@@ -94,14 +95,24 @@ pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, Eng
                     ctx.environment
                 ))
             })?;
-            let list = ctx.store.list().await.map_err(|e| EngineError::Plan(e.to_string()))?;
+            let list = ctx
+                .store
+                .list()
+                .await
+                .map_err(|e| EngineError::Plan(e.to_string()))?;
             let doomed = prune_candidates(&list, &keep, chrono::Utc::now());
             let mut text = String::new();
             for id in &doomed {
                 if !dry_run {
-                    ctx.store.delete(id).await.map_err(|e| EngineError::Step(e.into()))?;
+                    ctx.store
+                        .delete(id)
+                        .await
+                        .map_err(|e| EngineError::Step(e.into()))?;
                 }
-                text.push_str(&format!("{} {id}\n", if dry_run { "would delete" } else { "deleted" }));
+                text.push_str(&format!(
+                    "{} {id}\n",
+                    if dry_run { "would delete" } else { "deleted" }
+                ));
             }
             text.push_str(&format!("{} backup(s) kept", list.len() - doomed.len()));
             session.result(&json!({"deleted": if dry_run { Vec::new() } else { doomed.clone() }, "would_delete": if dry_run { doomed.clone() } else { Vec::new() }}), &text);
@@ -117,6 +128,7 @@ pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, Eng
                     named: confirm,
                     yes,
                     implied: false,
+                    approved: None,
                 },
                 "backup restore",
                 Some(target),
@@ -140,8 +152,9 @@ pub fn prune_candidates(
         .skip(1)
         .filter(|(i, m)| match keep {
             Keep::Count(n) => *i >= (*n as usize).max(1),
-            Keep::Age(age) => chrono::Duration::from_std(age.get())
-                .is_ok_and(|age| now - m.created_at > age),
+            Keep::Age(age) => {
+                chrono::Duration::from_std(age.get()).is_ok_and(|age| now - m.created_at > age)
+            }
         })
         .map(|(_, m)| m.id.clone())
         .collect()

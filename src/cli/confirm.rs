@@ -17,6 +17,8 @@ pub struct Confirmation {
     pub yes: bool,
     /// The command itself is the confirmation (`release`).
     pub implied: bool,
+    /// `deploy --plan FILE`: the environment and digest of the plan a human approved.
+    pub approved: Option<(String, String)>,
 }
 
 pub async fn confirm(

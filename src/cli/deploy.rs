@@ -20,10 +20,12 @@ use crate::engine::{Context, EngineError, cancel, lock};
 pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let pipeline = session.pipeline(args.pipeline.as_deref())?;
+    let approved = args.plan.as_deref().map(read_approved).transpose()?;
     let confirmation = Confirmation {
         named: args.confirm,
         yes: args.yes,
         implied: false,
+        approved,
     };
     run_pipeline(
         &session,
@@ -49,8 +51,28 @@ pub async fn release(global: &Global, args: ReleaseArgs) -> Result<Exit, EngineE
         named: None,
         yes: true,
         implied: true,
+        approved: None,
     };
     run_pipeline(&session, &pipeline, &confirmation, "release", None, false).await
+}
+
+/// Reads a plan saved by `plan --out`: its environment and digest are what was approved.
+fn read_approved(path: &std::path::Path) -> Result<(String, String), EngineError> {
+    let bad = |why: String| EngineError::Config(ConfigError::Invalid(Located::file(path, why)));
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(format!("cannot read the approved plan: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| bad(format!("not a plan written by `cutover plan --out`: {e}")))?;
+    match (
+        value["environment"].as_str(),
+        value["digest"].as_str(),
+        value["format"].as_u64(),
+    ) {
+        (Some(env), Some(digest), Some(1)) => Ok((env.to_owned(), digest.to_owned())),
+        _ => Err(bad(
+            "not a plan written by `cutover plan --out` (format 1)".into()
+        )),
+    }
 }
 
 /// `release` picks `heroku`, else the only environment marked `release: true`.
@@ -99,6 +121,7 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, Engin
         named: args.confirm,
         yes: args.yes,
         implied: false,
+        approved: None,
     };
     run_pipeline(
         &session,
@@ -211,7 +234,16 @@ pub async fn run_pipeline(
     }
     check_window(session)?;
     let env = session.config.environment(&session.environment)?;
-    confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
+    if let Some((environment, digest)) = &confirmation.approved {
+        if *environment != session.environment || *digest != shown.digest {
+            return Err(EngineError::PlanChanged(format!(
+                "  - the approved plan was for `{environment}` with digest {digest}; the plan now is for `{}` with digest {}\n  - run `cutover plan` again and have the new plan approved",
+                session.environment, shown.digest
+            )));
+        }
+    } else {
+        confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
+    }
     let run_id = crate::engine::journal::new_run_id();
     let guard = lock::acquire(
         &ctx.state_dir,

@@ -117,6 +117,9 @@ pub struct DeployArgs {
     /// Skip confirmation for environments without `confirm: typed`.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Apply exactly this approved plan (from `plan --out`), or refuse if anything changed.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +129,9 @@ pub struct PlanArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the plan as JSON to FILE, for `deploy --plan FILE` after an approval.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,12 @@ pub async fn plan(global: &Global, args: PlanArgs) -> Result<Exit, EngineError> 
     let pipeline = session.pipeline(args.pipeline.as_deref())?;
     let ctx = session.context(cancel::on_signals())?;
     let plan = plan::build(&ctx, &pipeline, None).await?;
+    if let Some(out) = &args.out {
+        let text = super::exit::redactor()
+            .redact(&serde_json::to_string_pretty(&plan).expect("plan serializes"));
+        std::fs::write(out, text + "\n")
+            .map_err(|e| EngineError::Plan(format!("cannot write {}: {e}", out.display())))?;
+    }
     if args.json {
         // `plan --json` prints the plan alone, as one JSON document.
         println!(
