@@ -3,12 +3,11 @@
 use serde_json::json;
 
 use super::confirm::Confirmation;
-use super::deploy::{database_pipeline, run_pipeline};
+use super::deploy::{builtin, database_pipeline, run_pipeline, step};
 use super::exit::Exit;
 use super::session::Session;
 use super::{BackupCommand, Global};
 use crate::config::pipeline::{BackupWith, StepWith};
-use crate::config::{Pipeline, Step};
 use crate::engine::run::RollbackTarget;
 use crate::engine::{EngineError, cancel};
 use crate::steps::backup::{human_bytes, verify};
@@ -42,31 +41,15 @@ pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, Eng
             Ok(Exit::Ok)
         }
         BackupCommand::Create { name } => {
-            let pipeline = Pipeline {
-                path: "(built in)".into(),
-                name: "backup".into(),
-                timeout: None,
-                steps: vec![Step {
-                    id: "backup".into(),
-                    with: StepWith::Backup(BackupWith {
-                        name: Some(name.unwrap_or_else(|| "manual-{timestamp}".into())),
-                        verify: None,
-                    }),
-                    timeout: None,
-                    retries: 0,
-                    when: None,
-                    line: 0,
-                }],
+            let with = BackupWith {
+                name: Some(name.unwrap_or_else(|| "manual-{timestamp}".into())),
+                verify: None,
             };
+            let pipeline = builtin("backup", vec![step("backup", StepWith::Backup(with))]);
             run_pipeline(
                 &session,
                 &pipeline,
-                &Confirmation {
-                    named: None,
-                    yes: true,
-                    implied: false,
-                    approved: None,
-                },
+                &Confirmation::automatic(),
                 "backup create",
                 None,
                 false,

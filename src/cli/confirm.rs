@@ -21,6 +21,19 @@ pub struct Confirmation {
     pub approved: Option<(String, String)>,
 }
 
+impl Confirmation {
+    /// For commands whose invocation is the decision (`migrate up`, `backup create`).
+    /// Typed-confirmation environments still need `--confirm`.
+    pub fn automatic() -> Self {
+        Self {
+            named: None,
+            yes: true,
+            implied: false,
+            approved: None,
+        }
+    }
+}
+
 pub async fn confirm(
     mode: ConfirmMode,
     environment: &str,

@@ -134,7 +134,8 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, Engin
     .await
 }
 
-fn step(id: &str, with: StepWith) -> Step {
+/// A step of a built-in pipeline.
+pub fn step(id: &str, with: StepWith) -> Step {
     Step {
         id: id.into(),
         with,
@@ -169,6 +170,11 @@ pub fn database_pipeline(target: &RollbackTarget, name: &str) -> Pipeline {
             rollback: Some(MigrateRollback::Auto),
         }),
     ));
+    builtin(name, steps)
+}
+
+/// A pipeline made in code for a one-off command, run through the same engine.
+pub fn builtin(name: &str, steps: Vec<Step>) -> Pipeline {
     Pipeline {
         path: PathBuf::from("(built in)"),
         name: name.into(),

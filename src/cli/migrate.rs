@@ -7,12 +7,12 @@ use serde_json::json;
 use serde_saphyr::{Location, Spanned};
 
 use super::confirm::Confirmation;
-use super::deploy::run_pipeline;
+use super::deploy::{builtin, run_pipeline, step};
 use super::exit::Exit;
 use super::session::Session;
 use super::{Global, MigrateCommand};
+use crate::config::Pipeline;
 use crate::config::pipeline::{MigrateRollback, MigrateWith, StepWith};
-use crate::config::{Pipeline, Step};
 use crate::engine::run::RollbackTarget;
 use crate::engine::{EngineError, cancel, plan};
 
@@ -43,12 +43,7 @@ pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, E
             run_pipeline(
                 &session,
                 &pipeline,
-                &Confirmation {
-                    named: None,
-                    yes: true,
-                    implied: false,
-                    approved: None,
-                },
+                &Confirmation::automatic(),
                 "migrate up",
                 None,
                 false,
@@ -62,12 +57,7 @@ pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, E
             run_pipeline(
                 &session,
                 &pipeline,
-                &Confirmation {
-                    named: None,
-                    yes: true,
-                    implied: false,
-                    approved: None,
-                },
+                &Confirmation::automatic(),
                 "migrate down",
                 Some(target),
                 false,
@@ -78,26 +68,17 @@ pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, E
 }
 
 fn one_step(to: &str, rollback: MigrateRollback) -> Pipeline {
-    Pipeline {
-        path: PathBuf::from("(built in)"),
-        name: "migrate up".into(),
-        timeout: None,
-        steps: vec![Step {
-            id: "migrate".into(),
-            with: StepWith::Migrate(MigrateWith {
-                to: Some(Spanned::new(
-                    to.to_owned(),
-                    Location::UNKNOWN,
-                    Location::UNKNOWN,
-                )),
+    let to = Spanned::new(to.to_owned(), Location::UNKNOWN, Location::UNKNOWN);
+    builtin(
+        "migrate up",
+        vec![step(
+            "migrate",
+            StepWith::Migrate(MigrateWith {
+                to: Some(to),
                 rollback: Some(rollback),
             }),
-            timeout: None,
-            retries: 0,
-            when: None,
-            line: 0,
-        }],
-    }
+        )],
+    )
 }
 
 fn new(global: &Global, name: &str) -> Result<Exit, EngineError> {

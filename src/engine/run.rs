@@ -121,19 +121,14 @@ pub async fn execute(
         let compensation = match steps::prepare(ctx, step, &mut state).await {
             Ok(c) => c,
             Err(e) => {
-                let error = ctx.redactor.redact(&e.to_string());
-                journal.write(&Record::StepFailed {
-                    at: Utc::now(),
+                failure = Some(step_failed(
+                    ctx,
+                    &mut journal,
                     index,
-                    id: step.id.clone(),
-                    error: error.clone(),
-                })?;
-                ctx.report(Event::StepFailed {
-                    id: step.id.clone(),
-                    elapsed_ms: ms(step_start.elapsed()),
-                    error: error.clone(),
-                });
-                failure = Some((step.id.clone(), error));
+                    &step.id,
+                    step_start,
+                    &e,
+                )?);
                 break;
             }
         };
@@ -169,18 +164,14 @@ pub async fn execute(
                 }
             }
             Err(e) => {
-                let error = ctx.redactor.redact(&e.to_string());
-                journal.write(&Record::StepFailed {
-                    at: Utc::now(),
+                failure = Some(step_failed(
+                    ctx,
+                    &mut journal,
                     index,
-                    id: step.id.clone(),
-                    error: error.clone(),
-                })?;
-                ctx.report(Event::StepFailed {
-                    id: step.id.clone(),
-                    elapsed_ms: ms(step_start.elapsed()),
-                    error: error.clone(),
-                });
+                    &step.id,
+                    step_start,
+                    &e,
+                )?);
                 if let Some(action) = compensation.filter(Compensation::undoes_failed_step) {
                     stack.push(Pending {
                         index,
@@ -188,7 +179,6 @@ pub async fn execute(
                         action,
                     });
                 }
-                failure = Some((step.id.clone(), error));
                 break;
             }
         }
@@ -220,6 +210,30 @@ pub async fn execute(
         left,
         results,
     })
+}
+
+/// Records and reports a step's failure; returns the step id and the masked error.
+fn step_failed(
+    ctx: &Context,
+    journal: &mut Journal,
+    index: usize,
+    id: &str,
+    started: Instant,
+    error: &StepError,
+) -> Result<(String, String), EngineError> {
+    let error = ctx.redactor.redact(&error.to_string());
+    journal.write(&Record::StepFailed {
+        at: Utc::now(),
+        index,
+        id: id.to_owned(),
+        error: error.clone(),
+    })?;
+    ctx.report(Event::StepFailed {
+        id: id.to_owned(),
+        elapsed_ms: ms(started.elapsed()),
+        error: error.clone(),
+    });
+    Ok((id.to_owned(), error))
 }
 
 /// Runs one step with its timeout, retries and cancellation.
