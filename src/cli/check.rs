@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::Global;
-use super::exit::{Exit, report_error};
+use super::exit::{Exit, eprint, report_error};
 use super::session::{Session, load_config};
 use crate::engine::{EngineError, cancel, plan};
 
@@ -40,6 +40,7 @@ pub async fn check(global: &Global) -> Result<Exit, EngineError> {
                 results.push(env);
             }
             Err(e) => {
+                eprint(&format!("environment `{env}`:"));
                 let code = report_error(&e);
                 if exit == Exit::Ok {
                     exit = code;

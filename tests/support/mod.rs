@@ -332,3 +332,68 @@ impl Run {
         self.expect_code(0)
     }
 }
+
+// ---- Helpers for the rollback, crash and concurrency tests. ----
+
+/// Everything a deploy may change, read back from the real state: every table and row,
+/// the platform's files and the lock folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    pub db: BTreeMap<String, Vec<String>>,
+    pub platform: String,
+    pub locks: Vec<String>,
+}
+
+impl Project {
+    /// Adds a migration to the project's migrations folder (`down: None`: no down file).
+    pub fn add_migration(&self, name: &str, up: &str, down: Option<&str>) {
+        self.write(&format!("migrations/{name}.up.sql"), up);
+        if let Some(down) = down {
+            self.write(&format!("migrations/{name}.down.sql"), down);
+        }
+    }
+
+    /// The shipped pipeline as this project has it.
+    pub fn pipeline(&self) -> String {
+        self.read("pipelines/deploy.yaml")
+    }
+
+    /// Replaces the project's `pipelines/deploy.yaml`.
+    pub fn write_pipeline(&self, text: &str) {
+        self.write("pipelines/deploy.yaml", text);
+    }
+
+    /// Database, platform and locks as they are now.
+    pub fn state(&self) -> State {
+        let mut locks = self.locks();
+        locks.sort();
+        State {
+            db: self.db_snapshot(),
+            platform: self.platform(),
+            locks,
+        }
+    }
+
+    /// The lock file of the `local` environment.
+    pub fn lock_file(&self) -> PathBuf {
+        self.file(".cutover/locks/local.lock.json")
+    }
+}
+
+/// `text` with `from` replaced by `to`, which must occur exactly once.
+#[track_caller]
+pub fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "`{from}` should occur once in:\n{text}"
+    );
+    text.replacen(from, to, 1)
+}
+
+/// This host's name, as the lock records it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown-host".into()))
+}
