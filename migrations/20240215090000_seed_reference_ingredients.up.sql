@@ -1,11 +1,15 @@
 -- Common pantry ingredients. Idempotent: names that already exist are kept.
-INSERT INTO ingredients (name) VALUES
-    ('salt'),
-    ('black pepper'),
-    ('olive oil'),
-    ('butter'),
-    ('garlic'),
-    ('onion'),
-    ('all-purpose flour'),
-    ('sugar')
-ON CONFLICT (name) DO NOTHING;
+-- Ids are computed rather than generated so the same SQL runs on SQLite and PostgreSQL.
+INSERT INTO ingredients (id, name)
+SELECT (SELECT COALESCE(MAX(id), 0) FROM ingredients) + ROW_NUMBER() OVER (ORDER BY v.name), v.name
+FROM (
+    SELECT 'salt' AS name
+    UNION ALL SELECT 'black pepper'
+    UNION ALL SELECT 'olive oil'
+    UNION ALL SELECT 'butter'
+    UNION ALL SELECT 'garlic'
+    UNION ALL SELECT 'onion'
+    UNION ALL SELECT 'all-purpose flour'
+    UNION ALL SELECT 'sugar'
+) AS v
+WHERE v.name NOT IN (SELECT name FROM ingredients);

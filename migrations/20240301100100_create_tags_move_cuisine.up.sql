@@ -13,10 +13,9 @@ CREATE TABLE recipe_tags (
 CREATE INDEX idx_recipe_tags_tag_id ON recipe_tags (tag_id);
 
 -- One tag per distinct cuisine value.
-INSERT INTO tags (name)
-SELECT DISTINCT cuisine
-FROM recipes
-WHERE cuisine IS NOT NULL;
+INSERT INTO tags (id, name)
+SELECT ROW_NUMBER() OVER (ORDER BY cuisine), cuisine
+FROM (SELECT DISTINCT cuisine FROM recipes WHERE cuisine IS NOT NULL) AS d;
 
 -- Link every recipe to the tag for its cuisine.
 INSERT INTO recipe_tags (recipe_id, tag_id)
