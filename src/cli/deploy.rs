@@ -258,6 +258,7 @@ pub async fn run_pipeline(
         command,
         ctx.lock_lease,
     )?;
+    let db_lock = lock::acquire_in_database(&ctx).await?;
     ensure_no_unfinished(&ctx)?;
     let now = plan::build(&ctx, pipeline, target.as_ref()).await?;
     if now.digest != shown.digest {
@@ -270,6 +271,7 @@ pub async fn run_pipeline(
         ));
     }
     let outcome = run::execute(&ctx, pipeline, &now, command, run_id, target).await?;
+    drop(db_lock);
     guard.release();
     Ok(summarize(session, &ctx, &now, &outcome))
 }

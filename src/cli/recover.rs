@@ -30,6 +30,7 @@ pub async fn recover(global: &Global) -> Result<Exit, EngineError> {
         "recover",
         ctx.lock_lease,
     )?;
+    let db_lock = lock::acquire_in_database(&ctx).await?;
     let mut exit = Exit::Ok;
     let mut recovered = Vec::new();
     for record in &runs {
@@ -72,6 +73,7 @@ pub async fn recover(global: &Global) -> Result<Exit, EngineError> {
             &line,
         );
     }
+    drop(db_lock);
     guard.release();
     Ok(exit)
 }

@@ -88,11 +88,13 @@ impl Session {
     ) -> Result<config::Pipeline, EngineError> {
         let path = self.config.pipeline_path(explicit);
         if !path.exists() {
-            return Err(ConfigError::Invalid(Located::file(
-                &self.config.path,
-                format!("pipeline file `{}` does not exist", path.display()),
-            ))
-            .into());
+            let message = format!("pipeline file `{}` does not exist", path.display());
+            // Point at the config's `pipeline:` line when that is where the path came from.
+            let located = match (&self.config.file.pipeline, explicit) {
+                (Some(p), None) => Located::at(&self.config.path, &p.referenced, message),
+                _ => Located::file(&self.config.path, message),
+            };
+            return Err(ConfigError::Invalid(located).into());
         }
         Ok(config::load_pipeline(&path, &self.config.dir)?)
     }

@@ -82,10 +82,17 @@ pub enum DatabaseConfig {
         /// Connection URL; a credential field.
         url: Text,
     },
-    /// PostgreSQL.
+    /// PostgreSQL: `postgres://user:password@host:5432/db?sslmode=require`.
     Postgres {
         /// Connection URL; a credential field.
         url: Text,
+        /// Longest a statement waits for a lock before failing (default 5s), so a migration
+        /// never queues behind a long transaction while the app queues behind it.
+        #[serde(default)]
+        lock_timeout: Option<Duration>,
+        /// Longest a single statement may run (default: no limit).
+        #[serde(default)]
+        statement_timeout: Option<Duration>,
     },
     /// MySQL or MariaDB.
     Mysql {

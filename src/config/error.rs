@@ -25,6 +25,23 @@ impl Located {
         }
     }
 
+    /// At the first place `needle` is written in the file, else the file alone: for values
+    /// that reach their type without a location.
+    pub fn find(path: &Path, needle: &str, message: String) -> Self {
+        let found = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| line_column(&text, needle));
+        match found {
+            Some((line, column)) => Self {
+                path: path.to_owned(),
+                line: Some(line),
+                column: Some(column),
+                message,
+            },
+            None => Self::file(path, message),
+        }
+    }
+
     pub fn file(path: &Path, message: String) -> Self {
         Self {
             path: path.to_owned(),
@@ -33,6 +50,24 @@ impl Located {
             message,
         }
     }
+}
+
+/// Line and column (both from 1) of the first occurrence of `needle` in `text` outside a
+/// comment line.
+fn line_column(text: &str, needle: &str) -> Option<(u64, u64)> {
+    if needle.is_empty() {
+        return None;
+    }
+    text.match_indices(needle).find_map(|(at, _)| {
+        let before = &text[..at];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        if before[line_start..].trim_start().starts_with('#') {
+            return None;
+        }
+        let line = before.matches('\n').count() as u64 + 1;
+        let column = before[line_start..].chars().count() as u64 + 1;
+        Some((line, column))
+    })
 }
 
 impl fmt::Display for Located {
@@ -66,7 +101,10 @@ pub enum ConfigError {
 impl ConfigError {
     /// Turns a serde-saphyr error into one naming the file.
     pub fn yaml(path: &Path, error: &serde_saphyr::Error) -> Self {
-        let rendered = error.to_string();
+        // serde-saphyr's advice on duplicate keys is meant for programmers, not config authors.
+        let rendered = error
+            .to_string()
+            .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
         let mut lines = rendered.lines();
         let first = lines.next().unwrap_or_default();
         // serde-saphyr starts with `error: line L column C: message`; keep only the message.

@@ -98,29 +98,8 @@ impl Resolver<'_> {
         // Strings inside `kind:`-tagged sections (database, backups, platform) are buffered by
         // serde before they reach their type and arrive without a location: find the text in
         // the file instead, so the message still says where it was written.
-        let found = std::fs::read_to_string(self.config_path)
-            .ok()
-            .and_then(|file| line_column(&file, &text.value));
-        ConfigError::Invalid(match found {
-            Some((line, column)) => Located {
-                path: self.config_path.to_owned(),
-                line: Some(line),
-                column: Some(column),
-                message,
-            },
-            None => Located::file(self.config_path, message),
-        })
+        ConfigError::Invalid(Located::find(self.config_path, &text.value, message))
     }
-}
-
-/// Line and column (both from 1) of the first occurrence of `needle` in `text`.
-fn line_column(text: &str, needle: &str) -> Option<(u64, u64)> {
-    let at = text.find(needle)?;
-    let before = &text[..at];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = before.matches('\n').count() as u64 + 1;
-    let column = before[line_start..].chars().count() as u64 + 1;
-    Some((line, column))
 }
 
 fn url_password(url: &str) -> Option<&str> {

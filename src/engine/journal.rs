@@ -292,6 +292,12 @@ impl RunRecord {
     pub fn is_open(&self) -> bool {
         self.status().is_none()
     }
+
+    /// True when `recover` has work to do: the run is open (its process died), or its
+    /// rollback stopped part-way (`rollback_failed`) and the rest is still to undo.
+    pub fn needs_recover(&self) -> bool {
+        matches!(self.status(), None | Some(RunStatus::RollbackFailed))
+    }
 }
 
 /// Every run in the journal folder, oldest first.
@@ -310,11 +316,12 @@ pub fn all_runs(state_dir: &Path) -> Result<Vec<RunRecord>, JournalError> {
     paths.iter().map(|p| RunRecord::read(p)).collect()
 }
 
-/// Runs of an environment that never finished.
+/// Runs of an environment that never finished, or whose rollback is incomplete: each
+/// blocks new runs until `recover` finishes it.
 pub fn open_runs(state_dir: &Path, environment: &str) -> Result<Vec<RunRecord>, JournalError> {
     Ok(all_runs(state_dir)?
         .into_iter()
-        .filter(|r| r.is_open() && r.environment().is_none_or(|e| e == environment))
+        .filter(|r| r.needs_recover() && r.environment().is_none_or(|e| e == environment))
         .collect())
 }
 

@@ -57,6 +57,8 @@ impl LockInfo {
 pub enum LockError {
     #[error("another run holds the deploy lock: {}", .0.describe())]
     Held(Box<LockInfo>),
+    #[error("{0}")]
+    HeldInDatabase(String),
     #[error("lock file {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -88,24 +90,30 @@ pub fn lock_path(state_dir: &Path, environment: &str) -> PathBuf {
 /// Reads the current lock, if any. A lock file that cannot be parsed (a crash mid-write)
 /// reads as an expired lock held by nobody.
 pub fn read(path: &Path) -> Result<Option<LockInfo>, LockError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(serde_json::from_str(&text).unwrap_or_else(|_| {
-            LockInfo {
-                run_id: "unknown (damaged lock file)".into(),
-                command: "unknown".into(),
-                host: "unknown".into(),
-                pid: 0,
-                user: "unknown".into(),
-                acquired_at: DateTime::<Utc>::MIN_UTC,
-                expires_at: DateTime::<Utc>::MIN_UTC,
-            }
-        }))),
+    Ok(read_raw(path)?.map(|bytes| parse(&bytes)))
+}
+
+fn read_raw(path: &Path) -> Result<Option<Vec<u8>>, LockError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(LockError::Io {
             path: path.to_owned(),
             source,
         }),
     }
+}
+
+fn parse(bytes: &[u8]) -> LockInfo {
+    serde_json::from_slice(bytes).unwrap_or_else(|_| LockInfo {
+        run_id: "unknown (damaged lock file)".into(),
+        command: "unknown".into(),
+        host: "unknown".into(),
+        pid: 0,
+        user: "unknown".into(),
+        acquired_at: DateTime::<Utc>::MIN_UTC,
+        expires_at: DateTime::<Utc>::MIN_UTC,
+    })
 }
 
 /// A held lock; released on drop, on every path.
@@ -143,24 +151,32 @@ impl Drop for LockGuard {
     }
 }
 
+/// Creates the lock file unless one exists. The lock appears whole or not at all: it is
+/// written and synced under a temporary name, then hard-linked into place, which fails when
+/// a lock is already there. Creating it in place would let a concurrent runner read it
+/// empty, take it for a damaged (stale) lock and steal it.
 fn write_new(path: &Path, info: &LockInfo) -> std::io::Result<bool> {
     use std::io::Write;
-    let mut file = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    file.write_all(
-        serde_json::to_string_pretty(info)
-            .expect("lock serializes")
-            .as_bytes(),
-    )?;
-    file.sync_all()?;
-    Ok(true)
+    let tmp = path.with_extension(format!("new-{}", uuid::Uuid::new_v4()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.write_all(
+            serde_json::to_string_pretty(info)
+                .expect("lock serializes")
+                .as_bytes(),
+        )?;
+        file.sync_all()?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    std::fs::remove_file(&tmp).ok();
+    result
 }
 
 fn rewrite(path: &Path, info: &LockInfo) -> std::io::Result<()> {
@@ -206,23 +222,43 @@ pub fn acquire(
                 heartbeat: Some(heartbeat),
             });
         }
-        match read(&path)? {
+        match read_raw(&path)? {
             None => {}
-            Some(current) if current.stale() => {
-                // Rename is atomic: of two runners stealing the same stale lock, one wins
-                // the rename and the other finds the file gone and races on create_new.
-                let aside = path.with_extension(format!("stale-{}", uuid::Uuid::new_v4()));
-                if std::fs::rename(&path, &aside).is_ok() {
-                    std::fs::remove_file(&aside).ok();
+            Some(seen) => {
+                let current = parse(&seen);
+                if !current.stale() {
+                    return Err(LockError::Held(Box::new(current)));
                 }
+                remove_stale(&path, &seen);
             }
-            Some(current) => return Err(LockError::Held(Box::new(current))),
         }
     }
     match read(&path)? {
         Some(current) => Err(LockError::Held(Box::new(current))),
         None => Err(io(std::io::Error::other("lock contention: try again"))),
     }
+}
+
+/// Removes the stale lock `seen` (its bytes as read), unless another runner got to it
+/// first. Renaming or deleting the path blindly could remove a fresh lock that a faster
+/// runner had just put in its place. Instead the path is hard-linked to a claim named after
+/// `seen`: the link fails for every other runner claiming the same stale lock, and the claim
+/// is checked to be that lock before the path (which no one else may remove meanwhile) is
+/// removed.
+fn remove_stale(path: &Path, seen: &[u8]) {
+    use sha2::{Digest, Sha256};
+    let claim = path.with_extension(format!(
+        "stale-{}",
+        hex::encode(&Sha256::digest(seen)[..12])
+    ));
+    if std::fs::hard_link(path, &claim).is_err() {
+        // Gone already, or another runner is removing it.
+        return;
+    }
+    if std::fs::read(&claim).is_ok_and(|now| now == seen) {
+        std::fs::remove_file(path).ok();
+    }
+    std::fs::remove_file(&claim).ok();
 }
 
 fn spawn_heartbeat(path: PathBuf, mut info: LockInfo, lease: Duration) -> JoinHandle<()> {
@@ -244,6 +280,22 @@ fn spawn_heartbeat(path: PathBuf, mut info: LockInfo, lease: Duration) -> JoinHa
             }
         }
     })
+}
+
+/// Takes the database-side lock too (PostgreSQL advisory lock, MySQL `GET_LOCK`), for
+/// runners on other machines that do not share this state folder.
+pub async fn acquire_in_database(
+    ctx: &super::Context,
+) -> Result<Option<crate::adapters::database::DbLock>, super::EngineError> {
+    use crate::adapters::database::DatabaseError;
+    let name = format!("{}:{}", ctx.project, ctx.environment);
+    match ctx.database.lock(&name).await {
+        Ok(lock) => Ok(lock),
+        Err(DatabaseError::Locked(holder)) => Err(LockError::HeldInDatabase(holder).into()),
+        Err(e) => Err(super::EngineError::Plan(format!(
+            "cannot take the database lock: {e}"
+        ))),
+    }
 }
 
 /// Removes the lock whoever holds it (`cutover lock release --force`).

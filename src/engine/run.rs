@@ -390,7 +390,7 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
         left: Vec::new(),
         results: Vec::new(),
     };
-    if !run.is_open() {
+    if !run.needs_recover() {
         return Ok(outcome);
     }
     let mut steps_total = None;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{Context, HealthTarget};
 use super::error::EngineError;
+use crate::adapters::database::BuildError;
 use crate::adapters::{database, platform, store};
 use crate::config::reference::Resolver;
 use crate::config::{Config, ConfigError, Located};
@@ -30,14 +31,27 @@ pub fn context(
         redactor: &redactor,
     };
     let state_dir = config.state_dir();
-    let database = database::build(&env.database, &resolver, &config.dir)?;
+    // An adapter this build lacks is named with the file and environment that ask for it.
+    let located = |e: BuildError| -> EngineError {
+        match e {
+            BuildError::NotAvailable(n) => ConfigError::Invalid(Located::file(
+                &config.path,
+                format!("environment `{environment}`: {n}"),
+            ))
+            .into(),
+            other => other.into(),
+        }
+    };
+    let database = database::build(&env.database, &resolver, &config.dir).map_err(located)?;
     let store = store::build(
         env.backups.as_ref(),
         &resolver,
         &config.dir,
         &state_dir.join("backups"),
-    )?;
-    let platform = platform::build(env.platform.as_ref(), &resolver, &config.dir)?;
+    )
+    .map_err(located)?;
+    let platform =
+        platform::build(env.platform.as_ref(), &resolver, &config.dir).map_err(located)?;
     let health = match &env.health {
         Some(h) => {
             let url = resolver.text(&h.url)?;

@@ -78,12 +78,20 @@ pub async fn prepare(
     state: &mut RunState,
 ) -> Result<Option<Compensation>, StepError> {
     let version = ctx.database.state().await?.version();
-    let id = backup_id(
+    let base = backup_id(
         with.name.as_deref().unwrap_or(DEFAULT_NAME),
         &ctx.environment,
         version,
         &timestamp(),
     );
+    // Two runs in the same second (a quick retry after a failure) would get the same id;
+    // a finished backup is never replaced, so number the new one instead.
+    let mut id = base.clone();
+    let mut n = 1;
+    while ctx.store.manifest(&id).await.is_ok() {
+        n += 1;
+        id = format!("{base}-{n}");
+    }
     state.backup = Some(id);
     // Backups are kept on rollback: there is nothing to undo.
     Ok(None)

@@ -1,5 +1,6 @@
 //! The database family: migrations, SQL, validation queries, dump and restore.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::Path;
@@ -74,9 +75,15 @@ pub enum DatabaseError {
         #[source]
         source: std::io::Error,
     },
+    /// Another runner holds the database-side deploy lock.
+    #[error("{0}")]
+    Locked(String),
     #[error("{0}")]
     Other(String),
 }
+
+/// A database-side lock, released when dropped.
+pub type DbLock = Box<dyn std::any::Any + Send + Sync>;
 
 impl DatabaseError {
     /// Errors worth retrying: the server was briefly unreachable or busy.
@@ -129,8 +136,14 @@ pub trait Database: Send + Sync {
         &self,
         source: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<(), DatabaseError>;
-    /// Checks that the database answers (creating nothing).
+    /// Checks that the database answers and its tools are usable (creating nothing).
     async fn ping(&self) -> Result<(), DatabaseError>;
+    /// Takes a lock inside the database, held until the guard drops, so runners on other
+    /// machines that share the database but not the state folder exclude each other.
+    /// `Ok(None)`: this database needs none (an SQLite file is local to the state folder).
+    async fn lock(&self, _name: &str) -> Result<Option<DbLock>, DatabaseError> {
+        Ok(None)
+    }
 }
 
 /// Builds the database adapter for an environment.
@@ -147,12 +160,24 @@ pub fn build(
                 base_dir,
             )?))
         }
-        DatabaseConfig::Postgres { .. } => Err(NotAvailable {
-            family: "database",
-            kind: "postgres",
-            alternative: "`kind: sqlite`",
+        DatabaseConfig::Postgres {
+            url,
+            lock_timeout,
+            statement_timeout,
+        } => {
+            let url = resolver.url(url)?;
+            Ok(Box::new(postgres::PostgresDatabase::new(
+                url,
+                postgres::Settings {
+                    lock_timeout: lock_timeout.map_or(
+                        Duration::from_secs(5),
+                        crate::config::duration::Duration::get,
+                    ),
+                    statement_timeout: statement_timeout
+                        .map(crate::config::duration::Duration::get),
+                },
+            )?))
         }
-        .into()),
         DatabaseConfig::Mysql { .. } => Err(NotAvailable {
             family: "database",
             kind: "mysql",

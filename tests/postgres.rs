@@ -1,0 +1,226 @@
+//! The PostgreSQL adapter against a real server.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use sha2::Digest;
+use support::pg::{project, server};
+use support::{Project, Run};
+
+fn seed(db: &str) {
+    server().psql(
+        db,
+        "INSERT INTO users (id, email, display_name) VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B');
+         INSERT INTO recipes (id, user_id, title, servings, calories) VALUES (1, 1, 'Soup', 2, 300), (2, 2, 'Salad', 1, NULL);",
+    );
+}
+
+fn add_migration(p: &Project, name: &str, up: &str, down: Option<&str>) {
+    p.write(&format!("migrations/{name}.up.sql"), up);
+    if let Some(down) = down {
+        p.write(&format!("migrations/{name}.down.sql"), down);
+    }
+}
+
+fn failing_validation(p: &Project) {
+    let pipeline = p.read("pipelines/deploy.yaml").replace(
+        "with: { queries: validations/ }",
+        "with: { queries: validations/, checks: [{ name: always-fails, sql: \"SELECT 1 AS issues\" }] }",
+    );
+    p.write("pipelines/deploy.yaml", &pipeline);
+}
+
+#[test]
+fn full_deploy_records_migrations_as_sqlx_does() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    let rows = server().psql(
+        &db,
+        "SELECT version, description, success, encode(checksum, 'hex') FROM _sqlx_migrations ORDER BY version",
+    );
+    let rows: Vec<&str> = rows.lines().collect();
+    assert_eq!(rows.len(), 6);
+    // Exactly what `sqlx migrate run` writes: description from the file name, SHA-384 of
+    // the up file.
+    let up = std::fs::read(p.file("migrations/20240101120000_create_users.up.sql")).unwrap();
+    let expected = format!(
+        "20240101120000|create users|t|{}",
+        hex::encode(sha2::Sha384::digest(&up))
+    );
+    assert_eq!(rows[0], expected);
+    // The backup is a pg_dump custom archive, verified by a scratch restore.
+    let list = p.run(&["backup", "list", "--output", "json"]);
+    assert!(
+        list.stdout().contains("pg_dump-custom"),
+        "{}",
+        list.stdout()
+    );
+    assert!(
+        !server()
+            .psql("postgres", "SELECT datname FROM pg_database")
+            .contains("cutover_verify")
+    );
+    assert_eq!(p.platform(), "maintenance=false\njobs=3\n");
+}
+
+#[test]
+fn a_database_migrated_by_sqlx_is_picked_up_with_nothing_reapplied() {
+    let (p, db) = project();
+    // Apply the first three migrations the way sqlx-cli does, recording them in its table.
+    server().psql(
+        &db,
+        "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), success BOOLEAN NOT NULL, checksum BYTEA NOT NULL, execution_time BIGINT NOT NULL)",
+    );
+    for name in [
+        "20240101120000_create_users",
+        "20240101120100_create_recipes",
+        "20240101120200_create_ingredients",
+    ] {
+        let sql = p.read(&format!("migrations/{name}.up.sql"));
+        server().psql(&db, &sql);
+        let (version, words) = name.split_once('_').unwrap();
+        server().psql(
+            &db,
+            &format!(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ({version}, '{}', true, '\\x{}', 1)",
+                words.replace('_', " "),
+                hex::encode(sha2::Sha384::digest(sql.as_bytes()))
+            ),
+        );
+    }
+    let plan = p.run(&["plan", "--json"]);
+    plan.success();
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout()).unwrap();
+    assert_eq!(plan["database"]["current_version"], 20_240_101_120_200_i64);
+    assert_eq!(plan["database"]["pending"].as_array().unwrap().len(), 3);
+    p.run(&["deploy"]).success();
+}
+
+#[test]
+fn rollback_by_down_migrations_restores_schema_and_rows() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    seed(&db);
+    add_migration(
+        &p,
+        "20250101000000_add_rating",
+        "ALTER TABLE recipes ADD COLUMN rating INTEGER NOT NULL DEFAULT 3;\nUPDATE recipes SET title = title || '!';\n",
+        Some(
+            "UPDATE recipes SET title = rtrim(title, '!');\nALTER TABLE recipes DROP COLUMN rating;\n",
+        ),
+    );
+    failing_validation(&p);
+    let before = server().snapshot(&db);
+    let run = p.run(&["deploy"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr().contains("migrate down to 20240301100100"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(server().snapshot(&db), before);
+    assert_eq!(p.platform(), "maintenance=false\njobs=3\n");
+    assert!(p.locks().is_empty());
+}
+
+#[test]
+fn rollback_by_restore_brings_back_every_row_and_drops_new_objects() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    seed(&db);
+    // No down file: `rollback: auto` restores the backup taken by the pipeline.
+    add_migration(
+        &p,
+        "20250101000000_irreversible",
+        "CREATE TABLE audit (id BIGINT PRIMARY KEY, note TEXT);\nINSERT INTO audit VALUES (1, 'x');\nDELETE FROM recipes WHERE id = 2;\n",
+        None,
+    );
+    failing_validation(&p);
+    let before = server().snapshot(&db);
+    let run = p.run(&["deploy"]);
+    run.expect_code(1);
+    assert!(run.stderr().contains("restore backup"), "{}", run.stderr());
+    assert_eq!(server().snapshot(&db), before);
+}
+
+#[test]
+fn two_runners_with_separate_state_folders_exclude_each_other_in_the_database() {
+    let (first, db) = project();
+    // The second runner shares only the database, as a second CI machine would.
+    let second = Project::new();
+    second.write_config(&first.read("deploy.yaml"));
+    let pipeline = first.read("pipelines/deploy.yaml").replace(
+        "  - uses: validate",
+        "  - id: hold\n    uses: command\n    with: { run: \"touch holding; while [ ! -e release ]; do sleep 0.05; done\" }\n  - uses: validate",
+    );
+    first.write("pipelines/deploy.yaml", &pipeline);
+    let child = first
+        .cmd()
+        .arg("deploy")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !first.file("holding").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first deploy never reached its hold step"
+        );
+        std::thread::yield_now();
+    }
+    let blocked = second.run(&["deploy"]);
+    blocked.expect_code(4);
+    assert!(
+        blocked.stderr().contains("in the database"),
+        "{}",
+        blocked.stderr()
+    );
+    assert!(
+        second.calls().is_empty(),
+        "the second runner touched nothing"
+    );
+    first.write("release", "");
+    let done = Run(child.wait_with_output().unwrap());
+    done.success();
+    // Exactly one migrated: every migration is recorded once.
+    assert_eq!(
+        server()
+            .psql(&db, "SELECT count(*) FROM _sqlx_migrations")
+            .trim(),
+        "6"
+    );
+}
+
+#[test]
+fn unreachable_or_missing_databases_are_bad_input_and_touch_nothing() {
+    let p = Project::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for url in [
+        format!("postgres://app:s3cret@127.0.0.1:{closed}/app?sslmode=disable"),
+        server().url("no_such_database"),
+    ] {
+        p.write_config(&p.default_config().replace(
+            "database: { kind: sqlite, url: \"sqlite://state/app.db\" }",
+            &format!("database: {{ kind: postgres, url: \"{url}\", lock_timeout: 2s }}"),
+        ));
+        let run = p.run(&["deploy"]);
+        run.expect_code(2);
+        assert!(
+            run.stderr().contains("cannot connect") || run.stderr().contains("cannot read"),
+            "{}",
+            run.stderr()
+        );
+        assert!(
+            !run.all().contains("s3cret"),
+            "the password is masked: {}",
+            run.all()
+        );
+        assert!(p.calls().is_empty() && p.journals().is_empty());
+    }
+}
