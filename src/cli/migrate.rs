@@ -10,7 +10,7 @@ use super::confirm::Confirmation;
 use super::deploy::{builtin, run_pipeline, step};
 use super::exit::Exit;
 use super::session::Session;
-use super::{Global, MigrateCommand};
+use super::{Global, MigrateCommand, Resolution};
 use crate::config::Pipeline;
 use crate::config::pipeline::{MigrateRollback, MigrateWith, StepWith};
 use crate::engine::run::RollbackTarget;
@@ -21,6 +21,10 @@ pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, E
         MigrateCommand::New { name } => new(global, &name),
         MigrateCommand::Status => status(global, false).await,
         MigrateCommand::Verify => status(global, true).await,
+        MigrateCommand::Resolve {
+            version,
+            resolution,
+        } => resolve(global, version, resolution).await,
         MigrateCommand::Up { to } => {
             let session = Session::open(global)?;
             let rollback = {
@@ -193,4 +197,47 @@ async fn status(global: &Global, verify_only: bool) -> Result<Exit, EngineError>
     } else {
         Exit::BadInput
     })
+}
+
+async fn resolve(
+    global: &Global,
+    version: i64,
+    resolution: Resolution,
+) -> Result<Exit, EngineError> {
+    let session = Session::open(global)?;
+    let ctx = session.context(cancel::on_signals())?;
+    // Under the lock: nobody may migrate while the history is being corrected.
+    let guard = crate::engine::lock::acquire(
+        &ctx.state_dir,
+        &ctx.environment,
+        &crate::engine::journal::new_run_id(),
+        "migrate resolve",
+        ctx.lock_lease,
+    )?;
+    let db_lock = crate::engine::lock::acquire_in_database(&ctx).await?;
+    let applied = resolution == Resolution::Applied;
+    let changed = ctx
+        .database
+        .resolve_dirty(version, applied)
+        .await
+        .map_err(|e| EngineError::Plan(e.to_string()))?;
+    drop(db_lock);
+    guard.release();
+    if !changed {
+        return Err(EngineError::Plan(format!(
+            "migration {version} is not recorded as dirty; nothing to resolve (see `cutover migrate status`)"
+        )));
+    }
+    session.result(
+        &json!({"version": version, "resolved_as": if applied { "applied" } else { "reverted" }}),
+        &format!(
+            "migration {version} is now recorded as {}",
+            if applied {
+                "applied"
+            } else {
+                "not applied; the next deploy runs it again"
+            }
+        ),
+    );
+    Ok(Exit::Ok)
 }

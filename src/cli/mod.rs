@@ -179,6 +179,21 @@ pub enum MigrateCommand {
     New { name: String },
     /// Check applied migrations against their files.
     Verify,
+    /// Settle a migration that failed part-way (dirty): after fixing the schema by hand,
+    /// say whether it is now applied or reverted.
+    Resolve {
+        version: i64,
+        #[arg(long = "as", value_enum)]
+        resolution: Resolution,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Resolution {
+    /// The migration's changes are all in place.
+    Applied,
+    /// None of the migration's changes are left.
+    Reverted,
 }
 
 #[derive(Debug, Subcommand)]

@@ -94,10 +94,14 @@ pub enum DatabaseConfig {
         #[serde(default)]
         statement_timeout: Option<Duration>,
     },
-    /// MySQL or MariaDB.
+    /// MySQL or MariaDB: `mysql://user:password@host:3306/db` (or `mariadb://`).
     Mysql {
         /// Connection URL; a credential field.
         url: Text,
+        /// Longest a statement waits for a metadata lock (default 5s): DDL fails fast
+        /// instead of queueing behind a long transaction with the app queued behind it.
+        #[serde(default)]
+        lock_wait_timeout: Option<Duration>,
     },
 }
 

@@ -200,7 +200,7 @@ pub fn check_history(ctx: &Context, database: &DatabaseState) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(v) = database.dirty {
         problems.push(format!(
-            "migration {v} is recorded as failed (dirty) in _sqlx_migrations; fix the schema by hand, then delete its row, before deploying"
+            "migration {v} failed part-way and is recorded as dirty in _sqlx_migrations; look at the schema, then either finish it by hand and run `cutover migrate resolve {v} --as applied`, or undo what it did and run `cutover migrate resolve {v} --as reverted`"
         ));
     }
     for applied in &database.applied {

@@ -1,5 +1,6 @@
 //! The database family: migrations, SQL, validation queries, dump and restore.
 
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -136,6 +137,10 @@ pub trait Database: Send + Sync {
         &self,
         source: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<(), DatabaseError>;
+    /// Settles a migration recorded as failed part-way (dirty): `applied` marks it done
+    /// (someone finished it by hand), otherwise its record is removed (someone undid it).
+    /// Returns false when that version was not dirty.
+    async fn resolve_dirty(&self, version: i64, applied: bool) -> Result<bool, DatabaseError>;
     /// Checks that the database answers and its tools are usable (creating nothing).
     async fn ping(&self) -> Result<(), DatabaseError>;
     /// Takes a lock inside the database, held until the guard drops, so runners on other
@@ -178,12 +183,19 @@ pub fn build(
                 },
             )?))
         }
-        DatabaseConfig::Mysql { .. } => Err(NotAvailable {
-            family: "database",
-            kind: "mysql",
-            alternative: "`kind: sqlite`",
+        DatabaseConfig::Mysql {
+            url,
+            lock_wait_timeout,
+        } => {
+            let url = resolver.url(url)?;
+            Ok(Box::new(mysql::MysqlDatabase::new(
+                url,
+                lock_wait_timeout.map_or(
+                    Duration::from_secs(5),
+                    crate::config::duration::Duration::get,
+                ),
+            )?))
         }
-        .into()),
     }
 }
 

@@ -493,6 +493,20 @@ impl Database for PostgresDatabase {
         result
     }
 
+    async fn resolve_dirty(&self, version: i64, applied: bool) -> Result<bool, DatabaseError> {
+        let sql = if applied {
+            "UPDATE _sqlx_migrations SET success = TRUE WHERE version = $1 AND success = FALSE"
+        } else {
+            "DELETE FROM _sqlx_migrations WHERE version = $1 AND success = FALSE"
+        };
+        let done = sqlx::query(sql)
+            .bind(version)
+            .execute(self.pool().await?)
+            .await
+            .map_err(Self::sql_err("cannot update the migration history"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn ping(&self) -> Result<(), DatabaseError> {
         sqlx::query("SELECT 1")
             .execute(self.pool().await?)

@@ -1,0 +1,477 @@
+//! MySQL and MariaDB.
+//!
+//! Migrations go through sqlx's MySQL migrator. MySQL commits DDL implicitly, so sqlx
+//! records each migration as unfinished (`success = FALSE`) before running it; a migration
+//! that fails part-way stays recorded that way, the plan refuses to go on, and
+//! `cutover migrate resolve` is how a human says what state the schema is really in.
+//!
+//! Backups stream `mariadb-dump` (or `mysqldump`) with `--single-transaction` from its
+//! stdout into the store. A restore drops the database's tables first (including ones
+//! created after the backup), then streams the dump into the `mariadb`/`mysql` client.
+//! MySQL cannot do that atomically; the journal records it so `recover` can run it again.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::migrate::Migrate;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::{Column, ConnectOptions, Connection, MySqlPool, Row};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::process::Command;
+use tokio::sync::OnceCell;
+
+use super::{
+    AppliedMigration, BuildError, Database, DatabaseError, DatabaseState, DbLock, DumpInfo,
+};
+use crate::migrate::MigrationFile;
+use crate::secret::Secret;
+
+pub struct MysqlDatabase {
+    url: Secret,
+    options: MySqlConnectOptions,
+    lock_wait_timeout: Duration,
+    pool: OnceCell<MySqlPool>,
+    /// Host, port, user, password and database for the command-line tools.
+    tool: ToolTarget,
+}
+
+struct ToolTarget {
+    host: String,
+    port: u16,
+    user: String,
+    password: Option<String>,
+    database: String,
+}
+
+impl MysqlDatabase {
+    pub fn new(url: Secret, lock_wait_timeout: Duration) -> Result<Self, BuildError> {
+        let text = url.expose();
+        let normalized = text
+            .strip_prefix("mariadb://")
+            .map_or_else(|| text.to_owned(), |rest| format!("mysql://{rest}"));
+        let bad = |why: String| {
+            BuildError::Invalid(format!(
+                "invalid MySQL URL `{}`: {why}",
+                super::display_url(text)
+            ))
+        };
+        if !normalized.starts_with("mysql://") {
+            return Err(bad("it must start with `mysql://` or `mariadb://`".into()));
+        }
+        let parsed = url::Url::parse(&normalized).map_err(|e| bad(e.to_string()))?;
+        let database = parsed.path().trim_start_matches('/').to_owned();
+        if database.is_empty() {
+            return Err(bad(
+                "it must name a database, e.g. `mysql://user@host/app`".into()
+            ));
+        }
+        let tool = ToolTarget {
+            host: parsed.host_str().unwrap_or("localhost").to_owned(),
+            port: parsed.port().unwrap_or(3306),
+            user: percent_decode(parsed.username()),
+            password: parsed.password().map(percent_decode),
+            database: percent_decode(&database),
+        };
+        let options: MySqlConnectOptions = normalized
+            .parse()
+            .map_err(|e: sqlx::Error| bad(e.to_string()))?;
+        Ok(Self {
+            url,
+            options: options.disable_statement_logging(),
+            lock_wait_timeout,
+            pool: OnceCell::new(),
+            tool,
+        })
+    }
+
+    async fn pool(&self) -> Result<&MySqlPool, DatabaseError> {
+        self.pool
+            .get_or_try_init(|| async {
+                let session = format!(
+                    "SET SESSION lock_wait_timeout = {}",
+                    self.lock_wait_timeout.as_secs().max(1)
+                );
+                MySqlPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(15))
+                    .after_connect(move |conn, _| {
+                        let session = session.clone();
+                        Box::pin(async move {
+                            sqlx::Executor::execute(conn, session.as_str()).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(self.options.clone())
+                    .await
+                    .map_err(|source| DatabaseError::Connect {
+                        target: self.describe(),
+                        source,
+                    })
+            })
+            .await
+    }
+
+    fn sql_err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatabaseError {
+        let what = what.into();
+        move |source| DatabaseError::Sql { what, source }
+    }
+
+    /// The first of the given programs that is installed.
+    async fn find_tool(candidates: &[&str]) -> Result<(String, String), DatabaseError> {
+        for program in candidates {
+            if let Ok(out) = Command::new(program).arg("--version").output().await {
+                return Ok((
+                    (*program).to_owned(),
+                    String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+                ));
+            }
+        }
+        Err(DatabaseError::Other(format!(
+            "none of {} is installed (they come with the MariaDB or MySQL client, e.g. `apt install mariadb-client`)",
+            candidates.join(", ")
+        )))
+    }
+
+    /// A client-tool command with connection flags; the password goes in `MYSQL_PWD`.
+    fn command(&self, program: &str, database: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.kill_on_drop(true)
+            .arg("--no-defaults")
+            .arg(format!("--host={}", self.tool.host))
+            .arg(format!("--port={}", self.tool.port))
+            .arg(format!("--user={}", self.tool.user))
+            .arg("--protocol=TCP");
+        if let Some(p) = &self.tool.password {
+            cmd.env("MYSQL_PWD", p);
+        }
+        cmd.env_remove("MYSQL_HOST");
+        let _ = database;
+        cmd
+    }
+
+    async fn wait(mut child: tokio::process::Child, program: &str) -> Result<(), DatabaseError> {
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            let _ = e.read_to_string(&mut stderr).await;
+        }
+        let status = child.wait().await.map_err(|source| DatabaseError::Io {
+            what: format!("{program} did not finish"),
+            source,
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(DatabaseError::Other(format!(
+                "{program} failed ({status}): {}",
+                stderr.trim()
+            )))
+        }
+    }
+
+    /// Drops every table and view of `database`, then loads the dump into it.
+    async fn load(
+        &self,
+        database: &str,
+        source: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), DatabaseError> {
+        let (client, _) = Self::find_tool(&["mariadb", "mysql"]).await?;
+        let pool = self.pool().await?;
+        let objects: Vec<(String, String)> = sqlx::query_as(
+            "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+        )
+        .bind(database)
+        .fetch_all(pool)
+        .await
+        .map_err(Self::sql_err("cannot list the tables to replace"))?;
+        let mut prelude = String::from("SET FOREIGN_KEY_CHECKS = 0;\n");
+        for (name, kind) in &objects {
+            let what = if kind == "VIEW" { "VIEW" } else { "TABLE" };
+            prelude.push_str(&format!(
+                "DROP {what} IF EXISTS `{}`;\n",
+                name.replace('`', "``")
+            ));
+        }
+        let mut child = self
+            .command(&client, database)
+            .arg(format!("--database={database}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| DatabaseError::Other(format!("cannot run `{client}`: {e}")))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let fed = async {
+            stdin.write_all(prelude.as_bytes()).await?;
+            tokio::io::copy(source, &mut stdin).await?;
+            stdin.write_all(b"\nSET FOREIGN_KEY_CHECKS = 1;\n").await?;
+            drop(stdin);
+            Ok::<_, std::io::Error>(())
+        }
+        .await;
+        Self::wait(child, &client).await?;
+        fed.map_err(|source| DatabaseError::Io {
+            what: format!("cannot stream the backup into {client}"),
+            source,
+        })
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// A `GET_LOCK` held on its own connection; closing it releases the lock.
+struct NamedLock(#[allow(dead_code)] sqlx::MySqlConnection);
+
+#[async_trait]
+impl Database for MysqlDatabase {
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn describe(&self) -> String {
+        super::display_url(self.url.expose())
+    }
+
+    async fn state(&self) -> Result<DatabaseState, DatabaseError> {
+        let pool = self.pool().await?;
+        let has_table: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_sqlx_migrations'",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(Self::sql_err("cannot read the migration history"))?;
+        if has_table == 0 {
+            return Ok(DatabaseState {
+                exists: true,
+                ..DatabaseState::default()
+            });
+        }
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(Self::sql_err("cannot connect"))?;
+        let history = |e: sqlx::migrate::MigrateError| {
+            DatabaseError::Other(format!("cannot read the migration history: {e}"))
+        };
+        let dirty = conn.dirty_version().await.map_err(history)?;
+        let applied = conn
+            .list_applied_migrations()
+            .await
+            .map_err(history)?
+            .into_iter()
+            .map(|m| AppliedMigration {
+                version: m.version,
+                checksum: m.checksum.into_owned(),
+            })
+            .collect();
+        Ok(DatabaseState {
+            exists: true,
+            applied,
+            dirty,
+        })
+    }
+
+    async fn apply(&self, migration: &MigrationFile) -> Result<Duration, DatabaseError> {
+        let mut conn = self
+            .pool()
+            .await?
+            .acquire()
+            .await
+            .map_err(Self::sql_err("cannot connect"))?;
+        let to_err = |source| DatabaseError::Migration {
+            version: migration.version,
+            description: migration.description.clone(),
+            source,
+        };
+        conn.ensure_migrations_table().await.map_err(to_err)?;
+        let start = Instant::now();
+        conn.apply(&migration.up()).await.map_err(to_err)?;
+        Ok(start.elapsed())
+    }
+
+    async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
+        let down = migration.down().ok_or_else(|| {
+            DatabaseError::Other(format!(
+                "migration {} ({}) has no down file",
+                migration.version, migration.description
+            ))
+        })?;
+        let mut conn = self
+            .pool()
+            .await?
+            .acquire()
+            .await
+            .map_err(Self::sql_err("cannot connect"))?;
+        conn.revert(&down)
+            .await
+            .map_err(|source| DatabaseError::Migration {
+                version: migration.version,
+                description: format!("{} (down)", migration.description),
+                source,
+            })?;
+        Ok(())
+    }
+
+    async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {
+        let pool = self.pool().await?;
+        let mut tx = pool.begin().await.map_err(Self::sql_err("cannot begin"))?;
+        sqlx::Executor::execute(&mut *tx, sql)
+            .await
+            .map_err(Self::sql_err("SQL failed"))?;
+        tx.commit().await.map_err(Self::sql_err("cannot commit"))?;
+        Ok(())
+    }
+
+    async fn issues(&self, sql: &str) -> Result<i64, DatabaseError> {
+        let rows = sqlx::query(sql)
+            .fetch_all(self.pool().await?)
+            .await
+            .map_err(Self::sql_err("validation query failed"))?;
+        if let [row] = rows.as_slice()
+            && row.columns().len() == 1
+            && row.columns()[0].name() == "issues"
+        {
+            return row
+                .try_get::<i64, _>(0)
+                .or_else(|_| row.try_get::<u64, _>(0).map(|v| v as i64))
+                .map_err(Self::sql_err("column `issues` is not an integer"));
+        }
+        Ok(rows.len() as i64)
+    }
+
+    async fn dump(
+        &self,
+        sink: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<DumpInfo, DatabaseError> {
+        let (program, tool) = Self::find_tool(&["mariadb-dump", "mysqldump"]).await?;
+        let server: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(self.pool().await?)
+            .await
+            .map_err(Self::sql_err("cannot read the server version"))?;
+        let mut child = self
+            .command(&program, &self.tool.database)
+            .args([
+                "--single-transaction",
+                "--routines",
+                "--triggers",
+                "--hex-blob",
+                "--skip-comments",
+            ])
+            .arg(&self.tool.database)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| DatabaseError::Other(format!("cannot run `{program}`: {e}")))?;
+        let mut out = child.stdout.take().expect("piped");
+        let copied = tokio::io::copy(&mut out, sink).await;
+        Self::wait(child, &program).await?;
+        copied.map_err(|source| DatabaseError::Io {
+            what: "cannot stream the dump to the backup store".into(),
+            source,
+        })?;
+        Ok(DumpInfo {
+            format: "mysql-sql".into(),
+            server_version: server,
+            tool,
+        })
+    }
+
+    async fn restore(
+        &self,
+        source: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), DatabaseError> {
+        self.load(&self.tool.database.clone(), source).await
+    }
+
+    async fn verify_dump(
+        &self,
+        source: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), DatabaseError> {
+        let scratch = format!(
+            "cutover_verify_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let pool = self.pool().await?;
+        sqlx::raw_sql(&format!("CREATE DATABASE `{scratch}`"))
+            .execute(pool)
+            .await
+            .map_err(Self::sql_err(format!(
+                "cannot create the scratch database {scratch} to verify the backup (the user needs CREATE)"
+            )))?;
+        let result = self.load(&scratch, source).await;
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS `{scratch}`"))
+            .execute(pool)
+            .await
+            .map_err(Self::sql_err(format!(
+                "cannot drop the scratch database {scratch}"
+            )))?;
+        result
+    }
+
+    async fn resolve_dirty(&self, version: i64, applied: bool) -> Result<bool, DatabaseError> {
+        let sql = if applied {
+            "UPDATE _sqlx_migrations SET success = TRUE WHERE version = ? AND success = FALSE"
+        } else {
+            "DELETE FROM _sqlx_migrations WHERE version = ? AND success = FALSE"
+        };
+        let done = sqlx::query(sql)
+            .bind(version)
+            .execute(self.pool().await?)
+            .await
+            .map_err(Self::sql_err("cannot update the migration history"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn ping(&self) -> Result<(), DatabaseError> {
+        sqlx::query("SELECT 1")
+            .execute(self.pool().await?)
+            .await
+            .map_err(Self::sql_err("the database does not answer"))?;
+        Self::find_tool(&["mariadb-dump", "mysqldump"]).await?;
+        Self::find_tool(&["mariadb", "mysql"]).await.map(|_| ())
+    }
+
+    async fn lock(&self, name: &str) -> Result<Option<DbLock>, DatabaseError> {
+        use sha2::Digest;
+        // GET_LOCK names are server-wide (so the database is part of the name) and limited
+        // to 64 characters.
+        let full = format!("{}/{name}", self.tool.database);
+        let key = format!(
+            "cutover:{}",
+            &hex::encode(sha2::Sha256::digest(full.as_bytes()))[..40]
+        );
+        let mut conn = self
+            .options
+            .connect()
+            .await
+            .map_err(|source| DatabaseError::Connect {
+                target: self.describe(),
+                source,
+            })?;
+        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+            .bind(&key)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(Self::sql_err("cannot take the named lock"))?;
+        if got == Some(1) {
+            Ok(Some(Box::new(NamedLock(conn))))
+        } else {
+            let holder: Option<i64> = sqlx::query_scalar("SELECT IS_USED_LOCK(?)")
+                .bind(&key)
+                .fetch_one(&mut conn)
+                .await
+                .ok()
+                .flatten();
+            let _ = conn.close().await;
+            Err(DatabaseError::Locked(format!(
+                "another runner holds the deploy lock in the database (connection {})",
+                holder.map_or_else(|| "unknown".into(), |h| h.to_string())
+            )))
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The MySQL/MariaDB adapter against a real MariaDB server.
+
+mod support;
+
+use support::Project;
+use support::mysql::{PASSWORD, project, server};
+
+fn seed(db: &str) {
+    server().sql(
+        db,
+        "INSERT INTO users VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B');
+         INSERT INTO recipes VALUES (1, 1, 'Soup', 2, 300), (2, 2, 'Salad', 1, NULL);",
+    );
+}
+
+fn failing_validation(p: &Project) {
+    let pipeline = p.read("pipelines/deploy.yaml").replace(
+        "with: { queries: validations/ }",
+        "with: { queries: validations/, checks: [{ name: always-fails, sql: \"SELECT 1 AS issues\" }] }",
+    );
+    p.write("pipelines/deploy.yaml", &pipeline);
+}
+
+#[test]
+fn full_deploy_on_mariadb() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    let history = server().sql(
+        &db,
+        "SELECT version, description, success FROM _sqlx_migrations ORDER BY version",
+    );
+    assert_eq!(
+        history,
+        "20240101120000\tcreate users\t1\n20240101120100\tcreate recipes\t1\n"
+    );
+    let list = p.run(&["backup", "list", "--output", "json"]);
+    assert!(list.stdout().contains("mysql-sql"), "{}", list.stdout());
+    assert!(
+        !server()
+            .sql("mysql", "SHOW DATABASES")
+            .contains("cutover_verify"),
+        "the scratch database is dropped"
+    );
+    assert_eq!(p.platform(), "maintenance=false\njobs=3\n");
+}
+
+#[test]
+fn rollback_by_down_and_by_restore_leave_every_row_as_it_was() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    seed(&db);
+    let before = server().snapshot(&db);
+    failing_validation(&p);
+
+    p.write(
+        "migrations/20250101000000_add_rating.up.sql",
+        "ALTER TABLE recipes ADD COLUMN rating INT NOT NULL DEFAULT 3;\n",
+    );
+    p.write(
+        "migrations/20250101000000_add_rating.down.sql",
+        "ALTER TABLE recipes DROP COLUMN rating;\n",
+    );
+    p.run(&["deploy"]).expect_code(1);
+    assert_eq!(
+        server().snapshot(&db),
+        before,
+        "down migration undid the change"
+    );
+
+    // Without a down file the pipeline's backup is restored, dropping the new table too.
+    std::fs::remove_file(p.file("migrations/20250101000000_add_rating.down.sql")).unwrap();
+    p.write(
+        "migrations/20250101000000_add_rating.up.sql",
+        "CREATE TABLE audit (id INT PRIMARY KEY);\nDELETE FROM recipes WHERE id = 2;\n",
+    );
+    let run = p.run(&["deploy"]);
+    run.expect_code(1);
+    assert!(run.stderr().contains("restore backup"), "{}", run.stderr());
+    assert_eq!(
+        server().snapshot(&db),
+        before,
+        "restore brought back every row"
+    );
+}
+
+#[test]
+fn a_migration_that_fails_part_way_is_dirty_until_resolved() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    // The first statement commits implicitly (DDL); the second fails.
+    p.write(
+        "migrations/20250101000000_half.up.sql",
+        "CREATE TABLE half (id INT PRIMARY KEY);\nINSERT INTO no_such_table VALUES (1);\n",
+    );
+    p.write(
+        "migrations/20250101000000_half.down.sql",
+        "DROP TABLE IF EXISTS half;\n",
+    );
+    // With automatic rollback the idempotent down cleans the half-applied migration up.
+    p.run(&["deploy"]).expect_code(1);
+    assert_eq!(
+        server().sql(
+            &db,
+            "SELECT COUNT(*) FROM _sqlx_migrations WHERE version = 20250101000000"
+        ),
+        "0\n"
+    );
+    assert_eq!(server().sql(&db, "SHOW TABLES LIKE 'half'"), "");
+
+    // With `rollback: none` nothing cleans up: the migration stays recorded as failed.
+    let pipeline = p
+        .read("pipelines/deploy.yaml")
+        .replace("rollback: auto", "rollback: none");
+    p.write("pipelines/deploy.yaml", &pipeline);
+    p.run(&["deploy"]).expect_code(1);
+    assert_eq!(
+        server().sql(
+            &db,
+            "SELECT success FROM _sqlx_migrations WHERE version = 20250101000000"
+        ),
+        "0\n",
+        "recorded as failed, as sqlx does"
+    );
+    let refused = p.run(&["deploy"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr().contains("migrate resolve 20250101000000"),
+        "{}",
+        refused.stderr()
+    );
+
+    // A human undoes the half-applied change and says so.
+    server().sql(&db, "DROP TABLE half");
+    p.run(&["migrate", "resolve", "20250101000000", "--as", "reverted"])
+        .success();
+    p.run(&["migrate", "resolve", "20250101000000", "--as", "reverted"])
+        .expect_code(2);
+    p.write(
+        "migrations/20250101000000_half.up.sql",
+        "CREATE TABLE half (id INT PRIMARY KEY);\n",
+    );
+    p.run(&["deploy"]).success();
+    assert_eq!(server().sql(&db, "SELECT COUNT(*) FROM half"), "0\n");
+}
+
+#[test]
+fn wrong_password_is_bad_input_and_is_never_shown() {
+    let (p, _) = project();
+    let config = p.read("deploy.yaml").replace(PASSWORD, "Wr0ng-Passw0rd");
+    p.write_config(&config);
+    let run = p.run(&["deploy"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr().contains("Access denied") || run.stderr().contains("cannot connect"),
+        "{}",
+        run.stderr()
+    );
+    assert!(!run.all().contains("Wr0ng-Passw0rd"));
+    assert!(p.calls().is_empty() && p.journals().is_empty());
+}
