@@ -31,15 +31,15 @@ pub fn context(
         redactor: &redactor,
     };
     let state_dir = config.state_dir();
-    // An adapter this build lacks is named with the file and environment that ask for it.
+    // An adapter this build lacks, or settings it cannot use, are named with the file and
+    // environment they come from.
     let located = |e: BuildError| -> EngineError {
         match e {
-            BuildError::NotAvailable(n) => ConfigError::Invalid(Located::file(
-                &config.path,
-                format!("environment `{environment}`: {n}"),
-            ))
+            BuildError::NotAvailable(_) | BuildError::Invalid(_) => ConfigError::Invalid(
+                Located::file(&config.path, format!("environment `{environment}`: {e}")),
+            )
             .into(),
-            other => other.into(),
+            BuildError::Config(c) => c.into(),
         }
     };
     let database = database::build(&env.database, &resolver, &config.dir).map_err(located)?;

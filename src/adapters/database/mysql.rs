@@ -88,6 +88,17 @@ impl MysqlDatabase {
     async fn pool(&self) -> Result<&MySqlPool, DatabaseError> {
         self.pool
             .get_or_try_init(|| async {
+                // One direct connection first: a refused or unknown host fails at once with
+                // the driver's own reason, not a pool timeout.
+                let probe =
+                    self.options
+                        .connect()
+                        .await
+                        .map_err(|source| DatabaseError::Connect {
+                            target: self.describe(),
+                            source,
+                        })?;
+                let _ = probe.close().await;
                 let session = format!(
                     "SET SESSION lock_wait_timeout = {}",
                     self.lock_wait_timeout.as_secs().max(1)

@@ -76,6 +76,17 @@ impl PostgresDatabase {
     async fn pool(&self) -> Result<&PgPool, DatabaseError> {
         self.pool
             .get_or_try_init(|| async {
+                // One direct connection first: a refused or unknown host fails at once with
+                // the driver's own reason, not a pool timeout.
+                let probe =
+                    self.options
+                        .connect()
+                        .await
+                        .map_err(|source| DatabaseError::Connect {
+                            target: self.describe(),
+                            source,
+                        })?;
+                let _ = probe.close().await;
                 let session = self.session_sql();
                 PgPoolOptions::new()
                     .max_connections(2)
