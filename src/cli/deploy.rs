@@ -185,12 +185,23 @@ pub fn builtin(name: &str, steps: Vec<Step>) -> Pipeline {
 
 /// Refuses to start while another run holds the lock or an earlier run is unfinished.
 pub fn ensure_free(ctx: &Context) -> Result<(), EngineError> {
-    if let Some(holder) = lock::read(&lock::lock_path(&ctx.state_dir, &ctx.environment))?
-        && !holder.stale()
-    {
+    let live_holder = || -> Result<Option<lock::LockInfo>, EngineError> {
+        Ok(
+            lock::read(&lock::lock_path(&ctx.state_dir, &ctx.environment))?
+                .filter(|holder| !holder.stale()),
+        )
+    };
+    if let Some(holder) = live_holder()? {
         return Err(lock::LockError::Held(Box::new(holder)).into());
     }
-    ensure_no_unfinished(ctx)
+    match ensure_no_unfinished(ctx) {
+        // A run that took the lock between the two reads has an open journal because it is
+        // running, not because it died: say who holds the lock.
+        Err(EngineError::Unfinished { .. }) if let Some(holder) = live_holder()? => {
+            Err(lock::LockError::Held(Box::new(holder)).into())
+        }
+        other => other,
+    }
 }
 
 pub fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {

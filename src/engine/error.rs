@@ -55,7 +55,7 @@ pub enum EngineError {
     Lock(#[from] LockError),
     /// An earlier run died and needs `cutover recover`. Exit 4.
     #[error(
-        "run {run_id} in environment `{environment}` did not finish (its journal is open at {path}); run `cutover recover -e {environment}` to finish its rollback before deploying again"
+        "run {run_id} in environment `{environment}` did not finish, or its rollback is incomplete (journal {path}); run `cutover recover -e {environment}` to finish it before deploying again"
     )]
     Unfinished {
         run_id: String,

@@ -160,6 +160,21 @@ pub async fn build(
         }
         planned.push(entry);
     }
+    if rollback_target.is_none() {
+        // PostgreSQL lint findings on the migrations this run applies.
+        let versions: Vec<i64> = pending(ctx, &database, scratch.target_version)
+            .iter()
+            .map(|p| p.version)
+            .collect();
+        let (errors, warnings) = crate::migrate::lint::plan_messages(
+            ctx.database.as_ref(),
+            &ctx.migrations,
+            &versions,
+            &ctx.base_dir,
+        );
+        problems.extend(errors);
+        scratch.warnings.extend(warnings);
+    }
     if !problems.is_empty() {
         return Err(EngineError::Plan(problems.join("\n")));
     }

@@ -11,6 +11,9 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
+pub mod mysql;
+pub mod pg;
+
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// A local HTTP server answering every request with a status the test controls.
@@ -393,7 +396,30 @@ pub fn replace_once(text: &str, from: &str, to: &str) -> String {
 
 /// This host's name, as the lock records it.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown-host".into()))
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(
+        |_| std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown-host".into()),
+        |s| s.trim().to_owned(),
+    )
+}
+
+/// Asserts two database snapshots are equal, naming only the tables that differ.
+#[track_caller]
+pub fn assert_same_db(
+    actual: &BTreeMap<String, Vec<String>>,
+    expected: &BTreeMap<String, Vec<String>>,
+    what: &str,
+) {
+    let keys: std::collections::BTreeSet<&String> = actual.keys().chain(expected.keys()).collect();
+    let mut diffs = Vec::new();
+    for key in keys {
+        let (a, e) = (actual.get(key), expected.get(key));
+        if a != e {
+            diffs.push(format!("{key}:\n  expected {e:?}\n  actual   {a:?}"));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{what}: database differs\n{}",
+        diffs.join("\n")
+    );
 }
