@@ -1,5 +1,6 @@
-//! `migrate status|up|down|new|verify`. `up` and `down` run through the engine, under
-//! the lock and journal, like any release.
+//! `migrate status|up|down|new|verify|resolve|lint|test`. `up` and `down` run through the
+//! engine, under the lock and journal, like any release; `lint` reads files only (and the
+//! history with `--pending`); `test` works in a scratch database.
 
 use std::path::PathBuf;
 
@@ -15,6 +16,8 @@ use crate::config::Pipeline;
 use crate::config::pipeline::{MigrateRollback, MigrateWith, StepWith};
 use crate::engine::run::RollbackTarget;
 use crate::engine::{EngineError, cancel, plan};
+use crate::migrate::{MigrationFile, lint, roundtrip};
+use crate::report::Event;
 
 pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, EngineError> {
     match command {
@@ -25,6 +28,8 @@ pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, E
             version,
             resolution,
         } => resolve(global, version, resolution).await,
+        MigrateCommand::Lint { pending } => lint(global, pending).await,
+        MigrateCommand::Test => roundtrip(global).await,
         MigrateCommand::Up { to } => {
             let session = Session::open(global)?;
             let rollback = {
@@ -240,4 +245,152 @@ async fn resolve(
         ),
     );
     Ok(Exit::Ok)
+}
+
+async fn lint(global: &Global, pending_only: bool) -> Result<Exit, EngineError> {
+    let session = Session::open(global)?;
+    let ctx = session.context(cancel::on_signals())?;
+    let kind = ctx.database.kind();
+    if kind != "postgres" {
+        session.result(
+            &json!({"database": kind, "files": 0, "findings": [], "notes": [], "skipped": "the lint rules are PostgreSQL-specific"}),
+            &format!(
+                "the lint rules are PostgreSQL-specific; environment `{}` uses {kind}: nothing to lint",
+                ctx.environment
+            ),
+        );
+        return Ok(Exit::Ok);
+    }
+    let files: Vec<&MigrationFile> = if pending_only {
+        let state = ctx
+            .database
+            .state()
+            .await
+            .map_err(|e| EngineError::Plan(e.to_string()))?;
+        plan::pending(&ctx, &state, None)
+            .iter()
+            .filter_map(|p| ctx.migrations.get(p.version))
+            .collect()
+    } else {
+        ctx.migrations.migrations.iter().collect()
+    };
+    let report = lint::lint(files, &ctx.base_dir);
+    let errors = ctx.database.lint_errors();
+    let mut text = String::new();
+    for f in &report.findings {
+        text.push_str(&format!("{f}\n"));
+    }
+    for n in &report.notes {
+        text.push_str(&format!("{n}\n"));
+    }
+    let which = if pending_only { "pending " } else { "" };
+    text.push_str(&format!(
+        "{} finding(s), {} statement(s) not linted, in {} {which}migration(s)",
+        report.findings.len(),
+        report.notes.len(),
+        report.files
+    ));
+    let failed = errors && !report.findings.is_empty();
+    if failed {
+        text.push_str(
+            "\nerror: environment has `lint: error`: plans stop on these findings until the migrations are changed",
+        );
+    }
+    session.result(
+        &json!({
+            "database": kind,
+            "level": if errors { "error" } else { "warning" },
+            "pending_only": pending_only,
+            "files": report.files,
+            "findings": report.findings,
+            "notes": report.notes,
+        }),
+        &text,
+    );
+    Ok(if failed { Exit::BadInput } else { Exit::Ok })
+}
+
+async fn roundtrip(global: &Global) -> Result<Exit, EngineError> {
+    let session = Session::open(global)?;
+    let cancel = cancel::on_signals();
+    let ctx = session.context(cancel.clone())?;
+    if ctx.migrations.migrations.is_empty() {
+        session.result(
+            &json!({"clean": true, "checked": [], "irreversible": [], "full_cycle": false, "failure": null}),
+            &format!(
+                "no migrations in {}: nothing to test",
+                ctx.migrations.dir.display()
+            ),
+        );
+        return Ok(Exit::Ok);
+    }
+    let scratch = ctx.database.scratch().await.map_err(|e| {
+        EngineError::Plan(format!("cannot create a scratch database to test in: {e}"))
+    })?;
+    ctx.note(
+        "migrate test",
+        format!("scratch database {} created", scratch.name),
+    );
+    let progress = |line: &str| ctx.note("migrate test", line);
+    let result = tokio::select! {
+        r = roundtrip::run(scratch.database.as_ref(), &ctx.migrations, &ctx.base_dir, &progress) => Some(r),
+        () = cancel.cancelled() => None,
+    };
+    let name = scratch.name.clone();
+    if let Err(e) = scratch.discard().await {
+        ctx.report(Event::Warning {
+            message: format!("the scratch database {name} is left behind ({e}); remove it by hand"),
+        });
+    }
+    let Some(result) = result else {
+        eprintln!(
+            "interrupted; the scratch database {name} was removed and nothing else was touched"
+        );
+        return Ok(Exit::Interrupted);
+    };
+    let outcome = result.map_err(|e| EngineError::Plan(format!("migrate test: {e}")))?;
+    let mut text = String::new();
+    match &outcome.failure {
+        None => {
+            text.push_str(&format!(
+                "ok: every down undoes its up ({} migration(s) checked in scratch database {name}, since removed)",
+                outcome.checked.len()
+            ));
+            if !outcome.irreversible.is_empty() {
+                text.push_str(&format!(
+                    "\nnot checked (no down file): {}",
+                    outcome
+                        .irreversible
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        Some(f) => {
+            text.push_str(&format!("FAILED: {}", f.message));
+            for line in &f.diff {
+                text.push_str(&format!("\n    {line}"));
+            }
+            text.push_str("\nthe scratch database was removed; the real database was not touched");
+        }
+    }
+    session.result(
+        &json!({
+            "clean": outcome.clean(),
+            "scratch": name,
+            "checked": outcome.checked,
+            "irreversible": outcome.irreversible,
+            "full_cycle": outcome.full_cycle,
+            "failure": outcome.failure,
+        }),
+        &text,
+    );
+    // Exit 1: a migration fails or a down does not undo its up.
+    Ok(if outcome.clean() {
+        Exit::Ok
+    } else {
+        Exit::RolledBack
+    })
 }

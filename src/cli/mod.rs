@@ -88,7 +88,7 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Finish a run that died (kill -9, lost runner) from its journal.
     Recover(RecoverArgs),
-    /// Migrations: status, up, down, new, verify.
+    /// Migrations: status, up, down, new, verify, resolve, lint, test.
     #[command(subcommand)]
     Migrate(MigrateCommand),
     /// Backups: list, create, verify, restore, prune.
@@ -186,6 +186,18 @@ pub enum MigrateCommand {
         #[arg(long = "as", value_enum)]
         resolution: Resolution,
     },
+    /// Check migrations for PostgreSQL operations that lock or rewrite big tables or break
+    /// the release still running (CREATE INDEX without CONCURRENTLY, DROP COLUMN, ...).
+    /// Exit 2 when the environment has `lint: error` and something is found.
+    Lint {
+        /// Only the migrations not applied to the database yet (as `plan` does).
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Check that every down migration undoes its up, in a scratch database (up, down, up
+    /// each; then all down and up again); the real database is not touched. Exit 1 names
+    /// the migration whose down does not undo its up.
+    Test,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

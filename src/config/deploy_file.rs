@@ -93,6 +93,12 @@ pub enum DatabaseConfig {
         /// Longest a single statement may run (default: no limit).
         #[serde(default)]
         statement_timeout: Option<Duration>,
+        /// What the migration linter's findings (statements that lock or rewrite big
+        /// tables, or break the previous release) do to a plan: `warning` (default) shows
+        /// them, `error` stops the plan (exit 2) until the migration is changed. See
+        /// `cutover migrate lint`.
+        #[serde(default)]
+        lint: Option<LintLevel>,
     },
     /// MySQL or MariaDB: `mysql://user:password@host:3306/db` (or `mariadb://`).
     Mysql {
@@ -103,6 +109,18 @@ pub enum DatabaseConfig {
         #[serde(default)]
         lock_wait_timeout: Option<Duration>,
     },
+}
+
+/// How the migration linter's findings count.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LintLevel {
+    /// Shown as warnings; the plan goes on.
+    #[default]
+    #[serde(alias = "warn")]
+    Warning,
+    /// Plan errors: nothing runs until the migration is fixed.
+    Error,
 }
 
 /// Retention: a count (`10`) or an age (`35d`).

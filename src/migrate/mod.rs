@@ -3,6 +3,8 @@
 //! with the same description and SHA-384 checksum, so a project already on sqlx-cli adopts
 //! cutover with nothing re-applied.
 
+pub mod lint;
+pub mod roundtrip;
 pub mod source;
 
 pub use source::{MigrationFile, MigrationSet, SourceError};

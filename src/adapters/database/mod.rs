@@ -86,6 +86,37 @@ pub enum DatabaseError {
 /// A database-side lock, released when dropped.
 pub type DbLock = Box<dyn std::any::Any + Send + Sync>;
 
+/// Removes a scratch database.
+pub type Discard = Box<
+    dyn FnOnce() -> futures::future::BoxFuture<'static, Result<(), DatabaseError>> + Send + Sync,
+>;
+
+/// A throwaway database beside the real one (a database on the same server, or a temp
+/// file for SQLite), made by [`Database::scratch`]. Call [`Scratch::discard`] when done.
+pub struct Scratch {
+    /// An adapter for the scratch database.
+    pub database: Box<dyn Database>,
+    /// Its name, for messages.
+    pub name: String,
+    discard: Discard,
+}
+
+impl Scratch {
+    pub fn new(database: Box<dyn Database>, name: String, discard: Discard) -> Self {
+        Self {
+            database,
+            name,
+            discard,
+        }
+    }
+
+    /// Closes the adapter and removes the scratch database.
+    pub async fn discard(self) -> Result<(), DatabaseError> {
+        drop(self.database);
+        (self.discard)().await
+    }
+}
+
 impl DatabaseError {
     /// Errors worth retrying: the server was briefly unreachable or busy.
     pub fn is_transient(&self) -> bool {
@@ -149,6 +180,19 @@ pub trait Database: Send + Sync {
     async fn lock(&self, _name: &str) -> Result<Option<DbLock>, DatabaseError> {
         Ok(None)
     }
+    /// The schema as normalized text, without the migration history table: equal texts
+    /// mean equal schemas. PostgreSQL: `pg_dump --schema-only` less comments; SQLite: the
+    /// `sqlite_master` SQL by type and name; MySQL: `SHOW CREATE TABLE` of every table by
+    /// name, less `AUTO_INCREMENT=N`. An SQLite file that does not exist is not created.
+    async fn schema(&self) -> Result<String, DatabaseError>;
+    /// Creates an empty scratch database beside this one (same server and credentials, or
+    /// a temp file for SQLite) and an adapter for it; the real database is not changed.
+    async fn scratch(&self) -> Result<Scratch, DatabaseError>;
+    /// True when the migration linter's findings stop a plan (`lint: error`) rather than
+    /// being warnings. Only PostgreSQL has lint rules.
+    fn lint_errors(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the database adapter for an environment.
@@ -169,6 +213,7 @@ pub fn build(
             url,
             lock_timeout,
             statement_timeout,
+            lint,
         } => {
             let url = resolver.url(url)?;
             Ok(Box::new(postgres::PostgresDatabase::new(
@@ -180,6 +225,7 @@ pub fn build(
                     ),
                     statement_timeout: statement_timeout
                         .map(crate::config::duration::Duration::get),
+                    lint_errors: *lint == Some(crate::config::deploy_file::LintLevel::Error),
                 },
             )?))
         }

@@ -22,7 +22,7 @@ use tokio::process::Command;
 use tokio::sync::OnceCell;
 
 use super::{
-    AppliedMigration, BuildError, Database, DatabaseError, DatabaseState, DbLock, DumpInfo,
+    AppliedMigration, BuildError, Database, DatabaseError, DatabaseState, DbLock, DumpInfo, Scratch,
 };
 use crate::migrate::MigrationFile;
 use crate::secret::Secret;
@@ -445,6 +445,78 @@ impl Database for MysqlDatabase {
             .map_err(Self::sql_err("the database does not answer"))?;
         Self::find_tool(&["mariadb-dump", "mysqldump"]).await?;
         Self::find_tool(&["mariadb", "mysql"]).await.map(|_| ())
+    }
+
+    async fn schema(&self) -> Result<String, DatabaseError> {
+        let pool = self.pool().await?;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME <> '_sqlx_migrations' ORDER BY TABLE_NAME",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(Self::sql_err("cannot list the tables"))?;
+        let mut out = Vec::with_capacity(tables.len());
+        for table in tables {
+            let row = sqlx::query(&format!("SHOW CREATE TABLE `{}`", table.replace('`', "``")))
+                .fetch_one(pool)
+                .await
+                .map_err(Self::sql_err(format!(
+                    "cannot read the definition of {table}"
+                )))?;
+            let ddl = row
+                .try_get::<String, _>(1)
+                .or_else(|_| {
+                    row.try_get::<Vec<u8>, _>(1)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                })
+                .map_err(Self::sql_err(format!(
+                    "cannot read the definition of {table}"
+                )))?;
+            // The AUTO_INCREMENT counter is data, not schema.
+            let ddl = ddl
+                .split(' ')
+                .filter(|w| !w.starts_with("AUTO_INCREMENT="))
+                .collect::<Vec<_>>()
+                .join(" ");
+            out.push(format!("{ddl};"));
+        }
+        Ok(out.join("\n"))
+    }
+
+    async fn scratch(&self) -> Result<Scratch, DatabaseError> {
+        let name = format!(
+            "cutover_roundtrip_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let mut url = url::Url::parse(self.url.expose()).map_err(|e| {
+            DatabaseError::Other(format!("cannot make a URL for the scratch database: {e}"))
+        })?;
+        url.set_path(&format!("/{name}"));
+        let database = Self::new(Secret::new(url.to_string()), self.lock_wait_timeout)
+            .map_err(|e| DatabaseError::Other(e.to_string()))?;
+        let pool = self.pool().await?.clone();
+        sqlx::raw_sql(&format!("CREATE DATABASE `{name}`"))
+            .execute(&pool)
+            .await
+            .map_err(Self::sql_err(format!(
+                "cannot create the scratch database {name} (the user needs CREATE)"
+            )))?;
+        let dropped = name.clone();
+        Ok(Scratch::new(
+            Box::new(database),
+            name,
+            Box::new(move || {
+                Box::pin(async move {
+                    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS `{dropped}`"))
+                        .execute(&pool)
+                        .await
+                        .map_err(Self::sql_err(format!(
+                            "cannot drop the scratch database {dropped}"
+                        )))?;
+                    Ok(())
+                })
+            }),
+        ))
     }
 
     async fn lock(&self, name: &str) -> Result<Option<DbLock>, DatabaseError> {

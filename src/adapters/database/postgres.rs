@@ -22,7 +22,7 @@ use tokio::process::Command;
 use tokio::sync::OnceCell;
 
 use super::{
-    AppliedMigration, BuildError, Database, DatabaseError, DatabaseState, DbLock, DumpInfo,
+    AppliedMigration, BuildError, Database, DatabaseError, DatabaseState, DbLock, DumpInfo, Scratch,
 };
 use crate::migrate::MigrationFile;
 use crate::secret::Secret;
@@ -32,6 +32,8 @@ use crate::secret::Secret;
 pub struct Settings {
     pub lock_timeout: Duration,
     pub statement_timeout: Option<Duration>,
+    /// `lint: error`: migration lint findings are plan errors.
+    pub lint_errors: bool,
 }
 
 pub struct PostgresDatabase {
@@ -335,6 +337,10 @@ impl Database for PostgresDatabase {
         super::display_url(self.url.expose())
     }
 
+    fn lint_errors(&self) -> bool {
+        self.settings.lint_errors
+    }
+
     async fn state(&self) -> Result<DatabaseState, DatabaseError> {
         let pool = self.pool().await?;
         let has_table: bool =
@@ -524,6 +530,79 @@ impl Database for PostgresDatabase {
             .await
             .map_err(Self::sql_err("the database does not answer"))?;
         self.check_tools().await.map(|_| ())
+    }
+
+    async fn schema(&self) -> Result<String, DatabaseError> {
+        let (mut cmd, target) = self.tool("pg_dump", None);
+        let out = cmd
+            .args([
+                "--schema-only",
+                "--no-owner",
+                "--no-acl",
+                "--exclude-table=_sqlx_migrations",
+                "--dbname",
+            ])
+            .arg(&target)
+            .output()
+            .await
+            .map_err(|e| missing_tool("pg_dump", &e))?;
+        if !out.status.success() {
+            return Err(DatabaseError::Other(format!(
+                "pg_dump --schema-only failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        // Comments carry no schema (and name the dump's time); `\restrict` lines carry a
+        // random key that differs on every run.
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                !l.trim().is_empty()
+                    && !l.starts_with("--")
+                    && !l.starts_with("\\restrict")
+                    && !l.starts_with("\\unrestrict")
+            })
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
+    async fn scratch(&self) -> Result<Scratch, DatabaseError> {
+        let name = format!(
+            "cutover_roundtrip_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let mut url = url::Url::parse(self.url.expose()).map_err(|e| {
+            DatabaseError::Other(format!("cannot make a URL for the scratch database: {e}"))
+        })?;
+        url.set_path(&format!("/{name}"));
+        let database = Self::new(Secret::new(url.to_string()), self.settings)
+            .map_err(|e| DatabaseError::Other(e.to_string()))?;
+        let pool = self.pool().await?.clone();
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&pool)
+            .await
+            .map_err(Self::sql_err(format!(
+                "cannot create the scratch database {name} (the role needs CREATEDB)"
+            )))?;
+        let dropped = name.clone();
+        Ok(Scratch::new(
+            Box::new(database),
+            name,
+            Box::new(move || {
+                Box::pin(async move {
+                    sqlx::raw_sql(&format!(
+                        "DROP DATABASE IF EXISTS \"{dropped}\" WITH (FORCE)"
+                    ))
+                    .execute(&pool)
+                    .await
+                    .map_err(Self::sql_err(format!(
+                        "cannot drop the scratch database {dropped}"
+                    )))?;
+                    Ok(())
+                })
+            }),
+        ))
     }
 
     async fn lock(&self, name: &str) -> Result<Option<DbLock>, DatabaseError> {

@@ -15,7 +15,9 @@ use sqlx::{Column, Connection, Row, SqlitePool};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 
-use super::{AppliedMigration, BuildError, Database, DatabaseError, DatabaseState, DumpInfo};
+use super::{
+    AppliedMigration, BuildError, Database, DatabaseError, DatabaseState, DumpInfo, Scratch,
+};
 use crate::migrate::MigrationFile;
 
 pub struct SqliteDatabase {
@@ -369,6 +371,55 @@ impl Database for SqliteDatabase {
             .await
             .map_err(Self::sql_err("cannot update the migration history"))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn schema(&self) -> Result<String, DatabaseError> {
+        // Reading the schema must not create the database file.
+        if self.pool.lock().await.is_none() && !self.path.exists() {
+            return Ok(String::new());
+        }
+        let pool = self.pool().await?;
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT type, name, sql FROM sqlite_master
+             WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND tbl_name <> '_sqlx_migrations'
+             ORDER BY type, name",
+        )
+        .fetch_all(&pool)
+        .await
+        .map_err(Self::sql_err("cannot read the schema"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(_, _, sql)| format!("{};", sql.trim_end()))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
+    async fn scratch(&self) -> Result<Scratch, DatabaseError> {
+        let name = format!(
+            "cutover_roundtrip_{}.db",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let path = std::env::temp_dir().join(name);
+        let database = Self {
+            url: format!("sqlite://{}", path.display()),
+            path: path.clone(),
+            pool: Mutex::new(None),
+        };
+        let shown = path.display().to_string();
+        Ok(Scratch::new(
+            Box::new(database),
+            shown,
+            Box::new(move || {
+                Box::pin(async move {
+                    for suffix in ["", "-wal", "-shm", "-journal"] {
+                        let mut file = path.clone().into_os_string();
+                        file.push(suffix);
+                        tokio::fs::remove_file(PathBuf::from(file)).await.ok();
+                    }
+                    Ok(())
+                })
+            }),
+        ))
     }
 
     async fn ping(&self) -> Result<(), DatabaseError> {

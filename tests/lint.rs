@@ -1,0 +1,341 @@
+//! `cutover migrate lint` and lint findings in plans: every rule through the real binary
+//! (no server needed to lint files), then end to end against a real PostgreSQL.
+
+mod support;
+
+use serde_json::Value;
+use support::pg::{project, server};
+use support::{Project, replace_once};
+
+const SQLITE_DB: &str = "database: { kind: sqlite, url: \"sqlite://state/app.db\" }";
+
+/// A project on PostgreSQL with no migrations. `migrate lint` reads files only, so the
+/// server need not exist: the URL points at a closed port.
+fn offline_project(extra: &str) -> Project {
+    let p = Project::new();
+    for entry in std::fs::read_dir(p.file("migrations")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    p.write_config(&replace_once(
+        &p.default_config(),
+        SQLITE_DB,
+        &format!(
+            "database: {{ kind: postgres, url: \"postgres://app@127.0.0.1:{port}/app\"{extra} }}"
+        ),
+    ));
+    p
+}
+
+/// The `result` object of a `--output json` run.
+fn result(stdout: &str) -> Value {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"event\":\"result\""))
+        .unwrap_or_else(|| panic!("no result in:\n{stdout}"));
+    serde_json::from_str::<Value>(line).unwrap()["result"].clone()
+}
+
+/// Lints one migration with this up SQL; returns the rule ids found.
+fn rules_for(sql: &str) -> Vec<String> {
+    let p = offline_project("");
+    p.write("migrations/20250101000000_change.up.sql", sql);
+    let run = p.run(&["migrate", "lint", "--output", "json"]);
+    run.success();
+    let r = result(&run.stdout());
+    assert_eq!(r["notes"], serde_json::json!([]), "{sql}: {r}");
+    r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[track_caller]
+fn check_rule(rule: &str, triggers: &str, safe: &str) {
+    assert_eq!(rules_for(triggers), vec![rule.to_owned()], "{triggers}");
+    assert_eq!(rules_for(safe), Vec::<String>::new(), "{safe}");
+}
+
+#[test]
+fn create_index_without_concurrently() {
+    check_rule(
+        "create-index-not-concurrently",
+        "CREATE INDEX idx_recipes_title ON recipes (title);\n",
+        "-- cutover:no-transaction\nCREATE INDEX CONCURRENTLY idx_recipes_title ON recipes (title);\n",
+    );
+    // An index on a table created by the same migration is fine.
+    assert_eq!(
+        rules_for(
+            "CREATE TABLE notes (id bigint PRIMARY KEY, body text);\nCREATE INDEX idx_notes_body ON notes (body);\n"
+        ),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn add_column_not_null_without_default() {
+    check_rule(
+        "add-column-not-null-without-default",
+        "ALTER TABLE recipes ADD COLUMN rating integer NOT NULL;\n",
+        "ALTER TABLE recipes ADD COLUMN rating integer NOT NULL DEFAULT 0;\n",
+    );
+}
+
+#[test]
+fn add_constraint_without_not_valid() {
+    check_rule(
+        "add-constraint-without-not-valid",
+        "ALTER TABLE recipes ADD CONSTRAINT recipes_user FOREIGN KEY (user_id) REFERENCES users (id);\n",
+        "ALTER TABLE recipes ADD CONSTRAINT recipes_user FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n",
+    );
+    check_rule(
+        "add-constraint-without-not-valid",
+        "ALTER TABLE recipes ADD CONSTRAINT servings_positive CHECK (servings > 0);\n",
+        "ALTER TABLE recipes ADD CONSTRAINT servings_positive CHECK (servings > 0) NOT VALID;\n",
+    );
+}
+
+#[test]
+fn alter_column_type() {
+    check_rule(
+        "alter-column-type",
+        "ALTER TABLE recipes ALTER COLUMN servings TYPE bigint;\n",
+        "ALTER TABLE recipes ADD COLUMN servings_big bigint;\n",
+    );
+}
+
+#[test]
+fn rename_column() {
+    check_rule(
+        "rename-column",
+        "ALTER TABLE recipes RENAME COLUMN title TO name;\n",
+        "ALTER TABLE recipes ADD COLUMN name text;\n",
+    );
+}
+
+#[test]
+fn rename_table() {
+    check_rule(
+        "rename-table",
+        "ALTER TABLE recipes RENAME TO dishes;\n",
+        "CREATE VIEW dishes AS SELECT * FROM recipes;\n",
+    );
+}
+
+#[test]
+fn drop_column() {
+    check_rule(
+        "drop-column",
+        "ALTER TABLE recipes DROP COLUMN cuisine;\n",
+        "ALTER TABLE recipes ALTER COLUMN cuisine DROP NOT NULL;\n",
+    );
+}
+
+#[test]
+fn set_not_null_on_an_existing_column() {
+    check_rule(
+        "set-not-null",
+        "ALTER TABLE recipes ALTER COLUMN title SET NOT NULL;\n",
+        "ALTER TABLE recipes ADD CONSTRAINT title_not_null CHECK (title IS NOT NULL) NOT VALID;\n",
+    );
+}
+
+#[test]
+fn vacuum_full() {
+    check_rule("vacuum-full", "VACUUM FULL recipes;\n", "VACUUM recipes;\n");
+    // Option-list form, which the parser does not read: found by its leading keywords.
+    check_rule(
+        "vacuum-full",
+        "VACUUM (FULL, ANALYZE) recipes;\n",
+        "VACUUM (ANALYZE) recipes;\n",
+    );
+}
+
+#[test]
+fn cluster() {
+    check_rule(
+        "cluster",
+        "CLUSTER recipes USING idx_recipes_user_id;\n",
+        "CREATE TABLE cluster (id bigint);\nINSERT INTO cluster VALUES (1);\n",
+    );
+}
+
+#[test]
+fn findings_have_file_line_why_and_safe_pattern() {
+    let p = offline_project("");
+    p.write(
+        "migrations/20250101000000_change.up.sql",
+        "-- Faster lookups.\n\nCREATE INDEX idx_recipes_title\n    ON recipes (title);\n",
+    );
+    let run = p.run(&["migrate", "lint"]);
+    run.success();
+    let out = run.stdout();
+    assert!(
+        out.contains("migrations/20250101000000_change.up.sql:3: [create-index-not-concurrently]"),
+        "{out}"
+    );
+    assert!(out.contains("why:") && out.contains("safe: CREATE INDEX CONCURRENTLY"));
+    let json = result(&p.run(&["migrate", "lint", "--output", "json"]).stdout());
+    let f = &json["findings"][0];
+    assert_eq!(f["line"], 3);
+    assert_eq!(f["file"], "migrations/20250101000000_change.up.sql");
+    assert!(f["why"].as_str().unwrap().contains("SHARE lock"));
+    assert!(f["safe"].as_str().unwrap().contains("CONCURRENTLY"));
+}
+
+#[test]
+fn statements_the_parser_cannot_read_are_notes() {
+    let p = offline_project("");
+    p.write(
+        "migrations/20250101000000_change.up.sql",
+        "DO $$ BEGIN RAISE NOTICE 'a; b'; END $$;\nALTER TABLE recipes DROP COLUMN cuisine;\n",
+    );
+    let run = p.run(&["migrate", "lint", "--output", "json"]);
+    run.success();
+    let r = result(&run.stdout());
+    assert_eq!(r["findings"][0]["rule"], "drop-column");
+    assert_eq!(r["findings"][0]["line"], 2);
+    assert_eq!(r["notes"][0]["line"], 1);
+    assert!(
+        r["notes"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not linted"),
+        "{r}"
+    );
+}
+
+#[test]
+fn lint_error_makes_migrate_lint_exit_2_only_with_findings() {
+    let p = offline_project(", lint: error");
+    p.write(
+        "migrations/20250101000000_change.up.sql",
+        "ALTER TABLE recipes ALTER COLUMN servings TYPE bigint;\n",
+    );
+    let run = p.run(&["migrate", "lint"]);
+    run.expect_code(2);
+    assert!(run.stdout().contains("lint: error"), "{}", run.stdout());
+    p.write(
+        "migrations/20250101000000_change.up.sql",
+        "ALTER TABLE recipes ADD COLUMN servings_big bigint;\n",
+    );
+    p.run(&["migrate", "lint"]).success();
+}
+
+#[test]
+fn other_databases_are_not_linted() {
+    let p = Project::new();
+    p.write(
+        "migrations/20250101000000_change.up.sql",
+        "CREATE INDEX idx_recipes_title ON recipes (title);\n",
+    );
+    let run = p.run(&["migrate", "lint"]);
+    run.success();
+    assert!(
+        run.stdout().contains("PostgreSQL-specific"),
+        "{}",
+        run.stdout()
+    );
+    // Nor in plans.
+    let plan = p.run(&["plan"]);
+    plan.success();
+    assert!(!plan.stdout().contains("create-index"), "{}", plan.stdout());
+}
+
+// ---- Against a real PostgreSQL. ----
+
+const BAD_INDEX: &str =
+    "-- Faster lookups by title.\nCREATE INDEX idx_recipes_title ON recipes (title);\n";
+
+#[test]
+fn plan_shows_findings_of_pending_migrations_only_as_warnings() {
+    let (p, _db) = project();
+    p.run(&["deploy"]).success();
+    p.write("migrations/20250101000000_index_title.up.sql", BAD_INDEX);
+    let plan = p.run(&["plan"]);
+    plan.success();
+    let out = plan.stdout();
+    assert!(
+        out.contains("warning: migrations/20250101000000_index_title.up.sql:2: [create-index-not-concurrently]"),
+        "{out}"
+    );
+    // The applied migrations (one of which drops a column) are not linted again.
+    assert!(!out.contains("drop-column"), "{out}");
+    let json: Value = serde_json::from_str(&p.run(&["plan", "--json"]).stdout()).unwrap();
+    assert_eq!(json["warnings"].as_array().unwrap().len(), 1, "{json}");
+    // `migrate lint` reads every migration; `--pending` those the plan would apply.
+    let all = result(&p.run(&["migrate", "lint", "--output", "json"]).stdout());
+    let rules: Vec<&str> = all["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, vec!["drop-column", "create-index-not-concurrently"]);
+    let pending = result(
+        &p.run(&["migrate", "lint", "--pending", "--output", "json"])
+            .stdout(),
+    );
+    assert_eq!(pending["files"], 1);
+    assert_eq!(
+        pending["findings"][0]["rule"],
+        "create-index-not-concurrently"
+    );
+    // A warning does not stop the deploy.
+    p.run(&["deploy"]).success();
+}
+
+#[test]
+fn lint_error_stops_the_deploy_with_nothing_touched() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    p.write("migrations/20250101000000_index_title.up.sql", BAD_INDEX);
+    p.write(
+        "migrations/20250101000000_index_title.down.sql",
+        "DROP INDEX idx_recipes_title;\n",
+    );
+    p.write_config(&replace_once(
+        &p.read("deploy.yaml"),
+        "?sslmode=disable\" }",
+        "?sslmode=disable\", lint: error }",
+    ));
+    let before = server().snapshot(&db);
+    let calls = p.calls();
+    let journals = p.journals().len();
+    let run = p.run(&["deploy"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr().contains(
+            "migrations/20250101000000_index_title.up.sql:2: [create-index-not-concurrently]"
+        ),
+        "{}",
+        run.stderr()
+    );
+    assert!(run.stderr().contains("lint: error"), "{}", run.stderr());
+    assert_eq!(server().snapshot(&db), before);
+    assert_eq!(p.calls(), calls, "no platform command ran");
+    assert_eq!(p.journals().len(), journals, "no run was journaled");
+    assert!(p.locks().is_empty());
+    p.run(&["plan"]).expect_code(2);
+    // The safe form deploys.
+    p.write(
+        "migrations/20250101000000_index_title.up.sql",
+        "-- cutover:no-transaction\nCREATE INDEX CONCURRENTLY idx_recipes_title ON recipes (title);\n",
+    );
+    p.run(&["deploy"]).success();
+    assert!(
+        server()
+            .psql(
+                &db,
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'recipes'"
+            )
+            .contains("idx_recipes_title")
+    );
+}
