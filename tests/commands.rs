@@ -260,3 +260,36 @@ fn deploy_applies_exactly_the_approved_plan_or_refuses() {
     p.run(&["deploy", "--plan", "approved.json"]).success();
     assert!(p.db_snapshot().contains_key("table late"));
 }
+
+#[test]
+fn a_check_returning_rows_shows_them_and_fails_the_deploy() {
+    let p = Project::new();
+    p.deployed_with_data();
+    let pipeline = p.read("pipelines/deploy.yaml").replace(
+        "with: { queries: validations/ }",
+        "with: { queries: validations/, checks: [{ name: soups, sql: \"SELECT id, title FROM recipes WHERE title = 'Soup'\" }] }",
+    );
+    p.write("pipelines/deploy.yaml", &pipeline);
+    let run = p.run(&["deploy"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr().contains("soups: 1 issue(s) [FAIL]"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr().contains("id | title\n        1 | Soup"),
+        "{}",
+        run.stderr()
+    );
+
+    let json = p.run(&["deploy", "--output", "json"]);
+    json.expect_code(1);
+    let check = json_lines(&json.stdout())
+        .into_iter()
+        .find(|e| e["event"] == "check_result" && e["check"] == "soups")
+        .expect("a check_result event");
+    assert_eq!(check["issues"], 1);
+    assert_eq!(check["columns"], serde_json::json!(["id", "title"]));
+    assert_eq!(check["rows"], serde_json::json!([["1", "Soup"]]));
+}

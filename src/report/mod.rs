@@ -39,6 +39,15 @@ pub enum Event {
         id: String,
         message: String,
     },
+    /// A validation check's result, with the first offending rows when it returns rows.
+    CheckResult {
+        id: String,
+        check: String,
+        issues: i64,
+        max_issues: i64,
+        columns: Vec<String>,
+        rows: Vec<Vec<String>>,
+    },
     StepRetry {
         id: String,
         attempt: u32,

@@ -127,6 +127,30 @@ pub fn render_event(event: &Event) -> Option<String> {
             )
         }
         Event::StepNote { id: _, message } => format!("      {message}"),
+        Event::CheckResult {
+            check,
+            issues,
+            max_issues,
+            columns,
+            rows,
+            ..
+        } => {
+            let verdict = if issues > max_issues { "FAIL" } else { "ok" };
+            let mut text = format!("      {check}: {issues} issue(s) [{verdict}]");
+            if !rows.is_empty() {
+                text.push_str(&format!("\n        {}", columns.join(" | ")));
+                for row in rows {
+                    text.push_str(&format!("\n        {}", row.join(" | ")));
+                }
+                if *issues > rows.len() as i64 {
+                    text.push_str(&format!(
+                        "\n        … and {} more",
+                        *issues - rows.len() as i64
+                    ));
+                }
+            }
+            text
+        }
         Event::StepRetry {
             id,
             attempt,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::config::pipeline::ValidateWith;
 use crate::engine::context::Context;
 use crate::engine::error::StepError;
+use crate::report::Event;
 
 struct Query {
     name: String,
@@ -77,12 +78,20 @@ pub async fn run(ctx: &Context, id: &str, with: &ValidateWith) -> Result<String,
     let queries = queries(ctx, with).map_err(StepError::Failed)?;
     let mut failed = Vec::new();
     for q in &queries {
-        let issues = ctx
+        let result = ctx
             .database
             .issues(&q.sql)
             .await
             .map_err(|e| StepError::Failed(format!("check `{}`: {e}", q.name)))?;
-        ctx.note(id, format!("{}: {issues} issue(s)", q.name));
+        let issues = result.issues;
+        ctx.report(Event::CheckResult {
+            id: id.to_owned(),
+            check: q.name.clone(),
+            issues,
+            max_issues: q.max,
+            columns: result.columns,
+            rows: result.rows,
+        });
         if issues > q.max {
             failed.push(format!(
                 "`{}` found {issues} issue(s) (allowed {})",

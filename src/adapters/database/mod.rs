@@ -41,6 +41,72 @@ impl DatabaseState {
     }
 }
 
+/// What a validation query found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CheckResult {
+    pub issues: i64,
+    /// Column names of the offending rows (empty for a count).
+    pub columns: Vec<String>,
+    /// The first offending rows, as text.
+    pub rows: Vec<Vec<String>>,
+}
+
+/// How many offending rows a check shows.
+pub const SAMPLE_ROWS: usize = 10;
+
+/// Turns a validation query's rows into a [`CheckResult`], the same way for every dialect.
+pub fn check_result<R>(rows: &[R]) -> Result<CheckResult, sqlx::Error>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    use sqlx::{Column, ValueRef};
+    if let [row] = rows
+        && row.columns().len() == 1
+        && row.columns()[0].name() == "issues"
+    {
+        let issues = row
+            .try_get::<i64, _>(0)
+            .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))?;
+        return Ok(CheckResult {
+            issues,
+            ..CheckResult::default()
+        });
+    }
+    let columns = rows.first().map_or_else(Vec::new, |r| {
+        r.columns().iter().map(|c| c.name().to_owned()).collect()
+    });
+    let sample = rows
+        .iter()
+        .take(SAMPLE_ROWS)
+        .map(|row| {
+            (0..row.columns().len())
+                .map(|i| {
+                    if row.try_get_raw(i).is_ok_and(|v| v.is_null()) {
+                        return "NULL".to_owned();
+                    }
+                    row.try_get::<String, _>(i)
+                        .or_else(|_| row.try_get::<i64, _>(i).map(|v| v.to_string()))
+                        .or_else(|_| row.try_get::<i32, _>(i).map(|v| v.to_string()))
+                        .or_else(|_| row.try_get::<f64, _>(i).map(|v| v.to_string()))
+                        .or_else(|_| row.try_get::<bool, _>(i).map(|v| v.to_string()))
+                        .unwrap_or_else(|_| "?".to_owned())
+                })
+                .collect()
+        })
+        .collect();
+    Ok(CheckResult {
+        issues: rows.len() as i64,
+        columns,
+        rows: sample,
+    })
+}
+
 /// Facts about a dump, for the backup manifest.
 #[derive(Debug, Clone)]
 pub struct DumpInfo {
@@ -150,9 +216,9 @@ pub trait Database: Send + Sync {
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError>;
     /// Runs SQL in one transaction.
     async fn execute(&self, sql: &str) -> Result<(), DatabaseError>;
-    /// Runs a validation query: one row with an integer column `issues`, else the number
-    /// of rows returned.
-    async fn issues(&self, sql: &str) -> Result<i64, DatabaseError>;
+    /// Runs a validation query: one row with an integer column `issues` is a count; any
+    /// other result is the offending rows, each an issue.
+    async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError>;
     /// Writes a consistent dump of the whole database to `sink`.
     async fn dump(
         &self,

@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sqlx::migrate::Migrate;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::{Column, ConnectOptions, Connection, MySqlPool, Row};
+use sqlx::{ConnectOptions, Connection, MySqlPool, Row};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::OnceCell;
 
 use super::{
-    AppliedMigration, BuildError, Database, DatabaseError, DatabaseState, DbLock, DumpInfo, Scratch,
+    AppliedMigration, BuildError, CheckResult, Database, DatabaseError, DatabaseState, DbLock,
+    DumpInfo, Scratch,
 };
 use crate::migrate::MigrationFile;
 use crate::secret::Secret;
@@ -338,21 +339,12 @@ impl Database for MysqlDatabase {
         Ok(())
     }
 
-    async fn issues(&self, sql: &str) -> Result<i64, DatabaseError> {
+    async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
         let rows = sqlx::query(sql)
             .fetch_all(self.pool().await?)
             .await
             .map_err(Self::sql_err("validation query failed"))?;
-        if let [row] = rows.as_slice()
-            && row.columns().len() == 1
-            && row.columns()[0].name() == "issues"
-        {
-            return row
-                .try_get::<i64, _>(0)
-                .or_else(|_| row.try_get::<u64, _>(0).map(|v| v as i64))
-                .map_err(Self::sql_err("column `issues` is not an integer"));
-        }
-        Ok(rows.len() as i64)
+        super::check_result(&rows).map_err(Self::sql_err("cannot read the validation result"))
     }
 
     async fn dump(

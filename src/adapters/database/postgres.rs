@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sqlx::migrate::Migrate;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Column, ConnectOptions, Connection, PgPool, Row};
+use sqlx::{ConnectOptions, Connection, PgPool, Row};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::OnceCell;
 
 use super::{
-    AppliedMigration, BuildError, Database, DatabaseError, DatabaseState, DbLock, DumpInfo, Scratch,
+    AppliedMigration, BuildError, CheckResult, Database, DatabaseError, DatabaseState, DbLock,
+    DumpInfo, Scratch,
 };
 use crate::migrate::MigrationFile;
 use crate::secret::Secret;
@@ -429,21 +430,12 @@ impl Database for PostgresDatabase {
         Ok(())
     }
 
-    async fn issues(&self, sql: &str) -> Result<i64, DatabaseError> {
+    async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
         let rows = sqlx::query(sql)
             .fetch_all(self.pool().await?)
             .await
             .map_err(Self::sql_err("validation query failed"))?;
-        if let [row] = rows.as_slice()
-            && row.columns().len() == 1
-            && row.columns()[0].name() == "issues"
-        {
-            return row
-                .try_get::<i64, _>(0)
-                .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))
-                .map_err(Self::sql_err("column `issues` is not an integer"));
-        }
-        Ok(rows.len() as i64)
+        super::check_result(&rows).map_err(Self::sql_err("cannot read the validation result"))
     }
 
     async fn dump(

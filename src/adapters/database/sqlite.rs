@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sqlx::migrate::Migrate;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Column, Connection, Row, SqlitePool};
+use sqlx::{Connection, SqlitePool};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 
 use super::{
-    AppliedMigration, BuildError, Database, DatabaseError, DatabaseState, DumpInfo, Scratch,
+    AppliedMigration, BuildError, CheckResult, Database, DatabaseError, DatabaseState, DumpInfo,
+    Scratch,
 };
 use crate::migrate::MigrationFile;
 
@@ -254,21 +255,13 @@ impl Database for SqliteDatabase {
         Ok(())
     }
 
-    async fn issues(&self, sql: &str) -> Result<i64, DatabaseError> {
+    async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
         let pool = self.pool().await?;
         let rows = sqlx::query(sql)
             .fetch_all(&pool)
             .await
             .map_err(Self::sql_err("validation query failed"))?;
-        if let [row] = rows.as_slice()
-            && row.columns().len() == 1
-            && row.columns()[0].name() == "issues"
-        {
-            return row
-                .try_get::<i64, _>(0)
-                .map_err(Self::sql_err("column `issues` is not an integer"));
-        }
-        Ok(rows.len() as i64)
+        super::check_result(&rows).map_err(Self::sql_err("cannot read the validation result"))
     }
 
     async fn dump(
