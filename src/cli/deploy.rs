@@ -168,6 +168,7 @@ pub fn database_pipeline(target: &RollbackTarget, name: &str) -> Pipeline {
                 Location::UNKNOWN,
             )),
             rollback: Some(MigrateRollback::Auto),
+            warn_after: None,
         }),
     ));
     builtin(name, steps)

@@ -85,6 +85,7 @@ fn one_step(to: &str, rollback: MigrateRollback) -> Pipeline {
             StepWith::Migrate(MigrateWith {
                 to: Some(to),
                 rollback: Some(rollback),
+                warn_after: None,
             }),
         )],
     )

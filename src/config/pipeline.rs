@@ -223,6 +223,10 @@ pub struct MigrateWith {
     /// How to undo the migrations if a later step fails.
     #[serde(default)]
     pub rollback: Option<MigrateRollback>,
+    /// Report a migration still running after this long, and again each time it passes
+    /// (default 30s): it is probably waiting for a lock or rewriting a big table.
+    #[serde(default)]
+    pub warn_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

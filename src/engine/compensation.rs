@@ -57,7 +57,9 @@ impl Compensation {
             Self::Maintenance { enabled } => Ok(ctx.platform.set_maintenance(*enabled).await?),
             Self::Scale { target, replicas } => Ok(ctx.platform.scale(target, *replicas).await?),
             Self::MigrateDown { to } => steps::migrate::down_to(ctx, step_id, *to).await,
-            Self::MigrateUp { to } => steps::migrate::up_to(ctx, step_id, *to).await,
+            Self::MigrateUp { to } => {
+                steps::migrate::up_to(ctx, step_id, *to, steps::migrate::DEFAULT_WARN_AFTER).await
+            }
             Self::RestoreBackup { backup } => steps::backup::restore(ctx, step_id, backup).await,
             Self::Sql { sql } => {
                 ctx.database.execute(sql).await?;

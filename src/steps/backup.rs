@@ -58,6 +58,12 @@ pub async fn plan(
         .check_writable()
         .await
         .map_err(|e| format!("the backup store cannot be written: {e}"))?;
+    // The dump tools (and their versions against the server's) are checked now, not
+    // halfway through a deploy.
+    ctx.database
+        .ping()
+        .await
+        .map_err(|e| format!("the database cannot be backed up: {e}"))?;
     scratch.backup_before = true;
     let verify = match with.verify {
         Some(BackupVerify::Restore) => ", verified by a scratch restore",

@@ -3,6 +3,10 @@
 //! checksum. The undo is chosen by `rollback:` — down migrations to the prior version, or a
 //! restore of the backup taken earlier in the run.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use super::RunState;
 use crate::config::pipeline::{MigrateRollback, MigrateWith};
 use crate::engine::compensation::Compensation;
@@ -11,6 +15,7 @@ use crate::engine::error::StepError;
 use crate::engine::plan::PlanScratch;
 use crate::engine::run::RollbackTarget;
 use crate::migrate::MigrationFile;
+use crate::report::Event;
 
 /// Where a migrate step is going.
 enum Target {
@@ -276,7 +281,15 @@ pub async fn run(
                 down_to(ctx, id, to).await
             } else {
                 match to {
-                    Some(to) => up_to(ctx, id, to).await,
+                    Some(to) => {
+                        up_to(
+                            ctx,
+                            id,
+                            to,
+                            with.warn_after.map_or(DEFAULT_WARN_AFTER, |d| d.get()),
+                        )
+                        .await
+                    }
                     None => Ok("no migrations".into()),
                 }
             }
@@ -284,8 +297,44 @@ pub async fn run(
     }
 }
 
+/// How long a migration may run before it is reported as slow, unless the step says.
+pub const DEFAULT_WARN_AFTER: Duration = Duration::from_secs(30);
+
+/// Applies one migration, reporting it each time it passes `warn_after` while it runs.
+async fn apply_watched(
+    ctx: &Context,
+    m: &MigrationFile,
+    warn_after: Duration,
+) -> Result<Duration, StepError> {
+    let start = Instant::now();
+    let apply = ctx.database.apply(m);
+    tokio::pin!(apply);
+    let mut next = warn_after;
+    loop {
+        tokio::select! {
+            took = &mut apply => return Ok(took?),
+            () = tokio::time::sleep_until(start + next) => {
+                ctx.report(Event::Warning {
+                    message: format!(
+                        "migration {} {} still running after {}: it may be waiting for a lock or rewriting a big table",
+                        m.version,
+                        m.description,
+                        humantime::format_duration(Duration::from_secs(start.elapsed().as_secs()))
+                    ),
+                });
+                next += warn_after;
+            }
+        }
+    }
+}
+
 /// Applies every pending migration up to `to`.
-pub async fn up_to(ctx: &Context, id: &str, to: i64) -> Result<String, StepError> {
+pub async fn up_to(
+    ctx: &Context,
+    id: &str,
+    to: i64,
+    warn_after: Duration,
+) -> Result<String, StepError> {
     let db = ctx.database.state().await?;
     let applied: Vec<i64> = db.applied.iter().map(|m| m.version).collect();
     let pending = pending(ctx, &applied, Some(to));
@@ -300,7 +349,7 @@ pub async fn up_to(ctx: &Context, id: &str, to: i64) -> Result<String, StepError
         if ctx.cancel.is_cancelled() {
             return Err(StepError::Cancelled);
         }
-        let took = ctx.database.apply(m).await?;
+        let took = apply_watched(ctx, m, warn_after).await?;
         ctx.note(
             id,
             format!(

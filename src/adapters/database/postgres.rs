@@ -446,7 +446,13 @@ impl Database for PostgresDatabase {
         let tool = Self::tool_version("pg_dump").await?;
         let (mut cmd, target) = self.tool("pg_dump", None);
         let mut child = cmd
-            .args(["--format=custom", "--no-owner", "--no-acl", "--dbname"])
+            .args(["--format=custom", "--no-owner", "--no-acl"])
+            // Fail fast, as migrations do, instead of queueing behind a long transaction.
+            .arg(format!(
+                "--lock-wait-timeout={}",
+                self.settings.lock_timeout.as_millis()
+            ))
+            .arg("--dbname")
             .arg(&target)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
