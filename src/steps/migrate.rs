@@ -286,7 +286,8 @@ pub async fn run(
                             ctx,
                             id,
                             to,
-                            with.warn_after.map_or(DEFAULT_WARN_AFTER, |d| d.get()),
+                            with.warn_after
+                                .map_or(DEFAULT_WARN_AFTER, crate::config::duration::Duration::get),
                         )
                         .await
                     }
