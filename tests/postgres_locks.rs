@@ -62,7 +62,7 @@ fn a_migration_waiting_for_a_lock_is_reported_then_gives_up_at_lock_timeout() {
     assert!(config.contains("lock_timeout: 3s"));
     p.write_config(&config);
     let pipeline = "name: deploy\nsteps:\n  - id: maintenance-on\n    uses: maintenance\n    with: { enabled: true }\n  - uses: migrate\n    with: { rollback: down, warn_after: 1s }\n";
-    p.write("pipelines/deploy.yaml", &pipeline);
+    p.write("pipelines/deploy.yaml", pipeline);
 
     let mut holder = hold_lock(&db, 30);
     let run = p.run(&["deploy"]);
