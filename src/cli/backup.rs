@@ -40,7 +40,7 @@ pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, Eng
             session.result(&json!({"backups": list}), &text);
             Ok(Exit::Ok)
         }
-        BackupCommand::Create { name } => {
+        BackupCommand::Create { name, confirm } => {
             let with = BackupWith {
                 name: Some(name.unwrap_or_else(|| "manual-{timestamp}".into())),
                 verify: None,
@@ -49,7 +49,7 @@ pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, Eng
             run_pipeline(
                 &session,
                 &pipeline,
-                &Confirmation::automatic(),
+                &Confirmation::automatic(confirm),
                 "backup create",
                 None,
                 false,

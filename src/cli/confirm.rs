@@ -23,10 +23,10 @@ pub struct Confirmation {
 
 impl Confirmation {
     /// For commands whose invocation is the decision (`migrate up`, `backup create`).
-    /// Typed-confirmation environments still need `--confirm`.
-    pub fn automatic() -> Self {
+    /// Typed-confirmation environments still need `--confirm ENV` (or a typed CONFIRM).
+    pub fn automatic(named: Option<String>) -> Self {
         Self {
-            named: None,
+            named,
             yes: true,
             implied: false,
             approved: None,

@@ -30,7 +30,7 @@ pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, E
         } => resolve(global, version, resolution).await,
         MigrateCommand::Lint { pending } => lint(global, pending).await,
         MigrateCommand::Test => roundtrip(global).await,
-        MigrateCommand::Up { to } => {
+        MigrateCommand::Up { to, confirm } => {
             let session = Session::open(global)?;
             let rollback = {
                 let ctx = session.context(cancel::on_signals())?;
@@ -52,21 +52,21 @@ pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, E
             run_pipeline(
                 &session,
                 &pipeline,
-                &Confirmation::automatic(),
+                &Confirmation::automatic(confirm),
                 "migrate up",
                 None,
                 false,
             )
             .await
         }
-        MigrateCommand::Down { to } => {
+        MigrateCommand::Down { to, confirm } => {
             let session = Session::open(global)?;
             let target = RollbackTarget::Version((to != 0).then_some(to));
             let pipeline = super::deploy::database_pipeline(&target, "migrate down");
             run_pipeline(
                 &session,
                 &pipeline,
-                &Confirmation::automatic(),
+                &Confirmation::automatic(confirm),
                 "migrate down",
                 Some(target),
                 false,

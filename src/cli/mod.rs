@@ -169,11 +169,17 @@ pub enum MigrateCommand {
     Up {
         #[arg(long)]
         to: Option<i64>,
+        /// Confirm a `confirm: typed` environment without a prompt; must name it.
+        #[arg(long, value_name = "ENV")]
+        confirm: Option<String>,
     },
     /// Revert migrations above --to (0: all).
     Down {
         #[arg(long)]
         to: i64,
+        /// Confirm a `confirm: typed` environment without a prompt; must name it.
+        #[arg(long, value_name = "ENV")]
+        confirm: Option<String>,
     },
     /// Create `<timestamp>_<name>.up.sql` and `.down.sql`.
     New { name: String },
@@ -217,6 +223,9 @@ pub enum BackupCommand {
         /// Backup id (default `manual-{timestamp}`).
         #[arg(long)]
         name: Option<String>,
+        /// Confirm a `confirm: typed` environment without a prompt; must name it.
+        #[arg(long, value_name = "ENV")]
+        confirm: Option<String>,
     },
     /// Check a backup's checksum and restore it into a scratch database.
     Verify { id: String },

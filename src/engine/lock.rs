@@ -48,7 +48,7 @@ impl LockInfo {
             self.host,
             self.pid,
             self.acquired_at.format("%Y-%m-%d %H:%M:%S UTC"),
-            self.expires_at.format("%H:%M:%S UTC")
+            self.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
         )
     }
 }

@@ -178,7 +178,19 @@ pub async fn build(
     if !problems.is_empty() {
         return Err(EngineError::Plan(problems.join("\n")));
     }
-    let pending = pending(ctx, &database, scratch.target_version);
+    // Going down (rollback, migrate down, restore) applies nothing.
+    let going_down = match rollback_target {
+        Some(crate::engine::run::RollbackTarget::Backup(_)) => true,
+        Some(crate::engine::run::RollbackTarget::Version(v)) => {
+            database.version().is_some_and(|c| v.is_none_or(|v| v < c))
+        }
+        None => false,
+    };
+    let pending = if going_down {
+        Vec::new()
+    } else {
+        pending(ctx, &database, scratch.target_version)
+    };
     let warnings = scratch.warnings;
     let target_version = scratch.target_version;
     let mut plan = Plan {

@@ -114,6 +114,13 @@ pub async fn run(
         .clone()
         .ok_or_else(|| StepError::Failed("backup id was not prepared".into()))?;
     let manifest = create(ctx, step_id, &id).await?;
+    if with.verify == Some(BackupVerify::Checksum) {
+        verify_checksum(ctx, &manifest.id).await?;
+        ctx.note(
+            step_id,
+            "verified: the stored backup reads back with the same sha256",
+        );
+    }
     if with.verify == Some(BackupVerify::Restore) {
         verify(ctx, &manifest.id).await?;
         ctx.note(

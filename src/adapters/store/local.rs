@@ -43,12 +43,23 @@ impl BackupStore for LocalStore {
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {
-        let probe = self.dir.join(format!(".probe-{}", uuid::Uuid::new_v4()));
         let what = || format!("backup folder {} is not writable", self.dir.display());
-        // Creating the folder is allowed: the probe proves it can be written, then goes.
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(io(what()))?;
+        // The folder is created by the first backup, not by a check: probe the nearest
+        // folder that exists (a probe file proves writes work, then goes).
+        let mut existing = self.dir.as_path();
+        while !existing.exists() {
+            existing = existing
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+        }
+        if !existing.is_dir() {
+            return Err(StoreError::Io {
+                what: what(),
+                source: std::io::Error::other(format!("{} is not a folder", existing.display())),
+            });
+        }
+        let probe = existing.join(format!(".cutover-probe-{}", uuid::Uuid::new_v4()));
         tokio::fs::write(&probe, b"probe")
             .await
             .map_err(io(what()))?;
