@@ -224,3 +224,53 @@ fn unreachable_or_missing_databases_are_bad_input_and_touch_nothing() {
         assert!(p.calls().is_empty() && p.journals().is_empty());
     }
 }
+
+#[test]
+fn pg_dump_missing_is_bad_input_and_touches_nothing() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    seed(&db);
+    add_migration(
+        &p,
+        "20250101000000_add_rating",
+        "ALTER TABLE recipes ADD COLUMN rating INTEGER NOT NULL DEFAULT 3;\n",
+        Some("ALTER TABLE recipes DROP COLUMN rating;\n"),
+    );
+    std::fs::remove_file(p.file("calls.log")).unwrap();
+    let journals = p.journals().len();
+    let before = server().snapshot(&db);
+    // PATH holds everything the run needs except pg_dump: the shell and `cat` for the
+    // platform commands, and the other PostgreSQL client tools.
+    let bin = tempfile::tempdir().unwrap();
+    let link = |name: &str, target: &std::path::Path| {
+        std::os::unix::fs::symlink(target, bin.path().join(name)).unwrap();
+    };
+    link("sh", std::path::Path::new("/bin/sh"));
+    link("cat", std::path::Path::new("/bin/cat"));
+    link("echo", std::path::Path::new("/bin/echo"));
+    link("psql", &support::pg::tool("psql"));
+    link("pg_restore", &support::pg::tool("pg_restore"));
+    let deploy = |p: &Project| {
+        Run(p
+            .cmd()
+            .arg("deploy")
+            .env("PATH", bin.path())
+            .output()
+            .unwrap())
+    };
+
+    let run = deploy(&p);
+    run.expect_code(2);
+    assert!(run.stderr().contains("pg_dump"), "{}", run.stderr());
+    assert!(run.stderr().contains("not installed"), "{}", run.stderr());
+    assert_eq!(server().snapshot(&db), before);
+    assert_eq!(p.platform(), "maintenance=false\njobs=3\n");
+    assert!(p.calls().is_empty(), "{:?}", p.calls());
+    assert_eq!(p.journals().len(), journals, "no run started");
+    assert!(p.locks().is_empty());
+
+    // With pg_dump added, the same PATH is enough for the whole deploy.
+    link("pg_dump", &support::pg::tool("pg_dump"));
+    deploy(&p).success();
+    assert_ne!(server().snapshot(&db), before);
+}

@@ -278,3 +278,11 @@ pub fn project() -> (super::Project, String) {
     p.write_config(&config);
     (p, db)
 }
+
+/// The path of one of the PostgreSQL programs the tests use (`psql`, `pg_dump`,
+/// `pg_restore`), the real binary rather than a distribution's wrapper script.
+pub fn tool(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} not found", path.display());
+    path
+}
