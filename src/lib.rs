@@ -9,4 +9,5 @@ pub mod engine;
 pub mod migrate;
 pub mod report;
 pub mod secret;
+pub mod shell;
 pub mod steps;

@@ -21,35 +21,19 @@ pub async fn run(ctx: &Context, id: &str, with: &CommandWith) -> Result<String, 
 }
 
 /// Runs `sh -c command` in the config folder; returns stdout, or an error with the tail of
-/// the output. The shell runs in its own process group; if the step is cancelled or times
-/// out, the whole group is killed, so nothing the command started keeps running during
-/// the rollback.
+/// the output. A timeout or cancellation kills everything the command started.
 pub async fn run_shell(ctx: &Context, command: &str) -> Result<String, StepError> {
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .current_dir(&ctx.base_dir)
-        .env("CUTOVER_ENVIRONMENT", &ctx.environment)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| StepError::Failed(format!("cannot run `{command}`: {e}")))?;
-    let mut group = KillGroupOnDrop(child.id());
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|e| StepError::Failed(format!("cannot run `{command}`: {e}")))?;
-    group.0 = None;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let output = crate::shell::run(
+        command,
+        &ctx.base_dir,
+        &[("CUTOVER_ENVIRONMENT", ctx.environment.as_str())],
+    )
+    .await
+    .map_err(|e| StepError::Failed(format!("cannot run `{command}`: {e}")))?;
     if output.status.success() {
-        return Ok(stdout);
+        return Ok(output.stdout);
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let tail: Vec<&str> = stderr.lines().chain(stdout.lines()).collect();
-    let tail = tail[tail.len().saturating_sub(10)..].join("\n");
+    let tail = output.tail(10);
     Err(StepError::Failed(format!(
         "`{command}` failed ({}){}",
         output.status,
@@ -59,20 +43,4 @@ pub async fn run_shell(ctx: &Context, command: &str) -> Result<String, StepError
             format!(":\n{tail}")
         }
     )))
-}
-
-/// Kills a process group unless disarmed (set to `None`) once the command has finished.
-struct KillGroupOnDrop(Option<u32>);
-
-impl Drop for KillGroupOnDrop {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            // `unsafe` is forbidden here, so no kill(2); the shell's `kill` takes a group.
-            let _ = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!("kill -9 -{pgid} 2>/dev/null"))
-                .stdin(std::process::Stdio::null())
-                .status();
-        }
-    }
 }

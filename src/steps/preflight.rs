@@ -12,7 +12,7 @@ async fn checks(ctx: &Context, with: &PreflightWith) -> Result<Vec<String>, Stri
     ctx.database
         .ping()
         .await
-        .map_err(|e| format!("the database does not answer: {e}"))?;
+        .map_err(|e| format!("the database is not ready: {e}"))?;
     done.push("database answers".to_owned());
     ctx.store
         .check_writable()

@@ -527,7 +527,10 @@ impl Database for PostgresDatabase {
             .execute(self.pool().await?)
             .await
             .map_err(Self::sql_err("the database does not answer"))?;
-        self.check_tools().await.map(|_| ())
+        self.check_tools()
+            .await
+            .map(|_| ())
+            .map_err(|e| DatabaseError::Other(format!("the backup tools are not usable: {e}")))
     }
 
     async fn schema(&self) -> Result<String, DatabaseError> {

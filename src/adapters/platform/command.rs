@@ -50,31 +50,24 @@ impl CommandPlatform {
     }
 
     async fn run(&self, name: &str, command: &str) -> Result<String, PlatformError> {
-        let output = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .current_dir(&self.dir)
-            .envs(self.env.iter().map(|(k, v)| (k, v.expose())))
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        let output = crate::shell::run(command, &self.dir, &env)
             .await
             .map_err(|source| PlatformError::Spawn {
                 name: name.to_owned(),
                 source,
             })?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         if output.status.success() {
-            Ok(stdout)
+            Ok(output.stdout)
         } else {
-            let stderr = String::from_utf8_lossy(&output.stderr);
             Err(PlatformError::Command {
                 name: name.to_owned(),
                 status: output.status.to_string(),
-                output: format!("{}{}", stderr.trim(), stdout.trim())
-                    .chars()
-                    .take(2000)
-                    .collect(),
+                output: output.tail(20).chars().take(2000).collect(),
             })
         }
     }
