@@ -39,14 +39,33 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
 }
 
 pub async fn release(global: &Global, args: ReleaseArgs) -> Result<Exit, EngineError> {
+    use crate::adapters::platform::heroku;
     let mut global = global.clone();
     if global.env.is_none() {
         let config = super::session::load_config(&global)?;
         global.env = Some(release_environment(&config)?);
     }
     let session = Session::open(&global)?;
-    let pipeline = session.pipeline(args.pipeline.as_deref())?;
-    // The release phase is the deploy trigger: the Procfile entry is the confirmation.
+    let mut pipeline = session.pipeline(args.pipeline.as_deref())?;
+    // Heroku stops a release phase after an hour, mid-rollback if need be: a pipeline with
+    // no limit of its own stops itself five minutes short of that and rolls back in time.
+    let limit = *pipeline
+        .timeout
+        .get_or_insert(crate::config::duration::Duration(heroku::RELEASE_TIMEOUT));
+    if limit.get() >= heroku::RELEASE_PHASE_LIMIT {
+        eprint(&format!(
+            "warning: pipeline `{}` may run for {limit}, but Heroku stops a release phase after {}; a run cut off there cannot finish its rollback",
+            pipeline.name,
+            humantime::format_duration(heroku::RELEASE_PHASE_LIMIT)
+        ));
+    }
+    tracing::debug!(
+        "release: environment `{}`, pipeline `{}`, run time limit {limit}",
+        session.environment,
+        pipeline.name
+    );
+    // The release phase is the deploy trigger: the Procfile entry is the confirmation,
+    // and nothing prompts.
     let confirmation = Confirmation {
         named: None,
         yes: true,
@@ -169,6 +188,7 @@ pub fn database_pipeline(target: &RollbackTarget, name: &str) -> Pipeline {
             )),
             rollback: Some(MigrateRollback::Auto),
             warn_after: None,
+            ..MigrateWith::default()
         }),
     ));
     builtin(name, steps)
@@ -290,6 +310,8 @@ pub async fn run_pipeline(
 
 /// The closing message: what happened, what rollback did, the state left, what next.
 pub fn summarize(session: &Session, ctx: &Context, plan: &Plan, outcome: &RunOutcome) -> Exit {
+    // The run report (`--report`, the CI summary and outputs) gets the outcome first.
+    super::session::record_outcome(ctx, plan, outcome);
     let env = &ctx.environment;
     let value = json!({
         "run_id": outcome.run_id,

@@ -184,12 +184,23 @@ pub enum PlatformConfig {
         #[serde(default)]
         slot: Option<Text>,
     },
-    /// Heroku.
+    /// Heroku, over the Platform API: maintenance mode (`PATCH /apps/{app}`), the
+    /// formation (process types are the scale targets: `web`, `worker`, ...) and restarts.
+    ///
+    /// In a release phase (`release: cutover release` in the Procfile) the new release is
+    /// not live yet: maintenance mode and scaling act on the release that is running now,
+    /// which keeps serving until the release phase succeeds. Heroku ends a release phase
+    /// after one hour.
     Heroku {
+        /// App name or id.
         app: Text,
-        /// Platform API key; a credential field.
+        /// Platform API key; a credential field (default: the `HEROKU_API_KEY`
+        /// environment variable).
         #[serde(default)]
         api_key: Option<Text>,
+        /// Platform API base URL (default `https://api.heroku.com`).
+        #[serde(default)]
+        api_url: Option<Text>,
     },
 }
 

@@ -1,6 +1,7 @@
 //! The platform family: maintenance mode, replica counts and restarts of the running app.
 
 pub mod command;
+pub mod heroku;
 pub mod none;
 
 use std::collections::BTreeMap;
@@ -41,11 +42,22 @@ pub enum PlatformError {
     Unsupported(String),
     #[error("{0}")]
     Invalid(String),
+    /// The platform's API refused a request or could not be reached. `transient` errors
+    /// (rate limits, 5xx, lost connections) are worth another try: a step's `retries:`
+    /// applies to them.
+    #[error("{message}")]
+    Api { message: String, transient: bool },
 }
 
 impl PlatformError {
     pub fn is_transient(&self) -> bool {
-        false
+        matches!(
+            self,
+            Self::Api {
+                transient: true,
+                ..
+            }
+        )
     }
 }
 
@@ -81,6 +93,15 @@ pub fn build(
         )?)),
         Some(PlatformConfig::AzureContainerApps { .. }) => not_available("azure-container-apps"),
         Some(PlatformConfig::AzureAppService { .. }) => not_available("azure-app-service"),
-        Some(PlatformConfig::Heroku { .. }) => not_available("heroku"),
+        Some(PlatformConfig::Heroku {
+            app,
+            api_key,
+            api_url,
+        }) => Ok(Box::new(heroku::HerokuPlatform::new(
+            app,
+            api_key.as_ref(),
+            api_url.as_ref(),
+            resolver,
+        )?)),
     }
 }

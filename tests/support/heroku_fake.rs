@@ -1,0 +1,502 @@
+//! A local fake of the Heroku Platform API, enough for the `heroku` platform adapter:
+//! one app with a maintenance flag and a formation, on a real TCP port.
+//!
+//! It follows the documented protocol: `Accept: application/vnd.heroku+json; version=3`
+//! or 406, `Authorization: Bearer <token>` or 401, JSON error bodies `{"id", "message"}`,
+//! a `RateLimit-Remaining` header on every answer (counting down), `Range` /
+//! `206 Partial Content` / `Next-Range` on the formation list, and 404 `not_found`
+//! "Couldn't find that app." for any other app. Every request is recorded (method, path,
+//! headers, body, time) so tests can check exactly what was sent. Faults (a 429 with
+//! `Retry-After`, a 503) can be queued for the next matching requests.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+pub const ACCEPT: &str = "application/vnd.heroku+json; version=3";
+const APP_ID: &str = "01234567-89ab-cdef-0123-456789abcdef";
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// Path and query, as sent.
+    pub path: String,
+    /// Header names in lower case, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub at: Instant,
+    /// The status the fake answered with.
+    pub status: u16,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `PATCH /apps/x {"maintenance":true}`: method, path and body (if any).
+    pub fn line(&self) -> String {
+        if self.body.is_empty() {
+            format!("{} {}", self.method, self.path)
+        } else {
+            format!("{} {} {}", self.method, self.path, self.body)
+        }
+    }
+}
+
+/// A canned failure for the next requests that match.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Only requests with this method (any when `None`).
+    pub method: Option<String>,
+    /// Only requests to this path (any when `None`).
+    pub path: Option<String>,
+    pub status: u16,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u32>,
+    /// How many matching requests fail.
+    pub times: u32,
+}
+
+impl Fault {
+    /// The next request, whatever it is, fails with `status`.
+    pub fn next(status: u16) -> Self {
+        Self {
+            method: None,
+            path: None,
+            status,
+            retry_after: None,
+            times: 1,
+        }
+    }
+
+    /// The next `method path` request fails with `status`.
+    pub fn on(method: &str, path: &str, status: u16) -> Self {
+        Self {
+            method: Some(method.into()),
+            path: Some(path.into()),
+            ..Self::next(status)
+        }
+    }
+
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn times(mut self, times: u32) -> Self {
+        self.times = times;
+        self
+    }
+}
+
+struct State {
+    app: String,
+    token: String,
+    maintenance: bool,
+    formation: BTreeMap<String, u32>,
+    requests: Vec<Request>,
+    faults: Vec<Fault>,
+    remaining: u64,
+    page_size: usize,
+    restarts: u32,
+}
+
+/// The fake; lives until the test process ends.
+pub struct HerokuFake {
+    /// Base URL, for `api_url`.
+    pub url: String,
+    pub app: String,
+    pub token: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl HerokuFake {
+    /// An app named `app` accepting `token`, maintenance off, with this formation.
+    pub fn start(app: &str, token: &str, formation: &[(&str, u32)]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the Heroku fake");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(State {
+            app: app.into(),
+            token: token.into(),
+            maintenance: false,
+            formation: formation
+                .iter()
+                .map(|(t, q)| ((*t).to_owned(), *q))
+                .collect(),
+            requests: Vec::new(),
+            faults: Vec::new(),
+            remaining: 4500,
+            page_size: 1000,
+            restarts: 0,
+        }));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let state = shared.clone();
+                std::thread::spawn(move || serve(stream, &state));
+            }
+        });
+        Self {
+            url,
+            app: app.into(),
+            token: token.into(),
+            state,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    pub fn fail(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    /// Sets the `RateLimit-Remaining` the next answer reports (it counts down from there).
+    pub fn set_remaining(&self, remaining: u64) {
+        self.lock().remaining = remaining;
+    }
+
+    /// How many formation entries a page of `GET /apps/{app}/formation` holds.
+    pub fn set_page_size(&self, size: usize) {
+        self.lock().page_size = size.max(1);
+    }
+
+    pub fn set_maintenance(&self, on: bool) {
+        self.lock().maintenance = on;
+    }
+
+    pub fn maintenance(&self) -> bool {
+        self.lock().maintenance
+    }
+
+    pub fn formation(&self) -> BTreeMap<String, u32> {
+        self.lock().formation.clone()
+    }
+
+    pub fn restarts(&self) -> u32 {
+        self.lock().restarts
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.lock().requests.clone()
+    }
+
+    /// Every request as `METHOD /path [body]`, in order.
+    pub fn lines(&self) -> Vec<String> {
+        self.requests().iter().map(Request::line).collect()
+    }
+
+    /// The requests that change something (not GET), as `METHOD /path [body]`.
+    pub fn changes(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter(|r| r.method != "GET")
+            .map(Request::line)
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+}
+
+fn serve(stream: TcpStream, state: &Mutex<State>) {
+    let mut reader = BufReader::new(stream);
+    let mut first = String::new();
+    if reader.read_line(&mut first).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = first.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let mut request = Request {
+        method,
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        at: Instant::now(),
+        status: 0,
+    };
+    let (status, extra, body) = {
+        let mut s = state.lock().unwrap();
+        let answer = handle(&mut s, &request);
+        request.status = answer.0;
+        s.requests.push(request);
+        let remaining = s.remaining;
+        s.remaining = s.remaining.saturating_sub(1);
+        let mut extra = answer.1;
+        extra.push(("RateLimit-Remaining".into(), remaining.to_string()));
+        (answer.0, extra, answer.2)
+    };
+    let text = body.to_string();
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nrequest-id: fake-{}\r\nconnection: close\r\n",
+        reason(status),
+        text.len(),
+        uuid_like()
+    );
+    for (name, value) in extra {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(&text);
+    let mut stream = reader.into_inner();
+    let _ = stream.write_all(out.as_bytes());
+    let _ = stream.flush();
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{:012}", N.fetch_add(1, Ordering::SeqCst))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        202 => "Accepted",
+        206 => "Partial Content",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        406 => "Not Acceptable",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+fn error(status: u16, id: &str, message: &str) -> (u16, Vec<(String, String)>, Value) {
+    (status, Vec::new(), json!({ "id": id, "message": message }))
+}
+
+fn app_json(s: &State) -> Value {
+    json!({
+        "id": APP_ID,
+        "name": s.app,
+        "maintenance": s.maintenance,
+        "generation": "cedar",
+        "stack": { "name": "heroku-24" },
+        "web_url": format!("https://{}.herokuapp.com/", s.app),
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:00Z",
+    })
+}
+
+fn formation_json(s: &State, kind: &str, quantity: u32) -> Value {
+    json!({
+        "id": format!("f0000000-0000-0000-0000-{:0>12}", kind.len()),
+        "type": kind,
+        "quantity": quantity,
+        "size": "Standard-1X",
+        "dyno_size": { "id": "d0000000-0000-0000-0000-000000000001", "name": "Standard-1X" },
+        "command": format!("bin/{kind}"),
+        "app": { "id": APP_ID, "name": s.app },
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:00Z",
+    })
+}
+
+fn handle(s: &mut State, r: &Request) -> (u16, Vec<(String, String)>, Value) {
+    // Queued faults first, as a rate limiter or load balancer in front would.
+    if let Some(i) = s.faults.iter().position(|f| {
+        f.times > 0
+            && f.method.as_deref().is_none_or(|m| m == r.method)
+            && f.path.as_deref().is_none_or(|p| p == r.path)
+    }) {
+        let fault = s.faults[i].clone();
+        s.faults[i].times -= 1;
+        let mut extra = Vec::new();
+        if let Some(secs) = fault.retry_after {
+            extra.push(("Retry-After".into(), secs.to_string()));
+        }
+        let (id, message) = match fault.status {
+            429 => (
+                "rate_limit",
+                "Your account reached the API rate limit\nPlease wait a few minutes before making new requests",
+            ),
+            503 => (
+                "unavailable",
+                "Heroku is temporarily unavailable. Please try again in a few moments.",
+            ),
+            _ => ("internal_server_error", "Internal server error."),
+        };
+        return (fault.status, extra, json!({ "id": id, "message": message }));
+    }
+    if r.header("accept") != Some(ACCEPT) {
+        return error(
+            406,
+            "not_acceptable",
+            "Accept header must be application/vnd.heroku+json; version=3.",
+        );
+    }
+    if r.header("authorization") != Some(&format!("Bearer {}", s.token)) {
+        return error(401, "unauthorized", "Invalid credentials provided.");
+    }
+    let path = r.path.split('?').next().unwrap_or_default().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if segments == ["account", "rate-limits"] && r.method == "GET" {
+        return (200, Vec::new(), json!({ "remaining": s.remaining }));
+    }
+    if segments.first() != Some(&"apps") || segments.len() < 2 {
+        return error(
+            404,
+            "not_found",
+            "The requested API endpoint was not found. Are you using the right HTTP verb (i.e. `GET` vs. `POST`), and did you specify your intended version with the `Accept` header?",
+        );
+    }
+    if segments[1] != s.app && segments[1] != APP_ID {
+        return error(404, "not_found", "Couldn't find that app.");
+    }
+    let body: Option<Value> = if r.body.is_empty() {
+        None
+    } else {
+        match serde_json::from_str(&r.body) {
+            Ok(v) => Some(v),
+            Err(_) => return error(400, "bad_request", "Invalid JSON in request body."),
+        }
+    };
+    if !r.body.is_empty() && r.header("content-type") != Some("application/json") {
+        return error(400, "bad_request", "Content-Type must be application/json.");
+    }
+    match (r.method.as_str(), &segments[2..]) {
+        ("GET", []) => (200, Vec::new(), app_json(s)),
+        ("PATCH", []) => {
+            let Some(body) = body else {
+                return error(422, "invalid_params", "Request body is required.");
+            };
+            if let Some(m) = body.get("maintenance") {
+                let Some(m) = m.as_bool() else {
+                    return error(422, "invalid_params", "maintenance must be a boolean.");
+                };
+                s.maintenance = m;
+            }
+            (200, Vec::new(), app_json(s))
+        }
+        ("GET", ["formation"]) => {
+            let after = r
+                .header("range")
+                .and_then(|range| range.strip_prefix("type ]"))
+                .and_then(|rest| rest.split("..").next())
+                .map(str::to_owned);
+            let all: Vec<(String, u32)> = s
+                .formation
+                .iter()
+                .filter(|(t, _)| after.as_ref().is_none_or(|a| *t > a))
+                .map(|(t, q)| (t.clone(), *q))
+                .collect();
+            let page: Vec<Value> = all
+                .iter()
+                .take(s.page_size)
+                .map(|(t, q)| formation_json(s, t, *q))
+                .collect();
+            if all.len() > s.page_size {
+                let last = &all[s.page_size - 1].0;
+                let next = format!("type ]{last}..; max={}", s.page_size);
+                (206, vec![("Next-Range".into(), next)], Value::Array(page))
+            } else {
+                (200, Vec::new(), Value::Array(page))
+            }
+        }
+        ("GET", ["formation", kind]) => match s.formation.get(*kind) {
+            Some(q) => (200, Vec::new(), formation_json(s, kind, *q)),
+            None => error(404, "not_found", "Couldn't find that formation."),
+        },
+        ("PATCH", ["formation", kind]) => {
+            let Some(quantity) = body
+                .as_ref()
+                .and_then(|b| b.get("quantity"))
+                .and_then(Value::as_u64)
+            else {
+                return error(422, "invalid_params", "quantity must be an integer.");
+            };
+            if !s.formation.contains_key(*kind) {
+                return error(404, "not_found", "Couldn't find that formation.");
+            }
+            s.formation.insert((*kind).to_owned(), quantity as u32);
+            (200, Vec::new(), formation_json(s, kind, quantity as u32))
+        }
+        ("PATCH", ["formation"]) => {
+            let Some(updates) = body
+                .as_ref()
+                .and_then(|b| b.get("updates"))
+                .and_then(Value::as_array)
+            else {
+                return error(422, "invalid_params", "updates must be an array.");
+            };
+            let mut changed = Vec::new();
+            for u in updates {
+                let (Some(kind), Some(q)) = (u["type"].as_str(), u["quantity"].as_u64()) else {
+                    return error(
+                        422,
+                        "invalid_params",
+                        "each update needs type and quantity.",
+                    );
+                };
+                if !s.formation.contains_key(kind) {
+                    return error(404, "not_found", "Couldn't find that formation.");
+                }
+                changed.push((kind.to_owned(), q as u32));
+            }
+            for (k, q) in &changed {
+                s.formation.insert(k.clone(), *q);
+            }
+            let out = changed
+                .iter()
+                .map(|(k, q)| formation_json(s, k, *q))
+                .collect();
+            (200, Vec::new(), Value::Array(out))
+        }
+        ("DELETE", ["dynos"]) => {
+            s.restarts += 1;
+            (202, Vec::new(), json!({}))
+        }
+        ("DELETE", ["formations", kind]) => {
+            if !s.formation.contains_key(*kind) {
+                return error(404, "not_found", "Couldn't find that formation.");
+            }
+            s.restarts += 1;
+            (202, Vec::new(), json!({}))
+        }
+        _ => error(
+            404,
+            "not_found",
+            "The requested API endpoint was not found.",
+        ),
+    }
+}
