@@ -86,6 +86,7 @@ fn one_step(to: &str, rollback: MigrateRollback) -> Pipeline {
                 to: Some(to),
                 rollback: Some(rollback),
                 warn_after: None,
+                ..MigrateWith::default()
             }),
         )],
     )

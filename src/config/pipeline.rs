@@ -213,11 +213,13 @@ pub enum BackupVerify {
     Restore,
 }
 
-/// `migrate`: apply pending migrations.
+/// `migrate`: apply pending migrations — cutover's own SQL migrations (`tool: cutover`, the
+/// default), or the team's own migrator (`tool: command`: Alembic, an EF Core bundle, ...)
+/// run through its `status`, `up` and `down` commands.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrateWith {
-    /// `latest` (default) or a version number.
+    /// `latest` (default) or a version number. Not with `tool: command`.
     #[serde(default)]
     pub to: Option<Spanned<String>>,
     /// How to undo the migrations if a later step fails.
@@ -227,6 +229,107 @@ pub struct MigrateWith {
     /// (default 30s): it is probably waiting for a lock or rewriting a big table.
     #[serde(default)]
     pub warn_after: Option<Duration>,
+    /// Whose migrations: `cutover` (default) or `command`.
+    #[serde(default)]
+    pub tool: Option<MigrateTool>,
+    /// `tool: command`: prints the current version, changing nothing (`alembic current`).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// `tool: command`: applies the migrations (`alembic upgrade head`).
+    #[serde(default)]
+    pub up: Option<String>,
+    /// `tool: command`: goes back to `{version}`, the version `status` read before `up`
+    /// ran (`alembic downgrade {version}`). Must contain `{version}`, so running it twice
+    /// changes nothing.
+    #[serde(default)]
+    pub down: Option<String>,
+    /// `tool: command`: a regex that finds the version in the standard output of
+    /// `status`: its first capture group, else the whole match. Default: the first
+    /// whitespace-separated word that contains a digit or is 12 hex digits (an Alembic
+    /// revision id), with surrounding brackets, quotes and punctuation trimmed.
+    #[serde(default)]
+    pub version_pattern: Option<String>,
+    /// `tool: command`: what `{version}` stands for when `status` prints nothing (a
+    /// database the migrator has never run on): `base` for Alembic, `0` for EF Core.
+    #[serde(default)]
+    pub base_version: Option<String>,
+}
+
+/// Who applies a `migrate` step's migrations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrateTool {
+    /// cutover, from the `.sql` files of `migrations:`.
+    #[default]
+    Cutover,
+    /// The team's migrator, through the `status`, `up` and `down` commands.
+    Command,
+}
+
+impl MigrateWith {
+    /// Whether the step runs the team's migrator rather than cutover's.
+    pub fn is_external(&self) -> bool {
+        self.tool == Some(MigrateTool::Command)
+    }
+
+    /// Checks the options fit together; called while the pipeline is read.
+    pub fn check(&self) -> Result<(), String> {
+        let external_only = [
+            ("status", self.status.is_some()),
+            ("up", self.up.is_some()),
+            ("down", self.down.is_some()),
+            ("version_pattern", self.version_pattern.is_some()),
+            ("base_version", self.base_version.is_some()),
+        ];
+        if !self.is_external() {
+            if let Some((name, _)) = external_only.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "`migrate` option `{name}` is only for `tool: command` (the team's own migrator)"
+                ));
+            }
+            return Ok(());
+        }
+        if self.to.is_some() {
+            return Err(
+                "`to:` is for cutover's own migrations; with `tool: command`, the `up` command decides how far to go"
+                    .into(),
+            );
+        }
+        let mut missing = Vec::new();
+        if self.status.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            missing.push("`status` (prints the current version, e.g. `alembic current`)");
+        }
+        if self.up.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            missing.push("`up` (applies the migrations, e.g. `alembic upgrade head`)");
+        }
+        if !missing.is_empty() {
+            return Err(format!("`tool: command` needs {}", missing.join(" and ")));
+        }
+        if let Some(down) = &self.down
+            && !down.contains("{version}")
+        {
+            return Err(format!(
+                "`down: {down}` must contain `{{version}}` (the version before the run, e.g. `alembic downgrade {{version}}`): a relative step such as `downgrade -1` would go back twice if the rollback is run again"
+            ));
+        }
+        if self.rollback == Some(MigrateRollback::Down) && self.down.is_none() {
+            return Err(
+                "`rollback: down` needs a `down` command, e.g. `alembic downgrade {version}`"
+                    .into(),
+            );
+        }
+        if let Some(pattern) = &self.version_pattern {
+            regex::Regex::new(pattern).map_err(|e| format!("invalid `version_pattern`: {e}"))?;
+        }
+        if let Some(base) = &self.base_version
+            && !crate::steps::external_migrator::is_safe_version(base)
+        {
+            return Err(format!(
+                "`base_version: {base}` may only contain letters, digits and `_ . : + -`"
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -391,7 +494,11 @@ fn next_with<'de, A: MapAccess<'de>>(kind: StepKind, map: &mut A) -> Result<Step
         StepKind::Maintenance => StepWith::Maintenance(map.next_value()?),
         StepKind::Scale => StepWith::Scale(map.next_value()?),
         StepKind::Backup => StepWith::Backup(map.next_value()?),
-        StepKind::Migrate => StepWith::Migrate(map.next_value()?),
+        StepKind::Migrate => {
+            let with: MigrateWith = map.next_value()?;
+            with.check().map_err(de::Error::custom)?;
+            StepWith::Migrate(with)
+        }
         StepKind::Validate => StepWith::Validate(map.next_value()?),
         StepKind::Sql => StepWith::Sql(map.next_value()?),
         StepKind::Command => StepWith::Command(map.next_value()?),

@@ -26,6 +26,10 @@ pub enum Compensation {
     Sql { sql: String },
     /// Run the undo command of a `command` step.
     Command { run: String },
+    /// Run an external migrator's `down` command with the version from before the step
+    /// filled in (`alembic downgrade 1a2b3c4d5e6f`). Going to a named version is
+    /// idempotent: once there, running it again changes nothing.
+    ExternalDown { run: String },
 }
 
 impl Compensation {
@@ -41,13 +45,14 @@ impl Compensation {
             Self::MigrateUp { to } => format!("migrate up to {to}"),
             Self::RestoreBackup { backup } => format!("restore backup {backup}"),
             Self::Sql { .. } => "run the step's undo SQL".into(),
-            Self::Command { run } => format!("run `{run}`"),
+            Self::Command { run } | Self::ExternalDown { run } => format!("run `{run}`"),
         }
     }
 
     /// Whether to undo a step that failed part-way. A failed migration may have applied some
-    /// of its migrations, so it is undone; a failed command or SQL step is assumed to have
-    /// changed nothing (SQL runs in a transaction), so its undo is not run.
+    /// of its migrations, so it is undone (an external migrator's `down` too: going back to
+    /// the prior version is a no-op if nothing was applied); a failed command or SQL step is
+    /// assumed to have changed nothing (SQL runs in a transaction), so its undo is not run.
     pub fn undoes_failed_step(&self) -> bool {
         !matches!(self, Self::Sql { .. } | Self::Command { .. })
     }
@@ -69,6 +74,7 @@ impl Compensation {
                 steps::command::run_shell(ctx, run).await?;
                 Ok(format!("`{run}` ran"))
             }
+            Self::ExternalDown { run } => steps::external_migrator::down(ctx, step_id, run).await,
         }
     }
 }

@@ -2,6 +2,9 @@
 //! requested target. Each migration runs in its own transaction and is recorded with its
 //! checksum. The undo is chosen by `rollback:` — down migrations to the prior version, or a
 //! restore of the backup taken earlier in the run.
+//!
+//! With `tool: command` the team's own migrator does the work instead: see
+//! [`super::external_migrator`].
 
 use std::time::Duration;
 
@@ -155,11 +158,14 @@ fn choose_undo(
     }
 }
 
-pub fn plan(
+pub async fn plan(
     ctx: &Context,
     with: &MigrateWith,
     scratch: &mut PlanScratch<'_>,
 ) -> Result<(String, Option<String>), String> {
+    if with.is_external() {
+        return super::external_migrator::plan(ctx, with, scratch).await;
+    }
     let current = scratch.version;
     match target(ctx, with, scratch.rollback_target)? {
         Target::Backup(id) => {
@@ -238,6 +244,9 @@ pub async fn prepare(
     with: &MigrateWith,
     state: &RunState,
 ) -> Result<Option<Compensation>, StepError> {
+    if with.is_external() {
+        return super::external_migrator::prepare(ctx, with, state).await;
+    }
     let db = ctx.database.state().await?;
     let applied: Vec<i64> = db.applied.iter().map(|m| m.version).collect();
     let current = db.version();
@@ -271,6 +280,9 @@ pub async fn run(
     with: &MigrateWith,
     state: &RunState,
 ) -> Result<String, StepError> {
+    if with.is_external() {
+        return super::external_migrator::run(ctx, id, with).await;
+    }
     match target(ctx, with, state.rollback_target.as_ref()).map_err(StepError::Failed)? {
         Target::Backup(backup) => super::backup::restore(ctx, id, &backup).await,
         Target::Version(to) => {

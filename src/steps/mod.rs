@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod command;
+pub mod external_migrator;
 pub mod health;
 pub mod maintenance;
 pub mod migrate;
@@ -44,7 +45,7 @@ pub async fn plan(
         StepWith::Maintenance(w) => Ok(maintenance::plan(ctx, w, scratch)),
         StepWith::Scale(w) => scale::plan(ctx, w, scratch),
         StepWith::Backup(w) => backup::plan(ctx, w, scratch).await,
-        StepWith::Migrate(w) => migrate::plan(ctx, w, scratch),
+        StepWith::Migrate(w) => migrate::plan(ctx, w, scratch).await,
         StepWith::Validate(w) => validate::plan(ctx, w),
         StepWith::Sql(w) => sql::plan(ctx, w),
         StepWith::Command(w) => Ok(command::plan(w)),

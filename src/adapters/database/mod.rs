@@ -208,6 +208,10 @@ pub trait Database: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Where it is, with any password masked.
     fn describe(&self) -> String;
+    /// The connection URL as configured, references resolved, for a migrator cutover runs
+    /// (`migrate` with `tool: command` exports it as `DATABASE_URL`). Whoever takes it
+    /// registers it with the redactor: it is never printed.
+    fn connection_url(&self) -> crate::secret::Secret;
     /// Reads the migration history without changing anything.
     async fn state(&self) -> Result<DatabaseState, DatabaseError>;
     /// Applies one migration and records it; returns how long it took.

@@ -249,6 +249,10 @@ impl Database for MysqlDatabase {
         super::display_url(self.url.expose())
     }
 
+    fn connection_url(&self) -> crate::secret::Secret {
+        self.url.clone()
+    }
+
     async fn state(&self) -> Result<DatabaseState, DatabaseError> {
         let pool = self.pool().await?;
         let has_table: i64 = sqlx::query_scalar(

@@ -338,6 +338,10 @@ impl Database for PostgresDatabase {
         super::display_url(self.url.expose())
     }
 
+    fn connection_url(&self) -> crate::secret::Secret {
+        self.url.clone()
+    }
+
     fn lint_errors(&self) -> bool {
         self.settings.lint_errors
     }

@@ -162,6 +162,12 @@ impl Database for SqliteDatabase {
         super::display_url(&self.url)
     }
 
+    /// As configured: a relative path is relative to the config folder, where an external
+    /// migrator runs.
+    fn connection_url(&self) -> crate::secret::Secret {
+        crate::secret::Secret::new(self.url.clone())
+    }
+
     async fn state(&self) -> Result<DatabaseState, DatabaseError> {
         // Planning must not create the database file.
         if self.pool.lock().await.is_none() && !self.path.exists() {
