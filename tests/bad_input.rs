@@ -283,16 +283,3 @@ fn missing_file_of_applied_migration() {
         },
     );
 }
-
-#[test]
-fn output_github_not_available() {
-    check(
-        "output_github_not_available",
-        Case {
-            fixture: None,
-            args: &["deploy", "--output", "github"],
-            before: None,
-            expect: &["--output github", "not available"],
-        },
-    );
-}

@@ -61,11 +61,16 @@ pub struct Global {
     /// Only errors and the final result.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Also write one JSON document for the whole run to FILE (success, failure and bad
+    /// input alike); see docs/report.md.
+    #[arg(long, value_name = "FILE", env = "CUTOVER_REPORT", global = true)]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
-    /// Progress bars on a terminal, plain lines otherwise.
+    /// GitHub Actions or Azure DevOps when run there, else progress bars on a terminal,
+    /// else plain lines.
     Auto,
     Plain,
     /// One JSON object per line on stdout.
@@ -276,6 +281,7 @@ pub struct CheckArgs {}
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Exit {
+    let command = session::command_name(&cli.command);
     let result = match cli.command {
         Command::Deploy(args) => deploy::deploy(&cli.global, args).await,
         Command::Plan(args) => plan::plan(&cli.global, args).await,
@@ -289,7 +295,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Check(_) => check::check(&cli.global).await,
     };
     match result {
-        Ok(exit) => exit,
-        Err(e) => exit::report_error(&e),
+        Ok(exit) => session::finish(&cli.global, &command, exit, None),
+        Err(e) => session::finish(&cli.global, &command, exit::report_error(&e), Some(&e)),
     }
 }

@@ -1,18 +1,26 @@
 //! What every command starts with: the config, the environment, a reporter and the
-//! run context.
+//! run context; and what every command ends with: the run report (`--report`, the CI
+//! summary and outputs), written however the command ended.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use is_terminal::IsTerminal;
 use tokio_util::sync::CancellationToken;
 
-use super::exit::redactor;
-use super::{Global, Output};
+use super::exit::{Exit, eprint, redactor};
+use super::{BackupCommand, Command, Global, LockCommand, MigrateCommand, Output};
 use crate::config::{self, Config, ConfigError, Located};
+use crate::engine::plan::Plan;
+use crate::engine::run::RunOutcome;
 use crate::engine::{Context, EngineError, setup};
 use crate::report::Reporter;
+use crate::report::azure::Azure;
+use crate::report::github::Github;
 use crate::report::json::Json;
 use crate::report::plain::Plain;
+use crate::report::run_report::{Backup, Outcome, Recorder, Recording};
 use crate::report::tty::Tty;
 
 pub struct Session {
@@ -22,30 +30,77 @@ pub struct Session {
     pub json: bool,
 }
 
-pub fn reporter(global: &Global) -> Result<(Arc<dyn Reporter>, bool), EngineError> {
-    let redactor = redactor();
-    Ok(match global.output {
-        Output::Json => (Arc::new(Json::new(redactor)), true),
-        Output::Plain => (Arc::new(Plain::new(redactor, global.quiet)), false),
-        Output::Github | Output::Azure => {
-            return Err(EngineError::Plan(format!(
-                "--output {} is not available yet in this build of cutover; use --output plain or json",
-                if global.output == Output::Github {
-                    "github"
-                } else {
-                    "azure"
-                }
-            )));
-        }
+/// The sink `--output` asks for, `auto` resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    Tty,
+    Plain,
+    Json,
+    Github,
+    Azure,
+}
+
+/// `auto`: GitHub Actions (`GITHUB_ACTIONS=true`), then Azure Pipelines (`TF_BUILD=True`),
+/// then progress bars on a terminal, else plain lines.
+pub fn sink(global: &Global) -> Sink {
+    let env_is = |name: &str, value: &str| {
+        std::env::var(name).is_ok_and(|v| v.trim().eq_ignore_ascii_case(value))
+    };
+    match global.output {
+        Output::Json => Sink::Json,
+        Output::Plain => Sink::Plain,
+        Output::Github => Sink::Github,
+        Output::Azure => Sink::Azure,
+        Output::Auto if env_is("GITHUB_ACTIONS", "true") => Sink::Github,
+        Output::Auto if env_is("TF_BUILD", "true") => Sink::Azure,
         Output::Auto => {
             if std::io::stderr().is_terminal() && !global.quiet && std::env::var_os("CI").is_none()
             {
-                (Arc::new(Tty::new(redactor)), false)
+                Sink::Tty
             } else {
-                (Arc::new(Plain::new(redactor, global.quiet)), false)
+                Sink::Plain
             }
         }
-    })
+    }
+}
+
+/// The run report of this process: one command, one report.
+pub fn recorder() -> Arc<Recorder> {
+    static RECORDER: OnceLock<Arc<Recorder>> = OnceLock::new();
+    RECORDER
+        .get_or_init(|| Arc::new(Recorder::new(redactor())))
+        .clone()
+}
+
+/// The reporter made last, which [`finish`] hands the end of the command to.
+static CURRENT: Mutex<Option<Arc<dyn Reporter>>> = Mutex::new(None);
+
+fn config_folder(global: &Global) -> PathBuf {
+    global
+        .config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_owned)
+}
+
+// Fallible for its callers: an output this build lacks is an error, not a panic.
+#[allow(clippy::unnecessary_wraps)]
+pub fn reporter(global: &Global) -> Result<(Arc<dyn Reporter>, bool), EngineError> {
+    let redactor = redactor();
+    let kind = sink(global);
+    let inner: Arc<dyn Reporter> = match kind {
+        Sink::Json => Arc::new(Json::new(redactor)),
+        Sink::Plain => Arc::new(Plain::new(redactor, global.quiet)),
+        Sink::Tty => Arc::new(Tty::new(redactor)),
+        Sink::Github => Arc::new(Github::new(redactor, global.quiet, config_folder(global))),
+        Sink::Azure => Arc::new(Azure::new(redactor, global.quiet, config_folder(global))),
+    };
+    let reporter: Arc<dyn Reporter> = Arc::new(Recording::new(inner, recorder()));
+    *CURRENT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reporter.clone());
+    reporter.sync_secrets();
+    Ok((reporter, kind == Sink::Json))
 }
 
 pub fn load_config(global: &Global) -> Result<Config, EngineError> {
@@ -56,13 +111,16 @@ impl Session {
     pub fn open(global: &Global) -> Result<Self, EngineError> {
         let (reporter, json) = reporter(global)?;
         let config = load_config(global)?;
+        recorder().set_config(config.project(), config.state_dir());
         let environment = match &global.env {
             Some(e) => {
+                recorder().set_environment(e);
                 config.environment(e)?;
                 e.clone()
             }
             None => config.default_environment()?.to_owned(),
         };
+        recorder().set_environment(&environment);
         Ok(Self {
             config,
             environment,
@@ -73,13 +131,17 @@ impl Session {
 
     /// Builds the run context for the session's environment.
     pub fn context(&self, cancel: CancellationToken) -> Result<Context, EngineError> {
-        setup::context(
+        let context = setup::context(
             &self.config,
             &self.environment,
             self.reporter.clone(),
             redactor(),
             cancel,
-        )
+        );
+        // Resolving the config's references registered its secrets: a CI must learn them
+        // before anything else is printed, failed or not.
+        self.reporter.sync_secrets();
+        context
     }
 
     pub fn pipeline(
@@ -103,4 +165,139 @@ impl Session {
     pub fn result(&self, value: &serde_json::Value, text: &str) {
         self.reporter.result(value, text);
     }
+}
+
+/// The command's name as the report shows it: `deploy`, `migrate up`, `backup create`...
+pub fn command_name(command: &Command) -> String {
+    let sub = |name: &str, detail: &str| format!("{name} {detail}");
+    match command {
+        Command::Deploy(_) => "deploy".into(),
+        Command::Plan(_) => "plan".into(),
+        Command::Release(_) => "release".into(),
+        Command::Rollback(_) => "rollback".into(),
+        Command::Recover(_) => "recover".into(),
+        Command::Migrate(m) => sub(
+            "migrate",
+            match m {
+                MigrateCommand::Status => "status",
+                MigrateCommand::Up { .. } => "up",
+                MigrateCommand::Down { .. } => "down",
+                MigrateCommand::New { .. } => "new",
+                MigrateCommand::Verify => "verify",
+                MigrateCommand::Resolve { .. } => "resolve",
+                MigrateCommand::Lint { .. } => "lint",
+                MigrateCommand::Test => "test",
+            },
+        ),
+        Command::Backup(b) => sub(
+            "backup",
+            match b {
+                BackupCommand::List => "list",
+                BackupCommand::Create { .. } => "create",
+                BackupCommand::Verify { .. } => "verify",
+                BackupCommand::Prune { .. } => "prune",
+                BackupCommand::Restore { .. } => "restore",
+            },
+        ),
+        Command::History(_) => "history".into(),
+        Command::Lock(l) => sub(
+            "lock",
+            match l {
+                LockCommand::Status => "status",
+                LockCommand::Release { .. } => "release",
+            },
+        ),
+        Command::Check(_) => "check".into(),
+    }
+}
+
+/// Runs a future to completion from synchronous code inside the multi-threaded runtime,
+/// giving up after `limit`; `None` when that is not possible or it took too long.
+fn wait<F: std::future::Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return None;
+    }
+    tokio::task::block_in_place(|| handle.block_on(tokio::time::timeout(limit, future))).ok()
+}
+
+/// Adds a run's outcome to the report: status, failure, undo actions, the schema version
+/// before and after, and the manifest of the backup it took.
+pub fn record_outcome(ctx: &Context, plan: &Plan, outcome: &RunOutcome) {
+    let recorder = recorder();
+    recorder.record_plan(plan);
+    if let Some(id) = recorder.backup_id() {
+        let manifest = wait(Duration::from_secs(5), ctx.store.manifest(&id)).and_then(Result::ok);
+        recorder.set_backup(Backup {
+            id,
+            sha256: manifest.as_ref().map(|m| m.sha256.clone()),
+            size: manifest.as_ref().map(|m| m.size),
+        });
+    }
+    let before = plan.database.current_version;
+    let after = wait(Duration::from_secs(5), ctx.database.state())
+        .and_then(Result::ok)
+        .map_or_else(
+            // The database cannot say: what the run meant to leave.
+            || match outcome.status {
+                crate::engine::journal::RunStatus::Succeeded => {
+                    plan.database.target_version.or(before)
+                }
+                _ => before,
+            },
+            |state| state.version(),
+        );
+    recorder.set_outcome(Outcome {
+        status: outcome.status.as_str().to_owned(),
+        interrupted: outcome.interrupted,
+        failed_step: outcome.failure.as_ref().map(|f| f.0.clone()),
+        error: outcome.failure.as_ref().map(|f| f.1.clone()),
+        undone: outcome.undone.clone(),
+        left: outcome.left.clone(),
+        journal: Some(outcome.journal.display().to_string()),
+        schema_before: before,
+        schema_after: after,
+    });
+}
+
+/// Ends the command: the run report is written to `--report` (on success, failure and bad
+/// input alike) and the CI sink writes its summary and outputs. Returns `exit` unchanged.
+pub fn finish(global: &Global, command: &str, exit: Exit, error: Option<&EngineError>) -> Exit {
+    let error = error.map(|e| redactor().redact(&e.to_string()));
+    let finished = recorder().finish(command, exit.code(), error.as_deref());
+    if let Some(path) = &global.report {
+        if let Err(e) = write_report(path, &finished.json) {
+            eprint(&format!(
+                "warning: cannot write the run report {}: {e}",
+                path.display()
+            ));
+        }
+    }
+    let current = CURRENT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let reporter = match current {
+        Some(r) => Some(r),
+        // The command stopped before it made a reporter (the config did not load): a CI
+        // still gets its annotation, summary and outputs.
+        None if matches!(sink(global), Sink::Github | Sink::Azure) => {
+            reporter(global).ok().map(|(r, _)| r)
+        }
+        None => None,
+    };
+    if let Some(reporter) = reporter {
+        reporter.finish(&finished);
+    }
+    exit
+}
+
+fn write_report(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Written whole, then renamed: a reader never sees half a report.
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, format!("{text}\n"))?;
+    std::fs::rename(&tmp, path)
 }

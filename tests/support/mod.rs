@@ -165,6 +165,7 @@ environments:
             .env_remove("CUTOVER_ENV")
             .env_remove("CUTOVER_CONFIG")
             .env_remove("CUTOVER_OUTPUT")
+            .env_remove("CUTOVER_REPORT")
             .env_remove("CUTOVER_TEST_CRASH_AFTER_RECORD")
             .env_remove("GITHUB_ACTIONS")
             .env_remove("TF_BUILD")

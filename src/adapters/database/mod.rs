@@ -1,5 +1,6 @@
 //! The database family: migrations, SQL, validation queries, dump and restore.
 
+pub mod history;
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;

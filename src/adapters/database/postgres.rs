@@ -11,10 +11,9 @@
 //! changes nothing. The password reaches the tools through `PGPASSWORD`, never argv.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::migrate::Migrate;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool, Row};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -22,8 +21,7 @@ use tokio::process::Command;
 use tokio::sync::OnceCell;
 
 use super::{
-    AppliedMigration, BuildError, CheckResult, Database, DatabaseError, DatabaseState, DbLock,
-    DumpInfo, Scratch,
+    BuildError, CheckResult, Database, DatabaseError, DatabaseState, DbLock, DumpInfo, Scratch,
 };
 use crate::migrate::MigrationFile;
 use crate::secret::Secret;
@@ -362,67 +360,26 @@ impl Database for PostgresDatabase {
         let mut conn = pool
             .acquire()
             .await
-            .map_err(Self::sql_err("cannot connect"))?;
-        let history = |e: sqlx::migrate::MigrateError| {
-            DatabaseError::Other(format!("cannot read the migration history: {e}"))
-        };
-        let dirty = conn.dirty_version().await.map_err(history)?;
-        let applied = conn
-            .list_applied_migrations()
-            .await
-            .map_err(history)?
-            .into_iter()
-            .map(|m| AppliedMigration {
-                version: m.version,
-                checksum: m.checksum.into_owned(),
-            })
-            .collect();
-        Ok(DatabaseState {
-            exists: true,
-            applied,
-            dirty,
-        })
+            .map_err(Self::sql_err("cannot read the migration history"))?;
+        super::history::read(&mut *conn).await
     }
 
     async fn apply(&self, migration: &MigrationFile) -> Result<Duration, DatabaseError> {
-        let mut conn = self
-            .pool()
-            .await?
+        let pool = self.pool().await?;
+        let mut conn = pool
             .acquire()
             .await
             .map_err(Self::sql_err("cannot connect"))?;
-        let to_err = |source| DatabaseError::Migration {
-            version: migration.version,
-            description: migration.description.clone(),
-            source,
-        };
-        conn.ensure_migrations_table().await.map_err(to_err)?;
-        let start = Instant::now();
-        conn.apply(&migration.up()).await.map_err(to_err)?;
-        Ok(start.elapsed())
+        super::history::apply(&mut *conn, migration).await
     }
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
-        let down = migration.down().ok_or_else(|| {
-            DatabaseError::Other(format!(
-                "migration {} ({}) has no down file",
-                migration.version, migration.description
-            ))
-        })?;
-        let mut conn = self
-            .pool()
-            .await?
+        let pool = self.pool().await?;
+        let mut conn = pool
             .acquire()
             .await
             .map_err(Self::sql_err("cannot connect"))?;
-        conn.revert(&down)
-            .await
-            .map_err(|source| DatabaseError::Migration {
-                version: migration.version,
-                description: format!("{} (down)", migration.description),
-                source,
-            })?;
-        Ok(())
+        super::history::revert(&mut *conn, migration).await
     }
 
     async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {

@@ -6,19 +6,15 @@
 //! failed restore never leaves a half-written database.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::migrate::Migrate;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Connection, SqlitePool};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 
-use super::{
-    AppliedMigration, BuildError, CheckResult, Database, DatabaseError, DatabaseState, DumpInfo,
-    Scratch,
-};
+use super::{BuildError, CheckResult, Database, DatabaseError, DatabaseState, DumpInfo, Scratch};
 use crate::migrate::MigrationFile;
 
 pub struct SqliteDatabase {
@@ -190,25 +186,7 @@ impl Database for SqliteDatabase {
             .acquire()
             .await
             .map_err(Self::sql_err("cannot read the migration history"))?;
-        let dirty = conn
-            .dirty_version()
-            .await
-            .map_err(|e| DatabaseError::Other(format!("cannot read the migration history: {e}")))?;
-        let applied = conn
-            .list_applied_migrations()
-            .await
-            .map_err(|e| DatabaseError::Other(format!("cannot read the migration history: {e}")))?
-            .into_iter()
-            .map(|m| AppliedMigration {
-                version: m.version,
-                checksum: m.checksum.into_owned(),
-            })
-            .collect();
-        Ok(DatabaseState {
-            exists: true,
-            applied,
-            dirty,
-        })
+        super::history::read(&mut *conn).await
     }
 
     async fn apply(&self, migration: &MigrationFile) -> Result<Duration, DatabaseError> {
@@ -217,37 +195,16 @@ impl Database for SqliteDatabase {
             .acquire()
             .await
             .map_err(Self::sql_err("cannot connect"))?;
-        let to_err = |source| DatabaseError::Migration {
-            version: migration.version,
-            description: migration.description.clone(),
-            source,
-        };
-        conn.ensure_migrations_table().await.map_err(to_err)?;
-        let start = Instant::now();
-        conn.apply(&migration.up()).await.map_err(to_err)?;
-        Ok(start.elapsed())
+        super::history::apply(&mut *conn, migration).await
     }
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
-        let down = migration.down().ok_or_else(|| {
-            DatabaseError::Other(format!(
-                "migration {} ({}) has no down file",
-                migration.version, migration.description
-            ))
-        })?;
         let pool = self.pool().await?;
         let mut conn = pool
             .acquire()
             .await
             .map_err(Self::sql_err("cannot connect"))?;
-        conn.revert(&down)
-            .await
-            .map_err(|source| DatabaseError::Migration {
-                version: migration.version,
-                description: format!("{} (down)", migration.description),
-                source,
-            })?;
-        Ok(())
+        super::history::revert(&mut *conn, migration).await
     }
 
     async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {
