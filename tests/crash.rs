@@ -47,7 +47,7 @@ fn prepared(scenario: Scenario) -> (Project, State) {
         let text = replace_once(
             &p.pipeline(),
             "with: { queries: validations/ }",
-            "with: { queries: validations/, checks: [{ name: always, sql: \"SELECT 1 AS issues\" }] }",
+            "with: { queries: validations/, checks: [{ name: always, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
         );
         p.write_pipeline(&text);
     }

@@ -592,7 +592,7 @@ m2=20240115084500_AddServings
 case "$target" in
   0) down $m2 'ALTER TABLE recipes DROP COLUMN servings'; down $m1 'DROP TABLE recipes' ;;
   $m1) down $m2 'ALTER TABLE recipes DROP COLUMN servings'; up $m1 'CREATE TABLE recipes (id bigint PRIMARY KEY, title text NOT NULL)' ;;
-  $m2) up $m1 'CREATE TABLE recipes (id bigint PRIMARY KEY, title text NOT NULL)'; up $m2 'ALTER TABLE recipes ADD COLUMN servings integer NOT NULL DEFAULT 1' ;;
+  $m2) up $m1 'CREATE TABLE recipes (id bigint PRIMARY KEY, title text NOT NULL)'; up $m2 'ALTER TABLE recipes ADD COLUMN servings integer NOT NULL DEFAULT 0' ;;
   *) echo "No migration named '$target'." >&2; exit 1 ;;
 esac
 echo Done.
@@ -631,8 +631,10 @@ fn the_efcore_example_reads_the_history_table_and_rolls_back_through_the_bundle(
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    // A recipe without a title: the example's `recipes-have-titles` check fails.
-    server().psql(&db, "INSERT INTO recipes VALUES (1, 'Soup'), (2, '')");
+    // The second migration gives every recipe 0 servings: the example's
+    // `servings-are-positive` check fails after it. (A problem already in the data would
+    // fail the backup's `verify: restore`, which runs the checks on the restored copy.)
+    server().psql(&db, "INSERT INTO recipes VALUES (1, 'Soup'), (2, 'Salad')");
     let before = server().snapshot(&db);
     let run = run_example(&p, &db, &["deploy"]);
     run.expect_code(1);

@@ -13,10 +13,14 @@ fn seed(db: &str) {
     );
 }
 
+/// The validate step with an inline check that reports an issue once migration
+/// 20250101000000 is applied. (A check that always failed would fail the backup's
+/// `verify: restore` first, which runs the checks on a restored copy before migrating.)
 fn failing_validation(p: &Project) {
-    let pipeline = p.read("pipelines/deploy.yaml").replace(
+    let pipeline = support::replace_once(
+        &p.read("pipelines/deploy.yaml"),
         "with: { queries: validations/ }",
-        "with: { queries: validations/, checks: [{ name: always-fails, sql: \"SELECT 1 AS issues\" }] }",
+        "with: { queries: validations/, checks: [{ name: fails-after-migrating, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
     );
     p.write("pipelines/deploy.yaml", &pipeline);
 }
@@ -36,9 +40,7 @@ fn full_deploy_on_mariadb() {
     let list = p.run(&["backup", "list", "--output", "json"]);
     assert!(list.stdout().contains("mysql-sql"), "{}", list.stdout());
     assert!(
-        !server()
-            .sql("mysql", "SHOW DATABASES")
-            .contains("cutover_verify"),
+        !server().sql("mysql", "SHOW DATABASES").contains("cutover_"),
         "the scratch database is dropped"
     );
     assert_eq!(p.platform(), "maintenance=false\njobs=3\n");

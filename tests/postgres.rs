@@ -23,10 +23,14 @@ fn add_migration(p: &Project, name: &str, up: &str, down: Option<&str>) {
     }
 }
 
+/// The validate step with an inline check that reports an issue once migration
+/// 20250101000000 is applied. (A check that always failed would fail the backup's
+/// `verify: restore` first, which runs the checks on a restored copy before migrating.)
 fn failing_validation(p: &Project) {
-    let pipeline = p.read("pipelines/deploy.yaml").replace(
+    let pipeline = support::replace_once(
+        &p.read("pipelines/deploy.yaml"),
         "with: { queries: validations/ }",
-        "with: { queries: validations/, checks: [{ name: always-fails, sql: \"SELECT 1 AS issues\" }] }",
+        "with: { queries: validations/, checks: [{ name: fails-after-migrating, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
     );
     p.write("pipelines/deploy.yaml", &pipeline);
 }
@@ -59,7 +63,7 @@ fn full_deploy_records_migrations_as_sqlx_does() {
     assert!(
         !server()
             .psql("postgres", "SELECT datname FROM pg_database")
-            .contains("cutover_verify")
+            .contains("cutover_")
     );
     assert_eq!(p.platform(), "maintenance=false\njobs=3\n");
 }

@@ -267,12 +267,14 @@ fn edit_pipeline(p: &Project, from: &str, to: &str) {
     p.write_pipeline(&text);
 }
 
-/// The validate step with an inline check that always reports an issue.
+/// The validate step with an inline check that reports an issue once the `NEW` migration
+/// is applied. (A check that always failed would fail the backup's `verify: restore`
+/// first, which runs the checks on a restored copy before migrating.)
 fn fail_validation(p: &Project) {
     edit_pipeline(
         p,
         "with: { queries: validations/ }",
-        "with: { queries: validations/, checks: [{ name: always, sql: \"SELECT 1 AS issues\" }] }",
+        "with: { queries: validations/, checks: [{ name: after-new, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
     );
 }
 
@@ -479,7 +481,7 @@ fn validate_failure_reverts_the_new_migration(b: Backend) {
         &["migrate", "jobs-down", "maintenance-on"],
     );
     assert!(
-        run.all().contains("`always` found 1 issue(s)"),
+        run.all().contains("`after-new` found 1 issue(s)"),
         "{}",
         run.all()
     );

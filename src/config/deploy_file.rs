@@ -99,6 +99,10 @@ pub enum DatabaseConfig {
         /// `cutover migrate lint`.
         #[serde(default)]
         lint: Option<LintLevel>,
+        /// How a backup is restored over the database (a rollback by restore, `cutover
+        /// backup restore`): `in-place` (default) or `swap`. See [`PgRestore`].
+        #[serde(default)]
+        restore: Option<PgRestore>,
     },
     /// MySQL or MariaDB: `mysql://user:password@host:3306/db` (or `mariadb://`).
     Mysql {
@@ -109,6 +113,36 @@ pub enum DatabaseConfig {
         #[serde(default)]
         lock_wait_timeout: Option<Duration>,
     },
+}
+
+/// How a PostgreSQL backup is restored over the database.
+///
+/// `in-place` replaces the database's contents in one `psql --single-transaction`: a
+/// failed restore changes nothing, no extra rights are needed and sessions stay connected,
+/// but the tables are locked while the restore runs and what was there is gone afterwards.
+///
+/// `swap` restores into a new database `<db>_restore_<random>` on the same server, checks
+/// that it reads, then bars new sessions from `<db>`, ends the others and renames both in
+/// one transaction: `<db>` becomes `<db>_replaced_<YYYYMMDDHHMMSS>` (UTC) and the new one
+/// becomes `<db>`, with the old one's owner, encoding, locale, tablespace, connection
+/// limit, grants, comment and settings (`ALTER DATABASE .. SET`), and its `public`
+/// schema's owner and grants. The old database keeps serving until the swap (what is
+/// written to it meanwhile stays there), and it is kept afterwards, for a look at what was
+/// there, until someone drops it: the output says how. If anything fails before the
+/// renames, the new database is dropped and `<db>` is untouched. The costs: the role needs
+/// `CREATEDB`, must own `<db>` (to rename it) and be able to end its sessions (same role,
+/// `pg_signal_backend`, or superuser), and must be able to connect to the `postgres`
+/// maintenance database (the renames run from there, and the deploy lock is taken there,
+/// so that it holds no session on `<db>`); the application's sessions are ended; the
+/// server needs room for a second copy while the old one is kept; and per-role settings
+/// (`ALTER ROLE .. IN DATABASE <db> SET`) stay with the replaced database (the output
+/// lists them). Names longer than PostgreSQL's 63 bytes are shortened by cutting `<db>`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PgRestore {
+    #[default]
+    InPlace,
+    Swap,
 }
 
 /// How the migration linter's findings count.

@@ -200,7 +200,11 @@ pub struct BackupWith {
     /// (default `pre-{version}-{timestamp}`).
     #[serde(default)]
     pub name: Option<String>,
-    /// `restore`: prove the backup restores by restoring it into a scratch database.
+    /// `restore`: prove the backup restores by restoring it into a scratch database
+    /// beside the real one, and run the checks of every `validate` step of the pipeline
+    /// there before anything is migrated (a check that finds too many issues fails the
+    /// step); the scratch database is dropped on every path. `checksum`: re-read the
+    /// stored backup and compare its sha256. `none` (default): no check.
     #[serde(default)]
     pub verify: Option<BackupVerify>,
 }

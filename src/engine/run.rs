@@ -81,6 +81,7 @@ pub async fn execute(
     let deadline = pipeline.timeout.map(|t| started + t.get());
     let mut state = RunState {
         rollback_target,
+        validations: steps::validate::pipeline_checks(ctx, pipeline, plan),
         ..RunState::default()
     };
     let mut stack: Vec<Pending> = Vec::new();

@@ -1,6 +1,16 @@
 //! `backup`: stream a dump of the database into the backup store, hashing it on the way,
-//! with a manifest written last. Rollbacks never delete backups. `verify: restore` proves
-//! the dump restores by restoring it into a scratch database.
+//! with a manifest written last. Rollbacks never delete backups.
+//!
+//! `verify: restore` proves the dump restores, and that the data in it passes the
+//! pipeline's checks, before anything is migrated: the backup is restored into a scratch
+//! database beside the real one ([`Database::scratch`]: a database on the same server, a
+//! temp file for SQLite), the queries of every `validate` step of the pipeline run there,
+//! and the scratch database is removed again on every path (also when the step is
+//! interrupted or times out). A check with more issues than allowed fails the step. A
+//! check whose query cannot run on the copy (it needs a table the migration creates) is
+//! noted and left to the `validate` step after the migration.
+//!
+//! [`Database::scratch`]: crate::adapters::database::Database::scratch
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,6 +20,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::RunState;
+use super::validate::{self, Query};
+use crate::adapters::database::{Database, Scratch};
 use crate::adapters::store::{Manifest, validate_id};
 use crate::config::pipeline::{BackupVerify, BackupWith};
 use crate::engine::compensation::Compensation;
@@ -66,7 +78,9 @@ pub async fn plan(
         .map_err(|e| format!("the database cannot be backed up: {e}"))?;
     scratch.backup_before = true;
     let verify = match with.verify {
-        Some(BackupVerify::Restore) => ", verified by a scratch restore",
+        Some(BackupVerify::Restore) => {
+            ", verified by a scratch restore and the pipeline's validation checks on it"
+        }
         _ => "",
     };
     Ok((
@@ -122,11 +136,15 @@ pub async fn run(
         );
     }
     if with.verify == Some(BackupVerify::Restore) {
-        verify(ctx, &manifest.id).await?;
-        ctx.note(
-            step_id,
-            "verified: the backup restores into a scratch database",
-        );
+        if let Some(e) = &state.validations.error {
+            return Err(StepError::Failed(format!(
+                "cannot load the validation checks to run on the restored backup: {e}"
+            )));
+        }
+        verify_checksum(ctx, &manifest.id).await?;
+        let note =
+            restore_and_check(ctx, step_id, &manifest.id, &state.validations.queries).await?;
+        ctx.note(step_id, note);
     }
     Ok(format!(
         "backup {} ({}, sha256 {})",
@@ -183,9 +201,108 @@ pub async fn create(ctx: &Context, step_id: &str, id: &str) -> Result<Manifest, 
 /// Checks a backup's checksum, then restores it into a scratch database.
 pub async fn verify(ctx: &Context, id: &str) -> Result<Manifest, StepError> {
     let manifest = verify_checksum(ctx, id).await?;
-    let mut reader = ctx.store.open(id).await?;
-    ctx.database.verify_dump(&mut reader).await?;
+    restore_and_check(ctx, "backup verify", id, &[]).await?;
     Ok(manifest)
+}
+
+/// Restores backup `id` into a new scratch database, runs `checks` on it (reported under
+/// step `step_id`) and removes the scratch database, whatever happened. Returns a line
+/// saying what was verified.
+async fn restore_and_check(
+    ctx: &Context,
+    step_id: &str,
+    id: &str,
+    checks: &[Query],
+) -> Result<String, StepError> {
+    let scratch = ctx.database.scratch().await.map_err(|e| {
+        StepError::Failed(format!(
+            "cannot create a scratch database to verify backup {id} in: {e}"
+        ))
+    })?;
+    let name = scratch.name.clone();
+    let guard = ScratchGuard(Some(scratch));
+    let result = async {
+        let database = guard.database();
+        let mut reader = ctx.store.open(id).await?;
+        database.restore(&mut reader).await.map_err(|e| {
+            StepError::Failed(format!(
+                "backup {id} does not restore into a scratch database: {e}"
+            ))
+        })?;
+        validate::check(ctx, step_id, database, checks, false).await
+    }
+    .await;
+    let removed = match guard.discard().await {
+        Ok(()) => "since removed",
+        Err(e) => {
+            ctx.report(crate::report::Event::Warning {
+                message: format!(
+                    "the scratch database {name} is left behind ({e}); remove it by hand"
+                ),
+            });
+            "left behind"
+        }
+    };
+    let checked = result?;
+    if !checked.failed.is_empty() {
+        return Err(StepError::Failed(format!(
+            "the data in backup {id} fails validation, before anything was migrated: {} (checked on a restored copy in scratch database {name}, {removed})",
+            checked.failed.join("; ")
+        )));
+    }
+    let verified = "verified: the backup restores into a scratch database";
+    let not_run = || {
+        format!(
+            "(the `validate` step runs them after migrating; the copy probably lacks what this release's migrations add): {}",
+            checked.errors.join("; ")
+        )
+    };
+    Ok(match (checks.len(), checked.ran) {
+        (0, _) => verified.to_owned(),
+        (n, ran) if ran == n => {
+            format!("{verified} and the pipeline's {n} validation check(s) pass on it")
+        }
+        (n, 0) => format!(
+            "{verified}; the pipeline's {n} validation check(s) cannot run on it {}",
+            not_run()
+        ),
+        (n, ran) => format!(
+            "{verified} and {ran} of the pipeline's {n} validation check(s) pass on it; the others cannot run on it {}",
+            not_run()
+        ),
+    })
+}
+
+/// Owns a scratch database until it is removed: by [`ScratchGuard::discard`], or, when
+/// the step is dropped half-way (Ctrl-C, a timeout), by `Drop`, which waits for the removal
+/// (up to 30 seconds) so the process cannot exit first.
+struct ScratchGuard(Option<Scratch>);
+
+impl ScratchGuard {
+    fn database(&self) -> &dyn Database {
+        self.0
+            .as_ref()
+            .expect("not yet discarded")
+            .database
+            .as_ref()
+    }
+
+    async fn discard(mut self) -> Result<(), crate::adapters::database::DatabaseError> {
+        match self.0.take() {
+            Some(scratch) => scratch.discard().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ScratchGuard {
+    fn drop(&mut self) {
+        if let Some(scratch) = self.0.take() {
+            crate::adapters::database::finish_on_drop(async move {
+                let _ = scratch.discard().await;
+            });
+        }
+    }
 }
 
 /// Re-reads a backup and compares its size and sha256 with the manifest.
@@ -228,16 +345,20 @@ pub async fn restore(ctx: &Context, step_id: &str, id: &str) -> Result<String, S
         )));
     }
     let mut reader = ctx.store.open(id).await?;
-    ctx.database.restore(&mut reader).await?;
+    let kept = ctx.database.restore_with_note(&mut reader).await?;
     ctx.note(
         step_id,
         format!("restored backup {id} ({})", human_bytes(manifest.size)),
     );
+    if let Some(kept) = &kept {
+        ctx.note(step_id, kept.clone());
+    }
     Ok(format!(
-        "restored backup {id}; schema at {}",
+        "restored backup {id}; schema at {}{}",
         manifest
             .schema_version
-            .map_or_else(|| "an empty schema".into(), |v| v.to_string())
+            .map_or_else(|| "an empty schema".into(), |v| v.to_string()),
+        kept.map_or_else(String::new, |k| format!("; {k}"))
     ))
 }
 

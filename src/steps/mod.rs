@@ -32,6 +32,9 @@ pub struct RunState {
     pub first_replicas: BTreeMap<String, u32>,
     /// What `cutover rollback` was asked to go back to.
     pub rollback_target: Option<crate::engine::run::RollbackTarget>,
+    /// The checks of the run's `validate` steps, loaded when it starts: `backup` with
+    /// `verify: restore` runs them on the restored copy.
+    pub validations: validate::PipelineChecks,
 }
 
 /// Plans one step: a summary and the undo it will have, or why it cannot run.

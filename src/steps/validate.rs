@@ -1,17 +1,120 @@
 //! `validate`: SQL checks run after migrating. Each returns one row with an integer column
 //! `issues`, or the offending rows; more issues than allowed fails the step.
+//!
+//! `backup` with `verify: restore` runs the same checks, of every `validate` step in the
+//! pipeline, on the restored copy of the backup (see [`pipeline_checks`] and [`check`]).
 
 use std::path::PathBuf;
 
-use crate::config::pipeline::ValidateWith;
+use crate::adapters::database::{Database, DatabaseError};
+use crate::config::Pipeline;
+use crate::config::pipeline::{StepWith, ValidateWith};
 use crate::engine::context::Context;
 use crate::engine::error::StepError;
+use crate::engine::plan::Plan;
 use crate::report::Event;
 
-struct Query {
-    name: String,
-    sql: String,
-    max: i64,
+/// One validation query, as loaded from a `validate` step.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub name: String,
+    pub sql: String,
+    pub max: i64,
+}
+
+/// The checks of every `validate` step a run will run, loaded when the run starts, for
+/// `backup` with `verify: restore`.
+#[derive(Debug, Default)]
+pub struct PipelineChecks {
+    pub queries: Vec<Query>,
+    /// Why some could not be loaded (a file that went missing since the plan).
+    pub error: Option<String>,
+}
+
+/// Loads the checks of the pipeline's `validate` steps, leaving out those the plan skips
+/// in this environment.
+pub fn pipeline_checks(ctx: &Context, pipeline: &Pipeline, plan: &Plan) -> PipelineChecks {
+    let mut out = PipelineChecks::default();
+    for (index, step) in pipeline.steps.iter().enumerate() {
+        let StepWith::Validate(with) = &step.with else {
+            continue;
+        };
+        if plan.steps.get(index).is_some_and(|p| p.skipped.is_some()) {
+            continue;
+        }
+        match queries(ctx, with) {
+            Ok(q) => out.queries.extend(q),
+            Err(e) => {
+                out.error
+                    .get_or_insert_with(|| format!("step `{}`: {e}", step.id));
+            }
+        }
+    }
+    out
+}
+
+/// What running checks found.
+pub struct Checked {
+    /// Checks that ran.
+    pub ran: usize,
+    /// One line per check with more issues than allowed: "`name` found N issue(s) ...".
+    pub failed: Vec<String>,
+    /// Checks whose query failed, with why, when errors do not stop the checks.
+    pub errors: Vec<String>,
+}
+
+/// Runs `queries` against `database`, reporting each result under step `id`. A query that
+/// fails stops with an error when `errors_fail`; otherwise it is listed in
+/// [`Checked::errors`] and the others still run.
+pub async fn check(
+    ctx: &Context,
+    id: &str,
+    database: &dyn Database,
+    queries: &[Query],
+    errors_fail: bool,
+) -> Result<Checked, StepError> {
+    let mut checked = Checked {
+        ran: 0,
+        failed: Vec::new(),
+        errors: Vec::new(),
+    };
+    for q in queries {
+        let result = match database.issues(&q.sql).await {
+            Ok(r) => r,
+            Err(e) if errors_fail => {
+                return Err(StepError::Failed(format!("check `{}`: {e}", q.name)));
+            }
+            Err(e) => {
+                // The database's own words are enough here ("no such table: users").
+                let why = match &e {
+                    DatabaseError::Sql {
+                        source: sqlx::Error::Database(db),
+                        ..
+                    } => db.message().to_owned(),
+                    other => other.to_string(),
+                };
+                checked.errors.push(format!("`{}` ({why})", q.name));
+                continue;
+            }
+        };
+        checked.ran += 1;
+        let issues = result.issues;
+        ctx.report(Event::CheckResult {
+            id: id.to_owned(),
+            check: q.name.clone(),
+            issues,
+            max_issues: q.max,
+            columns: result.columns,
+            rows: result.rows,
+        });
+        if issues > q.max {
+            checked.failed.push(format!(
+                "`{}` found {issues} issue(s) (allowed {})",
+                q.name, q.max
+            ));
+        }
+    }
+    Ok(checked)
 }
 
 fn queries(ctx: &Context, with: &ValidateWith) -> Result<Vec<Query>, String> {
@@ -76,35 +179,13 @@ pub fn plan(ctx: &Context, with: &ValidateWith) -> Result<(String, Option<String
 
 pub async fn run(ctx: &Context, id: &str, with: &ValidateWith) -> Result<String, StepError> {
     let queries = queries(ctx, with).map_err(StepError::Failed)?;
-    let mut failed = Vec::new();
-    for q in &queries {
-        let result = ctx
-            .database
-            .issues(&q.sql)
-            .await
-            .map_err(|e| StepError::Failed(format!("check `{}`: {e}", q.name)))?;
-        let issues = result.issues;
-        ctx.report(Event::CheckResult {
-            id: id.to_owned(),
-            check: q.name.clone(),
-            issues,
-            max_issues: q.max,
-            columns: result.columns,
-            rows: result.rows,
-        });
-        if issues > q.max {
-            failed.push(format!(
-                "`{}` found {issues} issue(s) (allowed {})",
-                q.name, q.max
-            ));
-        }
-    }
-    if failed.is_empty() {
+    let checked = check(ctx, id, ctx.database.as_ref(), &queries, true).await?;
+    if checked.failed.is_empty() {
         Ok(format!("{} check(s) passed", queries.len()))
     } else {
         Err(StepError::Failed(format!(
             "validation failed: {}",
-            failed.join("; ")
+            checked.failed.join("; ")
         )))
     }
 }

@@ -184,6 +184,22 @@ impl Scratch {
     }
 }
 
+/// Runs cleanup from a `Drop` (a scratch database a step made, when the step is dropped
+/// half-way by Ctrl-C or a timeout): to its end, for at most 30 seconds, on the
+/// multi-threaded runtime, so the process cannot exit first; otherwise as a task.
+pub fn finish_on_drop(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| {
+            let _ = handle.block_on(tokio::time::timeout(Duration::from_secs(30), cleanup));
+        });
+    } else {
+        handle.spawn(cleanup);
+    }
+}
+
 impl DatabaseError {
     /// Errors worth retrying: the server was briefly unreachable or busy.
     pub fn is_transient(&self) -> bool {
@@ -234,11 +250,14 @@ pub trait Database: Send + Sync {
         &self,
         source: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<(), DatabaseError>;
-    /// Restores a dump into a scratch database and checks it, leaving the real one alone.
-    async fn verify_dump(
+    /// Restores like [`Database::restore`] and returns what a person should know about it:
+    /// PostgreSQL with `restore: swap` keeps the replaced database and says how to drop it.
+    async fn restore_with_note(
         &self,
         source: &mut (dyn AsyncRead + Unpin + Send),
-    ) -> Result<(), DatabaseError>;
+    ) -> Result<Option<String>, DatabaseError> {
+        self.restore(source).await.map(|()| None)
+    }
     /// Settles a migration recorded as failed part-way (dirty): `applied` marks it done
     /// (someone finished it by hand), otherwise its record is removed (someone undid it).
     /// Returns false when that version was not dirty.
@@ -285,6 +304,7 @@ pub fn build(
             lock_timeout,
             statement_timeout,
             lint,
+            restore,
         } => {
             let url = resolver.url(url)?;
             Ok(Box::new(postgres::PostgresDatabase::new(
@@ -297,6 +317,7 @@ pub fn build(
                     statement_timeout: statement_timeout
                         .map(crate::config::duration::Duration::get),
                     lint_errors: *lint == Some(crate::config::deploy_file::LintLevel::Error),
+                    restore: restore.unwrap_or_default(),
                 },
             )?))
         }

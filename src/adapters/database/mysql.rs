@@ -352,31 +352,6 @@ impl Database for MysqlDatabase {
         self.load(&self.tool.database.clone(), source).await
     }
 
-    async fn verify_dump(
-        &self,
-        source: &mut (dyn AsyncRead + Unpin + Send),
-    ) -> Result<(), DatabaseError> {
-        let scratch = format!(
-            "cutover_verify_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let pool = self.pool().await?;
-        sqlx::raw_sql(&format!("CREATE DATABASE `{scratch}`"))
-            .execute(pool)
-            .await
-            .map_err(Self::sql_err(format!(
-                "cannot create the scratch database {scratch} to verify the backup (the user needs CREATE)"
-            )))?;
-        let result = self.load(&scratch, source).await;
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS `{scratch}`"))
-            .execute(pool)
-            .await
-            .map_err(Self::sql_err(format!(
-                "cannot drop the scratch database {scratch}"
-            )))?;
-        result
-    }
-
     async fn resolve_dirty(&self, version: i64, applied: bool) -> Result<bool, DatabaseError> {
         let sql = if applied {
             "UPDATE _sqlx_migrations SET success = TRUE WHERE version = ? AND success = FALSE"

@@ -9,6 +9,10 @@
 //! `pg_restore`'s SQL into one `psql --single-transaction` that first drops and recreates
 //! the schemas, so objects created after the backup disappear too and a failed restore
 //! changes nothing. The password reaches the tools through `PGPASSWORD`, never argv.
+//!
+//! With `restore: swap` ([`PgRestore::Swap`]) a restore goes into a new database instead,
+//! which is checked and then renamed into place, the old one kept under another name; the
+//! trade-offs are described on [`PgRestore`].
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -18,13 +22,21 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool, Row};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 use super::{
     BuildError, CheckResult, Database, DatabaseError, DatabaseState, DbLock, DumpInfo, Scratch,
 };
+pub use crate::config::deploy_file::PgRestore;
 use crate::migrate::MigrationFile;
 use crate::secret::Secret;
+
+/// The database a `restore: swap` connects to for the renames (and takes the deploy lock
+/// in): every PostgreSQL server has it.
+const MAINTENANCE_DB: &str = "postgres";
+
+/// The longest name PostgreSQL keeps (NAMEDATALEN - 1 bytes).
+const MAX_NAME: usize = 63;
 
 /// Session settings applied to every connection.
 #[derive(Debug, Clone, Copy)]
@@ -33,13 +45,16 @@ pub struct Settings {
     pub statement_timeout: Option<Duration>,
     /// `lint: error`: migration lint findings are plan errors.
     pub lint_errors: bool,
+    /// How a backup is restored over the database.
+    pub restore: PgRestore,
 }
 
 pub struct PostgresDatabase {
     url: Secret,
     options: PgConnectOptions,
     settings: Settings,
-    pool: OnceCell<PgPool>,
+    /// Opened on first use; closed and reopened around a `restore: swap`.
+    pool: Mutex<Option<PgPool>>,
 }
 
 impl PostgresDatabase {
@@ -61,7 +76,7 @@ impl PostgresDatabase {
             url,
             options: options.disable_statement_logging(),
             settings,
-            pool: OnceCell::new(),
+            pool: Mutex::new(None),
         })
     }
 
@@ -74,39 +89,88 @@ impl PostgresDatabase {
         sql
     }
 
-    async fn pool(&self) -> Result<&PgPool, DatabaseError> {
-        self.pool
-            .get_or_try_init(|| async {
-                // One direct connection first: a refused or unknown host fails at once with
-                // the driver's own reason, not a pool timeout.
-                let probe =
-                    self.options
-                        .connect()
-                        .await
-                        .map_err(|source| DatabaseError::Connect {
-                            target: self.describe(),
-                            source,
-                        })?;
-                let _ = probe.close().await;
-                let session = self.session_sql();
-                PgPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(Duration::from_secs(15))
-                    .after_connect(move |conn, _| {
-                        let session = session.clone();
-                        Box::pin(async move {
-                            sqlx::Executor::execute(conn, session.as_str()).await?;
-                            Ok(())
-                        })
-                    })
-                    .connect_with(self.options.clone())
-                    .await
-                    .map_err(|source| DatabaseError::Connect {
-                        target: self.describe(),
-                        source,
-                    })
-            })
+    async fn pool(&self) -> Result<PgPool, DatabaseError> {
+        let mut guard = self.pool.lock().await;
+        if let Some(pool) = &*guard {
+            return Ok(pool.clone());
+        }
+        // One direct connection first: a refused or unknown host fails at once with the
+        // driver's own reason, not a pool timeout.
+        let probe = self
+            .options
+            .connect()
             .await
+            .map_err(|source| DatabaseError::Connect {
+                target: self.describe(),
+                source,
+            })?;
+        let _ = probe.close().await;
+        let session = self.session_sql();
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(15))
+            .after_connect(move |conn, _| {
+                let session = session.clone();
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, session.as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(self.options.clone())
+            .await
+            .map_err(|source| DatabaseError::Connect {
+                target: self.describe(),
+                source,
+            })?;
+        *guard = Some(pool.clone());
+        Ok(pool)
+    }
+
+    /// Closes the pool's connections; the next query opens a new pool.
+    async fn close(&self) {
+        if let Some(pool) = self.pool.lock().await.take() {
+            pool.close().await;
+        }
+    }
+
+    /// The database this adapter works on.
+    fn database_name(&self) -> String {
+        self.options
+            .get_database()
+            .unwrap_or_else(|| self.options.get_username())
+            .to_owned()
+    }
+
+    /// An adapter for another database on the same server, as the same role, restoring
+    /// in place.
+    fn sibling(&self, database: &str) -> Result<Self, DatabaseError> {
+        let mut url = url::Url::parse(self.url.expose()).map_err(|e| {
+            DatabaseError::Other(format!("cannot make a URL for database {database}: {e}"))
+        })?;
+        url.set_path(&format!("/{database}"));
+        let settings = Settings {
+            restore: PgRestore::InPlace,
+            ..self.settings
+        };
+        Self::new(Secret::new(url.to_string()), settings)
+            .map_err(|e| DatabaseError::Other(e.to_string()))
+    }
+
+    /// One connection to the maintenance database, for what cannot run connected to the
+    /// database it acts on (renaming it).
+    async fn maintenance(&self) -> Result<sqlx::PgConnection, DatabaseError> {
+        self.options
+            .clone()
+            .database(MAINTENANCE_DB)
+            .connect()
+            .await
+            .map_err(|source| DatabaseError::Connect {
+                target: format!(
+                    "the `{MAINTENANCE_DB}` database on the server of {} (`restore: swap` renames databases from there)",
+                    self.describe()
+                ),
+                source,
+            })
     }
 
     fn sql_err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatabaseError {
@@ -149,7 +213,7 @@ impl PostgresDatabase {
     }
 
     async fn server_version_num(&self) -> Result<(i64, String), DatabaseError> {
-        let pool = self.pool().await?;
+        let pool = &self.pool().await?;
         let row = sqlx::query("SELECT current_setting('server_version_num')::bigint, current_setting('server_version')")
             .fetch_one(pool)
             .await
@@ -276,6 +340,484 @@ impl PostgresDatabase {
         })?;
         Ok(())
     }
+
+    /// `restore: swap`: restores into a new database beside this one, checks it, then ends
+    /// the sessions on this database and swaps the two by renaming, keeping the replaced
+    /// one. Anything failing before the renames drops the new database and leaves this one
+    /// as it was. Returns where the replaced database is and how to drop it.
+    async fn restore_swap(
+        &self,
+        source: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<String, DatabaseError> {
+        let target = self.database_name();
+        if target == MAINTENANCE_DB {
+            return Err(DatabaseError::Other(format!(
+                "`restore: swap` cannot swap the `{MAINTENANCE_DB}` database, which it renames databases from; use `restore: in-place`"
+            )));
+        }
+        let mut admin = self.maintenance().await?;
+        let like = Shape::read(&mut admin, &target).await?;
+        let public = self.public_schema().await?;
+        let new = with_suffix(
+            &target,
+            &format!(
+                "_restore_{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+        );
+        run_sql(&mut admin, &like.create_sql(&new))
+            .await
+            .map_err(Self::sql_err(format!(
+                "cannot create database {new} to restore into (`restore: swap` needs CREATEDB)"
+            )))?;
+        let mut guard = SwapGuard {
+            options: self.options.clone().database(MAINTENANCE_DB),
+            new: Some(new.clone()),
+            reopen: None,
+        };
+        let prepared = async {
+            let copy = like.copy_sql(&new);
+            if !copy.is_empty() {
+                run_sql(&mut admin, &copy)
+                    .await
+                    .map_err(Self::sql_err(format!(
+                        "cannot give {new} the grants, comment and settings of {target}"
+                    )))?;
+            }
+            self.restore_into(Some(&new), source, &reset_schemas(Some(&public)))
+                .await?;
+            // The restored database answers and its migration history reads.
+            let restored = self.sibling(&new)?;
+            let state = restored.state().await;
+            restored.close().await;
+            state.map_err(|e| {
+                DatabaseError::Other(format!("the restored database {new} does not read: {e}"))
+            })
+        }
+        .await;
+        if let Err(e) = prepared {
+            return Err(guard.cleanup_now(&mut admin, e).await);
+        }
+        // Every session on the target must be gone for the rename: ours first.
+        self.close().await;
+        let swapped = self.swap(&mut admin, &target, &new, &mut guard).await;
+        let replaced = match swapped {
+            Ok(replaced) => replaced,
+            Err(e) => return Err(guard.cleanup_now(&mut admin, e).await),
+        };
+        guard.disarm();
+        // The swap is done: nothing below may fail the restore (a retry would swap again).
+        let mut note = format!(
+            "restored into a new database and swapped it in; the database it replaced is kept as {replaced}: once it is no longer needed, drop it with `DROP DATABASE {};` (connected to another database, e.g. `{MAINTENANCE_DB}`)",
+            ident(&replaced)
+        );
+        if let Err(e) = run_sql(
+            &mut admin,
+            &format!(
+                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+                ident(&replaced)
+            ),
+        )
+        .await
+        {
+            note.push_str(&format!(
+                "; it does not accept connections ({e}): `ALTER DATABASE {} WITH ALLOW_CONNECTIONS true` to look inside",
+                ident(&replaced)
+            ));
+        }
+        if !like.role_settings.is_empty() {
+            note.push_str(&format!(
+                "; per-role settings of the old database were not carried over: {} (set them again with `ALTER ROLE .. IN DATABASE {} SET ..`)",
+                like.role_settings.join(", "),
+                ident(&target)
+            ));
+        }
+        let _ = admin.close().await;
+        if let Err(e) = self.pool().await {
+            tracing::warn!("cannot reconnect to the restored database yet: {e}");
+        }
+        Ok(note)
+    }
+
+    /// The `public` schema's grants, comment and owner in this database.
+    async fn public_schema(&self) -> Result<PublicSchema, DatabaseError> {
+        let row: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT n.nspacl::text, obj_description(n.oid, 'pg_namespace'), pg_get_userbyid(n.nspowner)::text
+             FROM pg_namespace n WHERE n.nspname = 'public'",
+        )
+        .fetch_optional(&self.pool().await?)
+        .await
+        .map_err(Self::sql_err("cannot read the public schema's grants"))?;
+        Ok(
+            row.map_or_else(PublicSchema::default, |(acl, note, owner)| PublicSchema {
+                acl,
+                note,
+                owner,
+            }),
+        )
+    }
+
+    /// Bars new sessions from `target`, ends the others and renames `target` to
+    /// `<target>_replaced_<timestamp>` and `new` to `target`, in one transaction. On an
+    /// error `target` is as it was, except that it may still refuse connections until
+    /// `guard` lets them in again.
+    async fn swap(
+        &self,
+        admin: &mut sqlx::PgConnection,
+        target: &str,
+        new: &str,
+        guard: &mut SwapGuard,
+    ) -> Result<String, DatabaseError> {
+        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
+        let mut replaced = with_suffix(target, &format!("_replaced_{stamp}"));
+        let mut n = 1;
+        loop {
+            let taken: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(&replaced)
+                    .fetch_one(&mut *admin)
+                    .await
+                    .map_err(Self::sql_err("cannot list the databases"))?;
+            if !taken {
+                break;
+            }
+            n += 1;
+            replaced = with_suffix(target, &format!("_replaced_{stamp}_{n}"));
+        }
+        guard.reopen = Some(target.to_owned());
+        run_sql(
+            admin,
+            &format!(
+                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
+                ident(target)
+            ),
+        )
+        .await
+        .map_err(Self::sql_err(format!(
+            "cannot stop new sessions on {target} for the swap (the role must own it)"
+        )))?;
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(target)
+        .execute(&mut *admin)
+        .await
+        .map_err(Self::sql_err(format!(
+            "cannot end the sessions on {target} for the swap (the role needs to be theirs, `pg_signal_backend` or superuser)"
+        )))?;
+        // The rename waits up to 5 seconds for the ended sessions to go.
+        let mut tx = admin
+            .begin()
+            .await
+            .map_err(Self::sql_err("cannot begin the swap"))?;
+        run_sql(
+            &mut tx,
+            &format!(
+                "ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}",
+                ident(target),
+                ident(&replaced),
+                ident(new),
+                ident(target)
+            ),
+        )
+        .await
+        .map_err(Self::sql_err(format!("cannot swap {new} in for {target}")))?;
+        tx.commit()
+            .await
+            .map_err(Self::sql_err(format!("cannot swap {new} in for {target}")))?;
+        Ok(replaced)
+    }
+}
+
+/// What a database made by `restore: swap` copies from the one it replaces: encoding,
+/// locale, tablespace, connection limit, owner, grants, comment and settings.
+struct Shape {
+    encoding: String,
+    collate: String,
+    ctype: String,
+    provider: Option<String>,
+    locale: Option<String>,
+    icu_rules: Option<String>,
+    owner: String,
+    tablespace: String,
+    connection_limit: i32,
+    /// `None`: the default privileges.
+    grants: Option<Vec<(String, String, bool)>>,
+    comment: Option<String>,
+    /// Database-wide settings, `name=value`.
+    settings: Vec<String>,
+    /// Settings for one role in this database, `role: name=value` (not carried over).
+    role_settings: Vec<String>,
+}
+
+type ShapeRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    bool,
+    String,
+    i32,
+    bool,
+    Option<String>,
+);
+
+impl Shape {
+    async fn read(admin: &mut sqlx::PgConnection, target: &str) -> Result<Self, DatabaseError> {
+        let err = || PostgresDatabase::sql_err(format!("cannot read the properties of {target}"));
+        // Through to_jsonb: the locale columns differ between server versions.
+        let row: Option<ShapeRow> = sqlx::query_as(
+            "SELECT pg_encoding_to_char(d.encoding)::text, d.datcollate::text, d.datctype::text,
+                    to_jsonb(d) ->> 'datlocprovider',
+                    COALESCE(to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale'),
+                    to_jsonb(d) ->> 'daticurules',
+                    pg_get_userbyid(d.datdba)::text, pg_has_role(d.datdba, 'MEMBER'),
+                    t.spcname::text, d.datconnlimit, d.datacl IS NULL,
+                    shobj_description(d.oid, 'pg_database')
+             FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace
+             WHERE d.datname = $1",
+        )
+        .bind(target)
+        .fetch_optional(&mut *admin)
+        .await
+        .map_err(err())?;
+        let Some((
+            encoding,
+            collate,
+            ctype,
+            provider,
+            locale,
+            icu_rules,
+            owner,
+            owned,
+            tablespace,
+            connection_limit,
+            default_acl,
+            comment,
+        )) = row
+        else {
+            return Err(DatabaseError::Other(format!(
+                "database {target} is not on the server"
+            )));
+        };
+        if !owned {
+            return Err(DatabaseError::Other(format!(
+                "`restore: swap` renames {target}, which only its owner can do: the role must be (a member of) {owner}"
+            )));
+        }
+        let grants = if default_acl {
+            None
+        } else {
+            Some(
+                sqlx::query_as(
+                    "SELECT a.privilege_type,
+                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                            a.is_grantable
+                     FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = $1",
+                )
+                .bind(target)
+                .fetch_all(&mut *admin)
+                .await
+                .map_err(err())?,
+            )
+        };
+        let configured: Vec<(Option<String>, String)> = sqlx::query_as(
+            "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole)::text END,
+                    unnest(s.setconfig)
+             FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+             WHERE d.datname = $1",
+        )
+        .bind(target)
+        .fetch_all(&mut *admin)
+        .await
+        .map_err(err())?;
+        let mut settings = Vec::new();
+        let mut role_settings = Vec::new();
+        for (role, setting) in configured {
+            match role {
+                None => settings.push(setting),
+                Some(role) => role_settings.push(format!("{role}: {setting}")),
+            }
+        }
+        Ok(Self {
+            encoding,
+            collate,
+            ctype,
+            provider,
+            locale,
+            icu_rules,
+            owner,
+            tablespace,
+            connection_limit,
+            grants,
+            comment,
+            settings,
+            role_settings,
+        })
+    }
+
+    /// `CREATE DATABASE new` like the target.
+    fn create_sql(&self, new: &str) -> String {
+        let mut sql = format!(
+            "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+            ident(new),
+            literal(&self.encoding),
+            literal(&self.collate),
+            literal(&self.ctype)
+        );
+        match (self.provider.as_deref(), &self.locale) {
+            (Some("i"), Some(locale)) => {
+                sql.push_str(&format!(
+                    " LOCALE_PROVIDER icu ICU_LOCALE {}",
+                    literal(locale)
+                ));
+                if let Some(rules) = &self.icu_rules {
+                    sql.push_str(&format!(" ICU_RULES {}", literal(rules)));
+                }
+            }
+            (Some("b"), Some(locale)) => {
+                sql.push_str(&format!(
+                    " LOCALE_PROVIDER builtin BUILTIN_LOCALE {}",
+                    literal(locale)
+                ));
+            }
+            _ => {}
+        }
+        if self.tablespace != "pg_default" {
+            sql.push_str(&format!(" TABLESPACE {}", ident(&self.tablespace)));
+        }
+        if self.connection_limit != -1 {
+            sql.push_str(&format!(" CONNECTION LIMIT {}", self.connection_limit));
+        }
+        sql.push_str(&format!(" OWNER {}", ident(&self.owner)));
+        sql
+    }
+
+    /// Grants, comment and settings of the target, for `new`: one implicit transaction
+    /// (empty when there is nothing to copy).
+    fn copy_sql(&self, new: &str) -> String {
+        let new = ident(new);
+        let mut sql = String::new();
+        if let Some(grants) = &self.grants {
+            sql.push_str(&format!("REVOKE ALL ON DATABASE {new} FROM PUBLIC;\n"));
+            for (privilege, grantee, grantable) in grants {
+                sql.push_str(&format!(
+                    "GRANT {privilege} ON DATABASE {new} TO {grantee}{};\n",
+                    if *grantable { " WITH GRANT OPTION" } else { "" }
+                ));
+            }
+        }
+        if let Some(comment) = &self.comment {
+            sql.push_str(&format!(
+                "COMMENT ON DATABASE {new} IS {};\n",
+                literal(comment)
+            ));
+        }
+        // `FROM CURRENT` stores the value as the server parsed it, lists included; the
+        // local `set_config` ends with the transaction.
+        for setting in &self.settings {
+            let (name, value) = setting.split_once('=').unwrap_or((setting, ""));
+            sql.push_str(&format!(
+                "SELECT set_config({}, {}, true);\nALTER DATABASE {new} SET {} FROM CURRENT;\n",
+                literal(name),
+                literal(value),
+                ident(name)
+            ));
+        }
+        sql
+    }
+}
+
+/// Puts things back after a swap that did not finish: drops the new database and lets
+/// sessions into the target again. From `Drop` when the restore is dropped half-way
+/// (Ctrl-C, a timeout).
+struct SwapGuard {
+    options: PgConnectOptions,
+    new: Option<String>,
+    /// The target, once it was barred from new sessions.
+    reopen: Option<String>,
+}
+
+impl SwapGuard {
+    fn disarm(&mut self) {
+        self.new = None;
+        self.reopen = None;
+    }
+
+    fn statements(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(target) = self.reopen.take() {
+            out.push(format!(
+                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+                ident(&target)
+            ));
+        }
+        if let Some(new) = self.new.take() {
+            out.push(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                ident(&new)
+            ));
+        }
+        out
+    }
+
+    /// Cleans up on `admin` after `error`; returns `error`, with what could not be cleaned
+    /// up for a person to do.
+    async fn cleanup_now(
+        &mut self,
+        admin: &mut sqlx::PgConnection,
+        error: DatabaseError,
+    ) -> DatabaseError {
+        let mut left = Vec::new();
+        for sql in self.statements() {
+            if let Err(e) = run_sql(admin, &sql).await {
+                left.push(format!("`{sql};` ({e})"));
+            }
+        }
+        if left.is_empty() {
+            error
+        } else {
+            DatabaseError::Other(format!(
+                "{error}; cleaning up failed too, run by hand: {}",
+                left.join(", ")
+            ))
+        }
+    }
+}
+
+impl Drop for SwapGuard {
+    fn drop(&mut self) {
+        let statements = self.statements();
+        if statements.is_empty() {
+            return;
+        }
+        let options = self.options.clone();
+        super::finish_on_drop(async move {
+            let Ok(mut admin) = options.connect().await else {
+                tracing::warn!(
+                    "cannot clean up after the interrupted swap: run {statements:?} by hand"
+                );
+                return;
+            };
+            for sql in &statements {
+                if let Err(e) = run_sql(&mut admin, sql).await {
+                    tracing::warn!(
+                        "after the interrupted swap, `{sql}` failed: {e}; run it by hand"
+                    );
+                }
+            }
+            let _ = admin.close().await;
+        });
+    }
+}
+
+/// Runs SQL (several statements: one implicit transaction) on one connection.
+async fn run_sql(conn: &mut sqlx::PgConnection, sql: &str) -> Result<(), sqlx::Error> {
+    sqlx::Executor::execute(conn, sql).await.map(|_| ())
 }
 
 fn percent_decode(text: &str) -> String {
@@ -294,16 +836,50 @@ fn missing_tool(program: &str, e: &std::io::Error) -> DatabaseError {
     }
 }
 
+/// The `public` schema's grants, comment and owner, as read from a database.
+#[derive(Debug, Default)]
+struct PublicSchema {
+    acl: Option<String>,
+    note: Option<String>,
+    owner: Option<String>,
+}
+
 /// Drops every schema the application owns so a restore leaves nothing from after the
 /// backup. pg_dump leaves the default `public` schema out of the dump, so it is recreated
-/// here with the owner, grants and comment it had (app roles keep their USAGE); the dump,
+/// here with the owner, grants and comment it had (app roles keep their USAGE): those of
+/// the database restored into, or of `like` (the database a swap replaces). The dump,
 /// restored with `--clean --if-exists`, recreates everything else.
-const RESET_SCHEMAS: &str = "DO $$ DECLARE
+fn reset_schemas(like: Option<&PublicSchema>) -> String {
+    let read = match like {
+        None => {
+            "SELECT n.nspacl, obj_description(n.oid, 'pg_namespace'), pg_get_userbyid(n.nspowner)
+    INTO acl, note, owner FROM pg_namespace n WHERE n.nspname = 'public';"
+                .to_owned()
+        }
+        Some(p) => {
+            let value = |v: &Option<String>| {
+                v.as_deref()
+                    .filter(|v| !v.contains("$cutover$"))
+                    .map_or_else(|| "NULL".to_owned(), literal)
+            };
+            format!(
+                "acl := {}::aclitem[]; note := {}; owner := {};",
+                value(&p.acl),
+                value(&p.note),
+                value(&p.owner)
+            )
+        }
+    };
+    format!(
+        "DO $cutover$ DECLARE
   s text; g record; acl aclitem[]; note text; owner name;
 BEGIN
-  SELECT n.nspacl, obj_description(n.oid, 'pg_namespace'), pg_get_userbyid(n.nspowner)
-    INTO acl, note, owner FROM pg_namespace n WHERE n.nspname = 'public';
-  FOR s IN SELECT nspname FROM pg_namespace
+  {read}
+{RESET_SCHEMAS_BODY}"
+    )
+}
+
+const RESET_SCHEMAS_BODY: &str = "  FOR s IN SELECT nspname FROM pg_namespace
     WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' LOOP
     EXECUTE format('DROP SCHEMA %I CASCADE', s);
   END LOOP;
@@ -320,8 +896,27 @@ BEGIN
     END LOOP;
   END IF;
   IF note IS NOT NULL THEN EXECUTE format('COMMENT ON SCHEMA public IS %L', note); END IF;
-END $$;
+END $cutover$;
 ";
+
+/// `name` quoted as an SQL identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `text` quoted as an SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// `<base><suffix>`, with `base` shortened so the whole fits PostgreSQL's 63-byte names.
+fn with_suffix(base: &str, suffix: &str) -> String {
+    let mut end = base.len().min(MAX_NAME.saturating_sub(suffix.len()));
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &base[..end])
+}
 
 /// An advisory lock held on its own connection; closing it releases the lock.
 struct AdvisoryLock(#[allow(dead_code)] sqlx::PgConnection);
@@ -345,7 +940,7 @@ impl Database for PostgresDatabase {
     }
 
     async fn state(&self) -> Result<DatabaseState, DatabaseError> {
-        let pool = self.pool().await?;
+        let pool = &self.pool().await?;
         let has_table: bool =
             sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
                 .fetch_one(pool)
@@ -365,7 +960,7 @@ impl Database for PostgresDatabase {
     }
 
     async fn apply(&self, migration: &MigrationFile) -> Result<Duration, DatabaseError> {
-        let pool = self.pool().await?;
+        let pool = &self.pool().await?;
         let mut conn = pool
             .acquire()
             .await
@@ -374,7 +969,7 @@ impl Database for PostgresDatabase {
     }
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
-        let pool = self.pool().await?;
+        let pool = &self.pool().await?;
         let mut conn = pool
             .acquire()
             .await
@@ -385,7 +980,7 @@ impl Database for PostgresDatabase {
     async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {
         // One simple-protocol message: PostgreSQL runs all its statements as one transaction.
         sqlx::raw_sql(sql)
-            .execute(self.pool().await?)
+            .execute(&self.pool().await?)
             .await
             .map_err(Self::sql_err("SQL failed"))?;
         Ok(())
@@ -393,7 +988,7 @@ impl Database for PostgresDatabase {
 
     async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
         let rows = sqlx::query(sql)
-            .fetch_all(self.pool().await?)
+            .fetch_all(&self.pool().await?)
             .await
             .map_err(Self::sql_err("validation query failed"))?;
         super::check_result(&rows).map_err(Self::sql_err("cannot read the validation result"))
@@ -437,36 +1032,20 @@ impl Database for PostgresDatabase {
         &self,
         source: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<(), DatabaseError> {
-        self.restore_into(None, source, RESET_SCHEMAS).await
+        self.restore_with_note(source).await.map(|_| ())
     }
 
-    async fn verify_dump(
+    async fn restore_with_note(
         &self,
         source: &mut (dyn AsyncRead + Unpin + Send),
-    ) -> Result<(), DatabaseError> {
-        let scratch = format!(
-            "cutover_verify_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let pool = self.pool().await?;
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{scratch}\""))
-            .execute(pool)
-            .await
-            .map_err(Self::sql_err(format!(
-                "cannot create the scratch database {scratch} to verify the backup (the role needs CREATEDB)"
-            )))?;
-        let result = self
-            .restore_into(Some(&scratch), source, RESET_SCHEMAS)
-            .await;
-        sqlx::raw_sql(&format!(
-            "DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)"
-        ))
-        .execute(pool)
-        .await
-        .map_err(Self::sql_err(format!(
-            "cannot drop the scratch database {scratch}"
-        )))?;
-        result
+    ) -> Result<Option<String>, DatabaseError> {
+        match self.settings.restore {
+            PgRestore::InPlace => self
+                .restore_into(None, source, &reset_schemas(None))
+                .await
+                .map(|()| None),
+            PgRestore::Swap => self.restore_swap(source).await.map(Some),
+        }
     }
 
     async fn resolve_dirty(&self, version: i64, applied: bool) -> Result<bool, DatabaseError> {
@@ -477,7 +1056,7 @@ impl Database for PostgresDatabase {
         };
         let done = sqlx::query(sql)
             .bind(version)
-            .execute(self.pool().await?)
+            .execute(&self.pool().await?)
             .await
             .map_err(Self::sql_err("cannot update the migration history"))?;
         Ok(done.rows_affected() == 1)
@@ -485,7 +1064,7 @@ impl Database for PostgresDatabase {
 
     async fn ping(&self) -> Result<(), DatabaseError> {
         sqlx::query("SELECT 1")
-            .execute(self.pool().await?)
+            .execute(&self.pool().await?)
             .await
             .map_err(Self::sql_err("the database does not answer"))?;
         self.check_tools()
@@ -534,13 +1113,9 @@ impl Database for PostgresDatabase {
             "cutover_roundtrip_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        let mut url = url::Url::parse(self.url.expose()).map_err(|e| {
-            DatabaseError::Other(format!("cannot make a URL for the scratch database: {e}"))
-        })?;
-        url.set_path(&format!("/{name}"));
-        let database = Self::new(Secret::new(url.to_string()), self.settings)
-            .map_err(|e| DatabaseError::Other(e.to_string()))?;
-        let pool = self.pool().await?.clone();
+        // A scratch database is restored in place, whatever this database does.
+        let database = self.sibling(&name)?;
+        let pool = self.pool().await?;
         sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
             .execute(&pool)
             .await
@@ -568,15 +1143,25 @@ impl Database for PostgresDatabase {
     }
 
     async fn lock(&self, name: &str) -> Result<Option<DbLock>, DatabaseError> {
-        let key = lock_key(name);
-        let mut conn = self
-            .options
-            .connect()
-            .await
-            .map_err(|source| DatabaseError::Connect {
-                target: self.describe(),
-                source,
-            })?;
+        // Advisory locks belong to the database they are taken in. A swap must rename the
+        // database with no session left on it, so with `restore: swap` the lock is taken
+        // in the maintenance database, under a key that names this database.
+        let (key, mut conn) = match self.settings.restore {
+            PgRestore::InPlace => (
+                lock_key(name),
+                self.options
+                    .connect()
+                    .await
+                    .map_err(|source| DatabaseError::Connect {
+                        target: self.describe(),
+                        source,
+                    })?,
+            ),
+            PgRestore::Swap => (
+                lock_key(&format!("{name}@{}", self.database_name())),
+                self.maintenance().await?,
+            ),
+        };
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(key)
             .fetch_one(&mut conn)

@@ -301,20 +301,6 @@ impl Database for SqliteDatabase {
         Ok(())
     }
 
-    async fn verify_dump(
-        &self,
-        source: &mut (dyn AsyncRead + Unpin + Send),
-    ) -> Result<(), DatabaseError> {
-        let scratch = self.scratch_path("verify");
-        let result = async {
-            Self::copy_into_file(source, &scratch).await?;
-            Self::check_file(&scratch).await
-        }
-        .await;
-        tokio::fs::remove_file(&scratch).await.ok();
-        result
-    }
-
     async fn resolve_dirty(&self, version: i64, applied: bool) -> Result<bool, DatabaseError> {
         let sql = if applied {
             "UPDATE _sqlx_migrations SET success = TRUE WHERE version = ? AND success = FALSE"
