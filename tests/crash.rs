@@ -2,26 +2,173 @@
 //! record is on disk (`CUTOVER_TEST_CRASH_AFTER_RECORD=N`). Afterwards a new deploy is
 //! refused until `recover` runs, and `recover` leaves exactly the pre-deploy state — or,
 //! when every step had finished, the deployed state — and is a no-op the second time.
+//!
+//! Every crash point runs on SQLite and on real PostgreSQL and MariaDB servers
+//! (`sqlite::*`, `postgres::*` and `mysql::*` tests). Then kill -9 in the middle of long steps, timed by what the test
+//! sees rather than by sleeps: while the backup streams (PostgreSQL, a big table, killed
+//! once the `.dump.partial` file has bytes), inside a migration (PostgreSQL, killed while
+//! the server runs the migration's SQL) and while the health step polls (both backends).
 
 mod support;
 
 use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Project, State, assert_same_db, exec_sql, replace_once};
+use support::fault_proxy::pg_fingerprint;
+use support::{
+    HealthServer, Project, State, assert_same_db, exec_sql, mysql as my, pg, replace_once,
+};
 
 const SIGABRT: i32 = 6;
 
 const NEW: &str = "20250101000000_add_x";
 const NEW_UP: &str =
     "CREATE TABLE x_notes (id INTEGER PRIMARY KEY, recipe_id INTEGER NOT NULL, note TEXT NOT NULL);
-INSERT INTO x_notes (recipe_id, note) SELECT id, 'note for ' || title FROM recipes;
+INSERT INTO x_notes (id, recipe_id, note) SELECT id, id, 'note for ' || title FROM recipes;
 UPDATE users SET display_name = display_name || ' (x)';
 ";
 const NEW_DOWN: &str = "DROP TABLE x_notes;
 UPDATE users SET display_name = substr(display_name, 1, length(display_name) - 4);
+";
+
+/// The database a case runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+/// One case's project on one backend (`db`: the server's database, else empty).
+struct Case {
+    p: Project,
+    backend: Backend,
+    db: String,
+}
+
+impl std::ops::Deref for Case {
+    type Target = Project;
+
+    fn deref(&self) -> &Project {
+        &self.p
+    }
+}
+
+impl Case {
+    fn new(backend: Backend) -> Self {
+        let (p, db) = match backend {
+            Backend::Sqlite => (Project::new(), String::new()),
+            Backend::Postgres => pg::project(),
+            Backend::Mysql => my::project(),
+        };
+        Self { p, backend, db }
+    }
+
+    fn sql(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => exec_sql(&self.file("state/app.db"), sql),
+            Backend::Postgres => {
+                pg::server().psql(&self.db, sql);
+            }
+            Backend::Mysql => {
+                my::server().sql(&self.db, sql);
+            }
+        }
+    }
+
+    /// Database (schema and every row, or a checksum of a big table's rows), platform and
+    /// locks, including a server's deploy lock.
+    fn state(&self) -> State {
+        let mut state = self.p.state();
+        match self.backend {
+            Backend::Sqlite => {}
+            Backend::Postgres => {
+                state.db = pg_fingerprint(&self.db);
+                state.locks.extend(self.database_lock());
+            }
+            Backend::Mysql => {
+                state.db = mysql_state(&self.db);
+                state.locks.extend(self.database_lock());
+            }
+        }
+        state
+    }
+
+    /// The server's deploy lock (PostgreSQL advisory lock, MariaDB `GET_LOCK`), if someone
+    /// holds it. The lock of a process that just died may take a moment to go.
+    fn database_lock(&self) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let held = match self.backend {
+                Backend::Sqlite => return None,
+                Backend::Postgres => pg::server().psql(
+                    "postgres",
+                    &format!(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE l.locktype = 'advisory' AND d.datname = '{}'",
+                        self.db
+                    ),
+                ),
+                Backend::Mysql => {
+                    use sha2::Digest;
+                    let name = format!("{}/testapp:local", self.db);
+                    let key = format!(
+                        "cutover:{}",
+                        &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..40]
+                    );
+                    my::server().sql("mysql", &format!("SELECT COUNT(IS_USED_LOCK('{key}'))"))
+                }
+            };
+            if held.trim() == "0" {
+                return None;
+            }
+            if Instant::now() > deadline {
+                return Some(format!("{:?} deploy lock", self.backend));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Every MariaDB table's definition and rows, per table.
+fn mysql_state(db: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let server = my::server();
+    let tables = server.sql(
+        db,
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME",
+    );
+    let mut out = std::collections::BTreeMap::new();
+    for table in tables.lines() {
+        let create = server.sql(db, &format!("SHOW CREATE TABLE `{table}`"));
+        // AUTO_INCREMENT counters are not data.
+        let mut lines: Vec<String> = vec![
+            create
+                .split(' ')
+                .filter(|w| !w.starts_with("AUTO_INCREMENT="))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ];
+        let rows = if table == "_sqlx_migrations" {
+            server.sql(db, "SELECT version, description, success, HEX(checksum) FROM _sqlx_migrations ORDER BY version")
+        } else {
+            server.sql(db, &format!("SELECT * FROM `{table}` ORDER BY 1"))
+        };
+        lines.extend(rows.lines().map(str::to_owned));
+        out.insert(format!("table {table}"), lines);
+    }
+    out
+}
+
+/// The same in MariaDB's dialect (`||` is OR there).
+const NEW_UP_MYSQL: &str = "CREATE TABLE x_notes (id BIGINT PRIMARY KEY, recipe_id BIGINT NOT NULL, note VARCHAR(255) NOT NULL);
+INSERT INTO x_notes (id, recipe_id, note) SELECT id, id, CONCAT('note for ', title) FROM recipes;
+UPDATE users SET display_name = CONCAT(display_name, ' (x)');
+";
+const NEW_DOWN_MYSQL: &str = "DROP TABLE x_notes;
+UPDATE users SET display_name = SUBSTRING(display_name, 1, CHAR_LENGTH(display_name) - 4);
 ";
 
 /// Which deploy is crashed.
@@ -33,26 +180,51 @@ enum Scenario {
     FailsAtValidate,
 }
 
+/// Rows added after the first deploy (`Project::deployed_with_data` does the same on
+/// SQLite).
+const SEED: &str = "INSERT INTO users (id, email, display_name) VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B');
+INSERT INTO recipes (id, user_id, title, servings, calories) VALUES (1, 1, 'Soup', 2, 300), (2, 2, 'Salad', 1, NULL);";
+
+/// A project deployed once, with rows whose times are fixed, so two projects' states
+/// compare equal.
+fn deployed(backend: Backend) -> Case {
+    let c = Case::new(backend);
+    match backend {
+        Backend::Sqlite => {
+            c.deployed_with_data();
+        }
+        Backend::Postgres | Backend::Mysql => {
+            c.run(&["deploy"]).success();
+            c.sql(SEED);
+        }
+    }
+    // (MariaDB's tables, from `support::mysql::project`, have no times.)
+    if backend != Backend::Mysql {
+        c.sql(
+            "UPDATE users SET created_at = '2025-01-01 00:00:00'; UPDATE recipes SET created_at = '2025-01-01 00:00:00';",
+        );
+    }
+    c
+}
+
 /// A deployed project with data and one pending reversible migration; its state.
-fn prepared(scenario: Scenario) -> (Project, State) {
-    let p = Project::new();
-    p.deployed_with_data();
-    // Fixed row times, so the reference project's state compares equal to this one's.
-    exec_sql(
-        &p.file("state/app.db"),
-        "UPDATE users SET created_at = '2025-01-01 00:00:00'; UPDATE recipes SET created_at = '2025-01-01 00:00:00';",
-    );
-    p.add_migration(NEW, NEW_UP, Some(NEW_DOWN));
+fn prepared(backend: Backend, scenario: Scenario) -> (Case, State) {
+    let p = deployed(backend);
+    match backend {
+        Backend::Sqlite | Backend::Postgres => p.add_migration(NEW, NEW_UP, Some(NEW_DOWN)),
+        Backend::Mysql => p.add_migration(NEW, NEW_UP_MYSQL, Some(NEW_DOWN_MYSQL)),
+    }
     if let Scenario::FailsAtValidate = scenario {
         let text = replace_once(
             &p.pipeline(),
             "with: { queries: validations/ }",
-            "with: { queries: validations/, checks: [{ name: always, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
+            "with: { queries: validations/, checks: [{ name: after-new, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
         );
         p.write_pipeline(&text);
     }
     std::fs::remove_file(p.file("calls.log")).unwrap();
     let before = p.state();
+    assert!(before.db.contains_key("table recipes"), "{:?}", before.db);
     assert!(!before.db.contains_key("table x_notes"));
     (p, before)
 }
@@ -65,8 +237,8 @@ struct Reference {
     after: State,
 }
 
-fn reference(scenario: Scenario) -> Reference {
-    let (p, before) = prepared(scenario);
+fn reference(backend: Backend, scenario: Scenario) -> Reference {
+    let (p, before) = prepared(backend, scenario);
     let run = p.run(&["deploy"]);
     let records = p.journals().pop().unwrap();
     let after = p.state();
@@ -98,7 +270,7 @@ fn last_journal(p: &Project) -> Vec<Value> {
 
 /// Crashes the scenario's deploy after journal record `n`, then checks deploy, recover
 /// and recover again.
-fn crash_case(scenario: Scenario, reference: &Reference, n: usize) {
+fn crash_case(backend: Backend, scenario: Scenario, reference: &Reference, n: usize) {
     let total = reference.kinds.len();
     let last_step_done = reference
         .kinds
@@ -106,7 +278,7 @@ fn crash_case(scenario: Scenario, reference: &Reference, n: usize) {
         .rposition(|k| k == "step_finished")
         .unwrap()
         + 1;
-    let (p, before) = prepared(scenario);
+    let (p, before) = prepared(backend, scenario);
 
     let crashed = p
         .cmd()
@@ -214,7 +386,7 @@ fn crash_case(scenario: Scenario, reference: &Reference, n: usize) {
 
 /// Runs `crash_case` for every `n` in `points` on a few threads and reports every
 /// failing crash point.
-fn crash_at_each(scenario: Scenario, reference: &Reference, points: &[usize]) {
+fn crash_at_each(backend: Backend, scenario: Scenario, reference: &Reference, points: &[usize]) {
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -224,7 +396,7 @@ fn crash_at_each(scenario: Scenario, reference: &Reference, points: &[usize]) {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&n) = points.get(i) else { return };
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        crash_case(scenario, reference, n);
+                        crash_case(backend, scenario, reference, n);
                     }));
                     if let Err(panic) = outcome {
                         let message = panic
@@ -244,12 +416,13 @@ fn crash_at_each(scenario: Scenario, reference: &Reference, points: &[usize]) {
             });
         }
     });
+    let mut failures = failures.into_inner().unwrap();
     println!(
-        "checked {} crash point(s): {:?}",
+        "{backend:?}: checked {} crash point(s), {} passed: {:?}",
         next.load(Ordering::SeqCst).min(points.len()),
+        points.len() - failures.len(),
         points
     );
-    let mut failures = failures.into_inner().unwrap();
     failures.sort();
     assert!(
         failures.is_empty(),
@@ -263,18 +436,16 @@ fn crash_at_each(scenario: Scenario, reference: &Reference, points: &[usize]) {
     );
 }
 
-#[test]
-fn crash_at_every_record_of_a_deploy_then_recover() {
-    let reference = reference(Scenario::Succeeds);
+fn crash_at_every_record_of_a_deploy_then_recover(backend: Backend) {
+    let reference = reference(backend, Scenario::Succeeds);
     // run_started, started/finished for each of the 9 steps, run_finished.
     assert_eq!(reference.kinds.len(), 20, "{:?}", reference.kinds);
     let points: Vec<usize> = (1..=reference.kinds.len()).collect();
-    crash_at_each(Scenario::Succeeds, &reference, &points);
+    crash_at_each(backend, Scenario::Succeeds, &reference, &points);
 }
 
-#[test]
-fn crash_at_every_record_of_a_rollback_then_recover() {
-    let reference = reference(Scenario::FailsAtValidate);
+fn crash_at_every_record_of_a_rollback_then_recover(backend: Backend) {
+    let reference = reference(backend, Scenario::FailsAtValidate);
     // From the failure of validate through the rollback to the end of the run.
     let failed = reference
         .kinds
@@ -292,5 +463,251 @@ fn crash_at_every_record_of_a_rollback_then_recover() {
         reference.kinds
     );
     let points: Vec<usize> = (failed..=reference.kinds.len()).collect();
-    crash_at_each(Scenario::FailsAtValidate, &reference, &points);
+    crash_at_each(backend, Scenario::FailsAtValidate, &reference, &points);
 }
+
+// ---- kill -9 in the middle of a long step ----
+
+/// Starts the deploy, kills it with SIGKILL as soon as `now` says so, then checks that the
+/// next deploy is refused (exit 4, naming the run), that `recover` rolls everything back to
+/// `before` (exit 1) and that a second `recover` changes nothing. Returns the run id.
+fn kill_mid_step(c: &Case, before: &State, what: &str, now: impl Fn() -> bool) -> String {
+    let mut child = c
+        .cmd()
+        .arg("deploy")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !now() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("the deploy ended ({status}) before {what}:\n{err}");
+        }
+        assert!(Instant::now() < deadline, "never saw {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "killed {what}");
+    let records = last_journal(c);
+    let run_id = records[0]["run_id"].as_str().unwrap().to_owned();
+    assert!(records.last().unwrap()["status"].is_null(), "{records:#?}");
+
+    let again = c.run(&["deploy"]);
+    again.expect_code(4);
+    assert!(again.all().contains(&run_id), "{}", again.all());
+    assert!(again.all().contains("cutover recover"), "{}", again.all());
+
+    let recover = c.run(&["recover"]);
+    recover.expect_code(1);
+    assert!(recover.all().contains("rolled back"), "{}", recover.all());
+    let records = last_journal(c);
+    assert_eq!(records.last().unwrap()["status"], "rolled_back");
+    assert!(
+        records.iter().all(|r| r["record"] != "compensation_failed"),
+        "{records:#?}"
+    );
+    let state = c.state();
+    assert_same_db(
+        &state.db,
+        &before.db,
+        &format!("after a kill {what} and recover"),
+    );
+    assert_eq!(state, *before);
+
+    let second = c.run(&["recover"]);
+    second.success();
+    assert!(
+        second.all().contains("nothing to recover"),
+        "{}",
+        second.all()
+    );
+    assert_eq!(c.state(), *before);
+    run_id
+}
+
+/// Partial backups (`<id>.dump.partial`) with at least one byte in them.
+fn partial_backups(c: &Case) -> Vec<String> {
+    std::fs::read_dir(c.file("state/backups"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| {
+                    let e = e.ok()?;
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let id = name.strip_suffix(".dump.partial")?.to_owned();
+                    (e.metadata().ok()?.len() > 0).then_some(id)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Rows in the big table of the mid-backup case: enough that pg_dump takes a moment
+/// (about 30 MB of text).
+const BIG_ROWS: u32 = 300_000;
+
+#[test]
+fn postgres_kill_during_the_backup_stream_then_recover() {
+    let (c, _) = prepared(Backend::Postgres, Scenario::Succeeds);
+    c.sql(&format!(
+        "CREATE TABLE big_events (id BIGINT PRIMARY KEY, payload TEXT NOT NULL);
+         INSERT INTO big_events SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) FROM generate_series(1, {BIG_ROWS}) g;"
+    ));
+    let before = c.state();
+    assert!(before.db["table big_events"][0].starts_with(&format!("{BIG_ROWS} rows")));
+    let listed_before = backups(&c);
+    assert_eq!(listed_before.len(), 1, "the first deploy's backup");
+
+    let started = Instant::now();
+    kill_mid_step(&c, &before, "while the backup streams", || {
+        !partial_backups(&c).is_empty()
+    });
+    println!("killed mid-backup after {:?}", started.elapsed());
+    // It was killed mid-stream: the dump never became a backup.
+    let partial = partial_backups(&c);
+    assert_eq!(partial.len(), 1, "{partial:?}");
+    let id = &partial[0];
+    assert!(!c.file(&format!("state/backups/{id}.dump")).exists());
+    assert!(
+        !c.file(&format!("state/backups/{id}.manifest.json"))
+            .exists()
+    );
+    // ...and is never offered as one.
+    assert_eq!(backups(&c), listed_before);
+    let verify = c.run(&["backup", "verify", id]);
+    assert_ne!(verify.code(), 0, "{}", verify.all());
+    // The next deploy takes a new, complete backup and succeeds.
+    c.run(&["deploy"]).success();
+    let listed = backups(&c);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(!listed.contains(id), "{listed:?}");
+}
+
+/// The ids `backup list` shows.
+fn backups(c: &Case) -> Vec<String> {
+    let list = c.run(&["backup", "list", "--output", "json"]);
+    list.success();
+    let value: Value = serde_json::from_str(&list.stdout()).unwrap();
+    value["result"]["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn postgres_kill_inside_a_migration_then_recover() {
+    let c = deployed(Backend::Postgres);
+    // The server notices a dead client during a statement within 100 ms, instead of when
+    // the statement ends.
+    c.sql(&format!(
+        "ALTER DATABASE {} SET client_connection_check_interval = '100ms'",
+        c.db
+    ));
+    c.add_migration(
+        NEW,
+        &format!("{NEW_UP}SELECT pg_sleep(30);\n"),
+        Some(NEW_DOWN),
+    );
+    std::fs::remove_file(c.file("calls.log")).unwrap();
+    let before = c.state();
+    let running = || {
+        pg::server()
+            .psql(
+                "postgres",
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state = 'active' AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()",
+                    c.db
+                ),
+            )
+            .trim()
+            != "0"
+    };
+    kill_mid_step(&c, &before, "inside the migration", running);
+    // The migration's transaction died with its client: nothing of it is left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running() {
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned migration still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(c.state(), before);
+}
+
+fn kill_while_the_health_step_polls_then_recover(backend: Backend) {
+    let (c, before) = prepared(backend, Scenario::Succeeds);
+    // Preflight polls the healthy server; the health step one that never is.
+    let broken = HealthServer::start(503);
+    let text = replace_once(
+        &c.pipeline(),
+        "with: { expect: 200, interval: 1s, timeout: 2m }",
+        &format!(
+            "with: {{ url: \"{}\", expect: 200, interval: 50ms, timeout: 1m }}",
+            broken.url
+        ),
+    );
+    c.write_pipeline(&text);
+    kill_mid_step(&c, &before, "while the health step polls", || {
+        broken.hits() >= 2
+    });
+    // Everything the run did was undone, newest first.
+    let records = last_journal(&c);
+    let undone: Vec<&str> = records
+        .iter()
+        .filter(|r| r["record"] == "compensation_finished")
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        undone,
+        [
+            "jobs-up",
+            "maintenance-off",
+            "migrate",
+            "jobs-down",
+            "maintenance-on"
+        ]
+    );
+}
+
+/// Declares every case once, as a test per backend: `sqlite::NAME`, `postgres::NAME` and
+/// `mysql::NAME` (MariaDB).
+macro_rules! on_each_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(super::Backend::Sqlite);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(super::Backend::Postgres);
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(super::Backend::Mysql);
+                }
+            )*
+        }
+    };
+}
+
+on_each_backend!(
+    crash_at_every_record_of_a_deploy_then_recover,
+    crash_at_every_record_of_a_rollback_then_recover,
+    kill_while_the_health_step_polls_then_recover,
+);

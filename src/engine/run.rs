@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tracing::instrument;
 
+use super::cancel::RollbackSignals;
 use super::compensation::Compensation;
 use super::context::Context;
 use super::error::{EngineError, StepError};
@@ -308,7 +309,9 @@ async fn roll_back(
     let mut undone = Vec::new();
     let mut left = Vec::new();
     let mut failed = false;
-    for pending in stack.into_iter().rev() {
+    let mut signals = RollbackSignals::start();
+    let total = stack.len();
+    for (done, pending) in stack.into_iter().rev().enumerate() {
         let action = pending.action.describe();
         if failed {
             left.push(format!("{action} (step `{}`, not attempted)", pending.id));
@@ -323,7 +326,23 @@ async fn roll_back(
             id: pending.id.clone(),
             action: action.clone(),
         });
-        match run_compensation(ctx, &pending).await {
+        // A signal during the rollback warns; the next one abandons it (see `cancel`).
+        let warn = || {
+            ctx.report(Event::Warning {
+                message: format!(
+                    "rollback in progress: {} undo action(s) left, now: {action}; send the signal again (Ctrl-C) to abandon the rollback and leave the rest to `cutover recover`",
+                    total - done
+                ),
+            });
+        };
+        let result = tokio::select! {
+            biased;
+            r = run_compensation(ctx, &pending) => r,
+            () = signals.abandoned(warn) => Err(StepError::Failed(
+                "rollback abandoned by a signal while this action ran; it may be partly done and runs again from its start on `cutover recover`".into(),
+            )),
+        };
+        match result {
             Ok(_) => {
                 journal.write(&Record::CompensationFinished {
                     at: Utc::now(),

@@ -294,7 +294,7 @@ pub async fn run(
             } else {
                 match to {
                     Some(to) => {
-                        up_to(
+                        apply_up_to(
                             ctx,
                             id,
                             to,
@@ -341,12 +341,34 @@ async fn apply_watched(
     }
 }
 
-/// Applies every pending migration up to `to`.
+/// Applies every pending migration up to `to`, whether or not the run was cancelled: it is
+/// also the undo of a migrate-down, which the rollback of a cancelled run must carry out.
 pub async fn up_to(
     ctx: &Context,
     id: &str,
     to: i64,
     warn_after: Duration,
+) -> Result<String, StepError> {
+    up_to_unless(ctx, id, to, warn_after, None).await
+}
+
+/// The `migrate` step: applies pending migrations up to `to`, starting none after the run
+/// was cancelled.
+async fn apply_up_to(
+    ctx: &Context,
+    id: &str,
+    to: i64,
+    warn_after: Duration,
+) -> Result<String, StepError> {
+    up_to_unless(ctx, id, to, warn_after, Some(&ctx.cancel)).await
+}
+
+async fn up_to_unless(
+    ctx: &Context,
+    id: &str,
+    to: i64,
+    warn_after: Duration,
+    cancel: Option<&tokio_util::sync::CancellationToken>,
 ) -> Result<String, StepError> {
     let db = ctx.database.state().await?;
     let applied: Vec<i64> = db.applied.iter().map(|m| m.version).collect();
@@ -359,7 +381,7 @@ pub async fn up_to(
         ));
     }
     for m in &pending {
-        if ctx.cancel.is_cancelled() {
+        if cancel.is_some_and(tokio_util::sync::CancellationToken::is_cancelled) {
             return Err(StepError::Cancelled);
         }
         let took = apply_watched(ctx, m, warn_after).await?;

@@ -82,7 +82,13 @@ pub async fn check(
         let result = match database.issues(&q.sql).await {
             Ok(r) => r,
             Err(e) if errors_fail => {
-                return Err(StepError::Failed(format!("check `{}`: {e}", q.name)));
+                // A dropped connection stays transient, so the step's `retries:` apply.
+                let message = format!("check `{}`: {e}", q.name);
+                return Err(if e.is_transient() {
+                    StepError::Transient(message)
+                } else {
+                    StepError::Failed(message)
+                });
             }
             Err(e) => {
                 // The database's own words are enough here ("no such table: users").

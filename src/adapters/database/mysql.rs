@@ -333,11 +333,15 @@ impl Database for MysqlDatabase {
             .map_err(|e| DatabaseError::Other(format!("cannot run `{program}`: {e}")))?;
         let mut out = child.stdout.take().expect("piped");
         let copied = tokio::io::copy(&mut out, sink).await;
-        Self::wait(child, &program).await?;
+        // Close the pipe before waiting: when the store failed, the dump tool is still
+        // writing into it and would wait for a reader forever.
+        drop(out);
+        let waited = Self::wait(child, &program).await;
         copied.map_err(|source| DatabaseError::Io {
             what: "cannot stream the dump to the backup store".into(),
             source,
         })?;
+        waited?;
         Ok(DumpInfo {
             format: "mysql-sql".into(),
             server_version: server,

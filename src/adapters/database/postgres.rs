@@ -319,10 +319,14 @@ impl PostgresDatabase {
             drop(to_restore);
             r
         };
-        let pipe = async {
+        // Owns both ends it copies between: when psql dies (its connection dropped), the
+        // copy fails and pg_restore's stdout closes too, so pg_restore exits and `feed`
+        // ends instead of both waiting on each other forever.
+        let pipe = async move {
             to_psql.write_all(prelude.as_bytes()).await?;
             let r = tokio::io::copy(&mut from_restore, &mut to_psql).await;
             drop(to_psql);
+            drop(from_restore);
             r
         };
         let (fed, piped) = tokio::join!(feed, pipe);
@@ -1016,11 +1020,15 @@ impl Database for PostgresDatabase {
             .map_err(|e| missing_tool("pg_dump", &e))?;
         let mut out = child.stdout.take().expect("piped");
         let copied = tokio::io::copy(&mut out, sink).await;
-        Self::wait_tool(child, "pg_dump").await?;
+        // Close the pipe before waiting: when the store failed, the dump tool is still
+        // writing into it and would wait for a reader forever.
+        drop(out);
+        let waited = Self::wait_tool(child, "pg_dump").await;
         copied.map_err(|source| DatabaseError::Io {
             what: "cannot stream the dump to the backup store".into(),
             source,
         })?;
+        waited?;
         Ok(DumpInfo {
             format: "pg_dump-custom".into(),
             server_version: format!("PostgreSQL {server}"),
