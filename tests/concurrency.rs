@@ -62,7 +62,7 @@ fn lock_info(run_id: &str, host: String, pid: u32, expires_in: chrono::Duration)
 
 #[test]
 fn simultaneous_deploys_one_runs_and_the_others_exit_4() {
-    const N: usize = 3;
+    const N: usize = 10;
     let (p, _) = prepared();
     // Right after preflight the run waits for `go`, holding the lock, before touching
     // anything. The loop is bounded so a bug cannot hang the suite.

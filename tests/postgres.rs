@@ -149,45 +149,69 @@ fn rollback_by_restore_brings_back_every_row_and_drops_new_objects() {
 }
 
 #[test]
-fn two_runners_with_separate_state_folders_exclude_each_other_in_the_database() {
+fn ten_runners_with_separate_state_folders_exclude_each_other_in_the_database() {
+    const N: usize = 10;
     let (first, db) = project();
-    // The second runner shares only the database, as a second CI machine would.
-    let second = Project::new();
-    second.write_config(&first.read("deploy.yaml"));
     let pipeline = first.read("pipelines/deploy.yaml").replace(
         "  - uses: validate",
         "  - id: hold\n    uses: command\n    with: { run: \"touch holding; while [ ! -e release ]; do sleep 0.05; done\" }\n  - uses: validate",
     );
-    first.write("pipelines/deploy.yaml", &pipeline);
-    let child = first
-        .cmd()
-        .arg("deploy")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    assert!(pipeline.contains("id: hold"));
+    // Every runner shares only the database, as CI machines would: its own folder, state
+    // and lock file.
+    let runners: Vec<Project> = (0..N)
+        .map(|_| {
+            let p = Project::new();
+            p.write_config(&first.read("deploy.yaml"));
+            p.write("pipelines/deploy.yaml", &pipeline);
+            p
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, std::process::Output)>();
+    for (i, p) in runners.iter().enumerate() {
+        let child = p
+            .cmd()
+            .arg("deploy")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            tx.send((i, child.wait_with_output().unwrap())).ok();
+        });
+    }
+    drop(tx);
+    // All but one stop at the database lock; the winner parks at its hold step.
+    let mut losers = Vec::new();
+    for _ in 1..N {
+        let (i, output) = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("all but one runner stop at once");
+        losers.push(i);
+        let run = Run(output);
+        run.expect_code(4);
+        assert!(run.stderr().contains("in the database"), "{}", run.stderr());
+        assert!(
+            runners[i].calls().is_empty(),
+            "a blocked runner touched nothing"
+        );
+    }
+    let winner = (0..N).find(|i| !losers.contains(i)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !first.file("holding").exists() {
+    while !runners[winner].file("holding").exists() {
         assert!(
             Instant::now() < deadline,
-            "the first deploy never reached its hold step"
+            "the winner never reached its hold step"
         );
         std::thread::yield_now();
     }
-    let blocked = second.run(&["deploy"]);
-    blocked.expect_code(4);
-    assert!(
-        blocked.stderr().contains("in the database"),
-        "{}",
-        blocked.stderr()
-    );
-    assert!(
-        second.calls().is_empty(),
-        "the second runner touched nothing"
-    );
-    first.write("release", "");
-    let done = Run(child.wait_with_output().unwrap());
-    done.success();
+    runners[winner].write("release", "");
+    let (i, output) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the winner finishes");
+    assert_eq!(i, winner);
+    Run(output).success();
     // Exactly one migrated: every migration is recorded once.
     assert_eq!(
         server()
