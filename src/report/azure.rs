@@ -146,7 +146,7 @@ impl Azure {
 
     pub fn render(&self, event: &Event) -> Vec<String> {
         let mut out = Vec::new();
-        if self.quiet && !essential(event) {
+        if self.quiet && !event.essential() {
             return out;
         }
         let line = render_event(event);
@@ -306,16 +306,6 @@ fn absolute(path: &Path) -> PathBuf {
     } else {
         std::env::current_dir().unwrap_or_default().join(path)
     }
-}
-
-fn essential(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::StepFailed { .. }
-            | Event::RollbackStarted { .. }
-            | Event::CompensationFinished { error: Some(_), .. }
-            | Event::Warning { .. }
-    )
 }
 
 impl Reporter for Azure {

@@ -158,7 +158,7 @@ impl Github {
     /// The lines one event becomes.
     pub fn render(&self, event: &Event) -> Vec<String> {
         let mut out = Vec::new();
-        if self.quiet && !essential(event) {
+        if self.quiet && !event.essential() {
             return out;
         }
         let line = render_event(event);
@@ -270,17 +270,6 @@ impl Github {
         }
         out
     }
-}
-
-/// Events shown in `--quiet` mode, as the plain sink does.
-fn essential(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::StepFailed { .. }
-            | Event::RollbackStarted { .. }
-            | Event::CompensationFinished { error: Some(_), .. }
-            | Event::Warning { .. }
-    )
 }
 
 /// Appends to the file a GitHub variable names; an unset variable is not an error.

@@ -93,6 +93,19 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Whether `--quiet` still shows the event: failures, rollbacks and warnings.
+    pub fn essential(&self) -> bool {
+        matches!(
+            self,
+            Self::StepFailed { .. }
+                | Self::RollbackStarted { .. }
+                | Self::CompensationFinished { error: Some(_), .. }
+                | Self::Warning { .. }
+        )
+    }
+}
+
 /// Receives events. Implementations must not block for long.
 pub trait Reporter: Send + Sync {
     fn event(&self, event: &Event);

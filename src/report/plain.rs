@@ -205,15 +205,7 @@ fn seconds(ms: u64) -> String {
 
 impl Reporter for Plain {
     fn event(&self, event: &Event) {
-        if self.quiet
-            && !matches!(
-                event,
-                Event::StepFailed { .. }
-                    | Event::RollbackStarted { .. }
-                    | Event::CompensationFinished { error: Some(_), .. }
-                    | Event::Warning { .. }
-            )
-        {
+        if self.quiet && !event.essential() {
             return;
         }
         if let Some(line) = render_event(event) {

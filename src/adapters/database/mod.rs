@@ -150,6 +150,12 @@ pub enum DatabaseError {
     Other(String),
 }
 
+/// Wraps a driver error with what was being done, for `map_err`.
+pub fn sql_err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatabaseError {
+    let what = what.into();
+    move |source| DatabaseError::Sql { what, source }
+}
+
 /// A database-side lock, released when dropped.
 pub type DbLock = Box<dyn std::any::Any + Send + Sync>;
 

@@ -122,11 +122,6 @@ impl MysqlDatabase {
             .await
     }
 
-    fn sql_err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatabaseError {
-        let what = what.into();
-        move |source| DatabaseError::Sql { what, source }
-    }
-
     /// The first of the given programs that is installed.
     async fn find_tool(candidates: &[&str]) -> Result<(String, String), DatabaseError> {
         for program in candidates {
@@ -194,7 +189,7 @@ impl MysqlDatabase {
         .bind(database)
         .fetch_all(pool)
         .await
-        .map_err(Self::sql_err("cannot list the tables to replace"))?;
+        .map_err(super::sql_err("cannot list the tables to replace"))?;
         let mut prelude = String::from("SET FOREIGN_KEY_CHECKS = 0;\n");
         for (name, kind) in &objects {
             let what = if kind == "VIEW" { "VIEW" } else { "TABLE" };
@@ -258,7 +253,7 @@ impl Database for MysqlDatabase {
         )
         .fetch_one(pool)
         .await
-        .map_err(Self::sql_err("cannot read the migration history"))?;
+        .map_err(super::sql_err("cannot read the migration history"))?;
         if has_table == 0 {
             return Ok(DatabaseState {
                 exists: true,
@@ -268,7 +263,7 @@ impl Database for MysqlDatabase {
         let mut conn = pool
             .acquire()
             .await
-            .map_err(Self::sql_err("cannot read the migration history"))?;
+            .map_err(super::sql_err("cannot read the migration history"))?;
         super::history::read(&mut *conn).await
     }
 
@@ -277,7 +272,7 @@ impl Database for MysqlDatabase {
         let mut conn = pool
             .acquire()
             .await
-            .map_err(Self::sql_err("cannot connect"))?;
+            .map_err(super::sql_err("cannot connect"))?;
         super::history::apply(&mut *conn, migration).await
     }
 
@@ -286,17 +281,17 @@ impl Database for MysqlDatabase {
         let mut conn = pool
             .acquire()
             .await
-            .map_err(Self::sql_err("cannot connect"))?;
+            .map_err(super::sql_err("cannot connect"))?;
         super::history::revert(&mut *conn, migration).await
     }
 
     async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {
         let pool = self.pool().await?;
-        let mut tx = pool.begin().await.map_err(Self::sql_err("cannot begin"))?;
+        let mut tx = pool.begin().await.map_err(super::sql_err("cannot begin"))?;
         sqlx::Executor::execute(&mut *tx, sql)
             .await
-            .map_err(Self::sql_err("SQL failed"))?;
-        tx.commit().await.map_err(Self::sql_err("cannot commit"))?;
+            .map_err(super::sql_err("SQL failed"))?;
+        tx.commit().await.map_err(super::sql_err("cannot commit"))?;
         Ok(())
     }
 
@@ -304,8 +299,8 @@ impl Database for MysqlDatabase {
         let rows = sqlx::query(sql)
             .fetch_all(self.pool().await?)
             .await
-            .map_err(Self::sql_err("validation query failed"))?;
-        super::check_result(&rows).map_err(Self::sql_err("cannot read the validation result"))
+            .map_err(super::sql_err("validation query failed"))?;
+        super::check_result(&rows).map_err(super::sql_err("cannot read the validation result"))
     }
 
     async fn dump(
@@ -316,7 +311,7 @@ impl Database for MysqlDatabase {
         let server: String = sqlx::query_scalar("SELECT VERSION()")
             .fetch_one(self.pool().await?)
             .await
-            .map_err(Self::sql_err("cannot read the server version"))?;
+            .map_err(super::sql_err("cannot read the server version"))?;
         let mut child = self
             .command(&program, &self.tool.database)
             .args([
@@ -366,7 +361,7 @@ impl Database for MysqlDatabase {
             .bind(version)
             .execute(self.pool().await?)
             .await
-            .map_err(Self::sql_err("cannot update the migration history"))?;
+            .map_err(super::sql_err("cannot update the migration history"))?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -374,7 +369,7 @@ impl Database for MysqlDatabase {
         sqlx::query("SELECT 1")
             .execute(self.pool().await?)
             .await
-            .map_err(Self::sql_err("the database does not answer"))?;
+            .map_err(super::sql_err("the database does not answer"))?;
         Self::find_tool(&["mariadb-dump", "mysqldump"]).await?;
         Self::find_tool(&["mariadb", "mysql"]).await.map(|_| ())
     }
@@ -386,13 +381,13 @@ impl Database for MysqlDatabase {
         )
         .fetch_all(pool)
         .await
-        .map_err(Self::sql_err("cannot list the tables"))?;
+        .map_err(super::sql_err("cannot list the tables"))?;
         let mut out = Vec::with_capacity(tables.len());
         for table in tables {
             let row = sqlx::query(&format!("SHOW CREATE TABLE `{}`", table.replace('`', "``")))
                 .fetch_one(pool)
                 .await
-                .map_err(Self::sql_err(format!(
+                .map_err(super::sql_err(format!(
                     "cannot read the definition of {table}"
                 )))?;
             let ddl = row
@@ -401,7 +396,7 @@ impl Database for MysqlDatabase {
                     row.try_get::<Vec<u8>, _>(1)
                         .map(|b| String::from_utf8_lossy(&b).into_owned())
                 })
-                .map_err(Self::sql_err(format!(
+                .map_err(super::sql_err(format!(
                     "cannot read the definition of {table}"
                 )))?;
             // The AUTO_INCREMENT counter is data, not schema.
@@ -430,7 +425,7 @@ impl Database for MysqlDatabase {
         sqlx::raw_sql(&format!("CREATE DATABASE `{name}`"))
             .execute(&pool)
             .await
-            .map_err(Self::sql_err(format!(
+            .map_err(super::sql_err(format!(
                 "cannot create the scratch database {name} (the user needs CREATE)"
             )))?;
         let dropped = name.clone();
@@ -442,7 +437,7 @@ impl Database for MysqlDatabase {
                     sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS `{dropped}`"))
                         .execute(&pool)
                         .await
-                        .map_err(Self::sql_err(format!(
+                        .map_err(super::sql_err(format!(
                             "cannot drop the scratch database {dropped}"
                         )))?;
                     Ok(())
@@ -472,7 +467,7 @@ impl Database for MysqlDatabase {
             .bind(&key)
             .fetch_one(&mut conn)
             .await
-            .map_err(Self::sql_err("cannot take the named lock"))?;
+            .map_err(super::sql_err("cannot take the named lock"))?;
         if got == Some(1) {
             Ok(Some(Box::new(NamedLock(conn))))
         } else {

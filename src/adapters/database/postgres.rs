@@ -173,11 +173,6 @@ impl PostgresDatabase {
             })
     }
 
-    fn sql_err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatabaseError {
-        let what = what.into();
-        move |source| DatabaseError::Sql { what, source }
-    }
-
     /// The URL without its password, and the password, for the command-line tools.
     fn tool_target(&self, database: Option<&str>) -> (String, Option<String>) {
         match url::Url::parse(self.url.expose()) {
@@ -217,7 +212,7 @@ impl PostgresDatabase {
         let row = sqlx::query("SELECT current_setting('server_version_num')::bigint, current_setting('server_version')")
             .fetch_one(pool)
             .await
-            .map_err(Self::sql_err("cannot read the server version"))?;
+            .map_err(super::sql_err("cannot read the server version"))?;
         Ok((row.get(0), row.get(1)))
     }
 
@@ -371,7 +366,7 @@ impl PostgresDatabase {
         );
         run_sql(&mut admin, &like.create_sql(&new))
             .await
-            .map_err(Self::sql_err(format!(
+            .map_err(super::sql_err(format!(
                 "cannot create database {new} to restore into (`restore: swap` needs CREATEDB)"
             )))?;
         let mut guard = SwapGuard {
@@ -384,7 +379,7 @@ impl PostgresDatabase {
             if !copy.is_empty() {
                 run_sql(&mut admin, &copy)
                     .await
-                    .map_err(Self::sql_err(format!(
+                    .map_err(super::sql_err(format!(
                         "cannot give {new} the grants, comment and settings of {target}"
                     )))?;
             }
@@ -451,7 +446,7 @@ impl PostgresDatabase {
         )
         .fetch_optional(&self.pool().await?)
         .await
-        .map_err(Self::sql_err("cannot read the public schema's grants"))?;
+        .map_err(super::sql_err("cannot read the public schema's grants"))?;
         Ok(
             row.map_or_else(PublicSchema::default, |(acl, note, owner)| PublicSchema {
                 acl,
@@ -481,7 +476,7 @@ impl PostgresDatabase {
                     .bind(&replaced)
                     .fetch_one(&mut *admin)
                     .await
-                    .map_err(Self::sql_err("cannot list the databases"))?;
+                    .map_err(super::sql_err("cannot list the databases"))?;
             if !taken {
                 break;
             }
@@ -497,7 +492,7 @@ impl PostgresDatabase {
             ),
         )
         .await
-        .map_err(Self::sql_err(format!(
+        .map_err(super::sql_err(format!(
             "cannot stop new sessions on {target} for the swap (the role must own it)"
         )))?;
         sqlx::query(
@@ -507,14 +502,14 @@ impl PostgresDatabase {
         .bind(target)
         .execute(&mut *admin)
         .await
-        .map_err(Self::sql_err(format!(
+        .map_err(super::sql_err(format!(
             "cannot end the sessions on {target} for the swap (the role needs to be theirs, `pg_signal_backend` or superuser)"
         )))?;
         // The rename waits up to 5 seconds for the ended sessions to go.
         let mut tx = admin
             .begin()
             .await
-            .map_err(Self::sql_err("cannot begin the swap"))?;
+            .map_err(super::sql_err("cannot begin the swap"))?;
         run_sql(
             &mut tx,
             &format!(
@@ -526,10 +521,10 @@ impl PostgresDatabase {
             ),
         )
         .await
-        .map_err(Self::sql_err(format!("cannot swap {new} in for {target}")))?;
+        .map_err(super::sql_err(format!("cannot swap {new} in for {target}")))?;
         tx.commit()
             .await
-            .map_err(Self::sql_err(format!("cannot swap {new} in for {target}")))?;
+            .map_err(super::sql_err(format!("cannot swap {new} in for {target}")))?;
         Ok(replaced)
     }
 }
@@ -572,7 +567,7 @@ type ShapeRow = (
 
 impl Shape {
     async fn read(admin: &mut sqlx::PgConnection, target: &str) -> Result<Self, DatabaseError> {
-        let err = || PostgresDatabase::sql_err(format!("cannot read the properties of {target}"));
+        let err = || super::sql_err(format!("cannot read the properties of {target}"));
         // Through to_jsonb: the locale columns differ between server versions.
         let row: Option<ShapeRow> = sqlx::query_as(
             "SELECT pg_encoding_to_char(d.encoding)::text, d.datcollate::text, d.datctype::text,
@@ -949,7 +944,7 @@ impl Database for PostgresDatabase {
             sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
                 .fetch_one(pool)
                 .await
-                .map_err(Self::sql_err("cannot read the migration history"))?;
+                .map_err(super::sql_err("cannot read the migration history"))?;
         if !has_table {
             return Ok(DatabaseState {
                 exists: true,
@@ -959,7 +954,7 @@ impl Database for PostgresDatabase {
         let mut conn = pool
             .acquire()
             .await
-            .map_err(Self::sql_err("cannot read the migration history"))?;
+            .map_err(super::sql_err("cannot read the migration history"))?;
         super::history::read(&mut *conn).await
     }
 
@@ -968,7 +963,7 @@ impl Database for PostgresDatabase {
         let mut conn = pool
             .acquire()
             .await
-            .map_err(Self::sql_err("cannot connect"))?;
+            .map_err(super::sql_err("cannot connect"))?;
         super::history::apply(&mut *conn, migration).await
     }
 
@@ -977,7 +972,7 @@ impl Database for PostgresDatabase {
         let mut conn = pool
             .acquire()
             .await
-            .map_err(Self::sql_err("cannot connect"))?;
+            .map_err(super::sql_err("cannot connect"))?;
         super::history::revert(&mut *conn, migration).await
     }
 
@@ -986,7 +981,7 @@ impl Database for PostgresDatabase {
         sqlx::raw_sql(sql)
             .execute(&self.pool().await?)
             .await
-            .map_err(Self::sql_err("SQL failed"))?;
+            .map_err(super::sql_err("SQL failed"))?;
         Ok(())
     }
 
@@ -994,8 +989,8 @@ impl Database for PostgresDatabase {
         let rows = sqlx::query(sql)
             .fetch_all(&self.pool().await?)
             .await
-            .map_err(Self::sql_err("validation query failed"))?;
-        super::check_result(&rows).map_err(Self::sql_err("cannot read the validation result"))
+            .map_err(super::sql_err("validation query failed"))?;
+        super::check_result(&rows).map_err(super::sql_err("cannot read the validation result"))
     }
 
     async fn dump(
@@ -1066,7 +1061,7 @@ impl Database for PostgresDatabase {
             .bind(version)
             .execute(&self.pool().await?)
             .await
-            .map_err(Self::sql_err("cannot update the migration history"))?;
+            .map_err(super::sql_err("cannot update the migration history"))?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1074,7 +1069,7 @@ impl Database for PostgresDatabase {
         sqlx::query("SELECT 1")
             .execute(&self.pool().await?)
             .await
-            .map_err(Self::sql_err("the database does not answer"))?;
+            .map_err(super::sql_err("the database does not answer"))?;
         self.check_tools()
             .await
             .map(|_| ())
@@ -1127,7 +1122,7 @@ impl Database for PostgresDatabase {
         sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
             .execute(&pool)
             .await
-            .map_err(Self::sql_err(format!(
+            .map_err(super::sql_err(format!(
                 "cannot create the scratch database {name} (the role needs CREATEDB)"
             )))?;
         let dropped = name.clone();
@@ -1141,7 +1136,7 @@ impl Database for PostgresDatabase {
                     ))
                     .execute(&pool)
                     .await
-                    .map_err(Self::sql_err(format!(
+                    .map_err(super::sql_err(format!(
                         "cannot drop the scratch database {dropped}"
                     )))?;
                     Ok(())
@@ -1174,7 +1169,7 @@ impl Database for PostgresDatabase {
             .bind(key)
             .fetch_one(&mut conn)
             .await
-            .map_err(Self::sql_err("cannot take the advisory lock"))?;
+            .map_err(super::sql_err("cannot take the advisory lock"))?;
         if got {
             Ok(Some(Box::new(AdvisoryLock(conn))))
         } else {

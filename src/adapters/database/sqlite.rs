@@ -91,11 +91,6 @@ impl SqliteDatabase {
         }
     }
 
-    fn sql_err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatabaseError {
-        let what = what.into();
-        move |source| DatabaseError::Sql { what, source }
-    }
-
     fn scratch_path(&self, purpose: &str) -> PathBuf {
         let name = self
             .path
@@ -129,14 +124,14 @@ impl SqliteDatabase {
         let options = SqliteConnectOptions::new().filename(path).read_only(true);
         let mut conn = sqlx::SqliteConnection::connect_with(&options)
             .await
-            .map_err(Self::sql_err(format!(
+            .map_err(super::sql_err(format!(
                 "cannot open dump {}",
                 path.display()
             )))?;
         let result: String = sqlx::query_scalar("PRAGMA integrity_check")
             .fetch_one(&mut conn)
             .await
-            .map_err(Self::sql_err("the dump is not a readable SQLite database"))?;
+            .map_err(super::sql_err("the dump is not a readable SQLite database"))?;
         conn.close().await.ok();
         if result == "ok" {
             Ok(())
@@ -175,7 +170,7 @@ impl Database for SqliteDatabase {
         )
         .fetch_one(&pool)
         .await
-        .map_err(Self::sql_err("cannot read the migration history"))?;
+        .map_err(super::sql_err("cannot read the migration history"))?;
         if !has_table {
             return Ok(DatabaseState {
                 exists: true,
@@ -185,7 +180,7 @@ impl Database for SqliteDatabase {
         let mut conn = pool
             .acquire()
             .await
-            .map_err(Self::sql_err("cannot read the migration history"))?;
+            .map_err(super::sql_err("cannot read the migration history"))?;
         super::history::read(&mut *conn).await
     }
 
@@ -194,7 +189,7 @@ impl Database for SqliteDatabase {
         let mut conn = pool
             .acquire()
             .await
-            .map_err(Self::sql_err("cannot connect"))?;
+            .map_err(super::sql_err("cannot connect"))?;
         super::history::apply(&mut *conn, migration).await
     }
 
@@ -203,18 +198,18 @@ impl Database for SqliteDatabase {
         let mut conn = pool
             .acquire()
             .await
-            .map_err(Self::sql_err("cannot connect"))?;
+            .map_err(super::sql_err("cannot connect"))?;
         super::history::revert(&mut *conn, migration).await
     }
 
     async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {
         let pool = self.pool().await?;
-        let mut tx = pool.begin().await.map_err(Self::sql_err("cannot begin"))?;
+        let mut tx = pool.begin().await.map_err(super::sql_err("cannot begin"))?;
         // The SQLite driver runs every statement of a multi-statement string.
         sqlx::Executor::execute(&mut *tx, sql)
             .await
-            .map_err(Self::sql_err("SQL failed"))?;
-        tx.commit().await.map_err(Self::sql_err("cannot commit"))?;
+            .map_err(super::sql_err("SQL failed"))?;
+        tx.commit().await.map_err(super::sql_err("cannot commit"))?;
         Ok(())
     }
 
@@ -223,8 +218,8 @@ impl Database for SqliteDatabase {
         let rows = sqlx::query(sql)
             .fetch_all(&pool)
             .await
-            .map_err(Self::sql_err("validation query failed"))?;
-        super::check_result(&rows).map_err(Self::sql_err("cannot read the validation result"))
+            .map_err(super::sql_err("validation query failed"))?;
+        super::check_result(&rows).map_err(super::sql_err("cannot read the validation result"))
     }
 
     async fn dump(
@@ -235,14 +230,14 @@ impl Database for SqliteDatabase {
         let version: String = sqlx::query_scalar("SELECT sqlite_version()")
             .fetch_one(&pool)
             .await
-            .map_err(Self::sql_err("cannot read the SQLite version"))?;
+            .map_err(super::sql_err("cannot read the SQLite version"))?;
         let copy = self.scratch_path("dump");
         let result = async {
             sqlx::query("VACUUM INTO ?")
                 .bind(copy.to_string_lossy().into_owned())
                 .execute(&pool)
                 .await
-                .map_err(Self::sql_err("cannot copy the database (VACUUM INTO)"))?;
+                .map_err(super::sql_err("cannot copy the database (VACUUM INTO)"))?;
             let mut file =
                 tokio::fs::File::open(&copy)
                     .await
@@ -311,7 +306,7 @@ impl Database for SqliteDatabase {
             .bind(version)
             .execute(&self.pool().await?)
             .await
-            .map_err(Self::sql_err("cannot update the migration history"))?;
+            .map_err(super::sql_err("cannot update the migration history"))?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -328,7 +323,7 @@ impl Database for SqliteDatabase {
         )
         .fetch_all(&pool)
         .await
-        .map_err(Self::sql_err("cannot read the schema"))?;
+        .map_err(super::sql_err("cannot read the schema"))?;
         Ok(rows
             .into_iter()
             .map(|(_, _, sql)| format!("{};", sql.trim_end()))
@@ -372,7 +367,7 @@ impl Database for SqliteDatabase {
         sqlx::query("SELECT 1")
             .execute(&pool)
             .await
-            .map_err(Self::sql_err("the database does not answer"))?;
+            .map_err(super::sql_err("the database does not answer"))?;
         Ok(())
     }
 }
