@@ -120,12 +120,14 @@ fn start() -> PgServer {
         .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
         .collect::<Vec<_>>()
         .join(" ");
-    // The watchdog: runs the server, stops it when the test process is gone.
+    // The watchdog: runs the server, stops it when the test process is gone. The
+    // postmaster is signalled by its pid file: `runuser` does not pass signals on.
     let watchdog = format!(
-        "{server_cmd} >'{log}' 2>&1 & pg=$!; while kill -0 {parent} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 0.2; done; kill -INT $pg 2>/dev/null; wait $pg; rm -rf '{dir}'",
+        "{server_cmd} >'{log}' 2>&1 & pg=$!; while kill -0 {parent} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 0.2; done; kill -INT $(head -1 '{data}/postmaster.pid' 2>/dev/null) $pg 2>/dev/null; wait $pg; rm -rf '{dir}'",
         log = dir.join("server.log").display(),
         parent = std::process::id(),
         dir = dir.display(),
+        data = data.display(),
     );
     // Not waited on: the watchdog outlives this function and ends with the process.
     #[allow(clippy::zombie_processes)]
