@@ -21,5 +21,8 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime starts");
     let exit = runtime.block_on(cutover::cli::run(cli));
+    // Everything the run owes is written by now (journal fsynced, report out). Dropping the
+    // runtime would wait without limit for stray blocking work; a release tool must exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     ExitCode::from(exit.code())
 }

@@ -50,13 +50,13 @@ struct KillGroupOnDrop(Option<u32>);
 
 impl Drop for KillGroupOnDrop {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            // `unsafe` is forbidden here, so no kill(2); the shell's `kill` takes a group.
-            let _ = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!("kill -9 -{pgid} 2>/dev/null"))
-                .stdin(Stdio::null())
-                .status();
+        let pid = self
+            .0
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pgid) = pid {
+            // Already gone is fine: the group ended on its own.
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
         }
     }
 }

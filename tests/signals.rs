@@ -253,9 +253,10 @@ impl Running {
                 break status;
             }
             if Instant::now() > deadline {
+                let threads = threads_of(self.child.id());
                 let _ = self.child.kill();
                 panic!(
-                    "cutover did not exit after the signal:\n{}",
+                    "cutover did not exit after the signal:\n{}\nits threads:\n{threads}",
                     self.stderr.lock().unwrap()
                 );
             }
@@ -272,6 +273,38 @@ impl Running {
             stderr,
         })
     }
+}
+
+/// What each thread of a stuck process is blocked in, and the processes it started: what
+/// a hang report needs.
+fn threads_of(pid: u32) -> String {
+    let mut report = String::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        let read = |name: &str| std::fs::read_to_string(task.path().join(name)).unwrap_or_default();
+        report.push_str(&format!(
+            "{} {} wchan={}\n{}",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan"),
+            read("stack")
+        ));
+    }
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1));
+        if ppid == Some(&pid.to_string()) {
+            let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+            report.push_str(&format!("child {stat}\n  {}\n", cmdline.replace('\0', " ")));
+        }
+    }
+    report
 }
 
 /// Waits for a file the running step writes: the event the test synchronises on.
