@@ -213,6 +213,63 @@ fn statements_the_parser_cannot_read_are_notes() {
 }
 
 #[test]
+fn an_allow_comment_covers_its_statement_only() {
+    let p = offline_project(", lint: error");
+    p.write(
+        "migrations/20250101000000_change.up.sql",
+        "-- cutover:allow drop-column -- unused since release 41\nALTER TABLE recipes DROP COLUMN cuisine;\nALTER TABLE users DROP COLUMN nickname;\n",
+    );
+    let run = p.run(&["migrate", "lint", "--output", "json"]);
+    run.expect_code(2);
+    let r = result(&run.stdout());
+    let lines = |key: &str| -> Vec<u64> {
+        r[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["line"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(lines("allowed"), vec![2], "{r}");
+    assert_eq!(lines("findings"), vec![3], "{r}");
+    assert_eq!(r["allowed"][0]["rule"], "drop-column");
+    // Allowing the second statement too clears `lint: error`; the listing still shows both.
+    p.write(
+        "migrations/20250101000000_change.up.sql",
+        "-- cutover:allow drop-column\nALTER TABLE recipes DROP COLUMN cuisine;\n/* cutover:allow drop-column, rename-column */\nALTER TABLE users DROP COLUMN nickname;\n",
+    );
+    let run = p.run(&["migrate", "lint"]);
+    run.success();
+    assert!(
+        run.stdout()
+            .contains("migrations/20250101000000_change.up.sql:4: allowed [drop-column]"),
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        run.stdout().contains("0 finding(s), 2 allowed"),
+        "{}",
+        run.stdout()
+    );
+    // A rule id with a typo allows nothing and says so.
+    p.write(
+        "migrations/20250101000000_change.up.sql",
+        "-- cutover:allow drop-colum\nALTER TABLE recipes DROP COLUMN cuisine;\n",
+    );
+    let run = p.run(&["migrate", "lint", "--output", "json"]);
+    run.expect_code(2);
+    let r = result(&run.stdout());
+    assert_eq!(r["findings"][0]["rule"], "drop-column");
+    assert!(
+        r["notes"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`cutover:allow drop-colum` names no lint rule"),
+        "{r}"
+    );
+}
+
+#[test]
 fn lint_error_makes_migrate_lint_exit_2_only_with_findings() {
     let p = offline_project(", lint: error");
     p.write(

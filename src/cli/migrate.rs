@@ -255,7 +255,7 @@ async fn lint(global: &Global, pending_only: bool) -> Result<Exit, EngineError> 
     let kind = ctx.database.kind();
     if kind != "postgres" {
         session.result(
-            &json!({"database": kind, "files": 0, "findings": [], "notes": [], "skipped": "the lint rules are PostgreSQL-specific"}),
+            &json!({"database": kind, "files": 0, "findings": [], "allowed": [], "notes": [], "skipped": "the lint rules are PostgreSQL-specific"}),
             &format!(
                 "the lint rules are PostgreSQL-specific; environment `{}` uses {kind}: nothing to lint",
                 ctx.environment
@@ -285,10 +285,17 @@ async fn lint(global: &Global, pending_only: bool) -> Result<Exit, EngineError> 
     for n in &report.notes {
         text.push_str(&format!("{n}\n"));
     }
+    for a in &report.allowed {
+        text.push_str(&format!(
+            "{}:{}: allowed [{}] {}\n",
+            a.file, a.line, a.rule, a.message
+        ));
+    }
     let which = if pending_only { "pending " } else { "" };
     text.push_str(&format!(
-        "{} finding(s), {} statement(s) not linted, in {} {which}migration(s)",
+        "{} finding(s), {} allowed, {} note(s), in {} {which}migration(s)",
         report.findings.len(),
+        report.allowed.len(),
         report.notes.len(),
         report.files
     ));
@@ -305,6 +312,7 @@ async fn lint(global: &Global, pending_only: bool) -> Result<Exit, EngineError> 
             "pending_only": pending_only,
             "files": report.files,
             "findings": report.findings,
+            "allowed": report.allowed,
             "notes": report.notes,
         }),
         &text,

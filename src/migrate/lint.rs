@@ -11,6 +11,12 @@
 //!
 //! Statements on a table created earlier in the same migration are never flagged: the
 //! table is new and empty, and no running release uses it yet.
+//!
+//! A finding that is intended (the column really is unused since the last release) is
+//! allowed by a comment right before the statement: `-- cutover:allow drop-column` (several
+//! rule ids separated by commas or spaces; text after ` -- ` is a reason for reviewers). It
+//! covers that one statement only, is listed as allowed by `migrate lint`, and no longer
+//! stops a plan under `lint: error`. An id that names no rule is a note, so a typo shows.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -132,7 +138,11 @@ pub struct Unparsed {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SqlLint {
     pub hits: Vec<Hit>,
+    /// Hits that a `-- cutover:allow <rule>` comment before their statement allows.
+    pub allowed: Vec<Hit>,
     pub unparsed: Vec<Unparsed>,
+    /// `-- cutover:allow` comments naming no rule (`error` says which).
+    pub unknown_allows: Vec<Unparsed>,
     /// Statements read.
     pub statements: usize,
 }
@@ -189,6 +199,8 @@ pub struct Report {
     /// Files linted.
     pub files: usize,
     pub findings: Vec<Finding>,
+    /// Findings allowed by a `-- cutover:allow` comment: shown, never a plan problem.
+    pub allowed: Vec<Finding>,
     pub notes: Vec<Note>,
 }
 
@@ -204,16 +216,18 @@ pub fn lint<'a>(migrations: impl IntoIterator<Item = &'a MigrationFile>, base: &
             .display()
             .to_string();
         let result = lint_sql(&m.up_sql);
+        let finding = |h: Hit| Finding {
+            file: file.clone(),
+            line: h.line,
+            rule: h.rule.id,
+            message: h.message,
+            why: h.rule.why,
+            safe: h.rule.safe,
+        };
+        report.findings.extend(result.hits.into_iter().map(finding));
         report
-            .findings
-            .extend(result.hits.into_iter().map(|h| Finding {
-                file: file.clone(),
-                line: h.line,
-                rule: h.rule.id,
-                message: h.message,
-                why: h.rule.why,
-                safe: h.rule.safe,
-            }));
+            .allowed
+            .extend(result.allowed.into_iter().map(finding));
         report
             .notes
             .extend(result.unparsed.into_iter().map(|u| Note {
@@ -223,6 +237,13 @@ pub fn lint<'a>(migrations: impl IntoIterator<Item = &'a MigrationFile>, base: &
                     "not linted: the SQL parser cannot read this statement ({}); check it by hand",
                     u.error
                 ),
+            }));
+        report
+            .notes
+            .extend(result.unknown_allows.into_iter().map(|u| Note {
+                file: file.clone(),
+                line: u.line,
+                message: u.error,
             }));
     }
     report
@@ -284,6 +305,7 @@ pub fn lint_sql(sql: &str) -> SqlLint {
         };
         let line = first.span.start.line;
         out.statements += 1;
+        let allow = allowed_rules(&statement, &mut out.unknown_allows);
         let mut parser = Parser::new(&dialect).with_tokens_with_locations(statement.clone());
         let parsed = parser.parse_statement().and_then(|s| {
             if parser.peek_token_ref().token == Token::EOF {
@@ -299,19 +321,25 @@ pub fn lint_sql(sql: &str) -> SqlLint {
         match parsed {
             Ok(s) => {
                 for (rule, message) in check(&s, &mut scope) {
-                    out.hits.push(Hit {
-                        line,
-                        rule,
-                        message,
-                    });
+                    out.record(
+                        &allow,
+                        Hit {
+                            line,
+                            rule,
+                            message,
+                        },
+                    );
                 }
             }
             Err(e) => match keyword_fallback(&statement) {
-                Fallback::Hit(rule, message) => out.hits.push(Hit {
-                    line,
-                    rule,
-                    message,
-                }),
+                Fallback::Hit(rule, message) => out.record(
+                    &allow,
+                    Hit {
+                        line,
+                        rule,
+                        message,
+                    },
+                ),
                 Fallback::Clean => {}
                 Fallback::Unknown => out.unparsed.push(Unparsed {
                     line,
@@ -324,6 +352,48 @@ pub fn lint_sql(sql: &str) -> SqlLint {
         }
     }
     out
+}
+
+impl SqlLint {
+    fn record(&mut self, allow: &[&str], hit: Hit) {
+        if allow.contains(&hit.rule.id) {
+            self.allowed.push(hit);
+        } else {
+            self.hits.push(hit);
+        }
+    }
+}
+
+/// The rule ids of the `-- cutover:allow` comments before a statement's first token. Ids
+/// that name no rule become notes.
+fn allowed_rules(statement: &[TokenWithSpan], notes: &mut Vec<Unparsed>) -> Vec<&'static str> {
+    use sqlparser::tokenizer::Whitespace;
+    let mut allow = Vec::new();
+    for t in statement.iter().take_while(|t| is_trivia(&t.token)) {
+        let Token::Whitespace(
+            Whitespace::SingleLineComment { comment, .. } | Whitespace::MultiLineComment(comment),
+        ) = &t.token
+        else {
+            continue;
+        };
+        let Some(rest) = comment.trim().strip_prefix("cutover:allow") else {
+            continue;
+        };
+        let ids = rest.split(" -- ").next().unwrap_or_default();
+        for id in ids.split([',', ' ', '\t']).filter(|id| !id.is_empty()) {
+            match RULES.iter().find(|r| r.id == id) {
+                Some(rule) => allow.push(rule.id),
+                None => notes.push(Unparsed {
+                    line: t.span.start.line,
+                    error: format!(
+                        "`cutover:allow {id}` names no lint rule (rules: {})",
+                        RULES.iter().map(|r| r.id).collect::<Vec<_>>().join(", ")
+                    ),
+                }),
+            }
+        }
+    }
+    allow
 }
 
 fn is_trivia(token: &Token) -> bool {
