@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod migrate;
+pub mod notify;
 pub mod report;
 pub mod secret;
 pub mod shell;

@@ -294,6 +294,8 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Lock(cmd) => lock::lock(&cli.global, cmd),
         Command::Check(_) => check::check(&cli.global).await,
     };
+    // Notifications still queued go out now, within their targets' time limits.
+    crate::notify::drain_all().await;
     match result {
         Ok(exit) => session::finish(&cli.global, &command, exit, None),
         Err(e) => session::finish(&cli.global, &command, exit::report_error(&e), Some(&e)),

@@ -30,6 +30,10 @@ pub struct DeployFile {
     /// Folder for the journal and the lock, relative to this file (default `.cutover`).
     #[serde(default)]
     pub state_dir: Option<String>,
+    /// Where to send run notifications, for every environment (each environment may add
+    /// its own under its `notify:`).
+    #[serde(default)]
+    pub notify: Vec<NotifyConfig>,
     /// The environments this project deploys to, by name.
     pub environments: IndexMap<String, Environment>,
 }
@@ -61,6 +65,9 @@ pub struct Environment {
     /// Deploy lock settings.
     #[serde(default)]
     pub lock: Option<LockConfig>,
+    /// Where to send this environment's run notifications, besides the top-level ones.
+    #[serde(default)]
+    pub notify: Vec<NotifyConfig>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -286,4 +293,70 @@ pub struct LockConfig {
     /// How long a lock lives without a heartbeat (default 60s).
     #[serde(default)]
     pub lease: Option<Duration>,
+}
+
+/// A notification target: an incoming webhook that hears about runs. Sent in the
+/// background with bounded retries; a target that is down never fails or holds a release.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// The message format: `webhook` (cutover's JSON), `slack` or `teams`.
+    pub kind: NotifyKind,
+    /// The webhook URL; a credential field (it carries the token), never shown.
+    pub url: Text,
+    /// Which run events to send (default: all of them).
+    #[serde(default)]
+    pub events: Option<Vec<NotifyEvent>>,
+    /// Longest one delivery attempt may take, and the longest the command waits at its
+    /// end for messages still queued (default 5s).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+}
+
+/// The message format of a notification target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyKind {
+    /// A JSON document with every field of the event.
+    Webhook,
+    /// A Slack incoming webhook (`text` and a `section` block).
+    Slack,
+    /// A Microsoft Teams incoming webhook or Workflows webhook (an Adaptive Card message).
+    Teams,
+}
+
+/// A run event that can be notified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// The run started (after confirmation, under the lock).
+    Started,
+    /// Every step finished.
+    Succeeded,
+    /// A step failed; a rollback follows.
+    Failed,
+    /// The rollback after a failure finished: the state is as before the run.
+    RolledBack,
+    /// The rollback stopped part-way: a human is needed.
+    RollbackFailed,
+}
+
+impl NotifyEvent {
+    pub const ALL: [Self; 5] = [
+        Self::Started,
+        Self::Succeeded,
+        Self::Failed,
+        Self::RolledBack,
+        Self::RollbackFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::RolledBack => "rolled_back",
+            Self::RollbackFailed => "rollback_failed",
+        }
+    }
 }

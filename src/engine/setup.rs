@@ -11,9 +11,11 @@ use super::context::{Context, HealthTarget};
 use super::error::EngineError;
 use crate::adapters::database::BuildError;
 use crate::adapters::{database, platform, store};
+use crate::config::deploy_file::NotifyEvent;
 use crate::config::reference::Resolver;
 use crate::config::{Config, ConfigError, Located};
 use crate::migrate::source;
+use crate::notify;
 use crate::report::Reporter;
 use crate::secret::Redactor;
 
@@ -86,6 +88,15 @@ pub fn context(
         .connect_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| EngineError::Plan(format!("cannot start the HTTP client: {e}")))?;
+    let reporter = notifying(
+        config,
+        env,
+        &resolver,
+        reporter,
+        &redactor,
+        &http,
+        environment,
+    )?;
     Ok(Context {
         project: config.project().to_owned(),
         environment: environment.to_owned(),
@@ -102,6 +113,55 @@ pub fn context(
         cancel,
         http,
     })
+}
+
+/// Wraps `reporter` so the run's events also go to the environment's notify targets (the
+/// top-level ones, then its own); unchanged when there are none.
+fn notifying(
+    config: &Config,
+    env: &crate::config::Environment,
+    resolver: &Resolver,
+    reporter: Arc<dyn Reporter>,
+    redactor: &Redactor,
+    http: &reqwest::Client,
+    environment: &str,
+) -> Result<Arc<dyn Reporter>, EngineError> {
+    let configured: Vec<_> = config.file.notify.iter().chain(&env.notify).collect();
+    if configured.is_empty() {
+        return Ok(reporter);
+    }
+    let mut targets = Vec::new();
+    for target in configured {
+        let url = resolver.credential(&target.url)?;
+        if let Err(e) = reqwest::Url::parse(url.expose()) {
+            return Err(ConfigError::Invalid(Located::at(
+                &config.path,
+                &target.url.referenced,
+                format!("invalid notify URL: {e}"),
+            ))
+            .into());
+        }
+        targets.push(notify::Target {
+            kind: target.kind,
+            url,
+            events: target
+                .events
+                .clone()
+                .unwrap_or_else(|| NotifyEvent::ALL.to_vec()),
+            timeout: target.timeout.map_or(
+                notify::DEFAULT_TIMEOUT,
+                crate::config::duration::Duration::get,
+            ),
+        });
+    }
+    let notifier =
+        notify::Notifier::start(targets, http.clone(), reporter.clone(), redactor.clone());
+    Ok(Arc::new(notify::Notifying::new(
+        reporter,
+        notifier,
+        config.project(),
+        environment,
+    )))
 }
 
 /// Where relative paths in a path-valued flag resolve.

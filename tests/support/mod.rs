@@ -15,6 +15,7 @@ pub mod fault_proxy;
 pub mod heroku_fake;
 pub mod mysql;
 pub mod pg;
+pub mod webhook;
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
