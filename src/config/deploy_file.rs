@@ -61,6 +61,58 @@ pub struct Environment {
     /// Deploy lock settings.
     #[serde(default)]
     pub lock: Option<LockConfig>,
+    /// How to sign in to Azure, for Azure platforms and `keyvault://` secrets (default:
+    /// `credential: auto`).
+    #[serde(default)]
+    pub azure: Option<AzureConfig>,
+}
+
+/// Azure sign-in for one environment. Every field is optional; what is not set comes from
+/// the standard `AZURE_*` environment variables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    /// Subscription id for Azure platforms that do not name their own (default:
+    /// `AZURE_SUBSCRIPTION_ID`).
+    #[serde(default)]
+    pub subscription: Option<Text>,
+    /// Entra tenant id (default: `AZURE_TENANT_ID`).
+    #[serde(default)]
+    pub tenant: Option<Text>,
+    /// Which credential signs in (default `auto`).
+    #[serde(default)]
+    pub credential: AzureCredentialKind,
+    /// Application (client) id of the identity: the service principal, the workload
+    /// identity, or a user-assigned managed identity (default: `AZURE_CLIENT_ID`).
+    #[serde(default)]
+    pub client_id: Option<Text>,
+    /// Client secret for `client-secret`; a credential field (default:
+    /// `AZURE_CLIENT_SECRET`).
+    #[serde(default)]
+    pub client_secret: Option<Text>,
+    /// Service connection id for `azure-pipelines` (default:
+    /// `AZURESUBSCRIPTION_SERVICE_CONNECTION_ID`).
+    #[serde(default)]
+    pub service_connection: Option<Text>,
+}
+
+/// The Azure credential an environment signs in with.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AzureCredentialKind {
+    /// The first that applies: workload identity, client secret, managed identity, Azure CLI.
+    #[default]
+    Auto,
+    /// A federated token file (`AZURE_FEDERATED_TOKEN_FILE`): AKS workload identity.
+    WorkloadIdentity,
+    /// The managed identity of the App Service, Container App, VM or AKS node.
+    ManagedIdentity,
+    /// A service principal's client secret.
+    ClientSecret,
+    /// `az account get-access-token`: whoever is signed in to the Azure CLI.
+    AzureCli,
+    /// An Azure Pipelines service connection with workload identity federation.
+    AzurePipelines,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
