@@ -252,15 +252,9 @@ pub enum PlatformConfig {
     None,
     /// Shell commands, one per action.
     Command(CommandPlatformConfig),
-    /// Azure Container Apps.
-    AzureContainerApps {
-        #[serde(default)]
-        subscription: Option<Text>,
-        resource_group: Text,
-        app: Text,
-        #[serde(default)]
-        jobs: Option<Text>,
-    },
+    /// Azure Container Apps, through Azure Resource Manager. Scale targets: `app` and
+    /// `jobs`.
+    AzureContainerApps(ContainerAppsConfig),
     /// Azure App Service.
     AzureAppService {
         #[serde(default)]
@@ -288,6 +282,30 @@ pub enum PlatformConfig {
         #[serde(default)]
         api_url: Option<Text>,
     },
+}
+
+/// An Azure Container Apps app (and optionally a second one running background jobs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerAppsConfig {
+    /// Subscription id (default: `azure.subscription`, then `AZURE_SUBSCRIPTION_ID`).
+    #[serde(default)]
+    pub subscription: Option<Text>,
+    /// Resource group of both apps.
+    pub resource_group: Text,
+    /// The app that serves traffic: maintenance mode and restarts act on it; scale
+    /// target `app`.
+    pub app: Text,
+    /// A second Container App running background jobs; scale target `jobs`.
+    #[serde(default)]
+    pub jobs: Option<Text>,
+    /// The environment variable that turns the app's maintenance mode on (`true`) and
+    /// off (`false`) (default `MAINTENANCE_MODE`).
+    #[serde(default)]
+    pub maintenance_variable: Option<Text>,
+    /// Microsoft.App api-version (default `2025-01-01`).
+    #[serde(default)]
+    pub api_version: Option<Text>,
 }
 
 /// Shell command templates for the `command` platform. Each runs with `sh -c`.

@@ -399,3 +399,43 @@ async fn imds_answers() -> bool {
         .await
         .is_ok()
 }
+
+/// For `cutover check`: when the environment uses Azure (an `azure:` block or an Azure
+/// platform), signs in for Resource Manager and names the credential that returned a
+/// token. Never shows the token.
+pub async fn check_environment(
+    config: &crate::config::Config,
+    environment: &str,
+    redactor: &crate::secret::Redactor,
+) -> Result<Option<String>, String> {
+    use crate::config::deploy_file::PlatformConfig;
+    let Ok(env) = config.environment(environment) else {
+        return Ok(None);
+    };
+    let azure_platform = matches!(
+        env.platform,
+        Some(PlatformConfig::AzureContainerApps(_) | PlatformConfig::AzureAppService { .. })
+    );
+    if env.azure.is_none() && !azure_platform {
+        return Ok(None);
+    }
+    let resolver = Resolver {
+        config_path: &config.path,
+        base_dir: &config.dir,
+        redactor,
+        azure: None,
+    };
+    let auth = AzureAuth::from_config(env.azure.as_ref(), &resolver).map_err(|e| e.to_string())?;
+    let chain = chain(&auth).await.map_err(|e| e.to_string())?;
+    chain
+        .get_token(&[super::ARM_SCOPE], None)
+        .await
+        .map_err(|e| error_text(&e))?;
+    Ok(chain.chosen().map(|name| {
+        if chain.setting() == name {
+            name.to_owned()
+        } else {
+            format!("{name} (credential: {})", chain.setting())
+        }
+    }))
+}

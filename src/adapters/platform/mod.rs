@@ -1,5 +1,6 @@
 //! The platform family: maintenance mode, replica counts and restarts of the running app.
 
+pub mod azure_container_apps;
 pub mod command;
 pub mod heroku;
 pub mod none;
@@ -91,7 +92,9 @@ pub fn build(
         Some(PlatformConfig::Command(c)) => Ok(Box::new(command::CommandPlatform::new(
             c, resolver, base_dir,
         )?)),
-        Some(PlatformConfig::AzureContainerApps { .. }) => not_available("azure-container-apps"),
+        Some(PlatformConfig::AzureContainerApps(c)) => Ok(Box::new(
+            azure_container_apps::ContainerAppsPlatform::new(c, resolver)?,
+        )),
         Some(PlatformConfig::AzureAppService { .. }) => not_available("azure-app-service"),
         Some(PlatformConfig::Heroku {
             app,
