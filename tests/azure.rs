@@ -611,3 +611,106 @@ fn location_only_operations_and_arm_errors() {
         out.stderr()
     );
 }
+
+// ---- App Service ----
+
+fn site_project(fake: &AzureFake, settings: Value, pipeline: &str) -> Project {
+    fake.add_site("web", settings);
+    let p = Project::new();
+    p.write_config(&format!(
+        r#"version: 1
+project: testapp
+pipeline: pipelines/deploy.yaml
+migrations: migrations
+environments:
+  web:
+    database: {{ kind: sqlite, url: "sqlite://state/app.db" }}
+    backups: {{ kind: local, path: state/backups }}
+    azure: {{ subscription: {SUBSCRIPTION}, tenant: {TENANT}, client_id: {CLIENT_ID}, credential: client-secret }}
+    platform: {{ kind: azure-app-service, resource_group: rg, app: web }}
+    health: {{ url: "{}", timeout: 5s }}
+"#,
+        p.health.url
+    ));
+    p.write("pipelines/deploy.yaml", pipeline);
+    p
+}
+
+fn site_path() -> String {
+    format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.Web/sites/web")
+}
+
+fn site_call(method: &str, rest: &str, body: Value) -> (String, String, Value) {
+    (
+        method.into(),
+        format!("{}/{rest}?api-version=2024-04-01", site_path()),
+        body,
+    )
+}
+
+#[test]
+fn app_service_failing_deploy_restores_every_setting_and_starts_the_app_again() {
+    let fake = AzureFake::start();
+    let settings =
+        json!({"WEBSITE_RUN_FROM_PACKAGE": "1", "FEATURE_FLAGS": "", "LOG_LEVEL": "info"});
+    let pipeline = "name: deploy\nsteps:\n  - uses: preflight\n  - id: maintenance-on\n    uses: maintenance\n    with: { enabled: true }\n  - id: app-down\n    uses: scale\n    with: { target: app, replicas: 0 }\n  - uses: restart\n  - id: boom\n    uses: command\n    with: { run: \"exit 3\" }\n";
+    let p = site_project(&fake, settings.clone(), pipeline);
+    let plan = run(app_cmd(&p, &fake), &["plan", "-e", "web"]);
+    plan.success();
+    assert!(
+        plan.stdout().contains("scale app from 1 to 0"),
+        "{}",
+        plan.stdout()
+    );
+    fake.clear_requests();
+    let out = run(app_cmd(&p, &fake), &["deploy", "-e", "web"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    let mut on = settings.clone();
+    on["MAINTENANCE_MODE"] = json!("true");
+    let all = changes(&fake);
+    let list = site_call("POST", "config/appsettings/list", Value::Null);
+    // Every PUT of the whole set comes straight after reading it.
+    for (i, c) in all.iter().enumerate() {
+        if c.0 == "PUT" {
+            assert_eq!(all[i - 1], list, "{all:?}");
+        }
+    }
+    assert_eq!(
+        all.into_iter().filter(|c| *c != list).collect::<Vec<_>>(),
+        vec![
+            site_call("PUT", "config/appsettings", json!({"properties": on})),
+            site_call("POST", "stop", Value::Null),
+            site_call("POST", "restart", Value::Null),
+            site_call("POST", "start", Value::Null),
+            // The whole earlier set: MAINTENANCE_MODE absent again, nothing else lost.
+            site_call("PUT", "config/appsettings", json!({"properties": settings})),
+        ]
+    );
+    let (state, now, _) = fake.site("web");
+    assert_eq!((state.as_str(), now), ("Running", settings));
+}
+
+#[test]
+fn app_service_successful_deploy_puts_an_earlier_value_back_exactly() {
+    let fake = AzureFake::start();
+    let settings = json!({"MAINTENANCE_MODE": "off", "LOG_LEVEL": "info"});
+    let pipeline = "name: deploy\nsteps:\n  - id: maintenance-on\n    uses: maintenance\n    with: { enabled: true }\n  - id: maintenance-off\n    uses: maintenance\n    with: { enabled: false }\n";
+    let p = site_project(&fake, settings.clone(), pipeline);
+    fake.throttle("PUT", &format!("{}/config/appsettings", site_path()), 1, 1);
+    run(app_cmd(&p, &fake), &["deploy", "-e", "web"]).success();
+    let puts: Vec<Value> = changes(&fake)
+        .into_iter()
+        .filter(|c| c.0 == "PUT")
+        .map(|c| c.2)
+        .collect();
+    assert_eq!(
+        puts,
+        vec![
+            json!({"properties": {"MAINTENANCE_MODE": "true", "LOG_LEVEL": "info"}}),
+            json!({"properties": {"MAINTENANCE_MODE": "true", "LOG_LEVEL": "info"}}),
+            json!({"properties": {"MAINTENANCE_MODE": "off", "LOG_LEVEL": "info"}}),
+        ],
+        "the throttled PUT is sent again"
+    );
+    assert_eq!(fake.site("web").1, settings);
+}

@@ -255,15 +255,9 @@ pub enum PlatformConfig {
     /// Azure Container Apps, through Azure Resource Manager. Scale targets: `app` and
     /// `jobs`.
     AzureContainerApps(ContainerAppsConfig),
-    /// Azure App Service.
-    AzureAppService {
-        #[serde(default)]
-        subscription: Option<Text>,
-        resource_group: Text,
-        app: Text,
-        #[serde(default)]
-        slot: Option<Text>,
-    },
+    /// Azure App Service, through Azure Resource Manager. Scale target: `app` (0 stops
+    /// it, 1 starts it).
+    AzureAppService(AppServiceConfig),
     /// Heroku, over the Platform API: maintenance mode (`PATCH /apps/{app}`), the
     /// formation (process types are the scale targets: `web`, `worker`, ...) and restarts.
     ///
@@ -304,6 +298,29 @@ pub struct ContainerAppsConfig {
     #[serde(default)]
     pub maintenance_variable: Option<Text>,
     /// Microsoft.App api-version (default `2025-01-01`).
+    #[serde(default)]
+    pub api_version: Option<Text>,
+}
+
+/// An Azure App Service web app (or one of its deployment slots).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppServiceConfig {
+    /// Subscription id (default: `azure.subscription`, then `AZURE_SUBSCRIPTION_ID`).
+    #[serde(default)]
+    pub subscription: Option<Text>,
+    /// Resource group of the app.
+    pub resource_group: Text,
+    /// The web app's name.
+    pub app: Text,
+    /// A deployment slot to act on instead of the production slot.
+    #[serde(default)]
+    pub slot: Option<Text>,
+    /// The app setting that turns maintenance mode on (`true`) and off (`false`)
+    /// (default `MAINTENANCE_MODE`).
+    #[serde(default)]
+    pub maintenance_setting: Option<Text>,
+    /// Microsoft.Web api-version (default `2024-04-01`).
     #[serde(default)]
     pub api_version: Option<Text>,
 }

@@ -77,6 +77,8 @@ struct State {
     tokens_issued: u32,
     /// Answer PATCH with only a `Location` header.
     location_only: bool,
+    /// App Service sites: name → (state, app settings, restarts).
+    sites: BTreeMap<String, (String, serde_json::Map<String, Value>, u32)>,
 }
 
 pub struct AzureFake {
@@ -147,6 +149,20 @@ impl AzureFake {
     /// The app as stored (empty env values kept).
     pub fn app(&self, name: &str) -> Value {
         self.lock().apps[name].clone()
+    }
+
+    /// An App Service site, running, with these app settings.
+    pub fn add_site(&self, name: &str, settings: Value) {
+        let settings = settings.as_object().cloned().unwrap_or_default();
+        self.lock()
+            .sites
+            .insert(name.into(), ("Running".into(), settings, 0));
+    }
+
+    /// A site's `(state, app settings, restarts)`.
+    pub fn site(&self, name: &str) -> (String, Value, u32) {
+        let (state, settings, restarts) = self.lock().sites[name].clone();
+        (state, Value::Object(settings), restarts)
     }
 
     pub fn restarts(&self) -> Vec<String> {
@@ -510,6 +526,9 @@ fn handle(s: &mut State, r: &Request) -> Answer {
             (200, Vec::new(), shown(&resource))
         };
     }
+    if segs.len() >= 8 && segs[5] == "Microsoft.Web" && segs[6] == "sites" {
+        return site(s, r, &segs);
+    }
     // /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.App/containerApps/{app}[/...]
     if segs.len() < 8
         || segs[1] != SUBSCRIPTION
@@ -661,5 +680,79 @@ fn merge(target: &mut Value, patch: &Value) {
         } else {
             merge(t.entry(k.clone()).or_insert(Value::Null), v);
         }
+    }
+}
+
+/// `Microsoft.Web/sites/{name}`: GET, stop/start/restart, app settings list and PUT (which
+/// replaces the whole set and restarts the app, as Azure does).
+fn site(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
+    let name = segs[7].to_owned();
+    if segs[1] != SUBSCRIPTION {
+        return arm_error(
+            404,
+            "SubscriptionNotFound",
+            "The subscription could not be found.",
+        );
+    }
+    let Some((state, settings, restarts)) = s.sites.get_mut(&name) else {
+        return arm_error(
+            404,
+            "ResourceNotFound",
+            &format!(
+                "The Resource 'Microsoft.Web/sites/{name}' under resource group '{}' was not found.",
+                segs[3]
+            ),
+        );
+    };
+    let id = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{}/providers/Microsoft.Web/sites/{name}",
+        segs[3]
+    );
+    match (r.method.as_str(), &segs[8..]) {
+        ("GET", []) => (
+            200,
+            Vec::new(),
+            json!({"id": id, "name": name, "type": "Microsoft.Web/sites", "properties": {"state": state, "enabled": true}}),
+        ),
+        ("POST", ["stop"]) => {
+            *state = "Stopped".into();
+            (200, Vec::new(), Value::Null)
+        }
+        ("POST", ["start"]) => {
+            *state = "Running".into();
+            (200, Vec::new(), Value::Null)
+        }
+        ("POST", ["restart"]) => {
+            *restarts += 1;
+            (200, Vec::new(), Value::Null)
+        }
+        ("POST", ["config", "appsettings", "list"]) => (
+            200,
+            Vec::new(),
+            json!({"id": format!("{id}/config/appsettings"), "name": "appsettings", "type": "Microsoft.Web/sites/config", "properties": settings}),
+        ),
+        ("PUT", ["config", "appsettings"]) => {
+            let Ok(body) = serde_json::from_str::<Value>(&r.body) else {
+                return arm_error(
+                    400,
+                    "InvalidRequestContent",
+                    "The request content was invalid and could not be deserialized.",
+                );
+            };
+            let Some(props) = body["properties"].as_object() else {
+                return arm_error(400, "BadRequest", "properties is required.");
+            };
+            if props.values().any(|v| !v.is_string()) {
+                return arm_error(400, "BadRequest", "app setting values must be strings.");
+            }
+            *settings = props.clone();
+            *restarts += 1;
+            (
+                200,
+                Vec::new(),
+                json!({"id": format!("{id}/config/appsettings"), "name": "appsettings", "properties": settings}),
+            )
+        }
+        _ => arm_error(404, "NotFound", "no such operation in the fake"),
     }
 }

@@ -20,7 +20,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use url::Url;
 
-use super::identity::error_text;
+use super::identity::{self, AzureAuth, error_text};
 use super::transport::Redirects;
 use super::{ARM_SCOPE, ARM_URL};
 
@@ -40,6 +40,46 @@ pub struct ArmError {
     pub transient: bool,
     /// HTTP status of the refusal, if there was an answer.
     pub status: Option<u16>,
+}
+
+/// An [`Arm`] client made on first use, so building an adapter never signs in.
+pub struct LazyArm {
+    auth: AzureAuth,
+    cell: tokio::sync::OnceCell<Arm>,
+}
+
+impl LazyArm {
+    pub fn new(auth: AzureAuth) -> Self {
+        Self {
+            auth,
+            cell: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub async fn get(&self) -> Result<&Arm, ArmError> {
+        self.cell
+            .get_or_try_init(|| async {
+                let fail = |message: String| ArmError {
+                    message,
+                    transient: false,
+                    status: None,
+                };
+                let credential = identity::credential(&self.auth)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                Arm::new(credential).map_err(fail)
+            })
+            .await
+    }
+}
+
+impl From<ArmError> for crate::adapters::platform::PlatformError {
+    fn from(e: ArmError) -> Self {
+        Self::Api {
+            message: e.message,
+            transient: e.transient,
+        }
+    }
 }
 
 pub struct Arm {

@@ -414,7 +414,7 @@ pub async fn check_environment(
     };
     let azure_platform = matches!(
         env.platform,
-        Some(PlatformConfig::AzureContainerApps(_) | PlatformConfig::AzureAppService { .. })
+        Some(PlatformConfig::AzureContainerApps(_) | PlatformConfig::AzureAppService(_))
     );
     if env.azure.is_none() && !azure_platform {
         return Ok(None);

@@ -22,12 +22,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 
 use super::{Platform, PlatformError, PlatformState};
-use crate::adapters::azure::SUBSCRIPTION_ENV;
-use crate::adapters::azure::arm::{Arm, ArmError};
-use crate::adapters::azure::identity::{self, AzureAuth};
+use crate::adapters::azure::arm::{Arm, LazyArm};
+use crate::adapters::azure::identity::AzureAuth;
+use crate::adapters::azure::{SUBSCRIPTION_ENV, name_ok, subscription};
 use crate::adapters::database::BuildError;
 use crate::config::deploy_file::ContainerAppsConfig;
 use crate::config::reference::Resolver;
@@ -48,8 +47,7 @@ pub struct ContainerAppsPlatform {
     jobs: Option<String>,
     variable: String,
     api_version: String,
-    auth: AzureAuth,
-    arm: OnceCell<Arm>,
+    arm: LazyArm,
     /// `(minReplicas, maxReplicas)` of each target before this process first scaled it.
     scale_before: Mutex<HashMap<String, (u32, u32)>>,
     /// The maintenance variable's value in each container before this process first
@@ -57,24 +55,16 @@ pub struct ContainerAppsPlatform {
     variable_before: Mutex<Option<Vec<Option<String>>>>,
 }
 
-fn name_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'))
-}
-
 impl ContainerAppsPlatform {
     pub fn new(c: &ContainerAppsConfig, resolver: &Resolver<'_>) -> Result<Self, BuildError> {
         let invalid =
             |m: String| BuildError::Invalid(format!("platform `azure-container-apps`: {m}"));
         let auth = AzureAuth::from_config(resolver.azure, resolver)?;
-        let subscription = match &c.subscription {
-            Some(t) => Some(resolver.text(t)?.trim().to_owned()),
-            None => auth.subscription.clone(),
-        }
-        .or_else(|| std::env::var(SUBSCRIPTION_ENV).ok())
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| {
+        let own = match &c.subscription {
+            Some(t) => Some(resolver.text(t)?),
+            None => None,
+        };
+        let subscription = subscription(own, &auth).ok_or_else(|| {
             invalid(format!(
                 "no subscription: set `subscription:`, `azure.subscription` or {SUBSCRIPTION_ENV}"
             ))
@@ -121,22 +111,14 @@ impl ContainerAppsPlatform {
             jobs,
             variable,
             api_version,
-            auth,
-            arm: OnceCell::new(),
+            arm: LazyArm::new(auth),
             scale_before: Mutex::default(),
             variable_before: Mutex::default(),
         })
     }
 
     async fn arm(&self) -> Result<&Arm, PlatformError> {
-        self.arm
-            .get_or_try_init(|| async {
-                let credential = identity::credential(&self.auth)
-                    .await
-                    .map_err(|e| api(e.to_string(), false))?;
-                Arm::new(credential).map_err(|e| api(e, false))
-            })
-            .await
+        Ok(self.arm.get().await?)
     }
 
     fn path(&self, app: &str) -> String {
@@ -171,7 +153,7 @@ impl ContainerAppsPlatform {
                 &self.api_version,
             )
             .await
-            .map_err(from_arm)
+            .map_err(PlatformError::from)
     }
 
     /// PATCHes `body` onto `app` and waits for the operation and the new revision.
@@ -195,7 +177,7 @@ impl ContainerAppsPlatform {
                 deadline,
             )
             .await
-            .map_err(from_arm)?;
+            .map_err(PlatformError::from)?;
         let after = if after.is_null() {
             self.get_app(app).await?
         } else {
@@ -225,7 +207,7 @@ impl ContainerAppsPlatform {
                     &self.api_version,
                 )
                 .await
-                .map_err(from_arm)?;
+                .map_err(PlatformError::from)?;
             let p = &r["properties"];
             let provisioning = p["provisioningState"].as_str().unwrap_or_default();
             let run_state = p["runningState"].as_str().unwrap_or_default();
@@ -266,13 +248,6 @@ impl ContainerAppsPlatform {
 
 fn api(message: String, transient: bool) -> PlatformError {
     PlatformError::Api { message, transient }
-}
-
-fn from_arm(e: ArmError) -> PlatformError {
-    PlatformError::Api {
-        message: e.message,
-        transient: e.transient,
-    }
 }
 
 /// `(minReplicas, maxReplicas)` of an app, with Azure's defaults.
@@ -492,7 +467,7 @@ impl Platform for ContainerAppsPlatform {
                 Instant::now() + CHANGE_LIMIT,
             )
             .await
-            .map_err(from_arm)?;
+            .map_err(PlatformError::from)?;
         Ok(format!(
             "revision `{revision}` of Container App `{}` restarted",
             self.app

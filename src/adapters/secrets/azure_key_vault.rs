@@ -34,12 +34,10 @@ pub struct KeyVaultRef {
 
 impl KeyVaultRef {
     pub fn parse(reference: &str) -> Result<Self, SecretError> {
-        let invalid = |why: &str| SecretError::KeyVault {
-            vault: String::new(),
-            name: String::new(),
-            message: format!(
+        let invalid = |why: &str| {
+            SecretError::InvalidReference(format!(
                 "`${{secret:{reference}}}` {why}: expected `keyvault://<vault>/<name>` or `keyvault://<vault>/<name>/<version>`"
-            ),
+            ))
         };
         let rest = reference
             .strip_prefix("keyvault://")

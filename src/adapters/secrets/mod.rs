@@ -24,6 +24,8 @@ pub enum SecretError {
         "unknown secret source in `${{secret:{0}}}`: expected `env:NAME`, `file:PATH` or `keyvault://VAULT/NAME`"
     )]
     UnknownSource(String),
+    #[error("{0}")]
+    InvalidReference(String),
     #[error("Key Vault `{vault}`, secret `{name}`: {message}")]
     KeyVault {
         vault: String,
@@ -47,11 +49,9 @@ pub fn fetch(reference: &str, base_dir: &Path) -> Result<Secret, SecretError> {
     } else if reference.starts_with("keyvault://") {
         // Key Vault needs the environment's Azure sign-in, which only the config's
         // resolver has (`azure_key_vault::resolve`).
-        Err(SecretError::KeyVault {
-            vault: String::new(),
-            name: reference.to_owned(),
-            message: "needs the environment's `azure:` settings".into(),
-        })
+        Err(SecretError::InvalidReference(format!(
+            "`${{secret:{reference}}}` needs the environment's `azure:` settings"
+        )))
     } else {
         Err(SecretError::UnknownSource(reference.to_owned()))
     }
