@@ -108,6 +108,9 @@ fn token_requests(fake: &AzureFake) -> Vec<String> {
         .collect()
 }
 
+/// A credential, its environment variables, and the first sign-in request it sends.
+type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+
 #[test]
 fn each_credential_kind_gets_a_token_from_the_fake() {
     let fake = AzureFake::start();
@@ -115,7 +118,7 @@ fn each_credential_kind_gets_a_token_from_the_fake() {
     let ids = format!("      tenant: {TENANT}\n      client_id: {CLIENT_ID}\n");
     let token_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token_file.path(), FEDERATED_TOKEN).unwrap();
-    let cases: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "client-secret",
             vec![("AZURE_CLIENT_SECRET", CLIENT_SECRET.into())],
@@ -162,9 +165,7 @@ fn each_credential_kind_gets_a_token_from_the_fake() {
             let bin = p.file("az-bin");
             write_az(
                 &bin,
-                &format!(
-                    "case \"$*\" in *get-access-token*) echo '{{\"accessToken\":\"tok-cli-1\",\"expires_on\":'$(( $(date +%s) + 3600 ))',\"tokenType\":\"Bearer\"}}';; *) exit 2;; esac"
-                ),
+                "case \"$*\" in *get-access-token*) echo '{\"accessToken\":\"tok-cli-1\",\"expires_on\":'$(( $(date +%s) + 3600 ))',\"tokenType\":\"Bearer\"}';; *) exit 2;; esac",
             );
             c.env(
                 "PATH",

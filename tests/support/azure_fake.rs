@@ -745,7 +745,7 @@ fn site(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
             if props.values().any(|v| !v.is_string()) {
                 return arm_error(400, "BadRequest", "app setting values must be strings.");
             }
-            *settings = props.clone();
+            settings.clone_from(props);
             *restarts += 1;
             (
                 200,

@@ -411,17 +411,15 @@ fn arm_error_summary(body: &Value) -> Option<String> {
 
 fn error_text_of(status: StatusCode, bytes: &[u8]) -> String {
     let parsed = serde_json::from_slice::<Value>(bytes).ok();
-    match parsed.as_ref().and_then(arm_error_summary) {
-        Some(summary) => format!("{status}: {summary}"),
-        None => {
-            let text = String::from_utf8_lossy(bytes);
-            let text: String = text.trim().chars().take(300).collect();
-            if text.is_empty() {
-                status.to_string()
-            } else {
-                format!("{status}: {text}")
-            }
-        }
+    if let Some(summary) = parsed.as_ref().and_then(arm_error_summary) {
+        return format!("{status}: {summary}");
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let text: String = text.trim().chars().take(300).collect();
+    if text.is_empty() {
+        status.to_string()
+    } else {
+        format!("{status}: {text}")
     }
 }
 

@@ -300,7 +300,6 @@ async fn one(
                     client_id: Some(client_id),
                     tenant_id: Some(tenant),
                     token_file_path: Some(PathBuf::from(file)),
-                    ..Default::default()
                 }))
                 .map_err(sdk)?;
             Ok(credential)
@@ -340,7 +339,6 @@ async fn one(
                 ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
                     user_assigned_id: auth.client_id.clone().map(UserAssignedId::ClientId),
                     client_options: client_options(),
-                    ..Default::default()
                 }))
                 .map_err(sdk)?;
             Ok(credential)
@@ -373,7 +371,6 @@ async fn one(
                     credential_options: ClientAssertionCredentialOptions {
                         client_options: client_options(),
                     },
-                    ..Default::default()
                 }),
             )
             .map_err(sdk)?;

@@ -95,11 +95,11 @@ impl HttpClient for RedirectingClient {
 /// Client options for every Azure SDK client: the SDK's own transport, or the redirecting
 /// one when [`REDIRECT_ENV`] is set.
 pub fn client_options() -> ClientOptions {
+    static CLIENT: OnceLock<Arc<RedirectingClient>> = OnceLock::new();
     let redirects = Redirects::current();
     if redirects.is_empty() {
         return ClientOptions::default();
     }
-    static CLIENT: OnceLock<Arc<RedirectingClient>> = OnceLock::new();
     let client = CLIENT.get_or_init(|| {
         tracing::warn!(
             "{REDIRECT_ENV} is set: Azure requests for some hosts go to local addresses"

@@ -40,8 +40,8 @@ pub struct AppServicePlatform {
     setting: String,
     api_version: String,
     arm: LazyArm,
-    /// The setting's value before this process first changed it (`None`: absent).
-    setting_before: Mutex<Option<Option<String>>>,
+    /// The setting before this process first changed it.
+    setting_before: Mutex<Option<Earlier>>,
 }
 
 impl AppServicePlatform {
@@ -151,6 +151,10 @@ impl AppServicePlatform {
     }
 }
 
+/// A setting's earlier value (`None`: it was absent).
+#[derive(Clone)]
+struct Earlier(Option<String>);
+
 fn is_on(value: Option<&str>) -> bool {
     value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
@@ -184,13 +188,13 @@ impl Platform for AppServicePlatform {
             let mut before = self.setting_before.lock().expect("not poisoned");
             match before.clone() {
                 // Back to the state before this run: the exact earlier value.
-                Some(prior) if is_on(prior.as_deref()) == enabled => {
+                Some(Earlier(prior)) if is_on(prior.as_deref()) == enabled => {
                     *before = None;
                     prior
                 }
                 found => {
                     if found.is_none() {
-                        *before = Some(now.clone());
+                        *before = Some(Earlier(now.clone()));
                     }
                     Some(enabled.to_string())
                 }
