@@ -550,6 +550,7 @@ fn reference_resolver_never_panics_or_hangs_and_masks_what_it_resolves() {
             config_path: &config_path,
             base_dir: scratch.dir.path(),
             redactor: &redactor,
+            azure: None,
         };
         let text: Text = Spanned::new(input.to_owned(), Location::UNKNOWN, Location::UNKNOWN);
         let (plain, credential, url) = watched(input, || {

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::Global;
 use super::exit::{Exit, eprint, report_error};
 use super::session::{Session, load_config};
+use crate::adapters::azure::identity;
 use crate::engine::{EngineError, cancel, plan};
 
 pub async fn check(global: &Global) -> Result<Exit, EngineError> {
@@ -24,15 +25,22 @@ pub async fn check(global: &Global) -> Result<Exit, EngineError> {
             let pipeline = session.pipeline(None)?;
             let ctx = session.context(cancel::on_signals())?;
             let plan = plan::build(&ctx, &pipeline, None).await?;
-            Ok::<_, EngineError>((session, plan))
+            let azure = identity::check_environment(&session.config, &env, &ctx.redactor)
+                .await
+                .map_err(|e| EngineError::Plan(format!("Azure sign-in: {e}")))?;
+            Ok::<_, EngineError>((session, plan, azure))
         }
         .await;
         match outcome {
-            Ok((session, plan)) => {
+            Ok((session, plan, azure)) => {
+                let signed_in = azure
+                    .as_ref()
+                    .map(|name| format!("; Azure credential: {name}"))
+                    .unwrap_or_default();
                 session.result(
-                    &json!({"environment": env, "ok": true, "pending": plan.database.pending.len()}),
+                    &json!({"environment": env, "ok": true, "pending": plan.database.pending.len(), "azure_credential": azure}),
                     &format!(
-                        "ok: `{env}` — config, pipeline `{}`, references, database, platform and backups check out ({} pending migration(s))",
+                        "ok: `{env}` — config, pipeline `{}`, references, database, platform and backups check out ({} pending migration(s)){signed_in}",
                         plan.pipeline,
                         plan.database.pending.len()
                     ),

@@ -68,6 +68,58 @@ pub struct Environment {
     /// Where to send this environment's run notifications, besides the top-level ones.
     #[serde(default)]
     pub notify: Vec<NotifyConfig>,
+    /// How to sign in to Azure, for Azure platforms and `keyvault://` secrets (default:
+    /// `credential: auto`).
+    #[serde(default)]
+    pub azure: Option<AzureConfig>,
+}
+
+/// Azure sign-in for one environment. Every field is optional; what is not set comes from
+/// the standard `AZURE_*` environment variables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    /// Subscription id for Azure platforms that do not name their own (default:
+    /// `AZURE_SUBSCRIPTION_ID`).
+    #[serde(default)]
+    pub subscription: Option<Text>,
+    /// Entra tenant id (default: `AZURE_TENANT_ID`).
+    #[serde(default)]
+    pub tenant: Option<Text>,
+    /// Which credential signs in (default `auto`).
+    #[serde(default)]
+    pub credential: AzureCredentialKind,
+    /// Application (client) id of the identity: the service principal, the workload
+    /// identity, or a user-assigned managed identity (default: `AZURE_CLIENT_ID`).
+    #[serde(default)]
+    pub client_id: Option<Text>,
+    /// Client secret for `client-secret`; a credential field (default:
+    /// `AZURE_CLIENT_SECRET`).
+    #[serde(default)]
+    pub client_secret: Option<Text>,
+    /// Service connection id for `azure-pipelines` (default:
+    /// `AZURESUBSCRIPTION_SERVICE_CONNECTION_ID`).
+    #[serde(default)]
+    pub service_connection: Option<Text>,
+}
+
+/// The Azure credential an environment signs in with.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AzureCredentialKind {
+    /// The first that applies: workload identity, client secret, managed identity, Azure CLI.
+    #[default]
+    Auto,
+    /// A federated token file (`AZURE_FEDERATED_TOKEN_FILE`): AKS workload identity.
+    WorkloadIdentity,
+    /// The managed identity of the App Service, Container App, VM or AKS node.
+    ManagedIdentity,
+    /// A service principal's client secret.
+    ClientSecret,
+    /// `az account get-access-token`: whoever is signed in to the Azure CLI.
+    AzureCli,
+    /// An Azure Pipelines service connection with workload identity federation.
+    AzurePipelines,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -207,24 +259,12 @@ pub enum PlatformConfig {
     None,
     /// Shell commands, one per action.
     Command(CommandPlatformConfig),
-    /// Azure Container Apps.
-    AzureContainerApps {
-        #[serde(default)]
-        subscription: Option<Text>,
-        resource_group: Text,
-        app: Text,
-        #[serde(default)]
-        jobs: Option<Text>,
-    },
-    /// Azure App Service.
-    AzureAppService {
-        #[serde(default)]
-        subscription: Option<Text>,
-        resource_group: Text,
-        app: Text,
-        #[serde(default)]
-        slot: Option<Text>,
-    },
+    /// Azure Container Apps, through Azure Resource Manager. Scale targets: `app` and
+    /// `jobs`.
+    AzureContainerApps(ContainerAppsConfig),
+    /// Azure App Service, through Azure Resource Manager. Scale target: `app` (0 stops
+    /// it, 1 starts it).
+    AzureAppService(AppServiceConfig),
     /// Heroku, over the Platform API: maintenance mode (`PATCH /apps/{app}`), the
     /// formation (process types are the scale targets: `web`, `worker`, ...) and restarts.
     ///
@@ -243,6 +283,53 @@ pub enum PlatformConfig {
         #[serde(default)]
         api_url: Option<Text>,
     },
+}
+
+/// An Azure Container Apps app (and optionally a second one running background jobs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerAppsConfig {
+    /// Subscription id (default: `azure.subscription`, then `AZURE_SUBSCRIPTION_ID`).
+    #[serde(default)]
+    pub subscription: Option<Text>,
+    /// Resource group of both apps.
+    pub resource_group: Text,
+    /// The app that serves traffic: maintenance mode and restarts act on it; scale
+    /// target `app`.
+    pub app: Text,
+    /// A second Container App running background jobs; scale target `jobs`.
+    #[serde(default)]
+    pub jobs: Option<Text>,
+    /// The environment variable that turns the app's maintenance mode on (`true`) and
+    /// off (`false`) (default `MAINTENANCE_MODE`).
+    #[serde(default)]
+    pub maintenance_variable: Option<Text>,
+    /// Microsoft.App api-version (default `2025-01-01`).
+    #[serde(default)]
+    pub api_version: Option<Text>,
+}
+
+/// An Azure App Service web app (or one of its deployment slots).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppServiceConfig {
+    /// Subscription id (default: `azure.subscription`, then `AZURE_SUBSCRIPTION_ID`).
+    #[serde(default)]
+    pub subscription: Option<Text>,
+    /// Resource group of the app.
+    pub resource_group: Text,
+    /// The web app's name.
+    pub app: Text,
+    /// A deployment slot to act on instead of the production slot.
+    #[serde(default)]
+    pub slot: Option<Text>,
+    /// The app setting that turns maintenance mode on (`true`) and off (`false`)
+    /// (default `MAINTENANCE_MODE`).
+    #[serde(default)]
+    pub maintenance_setting: Option<Text>,
+    /// Microsoft.Web api-version (default `2024-04-01`).
+    #[serde(default)]
+    pub api_version: Option<Text>,
 }
 
 /// Shell command templates for the `command` platform. Each runs with `sh -c`.

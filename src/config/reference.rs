@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::adapters::secrets::{self, SecretError};
 use crate::secret::{Redactor, Secret};
 
-use super::deploy_file::Text;
+use super::deploy_file::{AzureConfig, Text};
 use super::error::{ConfigError, Located};
 
 /// Resolves references in config strings.
@@ -17,6 +17,8 @@ pub struct Resolver<'a> {
     pub config_path: &'a Path,
     pub base_dir: &'a Path,
     pub redactor: &'a Redactor,
+    /// The environment's `azure:` block, for `keyvault://` secrets.
+    pub azure: Option<&'a AzureConfig>,
 }
 
 impl Resolver<'_> {
@@ -75,6 +77,12 @@ impl Resolver<'_> {
         let fetched = match kind {
             "env" => secrets::env::read(arg).map(|s| s.expose().to_owned()),
             "file" => secrets::file::read(&self.base_dir.join(arg)).map(|s| s.expose().to_owned()),
+            "secret" if arg.starts_with("keyvault://") => {
+                let value = secrets::azure_key_vault::resolve(self, arg)
+                    .map_err(|e| self.error(text, e.to_string()))?;
+                self.redactor.register(value.expose());
+                return Ok(value.expose().to_owned());
+            }
             "secret" => {
                 let value = secrets::fetch(arg, self.base_dir)
                     .map_err(|e| self.error(text, e.to_string()))?;

@@ -31,6 +31,7 @@ pub fn context(
         config_path: &config.path,
         base_dir: &config.dir,
         redactor: &redactor,
+        azure: env.azure.as_ref(),
     };
     let state_dir = config.state_dir();
     // An adapter this build lacks, or settings it cannot use, are named with the file and

@@ -1,5 +1,7 @@
 //! The platform family: maintenance mode, replica counts and restarts of the running app.
 
+pub mod azure_app_service;
+pub mod azure_container_apps;
 pub mod command;
 pub mod heroku;
 pub mod none;
@@ -10,7 +12,6 @@ use std::path::Path;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::adapters::NotAvailable;
 use crate::adapters::database::BuildError;
 use crate::config::deploy_file::PlatformConfig;
 use crate::config::reference::Resolver;
@@ -78,21 +79,17 @@ pub fn build(
     resolver: &Resolver<'_>,
     base_dir: &Path,
 ) -> Result<Box<dyn Platform>, BuildError> {
-    let not_available = |kind| {
-        Err(NotAvailable {
-            family: "platform",
-            kind,
-            alternative: "`kind: command` with the equivalent CLI commands",
-        }
-        .into())
-    };
     match config {
         None | Some(PlatformConfig::None) => Ok(Box::new(none::NoPlatform)),
         Some(PlatformConfig::Command(c)) => Ok(Box::new(command::CommandPlatform::new(
             c, resolver, base_dir,
         )?)),
-        Some(PlatformConfig::AzureContainerApps { .. }) => not_available("azure-container-apps"),
-        Some(PlatformConfig::AzureAppService { .. }) => not_available("azure-app-service"),
+        Some(PlatformConfig::AzureContainerApps(c)) => Ok(Box::new(
+            azure_container_apps::ContainerAppsPlatform::new(c, resolver)?,
+        )),
+        Some(PlatformConfig::AzureAppService(c)) => Ok(Box::new(
+            azure_app_service::AppServicePlatform::new(c, resolver)?,
+        )),
         Some(PlatformConfig::Heroku {
             app,
             api_key,

@@ -1,6 +1,6 @@
-//! Secret sources behind `${secret:SOURCE:...}`: the environment, files, and (to come)
-//! Azure Key Vault.
+//! Secret sources behind `${secret:SOURCE:...}`: the environment, files and Azure Key Vault.
 
+pub mod azure_key_vault;
 pub mod env;
 pub mod file;
 
@@ -24,8 +24,14 @@ pub enum SecretError {
         "unknown secret source in `${{secret:{0}}}`: expected `env:NAME`, `file:PATH` or `keyvault://VAULT/NAME`"
     )]
     UnknownSource(String),
-    #[error("secret source `{0}` is not available yet in this build of cutover")]
-    NotAvailable(&'static str),
+    #[error("{0}")]
+    InvalidReference(String),
+    #[error("Key Vault `{vault}`, secret `{name}`: {message}")]
+    KeyVault {
+        vault: String,
+        name: String,
+        message: String,
+    },
 }
 
 /// A place secrets are read from.
@@ -41,7 +47,11 @@ pub fn fetch(reference: &str, base_dir: &Path) -> Result<Secret, SecretError> {
     } else if let Some(path) = reference.strip_prefix("file:") {
         file::FileSource { base_dir }.fetch(path)
     } else if reference.starts_with("keyvault://") {
-        Err(SecretError::NotAvailable("keyvault"))
+        // Key Vault needs the environment's Azure sign-in, which only the config's
+        // resolver has (`azure_key_vault::resolve`).
+        Err(SecretError::InvalidReference(format!(
+            "`${{secret:{reference}}}` needs the environment's `azure:` settings"
+        )))
     } else {
         Err(SecretError::UnknownSource(reference.to_owned()))
     }

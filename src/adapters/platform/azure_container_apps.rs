@@ -1,0 +1,496 @@
+//! Azure Container Apps, through Azure Resource Manager (`Microsoft.App/containerApps`).
+//!
+//! - state: `GET` the app (its maintenance variable) and the jobs app; the replica count of
+//!   a target is its `template.scale.maxReplicas` (10 when unset, as Azure defaults it);
+//! - maintenance: `GET` the app, set the variable (default `MAINTENANCE_MODE=true|false`)
+//!   on every container, and `PATCH` the whole `template.containers` array back (a merge
+//!   patch replaces arrays; a `PUT` of what `GET` returned would drop secret values);
+//! - scale: `PATCH template.scale` `{minReplicas, maxReplicas}`: `0` sets both to 0; a count
+//!   `n` sets both to `n`, except that going back to the count a target had before this run
+//!   first changed it restores its exact earlier minimum and maximum;
+//! - restart: `POST .../revisions/{latestReadyRevisionName}/restart`.
+//!
+//! Changing `template` makes Azure create a new revision: after the operation ends, the
+//! new revision is polled until it is provisioned (and, for maintenance, running), within
+//! [`CHANGE_LIMIT`] or the step's `timeout:`, whichever is shorter. Turning maintenance off
+//! after this run turned it on, where the variable was absent before, removes it again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::{Platform, PlatformError, PlatformState};
+use crate::adapters::azure::arm::{Arm, LazyArm};
+use crate::adapters::azure::identity::AzureAuth;
+use crate::adapters::azure::{SUBSCRIPTION_ENV, name_ok, subscription};
+use crate::adapters::database::BuildError;
+use crate::config::deploy_file::ContainerAppsConfig;
+use crate::config::reference::Resolver;
+
+pub const DEFAULT_API_VERSION: &str = "2025-01-01";
+pub const DEFAULT_MAINTENANCE_VARIABLE: &str = "MAINTENANCE_MODE";
+/// Longest a change (the operation and the new revision) may take.
+pub const CHANGE_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// How often a new revision is looked at while it starts.
+const REVISION_POLL: Duration = Duration::from_secs(1);
+/// Azure's `maxReplicas` when the template does not set one.
+const DEFAULT_MAX_REPLICAS: u32 = 10;
+
+pub struct ContainerAppsPlatform {
+    subscription: String,
+    resource_group: String,
+    app: String,
+    jobs: Option<String>,
+    variable: String,
+    api_version: String,
+    arm: LazyArm,
+    /// `(minReplicas, maxReplicas)` of each target before this process first scaled it.
+    scale_before: Mutex<HashMap<String, (u32, u32)>>,
+    /// The maintenance variable's value in each container before this process first
+    /// changed it (`None`: absent).
+    variable_before: Mutex<Option<Vec<Option<String>>>>,
+}
+
+impl ContainerAppsPlatform {
+    pub fn new(c: &ContainerAppsConfig, resolver: &Resolver<'_>) -> Result<Self, BuildError> {
+        let invalid =
+            |m: String| BuildError::Invalid(format!("platform `azure-container-apps`: {m}"));
+        let auth = AzureAuth::from_config(resolver.azure, resolver)?;
+        let own = match &c.subscription {
+            Some(t) => Some(resolver.text(t)?),
+            None => None,
+        };
+        let subscription = subscription(own, &auth).ok_or_else(|| {
+            invalid(format!(
+                "no subscription: set `subscription:`, `azure.subscription` or {SUBSCRIPTION_ENV}"
+            ))
+        })?;
+        let resource_group = resolver.text(&c.resource_group)?.trim().to_owned();
+        let app = resolver.text(&c.app)?.trim().to_owned();
+        let jobs = match &c.jobs {
+            Some(t) => Some(resolver.text(t)?.trim().to_owned()),
+            None => None,
+        };
+        for (field, value) in [
+            ("subscription", Some(&subscription)),
+            ("resource_group", Some(&resource_group)),
+            ("app", Some(&app)),
+            ("jobs", jobs.as_ref()),
+        ] {
+            if let Some(v) = value
+                && !name_ok(v)
+            {
+                return Err(invalid(format!("`{field}: {v}` is not a valid Azure name")));
+            }
+        }
+        let variable = match &c.maintenance_variable {
+            Some(t) => resolver.text(t)?.trim().to_owned(),
+            None => DEFAULT_MAINTENANCE_VARIABLE.to_owned(),
+        };
+        if variable.is_empty()
+            || !variable
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(invalid(format!(
+                "`maintenance_variable: {variable}` is not an environment variable name"
+            )));
+        }
+        let api_version = match &c.api_version {
+            Some(t) => resolver.text(t)?.trim().to_owned(),
+            None => DEFAULT_API_VERSION.to_owned(),
+        };
+        Ok(Self {
+            subscription,
+            resource_group,
+            app,
+            jobs,
+            variable,
+            api_version,
+            arm: LazyArm::new(auth),
+            scale_before: Mutex::default(),
+            variable_before: Mutex::default(),
+        })
+    }
+
+    async fn arm(&self) -> Result<&Arm, PlatformError> {
+        Ok(self.arm.get().await?)
+    }
+
+    fn path(&self, app: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.App/containerApps/{app}",
+            self.subscription, self.resource_group
+        )
+    }
+
+    /// The Container App behind a scale target.
+    fn target_app(&self, target: &str) -> Result<&str, PlatformError> {
+        match (target, &self.jobs) {
+            ("app", _) => Ok(&self.app),
+            ("jobs", Some(jobs)) => Ok(jobs),
+            _ => Err(PlatformError::Invalid(format!(
+                "Container Apps has no scale target `{target}`: the targets are `app`{}",
+                if self.jobs.is_some() {
+                    " and `jobs`"
+                } else {
+                    " (set `jobs:` for `jobs`)"
+                }
+            ))),
+        }
+    }
+
+    async fn get_app(&self, app: &str) -> Result<Value, PlatformError> {
+        self.arm()
+            .await?
+            .get(
+                &format!("reading Container App `{app}`"),
+                &self.path(app),
+                &self.api_version,
+            )
+            .await
+            .map_err(PlatformError::from)
+    }
+
+    /// PATCHes `body` onto `app` and waits for the operation and the new revision.
+    async fn change(
+        &self,
+        app: &str,
+        what: &str,
+        body: &Value,
+        running: bool,
+    ) -> Result<String, PlatformError> {
+        let deadline = Instant::now() + CHANGE_LIMIT;
+        let arm = self.arm().await?;
+        let what = format!("{what} on Container App `{app}`");
+        let after = arm
+            .send(
+                &what,
+                Method::PATCH,
+                &self.path(app),
+                &self.api_version,
+                Some(body),
+                deadline,
+            )
+            .await
+            .map_err(PlatformError::from)?;
+        let after = if after.is_null() {
+            self.get_app(app).await?
+        } else {
+            after
+        };
+        let Some(revision) = after["properties"]["latestRevisionName"].as_str() else {
+            return Ok(format!("{what}: done"));
+        };
+        self.wait_revision(app, revision, running, deadline).await?;
+        Ok(format!("{what}: done (revision {revision})"))
+    }
+
+    async fn wait_revision(
+        &self,
+        app: &str,
+        revision: &str,
+        running: bool,
+        deadline: Instant,
+    ) -> Result<(), PlatformError> {
+        let arm = self.arm().await?;
+        let path = format!("{}/revisions/{revision}", self.path(app));
+        loop {
+            let r = arm
+                .get(
+                    &format!("reading revision `{revision}` of `{app}`"),
+                    &path,
+                    &self.api_version,
+                )
+                .await
+                .map_err(PlatformError::from)?;
+            let p = &r["properties"];
+            let provisioning = p["provisioningState"].as_str().unwrap_or_default();
+            let run_state = p["runningState"].as_str().unwrap_or_default();
+            if provisioning.eq_ignore_ascii_case("failed")
+                || run_state.eq_ignore_ascii_case("failed")
+                || run_state.eq_ignore_ascii_case("degraded")
+            {
+                let why = p["provisioningError"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("no reason given");
+                return Err(api(
+                    format!(
+                        "revision `{revision}` of Container App `{app}` did not start ({provisioning}, {run_state}): {why}"
+                    ),
+                    false,
+                ));
+            }
+            let ready = provisioning.eq_ignore_ascii_case("provisioned")
+                && (!running || run_state.eq_ignore_ascii_case("running"));
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() + REVISION_POLL > deadline {
+                return Err(api(
+                    format!(
+                        "revision `{revision}` of Container App `{app}` is still {provisioning}/{run_state} after {}s; look at it with `az containerapp revision show -n {app} -g {} --revision {revision}`",
+                        CHANGE_LIMIT.as_secs(),
+                        self.resource_group
+                    ),
+                    false,
+                ));
+            }
+            tokio::time::sleep(REVISION_POLL).await;
+        }
+    }
+}
+
+fn api(message: String, transient: bool) -> PlatformError {
+    PlatformError::Api { message, transient }
+}
+
+/// `(minReplicas, maxReplicas)` of an app, with Azure's defaults.
+fn scale_of(app: &Value) -> (u32, u32) {
+    let scale = &app["properties"]["template"]["scale"];
+    let n = |v: &Value, d: u32| v.as_u64().map_or(d, |n| n as u32);
+    (
+        n(&scale["minReplicas"], 0),
+        n(&scale["maxReplicas"], DEFAULT_MAX_REPLICAS),
+    )
+}
+
+/// The containers of an app as sent back: env entries whose empty value `GET` left out get
+/// it back (`""`), so the PATCH does not change them.
+fn containers_of(app: &Value) -> Vec<Value> {
+    let mut containers = app["properties"]["template"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for c in &mut containers {
+        if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
+            for e in env {
+                if e.get("value").is_none() && e.get("secretRef").is_none() {
+                    e["value"] = json!("");
+                }
+            }
+        }
+    }
+    containers
+}
+
+fn variable_in(container: &Value, name: &str) -> Option<String> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"].as_str() == Some(name))
+        .map(|e| e["value"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Sets (or, with `None`, removes) one env entry; a container left with no entries loses
+/// its `env` list, as it was before the entry was added.
+fn set_variable(container: &mut Value, name: &str, value: Option<&str>) {
+    let Some(value) = value else {
+        if let Some(env) = container.get_mut("env").and_then(Value::as_array_mut) {
+            env.retain(|e| e["name"].as_str() != Some(name));
+            if env.is_empty()
+                && let Some(c) = container.as_object_mut()
+            {
+                c.remove("env");
+            }
+        }
+        return;
+    };
+    if !container["env"].is_array() {
+        container["env"] = json!([]);
+    }
+    let env = container["env"].as_array_mut().expect("just made an array");
+    match env.iter_mut().find(|e| e["name"].as_str() == Some(name)) {
+        Some(e) => *e = json!({"name": name, "value": value}),
+        None => env.push(json!({"name": name, "value": value})),
+    }
+}
+
+fn is_on(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+#[async_trait]
+impl Platform for ContainerAppsPlatform {
+    fn kind(&self) -> &'static str {
+        "azure-container-apps"
+    }
+
+    fn describe(&self) -> String {
+        match &self.jobs {
+            Some(jobs) => format!(
+                "Azure Container Apps `{}` (jobs: `{jobs}`) in `{}`",
+                self.app, self.resource_group
+            ),
+            None => format!(
+                "Azure Container Apps `{}` in `{}`",
+                self.app, self.resource_group
+            ),
+        }
+    }
+
+    async fn state(&self) -> Result<PlatformState, PlatformError> {
+        let app = self.get_app(&self.app).await?;
+        let containers = containers_of(&app);
+        let maintenance = containers
+            .iter()
+            .any(|c| is_on(variable_in(c, &self.variable).as_deref()));
+        let mut replicas = std::collections::BTreeMap::new();
+        replicas.insert("app".to_owned(), scale_of(&app).1);
+        if let Some(jobs) = &self.jobs {
+            replicas.insert("jobs".to_owned(), scale_of(&self.get_app(jobs).await?).1);
+        }
+        Ok(PlatformState {
+            maintenance: Some(maintenance),
+            replicas,
+        })
+    }
+
+    async fn set_maintenance(&self, enabled: bool) -> Result<String, PlatformError> {
+        let app = self.get_app(&self.app).await?;
+        let mut containers = containers_of(&app);
+        if containers.is_empty() {
+            return Err(api(
+                format!(
+                    "Container App `{}` has no containers to set {} on",
+                    self.app, self.variable
+                ),
+                false,
+            ));
+        }
+        let now: Vec<Option<String>> = containers
+            .iter()
+            .map(|c| variable_in(c, &self.variable))
+            .collect();
+        let wanted: Vec<Option<String>> = {
+            let mut before = self.variable_before.lock().expect("not poisoned");
+            match before.as_ref() {
+                // Back to the state before this run: the exact earlier values.
+                Some(prior)
+                    if prior.len() == now.len()
+                        && prior.iter().any(|v| is_on(v.as_deref())) == enabled =>
+                {
+                    let prior = prior.clone();
+                    *before = None;
+                    prior
+                }
+                _ => {
+                    if before.is_none() {
+                        *before = Some(now.clone());
+                    }
+                    vec![Some(enabled.to_string()); now.len()]
+                }
+            }
+        };
+        if wanted == now {
+            return Ok(format!(
+                "{}={} already on Container App `{}`",
+                self.variable, enabled, self.app
+            ));
+        }
+        for (c, v) in containers.iter_mut().zip(&wanted) {
+            set_variable(c, &self.variable, v.as_deref());
+        }
+        let body = json!({"properties": {"template": {"containers": containers}}});
+        let what = if wanted.iter().all(Option::is_none) {
+            format!("removing {}", self.variable)
+        } else {
+            format!("setting {}={enabled}", self.variable)
+        };
+        self.change(&self.app, &what, &body, true).await
+    }
+
+    async fn scale(&self, target: &str, replicas: u32) -> Result<String, PlatformError> {
+        let app_name = self.target_app(target)?.to_owned();
+        let app = self.get_app(&app_name).await?;
+        let now = scale_of(&app);
+        let wanted = {
+            let mut before = self.scale_before.lock().expect("not poisoned");
+            match before.get(target).copied() {
+                Some(prior) if prior.1 == replicas => {
+                    before.remove(target);
+                    prior
+                }
+                found => {
+                    if found.is_none() {
+                        before.insert(target.to_owned(), now);
+                    }
+                    (replicas, replicas)
+                }
+            }
+        };
+        if wanted == now {
+            return Ok(format!(
+                "Container App `{app_name}` already at min {} / max {} replicas",
+                now.0, now.1
+            ));
+        }
+        let body = json!({"properties": {"template": {"scale": {"minReplicas": wanted.0, "maxReplicas": wanted.1}}}});
+        self.change(
+            &app_name,
+            &format!("scaling to min {} / max {} replicas", wanted.0, wanted.1),
+            &body,
+            false,
+        )
+        .await
+    }
+
+    async fn restart(&self) -> Result<String, PlatformError> {
+        let app = self.get_app(&self.app).await?;
+        let p = &app["properties"];
+        let Some(revision) = p["latestReadyRevisionName"]
+            .as_str()
+            .or(p["latestRevisionName"].as_str())
+        else {
+            return Err(api(
+                format!("Container App `{}` has no revision to restart", self.app),
+                false,
+            ));
+        };
+        let path = format!("{}/revisions/{revision}/restart", self.path(&self.app));
+        self.arm()
+            .await?
+            .send(
+                &format!(
+                    "restarting revision `{revision}` of Container App `{}`",
+                    self.app
+                ),
+                Method::POST,
+                &path,
+                &self.api_version,
+                None,
+                Instant::now() + CHANGE_LIMIT,
+            )
+            .await
+            .map_err(PlatformError::from)?;
+        Ok(format!(
+            "revision `{revision}` of Container App `{}` restarted",
+            self.app
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setting_the_variable_keeps_every_other_entry() {
+        let app = json!({"properties": {"template": {"containers": [
+            {"name": "web", "image": "x", "env": [{"name": "A", "value": "1"}, {"name": "EMPTY"}, {"name": "S", "secretRef": "s"}]}
+        ]}}});
+        let mut cs = containers_of(&app);
+        set_variable(&mut cs[0], "MAINTENANCE_MODE", Some("true"));
+        assert_eq!(
+            cs[0]["env"],
+            json!([{"name": "A", "value": "1"}, {"name": "EMPTY", "value": ""}, {"name": "S", "secretRef": "s"}, {"name": "MAINTENANCE_MODE", "value": "true"}])
+        );
+        set_variable(&mut cs[0], "MAINTENANCE_MODE", None);
+        assert_eq!(cs[0]["env"].as_array().unwrap().len(), 3);
+    }
+}

@@ -1,0 +1,717 @@
+//! Azure sign-in, Key Vault secrets and the Container Apps platform through the real
+//! binary, against a local fake of Entra ID, Key Vault and Resource Manager
+//! (tests/support/azure_fake.rs) reached through `CUTOVER_AZURE_REDIRECT`: every
+//! credential kind gets a token, a failing `auto` chain explains each step, Key Vault
+//! values arrive masked, and a deploy sends exactly the documented requests and puts the
+//! apps back exactly as they were when a step fails.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use support::azure_fake::{
+    AzureFake, CLIENT_ID, CLIENT_SECRET, FEDERATED_TOKEN, IDENTITY_HEADER, SUBSCRIPTION,
+    SYSTEM_ACCESS_TOKEN, TENANT,
+};
+use support::{Project, Run};
+
+const API: &str = "2025-01-01";
+
+/// Environment variables a developer machine or CI may have that would change the chain.
+const AZURE_VARS: &[&str] = &[
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_SUBSCRIPTION_ID",
+    "AZURE_AUTHORITY_HOST",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "SYSTEM_OIDCREQUESTURI",
+    "SYSTEM_ACCESSTOKEN",
+];
+
+fn cmd(p: &Project, fake: &AzureFake) -> Command {
+    let mut c = p.cmd();
+    for v in AZURE_VARS {
+        c.env_remove(v);
+    }
+    // An `az` that is never signed in, unless a test puts a working one first.
+    let bin = p.file("no-az");
+    write_az(
+        &bin,
+        "echo 'ERROR: Please run az login to setup account.' >&2; exit 1",
+    );
+    c.env(
+        "PATH",
+        format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+    );
+    c.env("CUTOVER_AZURE_REDIRECT", fake.redirect());
+    c
+}
+
+fn write_az(dir: &std::path::Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("az");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn run(mut c: Command, args: &[&str]) -> Run {
+    Run(c.args(args).output().expect("cutover runs"))
+}
+
+/// A project whose `azure` environment has this `azure:` block and a command platform
+/// whose `maintenance_on` writes `$API_TOKEN` (from `token_ref`) to a file.
+fn kv_project(azure: &str, token_ref: &str) -> Project {
+    let p = Project::new();
+    p.write_config(&format!(
+        r#"version: 1
+project: testapp
+pipeline: pipelines/deploy.yaml
+migrations: migrations
+environments:
+  azure:
+    database: {{ kind: sqlite, url: "sqlite://state/app.db" }}
+    backups: {{ kind: local, path: state/backups }}
+    azure:
+{azure}
+    platform:
+      kind: command
+      status: "cat platform/*"
+      maintenance_on: "echo maintenance=true > platform/maintenance; printf %s \"$API_TOKEN\" > token.txt; echo \"token is $API_TOKEN\""
+      maintenance_off: "echo maintenance=false > platform/maintenance"
+      scale: "echo {{target}}={{replicas}} > platform/{{target}}"
+      restart: "true"
+      env:
+        API_TOKEN: "{token_ref}"
+        SAME_TOKEN: "{token_ref}"
+    health: {{ url: "{}", timeout: 5s }}
+"#,
+        p.health.url
+    ));
+    p
+}
+
+fn token_requests(fake: &AzureFake) -> Vec<String> {
+    fake.requests()
+        .iter()
+        .filter(|r| {
+            r.path.contains("/oauth2/")
+                || r.path.starts_with("/msi/")
+                || r.path.starts_with("/oidc")
+        })
+        .map(|r| format!("{} {}", r.method, r.path.split('?').next().unwrap()))
+        .collect()
+}
+
+/// A credential, its environment variables, and the first sign-in request it sends.
+type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+
+#[test]
+fn each_credential_kind_gets_a_token_from_the_fake() {
+    let fake = AzureFake::start();
+    fake.add_secret("api-token", "kv-value-for-api-4d1f");
+    let ids = format!("      tenant: {TENANT}\n      client_id: {CLIENT_ID}\n");
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token_file.path(), FEDERATED_TOKEN).unwrap();
+    let cases: Vec<Case> = vec![
+        (
+            "client-secret",
+            vec![("AZURE_CLIENT_SECRET", CLIENT_SECRET.into())],
+            "POST /11111111-2222-3333-4444-555555555555/oauth2/v2.0/token",
+        ),
+        (
+            "workload-identity",
+            vec![(
+                "AZURE_FEDERATED_TOKEN_FILE",
+                token_file.path().display().to_string(),
+            )],
+            "POST /11111111-2222-3333-4444-555555555555/oauth2/v2.0/token",
+        ),
+        (
+            "managed-identity",
+            vec![
+                ("IDENTITY_ENDPOINT", format!("{}/msi/token", fake.url)),
+                ("IDENTITY_HEADER", IDENTITY_HEADER.into()),
+            ],
+            "GET /msi/token",
+        ),
+        (
+            "azure-pipelines",
+            vec![
+                (
+                    "SYSTEM_OIDCREQUESTURI",
+                    "https://login.microsoftonline.com/oidc".into(),
+                ),
+                ("SYSTEM_ACCESSTOKEN", SYSTEM_ACCESS_TOKEN.into()),
+                ("AZURESUBSCRIPTION_SERVICE_CONNECTION_ID", "sc-1".into()),
+            ],
+            "POST /oidc",
+        ),
+        ("azure-cli", vec![], ""),
+    ];
+    for (kind, vars, first_request) in cases {
+        fake.clear_requests();
+        let p = kv_project(
+            &format!("{ids}      credential: {kind}"),
+            "${secret:keyvault://kv-prod/api-token}",
+        );
+        let mut c = cmd(&p, &fake);
+        if kind == "azure-cli" {
+            let bin = p.file("az-bin");
+            write_az(
+                &bin,
+                "case \"$*\" in *get-access-token*) echo '{\"accessToken\":\"tok-cli-1\",\"expires_on\":'$(( $(date +%s) + 3600 ))',\"tokenType\":\"Bearer\"}';; *) exit 2;; esac",
+            );
+            c.env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            );
+        }
+        for (k, v) in &vars {
+            c.env(k, v);
+        }
+        let out = run(c, &["check", "-e", "azure"]);
+        out.success();
+        assert!(
+            out.stdout().contains(&format!("Azure credential: {kind}")),
+            "{kind}: {}",
+            out.all()
+        );
+        assert!(
+            !out.all().contains("kv-value-for-api-4d1f"),
+            "{kind}: the secret leaked"
+        );
+        assert!(!out.all().contains("tok-"), "{kind}: a token leaked");
+        let tokens = token_requests(&fake);
+        if first_request.is_empty() {
+            assert!(tokens.is_empty(), "{kind}: {tokens:?}");
+        } else {
+            assert_eq!(
+                tokens.first().map(String::as_str),
+                Some(first_request),
+                "{kind}: {tokens:?}"
+            );
+        }
+        // Key Vault was read with a bearer token after the challenge.
+        let kv: Vec<_> = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/secrets/"))
+            .collect();
+        assert_eq!(kv.first().map(|r| r.status), Some(401), "{kind}");
+        assert!(
+            kv.iter().any(|r| r.status == 200
+                && r.header("authorization")
+                    .is_some_and(|a| a.starts_with("Bearer tok-"))),
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn a_client_secret_request_carries_the_documented_form() {
+    let fake = AzureFake::start();
+    fake.add_secret("api-token", "kv-value-for-api-4d1f");
+    let p = kv_project(
+        &format!(
+            "      tenant: {TENANT}\n      client_id: {CLIENT_ID}\n      credential: client-secret\n      client_secret: \"${{secret:env:SP_SECRET}}\""
+        ),
+        "${secret:keyvault://kv-prod/api-token}",
+    );
+    let mut c = cmd(&p, &fake);
+    c.env("SP_SECRET", CLIENT_SECRET);
+    run(c, &["check", "-e", "azure"]).success();
+    let token = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/oauth2/v2.0/token"))
+        .unwrap();
+    assert_eq!(
+        token.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    for part in [
+        "grant_type=client_credentials",
+        &format!("client_id={CLIENT_ID}"),
+        "client_secret=fake-client-secret-Zq8",
+    ] {
+        assert!(token.body.contains(part), "{}", token.body);
+    }
+    // A wrong secret: the error says what Entra said, never the secret.
+    let mut c = cmd(&p, &fake);
+    c.env("SP_SECRET", "wrong-secret-value-99");
+    let out = run(c, &["check", "-e", "azure"]);
+    out.expect_code(2);
+    assert!(out.stderr().contains("AADSTS7000215"), "{}", out.stderr());
+    assert!(
+        out.stderr().contains("kv-prod") && out.stderr().contains("api-token"),
+        "{}",
+        out.stderr()
+    );
+    assert!(
+        !out.all().contains("wrong-secret-value-99"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn a_failing_auto_chain_explains_each_step() {
+    let fake = AzureFake::start();
+    fake.add_secret("api-token", "kv-value-for-api-4d1f");
+    let p = kv_project(
+        &format!("      tenant: {TENANT}"),
+        "${secret:keyvault://kv-prod/api-token}",
+    );
+    let out = run(cmd(&p, &fake), &["check", "-e", "azure"]);
+    out.expect_code(2);
+    let err = out.stderr();
+    for line in [
+        "no Azure credential returned a token (credential: auto)",
+        "workload-identity: skipped, AZURE_FEDERATED_TOKEN_FILE is not set",
+        "client-secret: skipped, no client secret",
+        "managed-identity: skipped, IDENTITY_ENDPOINT is not set and the instance metadata service",
+        "azure-cli: ",
+        "az login",
+        "Key Vault `kv-prod`, secret `api-token`",
+    ] {
+        assert!(err.contains(line), "missing `{line}` in:\n{err}");
+    }
+    assert!(err.contains("nothing was touched"), "{err}");
+    // With a client secret in the environment, `auto` picks it.
+    let mut c = cmd(&p, &fake);
+    c.env("AZURE_CLIENT_SECRET", CLIENT_SECRET)
+        .env("AZURE_CLIENT_ID", CLIENT_ID);
+    let out = run(c, &["check", "-e", "azure"]);
+    out.success();
+    assert!(
+        out.stdout()
+            .contains("Azure credential: client-secret (credential: auto)"),
+        "{}",
+        out.stdout()
+    );
+}
+
+#[test]
+fn key_vault_values_arrive_masked_read_once_and_errors_name_vault_and_secret() {
+    let fake = AzureFake::start();
+    fake.add_secret("api-token", "latest-value-8f2e1");
+    fake.add_secret("api-token/v1abc", "older-value-77c3a");
+    let setup = |token_ref: &str| {
+        let p = kv_project(
+            &format!(
+                "      tenant: {TENANT}\n      client_id: {CLIENT_ID}\n      credential: client-secret"
+            ),
+            token_ref,
+        );
+        let mut c = cmd(&p, &fake);
+        c.env("AZURE_CLIENT_SECRET", CLIENT_SECRET);
+        (p, c)
+    };
+    fake.clear_requests();
+    let (p, c) = setup("${secret:keyvault://kv-prod/api-token}");
+    let out = run(c, &["deploy", "-e", "azure"]);
+    out.success();
+    assert_eq!(p.read("token.txt"), "latest-value-8f2e1");
+    assert!(!out.all().contains("latest-value-8f2e1"), "{}", out.all());
+    // Two references to the same secret: read once.
+    let reads = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/secrets/api-token/") && r.status == 200)
+        .count();
+    assert_eq!(reads, 1);
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.path.starts_with("/secrets/api-token/?api-version="))
+    );
+
+    let (p, c) = setup("${secret:keyvault://kv-prod/api-token/v1abc}");
+    run(c, &["deploy", "-e", "azure"]).success();
+    assert_eq!(p.read("token.txt"), "older-value-77c3a");
+
+    let (p, c) = setup("${secret:keyvault://kv-prod/no-such-secret}");
+    let out = run(c, &["check", "-e", "azure"]);
+    out.expect_code(2);
+    assert!(out.stderr().contains("deploy.yaml:"), "{}", out.stderr());
+    assert!(
+        out.stderr()
+            .contains("Key Vault `kv-prod`, secret `no-such-secret`: not found (SecretNotFound)"),
+        "{}",
+        out.stderr()
+    );
+    assert!(!p.file("token.txt").exists());
+
+    fake.forbid_secret("locked");
+    let (_p, c) = setup("${secret:keyvault://kv-prod/locked}");
+    let out = run(c, &["check", "-e", "azure"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr()
+            .contains("Key Vault `kv-prod`, secret `locked`: access denied (Forbidden)"),
+        "{}",
+        out.stderr()
+    );
+}
+
+// ---- Container Apps ----
+
+fn web_containers() -> Value {
+    json!([
+        {"name": "web", "image": "mealprep.azurecr.io/api:41", "env": [
+            {"name": "DB_URL", "secretRef": "db"},
+            {"name": "FEATURE_X", "value": ""},
+            {"name": "LOG_LEVEL", "value": "info"}
+        ], "resources": {"cpu": 0.5, "memory": "1Gi"}},
+        {"name": "sidecar", "image": "mealprep.azurecr.io/proxy:3"}
+    ])
+}
+
+fn apps_project(fake: &AzureFake, pipeline: &str) -> Project {
+    fake.add_app("api", web_containers(), 2, 5);
+    fake.add_app(
+        "jobs",
+        json!([{"name": "worker", "image": "mealprep.azurecr.io/jobs:41"}]),
+        1,
+        3,
+    );
+    let p = Project::new();
+    p.write_config(&format!(
+        r#"version: 1
+project: testapp
+pipeline: pipelines/deploy.yaml
+migrations: migrations
+environments:
+  aca:
+    database: {{ kind: sqlite, url: "sqlite://state/app.db" }}
+    backups: {{ kind: local, path: state/backups }}
+    azure: {{ subscription: {SUBSCRIPTION}, tenant: {TENANT}, client_id: {CLIENT_ID}, credential: client-secret }}
+    platform:
+      kind: azure-container-apps
+      resource_group: rg
+      app: api
+      jobs: jobs
+    health: {{ url: "{}", timeout: 5s }}
+"#,
+        p.health.url
+    ));
+    if !pipeline.is_empty() {
+        p.write("pipelines/deploy.yaml", pipeline);
+    }
+    p
+}
+
+fn app_cmd(p: &Project, fake: &AzureFake) -> Command {
+    let mut c = cmd(p, fake);
+    c.env("AZURE_CLIENT_SECRET", CLIENT_SECRET);
+    c
+}
+
+fn app_path(app: &str) -> String {
+    format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.App/containerApps/{app}"
+    )
+}
+
+/// `(method, path, body)` of every change sent to Resource Manager.
+fn changes(fake: &AzureFake) -> Vec<(String, String, Value)> {
+    fake.requests()
+        .iter()
+        .filter(|r| r.method != "GET" && r.path.starts_with("/subscriptions/"))
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.path.clone(),
+                serde_json::from_str(&r.body).unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+fn patch(app: &str, body: Value) -> (String, String, Value) {
+    (
+        "PATCH".into(),
+        format!("{}?api-version={API}", app_path(app)),
+        body,
+    )
+}
+
+fn with_maintenance(value: Option<&str>) -> Value {
+    let mut cs = web_containers();
+    for c in cs.as_array_mut().unwrap() {
+        if let Some(v) = value {
+            if c.get("env").is_none() {
+                c["env"] = json!([]);
+            }
+            c["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "MAINTENANCE_MODE", "value": v}));
+        }
+    }
+    json!({"properties": {"template": {"containers": cs}}})
+}
+
+fn scale(min: u32, max: u32) -> Value {
+    json!({"properties": {"template": {"scale": {"minReplicas": min, "maxReplicas": max}}}})
+}
+
+#[test]
+fn a_deploy_sends_exactly_the_documented_requests_and_leaves_the_apps_as_they_were() {
+    let fake = AzureFake::start();
+    let p = apps_project(&fake, "");
+    let before = (
+        fake.app("api")["properties"]["template"].clone(),
+        fake.app("jobs")["properties"]["template"].clone(),
+    );
+    let plan = run(app_cmd(&p, &fake), &["plan", "-e", "aca"]);
+    plan.success();
+    assert!(
+        plan.stdout().contains("scale jobs from 3 to 0"),
+        "{}",
+        plan.stdout()
+    );
+    fake.clear_requests();
+    let out = run(app_cmd(&p, &fake), &["deploy", "-e", "aca"]);
+    out.success();
+    assert_eq!(
+        changes(&fake),
+        vec![
+            patch("api", with_maintenance(Some("true"))),
+            patch("jobs", scale(0, 0)),
+            // Maintenance off where the variable was absent before: removed again.
+            patch("api", with_maintenance(None)),
+            // Back to exactly the earlier minimum and maximum.
+            patch("jobs", scale(1, 3)),
+        ]
+    );
+    // Every ARM request carried the api-version and a bearer token; the operations were
+    // followed through Azure-AsyncOperation and the new revisions read until provisioned.
+    for r in fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/subscriptions/"))
+    {
+        assert!(r.path.contains("api-version="), "{}", r.path);
+        assert!(
+            r.header("authorization")
+                .is_some_and(|a| a.starts_with("Bearer tok-"))
+        );
+    }
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.path.contains("/containerappOperationStatuses/"))
+    );
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.path.contains("/revisions/api--r2"))
+    );
+    let after = (
+        fake.app("api")["properties"]["template"].clone(),
+        fake.app("jobs")["properties"]["template"].clone(),
+    );
+    assert_eq!(
+        after, before,
+        "the empty FEATURE_X value and every other setting survive"
+    );
+}
+
+#[test]
+fn a_failing_step_puts_both_apps_back_exactly() {
+    let fake = AzureFake::start();
+    let pipeline = "name: deploy\nsteps:\n  - uses: preflight\n  - id: maintenance-on\n    uses: maintenance\n    with: { enabled: true }\n  - id: jobs-down\n    uses: scale\n    with: { target: jobs, replicas: 0 }\n  - uses: restart\n  - id: boom\n    uses: command\n    with: { run: \"exit 3\" }\n";
+    let p = apps_project(&fake, pipeline);
+    let before = (
+        fake.app("api")["properties"]["template"].clone(),
+        fake.app("jobs")["properties"]["template"].clone(),
+    );
+    // Throttled once: the 429's Retry-After is honoured and the request sent again.
+    fake.throttle("PATCH", &app_path("jobs"), 1, 1);
+    fake.clear_requests();
+    let out = run(app_cmd(&p, &fake), &["deploy", "-e", "aca"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    assert!(
+        out.all().contains("rolled back") || out.all().contains("rollback"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        changes(&fake),
+        vec![
+            patch("api", with_maintenance(Some("true"))),
+            patch("jobs", scale(0, 0)),
+            patch("jobs", scale(0, 0)),
+            (
+                "POST".into(),
+                format!(
+                    "{}/revisions/api--r2/restart?api-version={API}",
+                    app_path("api")
+                ),
+                Value::Null
+            ),
+            patch("jobs", scale(1, 3)),
+            patch("api", with_maintenance(None)),
+        ]
+    );
+    let throttled: Vec<u16> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.starts_with(&app_path("jobs")))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(throttled, vec![429, 202, 202]);
+    assert_eq!(fake.restarts(), vec!["api/api--r2"]);
+    let after = (
+        fake.app("api")["properties"]["template"].clone(),
+        fake.app("jobs")["properties"]["template"].clone(),
+    );
+    assert_eq!(after, before);
+}
+
+#[test]
+fn location_only_operations_and_arm_errors() {
+    let fake = AzureFake::start();
+    fake.location_only();
+    let p = apps_project(
+        &fake,
+        "name: deploy\nsteps:\n  - id: jobs-down\n    uses: scale\n    with: { target: jobs, replicas: 0 }\n",
+    );
+    run(app_cmd(&p, &fake), &["deploy", "-e", "aca"]).success();
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.path.contains("/containerappOperationResults/") && r.status == 202)
+    );
+    assert_eq!(
+        fake.app("jobs")["properties"]["template"]["scale"],
+        json!({"minReplicas": 0, "maxReplicas": 0})
+    );
+    // A missing app: the ARM error code and message, and where to look.
+    let text = std::fs::read_to_string(p.file("deploy.yaml"))
+        .unwrap()
+        .replace("app: api", "app: nope");
+    p.write_config(&text);
+    let out = run(app_cmd(&p, &fake), &["check", "-e", "aca"]);
+    assert_ne!(out.code(), 0);
+    assert!(
+        out.stderr().contains("404 Not Found: ResourceNotFound"),
+        "{}",
+        out.stderr()
+    );
+    assert!(
+        out.stderr().contains("Container App `nope`"),
+        "{}",
+        out.stderr()
+    );
+}
+
+// ---- App Service ----
+
+fn site_project(fake: &AzureFake, settings: Value, pipeline: &str) -> Project {
+    fake.add_site("web", settings);
+    let p = Project::new();
+    p.write_config(&format!(
+        r#"version: 1
+project: testapp
+pipeline: pipelines/deploy.yaml
+migrations: migrations
+environments:
+  web:
+    database: {{ kind: sqlite, url: "sqlite://state/app.db" }}
+    backups: {{ kind: local, path: state/backups }}
+    azure: {{ subscription: {SUBSCRIPTION}, tenant: {TENANT}, client_id: {CLIENT_ID}, credential: client-secret }}
+    platform: {{ kind: azure-app-service, resource_group: rg, app: web }}
+    health: {{ url: "{}", timeout: 5s }}
+"#,
+        p.health.url
+    ));
+    p.write("pipelines/deploy.yaml", pipeline);
+    p
+}
+
+fn site_path() -> String {
+    format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.Web/sites/web")
+}
+
+fn site_call(method: &str, rest: &str, body: Value) -> (String, String, Value) {
+    (
+        method.into(),
+        format!("{}/{rest}?api-version=2024-04-01", site_path()),
+        body,
+    )
+}
+
+#[test]
+fn app_service_failing_deploy_restores_every_setting_and_starts_the_app_again() {
+    let fake = AzureFake::start();
+    let settings =
+        json!({"WEBSITE_RUN_FROM_PACKAGE": "1", "FEATURE_FLAGS": "", "LOG_LEVEL": "info"});
+    let pipeline = "name: deploy\nsteps:\n  - uses: preflight\n  - id: maintenance-on\n    uses: maintenance\n    with: { enabled: true }\n  - id: app-down\n    uses: scale\n    with: { target: app, replicas: 0 }\n  - uses: restart\n  - id: boom\n    uses: command\n    with: { run: \"exit 3\" }\n";
+    let p = site_project(&fake, settings.clone(), pipeline);
+    let plan = run(app_cmd(&p, &fake), &["plan", "-e", "web"]);
+    plan.success();
+    assert!(
+        plan.stdout().contains("scale app from 1 to 0"),
+        "{}",
+        plan.stdout()
+    );
+    fake.clear_requests();
+    let out = run(app_cmd(&p, &fake), &["deploy", "-e", "web"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    let mut on = settings.clone();
+    on["MAINTENANCE_MODE"] = json!("true");
+    let all = changes(&fake);
+    let list = site_call("POST", "config/appsettings/list", Value::Null);
+    // Every PUT of the whole set comes straight after reading it.
+    for (i, c) in all.iter().enumerate() {
+        if c.0 == "PUT" {
+            assert_eq!(all[i - 1], list, "{all:?}");
+        }
+    }
+    assert_eq!(
+        all.into_iter().filter(|c| *c != list).collect::<Vec<_>>(),
+        vec![
+            site_call("PUT", "config/appsettings", json!({"properties": on})),
+            site_call("POST", "stop", Value::Null),
+            site_call("POST", "restart", Value::Null),
+            site_call("POST", "start", Value::Null),
+            // The whole earlier set: MAINTENANCE_MODE absent again, nothing else lost.
+            site_call("PUT", "config/appsettings", json!({"properties": settings})),
+        ]
+    );
+    let (state, now, _) = fake.site("web");
+    assert_eq!((state.as_str(), now), ("Running", settings));
+}
+
+#[test]
+fn app_service_successful_deploy_puts_an_earlier_value_back_exactly() {
+    let fake = AzureFake::start();
+    let settings = json!({"MAINTENANCE_MODE": "off", "LOG_LEVEL": "info"});
+    let pipeline = "name: deploy\nsteps:\n  - id: maintenance-on\n    uses: maintenance\n    with: { enabled: true }\n  - id: maintenance-off\n    uses: maintenance\n    with: { enabled: false }\n";
+    let p = site_project(&fake, settings.clone(), pipeline);
+    fake.throttle("PUT", &format!("{}/config/appsettings", site_path()), 1, 1);
+    run(app_cmd(&p, &fake), &["deploy", "-e", "web"]).success();
+    let puts: Vec<Value> = changes(&fake)
+        .into_iter()
+        .filter(|c| c.0 == "PUT")
+        .map(|c| c.2)
+        .collect();
+    assert_eq!(
+        puts,
+        vec![
+            json!({"properties": {"MAINTENANCE_MODE": "true", "LOG_LEVEL": "info"}}),
+            json!({"properties": {"MAINTENANCE_MODE": "true", "LOG_LEVEL": "info"}}),
+            json!({"properties": {"MAINTENANCE_MODE": "off", "LOG_LEVEL": "info"}}),
+        ],
+        "the throttled PUT is sent again"
+    );
+    assert_eq!(fake.site("web").1, settings);
+}

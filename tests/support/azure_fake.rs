@@ -1,0 +1,758 @@
+//! A local fake of the Azure endpoints cutover talks to, on one real TCP port, reached by
+//! the real SDK and reqwest code through `CUTOVER_AZURE_REDIRECT` (the https URLs stay as
+//! in production; the transport sends them here):
+//!
+//! - Entra ID: `POST /{tenant}/oauth2/v2.0/token` (client credentials with a secret or a
+//!   client assertion; `{"error","error_description","error_codes"}` on refusal);
+//! - managed identity, App Service style: `GET /msi/token` with `X-IDENTITY-HEADER`;
+//! - Azure Pipelines OIDC: `POST /oidc` with the system access token;
+//! - Key Vault: `GET /secrets/{name}/[{version}]`, with the 401 `WWW-Authenticate`
+//!   challenge for a request without a token, 404 `SecretNotFound`, 403 `Forbidden`;
+//! - Resource Manager, `Microsoft.App/containerApps`: GET, PATCH as JSON merge patch
+//!   (a `template` change makes a new revision that is `Provisioning` until read once),
+//!   202 + `Azure-AsyncOperation` + `Location` + `Retry-After: 1` with an operation that is
+//!   `InProgress` once, revisions and their restart. `api-version` is required (400
+//!   `MissingApiVersionParameter`), a bearer token from this fake too (401), GET omits
+//!   empty env values as Azure does, and faults (429 + `Retry-After`) can be queued.
+//!
+//! Every request is recorded: method, path with query, headers, body.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+pub const SUBSCRIPTION: &str = "00000000-1111-2222-3333-444444444444";
+pub const CLIENT_ID: &str = "66666666-7777-8888-9999-000000000000";
+pub const CLIENT_SECRET: &str = "fake-client-secret-Zq8";
+pub const FEDERATED_TOKEN: &str = "eyJfederated.workload.token";
+pub const PIPELINES_OIDC_TOKEN: &str = "eyJpipelines.oidc.token";
+pub const SYSTEM_ACCESS_TOKEN: &str = "fake-system-access-token";
+pub const IDENTITY_HEADER: &str = "fake-identity-header";
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub status: u16,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn line(&self) -> String {
+        if self.body.is_empty() {
+            format!("{} {}", self.method, self.path)
+        } else {
+            format!("{} {} {}", self.method, self.path, self.body)
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Request>,
+    /// Key Vault secrets: `name` or `name/version` → value.
+    secrets: BTreeMap<String, String>,
+    forbidden: BTreeSet<String>,
+    apps: BTreeMap<String, Value>,
+    /// `app/revision` → (provisioningState, times read).
+    revisions: BTreeMap<String, (String, u32)>,
+    restarts: Vec<String>,
+    /// Operation id → (polls left before `Succeeded`, the app it changes).
+    operations: BTreeMap<String, (u32, String)>,
+    /// Pending 429s: (method, path prefix, times, retry-after seconds).
+    throttles: Vec<(String, String, u32, u32)>,
+    tokens_issued: u32,
+    /// Answer PATCH with only a `Location` header.
+    location_only: bool,
+    /// App Service sites: name → (state, app settings, restarts).
+    sites: BTreeMap<String, (String, serde_json::Map<String, Value>, u32)>,
+}
+
+pub struct AzureFake {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl AzureFake {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the Azure fake");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let state = shared.clone();
+                std::thread::spawn(move || serve(stream, &state));
+            }
+        });
+        Self { url, state }
+    }
+
+    /// `CUTOVER_AZURE_REDIRECT` for a process that should reach this fake (and find no
+    /// instance metadata service).
+    pub fn redirect(&self) -> String {
+        format!(
+            "login.microsoftonline.com={u},vault.azure.net={u},management.azure.com={u},169.254.169.254=http://127.0.0.1:9",
+            u = self.url
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    pub fn add_secret(&self, name: &str, value: &str) {
+        self.lock().secrets.insert(name.into(), value.into());
+    }
+
+    pub fn forbid_secret(&self, name: &str) {
+        self.lock().forbidden.insert(name.into());
+    }
+
+    /// A Container App with these containers (`template.containers`) and scale.
+    pub fn add_app(&self, name: &str, containers: Value, min: u32, max: u32) {
+        let rev = format!("{name}--r1");
+        let app = json!({
+            "id": format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.App/containerApps/{name}"),
+            "name": name,
+            "type": "Microsoft.App/containerApps",
+            "location": "westeurope",
+            "properties": {
+                "provisioningState": "Succeeded",
+                "runningStatus": "Running",
+                "latestRevisionName": rev,
+                "latestReadyRevisionName": rev,
+                "configuration": {"activeRevisionsMode": "Single", "secrets": [{"name": "db"}]},
+                "template": {"containers": containers, "scale": {"minReplicas": min, "maxReplicas": max}}
+            }
+        });
+        let mut s = self.lock();
+        s.apps.insert(name.into(), app);
+        s.revisions
+            .insert(format!("{name}/{rev}"), ("Provisioned".into(), 0));
+    }
+
+    /// The app as stored (empty env values kept).
+    pub fn app(&self, name: &str) -> Value {
+        self.lock().apps[name].clone()
+    }
+
+    /// An App Service site, running, with these app settings.
+    pub fn add_site(&self, name: &str, settings: Value) {
+        let settings = settings.as_object().cloned().unwrap_or_default();
+        self.lock()
+            .sites
+            .insert(name.into(), ("Running".into(), settings, 0));
+    }
+
+    /// A site's `(state, app settings, restarts)`.
+    pub fn site(&self, name: &str) -> (String, Value, u32) {
+        let (state, settings, restarts) = self.lock().sites[name].clone();
+        (state, Value::Object(settings), restarts)
+    }
+
+    pub fn restarts(&self) -> Vec<String> {
+        self.lock().restarts.clone()
+    }
+
+    pub fn throttle(&self, method: &str, path_prefix: &str, times: u32, retry_after: u32) {
+        self.lock()
+            .throttles
+            .push((method.into(), path_prefix.into(), times, retry_after));
+    }
+
+    pub fn location_only(&self) {
+        self.lock().location_only = true;
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.lock().requests.clone()
+    }
+
+    /// Resource Manager requests that change something, as `METHOD /path?query body`.
+    pub fn arm_changes(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter(|r| r.method != "GET" && r.path.starts_with("/subscriptions/"))
+            .map(Request::line)
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+}
+
+fn serve(stream: TcpStream, state: &Mutex<State>) {
+    let mut reader = BufReader::new(stream);
+    let mut first = String::new();
+    if reader.read_line(&mut first).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = first.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = line.split_once(':') {
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let mut request = Request {
+        method,
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        status: 0,
+    };
+    let (status, extra, body) = {
+        let mut s = state.lock().unwrap();
+        let answer = handle(&mut s, &request);
+        request.status = answer.0;
+        s.requests.push(request);
+        answer
+    };
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n",
+        reason(status),
+        text.len()
+    );
+    for (n, v) in extra {
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(&text);
+    let mut stream = reader.into_inner();
+    let _ = stream.write_all(out.as_bytes());
+    let _ = stream.flush();
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        _ => "Status",
+    }
+}
+
+type Answer = (u16, Vec<(String, String)>, Value);
+
+fn arm_error(status: u16, code: &str, message: &str) -> Answer {
+    (
+        status,
+        Vec::new(),
+        json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+fn query(path: &str, name: &str) -> Option<String> {
+    let q = path.split_once('?')?.1;
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let s = s.replace('+', " ");
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn form(body: &str) -> BTreeMap<String, String> {
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token(s: &mut State, kind: &str) -> String {
+    s.tokens_issued += 1;
+    format!("tok-{kind}-{}", s.tokens_issued)
+}
+
+fn handle(s: &mut State, r: &Request) -> Answer {
+    let path = r.path.split('?').next().unwrap_or_default().to_owned();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // Entra token endpoint.
+    if r.method == "POST" && segs.len() == 4 && segs[1..] == ["oauth2", "v2.0", "token"] {
+        let f = form(&r.body);
+        let ok_client =
+            f.get("client_id").map(String::as_str) == Some(CLIENT_ID) && segs[0] == TENANT;
+        let by_secret = f.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET);
+        let assertion = f.get("client_assertion").map(String::as_str);
+        let by_assertion = f.get("client_assertion_type").map(String::as_str)
+            == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            && matches!(assertion, Some(FEDERATED_TOKEN | PIPELINES_OIDC_TOKEN));
+        if f.get("grant_type").map(String::as_str) != Some("client_credentials")
+            || !ok_client
+            || !(by_secret || by_assertion)
+        {
+            let (code, text) = if f.contains_key("client_assertion") {
+                (
+                    70021,
+                    "AADSTS70021: No matching federated identity record found for presented assertion.",
+                )
+            } else {
+                (
+                    7_000_215,
+                    "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value.",
+                )
+            };
+            return (
+                401,
+                Vec::new(),
+                json!({"error": "invalid_client", "error_description": text, "error_codes": [code]}),
+            );
+        }
+        let kind = if by_secret {
+            "secret"
+        } else if assertion == Some(FEDERATED_TOKEN) {
+            "workload"
+        } else {
+            "pipelines"
+        };
+        let t = token(s, kind);
+        return (
+            200,
+            Vec::new(),
+            json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": t}),
+        );
+    }
+    // Managed identity (App Service flavour).
+    if r.method == "GET" && path == "/msi/token" {
+        if r.header("x-identity-header") != Some(IDENTITY_HEADER) {
+            return (
+                401,
+                Vec::new(),
+                json!({"statusCode": 401, "message": "Unauthorized request"}),
+            );
+        }
+        let resource = query(&r.path, "resource").unwrap_or_default();
+        let t = token(s, "msi");
+        return (
+            200,
+            Vec::new(),
+            json!({"access_token": t, "expires_on": (now() + 3600).to_string(), "resource": resource, "token_type": "Bearer", "client_id": CLIENT_ID}),
+        );
+    }
+    // Azure Pipelines OIDC.
+    if r.method == "POST" && path == "/oidc" {
+        if r.header("authorization") != Some(&format!("Bearer {SYSTEM_ACCESS_TOKEN}"))
+            || query(&r.path, "serviceConnectionId").is_none()
+        {
+            return (401, Vec::new(), json!({"message": "unauthorized"}));
+        }
+        return (200, Vec::new(), json!({"oidcToken": PIPELINES_OIDC_TOKEN}));
+    }
+    let bearer = r
+        .header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .is_some_and(|t| t.starts_with("tok-"));
+    // Key Vault.
+    if segs.first() == Some(&"secrets") && r.method == "GET" {
+        if query(&r.path, "api-version").is_none() {
+            return arm_error(
+                400,
+                "BadParameter",
+                "The 'api-version' query parameter is missing.",
+            );
+        }
+        if !bearer {
+            return (
+                401,
+                vec![(
+                    "WWW-Authenticate".into(),
+                    format!(
+                        "Bearer authorization=\"https://login.microsoftonline.com/{TENANT}\", resource=\"https://vault.azure.net\""
+                    ),
+                )],
+                json!({"error": {"code": "Unauthorized", "message": "Request is missing a Bearer or PoP token."}}),
+            );
+        }
+        let name = segs.get(1).copied().unwrap_or_default();
+        let version = segs.get(2).copied().filter(|v| !v.is_empty());
+        if s.forbidden.contains(name) {
+            return (
+                403,
+                Vec::new(),
+                json!({"error": {"code": "Forbidden", "message": format!("The user, group or application does not have secrets get permission on key vault. Caller: appid={CLIENT_ID}"), "innererror": {"code": "ForbiddenByRbac"}}}),
+            );
+        }
+        let key = match version {
+            Some(v) => format!("{name}/{v}"),
+            None => name.to_owned(),
+        };
+        return match s.secrets.get(&key) {
+            Some(v) => (
+                200,
+                Vec::new(),
+                json!({"value": v, "id": format!("https://kv.vault.azure.net/secrets/{name}/{}", version.unwrap_or("0123456789abcdef")), "attributes": {"enabled": true, "created": 1_700_000_000, "updated": 1_700_000_000}, "tags": {}}),
+            ),
+            None => (
+                404,
+                Vec::new(),
+                json!({"error": {"code": "SecretNotFound", "message": format!("A secret with (name/id) {name} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command.")}}),
+            ),
+        };
+    }
+    if segs.first() != Some(&"subscriptions") {
+        return arm_error(404, "NotFound", "no such endpoint in the fake");
+    }
+    // Resource Manager.
+    if query(&r.path, "api-version").is_none() {
+        return arm_error(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        );
+    }
+    if !bearer {
+        return (
+            401,
+            vec![(
+                "WWW-Authenticate".into(),
+                "Bearer authorization_uri=\"https://login.windows.net/\", error=\"invalid_token\""
+                    .into(),
+            )],
+            json!({"error": {"code": "AuthenticationFailed", "message": "Authentication failed. The 'Authorization' header is missing."}}),
+        );
+    }
+    if let Some(i) = s
+        .throttles
+        .iter()
+        .position(|(m, p, n, _)| *n > 0 && *m == r.method && path.starts_with(p.as_str()))
+    {
+        s.throttles[i].2 -= 1;
+        let secs = s.throttles[i].3;
+        return (
+            429,
+            vec![("Retry-After".into(), secs.to_string())],
+            json!({"error": {"code": "TooManyRequests", "message": "The request is being throttled."}}),
+        );
+    }
+    // Operation monitors.
+    if let Some(kind @ ("containerappOperationStatuses" | "containerappOperationResults")) =
+        segs.get(6).copied()
+    {
+        let id = segs.get(7).copied().unwrap_or_default().to_owned();
+        let Some((left, app)) = s.operations.get(&id).cloned() else {
+            return arm_error(404, "NotFound", "operation not found");
+        };
+        if left > 0 {
+            s.operations.insert(id.clone(), (left - 1, app));
+            return if kind == "containerappOperationStatuses" {
+                (
+                    200,
+                    vec![("Retry-After".into(), "1".into())],
+                    json!({"id": id, "name": id, "status": "InProgress"}),
+                )
+            } else {
+                (202, vec![("Retry-After".into(), "1".into())], Value::Null)
+            };
+        }
+        let resource = s.apps.get_mut(&app).expect("operations change known apps");
+        resource["properties"]["provisioningState"] = json!("Succeeded");
+        let resource = resource.clone();
+        return if kind == "containerappOperationStatuses" {
+            (
+                200,
+                Vec::new(),
+                json!({"id": id, "name": id, "status": "Succeeded"}),
+            )
+        } else {
+            (200, Vec::new(), shown(&resource))
+        };
+    }
+    if segs.len() >= 8 && segs[5] == "Microsoft.Web" && segs[6] == "sites" {
+        return site(s, r, &segs);
+    }
+    // /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.App/containerApps/{app}[/...]
+    if segs.len() < 8
+        || segs[1] != SUBSCRIPTION
+        || segs[5] != "Microsoft.App"
+        || segs[6] != "containerApps"
+    {
+        return arm_error(404, "ResourceNotFound", "The resource was not found.");
+    }
+    let name = segs[7].to_owned();
+    let Some(app) = s.apps.get(&name).cloned() else {
+        return arm_error(
+            404,
+            "ResourceNotFound",
+            &format!(
+                "The Resource 'Microsoft.App/containerApps/{name}' under resource group '{}' was not found.",
+                segs[3]
+            ),
+        );
+    };
+    match (r.method.as_str(), &segs[8..]) {
+        ("GET", []) => (200, Vec::new(), shown(&app)),
+        ("PATCH", []) => {
+            let Ok(patch) = serde_json::from_str::<Value>(&r.body) else {
+                return arm_error(
+                    400,
+                    "InvalidRequestContent",
+                    "The request content was invalid and could not be deserialized.",
+                );
+            };
+            if r.header("content-type") != Some("application/json") {
+                return arm_error(
+                    415,
+                    "UnsupportedMediaType",
+                    "Content-Type must be application/json.",
+                );
+            }
+            let mut updated = app.clone();
+            merge(&mut updated, &patch);
+            if patch["properties"].get("template").is_some() {
+                let n = s
+                    .revisions
+                    .keys()
+                    .filter(|k| k.starts_with(&format!("{name}/")))
+                    .count()
+                    + 1;
+                let rev = format!("{name}--r{n}");
+                updated["properties"]["latestRevisionName"] = json!(rev);
+                s.revisions
+                    .insert(format!("{name}/{rev}"), ("Provisioning".into(), 0));
+            }
+            updated["properties"]["provisioningState"] = json!("InProgress");
+            s.apps.insert(name.clone(), updated);
+            let op = format!("op-{}", s.operations.len() + 1);
+            s.operations.insert(op.clone(), (1, name.clone()));
+            let base = format!(
+                "https://management.azure.com/subscriptions/{SUBSCRIPTION}/providers/Microsoft.App/locations/westeurope"
+            );
+            let api = query(&r.path, "api-version").unwrap_or_default();
+            let mut headers = vec![
+                (
+                    "Location".to_owned(),
+                    format!("{base}/containerappOperationResults/{op}?api-version={api}"),
+                ),
+                ("Retry-After".to_owned(), "1".to_owned()),
+            ];
+            if !s.location_only {
+                headers.push((
+                    "Azure-AsyncOperation".into(),
+                    format!("{base}/containerappOperationStatuses/{op}?api-version={api}"),
+                ));
+            }
+            (202, headers, Value::Null)
+        }
+        ("GET", ["revisions", rev]) => {
+            let key = format!("{name}/{rev}");
+            let Some((state, reads)) = s.revisions.get(&key).cloned() else {
+                return arm_error(
+                    404,
+                    "ContainerAppRevisionNotFound",
+                    &format!("Revision '{rev}' not found."),
+                );
+            };
+            let state = if state == "Provisioning" && reads >= 1 {
+                "Provisioned".to_owned()
+            } else {
+                state
+            };
+            s.revisions.insert(key, (state.clone(), reads + 1));
+            if state == "Provisioned" {
+                s.apps.get_mut(&name).unwrap()["properties"]["latestReadyRevisionName"] =
+                    json!(rev);
+            }
+            let running = if state == "Provisioned" {
+                "Running"
+            } else {
+                "Processing"
+            };
+            (
+                200,
+                Vec::new(),
+                json!({"name": rev, "properties": {"provisioningState": state, "runningState": running, "active": true, "healthState": "Healthy"}}),
+            )
+        }
+        ("POST", ["revisions", rev, "restart"]) => {
+            if !s.revisions.contains_key(&format!("{name}/{rev}")) {
+                return arm_error(
+                    404,
+                    "ContainerAppRevisionNotFound",
+                    &format!("Revision '{rev}' not found."),
+                );
+            }
+            s.restarts.push(format!("{name}/{rev}"));
+            (200, Vec::new(), Value::Null)
+        }
+        _ => arm_error(404, "NotFound", "no such operation in the fake"),
+    }
+}
+
+/// The app as `GET` shows it: env entries with an empty value lose their `value`.
+fn shown(app: &Value) -> Value {
+    let mut app = app.clone();
+    if let Some(cs) = app["properties"]["template"]["containers"].as_array_mut() {
+        for c in cs {
+            if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
+                for e in env {
+                    if e["value"] == json!("") {
+                        e.as_object_mut().unwrap().remove("value");
+                    }
+                }
+            }
+        }
+    }
+    app
+}
+
+/// JSON merge patch (RFC 7386): objects merge, anything else replaces, `null` deletes.
+fn merge(target: &mut Value, patch: &Value) {
+    let Some(p) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().unwrap();
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+/// `Microsoft.Web/sites/{name}`: GET, stop/start/restart, app settings list and PUT (which
+/// replaces the whole set and restarts the app, as Azure does).
+fn site(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
+    let name = segs[7].to_owned();
+    if segs[1] != SUBSCRIPTION {
+        return arm_error(
+            404,
+            "SubscriptionNotFound",
+            "The subscription could not be found.",
+        );
+    }
+    let Some((state, settings, restarts)) = s.sites.get_mut(&name) else {
+        return arm_error(
+            404,
+            "ResourceNotFound",
+            &format!(
+                "The Resource 'Microsoft.Web/sites/{name}' under resource group '{}' was not found.",
+                segs[3]
+            ),
+        );
+    };
+    let id = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{}/providers/Microsoft.Web/sites/{name}",
+        segs[3]
+    );
+    match (r.method.as_str(), &segs[8..]) {
+        ("GET", []) => (
+            200,
+            Vec::new(),
+            json!({"id": id, "name": name, "type": "Microsoft.Web/sites", "properties": {"state": state, "enabled": true}}),
+        ),
+        ("POST", ["stop"]) => {
+            *state = "Stopped".into();
+            (200, Vec::new(), Value::Null)
+        }
+        ("POST", ["start"]) => {
+            *state = "Running".into();
+            (200, Vec::new(), Value::Null)
+        }
+        ("POST", ["restart"]) => {
+            *restarts += 1;
+            (200, Vec::new(), Value::Null)
+        }
+        ("POST", ["config", "appsettings", "list"]) => (
+            200,
+            Vec::new(),
+            json!({"id": format!("{id}/config/appsettings"), "name": "appsettings", "type": "Microsoft.Web/sites/config", "properties": settings}),
+        ),
+        ("PUT", ["config", "appsettings"]) => {
+            let Ok(body) = serde_json::from_str::<Value>(&r.body) else {
+                return arm_error(
+                    400,
+                    "InvalidRequestContent",
+                    "The request content was invalid and could not be deserialized.",
+                );
+            };
+            let Some(props) = body["properties"].as_object() else {
+                return arm_error(400, "BadRequest", "properties is required.");
+            };
+            if props.values().any(|v| !v.is_string()) {
+                return arm_error(400, "BadRequest", "app setting values must be strings.");
+            }
+            settings.clone_from(props);
+            *restarts += 1;
+            (
+                200,
+                Vec::new(),
+                json!({"id": format!("{id}/config/appsettings"), "name": "appsettings", "properties": settings}),
+            )
+        }
+        _ => arm_error(404, "NotFound", "no such operation in the fake"),
+    }
+}
