@@ -1,6 +1,7 @@
 //! Adapters: one trait per family (database, platform, backup store, secrets), one module
 //! per implementation, picked by the config's `kind`. The engine sees only the traits.
 
+pub mod azure_storage;
 pub mod database;
 pub mod platform;
 pub mod secrets;

@@ -177,19 +177,31 @@ pub enum StoreConfig {
         #[serde(default)]
         keep: Option<Keep>,
     },
-    /// Azure Blob Storage.
-    AzureBlob {
-        /// Storage account name or URL.
-        account: Text,
-        /// Container name.
-        container: Text,
-        /// Account key or SAS; a credential field.
-        #[serde(default)]
-        key: Option<Text>,
-        /// How many backups `backup prune` keeps.
-        #[serde(default)]
-        keep: Option<Keep>,
-    },
+    /// Azure Blob Storage: block blobs `<id>.dump` plus `<id>.manifest.json`.
+    AzureBlob(Box<AzureBlobConfig>),
+}
+
+/// An Azure Blob Storage container and how to sign in to it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureBlobConfig {
+    /// Storage account: a name (`mybackups`), the blob service URL
+    /// (`https://mybackups.blob.core.windows.net`), or an emulator's path-style URL
+    /// (`http://127.0.0.1:10000/devstoreaccount1`).
+    pub account: Text,
+    /// Container name; created by the first check when missing.
+    pub container: Text,
+    /// Account key (Shared Key); a credential field. Without `key:` and `sas:`,
+    /// requests carry an Entra ID token from the Azure credential.
+    #[serde(default)]
+    pub key: Option<Text>,
+    /// SAS token (`sv=...&sig=...`) allowing read, add, create, write, delete and list
+    /// on the container; a credential field.
+    #[serde(default)]
+    pub sas: Option<Text>,
+    /// How many backups `backup prune` keeps.
+    #[serde(default)]
+    pub keep: Option<Keep>,
 }
 
 /// The platform the app runs on, by `kind`.

@@ -48,6 +48,7 @@ pub fn context(
         &resolver,
         &config.dir,
         &state_dir.join("backups"),
+        &|| azure_credential(config, environment),
     )
     .map_err(located)?;
     let platform =
@@ -102,6 +103,20 @@ pub fn context(
         cancel,
         http,
     })
+}
+
+/// The Azure credential for adapters that authenticate with Entra ID (a blob store or lock
+/// without `key:` or `sas:`). Called only when one needs it.
+pub fn azure_credential(
+    _config: &Config,
+    _environment: &str,
+) -> Result<Arc<dyn azure_core::credentials::TokenCredential>, BuildError> {
+    Err(crate::adapters::NotAvailable {
+        family: "Azure credential",
+        kind: "Entra ID",
+        alternative: "`key:` (account key) or `sas:` (SAS token) in the `azure-blob` section",
+    }
+    .into())
 }
 
 /// Where relative paths in a path-valued flag resolve.

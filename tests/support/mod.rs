@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
+pub mod azurite;
 pub mod fault_proxy;
 pub mod heroku_fake;
 pub mod mysql;
