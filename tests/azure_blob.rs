@@ -470,3 +470,202 @@ fn account_sas(perms: &str) -> String {
         .append_pair("sig", &signature);
     query.finish()
 }
+
+// ---- The deploy lock and journal in blob storage (`lock: { kind: azure-blob }`). ----
+
+/// A runner: its own folder, state, database and platform, sharing only the container
+/// that holds the lock and the journal. Its pipeline parks at a `hold` step (after
+/// maintenance went on) until the file `release` appears.
+fn runner(container: &str) -> Project {
+    let az = azurite::server();
+    let p = Project::new();
+    let config = replace_once(
+        &p.default_config(),
+        "    health:",
+        &format!(
+            "    lock: {{ kind: azure-blob, lease: 15s, account: \"{}\", container: {container}, key: \"{KEY}\" }}\n    health:",
+            az.url()
+        ),
+    );
+    p.write_config(&config);
+    p.write_pipeline(&replace_once(
+        &p.pipeline(),
+        "  - id: jobs-down\n",
+        "  - id: hold\n    uses: command\n    with: { run: \"touch holding; while [ ! -e release ]; do sleep 0.05; done\" }\n  - id: jobs-down\n",
+    ));
+    p
+}
+
+fn spawn_deploy(p: &Project) -> std::process::Child {
+    p.cmd()
+        .arg("deploy")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[track_caller]
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run_ids(p: &Project) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(p.file(".cutover/journal"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_suffix(".jsonl")
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn two_runners_one_lease_holder_and_the_other_exits_4_naming_it() {
+    let name = azurite::container();
+    let (a, b) = (runner(&name), runner(&name));
+    let child = spawn_deploy(&a);
+    let pid = child.id();
+    wait_for("runner A at its hold step", || a.file("holding").exists());
+    let a_run = run_ids(&a).pop().unwrap();
+
+    let blocked = b.run(&["deploy"]);
+    blocked.expect_code(4);
+    let err = blocked.stderr();
+    assert!(err.contains("another run holds the deploy lock"), "{err}");
+    assert!(err.contains(&a_run), "names the holder's run: {err}");
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert!(b.calls().is_empty(), "the blocked runner touched nothing");
+    let status = b.run(&["lock", "status"]);
+    status.success();
+    assert!(status.stdout().contains(&a_run), "{}", status.stdout());
+
+    a.write("release", "");
+    let out = child.wait_with_output().unwrap();
+    Run(out).success();
+    // The lease is released at the end: B runs now, and sees A's finished run.
+    b.write("release", "");
+    b.run(&["deploy"]).success();
+    let history = b.run(&["history", "--json"]);
+    history.success();
+    let runs = result(&history.stdout())["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
+    assert!(runs.iter().any(|r| r["run_id"] == a_run.as_str()));
+    let stored = blobs(&name);
+    assert!(
+        stored.contains(&"cutover/testapp/local/lock".to_owned()),
+        "{stored:?}"
+    );
+    assert!(
+        stored.contains(&format!("cutover/testapp/local/journal/{a_run}.jsonl")),
+        "{stored:?}"
+    );
+}
+
+#[test]
+fn a_lease_broken_mid_run_stops_the_run_and_rolls_back() {
+    let name = azurite::container();
+    let (a, b) = (runner(&name), runner(&name));
+    let child = spawn_deploy(&a);
+    wait_for("runner A at its hold step", || a.file("holding").exists());
+    assert_eq!(a.platform(), "maintenance=true\njobs=3\n");
+    // Another runner's operator breaks the lease.
+    b.run(&["lock", "release", "--force", "--yes"]).success();
+    let run = Run(child.wait_with_output().unwrap());
+    assert_ne!(run.code(), 0, "{}", run.all());
+    assert!(run.all().contains("lost the deploy lock"), "{}", run.all());
+    assert_eq!(a.platform(), "maintenance=false\njobs=3\n", "rolled back");
+    let journal = a.journals().pop().unwrap();
+    assert_eq!(journal.last().unwrap()["status"], "rolled_back");
+    assert!(
+        !a.calls().contains(&"scale_jobs_0".to_owned()),
+        "no step after the hold ran"
+    );
+}
+
+#[test]
+fn history_and_recover_read_the_blob_journal_from_another_state_folder() {
+    let name = azurite::container();
+    let (a, b) = (runner(&name), runner(&name));
+    let mut child = spawn_deploy(&a);
+    wait_for("runner A at its hold step", || a.file("holding").exists());
+    let a_run = run_ids(&a).pop().unwrap();
+    child.kill().unwrap(); // SIGKILL: the runner is lost mid-run
+    child.wait().unwrap();
+
+    // B has never seen this run, yet its history shows it unfinished.
+    let history = b.run(&["history", "--json"]);
+    history.success();
+    let runs = result(&history.stdout())["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["run_id"], a_run.as_str());
+    assert!(runs[0]["status"].is_null(), "{runs:?}");
+
+    // B recovers A's run once A's lease has lapsed (until then: exit 4, naming A).
+    let mut recover = b.run(&["recover"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recover.code() == 4 {
+        assert!(recover.stderr().contains(&a_run), "{}", recover.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "the dead runner's lease never lapsed"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        recover = b.run(&["recover"]);
+    }
+    recover.expect_code(1);
+    assert!(recover.stdout().contains(&a_run), "{}", recover.stdout());
+    assert!(
+        b.calls().contains(&"maintenance_off".to_owned()),
+        "{:?}",
+        b.calls()
+    );
+
+    // The blob journal now closes A's run, so A's own history says so too.
+    let history = a.run(&["history", "--json"]);
+    history.success();
+    let runs = result(&history.stdout())["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let a_entry = runs.iter().find(|r| r["run_id"] == a_run.as_str()).unwrap();
+    assert_eq!(a_entry["status"], "rolled_back", "{runs:?}");
+}
+
+#[test]
+fn a_bad_lock_section_is_bad_input() {
+    let name = azurite::container();
+    let p = runner(&name);
+    let config = p.read("deploy.yaml");
+    p.write_config(&config.replace("lease: 15s", "lease: 5m"));
+    let run = p.run(&["deploy"]);
+    run.expect_code(2);
+    assert!(run.stderr().contains("15s to 60s"), "{}", run.stderr());
+    p.write_config(&config.replace(&format!(", container: {name}"), ""));
+    let run = p.run(&["deploy"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr().contains("needs `account:` and `container:`"),
+        "{}",
+        run.stderr()
+    );
+    assert!(p.calls().is_empty());
+}

@@ -295,7 +295,35 @@ pub struct HealthConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockConfig {
-    /// How long a lock lives without a heartbeat (default 60s).
+    /// How long a lock lives without a heartbeat (default 60s; 15s to 60s for
+    /// `azure-blob`).
     #[serde(default)]
     pub lease: Option<Duration>,
+    /// Where the lock and the journal live: `local` (default: the state folder) or
+    /// `azure-blob` (a blob lease and append blobs, shared by every runner).
+    #[serde(default)]
+    pub kind: Option<LockKind>,
+    /// For `azure-blob`: storage account, as in `backups:`.
+    #[serde(default)]
+    pub account: Option<Text>,
+    /// For `azure-blob`: container name.
+    #[serde(default)]
+    pub container: Option<Text>,
+    /// For `azure-blob`: account key; a credential field.
+    #[serde(default)]
+    pub key: Option<Text>,
+    /// For `azure-blob`: SAS token; a credential field.
+    #[serde(default)]
+    pub sas: Option<Text>,
+}
+
+/// Where the deploy lock and the journal live.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockKind {
+    /// Files in the state folder (one machine).
+    #[default]
+    Local,
+    /// A blob lease and the journal in an Azure Blob Storage container (many runners).
+    AzureBlob,
 }

@@ -9,8 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{Context, HealthTarget};
 use super::error::EngineError;
+use super::shared_state::SharedState;
 use crate::adapters::database::BuildError;
 use crate::adapters::{database, platform, store};
+use crate::config::deploy_file::LockKind;
 use crate::config::reference::Resolver;
 use crate::config::{Config, ConfigError, Located};
 use crate::migrate::source;
@@ -82,6 +84,58 @@ pub fn context(
         Duration::from_secs(60),
         super::super::config::duration::Duration::get,
     );
+    let shared = match env.lock.as_ref() {
+        Some(lock) if lock.kind == Some(LockKind::AzureBlob) => {
+            let invalid = |message: String| -> EngineError {
+                ConfigError::Invalid(Located::file(
+                    &config.path,
+                    format!("environment `{environment}`: lock: {message}"),
+                ))
+                .into()
+            };
+            let (Some(account), Some(container)) = (&lock.account, &lock.container) else {
+                return Err(invalid(
+                    "`kind: azure-blob` needs `account:` and `container:`".into(),
+                ));
+            };
+            if !(15..=60).contains(&lock_lease.as_secs()) {
+                return Err(invalid(format!(
+                    "a blob lease lasts 15s to 60s, not {}",
+                    humantime::format_duration(lock_lease)
+                )));
+            }
+            let container = store::azure_container_of(
+                &resolver,
+                account,
+                container,
+                lock.key.as_ref(),
+                lock.sas.as_ref(),
+                &|| azure_credential(config, environment),
+            )
+            .map_err(located)?;
+            Some(Arc::new(SharedState::new(
+                container,
+                config.project(),
+                environment,
+                lock_lease,
+            )))
+        }
+        Some(lock)
+            if lock.account.is_some()
+                || lock.container.is_some()
+                || lock.key.is_some()
+                || lock.sas.is_some() =>
+        {
+            return Err(ConfigError::Invalid(Located::file(
+                &config.path,
+                format!(
+                    "environment `{environment}`: lock: `account`, `container`, `key` and `sas` need `kind: azure-blob`"
+                ),
+            ))
+            .into());
+        }
+        _ => None,
+    };
     let http = reqwest::Client::builder()
         .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))
@@ -98,6 +152,7 @@ pub fn context(
         health,
         migrations,
         lock_lease,
+        shared,
         reporter,
         redactor,
         cancel,

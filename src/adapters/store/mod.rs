@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::adapters::azure_storage;
 use crate::adapters::database::BuildError;
-use crate::config::deploy_file::{AzureBlobConfig, Keep, StoreConfig};
+use crate::config::deploy_file::{AzureBlobConfig, Keep, StoreConfig, Text};
 use crate::config::reference::Resolver;
 
 /// What is known about a finished backup. Written as JSON beside the dump.
@@ -116,9 +116,29 @@ pub fn azure_container(
     config: &AzureBlobConfig,
     azure_credential: AzureCredential<'_>,
 ) -> Result<azure_storage::Container, BuildError> {
-    let name = resolver.text(&config.account)?;
+    azure_container_of(
+        resolver,
+        &config.account,
+        &config.container,
+        config.key.as_ref(),
+        config.sas.as_ref(),
+        azure_credential,
+    )
+}
+
+/// Connects to a container given its account, name and (at most one of) key and SAS;
+/// with neither, an Entra ID token.
+pub fn azure_container_of(
+    resolver: &Resolver<'_>,
+    account: &Text,
+    container: &Text,
+    key: Option<&Text>,
+    sas: Option<&Text>,
+    azure_credential: AzureCredential<'_>,
+) -> Result<azure_storage::Container, BuildError> {
+    let name = resolver.text(account)?;
     let account = azure_storage::Account::parse(&name).map_err(BuildError::Invalid)?;
-    let auth = match (&config.key, &config.sas) {
+    let auth = match (key, sas) {
         (Some(_), Some(_)) => {
             return Err(BuildError::Invalid(
                 "`azure-blob`: give either `key:` or `sas:`, not both".into(),
@@ -139,7 +159,7 @@ pub fn azure_container(
         }
         (None, None) => azure_storage::Auth::Token(azure_credential()?),
     };
-    let container = resolver.text(&config.container)?;
+    let container = resolver.text(container)?;
     azure_storage::Container::connect(account, &container, auth).map_err(BuildError::Invalid)
 }
 
