@@ -339,7 +339,12 @@ impl Upload for BlobUpload {
             .await
             .map_err(|e| failed(format!("cannot upload `{}`", self.dump_name), e.to_string()))?;
         self.sender.close();
-        let stager = self.stager.take().expect("the stager runs until commit");
+        let Some(stager) = self.stager.take() else {
+            return Err(failed(
+                format!("cannot upload `{}`", self.dump_name),
+                "the block upload had already failed".into(),
+            ));
+        };
         let ids = match stager.await {
             Ok(Ok(ids)) => ids,
             Ok(Err(message)) => return Err(StoreError::Service(message)),
