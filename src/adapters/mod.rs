@@ -2,6 +2,7 @@
 //! per implementation, picked by the config's `kind`. The engine sees only the traits.
 
 pub mod azure;
+pub mod azure_storage;
 pub mod database;
 pub mod platform;
 pub mod secrets;

@@ -15,7 +15,7 @@ use crate::engine::journal::{RunStatus, open_runs};
 use crate::engine::plan::{self, Plan};
 use crate::engine::run::{self, RollbackTarget, RunOutcome};
 use crate::engine::window::Window;
-use crate::engine::{Context, EngineError, cancel, lock};
+use crate::engine::{Context, EngineError, cancel, lock, shared_state};
 
 pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
@@ -263,6 +263,7 @@ pub async fn run_pipeline(
 ) -> Result<Exit, EngineError> {
     let ctx = session.context(cancel::on_signals())?;
     if !dry_run {
+        shared_state::sync(&ctx, true).await?;
         ensure_free(&ctx)?;
     }
     let shown = plan::build(&ctx, pipeline, target.as_ref()).await?;
@@ -291,6 +292,8 @@ pub async fn run_pipeline(
         ctx.lock_lease,
     )?;
     let db_lock = lock::acquire_in_database(&ctx).await?;
+    let shared_lock = shared_state::acquire(&ctx, &run_id, command).await?;
+    shared_state::sync(&ctx, false).await?;
     ensure_no_unfinished(&ctx)?;
     let now = plan::build(&ctx, pipeline, target.as_ref()).await?;
     if now.digest != shown.digest {
@@ -303,6 +306,7 @@ pub async fn run_pipeline(
         ));
     }
     let outcome = run::execute(&ctx, pipeline, &now, command, run_id, target).await?;
+    shared_state::release(shared_lock).await;
     drop(db_lock);
     guard.release();
     Ok(summarize(session, &ctx, &now, &outcome))

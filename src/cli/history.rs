@@ -5,16 +5,33 @@ use serde_json::json;
 use super::exit::Exit;
 use super::session::{Session, load_config};
 use super::{Global, HistoryArgs, Output};
-use crate::engine::EngineError;
-use crate::engine::journal::{Record, all_runs};
+use tokio_util::sync::CancellationToken;
 
-pub fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, EngineError> {
+use crate::config::deploy_file::LockKind;
+use crate::engine::journal::{Record, all_runs};
+use crate::engine::{EngineError, shared_state};
+
+pub async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, EngineError> {
     let mut global = global.clone();
     if args.json {
         global.output = Output::Json;
     }
     let config = load_config(&global)?;
     let (reporter, _) = super::session::reporter(&global)?;
+    // Environments whose journal lives in blob storage: their runs, from every runner,
+    // are copied into the state folder first.
+    for (name, env) in &config.file.environments {
+        let shared = env
+            .lock
+            .as_ref()
+            .is_some_and(|l| l.kind == Some(LockKind::AzureBlob));
+        if shared && global.env.as_deref().is_none_or(|e| e == name) {
+            let mut one = global.clone();
+            one.env = Some(name.clone());
+            let ctx = Session::open(&one)?.context(CancellationToken::new())?;
+            shared_state::sync(&ctx, false).await?;
+        }
+    }
     let runs = all_runs(&config.state_dir())?;
     let mut rows = Vec::new();
     let mut text = String::new();
@@ -68,7 +85,6 @@ pub fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, EngineError>
     if rows.is_empty() {
         text = "no runs yet".into();
     }
-    let _ = Session::open;
     reporter.result(&json!({"runs": rows}), &text);
     Ok(Exit::Ok)
 }

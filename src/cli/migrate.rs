@@ -222,12 +222,19 @@ async fn resolve(
         ctx.lock_lease,
     )?;
     let db_lock = crate::engine::lock::acquire_in_database(&ctx).await?;
+    let shared_lock = crate::engine::shared_state::acquire(
+        &ctx,
+        &crate::engine::journal::new_run_id(),
+        "migrate resolve",
+    )
+    .await?;
     let applied = resolution == Resolution::Applied;
     let changed = ctx
         .database
         .resolve_dirty(version, applied)
         .await
         .map_err(|e| EngineError::Plan(e.to_string()))?;
+    crate::engine::shared_state::release(shared_lock).await;
     drop(db_lock);
     guard.release();
     if !changed {

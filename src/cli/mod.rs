@@ -290,8 +290,8 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Recover(_) => recover::recover(&cli.global).await,
         Command::Migrate(cmd) => migrate::migrate(&cli.global, cmd).await,
         Command::Backup(cmd) => backup::backup(&cli.global, cmd).await,
-        Command::History(args) => history::history(&cli.global, &args),
-        Command::Lock(cmd) => lock::lock(&cli.global, cmd),
+        Command::History(args) => history::history(&cli.global, &args).await,
+        Command::Lock(cmd) => lock::lock(&cli.global, cmd).await,
         Command::Check(_) => check::check(&cli.global).await,
     };
     // Notifications still queued go out now, within their targets' time limits.

@@ -6,11 +6,12 @@ use super::Global;
 use super::exit::{Exit, eprint};
 use super::session::Session;
 use crate::engine::journal::{RunStatus, open_runs};
-use crate::engine::{EngineError, cancel, lock, run};
+use crate::engine::{EngineError, cancel, lock, run, shared_state};
 
 pub async fn recover(global: &Global) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let ctx = session.context(cancel::on_signals())?;
+    shared_state::sync(&ctx, true).await?;
     let runs = open_runs(&ctx.state_dir, &ctx.environment)?;
     if runs.is_empty() {
         session.result(
@@ -31,6 +32,8 @@ pub async fn recover(global: &Global) -> Result<Exit, EngineError> {
         ctx.lock_lease,
     )?;
     let db_lock = lock::acquire_in_database(&ctx).await?;
+    let shared_lock =
+        shared_state::acquire(&ctx, &crate::engine::journal::new_run_id(), "recover").await?;
     let mut exit = Exit::Ok;
     let mut recovered = Vec::new();
     for record in &runs {
@@ -73,6 +76,7 @@ pub async fn recover(global: &Global) -> Result<Exit, EngineError> {
             &line,
         );
     }
+    shared_state::release(shared_lock).await;
     drop(db_lock);
     guard.release();
     Ok(exit)

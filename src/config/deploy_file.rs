@@ -236,19 +236,31 @@ pub enum StoreConfig {
         #[serde(default)]
         keep: Option<Keep>,
     },
-    /// Azure Blob Storage.
-    AzureBlob {
-        /// Storage account name or URL.
-        account: Text,
-        /// Container name.
-        container: Text,
-        /// Account key or SAS; a credential field.
-        #[serde(default)]
-        key: Option<Text>,
-        /// How many backups `backup prune` keeps.
-        #[serde(default)]
-        keep: Option<Keep>,
-    },
+    /// Azure Blob Storage: block blobs `<id>.dump` plus `<id>.manifest.json`.
+    AzureBlob(Box<AzureBlobConfig>),
+}
+
+/// An Azure Blob Storage container and how to sign in to it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureBlobConfig {
+    /// Storage account: a name (`mybackups`), the blob service URL
+    /// (`https://mybackups.blob.core.windows.net`), or an emulator's path-style URL
+    /// (`http://127.0.0.1:10000/devstoreaccount1`).
+    pub account: Text,
+    /// Container name; created by the first check when missing.
+    pub container: Text,
+    /// Account key (Shared Key); a credential field. Without `key:` and `sas:`,
+    /// requests carry an Entra ID token from the Azure credential.
+    #[serde(default)]
+    pub key: Option<Text>,
+    /// SAS token (`sv=...&sig=...`) allowing read, add, create, write, delete and list
+    /// on the container; a credential field.
+    #[serde(default)]
+    pub sas: Option<Text>,
+    /// How many backups `backup prune` keeps.
+    #[serde(default)]
+    pub keep: Option<Keep>,
 }
 
 /// The platform the app runs on, by `kind`.
@@ -377,9 +389,37 @@ pub struct HealthConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockConfig {
-    /// How long a lock lives without a heartbeat (default 60s).
+    /// How long a lock lives without a heartbeat (default 60s; 15s to 60s for
+    /// `azure-blob`).
     #[serde(default)]
     pub lease: Option<Duration>,
+    /// Where the lock and the journal live: `local` (default: the state folder) or
+    /// `azure-blob` (a blob lease and append blobs, shared by every runner).
+    #[serde(default)]
+    pub kind: Option<LockKind>,
+    /// For `azure-blob`: storage account, as in `backups:`.
+    #[serde(default)]
+    pub account: Option<Text>,
+    /// For `azure-blob`: container name.
+    #[serde(default)]
+    pub container: Option<Text>,
+    /// For `azure-blob`: account key; a credential field.
+    #[serde(default)]
+    pub key: Option<Text>,
+    /// For `azure-blob`: SAS token; a credential field.
+    #[serde(default)]
+    pub sas: Option<Text>,
+}
+
+/// Where the deploy lock and the journal live.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockKind {
+    /// Files in the state folder (one machine).
+    #[default]
+    Local,
+    /// A blob lease and the journal in an Azure Blob Storage container (many runners).
+    AzureBlob,
 }
 
 /// A notification target: an incoming webhook that hears about runs. Sent in the

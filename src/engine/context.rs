@@ -33,6 +33,9 @@ pub struct Context {
     pub health: Option<HealthTarget>,
     pub migrations: MigrationSet,
     pub lock_lease: std::time::Duration,
+    /// The lock and journal in blob storage (`lock: { kind: azure-blob, ... }`), shared by
+    /// every runner of the environment.
+    pub shared: Option<std::sync::Arc<super::shared_state::SharedState>>,
     pub reporter: Arc<dyn Reporter>,
     pub redactor: Redactor,
     pub cancel: CancellationToken,

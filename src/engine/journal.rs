@@ -142,6 +142,8 @@ pub struct Journal {
     path: PathBuf,
     file: std::fs::File,
     redactor: Redactor,
+    /// The copy in blob storage, appended after the local file (`lock: azure-blob`).
+    remote: Option<super::shared_state::RemoteJournal>,
 }
 
 impl Journal {
@@ -171,6 +173,7 @@ impl Journal {
             path,
             file,
             redactor,
+            remote: None,
         })
     }
 
@@ -187,6 +190,7 @@ impl Journal {
             path: path.to_owned(),
             file,
             redactor,
+            remote: None,
         })
     }
 
@@ -194,8 +198,13 @@ impl Journal {
         &self.path
     }
 
-    /// Appends a record and syncs it to disk.
-    pub fn write(&mut self, record: &Record) -> Result<(), JournalError> {
+    /// Also appends every record to `remote`, after the local file.
+    pub fn mirror_to(&mut self, remote: super::shared_state::RemoteJournal) {
+        self.remote = Some(remote);
+    }
+
+    /// Appends a record and syncs it to disk (and to the blob copy, when there is one).
+    pub async fn write(&mut self, record: &Record) -> Result<(), JournalError> {
         let line = serde_json::to_string(record).expect("journal records serialize");
         let line = self.redactor.redact(&line);
         let err = |source| JournalError::Write {
@@ -206,6 +215,12 @@ impl Journal {
             .write_all(format!("{line}\n").as_bytes())
             .map_err(err)?;
         self.file.sync_data().map_err(err)?;
+        if let Some(remote) = &self.remote {
+            remote
+                .append(format!("{line}\n").into_bytes())
+                .await
+                .map_err(|m| err(std::io::Error::other(m)))?;
+        }
         crash_point();
         Ok(())
     }

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod plan;
 pub mod run;
 pub mod setup;
+pub mod shared_state;
 pub mod window;
 
 pub use context::Context;

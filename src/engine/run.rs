@@ -61,18 +61,23 @@ pub async fn execute(
     rollback_target: Option<RollbackTarget>,
 ) -> Result<RunOutcome, EngineError> {
     let mut journal = Journal::create(&ctx.state_dir, &run_id, ctx.redactor.clone())?;
-    journal.write(&Record::RunStarted {
-        at: Utc::now(),
-        run_id: run_id.clone(),
-        project: ctx.project.clone(),
-        environment: ctx.environment.clone(),
-        command: command.to_owned(),
-        pipeline: pipeline.name.clone(),
-        steps: pipeline.steps.iter().map(|s| s.id.clone()).collect(),
-        plan_digest: plan.digest.clone(),
-        user: username(),
-        host: hostname(),
-    })?;
+    if let Some(shared) = &ctx.shared {
+        journal.mirror_to(shared.journal(&run_id).await?);
+    }
+    journal
+        .write(&Record::RunStarted {
+            at: Utc::now(),
+            run_id: run_id.clone(),
+            project: ctx.project.clone(),
+            environment: ctx.environment.clone(),
+            command: command.to_owned(),
+            pipeline: pipeline.name.clone(),
+            steps: pipeline.steps.iter().map(|s| s.id.clone()).collect(),
+            plan_digest: plan.digest.clone(),
+            user: username(),
+            host: hostname(),
+        })
+        .await?;
     ctx.report(Event::RunStarted {
         run_id: run_id.clone(),
         environment: ctx.environment.clone(),
@@ -92,11 +97,13 @@ pub async fn execute(
     for (index, step) in pipeline.steps.iter().enumerate() {
         let planned = &plan.steps[index];
         if let Some(reason) = &planned.skipped {
-            journal.write(&Record::StepSkipped {
-                at: Utc::now(),
-                index,
-                id: step.id.clone(),
-            })?;
+            journal
+                .write(&Record::StepSkipped {
+                    at: Utc::now(),
+                    index,
+                    id: step.id.clone(),
+                })
+                .await?;
             ctx.report(Event::StepSkipped {
                 id: step.id.clone(),
                 reason: reason.clone(),
@@ -123,34 +130,32 @@ pub async fn execute(
         let compensation = match steps::prepare(ctx, step, &mut state).await {
             Ok(c) => c,
             Err(e) => {
-                failure = Some(step_failed(
-                    ctx,
-                    &mut journal,
-                    index,
-                    &step.id,
-                    step_start,
-                    &e,
-                )?);
+                failure =
+                    Some(step_failed(ctx, &mut journal, index, &step.id, step_start, &e).await?);
                 break;
             }
         };
-        journal.write(&Record::StepStarted {
-            at: Utc::now(),
-            index,
-            id: step.id.clone(),
-            uses: step.kind().name().to_owned(),
-            compensation: compensation.clone(),
-        })?;
+        journal
+            .write(&Record::StepStarted {
+                at: Utc::now(),
+                index,
+                id: step.id.clone(),
+                uses: step.kind().name().to_owned(),
+                compensation: compensation.clone(),
+            })
+            .await?;
         let result = run_step(ctx, step, &mut state, deadline).await;
         match result {
             Ok(message) => {
                 let message = ctx.redactor.redact(&message);
-                journal.write(&Record::StepFinished {
-                    at: Utc::now(),
-                    index,
-                    id: step.id.clone(),
-                    message: message.clone(),
-                })?;
+                journal
+                    .write(&Record::StepFinished {
+                        at: Utc::now(),
+                        index,
+                        id: step.id.clone(),
+                        message: message.clone(),
+                    })
+                    .await?;
                 ctx.report(Event::StepFinished {
                     id: step.id.clone(),
                     elapsed_ms: ms(step_start.elapsed()),
@@ -166,14 +171,8 @@ pub async fn execute(
                 }
             }
             Err(e) => {
-                failure = Some(step_failed(
-                    ctx,
-                    &mut journal,
-                    index,
-                    &step.id,
-                    step_start,
-                    &e,
-                )?);
+                failure =
+                    Some(step_failed(ctx, &mut journal, index, &step.id, step_start, &e).await?);
                 if let Some(action) = compensation.filter(Compensation::undoes_failed_step) {
                     stack.push(Pending {
                         index,
@@ -193,10 +192,12 @@ pub async fn execute(
             roll_back(ctx, &mut journal, stack, &reason).await?
         }
     };
-    journal.write(&Record::RunFinished {
-        at: Utc::now(),
-        status,
-    })?;
+    journal
+        .write(&Record::RunFinished {
+            at: Utc::now(),
+            status,
+        })
+        .await?;
     ctx.report(Event::RunFinished {
         run_id: run_id.clone(),
         status: status.as_str().into(),
@@ -215,7 +216,7 @@ pub async fn execute(
 }
 
 /// Records and reports a step's failure; returns the step id and the masked error.
-fn step_failed(
+async fn step_failed(
     ctx: &Context,
     journal: &mut Journal,
     index: usize,
@@ -224,12 +225,14 @@ fn step_failed(
     error: &StepError,
 ) -> Result<(String, String), EngineError> {
     let error = ctx.redactor.redact(&error.to_string());
-    journal.write(&Record::StepFailed {
-        at: Utc::now(),
-        index,
-        id: id.to_owned(),
-        error: error.clone(),
-    })?;
+    journal
+        .write(&Record::StepFailed {
+            at: Utc::now(),
+            index,
+            id: id.to_owned(),
+            error: error.clone(),
+        })
+        .await?;
     ctx.report(Event::StepFailed {
         id: id.to_owned(),
         elapsed_ms: ms(started.elapsed()),
@@ -298,10 +301,12 @@ async fn roll_back(
     stack: Vec<Pending>,
     reason: &str,
 ) -> Result<(RunStatus, Vec<String>, Vec<String>), EngineError> {
-    journal.write(&Record::RollbackStarted {
-        at: Utc::now(),
-        reason: reason.to_owned(),
-    })?;
+    journal
+        .write(&Record::RollbackStarted {
+            at: Utc::now(),
+            reason: reason.to_owned(),
+        })
+        .await?;
     ctx.report(Event::RollbackStarted {
         reason: reason.to_owned(),
         actions: stack.len(),
@@ -317,11 +322,13 @@ async fn roll_back(
             left.push(format!("{action} (step `{}`, not attempted)", pending.id));
             continue;
         }
-        journal.write(&Record::CompensationStarted {
-            at: Utc::now(),
-            index: pending.index,
-            id: pending.id.clone(),
-        })?;
+        journal
+            .write(&Record::CompensationStarted {
+                at: Utc::now(),
+                index: pending.index,
+                id: pending.id.clone(),
+            })
+            .await?;
         ctx.report(Event::CompensationStarted {
             id: pending.id.clone(),
             action: action.clone(),
@@ -344,11 +351,13 @@ async fn roll_back(
         };
         match result {
             Ok(_) => {
-                journal.write(&Record::CompensationFinished {
-                    at: Utc::now(),
-                    index: pending.index,
-                    id: pending.id.clone(),
-                })?;
+                journal
+                    .write(&Record::CompensationFinished {
+                        at: Utc::now(),
+                        index: pending.index,
+                        id: pending.id.clone(),
+                    })
+                    .await?;
                 ctx.report(Event::CompensationFinished {
                     id: pending.id.clone(),
                     action: action.clone(),
@@ -358,12 +367,14 @@ async fn roll_back(
             }
             Err(e) => {
                 let error = ctx.redactor.redact(&e.to_string());
-                journal.write(&Record::CompensationFailed {
-                    at: Utc::now(),
-                    index: pending.index,
-                    id: pending.id.clone(),
-                    error: error.clone(),
-                })?;
+                journal
+                    .write(&Record::CompensationFailed {
+                        at: Utc::now(),
+                        index: pending.index,
+                        id: pending.id.clone(),
+                        error: error.clone(),
+                    })
+                    .await?;
                 ctx.report(Event::CompensationFinished {
                     id: pending.id.clone(),
                     action: action.clone(),
@@ -450,12 +461,17 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
         }
     }
     let mut journal = Journal::reopen(&run.path, ctx.redactor.clone())?;
+    if let Some(shared) = &ctx.shared {
+        journal.mirror_to(shared.journal(&run.run_id()).await?);
+    }
     let all_done = steps_total.is_some_and(|n| finished.len() + skipped.len() == n);
     if all_done && failed.is_empty() && !rollback_started {
-        journal.write(&Record::RunFinished {
-            at: Utc::now(),
-            status: RunStatus::Succeeded,
-        })?;
+        journal
+            .write(&Record::RunFinished {
+                at: Utc::now(),
+                status: RunStatus::Succeeded,
+            })
+            .await?;
         outcome.status = RunStatus::Succeeded;
         return Ok(outcome);
     }
@@ -477,10 +493,12 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
     };
     outcome.failure = Some(("(recover)".into(), reason.clone()));
     let (status, undone, left) = roll_back(ctx, &mut journal, stack, &reason).await?;
-    journal.write(&Record::RunFinished {
-        at: Utc::now(),
-        status,
-    })?;
+    journal
+        .write(&Record::RunFinished {
+            at: Utc::now(),
+            status,
+        })
+        .await?;
     ctx.report(Event::RunFinished {
         run_id: run_id.clone(),
         status: status.as_str().into(),

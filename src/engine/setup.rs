@@ -9,9 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{Context, HealthTarget};
 use super::error::EngineError;
+use super::shared_state::SharedState;
 use crate::adapters::database::BuildError;
 use crate::adapters::{database, platform, store};
 use crate::config::deploy_file::NotifyEvent;
+use crate::config::deploy_file::LockKind;
 use crate::config::reference::Resolver;
 use crate::config::{Config, ConfigError, Located};
 use crate::migrate::source;
@@ -51,6 +53,7 @@ pub fn context(
         &resolver,
         &config.dir,
         &state_dir.join("backups"),
+        &|| azure_credential(&resolver),
     )
     .map_err(located)?;
     let platform =
@@ -84,6 +87,58 @@ pub fn context(
         Duration::from_secs(60),
         super::super::config::duration::Duration::get,
     );
+    let shared = match env.lock.as_ref() {
+        Some(lock) if lock.kind == Some(LockKind::AzureBlob) => {
+            let invalid = |message: String| -> EngineError {
+                ConfigError::Invalid(Located::file(
+                    &config.path,
+                    format!("environment `{environment}`: lock: {message}"),
+                ))
+                .into()
+            };
+            let (Some(account), Some(container)) = (&lock.account, &lock.container) else {
+                return Err(invalid(
+                    "`kind: azure-blob` needs `account:` and `container:`".into(),
+                ));
+            };
+            if !(15..=60).contains(&lock_lease.as_secs()) {
+                return Err(invalid(format!(
+                    "a blob lease lasts 15s to 60s, not {}",
+                    humantime::format_duration(lock_lease)
+                )));
+            }
+            let container = store::azure_container_of(
+                &resolver,
+                account,
+                container,
+                lock.key.as_ref(),
+                lock.sas.as_ref(),
+                &|| azure_credential(&resolver),
+            )
+            .map_err(located)?;
+            Some(Arc::new(SharedState::new(
+                container,
+                config.project(),
+                environment,
+                lock_lease,
+            )))
+        }
+        Some(lock)
+            if lock.account.is_some()
+                || lock.container.is_some()
+                || lock.key.is_some()
+                || lock.sas.is_some() =>
+        {
+            return Err(ConfigError::Invalid(Located::file(
+                &config.path,
+                format!(
+                    "environment `{environment}`: lock: `account`, `container`, `key` and `sas` need `kind: azure-blob`"
+                ),
+            ))
+            .into());
+        }
+        _ => None,
+    };
     let http = reqwest::Client::builder()
         .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))
@@ -109,6 +164,7 @@ pub fn context(
         health,
         migrations,
         lock_lease,
+        shared,
         reporter,
         redactor,
         cancel,
@@ -163,6 +219,15 @@ fn notifying(
         config.project(),
         environment,
     )))
+}
+
+/// The Azure credential for adapters that authenticate with Entra ID (a blob store or lock
+/// without `key:` or `sas:`): the environment's sign-in chain, built on first use.
+pub fn azure_credential(
+    resolver: &Resolver,
+) -> Result<Arc<dyn azure_core::credentials::TokenCredential>, BuildError> {
+    let auth = crate::adapters::azure::identity::AzureAuth::from_config(resolver.azure, resolver)?;
+    Ok(crate::adapters::azure::identity::lazy(auth))
 }
 
 /// Where relative paths in a path-valued flag resolve.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
 pub mod azure_fake;
+pub mod azurite;
 pub mod fault_proxy;
 pub mod heroku_fake;
 pub mod mysql;

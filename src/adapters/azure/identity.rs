@@ -112,6 +112,37 @@ pub async fn chain(auth: &AzureAuth) -> Result<Arc<Chain>, IdentityError> {
         .clone())
 }
 
+/// The credential for `auth`, built on first use: for adapters made in synchronous setup
+/// code (the blob store and lock) that must not sign in unless they are used.
+pub fn lazy(auth: AzureAuth) -> Arc<dyn TokenCredential> {
+    Arc::new(Lazy {
+        auth,
+        chain: tokio::sync::OnceCell::new(),
+    })
+}
+
+#[derive(Debug)]
+struct Lazy {
+    auth: AzureAuth,
+    chain: tokio::sync::OnceCell<Arc<Chain>>,
+}
+
+#[async_trait]
+impl TokenCredential for Lazy {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        let chain = self
+            .chain
+            .get_or_try_init(|| chain(&self.auth))
+            .await
+            .map_err(|e| failure(&e.to_string()))?;
+        chain.get_token(scopes, options).await
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// The settings cannot make the chosen credential.

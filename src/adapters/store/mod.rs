@@ -3,17 +3,19 @@
 //! A backup exists only once its manifest does. An upload that fails or is interrupted
 //! leaves at most a partial object that `list` never shows.
 
+pub mod azure_blob;
 pub mod local;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::adapters::NotAvailable;
+use crate::adapters::azure_storage;
 use crate::adapters::database::BuildError;
-use crate::config::deploy_file::{Keep, StoreConfig};
+use crate::config::deploy_file::{AzureBlobConfig, Keep, StoreConfig, Text};
 use crate::config::reference::Resolver;
 
 /// What is known about a finished backup. Written as JSON beside the dump.
@@ -49,6 +51,9 @@ pub enum StoreError {
     Exists { id: String },
     #[error("{0}")]
     Invalid(String),
+    /// A storage service refused or failed a request; the message says what and where.
+    #[error("{0}")]
+    Service(String),
 }
 
 /// A backup being written. Nothing is visible until [`Upload::commit`].
@@ -75,11 +80,16 @@ pub trait BackupStore: Send + Sync {
     fn keep(&self) -> Option<&Keep>;
 }
 
+/// Supplies the Azure credential for stores that authenticate with Entra ID.
+pub type AzureCredential<'a> =
+    &'a dyn Fn() -> Result<Arc<dyn azure_core::credentials::TokenCredential>, BuildError>;
+
 pub fn build(
     config: Option<&StoreConfig>,
     resolver: &Resolver<'_>,
     base_dir: &Path,
     default_dir: &Path,
+    azure_credential: AzureCredential<'_>,
 ) -> Result<Box<dyn BackupStore>, BuildError> {
     match config {
         None => Ok(Box::new(local::LocalStore::new(
@@ -90,13 +100,67 @@ pub fn build(
             let dir = base_dir.join(resolver.text(path)?);
             Ok(Box::new(local::LocalStore::new(dir, keep.clone())))
         }
-        Some(StoreConfig::AzureBlob { .. }) => Err(NotAvailable {
-            family: "backup store",
-            kind: "azure-blob",
-            alternative: "`kind: local`",
+        Some(StoreConfig::AzureBlob(blob)) => {
+            let container = azure_container(resolver, blob, azure_credential)?;
+            Ok(Box::new(azure_blob::AzureBlobStore::new(
+                container,
+                blob.keep.clone(),
+            )))
         }
-        .into()),
     }
+}
+
+/// Connects to the container an `azure-blob` section names, with the auth it gives.
+pub fn azure_container(
+    resolver: &Resolver<'_>,
+    config: &AzureBlobConfig,
+    azure_credential: AzureCredential<'_>,
+) -> Result<azure_storage::Container, BuildError> {
+    azure_container_of(
+        resolver,
+        &config.account,
+        &config.container,
+        config.key.as_ref(),
+        config.sas.as_ref(),
+        azure_credential,
+    )
+}
+
+/// Connects to a container given its account, name and (at most one of) key and SAS;
+/// with neither, an Entra ID token.
+pub fn azure_container_of(
+    resolver: &Resolver<'_>,
+    account: &Text,
+    container: &Text,
+    key: Option<&Text>,
+    sas: Option<&Text>,
+    azure_credential: AzureCredential<'_>,
+) -> Result<azure_storage::Container, BuildError> {
+    let name = resolver.text(account)?;
+    let account = azure_storage::Account::parse(&name).map_err(BuildError::Invalid)?;
+    let auth = match (key, sas) {
+        (Some(_), Some(_)) => {
+            return Err(BuildError::Invalid(
+                "`azure-blob`: give either `key:` or `sas:`, not both".into(),
+            ));
+        }
+        (Some(key), None) => azure_storage::Auth::Key(resolver.credential(key)?),
+        (None, Some(sas)) => {
+            let sas = resolver.credential(sas)?;
+            // The signature may show up percent-decoded in an error: mask that form too.
+            if let Some(sig) =
+                url::form_urlencoded::parse(sas.expose().trim_start_matches('?').as_bytes())
+                    .find(|(k, _)| k == "sig")
+                    .map(|(_, v)| v.into_owned())
+            {
+                resolver.redactor.register(&sig);
+            }
+            azure_storage::Auth::Sas(sas)
+        }
+        (None, None) => azure_storage::Auth::Token(azure_credential()?),
+    };
+    let container = resolver.text(container)?;
+    azure_storage::Container::connect(account, &container, auth).map_err(BuildError::Invalid)
 }
 
 /// Backup ids name files and blobs: keep them to a safe alphabet.
