@@ -11,8 +11,8 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use support::azure_fake::{
-    AzureFake, CLIENT_ID, CLIENT_SECRET, FEDERATED_TOKEN, IDENTITY_HEADER, SUBSCRIPTION,
-    SYSTEM_ACCESS_TOKEN, TENANT,
+    AzureFake, CLIENT_ID, CLIENT_SECRET, FEDERATED_TOKEN, GITHUB_REQUEST_TOKEN, IDENTITY_HEADER,
+    SUBSCRIPTION, SYSTEM_ACCESS_TOKEN, TENANT,
 };
 use support::{Project, Run};
 
@@ -20,6 +20,9 @@ const API: &str = "2025-01-01";
 
 /// Environment variables a developer machine or CI may have that would change the chain.
 const AZURE_VARS: &[&str] = &[
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
     "AZURE_TENANT_ID",
     "AZURE_CLIENT_ID",
     "AZURE_CLIENT_SECRET",
@@ -103,6 +106,7 @@ fn token_requests(fake: &AzureFake) -> Vec<String> {
             r.path.contains("/oauth2/")
                 || r.path.starts_with("/msi/")
                 || r.path.starts_with("/oidc")
+                || r.path.starts_with("/gh/")
         })
         .map(|r| format!("{} {}", r.method, r.path.split('?').next().unwrap()))
         .collect()
@@ -131,6 +135,21 @@ fn each_credential_kind_gets_a_token_from_the_fake() {
                 token_file.path().display().to_string(),
             )],
             "POST /11111111-2222-3333-4444-555555555555/oauth2/v2.0/token",
+        ),
+        (
+            "workload-identity",
+            vec![
+                (
+                    "ACTIONS_ID_TOKEN_REQUEST_URL",
+                    "https://pipelines.actions.githubusercontent.com/gh/idtoken?api-version=2.0"
+                        .into(),
+                ),
+                (
+                    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                    GITHUB_REQUEST_TOKEN.into(),
+                ),
+            ],
+            "GET /gh/idtoken",
         ),
         (
             "managed-identity",

@@ -5,7 +5,8 @@
 //! - Entra ID: `POST /{tenant}/oauth2/v2.0/token` (client credentials with a secret or a
 //!   client assertion; `{"error","error_description","error_codes"}` on refusal);
 //! - managed identity, App Service style: `GET /msi/token` with `X-IDENTITY-HEADER`;
-//! - Azure Pipelines OIDC: `POST /oidc` with the system access token;
+//! - Azure Pipelines OIDC: `POST /oidc` with the system access token; GitHub Actions OIDC:
+//!   `GET /gh/idtoken?audience=api://AzureADTokenExchange` with the request token;
 //! - Key Vault: `GET /secrets/{name}/[{version}]`, with the 401 `WWW-Authenticate`
 //!   challenge for a request without a token, 404 `SecretNotFound`, 403 `Forbidden`;
 //! - Resource Manager, `Microsoft.App/containerApps`: GET, PATCH as JSON merge patch
@@ -32,6 +33,7 @@ pub const FEDERATED_TOKEN: &str = "eyJfederated.workload.token";
 pub const PIPELINES_OIDC_TOKEN: &str = "eyJpipelines.oidc.token";
 pub const SYSTEM_ACCESS_TOKEN: &str = "fake-system-access-token";
 pub const IDENTITY_HEADER: &str = "fake-identity-header";
+pub const GITHUB_REQUEST_TOKEN: &str = "fake-github-request-token";
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -106,7 +108,7 @@ impl AzureFake {
     /// instance metadata service).
     pub fn redirect(&self) -> String {
         format!(
-            "login.microsoftonline.com={u},vault.azure.net={u},management.azure.com={u},169.254.169.254=http://127.0.0.1:9",
+            "login.microsoftonline.com={u},vault.azure.net={u},management.azure.com={u},actions.githubusercontent.com={u},169.254.169.254=http://127.0.0.1:9",
             u = self.url
         )
     }
@@ -406,6 +408,19 @@ fn handle(s: &mut State, r: &Request) -> Answer {
             return (401, Vec::new(), json!({"message": "unauthorized"}));
         }
         return (200, Vec::new(), json!({"oidcToken": PIPELINES_OIDC_TOKEN}));
+    }
+    // GitHub Actions OIDC (`ACTIONS_ID_TOKEN_REQUEST_URL`).
+    if r.method == "GET" && path == "/gh/idtoken" {
+        if r.header("authorization") != Some(&format!("Bearer {GITHUB_REQUEST_TOKEN}"))
+            || query(&r.path, "audience").as_deref() != Some("api://AzureADTokenExchange")
+        {
+            return (401, Vec::new(), json!({"message": "unauthorized"}));
+        }
+        return (
+            200,
+            Vec::new(),
+            json!({"count": 1, "value": FEDERATED_TOKEN}),
+        );
     }
     let bearer = r
         .header("authorization")
