@@ -351,6 +351,23 @@ fn key_vault_values_arrive_masked_read_once_and_errors_name_vault_and_secret() {
             .any(|r| r.path.starts_with("/secrets/api-token/?api-version="))
     );
 
+    // In GitHub Actions, the value is announced for masking before anything else.
+    let (_p, mut c) = setup("${secret:keyvault://kv-prod/api-token}");
+    c.env("GITHUB_ACTIONS", "true");
+    let out = run(c, &["plan", "-e", "azure"]);
+    out.success();
+    assert!(
+        out.stdout().starts_with("::add-mask::latest-value-8f2e1\n"),
+        "{}",
+        out.stdout()
+    );
+    assert_eq!(
+        out.all().matches("latest-value-8f2e1").count(),
+        1,
+        "{}",
+        out.all()
+    );
+
     let (p, c) = setup("${secret:keyvault://kv-prod/api-token/v1abc}");
     run(c, &["deploy", "-e", "azure"]).success();
     assert_eq!(p.read("token.txt"), "older-value-77c3a");
