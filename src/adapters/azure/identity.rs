@@ -3,10 +3,9 @@
 //!
 //! The SDK has no default chain, so `credential: auto` is one here: it tries, in order,
 //! workload identity (when `AZURE_FEDERATED_TOKEN_FILE` is set, or GitHub Actions offers
-//! its OIDC token), a client secret (when one
-//! is configured or `AZURE_CLIENT_SECRET` is set), managed identity (when
-//! `IDENTITY_ENDPOINT` is set or the instance metadata service answers) and the Azure CLI,
-//! and keeps the first that returns a token. When none does, the error names each
+//! its OIDC token), a client secret (when one is configured or `AZURE_CLIENT_SECRET` is
+//! set), managed identity (when `IDENTITY_ENDPOINT` is set or the instance metadata
+//! service answers) and the Azure CLI, and keeps the first that returns a token. When none does, the error names each
 //! credential and why it was skipped or failed. Credentials are built once per process
 //! and setting, so every Azure client of a run shares one token cache.
 
