@@ -613,6 +613,32 @@ fn a_failing_step_puts_both_apps_back_exactly() {
 }
 
 #[test]
+fn a_revision_that_fails_to_start_fails_the_step_and_is_rolled_back() {
+    let fake = AzureFake::start();
+    let pipeline = "name: deploy\nsteps:\n  - id: maintenance-on\n    uses: maintenance\n    with: { enabled: true }\n";
+    let p = apps_project(&fake, pipeline);
+    let before = fake.app("api")["properties"]["template"].clone();
+    fake.fail_revisions(1);
+    let out = run(app_cmd(&p, &fake), &["deploy", "-e", "aca"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    assert!(
+        out.stderr().contains("revision `api--r2` of Container App `api` did not start (Failed, Failed): Container 'web' failed to start: exit code 1"),
+        "{}",
+        out.stderr()
+    );
+    // The failed step is undone: the variable is removed again, in a new revision.
+    assert_eq!(
+        changes(&fake).last().unwrap(),
+        &patch("api", with_maintenance(None))
+    );
+    assert_eq!(fake.app("api")["properties"]["template"], before);
+    assert_eq!(
+        fake.app("api")["properties"]["latestReadyRevisionName"],
+        "api--r3"
+    );
+}
+
+#[test]
 fn location_only_operations_and_arm_errors() {
     let fake = AzureFake::start();
     fake.location_only();

@@ -79,6 +79,8 @@ struct State {
     tokens_issued: u32,
     /// Answer PATCH with only a `Location` header.
     location_only: bool,
+    /// How many of the next new revisions fail to provision.
+    failing_revisions: u32,
     /// App Service sites: name → (state, app settings, restarts).
     sites: BTreeMap<String, (String, serde_json::Map<String, Value>, u32)>,
 }
@@ -175,6 +177,11 @@ impl AzureFake {
         self.lock()
             .throttles
             .push((method.into(), path_prefix.into(), times, retry_after));
+    }
+
+    /// The next `n` new revisions fail to provision (`provisioningError` set).
+    pub fn fail_revisions(&self, n: u32) {
+        self.lock().failing_revisions = n;
     }
 
     pub fn location_only(&self) {
@@ -591,8 +598,14 @@ fn handle(s: &mut State, r: &Request) -> Answer {
                     + 1;
                 let rev = format!("{name}--r{n}");
                 updated["properties"]["latestRevisionName"] = json!(rev);
+                let state = if s.failing_revisions > 0 {
+                    s.failing_revisions -= 1;
+                    "Failed"
+                } else {
+                    "Provisioning"
+                };
                 s.revisions
-                    .insert(format!("{name}/{rev}"), ("Provisioning".into(), 0));
+                    .insert(format!("{name}/{rev}"), (state.into(), 0));
             }
             updated["properties"]["provisioningState"] = json!("InProgress");
             s.apps.insert(name.clone(), updated);
@@ -636,15 +649,19 @@ fn handle(s: &mut State, r: &Request) -> Answer {
                 s.apps.get_mut(&name).unwrap()["properties"]["latestReadyRevisionName"] =
                     json!(rev);
             }
-            let running = if state == "Provisioned" {
-                "Running"
-            } else {
-                "Processing"
+            let running = match state.as_str() {
+                "Provisioned" => "Running",
+                "Failed" => "Failed",
+                _ => "Processing",
             };
             (
                 200,
                 Vec::new(),
-                json!({"name": rev, "properties": {"provisioningState": state, "runningState": running, "active": true, "healthState": "Healthy"}}),
+                if state == "Failed" {
+                    json!({"name": rev, "properties": {"provisioningState": state, "runningState": running, "active": false, "healthState": "Unhealthy", "provisioningError": "Container 'web' failed to start: exit code 1"}})
+                } else {
+                    json!({"name": rev, "properties": {"provisioningState": state, "runningState": running, "active": true, "healthState": "Healthy"}})
+                },
             )
         }
         ("POST", ["revisions", rev, "restart"]) => {
