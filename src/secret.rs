@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 
 /// A value that is never printed.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Secret(String);
 
 impl Secret {

@@ -11,8 +11,8 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use support::azure_fake::{
-    AzureFake, CLIENT_ID, CLIENT_SECRET, FEDERATED_TOKEN, IDENTITY_HEADER, SUBSCRIPTION,
-    SYSTEM_ACCESS_TOKEN, TENANT,
+    AzureFake, CLIENT_ID, CLIENT_SECRET, FEDERATED_TOKEN, GITHUB_REQUEST_TOKEN, IDENTITY_HEADER,
+    SUBSCRIPTION, SYSTEM_ACCESS_TOKEN, TENANT,
 };
 use support::{Project, Run};
 
@@ -20,6 +20,9 @@ const API: &str = "2025-01-01";
 
 /// Environment variables a developer machine or CI may have that would change the chain.
 const AZURE_VARS: &[&str] = &[
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
     "AZURE_TENANT_ID",
     "AZURE_CLIENT_ID",
     "AZURE_CLIENT_SECRET",
@@ -103,6 +106,7 @@ fn token_requests(fake: &AzureFake) -> Vec<String> {
             r.path.contains("/oauth2/")
                 || r.path.starts_with("/msi/")
                 || r.path.starts_with("/oidc")
+                || r.path.starts_with("/gh/")
         })
         .map(|r| format!("{} {}", r.method, r.path.split('?').next().unwrap()))
         .collect()
@@ -131,6 +135,21 @@ fn each_credential_kind_gets_a_token_from_the_fake() {
                 token_file.path().display().to_string(),
             )],
             "POST /11111111-2222-3333-4444-555555555555/oauth2/v2.0/token",
+        ),
+        (
+            "workload-identity",
+            vec![
+                (
+                    "ACTIONS_ID_TOKEN_REQUEST_URL",
+                    "https://pipelines.actions.githubusercontent.com/gh/idtoken?api-version=2.0"
+                        .into(),
+                ),
+                (
+                    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                    GITHUB_REQUEST_TOKEN.into(),
+                ),
+            ],
+            "GET /gh/idtoken",
         ),
         (
             "managed-identity",
@@ -330,6 +349,23 @@ fn key_vault_values_arrive_masked_read_once_and_errors_name_vault_and_secret() {
         fake.requests()
             .iter()
             .any(|r| r.path.starts_with("/secrets/api-token/?api-version="))
+    );
+
+    // In GitHub Actions, the value is announced for masking before anything else.
+    let (_p, mut c) = setup("${secret:keyvault://kv-prod/api-token}");
+    c.env("GITHUB_ACTIONS", "true");
+    let out = run(c, &["plan", "-e", "azure"]);
+    out.success();
+    assert!(
+        out.stdout().starts_with("::add-mask::latest-value-8f2e1\n"),
+        "{}",
+        out.stdout()
+    );
+    assert_eq!(
+        out.all().matches("latest-value-8f2e1").count(),
+        1,
+        "{}",
+        out.all()
     );
 
     let (p, c) = setup("${secret:keyvault://kv-prod/api-token/v1abc}");
@@ -577,6 +613,32 @@ fn a_failing_step_puts_both_apps_back_exactly() {
 }
 
 #[test]
+fn a_revision_that_fails_to_start_fails_the_step_and_is_rolled_back() {
+    let fake = AzureFake::start();
+    let pipeline = "name: deploy\nsteps:\n  - id: maintenance-on\n    uses: maintenance\n    with: { enabled: true }\n";
+    let p = apps_project(&fake, pipeline);
+    let before = fake.app("api")["properties"]["template"].clone();
+    fake.fail_revisions(1);
+    let out = run(app_cmd(&p, &fake), &["deploy", "-e", "aca"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    assert!(
+        out.stderr().contains("revision `api--r2` of Container App `api` did not start (Failed, Failed): Container 'web' failed to start: exit code 1"),
+        "{}",
+        out.stderr()
+    );
+    // The failed step is undone: the variable is removed again, in a new revision.
+    assert_eq!(
+        changes(&fake).last().unwrap(),
+        &patch("api", with_maintenance(None))
+    );
+    assert_eq!(fake.app("api")["properties"]["template"], before);
+    assert_eq!(
+        fake.app("api")["properties"]["latestReadyRevisionName"],
+        "api--r3"
+    );
+}
+
+#[test]
 fn location_only_operations_and_arm_errors() {
     let fake = AzureFake::start();
     fake.location_only();
@@ -714,4 +776,106 @@ fn app_service_successful_deploy_puts_an_earlier_value_back_exactly() {
         "the throttled PUT is sent again"
     );
     assert_eq!(fake.site("web").1, settings);
+}
+
+// ---- The shipped example ----
+
+#[test]
+fn example_staging_and_production_check_out_against_the_fakes() {
+    let pg = support::pg::server();
+    let (staging_db, prod_db) = (pg.database(), pg.database());
+    let fake = AzureFake::start();
+    for app in ["mealprep-staging-api", "mealprep-prod-api"] {
+        fake.add_app(app, web_containers(), 1, 4);
+    }
+    for app in ["mealprep-staging-jobs", "mealprep-prod-jobs"] {
+        fake.add_app(app, json!([{"name": "worker", "image": "jobs:1"}]), 1, 3);
+    }
+    fake.add_secret("db-url", &pg.url(&prod_db));
+    let p = Project::new();
+    let example =
+        std::fs::read_to_string(std::path::Path::new(support::ROOT).join("deploy.example.yaml"))
+            .unwrap();
+    // The health endpoints are public hosts; point them at the local one.
+    let mut text = example
+        .replace("https://staging-api.mealprep.example/health", &p.health.url)
+        .replace("https://api.mealprep.example/health", &p.health.url);
+    p.write_config(&text);
+    let check = |env: &str| {
+        let bin = p.file("az-bin");
+        write_az(
+            &bin,
+            "echo '{\"accessToken\":\"tok-cli-1\",\"expires_on\":'$(( $(date +%s) + 3600 ))',\"tokenType\":\"Bearer\"}'",
+        );
+        let mut c = cmd(&p, &fake);
+        c.env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION)
+        .env("AZURE_TENANT_ID", TENANT)
+        .env("AZURE_CLIENT_ID", CLIENT_ID)
+        .env("AZURE_CLIENT_SECRET", CLIENT_SECRET)
+        .env("STAGING_DATABASE_URL", pg.url(&staging_db));
+        run(c, &["check", "-e", env])
+    };
+    // The example's backups go to Blob Storage with an Entra ID token; the emulator speaks
+    // plain http, which never gets a token. Blob Storage has its own suite (azure_blob.rs,
+    // against Azurite); here the rest of each environment is checked, with local backups.
+    for (account, keep) in [
+        ("mealprepstagingbackup", "14d"),
+        ("mealprepprodbackup", "35d"),
+    ] {
+        let blob =
+            format!("{{ kind: azure-blob, account: {account}, container: backups, keep: {keep} }}");
+        assert!(
+            text.contains(&blob),
+            "the example's backups changed: {blob}"
+        );
+        text = text.replace(
+            &blob,
+            &format!("{{ kind: local, path: state/backups-{account}, keep: {keep} }}"),
+        );
+    }
+    p.write_config(&text);
+    for (env, credential) in [
+        ("staging", "client-secret (credential: auto)"),
+        ("production", "azure-cli"),
+    ] {
+        let out = check(env);
+        out.success();
+        assert!(
+            out.stdout().contains(&format!("ok: `{env}`")),
+            "{}",
+            out.all()
+        );
+        assert!(
+            out.stdout()
+                .contains(&format!("Azure credential: {credential}")),
+            "{}",
+            out.all()
+        );
+        assert!(
+            !out.all().contains(&pg.url(&prod_db)),
+            "the Key Vault value leaked"
+        );
+    }
+    // Both environments' apps were read, and nothing was changed.
+    assert!(fake.arm_changes().is_empty(), "{:?}", fake.arm_changes());
+    for (rg, app) in [
+        ("rg-mealprep-staging", "mealprep-staging-api"),
+        ("rg-mealprep-staging", "mealprep-staging-jobs"),
+        ("rg-mealprep-prod", "mealprep-prod-api"),
+        ("rg-mealprep-prod", "mealprep-prod-jobs"),
+    ] {
+        let path = format!(
+            "/subscriptions/{SUBSCRIPTION}/resourceGroups/{rg}/providers/Microsoft.App/containerApps/{app}?api-version={API}"
+        );
+        assert!(
+            fake.requests()
+                .iter()
+                .any(|r| r.method == "GET" && r.path == path),
+            "{path}"
+        );
+    }
 }

@@ -172,6 +172,25 @@ pub enum DatabaseConfig {
         #[serde(default)]
         lock_wait_timeout: Option<Duration>,
     },
+    /// Azure SQL Database (not available yet).
+    AzureSql(Box<AzureSqlConfig>),
+}
+
+/// An Azure SQL database. Not available yet: backups by `.bacpac` export and restores by
+/// import and rename need it, and migrations need a SQL Server driver (use the `command`
+/// migrator, e.g. an EF Core bundle).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureSqlConfig {
+    /// Subscription id (default: `azure.subscription`, then `AZURE_SUBSCRIPTION_ID`).
+    #[serde(default)]
+    pub subscription: Option<Text>,
+    /// Resource group of the SQL server.
+    pub resource_group: Text,
+    /// The logical SQL server's name.
+    pub server: Text,
+    /// The database's name.
+    pub database: Text,
 }
 
 /// How a PostgreSQL backup is restored over the database.

@@ -5,7 +5,8 @@
 //! - Entra ID: `POST /{tenant}/oauth2/v2.0/token` (client credentials with a secret or a
 //!   client assertion; `{"error","error_description","error_codes"}` on refusal);
 //! - managed identity, App Service style: `GET /msi/token` with `X-IDENTITY-HEADER`;
-//! - Azure Pipelines OIDC: `POST /oidc` with the system access token;
+//! - Azure Pipelines OIDC: `POST /oidc` with the system access token; GitHub Actions OIDC:
+//!   `GET /gh/idtoken?audience=api://AzureADTokenExchange` with the request token;
 //! - Key Vault: `GET /secrets/{name}/[{version}]`, with the 401 `WWW-Authenticate`
 //!   challenge for a request without a token, 404 `SecretNotFound`, 403 `Forbidden`;
 //! - Resource Manager, `Microsoft.App/containerApps`: GET, PATCH as JSON merge patch
@@ -32,6 +33,7 @@ pub const FEDERATED_TOKEN: &str = "eyJfederated.workload.token";
 pub const PIPELINES_OIDC_TOKEN: &str = "eyJpipelines.oidc.token";
 pub const SYSTEM_ACCESS_TOKEN: &str = "fake-system-access-token";
 pub const IDENTITY_HEADER: &str = "fake-identity-header";
+pub const GITHUB_REQUEST_TOKEN: &str = "fake-github-request-token";
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -77,6 +79,8 @@ struct State {
     tokens_issued: u32,
     /// Answer PATCH with only a `Location` header.
     location_only: bool,
+    /// How many of the next new revisions fail to provision.
+    failing_revisions: u32,
     /// App Service sites: name → (state, app settings, restarts).
     sites: BTreeMap<String, (String, serde_json::Map<String, Value>, u32)>,
 }
@@ -106,7 +110,7 @@ impl AzureFake {
     /// instance metadata service).
     pub fn redirect(&self) -> String {
         format!(
-            "login.microsoftonline.com={u},vault.azure.net={u},management.azure.com={u},169.254.169.254=http://127.0.0.1:9",
+            "login.microsoftonline.com={u},vault.azure.net={u},management.azure.com={u},actions.githubusercontent.com={u},169.254.169.254=http://127.0.0.1:9",
             u = self.url
         )
     }
@@ -173,6 +177,11 @@ impl AzureFake {
         self.lock()
             .throttles
             .push((method.into(), path_prefix.into(), times, retry_after));
+    }
+
+    /// The next `n` new revisions fail to provision (`provisioningError` set).
+    pub fn fail_revisions(&self, n: u32) {
+        self.lock().failing_revisions = n;
     }
 
     pub fn location_only(&self) {
@@ -407,6 +416,19 @@ fn handle(s: &mut State, r: &Request) -> Answer {
         }
         return (200, Vec::new(), json!({"oidcToken": PIPELINES_OIDC_TOKEN}));
     }
+    // GitHub Actions OIDC (`ACTIONS_ID_TOKEN_REQUEST_URL`).
+    if r.method == "GET" && path == "/gh/idtoken" {
+        if r.header("authorization") != Some(&format!("Bearer {GITHUB_REQUEST_TOKEN}"))
+            || query(&r.path, "audience").as_deref() != Some("api://AzureADTokenExchange")
+        {
+            return (401, Vec::new(), json!({"message": "unauthorized"}));
+        }
+        return (
+            200,
+            Vec::new(),
+            json!({"count": 1, "value": FEDERATED_TOKEN}),
+        );
+    }
     let bearer = r
         .header("authorization")
         .and_then(|a| a.strip_prefix("Bearer "))
@@ -576,8 +598,14 @@ fn handle(s: &mut State, r: &Request) -> Answer {
                     + 1;
                 let rev = format!("{name}--r{n}");
                 updated["properties"]["latestRevisionName"] = json!(rev);
+                let state = if s.failing_revisions > 0 {
+                    s.failing_revisions -= 1;
+                    "Failed"
+                } else {
+                    "Provisioning"
+                };
                 s.revisions
-                    .insert(format!("{name}/{rev}"), ("Provisioning".into(), 0));
+                    .insert(format!("{name}/{rev}"), (state.into(), 0));
             }
             updated["properties"]["provisioningState"] = json!("InProgress");
             s.apps.insert(name.clone(), updated);
@@ -621,15 +649,19 @@ fn handle(s: &mut State, r: &Request) -> Answer {
                 s.apps.get_mut(&name).unwrap()["properties"]["latestReadyRevisionName"] =
                     json!(rev);
             }
-            let running = if state == "Provisioned" {
-                "Running"
-            } else {
-                "Processing"
+            let running = match state.as_str() {
+                "Provisioned" => "Running",
+                "Failed" => "Failed",
+                _ => "Processing",
             };
             (
                 200,
                 Vec::new(),
-                json!({"name": rev, "properties": {"provisioningState": state, "runningState": running, "active": true, "healthState": "Healthy"}}),
+                if state == "Failed" {
+                    json!({"name": rev, "properties": {"provisioningState": state, "runningState": running, "active": false, "healthState": "Unhealthy", "provisioningError": "Container 'web' failed to start: exit code 1"}})
+                } else {
+                    json!({"name": rev, "properties": {"provisioningState": state, "runningState": running, "active": true, "healthState": "Healthy"}})
+                },
             )
         }
         ("POST", ["revisions", rev, "restart"]) => {

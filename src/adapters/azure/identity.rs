@@ -2,10 +2,10 @@
 //! azure_identity's credentials.
 //!
 //! The SDK has no default chain, so `credential: auto` is one here: it tries, in order,
-//! workload identity (when `AZURE_FEDERATED_TOKEN_FILE` is set), a client secret (when one
-//! is configured or `AZURE_CLIENT_SECRET` is set), managed identity (when
-//! `IDENTITY_ENDPOINT` is set or the instance metadata service answers) and the Azure CLI,
-//! and keeps the first that returns a token. When none does, the error names each
+//! workload identity (when `AZURE_FEDERATED_TOKEN_FILE` is set, or GitHub Actions offers
+//! its OIDC token), a client secret (when one is configured or `AZURE_CLIENT_SECRET` is
+//! set), managed identity (when `IDENTITY_ENDPOINT` is set or the instance metadata
+//! service answers) and the Azure CLI, and keeps the first that returns a token. When none does, the error names each
 //! credential and why it was skipped or failed. Credentials are built once per process
 //! and setting, so every Azure client of a run shares one token cache.
 
@@ -20,11 +20,13 @@ use azure_core::credentials::{
     AccessToken, Secret as SdkSecret, TokenCredential, TokenRequestOptions,
 };
 use azure_core::error::ErrorKind;
+use azure_core::http::ClientMethodOptions;
 use azure_identity::{
     AzureCliCredential, AzureCliCredentialOptions, AzurePipelinesCredential,
-    AzurePipelinesCredentialOptions, ClientAssertionCredentialOptions, ClientSecretCredential,
-    ClientSecretCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
-    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    AzurePipelinesCredentialOptions, ClientAssertion, ClientAssertionCredential,
+    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 
 use super::transport::{Redirects, client_options};
@@ -49,12 +51,6 @@ pub struct AzureAuth {
     pub client_secret: Option<Secret>,
     pub service_connection: Option<String>,
     pub subscription: Option<String>,
-}
-
-impl std::hash::Hash for Secret {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.expose().hash(state);
-    }
 }
 
 impl AzureAuth {
@@ -250,6 +246,10 @@ pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     while let Some(err) = next {
         let text = err.to_string();
         let text = text.trim();
+        // The pipeline's wrapper says nothing a person can act on.
+        let text = text
+            .strip_prefix("non-transport error occurred which will not be retried")
+            .map_or(text, |rest| rest.trim_start_matches([':', ' ']));
         if !text.is_empty() && !parts.iter().any(|p| p.contains(text)) {
             parts.push(text.to_owned());
         }
@@ -318,7 +318,30 @@ async fn one(
         K::Auto => unreachable!("auto is expanded into its links"),
         K::WorkloadIdentity => {
             let Some(file) = env("AZURE_FEDERATED_TOKEN_FILE") else {
-                return Err("AZURE_FEDERATED_TOKEN_FILE is not set".into());
+                if let (Some(url), Some(token)) = (
+                    env("ACTIONS_ID_TOKEN_REQUEST_URL"),
+                    env("ACTIONS_ID_TOKEN_REQUEST_TOKEN"),
+                ) {
+                    let tenant =
+                        tenant.ok_or("no tenant: set `azure.tenant` or AZURE_TENANT_ID")?;
+                    let client_id = client_id
+                        .ok_or("no client id: set `azure.client_id` or AZURE_CLIENT_ID")?;
+                    let assertion = GitHubOidc {
+                        url,
+                        token: Secret::new(token),
+                    };
+                    let credential = ClientAssertionCredential::new(
+                        tenant,
+                        client_id,
+                        assertion,
+                        Some(ClientAssertionCredentialOptions {
+                            client_options: client_options(),
+                        }),
+                    )
+                    .map_err(sdk)?;
+                    return Ok(credential);
+                }
+                return Err("AZURE_FEDERATED_TOKEN_FILE is not set (nor GitHub Actions' ACTIONS_ID_TOKEN_REQUEST_URL: `permissions: id-token: write`)".into());
             };
             let tenant = tenant.ok_or("no tenant: set `azure.tenant` or AZURE_TENANT_ID")?;
             let client_id =
@@ -407,6 +430,46 @@ async fn one(
             .map_err(sdk)?;
             Ok(credential)
         }
+    }
+}
+
+/// GitHub Actions' OIDC token as the federated client assertion (a job with
+/// `permissions: id-token: write`), asked for the Entra audience each time a token is
+/// needed, since it expires after minutes.
+#[derive(Debug)]
+struct GitHubOidc {
+    url: String,
+    token: Secret,
+}
+
+#[async_trait]
+impl ClientAssertion for GitHubOidc {
+    async fn secret(&self, _: Option<ClientMethodOptions<'_>>) -> azure_core::Result<String> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            value: String,
+        }
+        let fail = |why: String| failure(&format!("GitHub Actions OIDC token: {why}"));
+        let mut url = url::Url::parse(&self.url)
+            .map_err(|e| fail(format!("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("audience", "api://AzureADTokenExchange");
+        Redirects::current().apply(&mut url);
+        let response = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(self.token.expose())
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| fail(error_text(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(fail(format!("GitHub answered {status}")));
+        }
+        let bytes = response.bytes().await.map_err(|e| fail(error_text(&e)))?;
+        let answer: Answer =
+            serde_json::from_slice(&bytes).map_err(|e| fail(format!("unreadable answer: {e}")))?;
+        Ok(answer.value)
     }
 }
 

@@ -340,6 +340,12 @@ pub fn build(
                 ),
             )?))
         }
+        DatabaseConfig::AzureSql(_) => Err(NotAvailable {
+            family: "database",
+            kind: "azure-sql",
+            alternative: "`az sql db export`/`import` and your migrator in CI steps",
+        }
+        .into()),
     }
 }
 
