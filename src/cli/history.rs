@@ -41,9 +41,13 @@ pub fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, EngineError>
             Record::StepFailed { id, error, .. } => Some((id.clone(), error.clone())),
             _ => None,
         });
-        let status = run
-            .status()
-            .map_or("unfinished (run `cutover recover`)", |s| s.as_str());
+        let halted = run.halted().is_some();
+        let status = if halted {
+            "halted (`cutover resume` or `cutover rollback`)"
+        } else {
+            run.status()
+                .map_or("unfinished (run `cutover recover`)", |s| s.as_str())
+        };
         let started = run.started_at();
         let seconds = match (started, run.finished_at()) {
             (Some(a), Some(b)) => Some((b - a).num_milliseconds() as f64 / 1000.0),
@@ -51,7 +55,7 @@ pub fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, EngineError>
         };
         rows.push(json!({
             "run_id": run.run_id(), "environment": environment, "command": command,
-            "status": run.status().map(super::super::engine::journal::RunStatus::as_str), "started_at": started,
+            "status": if halted { Some("halted") } else { run.status().map(super::super::engine::journal::RunStatus::as_str) }, "started_at": started,
             "seconds": seconds, "failed_step": failed.as_ref().map(|f| &f.0), "error": failed.as_ref().map(|f| &f.1),
             "journal": run.path.display().to_string(),
         }));

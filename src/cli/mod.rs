@@ -1,6 +1,7 @@
 //! The command line: argument parsing, output selection, and one file per subcommand.
 //! Every command returns an [`Exit`]; `main` turns it into the process exit code.
 
+mod ask;
 mod backup;
 mod check;
 mod confirm;
@@ -12,6 +13,7 @@ mod migrate;
 mod plan;
 mod recover;
 mod session;
+mod status;
 
 use std::path::PathBuf;
 
@@ -93,6 +95,11 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Finish a run that died (kill -9, lost runner) from its journal.
     Recover(RecoverArgs),
+    /// Continue a halted run at the step it halted at.
+    Resume(ResumeArgs),
+    /// The environment's runs that need attention (halted, unfinished), the lock and the
+    /// last run.
+    Status(StatusArgs),
     /// Migrations: status, up, down, new, verify, resolve, lint, test.
     #[command(subcommand)]
     Migrate(MigrateCommand),
@@ -147,8 +154,9 @@ pub struct ReleaseArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// Schema version to go back to (`0` for an empty schema).
-    #[arg(long, conflicts_with = "backup", required_unless_present = "backup")]
+    /// Schema version to go back to (`0` for an empty schema). With neither `--to` nor
+    /// `--backup`: undo the environment's halted run.
+    #[arg(long, conflicts_with = "backup")]
     pub to: Option<i64>,
     /// Backup to restore (a safety backup is taken first).
     #[arg(long)]
@@ -165,6 +173,21 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Args)]
 pub struct RecoverArgs {}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Pipeline file (default: the config's `pipeline`); must have the steps the run
+    /// started with.
+    #[arg(short, long)]
+    pub pipeline: Option<PathBuf>,
+    #[arg(long, value_name = "ENV")]
+    pub confirm: Option<String>,
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {}
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
@@ -288,6 +311,8 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Release(args) => deploy::release(&cli.global, args).await,
         Command::Rollback(args) => deploy::rollback(&cli.global, args).await,
         Command::Recover(_) => recover::recover(&cli.global).await,
+        Command::Resume(args) => deploy::resume(&cli.global, args).await,
+        Command::Status(_) => status::status(&cli.global),
         Command::Migrate(cmd) => migrate::migrate(&cli.global, cmd).await,
         Command::Backup(cmd) => backup::backup(&cli.global, cmd).await,
         Command::History(args) => history::history(&cli.global, &args),

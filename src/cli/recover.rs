@@ -13,12 +13,21 @@ pub async fn recover(global: &Global) -> Result<Exit, EngineError> {
     let ctx = session.context(cancel::on_signals())?;
     let runs = open_runs(&ctx.state_dir, &ctx.environment)?;
     if runs.is_empty() {
+        let halted = crate::engine::journal::halted_runs(&ctx.state_dir, &ctx.environment)?;
         session.result(
             &json!({"environment": ctx.environment, "recovered": []}),
-            &format!(
-                "nothing to recover in `{}`: every run is finished",
-                ctx.environment
-            ),
+            &if let Some(run) = halted.first() {
+                format!(
+                    "nothing to recover in `{env}`; run {} is halted for a human: `cutover resume -e {env}` or `cutover rollback -e {env}`",
+                    run.run_id(),
+                    env = ctx.environment
+                )
+            } else {
+                format!(
+                    "nothing to recover in `{}`: every run is finished",
+                    ctx.environment
+                )
+            },
         );
         return Ok(Exit::Ok);
     }
@@ -55,6 +64,21 @@ pub async fn recover(global: &Global) -> Result<Exit, EngineError> {
                         outcome.undone.join("; ")
                     }
                 )
+            }
+            RunStatus::Halted => {
+                exit = Exit::RollbackIncomplete;
+                let at = outcome.halted_at.clone().unwrap_or_default();
+                eprint(&format!(
+                    "run {}: rolled back to its point of no return ({}) and HALTED for a human at step `{at}`\nnext: `cutover resume -e {env}` continues at step `{at}`; `cutover rollback -e {env}` undoes the rest; see runbooks/halted-run.md",
+                    outcome.run_id,
+                    if outcome.undone.is_empty() {
+                        "nothing needed undoing".to_owned()
+                    } else {
+                        outcome.undone.join("; ")
+                    },
+                    env = ctx.environment
+                ));
+                format!("run {}: halted at step `{at}`", outcome.run_id)
             }
             RunStatus::RollbackFailed => {
                 exit = Exit::RollbackIncomplete;

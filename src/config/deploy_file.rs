@@ -339,15 +339,19 @@ pub enum NotifyEvent {
     RolledBack,
     /// The rollback stopped part-way: a human is needed.
     RollbackFailed,
+    /// The run halted for a human (`on_failure: halt`, a point of no return, a choice at
+    /// the prompt): `cutover resume` or `cutover rollback`.
+    Halted,
 }
 
 impl NotifyEvent {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Started,
         Self::Succeeded,
         Self::Failed,
         Self::RolledBack,
         Self::RollbackFailed,
+        Self::Halted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -357,6 +361,7 @@ impl NotifyEvent {
             Self::Failed => "failed",
             Self::RolledBack => "rolled_back",
             Self::RollbackFailed => "rollback_failed",
+            Self::Halted => "halted",
         }
     }
 }

@@ -88,6 +88,21 @@ pub enum Event {
         status: String,
         elapsed_ms: u64,
     },
+    /// What a failed step led to (`retry`, `rollback`, `halt`): by the pipeline's
+    /// `on_failure`, or by the named user at the prompt (`asked`).
+    Decision {
+        id: String,
+        choice: String,
+        asked: bool,
+        user: String,
+    },
+    /// The run stopped for a human; `cutover resume` continues at `step`, `cutover
+    /// rollback` undoes it.
+    RunHalted {
+        run_id: String,
+        step: String,
+        reason: String,
+    },
     Warning {
         message: String,
     },
@@ -100,6 +115,8 @@ impl Event {
             self,
             Self::StepFailed { .. }
                 | Self::RollbackStarted { .. }
+                | Self::RunHalted { .. }
+                | Self::Decision { .. }
                 | Self::CompensationFinished { error: Some(_), .. }
                 | Self::Warning { .. }
         )

@@ -191,6 +191,23 @@ pub fn render_event(event: &Event) -> Option<String> {
         } => {
             format!("==> run {run_id} {status} in {}", seconds(*elapsed_ms))
         }
+        Event::Decision {
+            id,
+            choice,
+            asked,
+            user,
+        } => {
+            if *asked {
+                format!("==> {id}: {user} chose {choice}")
+            } else {
+                format!("==> {id}: on_failure leads to {choice}")
+            }
+        }
+        Event::RunHalted {
+            run_id,
+            step,
+            reason,
+        } => format!("==> run {run_id} HALTED; resumes at step `{step}`: {reason}"),
         Event::Warning { message } => format!("warning: {message}"),
     })
 }
