@@ -18,6 +18,9 @@ use crate::engine::window::Window;
 use crate::engine::{Context, EngineError, cancel, lock};
 
 pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
+    if args.fleet {
+        return super::fleet::deploy(global, args).await;
+    }
     let session = Session::open(global)?;
     let pipeline = session.pipeline(args.pipeline.as_deref())?;
     let approved = args.plan.as_deref().map(read_approved).transpose()?;
@@ -258,7 +261,7 @@ pub fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {
     Ok(())
 }
 
-fn check_window(session: &Session) -> Result<(), EngineError> {
+pub fn check_window(session: &Session) -> Result<(), EngineError> {
     let env = session.config.environment(&session.environment)?;
     if let Some(window) = &env.window {
         let parsed = Window::parse(&window.value).map_err(EngineError::Plan)?;

@@ -15,7 +15,17 @@ pub fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, EngineError>
     }
     let config = load_config(&global)?;
     let (reporter, _) = super::session::reporter(&global)?;
-    let runs = all_runs(&config.state_dir())?;
+    let dir = match &args.target {
+        Some(target) => {
+            let env = match &global.env {
+                Some(e) => e.clone(),
+                None => config.default_environment()?.to_owned(),
+            };
+            crate::fleet::target_state_dir(&config.state_dir(), &env, target)
+        }
+        None => config.state_dir(),
+    };
+    let runs = all_runs(&dir)?;
     let mut rows = Vec::new();
     let mut text = String::new();
     for run in runs

@@ -7,6 +7,7 @@ mod check;
 mod confirm;
 mod deploy;
 mod exit;
+mod fleet;
 mod history;
 mod lock;
 mod migrate;
@@ -132,6 +133,14 @@ pub struct DeployArgs {
     /// Apply exactly this approved plan (from `plan --out`), or refuse if anything changed.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
+    /// Run the pipeline's database steps on every target of the environment's `targets:`
+    /// (the steps around them run once).
+    #[arg(long, conflicts_with = "plan")]
+    pub fleet: bool,
+    /// With `--fleet`: only the i-th of n slices of the targets (sorted by name), e.g. one
+    /// per CI matrix job.
+    #[arg(long, value_name = "I/N", requires = "fleet")]
+    pub shard: Option<crate::fleet::Shard>,
 }
 
 #[derive(Debug, Args)]
@@ -172,7 +181,11 @@ pub struct RollbackArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RecoverArgs {}
+pub struct RecoverArgs {
+    /// Also finish the unfinished runs of every fleet target of the environment.
+    #[arg(long)]
+    pub fleet: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
@@ -276,6 +289,9 @@ pub enum BackupCommand {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// The runs of one fleet target instead of the environment's own.
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
@@ -310,7 +326,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Plan(args) => plan::plan(&cli.global, args).await,
         Command::Release(args) => deploy::release(&cli.global, args).await,
         Command::Rollback(args) => deploy::rollback(&cli.global, args).await,
-        Command::Recover(_) => recover::recover(&cli.global).await,
+        Command::Recover(args) => recover::recover(&cli.global, &args).await,
         Command::Resume(args) => deploy::resume(&cli.global, args).await,
         Command::Status(_) => status::status(&cli.global),
         Command::Migrate(cmd) => migrate::migrate(&cli.global, cmd).await,

@@ -95,6 +95,7 @@ pub async fn execute(
         plan,
         decider,
         run_id,
+        delegate: None,
     };
     run.drive(journal, state, Vec::new(), 0, None).await
 }
@@ -154,6 +155,7 @@ pub async fn resume(
         plan,
         decider,
         run_id,
+        delegate: None,
     };
     let stack = journaled.stack(None);
     drive
@@ -167,6 +169,56 @@ pub async fn resume(
         .await
 }
 
+/// Work the engine hands a step over to: a fleet run's per-target phase, which stands in
+/// the fleet's own run as one step with no undo of its own.
+#[async_trait::async_trait]
+pub trait Delegate: Send + Sync {
+    /// Does the work; `Err` fails the step (and the run rolls back its own steps).
+    async fn run(&self) -> Result<String, StepError>;
+}
+
+/// Runs a pipeline whose step `index` is done by `delegate` instead of the step itself.
+#[instrument(skip_all, fields(environment = %ctx.environment))]
+#[allow(clippy::too_many_arguments)]
+pub async fn execute_delegating(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    plan: &Plan,
+    command: &str,
+    run_id: String,
+    index: usize,
+    delegate: &dyn Delegate,
+) -> Result<RunOutcome, EngineError> {
+    let mut journal = Journal::create(&ctx.state_dir, &run_id, ctx.redactor.clone())?;
+    journal.write(&Record::RunStarted {
+        at: Utc::now(),
+        run_id: run_id.clone(),
+        project: ctx.project.clone(),
+        environment: ctx.environment.clone(),
+        command: command.to_owned(),
+        pipeline: pipeline.name.clone(),
+        steps: pipeline.steps.iter().map(|s| s.id.clone()).collect(),
+        plan_digest: plan.digest.clone(),
+        user: username(),
+        host: hostname(),
+    })?;
+    ctx.report(Event::RunStarted {
+        run_id: run_id.clone(),
+        environment: ctx.environment.clone(),
+        pipeline: pipeline.name.clone(),
+    });
+    let state = RunState::default();
+    let run = Drive {
+        ctx,
+        pipeline,
+        plan,
+        decider: &decide::Nobody,
+        run_id,
+        delegate: Some((index, delegate)),
+    };
+    run.drive(journal, state, Vec::new(), 0, None).await
+}
+
 /// One run of a pipeline's steps, from a given step on.
 struct Drive<'a> {
     ctx: &'a Context,
@@ -174,6 +226,7 @@ struct Drive<'a> {
     plan: &'a Plan,
     decider: &'a dyn Decider,
     run_id: String,
+    delegate: Option<(usize, &'a dyn Delegate)>,
 }
 
 impl Drive<'_> {
@@ -233,7 +286,12 @@ impl Drive<'_> {
                 .iter()
                 .position(|p| p.index == index)
                 .map(|at| stack.remove(at).action);
-            let outcome = match steps::prepare(ctx, step, &mut state).await {
+            let prepared = if self.delegate.is_some_and(|(at, _)| at == index) {
+                Ok(None)
+            } else {
+                steps::prepare(ctx, step, &mut state).await
+            };
+            let outcome = match prepared {
                 Ok(prepared) => {
                     let compensation = earlier.or(prepared);
                     journal.write(&Record::StepStarted {
@@ -243,7 +301,13 @@ impl Drive<'_> {
                         uses: step.kind().name().to_owned(),
                         compensation: compensation.clone(),
                     })?;
-                    let result = run_step(ctx, step, &mut state, deadline).await;
+                    let result = match self.delegate {
+                        Some((at, delegate)) if at == index => tokio::select! {
+                            r = delegate.run() => r,
+                            () = ctx.cancel.cancelled() => Err(StepError::Cancelled),
+                        },
+                        _ => run_step(ctx, step, &mut state, deadline).await,
+                    };
                     (result, compensation)
                 }
                 Err(e) => (Err(e), earlier),

@@ -103,6 +103,25 @@ pub enum Event {
         step: String,
         reason: String,
     },
+    /// A fleet target's run starts (`deploy --fleet`).
+    TargetStarted {
+        target: String,
+        index: usize,
+        total: usize,
+    },
+    /// A fleet target's run ended, with the fleet's progress so far.
+    TargetFinished {
+        target: String,
+        status: String,
+        run_id: Option<String>,
+        failed_step: Option<String>,
+        error: Option<String>,
+        elapsed_ms: u64,
+        done: usize,
+        failed: usize,
+        total: usize,
+        eta_ms: u64,
+    },
     Warning {
         message: String,
     },
@@ -117,6 +136,7 @@ impl Event {
                 | Self::RollbackStarted { .. }
                 | Self::RunHalted { .. }
                 | Self::Decision { .. }
+                | Self::TargetFinished { error: Some(_), .. }
                 | Self::CompensationFinished { error: Some(_), .. }
                 | Self::Warning { .. }
         )

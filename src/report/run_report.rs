@@ -397,7 +397,9 @@ impl Recorder {
             }
             Event::StepProgress { .. }
             | Event::CompensationStarted { .. }
-            | Event::Decision { .. } => {}
+            | Event::Decision { .. }
+            | Event::TargetStarted { .. }
+            | Event::TargetFinished { .. } => {}
             Event::CompensationFinished { id, action, error } => {
                 s.actions.push(RollbackAction {
                     step: id.clone(),

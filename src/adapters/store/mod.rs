@@ -81,13 +81,28 @@ pub fn build(
     base_dir: &Path,
     default_dir: &Path,
 ) -> Result<Box<dyn BackupStore>, BuildError> {
+    build_within(config, resolver, base_dir, default_dir, None)
+}
+
+/// Builds the store with its backups under `within` (a fleet target's name), so targets
+/// sharing one configured store never share a backup id.
+pub fn build_within(
+    config: Option<&StoreConfig>,
+    resolver: &Resolver<'_>,
+    base_dir: &Path,
+    default_dir: &Path,
+    within: Option<&str>,
+) -> Result<Box<dyn BackupStore>, BuildError> {
     match config {
         None => Ok(Box::new(local::LocalStore::new(
             default_dir.to_owned(),
             None,
         ))),
         Some(StoreConfig::Local { path, keep }) => {
-            let dir = base_dir.join(resolver.text(path)?);
+            let mut dir = base_dir.join(resolver.text(path)?);
+            if let Some(within) = within {
+                dir = dir.join("targets").join(within);
+            }
             Ok(Box::new(local::LocalStore::new(dir, keep.clone())))
         }
         Some(StoreConfig::AzureBlob { .. }) => Err(NotAvailable {
