@@ -348,3 +348,75 @@ fn targets_from_a_list_and_a_catalog_query_with_passwords_masked() {
         assert!(p.file(&format!("tenants/{t}.db")).exists());
     }
 }
+
+/// PostgreSQL: 20 tenant databases on a real server, read from a catalog table in the
+/// environment's own database; one poisoned tenant is rolled back within the budget and
+/// the other 19 move to the new version.
+#[test]
+fn postgres_tenants_from_a_catalog_table() {
+    use support::pg;
+    let (p, catalog) = pg::project();
+    let server = pg::server();
+    let tenants: Vec<String> = (0..20).map(|_| server.database()).collect();
+    server.psql(&catalog, "CREATE TABLE tenants (slug TEXT, url TEXT)");
+    for (i, db) in tenants.iter().enumerate() {
+        server.psql(
+            &catalog,
+            &format!(
+                "INSERT INTO tenants VALUES ('pg{i:02}', '{}')",
+                server.url(db)
+            ),
+        );
+    }
+    p.write_config(&replace_once(
+        &p.read("deploy.yaml"),
+        "    health: {",
+        &format!(
+            "    targets:\n      query:\n        catalog: \"{}\"\n        sql: \"SELECT slug, url FROM tenants ORDER BY slug\"\n      concurrency: 4\n      canary: 2\n      max_failures: 1\n    health: {{",
+            server.url(&catalog)
+        ),
+    ));
+    p.write_pipeline(
+        "name: deploy
+steps:
+  - id: maintenance-on
+    uses: maintenance
+    with: { enabled: true }
+  - uses: migrate
+  - uses: validate
+    with: { queries: validations/ }
+  - id: maintenance-off
+    uses: maintenance
+    with: { enabled: false }
+",
+    );
+    p.run(&["deploy", "--fleet"]).success();
+    let version = |db: &str| -> String {
+        server
+            .psql(db, "SELECT max(version) FROM _sqlx_migrations")
+            .trim()
+            .to_owned()
+    };
+    assert!(tenants.iter().all(|db| version(db) == LATEST.to_string()));
+    p.add_migration(
+        NEW,
+        "CREATE UNIQUE INDEX ux_users_display_name ON users (display_name);\n",
+        Some("DROP INDEX ux_users_display_name;\n"),
+    );
+    server.psql(
+        &tenants[7],
+        "INSERT INTO users (id, email, display_name) VALUES (1001, 'a@x', 'Sam'), (1002, 'b@x', 'Sam')",
+    );
+    let run = p.run(&["deploy", "--fleet", "--output", "json"]);
+    run.expect_code(1);
+    let r = result(&run);
+    assert_eq!(status_of(&r, "pg07")["status"], "rolled_back", "{r:#}");
+    assert_eq!(statuses(&r)["succeeded"], 19, "{r:#}");
+    assert_eq!(version(&tenants[7]), LATEST.to_string());
+    for (i, db) in tenants.iter().enumerate() {
+        if i != 7 {
+            assert_eq!(version(db), NEW_VERSION.to_string(), "pg{i:02}");
+        }
+    }
+    platform_is(&p, false, 3);
+}
