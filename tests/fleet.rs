@@ -258,6 +258,12 @@ fn kill_mid_fleet_then_recover_finishes_every_target() {
     assert!(out.status.code().is_none(), "killed: {out:?}");
     let refused = p.run(&["deploy", "--fleet"]);
     refused.expect_code(4);
+    let status = p.run(&["status"]);
+    assert!(
+        status.stdout().contains("UNFINISHED: target `"),
+        "{}",
+        status.stdout()
+    );
     let recovered = p.run(&["recover", "--fleet"]);
     assert!(
         [1, 0].contains(&recovered.code()),

@@ -49,6 +49,25 @@ pub fn status(global: &Global) -> Result<Exit, EngineError> {
         ));
         unfinished.push(json!({"run_id": run.run_id(), "status": run.status().map(crate::engine::journal::RunStatus::as_str), "journal": run.path.display().to_string()}));
     }
+    // Fleet targets run in state folders of their own.
+    let mut targets = Vec::new();
+    for name in crate::fleet::known_targets(&state_dir, env) {
+        let dir = crate::fleet::target_state_dir(&state_dir, env, &name);
+        for run in open_runs(&dir, env)? {
+            text.push(format!(
+                "UNFINISHED: target `{name}` run {}; `cutover recover -e {env} --fleet` finishes it",
+                run.run_id()
+            ));
+            targets.push(json!({"target": name, "run_id": run.run_id(), "status": "unfinished"}));
+        }
+        for run in halted_runs(&dir, env)? {
+            text.push(format!(
+                "HALTED: target `{name}` run {}; `cutover history -e {env} --target {name}` shows it",
+                run.run_id()
+            ));
+            targets.push(json!({"target": name, "run_id": run.run_id(), "status": "halted"}));
+        }
+    }
     let holder = lock::read(&lock::lock_path(&state_dir, env))?;
     if let Some(holder) = &holder {
         text.push(format!("lock: {}", holder.describe()));
@@ -67,7 +86,7 @@ pub fn status(global: &Global) -> Result<Exit, EngineError> {
     if let (Some(run), Some(status)) = (&last, last_status) {
         text.push(format!("last run: {} {status}", run.run_id()));
     }
-    if halted.is_empty() && unfinished.is_empty() && holder.is_none() {
+    if halted.is_empty() && unfinished.is_empty() && targets.is_empty() && holder.is_none() {
         text.insert(0, format!("`{env}`: nothing needs attention"));
     }
     session.result(
@@ -75,6 +94,7 @@ pub fn status(global: &Global) -> Result<Exit, EngineError> {
             "environment": env,
             "halted": halted,
             "unfinished": unfinished,
+            "targets": targets,
             "lock": holder.as_ref().map(|h| json!({"run_id": h.run_id, "command": h.command, "host": h.host, "user": h.user, "expires_at": h.expires_at})),
             "last_run": last.as_ref().map(|r| json!({"run_id": r.run_id(), "status": last_status})),
         }),
