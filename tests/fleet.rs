@@ -426,3 +426,54 @@ steps:
     }
     platform_is(&p, false, 3);
 }
+
+#[test]
+fn ctrl_c_mid_fleet_rolls_back_the_running_targets_and_starts_no_more() {
+    let p = fleet("      concurrency: 2\n      canary: 0\n");
+    p.add_migration(
+        NEW,
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY);\n",
+        Some("DROP TABLE notes;\n"),
+    );
+    let mut child = p
+        .cmd()
+        .args(["deploy", "--fleet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !p.file(".cutover/targets/local/t010").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fleet never got to t010"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = versions(&p);
+    let done = v.values().filter(|v| **v == Some(NEW_VERSION)).count();
+    assert!(done < TENANTS, "the fleet stopped early");
+    assert!(
+        v.values()
+            .all(|v| *v == Some(NEW_VERSION) || *v == Some(LATEST) || v.is_none())
+    );
+    let status = p.run(&["status"]);
+    assert!(
+        status.stdout().contains("nothing needs attention"),
+        "{}",
+        status.stdout()
+    );
+    platform_is(&p, false, 3);
+}

@@ -40,6 +40,7 @@ impl Delegate for Phase<'_> {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
         match stopped {
             Some(why) => Err(StepError::Failed(format!("{why}; {summary}"))),
+            None if self.fleet.cancel.is_cancelled() => Err(StepError::Cancelled),
             None => Ok(summary),
         }
     }

@@ -302,10 +302,9 @@ impl Drive<'_> {
                         compensation: compensation.clone(),
                     })?;
                     let result = match self.delegate {
-                        Some((at, delegate)) if at == index => tokio::select! {
-                            r = delegate.run() => r,
-                            () = ctx.cancel.cancelled() => Err(StepError::Cancelled),
-                        },
+                        // Not raced against Ctrl-C: the delegate's own work sees the
+                        // signal and winds down (a fleet's running targets roll back).
+                        Some((at, delegate)) if at == index => delegate.run().await,
                         _ => run_step(ctx, step, &mut state, deadline).await,
                     };
                     (result, compensation)
