@@ -435,7 +435,7 @@ fn ctrl_c_mid_fleet_rolls_back_the_running_targets_and_starts_no_more() {
         "CREATE TABLE notes (id INTEGER PRIMARY KEY);\n",
         Some("DROP TABLE notes;\n"),
     );
-    let mut child = p
+    let child = p
         .cmd()
         .args(["deploy", "--fleet"])
         .stdout(std::process::Stdio::null())
