@@ -477,3 +477,22 @@ fn ctrl_c_mid_fleet_rolls_back_the_running_targets_and_starts_no_more() {
     );
     platform_is(&p, false, 3);
 }
+
+#[test]
+fn a_terminal_shows_one_bar_for_the_fleet() {
+    let p = fleet("      concurrency: 1\n");
+    let mut cmd = p.cmd();
+    cmd.args(["deploy", "--fleet"])
+        .env_remove("CI")
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::inherit())
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit());
+    let mut session = rexpect::session::spawn_command(cmd, Some(120_000)).unwrap();
+    session.exp_string("targets [").unwrap();
+    session.exp_string("0 failed, ").unwrap();
+    let rest = session.exp_eof().unwrap();
+    assert!(rest.contains("200 succeeded"), "{rest}");
+    // No line per succeeded target on a terminal: the bar counts them.
+    assert!(!rest.contains("t150: succeeded"), "{rest}");
+}
