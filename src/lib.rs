@@ -6,6 +6,7 @@ pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod fleet;
 pub mod migrate;
 pub mod notify;
 pub mod report;

@@ -17,6 +17,7 @@ use support::{Project, ROOT, Run, assert_same_db, exec_sql, replace_once};
 /// Every runbook, each exercised by the test of the same name below.
 const RUNBOOKS: &[&str] = &[
     "deploy.md",
+    "halted-run.md",
     "recover-after-crash.md",
     "restore-backup.md",
     "rollback-by-hand.md",
@@ -712,5 +713,58 @@ fn stuck_lock() {
     assert_eq!(p.state(), before);
     let status = book.expect("cutover lock status -e <ENV>", 0);
     assert!(status.stdout().contains("is not locked"));
+    book.finish();
+}
+
+#[test]
+fn halted_run() {
+    let p = Project::new();
+    p.deployed_with_data();
+    p.write_pipeline(&replace_once(
+        &p.pipeline(),
+        "name: deploy\n",
+        "name: deploy\non_failure: halt\n",
+    ));
+    p.write_pipeline(&format!(
+        "{}  - id: smoke-test\n    uses: command\n    with: {{ run: \"test -f smoke-ok\" }}\n",
+        p.pipeline()
+    ));
+    p.add_migration(NOTES, NOTES_UP, Some(NOTES_DOWN));
+    let before = p.state();
+    let halted = p.run(&["deploy"]);
+    halted.expect_code(3);
+    assert!(
+        halted
+            .stderr()
+            .contains("HALTED for a human, resumable at step `smoke-test`")
+    );
+    let refused = p.run(&["deploy"]);
+    refused.expect_code(4);
+    assert!(refused.stderr().contains("runbooks/halted-run.md"));
+
+    let mut book = Runbook::open("halted-run.md", &p);
+    let status = book.expect("cutover status -e <ENV>", 0);
+    assert!(
+        status.stdout().contains("at step `smoke-test`"),
+        "{}",
+        status.stdout()
+    );
+    let history = book.expect("cutover history -e <ENV> --limit 5", 0);
+    assert!(history.stdout().contains("halted"));
+    // Not fixed yet: it halts again.
+    book.expect("cutover resume -e <ENV>", 3);
+    let undone = book.expect("cutover rollback -e <ENV>", 0);
+    assert!(
+        undone.stdout().contains("rolled back"),
+        "{}",
+        undone.stdout()
+    );
+    assert_eq!(p.state(), before);
+    let status = book.expect("cutover status -e <ENV>", 0);
+    assert!(
+        status.stdout().contains("nothing needs attention"),
+        "{}",
+        status.stdout()
+    );
     book.finish();
 }

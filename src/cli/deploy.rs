@@ -8,16 +8,19 @@ use serde_saphyr::{Location, Spanned};
 use super::confirm::{self, Confirmation};
 use super::exit::{Exit, eprint};
 use super::session::Session;
-use super::{DeployArgs, Global, ReleaseArgs, RollbackArgs};
+use super::{DeployArgs, Global, ReleaseArgs, ResumeArgs, RollbackArgs};
 use crate::config::pipeline::{BackupWith, MigrateRollback, MigrateWith, StepWith};
 use crate::config::{ConfigError, Located, Pipeline, Step};
-use crate::engine::journal::{RunStatus, open_runs};
+use crate::engine::journal::{RunRecord, RunStatus, halted_runs, open_runs};
 use crate::engine::plan::{self, Plan};
 use crate::engine::run::{self, RollbackTarget, RunOutcome};
 use crate::engine::window::Window;
 use crate::engine::{Context, EngineError, cancel, lock, shared_state};
 
 pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
+    if args.fleet {
+        return super::fleet::deploy(global, args).await;
+    }
     let session = Session::open(global)?;
     let pipeline = session.pipeline(args.pipeline.as_deref())?;
     let approved = args.plan.as_deref().map(read_approved).transpose()?;
@@ -121,7 +124,15 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, Engin
         (_, Some(id)) => RollbackTarget::Backup(id),
         (Some(0), None) => RollbackTarget::Version(None),
         (Some(v), None) => RollbackTarget::Version(Some(v)),
-        (None, None) => unreachable!("clap requires --to or --backup"),
+        (None, None) => {
+            let confirmation = Confirmation {
+                named: args.confirm,
+                yes: args.yes,
+                implied: false,
+                approved: None,
+            };
+            return roll_back_halted(&session, &confirmation).await;
+        }
     };
     let pipeline = if let Some(p) = args.pipeline {
         session.pipeline(Some(&p))?
@@ -161,6 +172,8 @@ pub fn step(id: &str, with: StepWith) -> Step {
         timeout: None,
         retries: 0,
         when: None,
+        on_failure: None,
+        point_of_no_return: false,
         line: 0,
     }
 }
@@ -200,6 +213,8 @@ pub fn builtin(name: &str, steps: Vec<Step>) -> Pipeline {
         path: PathBuf::from("(built in)"),
         name: name.into(),
         timeout: None,
+        on_failure: crate::config::pipeline::OnFailure::Rollback,
+        unattended: crate::config::pipeline::Unattended::Rollback,
         steps,
     }
 }
@@ -226,6 +241,16 @@ pub fn ensure_free(ctx: &Context) -> Result<(), EngineError> {
 }
 
 pub fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {
+    if let Some(run) = halted_runs(&ctx.state_dir, &ctx.environment)?.first()
+        && let Some(halt) = run.halted()
+    {
+        return Err(EngineError::Halted {
+            run_id: run.run_id(),
+            environment: ctx.environment.clone(),
+            step: halt.step,
+            reason: halt.reason,
+        });
+    }
     if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
         return Err(EngineError::Unfinished {
             run_id: run.run_id(),
@@ -236,7 +261,7 @@ pub fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {
     Ok(())
 }
 
-fn check_window(session: &Session) -> Result<(), EngineError> {
+pub fn check_window(session: &Session) -> Result<(), EngineError> {
     let env = session.config.environment(&session.environment)?;
     if let Some(window) = &env.window {
         let parsed = Window::parse(&window.value).map_err(EngineError::Plan)?;
@@ -305,7 +330,10 @@ pub async fn run_pipeline(
                 .join("\n"),
         ));
     }
-    let outcome = run::execute(&ctx, pipeline, &now, command, run_id, target).await?;
+    let decider = super::ask::Terminal {
+        cancel: ctx.cancel.clone(),
+    };
+    let outcome = run::execute(&ctx, pipeline, &now, command, run_id, target, &decider).await?;
     shared_state::release(shared_lock).await;
     drop(db_lock);
     guard.release();
@@ -365,6 +393,7 @@ pub fn summarize(session: &Session, ctx: &Context, plan: &Plan, outcome: &RunOut
                 ),
             )
         }
+        RunStatus::Halted => (Exit::RollbackIncomplete, halted_text(env, outcome)),
         RunStatus::RollbackFailed => {
             let (step, error) = outcome.failure.clone().unwrap_or_default();
             (
@@ -387,4 +416,156 @@ pub fn summarize(session: &Session, ctx: &Context, plan: &Plan, outcome: &RunOut
         eprint(&format!("error: {text}"));
     }
     exit
+}
+
+/// What a halted run left, and the commands that go on from there.
+fn halted_text(env: &str, outcome: &RunOutcome) -> String {
+    let (step, error) = outcome.failure.clone().unwrap_or_default();
+    let at = outcome.halted_at.clone().unwrap_or_default();
+    format!(
+        "the run failed at step `{step}`: {error}\nHALTED for a human, resumable at step `{at}`.\ndone and still in place: {}\nundone: {}\njournal: {}\nnext: `cutover resume -e {env}` continues at step `{at}`; `cutover rollback -e {env}` undoes the run; `cutover status -e {env}` shows it (see runbooks/halted-run.md)",
+        if outcome.results.is_empty() {
+            "(see the journal)".to_owned()
+        } else {
+            outcome
+                .results
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        if outcome.undone.is_empty() {
+            "nothing".to_owned()
+        } else {
+            outcome.undone.join("; ")
+        },
+        outcome.journal.display(),
+    )
+}
+
+/// The environment's halted run, or bad input naming what there is instead.
+fn the_halted_run(ctx: &Context, what: &str) -> Result<RunRecord, EngineError> {
+    halted_runs(&ctx.state_dir, &ctx.environment)?
+        .pop()
+        .ok_or_else(|| {
+            EngineError::Plan(format!(
+                "no halted run in `{}` to {what}; `cutover status -e {}` shows the environment's runs{}",
+                ctx.environment,
+                ctx.environment,
+                if what == "roll back" {
+                    " (to roll the database back to a version or a backup, give `--to VERSION` or `--backup ID`)"
+                } else {
+                    ""
+                }
+            ))
+        })
+}
+
+/// Takes the lock, checks no other run is unfinished, and returns the guards.
+async fn lock_for(
+    ctx: &Context,
+    run_id: &str,
+    command: &str,
+) -> Result<(lock::LockGuard, Option<crate::adapters::database::DbLock>), EngineError> {
+    let guard = lock::acquire(
+        &ctx.state_dir,
+        &ctx.environment,
+        run_id,
+        command,
+        ctx.lock_lease,
+    )?;
+    let db_lock = lock::acquire_in_database(ctx).await?;
+    if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
+        return Err(EngineError::Unfinished {
+            run_id: run.run_id(),
+            environment: ctx.environment.clone(),
+            path: run.path.display().to_string(),
+        });
+    }
+    Ok((guard, db_lock))
+}
+
+/// `cutover resume`: continues the environment's halted run at the step it halted at.
+pub async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, EngineError> {
+    let session = Session::open(global)?;
+    let pipeline = session.pipeline(args.pipeline.as_deref())?;
+    let ctx = session.context(cancel::on_signals())?;
+    let halted = the_halted_run(&ctx, "resume")?;
+    let plan = plan::build(&ctx, &pipeline, None).await?;
+    session.reporter.plan(&plan);
+    let env = session.config.environment(&session.environment)?;
+    let confirmation = Confirmation {
+        named: args.confirm,
+        yes: args.yes,
+        implied: false,
+        approved: None,
+    };
+    confirm::confirm(
+        env.confirm,
+        &session.environment,
+        &confirmation,
+        &ctx.cancel,
+    )
+    .await?;
+    let (guard, db_lock) = lock_for(&ctx, &halted.run_id(), "resume").await?;
+    // Read again under the lock: someone may have resumed or rolled it back meanwhile.
+    let halted = RunRecord::read(&halted.path)?;
+    let decider = super::ask::Terminal {
+        cancel: ctx.cancel.clone(),
+    };
+    let outcome = run::resume(&ctx, &pipeline, &plan, &halted, &decider).await?;
+    drop(db_lock);
+    guard.release();
+    Ok(summarize(&session, &ctx, &plan, &outcome))
+}
+
+/// `cutover rollback` with no target: undoes the environment's halted run.
+async fn roll_back_halted(
+    session: &Session,
+    confirmation: &Confirmation,
+) -> Result<Exit, EngineError> {
+    let ctx = session.context(cancel::on_signals())?;
+    let halted = the_halted_run(&ctx, "roll back")?;
+    let env = session.config.environment(&session.environment)?;
+    confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
+    let (guard, db_lock) = lock_for(&ctx, &halted.run_id(), "rollback").await?;
+    let halted = RunRecord::read(&halted.path)?;
+    let outcome = run::roll_back_halted(&ctx, &halted).await?;
+    drop(db_lock);
+    guard.release();
+    let undone = if outcome.undone.is_empty() {
+        "nothing needed undoing".to_owned()
+    } else {
+        outcome.undone.join("; ")
+    };
+    let value = json!({
+        "run_id": outcome.run_id,
+        "environment": ctx.environment,
+        "status": outcome.status.as_str(),
+        "undone": outcome.undone,
+        "left": outcome.left,
+        "journal": outcome.journal.display().to_string(),
+    });
+    if outcome.status == RunStatus::RolledBack {
+        session.result(
+            &value,
+            &format!(
+                "halted run {} rolled back: {undone}\njournal: {}",
+                outcome.run_id,
+                outcome.journal.display()
+            ),
+        );
+        Ok(Exit::Ok)
+    } else {
+        eprint(&format!(
+            "error: rolling back halted run {}: ROLLBACK INCOMPLETE — a human is needed.\nundone: {undone}\nstill to undo: {}\nnext: follow runbooks/rollback-by-hand.md, then run `cutover recover -e {}`",
+            outcome.run_id,
+            outcome.left.join("; "),
+            ctx.environment
+        ));
+        if session.json {
+            session.result(&value, "");
+        }
+        Ok(Exit::RollbackIncomplete)
+    }
 }

@@ -58,7 +58,9 @@ pub fn exit_for(error: &EngineError) -> Exit {
         | EngineError::Build(_)
         | EngineError::Plan(_)
         | EngineError::PlanChanged(_) => Exit::BadInput,
-        EngineError::Lock(_) | EngineError::Unfinished { .. } => Exit::Locked,
+        EngineError::Lock(_) | EngineError::Unfinished { .. } | EngineError::Halted { .. } => {
+            Exit::Locked
+        }
         EngineError::NotConfirmed(_) => Exit::NotConfirmed,
         EngineError::Journal(_) => Exit::RollbackIncomplete,
         EngineError::Step(_) => Exit::RolledBack,
@@ -82,6 +84,7 @@ pub fn report_error(error: &EngineError) -> Exit {
             EngineError::Lock(_) => Some(
                 "wait for that run to finish; if its runner is gone, the lock expires at the time shown (or see runbooks/stuck-lock.md)",
             ),
+            EngineError::Halted { .. } => Some("see runbooks/halted-run.md"),
             _ => Some("see runbooks/recover-after-crash.md"),
         },
         Exit::NotConfirmed => Some("nothing was touched"),

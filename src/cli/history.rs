@@ -32,7 +32,17 @@ pub async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, Engine
             shared_state::sync(&ctx, false).await?;
         }
     }
-    let runs = all_runs(&config.state_dir())?;
+    let dir = match &args.target {
+        Some(target) => {
+            let env = match &global.env {
+                Some(e) => e.clone(),
+                None => config.default_environment()?.to_owned(),
+            };
+            crate::fleet::target_state_dir(&config.state_dir(), &env, target)
+        }
+        None => config.state_dir(),
+    };
+    let runs = all_runs(&dir)?;
     let mut rows = Vec::new();
     let mut text = String::new();
     for run in runs
@@ -58,9 +68,13 @@ pub async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, Engine
             Record::StepFailed { id, error, .. } => Some((id.clone(), error.clone())),
             _ => None,
         });
-        let status = run
-            .status()
-            .map_or("unfinished (run `cutover recover`)", |s| s.as_str());
+        let halted = run.halted().is_some();
+        let status = if halted {
+            "halted (`cutover resume` or `cutover rollback`)"
+        } else {
+            run.status()
+                .map_or("unfinished (run `cutover recover`)", |s| s.as_str())
+        };
         let started = run.started_at();
         let seconds = match (started, run.finished_at()) {
             (Some(a), Some(b)) => Some((b - a).num_milliseconds() as f64 / 1000.0),
@@ -68,7 +82,7 @@ pub async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, Engine
         };
         rows.push(json!({
             "run_id": run.run_id(), "environment": environment, "command": command,
-            "status": run.status().map(super::super::engine::journal::RunStatus::as_str), "started_at": started,
+            "status": if halted { Some("halted") } else { run.status().map(super::super::engine::journal::RunStatus::as_str) }, "started_at": started,
             "seconds": seconds, "failed_step": failed.as_ref().map(|f| &f.0), "error": failed.as_ref().map(|f| &f.1),
             "journal": run.path.display().to_string(),
         }));

@@ -1,17 +1,20 @@
 //! The command line: argument parsing, output selection, and one file per subcommand.
 //! Every command returns an [`Exit`]; `main` turns it into the process exit code.
 
+mod ask;
 mod backup;
 mod check;
 mod confirm;
 mod deploy;
 mod exit;
+mod fleet;
 mod history;
 mod lock;
 mod migrate;
 mod plan;
 mod recover;
 mod session;
+mod status;
 
 use std::path::PathBuf;
 
@@ -93,6 +96,11 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Finish a run that died (kill -9, lost runner) from its journal.
     Recover(RecoverArgs),
+    /// Continue a halted run at the step it halted at.
+    Resume(ResumeArgs),
+    /// The environment's runs that need attention (halted, unfinished), the lock and the
+    /// last run.
+    Status(StatusArgs),
     /// Migrations: status, up, down, new, verify, resolve, lint, test.
     #[command(subcommand)]
     Migrate(MigrateCommand),
@@ -125,6 +133,14 @@ pub struct DeployArgs {
     /// Apply exactly this approved plan (from `plan --out`), or refuse if anything changed.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
+    /// Run the pipeline's database steps on every target of the environment's `targets:`
+    /// (the steps around them run once).
+    #[arg(long, conflicts_with = "plan")]
+    pub fleet: bool,
+    /// With `--fleet`: only the i-th of n slices of the targets (sorted by name), e.g. one
+    /// per CI matrix job.
+    #[arg(long, value_name = "I/N", requires = "fleet")]
+    pub shard: Option<crate::fleet::Shard>,
 }
 
 #[derive(Debug, Args)]
@@ -147,8 +163,9 @@ pub struct ReleaseArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// Schema version to go back to (`0` for an empty schema).
-    #[arg(long, conflicts_with = "backup", required_unless_present = "backup")]
+    /// Schema version to go back to (`0` for an empty schema). With neither `--to` nor
+    /// `--backup`: undo the environment's halted run.
+    #[arg(long, conflicts_with = "backup")]
     pub to: Option<i64>,
     /// Backup to restore (a safety backup is taken first).
     #[arg(long)]
@@ -164,7 +181,26 @@ pub struct RollbackArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RecoverArgs {}
+pub struct RecoverArgs {
+    /// Also finish the unfinished runs of every fleet target of the environment.
+    #[arg(long)]
+    pub fleet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Pipeline file (default: the config's `pipeline`); must have the steps the run
+    /// started with.
+    #[arg(short, long)]
+    pub pipeline: Option<PathBuf>,
+    #[arg(long, value_name = "ENV")]
+    pub confirm: Option<String>,
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {}
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
@@ -253,6 +289,9 @@ pub enum BackupCommand {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// The runs of one fleet target instead of the environment's own.
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
@@ -287,7 +326,9 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Plan(args) => plan::plan(&cli.global, args).await,
         Command::Release(args) => deploy::release(&cli.global, args).await,
         Command::Rollback(args) => deploy::rollback(&cli.global, args).await,
-        Command::Recover(_) => recover::recover(&cli.global).await,
+        Command::Recover(args) => recover::recover(&cli.global, &args).await,
+        Command::Resume(args) => deploy::resume(&cli.global, args).await,
+        Command::Status(_) => status::status(&cli.global),
         Command::Migrate(cmd) => migrate::migrate(&cli.global, cmd).await,
         Command::Backup(cmd) => backup::backup(&cli.global, cmd).await,
         Command::History(args) => history::history(&cli.global, &args).await,

@@ -2,24 +2,101 @@
 
 use serde_json::json;
 
-use super::Global;
 use super::exit::{Exit, eprint};
 use super::session::Session;
+use super::{Global, RecoverArgs};
 use crate::engine::journal::{RunStatus, open_runs};
 use crate::engine::{EngineError, cancel, lock, run, shared_state};
 
-pub async fn recover(global: &Global) -> Result<Exit, EngineError> {
+pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
-    let ctx = session.context(cancel::on_signals())?;
+    let cancel = cancel::on_signals();
+    let ctx = session.context(cancel.clone())?;
     shared_state::sync(&ctx, true).await?;
+    let mut exit = recover_runs(&session, &ctx, false).await?;
+    if args.fleet {
+        let resolver = crate::config::reference::Resolver {
+            config_path: &session.config.path,
+            base_dir: &session.config.dir,
+            redactor: &ctx.redactor,
+            azure: session.config.environment(&ctx.environment)?.azure.as_ref(),
+        };
+        let targets = crate::fleet::resolve(&session.config, &ctx.environment, &resolver).await?;
+        session.reporter.sync_secrets();
+        let mut recovered = 0;
+        for target in &targets {
+            let dir = crate::fleet::target_state_dir(
+                &session.config.state_dir(),
+                &ctx.environment,
+                &target.name,
+            );
+            if open_runs(&dir, &ctx.environment)?.is_empty() {
+                continue;
+            }
+            recovered += 1;
+            session.result(
+                &json!({"environment": ctx.environment, "target": target.name}),
+                &format!("target `{}`:", target.name),
+            );
+            let tctx = crate::engine::setup::target_context(
+                &session.config,
+                &ctx.environment,
+                target,
+                session.reporter.clone(),
+                ctx.redactor.clone(),
+                cancel.clone(),
+            )?;
+            let one = recover_runs(&session, &tctx, true).await?;
+            exit = worse(exit, one);
+        }
+        session.result(
+            &json!({"environment": ctx.environment, "targets_recovered": recovered}),
+            &format!(
+                "fleet targets of `{}`: {recovered} of {} had unfinished runs",
+                ctx.environment,
+                targets.len()
+            ),
+        );
+    }
+    Ok(exit)
+}
+
+/// The exit code that says more: an incomplete rollback, then a rollback, then success.
+fn worse(a: Exit, b: Exit) -> Exit {
+    let rank = |e: Exit| match e {
+        Exit::Ok => 0,
+        Exit::RolledBack => 1,
+        _ => 2,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// Finishes the unfinished runs of one state folder (the environment's, or a target's).
+async fn recover_runs(
+    session: &Session,
+    ctx: &crate::engine::Context,
+    quiet: bool,
+) -> Result<Exit, EngineError> {
     let runs = open_runs(&ctx.state_dir, &ctx.environment)?;
+    if runs.is_empty() && quiet {
+        return Ok(Exit::Ok);
+    }
     if runs.is_empty() {
+        let halted = crate::engine::journal::halted_runs(&ctx.state_dir, &ctx.environment)?;
         session.result(
             &json!({"environment": ctx.environment, "recovered": []}),
-            &format!(
-                "nothing to recover in `{}`: every run is finished",
-                ctx.environment
-            ),
+            &if let Some(run) = halted.first() {
+                format!(
+                    "nothing to recover in `{env}`; run {} is halted for a human: `cutover resume -e {env}` or `cutover rollback -e {env}`",
+                    run.run_id(),
+                    env = ctx.environment
+                )
+            } else {
+                format!(
+                    "nothing to recover in `{}`: every run is finished",
+                    ctx.environment
+                )
+            },
         );
         return Ok(Exit::Ok);
     }
@@ -31,13 +108,13 @@ pub async fn recover(global: &Global) -> Result<Exit, EngineError> {
         "recover",
         ctx.lock_lease,
     )?;
-    let db_lock = lock::acquire_in_database(&ctx).await?;
+    let db_lock = lock::acquire_in_database(ctx).await?;
     let shared_lock =
-        shared_state::acquire(&ctx, &crate::engine::journal::new_run_id(), "recover").await?;
+        shared_state::acquire(ctx, &crate::engine::journal::new_run_id(), "recover").await?;
     let mut exit = Exit::Ok;
     let mut recovered = Vec::new();
     for record in &runs {
-        let outcome = run::recover(&ctx, record).await?;
+        let outcome = run::recover(ctx, record).await?;
         let line = match outcome.status {
             RunStatus::Succeeded => {
                 format!(
@@ -58,6 +135,21 @@ pub async fn recover(global: &Global) -> Result<Exit, EngineError> {
                         outcome.undone.join("; ")
                     }
                 )
+            }
+            RunStatus::Halted => {
+                exit = Exit::RollbackIncomplete;
+                let at = outcome.halted_at.clone().unwrap_or_default();
+                eprint(&format!(
+                    "run {}: rolled back to its point of no return ({}) and HALTED for a human at step `{at}`\nnext: `cutover resume -e {env}` continues at step `{at}`; `cutover rollback -e {env}` undoes the rest; see runbooks/halted-run.md",
+                    outcome.run_id,
+                    if outcome.undone.is_empty() {
+                        "nothing needed undoing".to_owned()
+                    } else {
+                        outcome.undone.join("; ")
+                    },
+                    env = ctx.environment
+                ));
+                format!("run {}: halted at step `{at}`", outcome.run_id)
             }
             RunStatus::RollbackFailed => {
                 exit = Exit::RollbackIncomplete;

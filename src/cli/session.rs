@@ -176,6 +176,8 @@ pub fn command_name(command: &Command) -> String {
         Command::Release(_) => "release".into(),
         Command::Rollback(_) => "rollback".into(),
         Command::Recover(_) => "recover".into(),
+        Command::Resume(_) => "resume".into(),
+        Command::Status(_) => "status".into(),
         Command::Migrate(m) => sub(
             "migrate",
             match m {

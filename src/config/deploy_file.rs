@@ -72,6 +72,10 @@ pub struct Environment {
     /// `credential: auto`).
     #[serde(default)]
     pub azure: Option<AzureConfig>,
+    /// Many databases (a database per tenant) that `deploy --fleet` runs the pipeline's
+    /// database steps on, one run per target.
+    #[serde(default)]
+    pub targets: Option<TargetsConfig>,
 }
 
 /// Azure sign-in for one environment. Every field is optional; what is not set comes from
@@ -120,6 +124,114 @@ pub enum AzureCredentialKind {
     AzureCli,
     /// An Azure Pipelines service connection with workload identity federation.
     AzurePipelines,
+}
+
+/// The targets of a fleet run, and how the fleet runs. Targets come from any of `list`,
+/// `file` and `query` (together: all of them); each target's URL replaces the
+/// environment's `database.url` (kind and settings stay the environment's).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetsConfig {
+    /// Targets written out.
+    #[serde(default)]
+    pub list: Vec<TargetEntry>,
+    /// A file (relative to this one) with a target per line: `NAME URL`; blank lines and
+    /// lines starting with `#` are skipped.
+    #[serde(default)]
+    pub file: Option<Spanned<String>>,
+    /// A query against a catalog database that returns rows of `name, url`.
+    #[serde(default)]
+    pub query: Option<TargetQuery>,
+    /// How many targets run at once (default 4).
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// How many targets run first, as canaries: if any of them fails, no other target
+    /// starts (default 1; 0: no canary stage).
+    #[serde(default)]
+    pub canary: Option<u32>,
+    /// Failed targets allowed before no new target starts: a count (`3`) or a share of the
+    /// targets (`5%`). Default 0: the first failure stops the fleet.
+    #[serde(default)]
+    pub max_failures: Option<FailureBudget>,
+}
+
+/// One target: a name for output and journals, and its database URL.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetEntry {
+    /// Letters, digits, `-`, `_` and `.`; unique.
+    pub name: String,
+    /// The target's database URL; its password is masked.
+    pub url: Text,
+}
+
+/// Targets read from a catalog database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetQuery {
+    /// The catalog's URL (`sqlite://`, `postgres://` or `mysql://`); its password is masked.
+    pub catalog: Text,
+    /// Returns two text columns: the target's name and its database URL. Every URL's
+    /// password is masked.
+    pub sql: String,
+}
+
+/// A failure budget: a count, or a percentage of the targets (rounded down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureBudget {
+    Count(u32),
+    Percent(u32),
+}
+
+impl FailureBudget {
+    /// The failures allowed among `targets`.
+    pub fn allowed(self, targets: usize) -> usize {
+        match self {
+            Self::Count(n) => n as usize,
+            Self::Percent(p) => targets * p as usize / 100,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FailureBudget {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FailureBudget;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a count (`3`) or a percentage (`5%`)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FailureBudget, E> {
+                u32::try_from(v)
+                    .map(FailureBudget::Count)
+                    .map_err(|_| E::custom("max_failures too large"))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<FailureBudget, E> {
+                u32::try_from(v)
+                    .map(FailureBudget::Count)
+                    .map_err(|_| E::custom("max_failures must be 0 or more"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FailureBudget, E> {
+                let bad = || {
+                    E::custom(format!(
+                        "invalid max_failures `{v}`: expected a count (`3`) or a percentage (`5%`)"
+                    ))
+                };
+                match v.trim().strip_suffix('%') {
+                    Some(p) => match p.trim().parse::<u32>() {
+                        Ok(p) if p <= 100 => Ok(FailureBudget::Percent(p)),
+                        _ => Err(bad()),
+                    },
+                    None => v
+                        .trim()
+                        .parse()
+                        .map(FailureBudget::Count)
+                        .map_err(|_| bad()),
+                }
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -485,15 +597,19 @@ pub enum NotifyEvent {
     RolledBack,
     /// The rollback stopped part-way: a human is needed.
     RollbackFailed,
+    /// The run halted for a human (`on_failure: halt`, a point of no return, a choice at
+    /// the prompt): `cutover resume` or `cutover rollback`.
+    Halted,
 }
 
 impl NotifyEvent {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Started,
         Self::Succeeded,
         Self::Failed,
         Self::RolledBack,
         Self::RollbackFailed,
+        Self::Halted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -503,6 +619,7 @@ impl NotifyEvent {
             Self::Failed => "failed",
             Self::RolledBack => "rolled_back",
             Self::RollbackFailed => "rollback_failed",
+            Self::Halted => "halted",
         }
     }
 }

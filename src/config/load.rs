@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 use super::deploy_file::{DeployFile, Environment};
 use super::duration::Duration;
 use super::error::{ConfigError, Located};
-use super::pipeline::{PipelineFile, StepEntry, StepKind, StepWith, When};
+use super::pipeline::{OnFailure, PipelineFile, StepEntry, StepKind, StepWith, Unattended, When};
 
 /// A loaded, validated `deploy.yaml`.
 #[derive(Debug)]
@@ -92,6 +92,10 @@ pub struct Pipeline {
     pub path: PathBuf,
     pub name: String,
     pub timeout: Option<Duration>,
+    /// What a failed step leads to, unless the step says otherwise.
+    pub on_failure: OnFailure,
+    /// What `ask` does without a terminal.
+    pub unattended: Unattended,
     pub steps: Vec<Step>,
 }
 
@@ -103,6 +107,9 @@ pub struct Step {
     pub timeout: Option<Duration>,
     pub retries: u32,
     pub when: Option<When>,
+    /// `None`: the pipeline's.
+    pub on_failure: Option<OnFailure>,
+    pub point_of_no_return: bool,
     /// Line of the step in its pipeline file, for messages.
     pub line: u64,
 }
@@ -215,6 +222,8 @@ pub fn load_pipeline(path: &Path, base_dir: &Path) -> Result<Pipeline, ConfigErr
             timeout,
             retries,
             when,
+            on_failure,
+            point_of_no_return,
         } = entry;
         let kind = with.kind();
         let id = if let Some(id) = id {
@@ -264,6 +273,8 @@ pub fn load_pipeline(path: &Path, base_dir: &Path) -> Result<Pipeline, ConfigErr
             timeout,
             retries,
             when,
+            on_failure,
+            point_of_no_return,
             line: referenced.line(),
         });
     }
@@ -272,6 +283,8 @@ pub fn load_pipeline(path: &Path, base_dir: &Path) -> Result<Pipeline, ConfigErr
         path: path.to_owned(),
         name: file.name,
         timeout: file.timeout,
+        on_failure: file.on_failure.unwrap_or_default(),
+        unattended: file.unattended.unwrap_or_default(),
         steps,
     })
 }

@@ -21,8 +21,39 @@ pub struct PipelineFile {
     /// Upper bound for the whole run (default: none).
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// What a failed step leads to: `rollback` (default), `halt` or `ask`; a step's own
+    /// `on_failure` overrides it.
+    #[serde(default)]
+    pub on_failure: Option<OnFailure>,
+    /// What `ask` does when nobody can be asked (no terminal, CI): `rollback` (default) or
+    /// `halt`.
+    #[serde(default)]
+    pub unattended: Option<Unattended>,
     /// The steps, run in order.
     pub steps: Vec<Spanned<StepEntry>>,
+}
+
+/// What a failed step leads to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Undo what the run did, newest first (back to a point of no return, if one passed).
+    #[default]
+    Rollback,
+    /// Stop here and leave everything as it is for a human: `cutover resume` or `cutover
+    /// rollback`.
+    Halt,
+    /// At a terminal, show the failure and ask: retry the step, roll back, or halt.
+    Ask,
+}
+
+/// What `ask` does without a terminal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unattended {
+    #[default]
+    Rollback,
+    Halt,
 }
 
 /// The step kinds, as written after `uses:`.
@@ -70,6 +101,11 @@ pub struct StepEntry {
     pub retries: u32,
     /// Runs the step only in some environments.
     pub when: Option<When>,
+    /// Overrides the pipeline's `on_failure` for this step.
+    pub on_failure: Option<OnFailure>,
+    /// Once this step has finished, a rollback never goes past it: a later failure undoes
+    /// the steps after it, then the run halts for a human.
+    pub point_of_no_return: bool,
 }
 
 /// `when:` — which environments a step runs in.
@@ -425,7 +461,16 @@ pub struct HealthWith {
 #[serde(deny_unknown_fields)]
 pub struct RestartWith {}
 
-const STEP_FIELDS: &[&str] = &["id", "uses", "with", "timeout", "retries", "when"];
+const STEP_FIELDS: &[&str] = &[
+    "id",
+    "uses",
+    "with",
+    "timeout",
+    "retries",
+    "when",
+    "on_failure",
+    "point_of_no_return",
+];
 
 impl<'de> Deserialize<'de> for StepEntry {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -439,7 +484,7 @@ impl<'de> Visitor<'de> for StepVisitor {
     type Value = StepEntry;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a step: `uses:` with optional `id:`, `with:`, `timeout:`, `retries:`, `when:`")
+        f.write_str("a step: `uses:` with optional `id:`, `with:`, `timeout:`, `retries:`, `when:`, `on_failure:`, `point_of_no_return:`")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StepEntry, A::Error> {
@@ -449,6 +494,8 @@ impl<'de> Visitor<'de> for StepVisitor {
         let mut timeout = None;
         let mut retries = None;
         let mut when = None;
+        let mut on_failure = None;
+        let mut point_of_no_return = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "id" => id = Some(map.next_value()?),
@@ -471,6 +518,8 @@ impl<'de> Visitor<'de> for StepVisitor {
                 "timeout" => timeout = Some(map.next_value()?),
                 "retries" => retries = Some(map.next_value()?),
                 "when" => when = Some(map.next_value()?),
+                "on_failure" => on_failure = Some(map.next_value()?),
+                "point_of_no_return" => point_of_no_return = Some(map.next_value()?),
                 other => {
                     map.next_value::<IgnoredAny>()?;
                     return Err(de::Error::unknown_field(other, STEP_FIELDS));
@@ -488,6 +537,8 @@ impl<'de> Visitor<'de> for StepVisitor {
             timeout,
             retries: retries.unwrap_or(0),
             when,
+            on_failure,
+            point_of_no_return: point_of_no_return.unwrap_or(false),
         })
     }
 }

@@ -43,6 +43,15 @@ impl Resolver<'_> {
         Ok(Secret::new(value))
     }
 
+    /// A connection URL that came from outside the config (a catalog query): its password
+    /// is a secret; nothing in it is expanded.
+    pub fn plain_url(&self, value: &str) -> Secret {
+        if let Some(password) = url_password(value) {
+            self.redactor.register(password);
+        }
+        Secret::new(value)
+    }
+
     fn expand(&self, text: &Text) -> Result<String, ConfigError> {
         let raw = text.value.as_str();
         let mut out = String::with_capacity(raw.len());

@@ -62,6 +62,16 @@ pub enum EngineError {
         environment: String,
         path: String,
     },
+    /// A run halted for a human and waits for `resume` or `rollback`. Exit 4.
+    #[error(
+        "run {run_id} in environment `{environment}` is halted at step `{step}`: {reason}\nit waits for a human: `cutover resume -e {environment}` continues it at step `{step}`, `cutover rollback -e {environment}` undoes it; `cutover status -e {environment}` shows it"
+    )]
+    Halted {
+        run_id: String,
+        environment: String,
+        step: String,
+        reason: String,
+    },
     /// The plan changed between confirmation and execution. Exit 2.
     #[error("the plan changed since it was shown, so nothing was touched:\n{0}")]
     PlanChanged(String),

@@ -5,6 +5,7 @@
 //! A run whose file has no `run_finished` record is *open*: the process died. `recover`
 //! reads it back and finishes the job.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +82,74 @@ pub enum Record {
         at: DateTime<Utc>,
         status: RunStatus,
     },
+    /// What was done about a failed step: by the pipeline's `on_failure`, or by a person
+    /// asked at the terminal (`asked`), who is named.
+    Decision {
+        at: DateTime<Utc>,
+        index: usize,
+        id: String,
+        choice: Choice,
+        asked: bool,
+        user: String,
+    },
+    /// The run stopped for a human, with what `cutover resume` needs to go on from
+    /// `resume_from`. Nothing after it until `run_resumed` (or `cutover rollback`).
+    RunHalted {
+        at: DateTime<Utc>,
+        resume_from: usize,
+        /// The step it resumes at.
+        id: String,
+        reason: String,
+        /// The backup this run took.
+        backup: Option<String>,
+        /// Replica counts before the run first scaled each target (`replicas: previous`).
+        first_replicas: BTreeMap<String, u32>,
+    },
+    /// A step marked `point_of_no_return` finished: no rollback goes past it.
+    PointOfNoReturn {
+        at: DateTime<Utc>,
+        index: usize,
+        id: String,
+    },
+    /// `cutover resume` took a halted run over.
+    RunResumed {
+        at: DateTime<Utc>,
+        from: usize,
+        user: String,
+        host: String,
+    },
+}
+
+/// What happens after a step failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Choice {
+    /// Run the step again.
+    Retry,
+    /// Undo what the run did.
+    Rollback,
+    /// Stop and leave things as they are for a human.
+    Halt,
+}
+
+impl Choice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Rollback => "rollback",
+            Self::Halt => "halt",
+        }
+    }
+}
+
+/// Where a halted run stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Halt {
+    pub resume_from: usize,
+    pub step: String,
+    pub reason: String,
+    pub backup: Option<String>,
+    pub first_replicas: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +158,9 @@ pub enum RunStatus {
     Succeeded,
     RolledBack,
     RollbackFailed,
+    /// Stopped for a human (`on_failure: halt`, a point of no return, a choice at the
+    /// prompt); the journal stays open. Never written in `run_finished`.
+    Halted,
 }
 
 impl RunStatus {
@@ -97,6 +169,7 @@ impl RunStatus {
             Self::Succeeded => "succeeded",
             Self::RolledBack => "rolled_back",
             Self::RollbackFailed => "rollback_failed",
+            Self::Halted => "halted",
         }
     }
 }
@@ -309,9 +382,46 @@ impl RunRecord {
     }
 
     /// True when `recover` has work to do: the run is open (its process died), or its
-    /// rollback stopped part-way (`rollback_failed`) and the rest is still to undo.
+    /// rollback stopped part-way (`rollback_failed`) and the rest is still to undo. A
+    /// halted run waits for a human's `resume` or `rollback` instead.
     pub fn needs_recover(&self) -> bool {
-        matches!(self.status(), None | Some(RunStatus::RollbackFailed))
+        match self.status() {
+            None => self.halted().is_none(),
+            Some(status) => status == RunStatus::RollbackFailed,
+        }
+    }
+
+    /// Where the run halted, while it is halted (not finished, not resumed since).
+    pub fn halted(&self) -> Option<Halt> {
+        if self.status().is_some() {
+            return None;
+        }
+        self.records.iter().rev().find_map(|r| match r {
+            Record::RunResumed { .. } => Some(None),
+            Record::RunHalted {
+                resume_from,
+                id,
+                reason,
+                backup,
+                first_replicas,
+                ..
+            } => Some(Some(Halt {
+                resume_from: *resume_from,
+                step: id.clone(),
+                reason: reason.clone(),
+                backup: backup.clone(),
+                first_replicas: first_replicas.clone(),
+            })),
+            _ => None,
+        })?
+    }
+
+    /// The step ids the run was started with.
+    pub fn steps(&self) -> Vec<String> {
+        match self.records.first() {
+            Some(Record::RunStarted { steps, .. }) => steps.clone(),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -337,6 +447,15 @@ pub fn open_runs(state_dir: &Path, environment: &str) -> Result<Vec<RunRecord>, 
     Ok(all_runs(state_dir)?
         .into_iter()
         .filter(|r| r.needs_recover() && r.environment().is_none_or(|e| e == environment))
+        .collect())
+}
+
+/// Halted runs of an environment: each waits for `cutover resume` or `cutover rollback`,
+/// and blocks new runs until then.
+pub fn halted_runs(state_dir: &Path, environment: &str) -> Result<Vec<RunRecord>, JournalError> {
+    Ok(all_runs(state_dir)?
+        .into_iter()
+        .filter(|r| r.halted().is_some() && r.environment().is_none_or(|e| e == environment))
         .collect())
 }
 

@@ -4,6 +4,7 @@
 pub mod cancel;
 pub mod compensation;
 pub mod context;
+pub mod decide;
 pub mod error;
 pub mod journal;
 pub mod lock;

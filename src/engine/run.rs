@@ -1,6 +1,7 @@
 //! Executing a plan: journal, steps, compensation stack, rollback; and `recover`, which
 //! finishes a run that died from its journal alone.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -9,10 +10,12 @@ use tracing::instrument;
 use super::cancel::RollbackSignals;
 use super::compensation::Compensation;
 use super::context::Context;
+use super::decide::{self, Decider};
 use super::error::{EngineError, StepError};
-use super::journal::{Journal, Record, RunRecord, RunStatus};
+use super::journal::{Choice, Journal, Record, RunRecord, RunStatus};
 use super::lock::{hostname, username};
 use super::plan::Plan;
+use crate::config::pipeline::OnFailure;
 use crate::config::{Pipeline, Step};
 use crate::report::{Event, ms};
 use crate::steps::{self, RunState};
@@ -42,6 +45,8 @@ pub struct RunOutcome {
     pub left: Vec<String>,
     /// One line per step that finished.
     pub results: Vec<(String, String)>,
+    /// The step a halted run resumes at.
+    pub halted_at: Option<String>,
 }
 
 struct Pending {
@@ -59,6 +64,7 @@ pub async fn execute(
     command: &str,
     run_id: String,
     rollback_target: Option<RollbackTarget>,
+    decider: &dyn Decider,
 ) -> Result<RunOutcome, EngineError> {
     let mut journal = Journal::create(&ctx.state_dir, &run_id, ctx.redactor.clone())?;
     if let Some(shared) = &ctx.shared {
@@ -83,136 +89,499 @@ pub async fn execute(
         environment: ctx.environment.clone(),
         pipeline: pipeline.name.clone(),
     });
-    let started = Instant::now();
-    let deadline = pipeline.timeout.map(|t| started + t.get());
-    let mut state = RunState {
+    let state = RunState {
         rollback_target,
         validations: steps::validate::pipeline_checks(ctx, pipeline, plan),
         ..RunState::default()
     };
-    let mut stack: Vec<Pending> = Vec::new();
-    let mut failure = None;
-    let mut results = Vec::new();
-    let total = pipeline.steps.len();
-    for (index, step) in pipeline.steps.iter().enumerate() {
-        let planned = &plan.steps[index];
-        if let Some(reason) = &planned.skipped {
-            journal
-                .write(&Record::StepSkipped {
-                    at: Utc::now(),
-                    index,
-                    id: step.id.clone(),
-                })
-                .await?;
-            ctx.report(Event::StepSkipped {
-                id: step.id.clone(),
-                reason: reason.clone(),
-            });
-            continue;
-        }
-        ctx.report(Event::StepStarted {
-            index,
-            total,
-            id: step.id.clone(),
-            uses: step.kind().name().to_owned(),
-            summary: planned.summary.clone(),
-        });
-        let step_start = Instant::now();
-        if ctx.cancel.is_cancelled() {
-            failure = Some((step.id.clone(), StepError::Cancelled.to_string()));
-            ctx.report(Event::StepFailed {
-                id: step.id.clone(),
-                elapsed_ms: 0,
-                error: "interrupted before the step started".into(),
-            });
-            break;
-        }
-        let compensation = match steps::prepare(ctx, step, &mut state).await {
-            Ok(c) => c,
-            Err(e) => {
-                failure =
-                    Some(step_failed(ctx, &mut journal, index, &step.id, step_start, &e).await?);
-                break;
-            }
-        };
-        journal
-            .write(&Record::StepStarted {
-                at: Utc::now(),
-                index,
-                id: step.id.clone(),
-                uses: step.kind().name().to_owned(),
-                compensation: compensation.clone(),
-            })
-            .await?;
-        let result = run_step(ctx, step, &mut state, deadline).await;
-        match result {
-            Ok(message) => {
-                let message = ctx.redactor.redact(&message);
+    let run = Drive {
+        ctx,
+        pipeline,
+        plan,
+        decider,
+        run_id,
+        delegate: None,
+    };
+    run.drive(journal, state, Vec::new(), 0, None).await
+}
+
+/// Continues a halted run from the step it halted at, with the undo actions its journal
+/// holds, in the same journal. The pipeline must have the steps the run started with.
+#[instrument(skip_all, fields(environment = %ctx.environment))]
+pub async fn resume(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    plan: &Plan,
+    run: &RunRecord,
+    decider: &dyn Decider,
+) -> Result<RunOutcome, EngineError> {
+    let Some(halt) = run.halted() else {
+        return Err(EngineError::Plan(format!(
+            "run {} is not halted; nothing to resume",
+            run.run_id()
+        )));
+    };
+    let ids: Vec<String> = pipeline.steps.iter().map(|s| s.id.clone()).collect();
+    if ids != run.steps() {
+        return Err(EngineError::Plan(format!(
+            "pipeline `{}` has the steps [{}], but run {} was started with [{}]; resume it with the pipeline it started with (-p FILE), or undo it with `cutover rollback -e {}`",
+            pipeline.name,
+            ids.join(", "),
+            run.run_id(),
+            run.steps().join(", "),
+            ctx.environment
+        )));
+    }
+    let journaled = Journaled::read(run);
+    let mut journal = Journal::reopen(&run.path, ctx.redactor.clone())?;
+    if let Some(shared) = &ctx.shared {
+        journal.mirror_to(shared.journal(&run.run_id()).await?);
+    }
+    journal
+        .write(&Record::RunResumed {
+            at: Utc::now(),
+            from: halt.resume_from,
+            user: username(),
+            host: hostname(),
+        })
+        .await?;
+    let run_id = run.run_id();
+    ctx.report(Event::RunStarted {
+        run_id: run_id.clone(),
+        environment: ctx.environment.clone(),
+        pipeline: pipeline.name.clone(),
+    });
+    let mut first_replicas = journaled.first_replicas.clone();
+    first_replicas.extend(halt.first_replicas);
+    let state = RunState {
+        backup: halt.backup,
+        first_replicas,
+        validations: steps::validate::pipeline_checks(ctx, pipeline, plan),
+        ..RunState::default()
+    };
+    let drive = Drive {
+        ctx,
+        pipeline,
+        plan,
+        decider,
+        run_id,
+        delegate: None,
+    };
+    let stack = journaled.stack(None);
+    drive
+        .drive(
+            journal,
+            state,
+            stack,
+            halt.resume_from,
+            journaled.point_of_no_return,
+        )
+        .await
+}
+
+/// Work the engine hands a step over to: a fleet run's per-target phase, which stands in
+/// the fleet's own run as one step with no undo of its own.
+#[async_trait::async_trait]
+pub trait Delegate: Send + Sync {
+    /// Does the work; `Err` fails the step (and the run rolls back its own steps).
+    async fn run(&self) -> Result<String, StepError>;
+}
+
+/// Runs a pipeline whose step `index` is done by `delegate` instead of the step itself.
+#[instrument(skip_all, fields(environment = %ctx.environment))]
+#[allow(clippy::too_many_arguments)]
+pub async fn execute_delegating(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    plan: &Plan,
+    command: &str,
+    run_id: String,
+    index: usize,
+    delegate: &dyn Delegate,
+) -> Result<RunOutcome, EngineError> {
+    let mut journal = Journal::create(&ctx.state_dir, &run_id, ctx.redactor.clone())?;
+    if let Some(shared) = &ctx.shared {
+        journal.mirror_to(shared.journal(&run_id).await?);
+    }
+    journal
+        .write(&Record::RunStarted {
+            at: Utc::now(),
+            run_id: run_id.clone(),
+            project: ctx.project.clone(),
+            environment: ctx.environment.clone(),
+            command: command.to_owned(),
+            pipeline: pipeline.name.clone(),
+            steps: pipeline.steps.iter().map(|s| s.id.clone()).collect(),
+            plan_digest: plan.digest.clone(),
+            user: username(),
+            host: hostname(),
+        })
+        .await?;
+    ctx.report(Event::RunStarted {
+        run_id: run_id.clone(),
+        environment: ctx.environment.clone(),
+        pipeline: pipeline.name.clone(),
+    });
+    let state = RunState::default();
+    let run = Drive {
+        ctx,
+        pipeline,
+        plan,
+        decider: &decide::Nobody,
+        run_id,
+        delegate: Some((index, delegate)),
+    };
+    run.drive(journal, state, Vec::new(), 0, None).await
+}
+
+/// One run of a pipeline's steps, from a given step on.
+struct Drive<'a> {
+    ctx: &'a Context,
+    pipeline: &'a Pipeline,
+    plan: &'a Plan,
+    decider: &'a dyn Decider,
+    run_id: String,
+    delegate: Option<(usize, &'a dyn Delegate)>,
+}
+
+impl Drive<'_> {
+    /// Runs the steps from `from`; on a failure, does what the step's `on_failure` says.
+    async fn drive(
+        &self,
+        mut journal: Journal,
+        mut state: RunState,
+        mut stack: Vec<Pending>,
+        from: usize,
+        mut point_of_no_return: Option<(usize, String)>,
+    ) -> Result<RunOutcome, EngineError> {
+        let ctx = self.ctx;
+        let started = Instant::now();
+        let deadline = self.pipeline.timeout.map(|t| started + t.get());
+        let mut failure = None;
+        let mut halt_at = None;
+        let mut results = Vec::new();
+        let total = self.pipeline.steps.len();
+        let mut index = from;
+        while index < total {
+            let step = &self.pipeline.steps[index];
+            let planned = &self.plan.steps[index];
+            if let Some(reason) = &planned.skipped {
                 journal
-                    .write(&Record::StepFinished {
+                    .write(&Record::StepSkipped {
                         at: Utc::now(),
                         index,
                         id: step.id.clone(),
-                        message: message.clone(),
                     })
                     .await?;
-                ctx.report(Event::StepFinished {
+                ctx.report(Event::StepSkipped {
                     id: step.id.clone(),
-                    elapsed_ms: ms(step_start.elapsed()),
-                    message: message.clone(),
+                    reason: reason.clone(),
                 });
-                results.push((step.id.clone(), message));
-                if let Some(action) = compensation {
-                    stack.push(Pending {
-                        index,
-                        id: step.id.clone(),
-                        action,
-                    });
-                }
+                index += 1;
+                continue;
             }
-            Err(e) => {
-                failure =
-                    Some(step_failed(ctx, &mut journal, index, &step.id, step_start, &e).await?);
-                if let Some(action) = compensation.filter(Compensation::undoes_failed_step) {
-                    stack.push(Pending {
-                        index,
-                        id: step.id.clone(),
-                        action,
-                    });
-                }
+            ctx.report(Event::StepStarted {
+                index,
+                total,
+                id: step.id.clone(),
+                uses: step.kind().name().to_owned(),
+                summary: planned.summary.clone(),
+            });
+            let step_start = Instant::now();
+            if ctx.cancel.is_cancelled() {
+                failure = Some((step.id.clone(), StepError::Cancelled.to_string()));
+                ctx.report(Event::StepFailed {
+                    id: step.id.clone(),
+                    elapsed_ms: 0,
+                    error: "interrupted before the step started".into(),
+                });
                 break;
             }
+            // A step run again (retry, resume) keeps the undo captured before its first
+            // attempt: that is the state before the run touched it.
+            let earlier = stack
+                .iter()
+                .position(|p| p.index == index)
+                .map(|at| stack.remove(at).action);
+            let prepared = if self.delegate.is_some_and(|(at, _)| at == index) {
+                Ok(None)
+            } else {
+                steps::prepare(ctx, step, &mut state).await
+            };
+            let outcome = match prepared {
+                Ok(prepared) => {
+                    let compensation = earlier.or(prepared);
+                    journal
+                        .write(&Record::StepStarted {
+                            at: Utc::now(),
+                            index,
+                            id: step.id.clone(),
+                            uses: step.kind().name().to_owned(),
+                            compensation: compensation.clone(),
+                        })
+                        .await?;
+                    let result = match self.delegate {
+                        // Not raced against Ctrl-C: the delegate's own work sees the
+                        // signal and winds down (a fleet's running targets roll back).
+                        Some((at, delegate)) if at == index => delegate.run().await,
+                        _ => run_step(ctx, step, &mut state, deadline).await,
+                    };
+                    (result, compensation)
+                }
+                Err(e) => (Err(e), earlier),
+            };
+            match outcome {
+                (Ok(message), compensation) => {
+                    let message = ctx.redactor.redact(&message);
+                    journal
+                        .write(&Record::StepFinished {
+                            at: Utc::now(),
+                            index,
+                            id: step.id.clone(),
+                            message: message.clone(),
+                        })
+                        .await?;
+                    ctx.report(Event::StepFinished {
+                        id: step.id.clone(),
+                        elapsed_ms: ms(step_start.elapsed()),
+                        message: message.clone(),
+                    });
+                    results.push((step.id.clone(), message));
+                    if let Some(action) = compensation {
+                        stack.push(Pending {
+                            index,
+                            id: step.id.clone(),
+                            action,
+                        });
+                    }
+                    if step.point_of_no_return {
+                        journal
+                            .write(&Record::PointOfNoReturn {
+                                at: Utc::now(),
+                                index,
+                                id: step.id.clone(),
+                            })
+                            .await?;
+                        point_of_no_return = Some((index, step.id.clone()));
+                    }
+                    index += 1;
+                }
+                (Err(e), compensation) => {
+                    let cancelled = matches!(e, StepError::Cancelled) || ctx.cancel.is_cancelled();
+                    let failed =
+                        step_failed(ctx, &mut journal, index, &step.id, step_start, &e).await?;
+                    if let Some(action) = compensation.filter(Compensation::undoes_failed_step) {
+                        stack.push(Pending {
+                            index,
+                            id: step.id.clone(),
+                            action,
+                        });
+                    }
+                    // An interrupted run rolls back: whoever interrupted it is not waiting
+                    // at a prompt.
+                    let choice = if cancelled {
+                        Choice::Rollback
+                    } else {
+                        self.decide(
+                            &mut journal,
+                            index,
+                            step,
+                            &failed,
+                            &results,
+                            &stack,
+                            point_of_no_return.as_ref(),
+                        )
+                        .await?
+                    };
+                    match choice {
+                        Choice::Retry => {}
+                        Choice::Rollback => {
+                            failure = Some(failed);
+                            break;
+                        }
+                        Choice::Halt => {
+                            failure = Some(failed);
+                            halt_at = Some(index);
+                            break;
+                        }
+                    }
+                }
+            }
         }
+        let interrupted = ctx.cancel.is_cancelled();
+        let mut outcome = RunOutcome {
+            run_id: self.run_id.clone(),
+            status: RunStatus::Succeeded,
+            journal: journal.path().to_owned(),
+            failure: failure.clone(),
+            interrupted,
+            undone: Vec::new(),
+            left: Vec::new(),
+            results,
+            halted_at: None,
+        };
+        let Some((id, error)) = &failure else {
+            return finish(ctx, &mut journal, outcome, started).await;
+        };
+        let reason = format!("step `{id}` failed: {error}");
+        if let Some(index) = halt_at {
+            halt(
+                ctx,
+                &mut journal,
+                &state,
+                index,
+                &self.pipeline.steps[index].id,
+                &reason,
+            )
+            .await?;
+            outcome.status = RunStatus::Halted;
+            outcome.halted_at = Some(self.pipeline.steps[index].id.clone());
+            return Ok(outcome);
+        }
+        // A rollback never goes past a point of no return: it undoes what came after it,
+        // then the run halts there for a human.
+        let floor = point_of_no_return.as_ref().filter(|_| !interrupted);
+        let below: Vec<Pending>;
+        (below, stack) = match floor {
+            Some((at, _)) => stack.into_iter().partition(|p| p.index <= *at),
+            None => (Vec::new(), stack),
+        };
+        let (status, undone, left) = roll_back(ctx, &mut journal, stack, &reason).await?;
+        outcome.undone = undone;
+        outcome.left = left;
+        outcome.status = status;
+        if let Some((at, ponr)) = floor
+            && status == RunStatus::RolledBack
+        {
+            drop(below);
+            let resume_from = at + 1;
+            let resume_id = self
+                .pipeline
+                .steps
+                .get(resume_from)
+                .map_or_else(|| "(end)".to_owned(), |s| s.id.clone());
+            halt(
+                ctx,
+                &mut journal,
+                &state,
+                resume_from,
+                &resume_id,
+                &format!("{reason}; rolled back to the point of no return `{ponr}`"),
+            )
+            .await?;
+            outcome.status = RunStatus::Halted;
+            outcome.halted_at = Some(resume_id);
+            return Ok(outcome);
+        }
+        finish(ctx, &mut journal, outcome, started).await
     }
-    let interrupted = ctx.cancel.is_cancelled();
-    let (status, undone, left) = match &failure {
-        None => (RunStatus::Succeeded, Vec::new(), Vec::new()),
-        Some((id, error)) => {
-            let reason = format!("step `{id}` failed: {error}");
-            roll_back(ctx, &mut journal, stack, &reason).await?
-        }
-    };
+
+    /// Decides what a failed step leads to, and records the decision.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &self,
+        journal: &mut Journal,
+        index: usize,
+        step: &Step,
+        failed: &(String, String),
+        results: &[(String, String)],
+        stack: &[Pending],
+        point_of_no_return: Option<&(usize, String)>,
+    ) -> Result<Choice, EngineError> {
+        let (choice, asked) = match decide::policy(self.pipeline, step) {
+            // The long-standing default needs no record: `rollback_started` follows.
+            OnFailure::Rollback => return Ok(Choice::Rollback),
+            OnFailure::Halt => (Choice::Halt, false),
+            OnFailure::Ask => {
+                let failure = decide::Failure {
+                    step: failed.0.clone(),
+                    error: failed.1.clone(),
+                    done: results.iter().map(|(id, _)| id.clone()).collect(),
+                    undo: stack
+                        .iter()
+                        .rev()
+                        .filter(|p| point_of_no_return.is_none_or(|(at, _)| p.index > *at))
+                        .map(|p| format!("{} (step `{}`)", p.action.describe(), p.id))
+                        .collect(),
+                    point_of_no_return: point_of_no_return.map(|(_, id)| id.clone()),
+                };
+                match self.decider.ask(&failure).await {
+                    Some(choice) => (choice, true),
+                    None => (decide::unattended(self.pipeline), false),
+                }
+            }
+        };
+        let user = username();
+        journal
+            .write(&Record::Decision {
+                at: Utc::now(),
+                index,
+                id: step.id.clone(),
+                choice,
+                asked,
+                user: user.clone(),
+            })
+            .await?;
+        self.ctx.report(Event::Decision {
+            id: step.id.clone(),
+            choice: choice.as_str().to_owned(),
+            asked,
+            user,
+        });
+        Ok(choice)
+    }
+}
+
+/// Closes the journal with the outcome's status.
+async fn finish(
+    ctx: &Context,
+    journal: &mut Journal,
+    outcome: RunOutcome,
+    started: Instant,
+) -> Result<RunOutcome, EngineError> {
     journal
         .write(&Record::RunFinished {
             at: Utc::now(),
-            status,
+            status: outcome.status,
         })
         .await?;
     ctx.report(Event::RunFinished {
-        run_id: run_id.clone(),
-        status: status.as_str().into(),
+        run_id: outcome.run_id.clone(),
+        status: outcome.status.as_str().into(),
         elapsed_ms: ms(started.elapsed()),
     });
-    Ok(RunOutcome {
-        run_id,
-        status,
-        journal: journal.path().to_owned(),
-        failure,
-        interrupted,
-        undone,
-        left,
-        results,
-    })
+    Ok(outcome)
+}
+
+/// Leaves the run halted at step `index`: recorded, reported, the journal left open.
+async fn halt(
+    ctx: &Context,
+    journal: &mut Journal,
+    state: &RunState,
+    index: usize,
+    id: &str,
+    reason: &str,
+) -> Result<(), EngineError> {
+    journal
+        .write(&Record::RunHalted {
+            at: Utc::now(),
+            resume_from: index,
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+            backup: state.backup.clone(),
+            first_replicas: state.first_replicas.clone(),
+        })
+        .await?;
+    ctx.report(Event::RunHalted {
+        run_id: journal
+            .path()
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        step: id.to_owned(),
+        reason: reason.to_owned(),
+    });
+    Ok(())
 }
 
 /// Records and reports a step's failure; returns the step id and the masked error.
@@ -407,12 +776,107 @@ async fn run_compensation(ctx: &Context, pending: &Pending) -> Result<String, St
     }
 }
 
-/// Finishes a run that died: rolls back what it did, or closes it if every step had
-/// finished. Running it on a finished run does nothing.
+/// What a run's journal says about its steps and their undo actions.
+struct Journaled {
+    run_id: String,
+    /// Every started step's latest undo, by step, in start order.
+    started: Vec<(usize, String, Option<Compensation>)>,
+    steps_total: Option<usize>,
+    finished: HashSet<usize>,
+    skipped: HashSet<usize>,
+    /// Steps whose last attempt failed.
+    failed: HashMap<usize, (String, String)>,
+    compensated: HashSet<usize>,
+    rollback_started: bool,
+    point_of_no_return: Option<(usize, String)>,
+    /// The replica count of each target before the run first scaled it.
+    first_replicas: BTreeMap<String, u32>,
+}
+
+impl Journaled {
+    fn read(run: &RunRecord) -> Self {
+        let mut j = Self {
+            run_id: run.run_id(),
+            started: Vec::new(),
+            steps_total: None,
+            finished: HashSet::new(),
+            skipped: HashSet::new(),
+            failed: HashMap::new(),
+            compensated: HashSet::new(),
+            rollback_started: false,
+            point_of_no_return: None,
+            first_replicas: BTreeMap::new(),
+        };
+        for record in &run.records {
+            match record {
+                Record::RunStarted { steps, .. } => j.steps_total = Some(steps.len()),
+                Record::StepStarted {
+                    index,
+                    id,
+                    compensation,
+                    ..
+                } => {
+                    if let Some(Compensation::Scale { target, replicas }) = compensation {
+                        j.first_replicas.entry(target.clone()).or_insert(*replicas);
+                    }
+                    // A step started again (retry, resume) keeps one undo.
+                    j.started.retain(|(i, _, _)| i != index);
+                    j.started.push((*index, id.clone(), compensation.clone()));
+                }
+                Record::StepFinished { index, .. } => {
+                    j.finished.insert(*index);
+                    j.failed.remove(index);
+                }
+                Record::StepSkipped { index, .. } => {
+                    j.skipped.insert(*index);
+                }
+                Record::StepFailed {
+                    index, id, error, ..
+                } => {
+                    j.failed.insert(*index, (id.clone(), error.clone()));
+                }
+                Record::CompensationFinished { index, .. } => {
+                    j.compensated.insert(*index);
+                }
+                Record::RollbackStarted { .. } => j.rollback_started = true,
+                Record::PointOfNoReturn { index, id, .. } => {
+                    j.point_of_no_return = Some((*index, id.clone()));
+                }
+                _ => {}
+            }
+        }
+        j
+    }
+
+    /// The undo actions still to run, oldest first; with a `floor`, only those of steps
+    /// after it.
+    fn stack(&self, floor: Option<usize>) -> Vec<Pending> {
+        self.started
+            .iter()
+            .filter(|(index, _, _)| !self.compensated.contains(index))
+            .filter(|(index, _, _)| floor.is_none_or(|f| *index > f))
+            .filter_map(|(index, id, action)| {
+                let action = action.clone()?;
+                // A step that reported its own failure is undone only when it may have acted.
+                if self.failed.contains_key(index) && !action.undoes_failed_step() {
+                    return None;
+                }
+                Some(Pending {
+                    index: *index,
+                    id: id.clone(),
+                    action,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Finishes a run that died: rolls back what it did (back to its point of no return, if it
+/// passed one, where it then halts), or closes it if every step had finished. Running it on
+/// a finished or halted run does nothing.
 pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, EngineError> {
-    let run_id = run.run_id();
     let mut outcome = RunOutcome {
-        run_id: run_id.clone(),
+        run_id: run.run_id(),
         status: run.status().unwrap_or(RunStatus::RolledBack),
         journal: run.path.clone(),
         failure: None,
@@ -420,52 +884,24 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
         undone: Vec::new(),
         left: Vec::new(),
         results: Vec::new(),
+        halted_at: None,
     };
     if !run.needs_recover() {
+        if let Some(halt) = run.halted() {
+            outcome.status = RunStatus::Halted;
+            outcome.halted_at = Some(halt.step);
+        }
         return Ok(outcome);
     }
-    let mut steps_total = None;
-    let mut started: Vec<(usize, String, Option<Compensation>)> = Vec::new();
-    let mut finished = std::collections::HashSet::new();
-    let mut skipped = std::collections::HashSet::new();
-    let mut failed = std::collections::HashMap::new();
-    let mut compensated = std::collections::HashSet::new();
-    let mut rollback_started = false;
-    for record in &run.records {
-        match record {
-            Record::RunStarted { steps, .. } => steps_total = Some(steps.len()),
-            Record::StepStarted {
-                index,
-                id,
-                compensation,
-                ..
-            } => {
-                started.push((*index, id.clone(), compensation.clone()));
-            }
-            Record::StepFinished { index, .. } => {
-                finished.insert(*index);
-            }
-            Record::StepSkipped { index, .. } => {
-                skipped.insert(*index);
-            }
-            Record::StepFailed {
-                index, id, error, ..
-            } => {
-                failed.insert(*index, (id.clone(), error.clone()));
-            }
-            Record::CompensationFinished { index, .. } => {
-                compensated.insert(*index);
-            }
-            Record::RollbackStarted { .. } => rollback_started = true,
-            _ => {}
-        }
-    }
+    let j = Journaled::read(run);
     let mut journal = Journal::reopen(&run.path, ctx.redactor.clone())?;
     if let Some(shared) = &ctx.shared {
         journal.mirror_to(shared.journal(&run.run_id()).await?);
     }
-    let all_done = steps_total.is_some_and(|n| finished.len() + skipped.len() == n);
-    if all_done && failed.is_empty() && !rollback_started {
+    let all_done = j
+        .steps_total
+        .is_some_and(|n| j.finished.len() + j.skipped.len() == n);
+    if all_done && j.failed.is_empty() && !j.rollback_started {
         journal
             .write(&Record::RunFinished {
                 at: Utc::now(),
@@ -475,37 +911,79 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
         outcome.status = RunStatus::Succeeded;
         return Ok(outcome);
     }
-    let stack: Vec<Pending> = started
-        .into_iter()
-        .filter(|(index, _, _)| !compensated.contains(index))
-        .filter_map(|(index, id, action)| {
-            let action = action?;
-            // A step that reported its own failure is undone only when it may have acted.
-            if failed.contains_key(&index) && !action.undoes_failed_step() {
-                return None;
-            }
-            Some(Pending { index, id, action })
-        })
-        .collect();
-    let reason = match failed.values().next() {
-        Some((id, error)) => format!("recovering run {run_id}: step `{id}` had failed: {error}"),
-        None => format!("recovering run {run_id}: the process running it died"),
+    let reason = match j.failed.values().next() {
+        Some((id, error)) => format!(
+            "recovering run {}: step `{id}` had failed: {error}",
+            j.run_id
+        ),
+        None => format!("recovering run {}: the process running it died", j.run_id),
     };
+    let floor = j.point_of_no_return.clone();
     outcome.failure = Some(("(recover)".into(), reason.clone()));
+    let stack = j.stack(floor.as_ref().map(|(at, _)| *at));
     let (status, undone, left) = roll_back(ctx, &mut journal, stack, &reason).await?;
-    journal
-        .write(&Record::RunFinished {
-            at: Utc::now(),
-            status,
-        })
-        .await?;
-    ctx.report(Event::RunFinished {
-        run_id: run_id.clone(),
-        status: status.as_str().into(),
-        elapsed_ms: 0,
-    });
-    outcome.status = status;
     outcome.undone = undone;
     outcome.left = left;
-    Ok(outcome)
+    outcome.status = status;
+    if let Some((at, ponr)) = floor
+        && status == RunStatus::RolledBack
+    {
+        let steps = run.steps();
+        let resume_id = steps
+            .get(at + 1)
+            .cloned()
+            .unwrap_or_else(|| "(end)".to_owned());
+        let state = RunState {
+            first_replicas: j.first_replicas.clone(),
+            ..RunState::default()
+        };
+        halt(
+            ctx,
+            &mut journal,
+            &state,
+            at + 1,
+            &resume_id,
+            &format!("{reason}; rolled back to the point of no return `{ponr}`"),
+        )
+        .await?;
+        outcome.status = RunStatus::Halted;
+        outcome.halted_at = Some(resume_id);
+        return Ok(outcome);
+    }
+    finish(ctx, &mut journal, outcome, Instant::now()).await
+}
+
+/// Undoes a halted run, all of it (past a point of no return too: a person asked for it),
+/// and closes it as rolled back, or `rollback_failed` when an undo action fails.
+pub async fn roll_back_halted(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, EngineError> {
+    let Some(halt) = run.halted() else {
+        return Err(EngineError::Plan(format!(
+            "run {} is not halted; nothing to roll back",
+            run.run_id()
+        )));
+    };
+    let j = Journaled::read(run);
+    let mut journal = Journal::reopen(&run.path, ctx.redactor.clone())?;
+    if let Some(shared) = &ctx.shared {
+        journal.mirror_to(shared.journal(&run.run_id()).await?);
+    }
+    let reason = format!(
+        "rolling back halted run {} on request of {}: {}",
+        j.run_id,
+        username(),
+        halt.reason
+    );
+    let (status, undone, left) = roll_back(ctx, &mut journal, j.stack(None), &reason).await?;
+    let outcome = RunOutcome {
+        run_id: j.run_id.clone(),
+        status,
+        journal: run.path.clone(),
+        failure: Some((halt.step, halt.reason)),
+        interrupted: false,
+        undone,
+        left,
+        results: Vec::new(),
+        halted_at: None,
+    };
+    finish(ctx, &mut journal, outcome, Instant::now()).await
 }

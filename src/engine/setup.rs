@@ -28,6 +28,37 @@ pub fn context(
     redactor: Redactor,
     cancel: CancellationToken,
 ) -> Result<Context, EngineError> {
+    build(config, environment, reporter, redactor, cancel, None)
+}
+
+/// A fleet target's context: the environment's with the target's database URL, its own
+/// state folder (journal and lock), and no notifications (the fleet run notifies once).
+pub fn target_context(
+    config: &Config,
+    environment: &str,
+    target: &crate::fleet::Target,
+    reporter: Arc<dyn Reporter>,
+    redactor: Redactor,
+    cancel: CancellationToken,
+) -> Result<Context, EngineError> {
+    build(
+        config,
+        environment,
+        reporter,
+        redactor,
+        cancel,
+        Some(target),
+    )
+}
+
+fn build(
+    config: &Config,
+    environment: &str,
+    reporter: Arc<dyn Reporter>,
+    redactor: Redactor,
+    cancel: CancellationToken,
+    target: Option<&crate::fleet::Target>,
+) -> Result<Context, EngineError> {
     let env = config.environment(environment)?;
     let resolver = Resolver {
         config_path: &config.path,
@@ -35,7 +66,10 @@ pub fn context(
         redactor: &redactor,
         azure: env.azure.as_ref(),
     };
-    let state_dir = config.state_dir();
+    let state_dir = match target {
+        Some(t) => crate::fleet::target_state_dir(&config.state_dir(), environment, &t.name),
+        None => config.state_dir(),
+    };
     // An adapter this build lacks, or settings it cannot use, are named with the file and
     // environment they come from.
     let located = |e: BuildError| -> EngineError {
@@ -47,12 +81,19 @@ pub fn context(
             BuildError::Config(c) => c.into(),
         }
     };
-    let database = database::build(&env.database, &resolver, &config.dir).map_err(located)?;
-    let store = store::build(
+    let database = database::build_at(
+        &env.database,
+        &resolver,
+        &config.dir,
+        target.map(|t| &t.url),
+    )
+    .map_err(located)?;
+    let store = store::build_within(
         env.backups.as_ref(),
         &resolver,
         &config.dir,
         &state_dir.join("backups"),
+        target.map(|t| t.name.as_str()),
         &|| azure_credential(&resolver),
     )
     .map_err(located)?;
@@ -116,10 +157,15 @@ pub fn context(
                 &|| azure_credential(&resolver),
             )
             .map_err(located)?;
+            // A fleet target has a lease and journal of its own, beside the fleet's.
+            let scope = match target {
+                Some(t) => format!("{environment}/targets/{}", t.name),
+                None => environment.to_owned(),
+            };
             Some(Arc::new(SharedState::new(
                 container,
                 config.project(),
-                environment,
+                &scope,
                 lock_lease,
             )))
         }

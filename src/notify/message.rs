@@ -30,6 +30,7 @@ impl Message {
             NotifyEvent::Failed => "failed",
             NotifyEvent::RolledBack => "failed and was rolled back",
             NotifyEvent::RollbackFailed => "failed and its ROLLBACK IS INCOMPLETE",
+            NotifyEvent::Halted => "failed and HALTED for a human",
         };
         format!("{}: release to {} {what}", self.project, self.environment)
     }
@@ -53,6 +54,10 @@ impl Message {
             NotifyEvent::RollbackFailed => lines.push(format!(
                 "a human is needed: see runbooks/rollback-by-hand.md, then `cutover recover -e {}`",
                 self.environment
+            )),
+            NotifyEvent::Halted => lines.push(format!(
+                "next: `cutover resume -e {env}` or `cutover rollback -e {env}`",
+                env = self.environment
             )),
             _ => {}
         }
@@ -104,7 +109,7 @@ impl Message {
         let color = match self.event {
             NotifyEvent::Started => "Default",
             NotifyEvent::Succeeded | NotifyEvent::RolledBack => "Good",
-            NotifyEvent::Failed => "Warning",
+            NotifyEvent::Failed | NotifyEvent::Halted => "Warning",
             NotifyEvent::RollbackFailed => "Attention",
         };
         let mut facts = vec![
@@ -146,6 +151,7 @@ impl Message {
             NotifyEvent::Failed => ":x:",
             NotifyEvent::RolledBack => ":leftwards_arrow_with_hook:",
             NotifyEvent::RollbackFailed => ":rotating_light:",
+            NotifyEvent::Halted => ":octagonal_sign:",
         }
     }
 }

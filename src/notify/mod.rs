@@ -271,6 +271,7 @@ impl Reporter for Notifying {
                 seen.failure = Some((id.clone(), error.clone()));
                 self.message(NotifyEvent::Failed, &seen.run_id, &seen)
             }
+            Event::RunHalted { run_id, .. } => self.message(NotifyEvent::Halted, run_id, &seen),
             Event::RunFinished { run_id, status, .. } => {
                 let event = match status.as_str() {
                     "succeeded" => NotifyEvent::Succeeded,

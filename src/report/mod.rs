@@ -88,6 +88,40 @@ pub enum Event {
         status: String,
         elapsed_ms: u64,
     },
+    /// What a failed step led to (`retry`, `rollback`, `halt`): by the pipeline's
+    /// `on_failure`, or by the named user at the prompt (`asked`).
+    Decision {
+        id: String,
+        choice: String,
+        asked: bool,
+        user: String,
+    },
+    /// The run stopped for a human; `cutover resume` continues at `step`, `cutover
+    /// rollback` undoes it.
+    RunHalted {
+        run_id: String,
+        step: String,
+        reason: String,
+    },
+    /// A fleet target's run starts (`deploy --fleet`).
+    TargetStarted {
+        target: String,
+        index: usize,
+        total: usize,
+    },
+    /// A fleet target's run ended, with the fleet's progress so far.
+    TargetFinished {
+        target: String,
+        status: String,
+        run_id: Option<String>,
+        failed_step: Option<String>,
+        error: Option<String>,
+        elapsed_ms: u64,
+        done: usize,
+        failed: usize,
+        total: usize,
+        eta_ms: u64,
+    },
     Warning {
         message: String,
     },
@@ -100,6 +134,9 @@ impl Event {
             self,
             Self::StepFailed { .. }
                 | Self::RollbackStarted { .. }
+                | Self::RunHalted { .. }
+                | Self::Decision { .. }
+                | Self::TargetFinished { error: Some(_), .. }
                 | Self::CompensationFinished { error: Some(_), .. }
                 | Self::Warning { .. }
         )

@@ -179,7 +179,7 @@ pub fn render_event(event: &Event) -> Option<String> {
         Event::RollbackStarted { reason, actions } => {
             format!("==> rolling back ({actions} action(s)): {reason}")
         }
-        Event::CompensationStarted { .. } => return None,
+        Event::CompensationStarted { .. } | Event::TargetStarted { .. } => return None,
         Event::CompensationFinished { id, action, error } => match error {
             None => format!("      undo {id}: {action} — ok"),
             Some(e) => format!("      undo {id}: {action} — FAILED: {e}"),
@@ -190,6 +190,52 @@ pub fn render_event(event: &Event) -> Option<String> {
             elapsed_ms,
         } => {
             format!("==> run {run_id} {status} in {}", seconds(*elapsed_ms))
+        }
+        Event::Decision {
+            id,
+            choice,
+            asked,
+            user,
+        } => {
+            if *asked {
+                format!("==> {id}: {user} chose {choice}")
+            } else {
+                format!("==> {id}: on_failure leads to {choice}")
+            }
+        }
+        Event::RunHalted {
+            run_id,
+            step,
+            reason,
+        } => format!("==> run {run_id} HALTED; resumes at step `{step}`: {reason}"),
+        Event::TargetFinished {
+            target,
+            status,
+            failed_step,
+            error,
+            elapsed_ms,
+            done,
+            failed,
+            total,
+            eta_ms,
+            ..
+        } => {
+            let mut line = format!(
+                "[{done}/{total}] {target}: {status} in {}",
+                seconds(*elapsed_ms)
+            );
+            if let Some(error) = error {
+                match failed_step {
+                    Some(step) => line.push_str(&format!(" — step `{step}`: {error}")),
+                    None => line.push_str(&format!(" — {error}")),
+                }
+            }
+            line.push_str(&format!(" ({failed} failed"));
+            if *eta_ms > 0 {
+                line.push_str(&format!(", about {} left", seconds(*eta_ms)));
+            }
+            line.push(')');
+            line
         }
         Event::Warning { message } => format!("warning: {message}"),
     })

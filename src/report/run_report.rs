@@ -395,7 +395,11 @@ impl Recorder {
             Event::RollbackStarted { reason, actions } => {
                 s.rollback = Some((reason.clone(), *actions));
             }
-            Event::StepProgress { .. } | Event::CompensationStarted { .. } => {}
+            Event::StepProgress { .. }
+            | Event::CompensationStarted { .. }
+            | Event::Decision { .. }
+            | Event::TargetStarted { .. }
+            | Event::TargetFinished { .. } => {}
             Event::CompensationFinished { id, action, error } => {
                 s.actions.push(RollbackAction {
                     step: id.clone(),
@@ -415,6 +419,7 @@ impl Recorder {
                 s.run_id = Some(run_id.clone());
                 s.run_elapsed_ms = Some(*elapsed_ms);
             }
+            Event::RunHalted { run_id, .. } => s.run_id = Some(run_id.clone()),
             Event::Warning { message } => s.warn(message),
         }
     }

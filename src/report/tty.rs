@@ -15,6 +15,9 @@ pub struct Tty {
     redactor: Redactor,
     multi: MultiProgress,
     current: Mutex<Option<ProgressBar>>,
+    /// `deploy --fleet`: one bar for all targets.
+    fleet: Mutex<Option<ProgressBar>>,
+    running: std::sync::atomic::AtomicUsize,
 }
 
 impl Tty {
@@ -23,6 +26,8 @@ impl Tty {
             redactor,
             multi: MultiProgress::new(),
             current: Mutex::new(None),
+            fleet: Mutex::new(None),
+            running: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -64,8 +69,54 @@ impl Reporter for Tty {
             }
             Event::StepFinished { .. } | Event::StepFailed { .. } => {
                 self.finish_current();
+                if let Some(bar) = self.fleet.lock().expect("tty lock").take() {
+                    bar.finish_and_clear();
+                }
                 if let Some(line) = render_event(event) {
                     self.println(&line);
+                }
+            }
+            Event::TargetStarted { total, .. } => {
+                self.running
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut fleet = self.fleet.lock().expect("tty lock");
+                fleet.get_or_insert_with(|| {
+                    let bar = self.multi.add(ProgressBar::new(*total as u64));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "      targets [{bar:30}] {pos}/{len} {msg} (ETA {eta})",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                    bar
+                });
+            }
+            Event::TargetFinished {
+                done,
+                failed,
+                total,
+                error,
+                ..
+            } => {
+                let running = self
+                    .running
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+                    .saturating_sub(1);
+                // Only the failures get a line of their own; the bar counts the rest.
+                if error.is_some()
+                    && let Some(line) = render_event(event)
+                {
+                    self.println(&line);
+                }
+                let mut fleet = self.fleet.lock().expect("tty lock");
+                if let Some(bar) = fleet.as_ref() {
+                    bar.set_position(*done as u64);
+                    bar.set_message(format!("{failed} failed, {running} running"));
+                    if done == total {
+                        bar.finish_and_clear();
+                        *fleet = None;
+                    }
                 }
             }
             other => {

@@ -297,9 +297,25 @@ pub fn build(
     resolver: &Resolver<'_>,
     base_dir: &Path,
 ) -> Result<Box<dyn Database>, BuildError> {
+    build_at(config, resolver, base_dir, None)
+}
+
+/// Builds the adapter with `url` in place of the configured one (a fleet target).
+pub fn build_at(
+    config: &DatabaseConfig,
+    resolver: &Resolver<'_>,
+    base_dir: &Path,
+    url: Option<&crate::secret::Secret>,
+) -> Result<Box<dyn Database>, BuildError> {
+    let resolve = |configured| -> Result<crate::secret::Secret, BuildError> {
+        match url {
+            Some(url) => Ok(url.clone()),
+            None => Ok(resolver.url(configured)?),
+        }
+    };
     match config {
         DatabaseConfig::Sqlite { url } => {
-            let url = resolver.url(url)?;
+            let url = resolve(url)?;
             Ok(Box::new(sqlite::SqliteDatabase::new(
                 url.expose(),
                 base_dir,
@@ -312,7 +328,7 @@ pub fn build(
             lint,
             restore,
         } => {
-            let url = resolver.url(url)?;
+            let url = resolve(url)?;
             Ok(Box::new(postgres::PostgresDatabase::new(
                 url,
                 postgres::Settings {
@@ -331,7 +347,7 @@ pub fn build(
             url,
             lock_wait_timeout,
         } => {
-            let url = resolver.url(url)?;
+            let url = resolve(url)?;
             Ok(Box::new(mysql::MysqlDatabase::new(
                 url,
                 lock_wait_timeout.map_or(

@@ -41,15 +41,31 @@ const MANIFEST_SUFFIX: &str = ".manifest.json";
 pub struct AzureBlobStore {
     container: Container,
     keep: Option<Keep>,
+    /// Folder of this store's blobs in the container (`targets/<name>/` for a fleet
+    /// target), empty for the environment's own backups.
+    prefix: String,
 }
 
 impl AzureBlobStore {
     pub fn new(container: Container, keep: Option<Keep>) -> Self {
-        Self { container, keep }
+        Self {
+            container,
+            keep,
+            prefix: String::new(),
+        }
+    }
+
+    /// The store of one fleet target: its backups under `targets/<target>/`.
+    #[must_use]
+    pub fn within(mut self, target: &str) -> Self {
+        self.prefix = format!("targets/{target}/");
+        self
     }
 
     fn blob(&self, name: &str) -> BlobClient {
-        self.container.client.blob_client(name)
+        self.container
+            .client
+            .blob_client(&format!("{}{name}", self.prefix))
     }
 
     fn fail(&self, what: &str, e: &azure_core::Error) -> StoreError {
@@ -106,8 +122,8 @@ impl BackupStore for AzureBlobStore {
         }
         Ok(Box::new(BlobUpload::start(
             self.container.clone(),
-            dump_name,
-            manifest_name,
+            format!("{}{dump_name}", self.prefix),
+            format!("{}{manifest_name}", self.prefix),
         )))
     }
 
@@ -124,6 +140,7 @@ impl BackupStore for AzureBlobStore {
                     if let Some(id) = item
                         .name
                         .as_deref()
+                        .and_then(|n| n.strip_prefix(self.prefix.as_str()))
                         .and_then(|n| n.strip_suffix(MANIFEST_SUFFIX))
                         .filter(|id| validate_id(id).is_ok())
                     {

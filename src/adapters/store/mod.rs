@@ -91,21 +91,45 @@ pub fn build(
     default_dir: &Path,
     azure_credential: AzureCredential<'_>,
 ) -> Result<Box<dyn BackupStore>, BuildError> {
+    build_within(
+        config,
+        resolver,
+        base_dir,
+        default_dir,
+        None,
+        azure_credential,
+    )
+}
+
+/// Builds the store with its backups under `within` (a fleet target's name), so targets
+/// sharing one configured store never share a backup id.
+pub fn build_within(
+    config: Option<&StoreConfig>,
+    resolver: &Resolver<'_>,
+    base_dir: &Path,
+    default_dir: &Path,
+    within: Option<&str>,
+    azure_credential: AzureCredential<'_>,
+) -> Result<Box<dyn BackupStore>, BuildError> {
     match config {
         None => Ok(Box::new(local::LocalStore::new(
             default_dir.to_owned(),
             None,
         ))),
         Some(StoreConfig::Local { path, keep }) => {
-            let dir = base_dir.join(resolver.text(path)?);
+            let mut dir = base_dir.join(resolver.text(path)?);
+            if let Some(within) = within {
+                dir = dir.join("targets").join(within);
+            }
             Ok(Box::new(local::LocalStore::new(dir, keep.clone())))
         }
         Some(StoreConfig::AzureBlob(blob)) => {
             let container = azure_container(resolver, blob, azure_credential)?;
-            Ok(Box::new(azure_blob::AzureBlobStore::new(
-                container,
-                blob.keep.clone(),
-            )))
+            let store = azure_blob::AzureBlobStore::new(container, blob.keep.clone());
+            Ok(Box::new(match within {
+                Some(target) => store.within(target),
+                None => store,
+            }))
         }
     }
 }
