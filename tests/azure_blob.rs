@@ -289,7 +289,7 @@ fn a_killed_upload_never_shows_as_a_backup() {
 fn a_dump_tool_that_fails_leaves_no_backup() {
     // PostgreSQL, with a pg_dump that writes a whole dump and 20 MB more, then exits 1:
     // blocks are staged, but nothing may be committed.
-    let (p, db) = support::pg::project();
+    let (p, _db) = support::pg::project();
     let az = azurite::server();
     let name = azurite::container();
     let config = p.read("deploy.yaml").replace(
@@ -332,7 +332,6 @@ fn a_dump_tool_that_fails_leaves_no_backup() {
     assert_eq!(blocks(&name, "doomed.dump").0, 0);
     assert!(!blobs(&name).iter().any(|b| b.starts_with("doomed")));
     assert_eq!(backup_ids(&p), before);
-    let _ = db;
 }
 
 #[test]
@@ -421,7 +420,6 @@ fn a_wrong_key_is_a_clear_error_and_nothing_is_touched() {
 
 #[test]
 fn a_sas_signs_requests_and_a_bad_one_is_refused() {
-    let az = azurite::server();
     let (p, name) = project("");
     p.deployed_with_data();
     let sas = account_sas("racwdl");
@@ -441,7 +439,6 @@ fn a_sas_signs_requests_and_a_bad_one_is_refused() {
     assert!(run.stderr().contains("403"), "{}", run.stderr());
     let sig = read_only.split("sig=").nth(1).unwrap();
     assert!(!run.all().contains(sig), "{}", run.all());
-    let _ = az;
 }
 
 /// An account SAS for the development account with permissions `perms`, valid an hour.
