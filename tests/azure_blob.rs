@@ -532,6 +532,8 @@ fn run_ids(p: &Project) -> Vec<String> {
 fn two_runners_one_lease_holder_and_the_other_exits_4_naming_it() {
     let name = azurite::container();
     let (a, b) = (runner(&name), runner(&name));
+    // B never parks: were it let in wrongly, it would finish rather than hang.
+    b.write("release", "");
     let child = spawn_deploy(&a);
     let pid = child.id();
     wait_for("runner A at its hold step", || a.file("holding").exists());
@@ -547,12 +549,19 @@ fn two_runners_one_lease_holder_and_the_other_exits_4_naming_it() {
     let status = b.run(&["lock", "status"]);
     status.success();
     assert!(status.stdout().contains(&a_run), "{}", status.stdout());
+    // Past the 15 s lease the heartbeat has renewed it: B is still refused.
+    let held_since = Instant::now();
+    wait_for("the lease to outlive its length", || {
+        held_since.elapsed() > Duration::from_secs(17)
+    });
+    let still = b.run(&["deploy"]);
+    still.expect_code(4);
+    assert!(still.stderr().contains(&a_run), "{}", still.stderr());
 
     a.write("release", "");
     let out = child.wait_with_output().unwrap();
     Run(out).success();
     // The lease is released at the end: B runs now, and sees A's finished run.
-    b.write("release", "");
     b.run(&["deploy"]).success();
     let history = b.run(&["history", "--json"]);
     history.success();
