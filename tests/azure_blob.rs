@@ -289,7 +289,7 @@ fn a_killed_upload_never_shows_as_a_backup() {
 fn a_dump_tool_that_fails_leaves_no_backup() {
     // PostgreSQL, with a pg_dump that writes a whole dump and 20 MB more, then exits 1:
     // blocks are staged, but nothing may be committed.
-    let (p, db) = support::pg::project();
+    let (p, _db) = support::pg::project();
     let az = azurite::server();
     let name = azurite::container();
     let config = p.read("deploy.yaml").replace(
@@ -332,7 +332,6 @@ fn a_dump_tool_that_fails_leaves_no_backup() {
     assert_eq!(blocks(&name, "doomed.dump").0, 0);
     assert!(!blobs(&name).iter().any(|b| b.starts_with("doomed")));
     assert_eq!(backup_ids(&p), before);
-    let _ = db;
 }
 
 #[test]
@@ -422,7 +421,6 @@ fn a_wrong_key_is_a_clear_error_and_nothing_is_touched() {
 
 #[test]
 fn a_sas_signs_requests_and_a_bad_one_is_refused() {
-    let az = azurite::server();
     let (p, name) = project("");
     p.deployed_with_data();
     let sas = account_sas("racwdl");
@@ -442,7 +440,6 @@ fn a_sas_signs_requests_and_a_bad_one_is_refused() {
     assert!(run.stderr().contains("403"), "{}", run.stderr());
     let sig = read_only.split("sig=").nth(1).unwrap();
     assert!(!run.all().contains(sig), "{}", run.all());
-    let _ = az;
 }
 
 /// An account SAS for the development account with permissions `perms`, valid an hour.
@@ -536,6 +533,8 @@ fn run_ids(p: &Project) -> Vec<String> {
 fn two_runners_one_lease_holder_and_the_other_exits_4_naming_it() {
     let name = azurite::container();
     let (a, b) = (runner(&name), runner(&name));
+    // B never parks: were it let in wrongly, it would finish rather than hang.
+    b.write("release", "");
     let child = spawn_deploy(&a);
     let pid = child.id();
     wait_for("runner A at its hold step", || a.file("holding").exists());
@@ -551,12 +550,19 @@ fn two_runners_one_lease_holder_and_the_other_exits_4_naming_it() {
     let status = b.run(&["lock", "status"]);
     status.success();
     assert!(status.stdout().contains(&a_run), "{}", status.stdout());
+    // Past the 15 s lease the heartbeat has renewed it: B is still refused.
+    let held_since = Instant::now();
+    wait_for("the lease to outlive its length", || {
+        held_since.elapsed() > Duration::from_secs(17)
+    });
+    let still = b.run(&["deploy"]);
+    still.expect_code(4);
+    assert!(still.stderr().contains(&a_run), "{}", still.stderr());
 
     a.write("release", "");
     let out = child.wait_with_output().unwrap();
     Run(out).success();
     // The lease is released at the end: B runs now, and sees A's finished run.
-    b.write("release", "");
     b.run(&["deploy"]).success();
     let history = b.run(&["history", "--json"]);
     history.success();
