@@ -3,6 +3,7 @@
 //! A backup exists only once its manifest does. An upload that fails or is interrupted
 //! leaves at most a partial object that `list` never shows.
 
+pub mod compression;
 pub mod local;
 
 use std::path::Path;
@@ -15,6 +16,7 @@ use crate::adapters::NotAvailable;
 use crate::adapters::database::BuildError;
 use crate::config::deploy_file::{Keep, StoreConfig};
 use crate::config::reference::Resolver;
+pub use compression::Compression;
 
 /// What is known about a finished backup. Written as JSON beside the dump.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,10 +31,17 @@ pub struct Manifest {
     pub schema_version: Option<i64>,
     pub size: u64,
     pub sha256: String,
+    /// How the stored bytes are compressed: `none` or `zstd:<level>`. Manifests written
+    /// before cutover compressed have no such field: `none`.
+    #[serde(default = "uncompressed")]
     pub compression: String,
     pub server_version: String,
     pub dump_tool: String,
     pub cutover_version: String,
+}
+
+fn uncompressed() -> String {
+    "none".into()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +82,10 @@ pub trait BackupStore: Send + Sync {
     async fn delete(&self, id: &str) -> Result<(), StoreError>;
     /// The configured retention.
     fn keep(&self) -> Option<&Keep>;
+    /// How new backups are compressed (`compression:` in the store's config).
+    fn compression(&self) -> Compression {
+        Compression::default()
+    }
 }
 
 pub fn build(
@@ -85,10 +98,19 @@ pub fn build(
         None => Ok(Box::new(local::LocalStore::new(
             default_dir.to_owned(),
             None,
+            Compression::default(),
         ))),
-        Some(StoreConfig::Local { path, keep }) => {
+        Some(StoreConfig::Local {
+            path,
+            keep,
+            compression,
+        }) => {
             let dir = base_dir.join(resolver.text(path)?);
-            Ok(Box::new(local::LocalStore::new(dir, keep.clone())))
+            Ok(Box::new(local::LocalStore::new(
+                dir,
+                keep.clone(),
+                compression.unwrap_or_default(),
+            )))
         }
         Some(StoreConfig::AzureBlob { .. }) => Err(NotAvailable {
             family: "backup store",
