@@ -81,11 +81,6 @@ pub fn context(
         Duration::from_secs(60),
         super::super::config::duration::Duration::get,
     );
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| EngineError::Plan(format!("cannot start the HTTP client: {e}")))?;
     Ok(Context {
         project: config.project().to_owned(),
         environment: environment.to_owned(),
@@ -100,7 +95,7 @@ pub fn context(
         reporter,
         redactor,
         cancel,
-        http,
+        http: std::sync::OnceLock::new(),
     })
 }
 
