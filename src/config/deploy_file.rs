@@ -176,7 +176,7 @@ pub enum StoreConfig {
         /// How many backups `backup prune` keeps.
         #[serde(default)]
         keep: Option<Keep>,
-        /// How dumps are compressed on their way in: `zstd` (level 3, the default),
+        /// How dumps are compressed on their way in: `zstd` (level 1, the default),
         /// `zstd:<1-19>` or `none`. Recorded in each manifest; restores read any.
         #[serde(default)]
         compression: Option<crate::adapters::store::Compression>,

@@ -412,7 +412,7 @@ pub struct HealthWith {
     /// Text the body must contain.
     #[serde(default)]
     pub body: Option<String>,
-    /// Steady wait between polls (default 150ms); the first polls come sooner (25ms apart,
+    /// Steady wait between polls (default 100ms); the first polls come sooner (25ms apart,
     /// growing by half with ±10% jitter up to this).
     #[serde(default)]
     pub interval: Option<Duration>,

@@ -99,9 +99,9 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
-/// The steady wait between polls unless the step sets `interval`: a few requests a second
+/// The steady wait between polls unless the step sets `interval`: ten requests a second at most
 /// to one endpoint while a release waits on it.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(150);
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The first wait: an app that is already up, or comes up quickly, is seen at once.
 const FIRST_WAIT: Duration = Duration::from_millis(25);

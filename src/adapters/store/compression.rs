@@ -22,8 +22,10 @@ use tokio_util::io::SyncIoBridge;
 /// Bytes buffered between the dump, the compressor and the store, each way.
 const PIPE: usize = 1 << 20;
 
-/// `compression:` of a backup store: `zstd` (level 3, the default), `zstd:<1-19>` or
-/// `none`.
+/// `compression:` of a backup store: `zstd` (level 1, the default), `zstd:<1-19>` or
+/// `none`. Level 1 because the dump competes for the same cores as the compressor: on
+/// dumps of typical table data higher levels shrink the file by a few percent and take
+/// half as long again (see BENCHMARKS.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
@@ -32,7 +34,7 @@ pub enum Compression {
 
 impl Default for Compression {
     fn default() -> Self {
-        Self::Zstd { level: 3 }
+        Self::Zstd { level: 1 }
     }
 }
 
@@ -246,7 +248,7 @@ mod tests {
     #[test]
     fn parses_what_the_config_may_say() {
         assert_eq!("none".parse(), Ok(Compression::None));
-        assert_eq!("zstd".parse(), Ok(Compression::Zstd { level: 3 }));
+        assert_eq!("zstd".parse(), Ok(Compression::Zstd { level: 1 }));
         assert_eq!("zstd:19".parse(), Ok(Compression::Zstd { level: 19 }));
         for bad in ["zstd:0", "zstd:20", "gzip", "zstd:x", ""] {
             assert!(bad.parse::<Compression>().is_err(), "{bad}");
