@@ -178,12 +178,10 @@ pub async fn create(ctx: &Context, step_id: &str, id: &str) -> Result<Manifest, 
     };
     let (dumped, stored) = tokio::join!(dump, store);
     let encoded = encoding.finish().await;
+    // When several failed, the store's error is the cause (the dump then only saw a
+    // broken pipe), then the compressor's.
     let (info, encoded) = match (dumped, stored, encoded) {
         (Ok(info), Ok(()), Ok(encoded)) => (info, encoded),
-        (Err(e), _, _) => {
-            upload.abort().await;
-            return Err(e.into());
-        }
         (_, Err(e), _) => {
             upload.abort().await;
             return Err(StepError::Failed(format!("cannot write the backup: {e}")));
@@ -193,6 +191,10 @@ pub async fn create(ctx: &Context, step_id: &str, id: &str) -> Result<Manifest, 
             return Err(StepError::Failed(format!(
                 "cannot compress the backup: {e}"
             )));
+        }
+        (Err(e), _, _) => {
+            upload.abort().await;
+            return Err(e.into());
         }
     };
     let manifest = Manifest {

@@ -120,12 +120,18 @@ fn julian_day_now() -> f64 {
     unix / 86_400.0 + 2_440_587.5
 }
 
-/// One migration and its bookkeeping as a single script, sent in one message: the cost
-/// of a migration is then one round trip and one commit, like a statement in one big
-/// transaction. The record is inserted first as unfinished (`success = FALSE`) and
-/// marked done, with its execution time, after the migration's SQL, all in one
-/// transaction, so `_sqlx_migrations` reads exactly as sqlx-cli writes it. A migration
-/// that commits part-way itself and then fails stays recorded as dirty.
+/// One migration and its bookkeeping as a single script, sent in one message and then
+/// committed by a `COMMIT` of its own: the cost of a migration is two round trips and one
+/// commit, close to a statement in one big transaction. The record is inserted first as
+/// unfinished (`success = FALSE`) and marked done, with its execution time, after the
+/// migration's SQL, all in one transaction, so `_sqlx_migrations` reads exactly as
+/// sqlx-cli writes it. A migration that commits part-way itself and then fails stays
+/// recorded as dirty.
+///
+/// The `COMMIT` is not part of the script: a server runs a whole message even after its
+/// client is gone, so a connection lost mid-migration would otherwise commit a migration
+/// the run believes failed (and rolls back around). Waiting for the separate `COMMIT`, the
+/// server finds the client gone and rolls back.
 ///
 /// The migration's SQL is framed by text that holds no quote, `$`, `]`, backtick or `*/`:
 /// a migration that leaves a string, identifier or comment open swallows the closing
@@ -134,7 +140,7 @@ fn julian_day_now() -> f64 {
 pub fn apply_script(dialect: Dialect, migration: &MigrationFile) -> String {
     let start = julian_day_now();
     format!(
-        "BEGIN;\nINSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ({v}, {d}, FALSE, {c}, -1);\n{sql}\n;\nUPDATE _sqlx_migrations SET success = TRUE, execution_time = {t} WHERE version = {v};\nCOMMIT;",
+        "BEGIN;\nINSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ({v}, {d}, FALSE, {c}, -1);\n{sql}\n;\nUPDATE _sqlx_migrations SET success = TRUE, execution_time = {t} WHERE version = {v};",
         v = migration.version,
         d = dialect.text(&migration.description),
         c = dialect.bytes(&migration.checksum),
@@ -147,7 +153,7 @@ pub fn apply_script(dialect: Dialect, migration: &MigrationFile) -> String {
 /// the record is marked unfinished first and removed after the down SQL.
 pub fn revert_script(migration: &MigrationFile, down_sql: &str) -> String {
     format!(
-        "BEGIN;\nUPDATE _sqlx_migrations SET success = FALSE WHERE version = {v};\n{down_sql}\n;\nDELETE FROM _sqlx_migrations WHERE version = {v};\nCOMMIT;",
+        "BEGIN;\nUPDATE _sqlx_migrations SET success = FALSE WHERE version = {v};\n{down_sql}\n;\nDELETE FROM _sqlx_migrations WHERE version = {v};",
         v = migration.version,
     )
 }
@@ -201,12 +207,16 @@ macro_rules! script_runners {
             }
         }
 
-        /// Runs a script. After a failure it rolls back what the script left open; when
-        /// even that fails the connection is closed instead of going back to the pool
-        /// mid-transaction.
+        /// Runs a script, then commits it in a message of its own (see [`apply_script`]).
+        /// After a failure it rolls back what the script left open; when even that fails
+        /// the connection is closed instead of going back to the pool mid-transaction.
         async fn $run(conn: &mut PoolConnection<$db>, script: &str) -> Result<(), sqlx::Error> {
             // A string with no arguments: PostgreSQL gets it as one simple-protocol message.
-            match sqlx::Executor::execute(&mut **conn, script).await {
+            let done = match sqlx::Executor::execute(&mut **conn, script).await {
+                Ok(_) => sqlx::Executor::execute(&mut **conn, "COMMIT").await,
+                failed => failed,
+            };
+            match done {
                 Ok(_) => Ok(()),
                 Err(failed) => {
                     if sqlx::Executor::execute(&mut **conn, "ROLLBACK")
