@@ -366,6 +366,10 @@ pub enum StoreConfig {
         /// How many backups `backup prune` keeps.
         #[serde(default)]
         keep: Option<Keep>,
+        /// How dumps are compressed on their way in: `zstd` (level 1, the default),
+        /// `zstd:<1-19>` or `none`. Recorded in each manifest; restores read any.
+        #[serde(default)]
+        compression: Option<crate::adapters::store::Compression>,
     },
     /// Azure Blob Storage: block blobs `<id>.dump` plus `<id>.manifest.json`.
     AzureBlob(Box<AzureBlobConfig>),
@@ -392,6 +396,9 @@ pub struct AzureBlobConfig {
     /// How many backups `backup prune` keeps.
     #[serde(default)]
     pub keep: Option<Keep>,
+    /// How dumps are compressed, as for `local`.
+    #[serde(default)]
+    pub compression: Option<crate::adapters::store::Compression>,
 }
 
 /// The platform the app runs on, by `kind`.

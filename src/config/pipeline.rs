@@ -448,7 +448,8 @@ pub struct HealthWith {
     /// Text the body must contain.
     #[serde(default)]
     pub body: Option<String>,
-    /// First wait between polls (default 1s); grows by half up to 5× while unhealthy.
+    /// Steady wait between polls (default 100ms); the first polls come sooner (25ms apart,
+    /// growing by half with ±10% jitter up to this).
     #[serde(default)]
     pub interval: Option<Duration>,
     /// Give up after this long (default: the environment's, else 5m).

@@ -39,12 +39,27 @@ pub struct Context {
     pub reporter: Arc<dyn Reporter>,
     pub redactor: Redactor,
     pub cancel: CancellationToken,
-    pub http: reqwest::Client,
+    /// Built on first use by [`Context::http`]: loading the TLS roots costs tens of
+    /// milliseconds that a run without a health check should not pay.
+    pub http: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl Context {
     pub fn report(&self, event: Event) {
         self.reporter.event(&event);
+    }
+
+    /// The HTTP client for health checks, built on first use.
+    pub fn http(&self) -> Result<&reqwest::Client, String> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
+        Ok(self.http.get_or_init(|| client))
     }
 
     pub fn note(&self, id: &str, message: impl Into<String>) {

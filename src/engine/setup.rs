@@ -185,20 +185,7 @@ fn build(
         }
         _ => None,
     };
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| EngineError::Plan(format!("cannot start the HTTP client: {e}")))?;
-    let reporter = notifying(
-        config,
-        env,
-        &resolver,
-        reporter,
-        &redactor,
-        &http,
-        environment,
-    )?;
+    let reporter = notifying(config, env, &resolver, reporter, &redactor, environment)?;
     Ok(Context {
         project: config.project().to_owned(),
         environment: environment.to_owned(),
@@ -214,7 +201,7 @@ fn build(
         reporter,
         redactor,
         cancel,
-        http,
+        http: std::sync::OnceLock::new(),
     })
 }
 
@@ -226,7 +213,6 @@ fn notifying(
     resolver: &Resolver,
     reporter: Arc<dyn Reporter>,
     redactor: &Redactor,
-    http: &reqwest::Client,
     environment: &str,
 ) -> Result<Arc<dyn Reporter>, EngineError> {
     let configured: Vec<_> = config.file.notify.iter().chain(&env.notify).collect();
@@ -257,8 +243,14 @@ fn notifying(
             ),
         });
     }
-    let notifier =
-        notify::Notifier::start(targets, http.clone(), reporter.clone(), redactor.clone());
+    // Built only when there is something to notify: loading the TLS roots costs tens of
+    // milliseconds.
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| EngineError::Plan(format!("cannot start the HTTP client: {e}")))?;
+    let notifier = notify::Notifier::start(targets, http, reporter.clone(), redactor.clone());
     Ok(Arc::new(notify::Notifying::new(
         reporter,
         notifier,

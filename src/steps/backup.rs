@@ -22,7 +22,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::RunState;
 use super::validate::{self, Query};
 use crate::adapters::database::{Database, Scratch};
-use crate::adapters::store::{Manifest, validate_id};
+use crate::adapters::store::{Manifest, compression, validate_id};
 use crate::config::pipeline::{BackupVerify, BackupWith};
 use crate::engine::compensation::Compensation;
 use crate::engine::context::Context;
@@ -154,29 +154,47 @@ pub async fn run(
     ))
 }
 
-/// Dumps the database into a new backup and returns its manifest.
+/// Dumps the database into a new backup and returns its manifest. Three things run at
+/// once: the dump tool writing into the compressor's pipe, the compressor thread (which
+/// also hashes), and the copy of its output into the store.
 pub async fn create(ctx: &Context, step_id: &str, id: &str) -> Result<Manifest, StepError> {
     let version = ctx.database.state().await?.version();
-    let upload = ctx.store.create(id).await?;
-    let mut sink = Hashing::new(upload, step_id, ctx.reporter.clone());
-    let dumped = ctx.database.dump(&mut sink).await;
-    let flushed = match &dumped {
-        Ok(_) => sink
-            .flush()
-            .await
-            .map_err(|e| StepError::Failed(format!("cannot write the backup: {e}"))),
-        Err(_) => Ok(()),
+    let mut upload = ctx.store.create(id).await?;
+    let compression = ctx.store.compression();
+    let (input, output, encoding) = compression::encode(compression);
+    let dump = async {
+        let mut sink = Progress::new(input, step_id, ctx.reporter.clone());
+        let dumped = ctx.database.dump(&mut sink).await;
+        // The end of the dump for the compressor (dropping the pipe says the same).
+        let _ = sink.shutdown().await;
+        dumped
     };
-    let (upload, size, sha256) = sink.finish();
-    let info = match (dumped, flushed) {
-        (Ok(info), Ok(())) => info,
-        (Err(e), _) => {
+    let store = async {
+        // Owns the output pipe: when the store fails it goes, and the compressor and then
+        // the dump stop on a broken pipe instead of waiting for a reader.
+        let mut output = tokio::io::BufReader::with_capacity(1 << 20, output);
+        tokio::io::copy_buf(&mut output, &mut upload).await?;
+        upload.flush().await
+    };
+    let (dumped, stored) = tokio::join!(dump, store);
+    let encoded = encoding.finish().await;
+    // When several failed, the store's error is the cause (the dump then only saw a
+    // broken pipe), then the compressor's.
+    let (info, encoded) = match (dumped, stored, encoded) {
+        (Ok(info), Ok(()), Ok(encoded)) => (info, encoded),
+        (_, Err(e), _) => {
+            upload.abort().await;
+            return Err(StepError::Failed(format!("cannot write the backup: {e}")));
+        }
+        (_, _, Err(e)) => {
+            upload.abort().await;
+            return Err(StepError::Failed(format!(
+                "cannot compress the backup: {e}"
+            )));
+        }
+        (Err(e), _, _) => {
             upload.abort().await;
             return Err(e.into());
-        }
-        (_, Err(e)) => {
-            upload.abort().await;
-            return Err(e);
         }
     };
     let manifest = Manifest {
@@ -187,15 +205,25 @@ pub async fn create(ctx: &Context, step_id: &str, id: &str) -> Result<Manifest, 
         database_kind: ctx.database.kind().to_owned(),
         format: info.format,
         schema_version: version,
-        size,
-        sha256,
-        compression: "none".into(),
+        size: encoded.size,
+        sha256: encoded.sha256,
+        compression: compression.to_string(),
         server_version: info.server_version,
         dump_tool: info.tool,
         cutover_version: env!("CARGO_PKG_VERSION").into(),
     };
     upload.commit(&manifest).await?;
     Ok(manifest)
+}
+
+/// The dump in backup `id`, decompressed as its manifest says.
+async fn open_dump(
+    ctx: &Context,
+    id: &str,
+    manifest: &Manifest,
+) -> Result<Box<dyn tokio::io::AsyncRead + Unpin + Send>, StepError> {
+    compression::decode(ctx.store.open(id).await?, &manifest.compression)
+        .map_err(|e| StepError::Failed(format!("cannot read backup {id}: {e}")))
 }
 
 /// Checks a backup's checksum, then restores it into a scratch database.
@@ -223,7 +251,8 @@ async fn restore_and_check(
     let guard = ScratchGuard(Some(scratch));
     let result = async {
         let database = guard.database();
-        let mut reader = ctx.store.open(id).await?;
+        let manifest = ctx.store.manifest(id).await?;
+        let mut reader = open_dump(ctx, id, &manifest).await?;
         database.restore(&mut reader).await.map_err(|e| {
             StepError::Failed(format!(
                 "backup {id} does not restore into a scratch database: {e}"
@@ -344,7 +373,7 @@ pub async fn restore(ctx: &Context, step_id: &str, id: &str) -> Result<String, S
             ctx.database.kind()
         )));
     }
-    let mut reader = ctx.store.open(id).await?;
+    let mut reader = open_dump(ctx, id, &manifest).await?;
     let kept = ctx.database.restore_with_note(&mut reader).await?;
     ctx.note(
         step_id,
@@ -377,38 +406,28 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Hashes and counts bytes on their way to the store, reporting progress.
-struct Hashing {
-    inner: Box<dyn crate::adapters::store::Upload>,
-    hasher: Sha256,
+/// Counts the dump's bytes on their way to the compressor, reporting progress.
+struct Progress<W> {
+    inner: W,
     size: u64,
     reported: u64,
     step_id: String,
     reporter: Arc<dyn Reporter>,
 }
 
-impl Hashing {
-    fn new(
-        inner: Box<dyn crate::adapters::store::Upload>,
-        step_id: &str,
-        reporter: Arc<dyn Reporter>,
-    ) -> Self {
+impl<W> Progress<W> {
+    fn new(inner: W, step_id: &str, reporter: Arc<dyn Reporter>) -> Self {
         Self {
             inner,
-            hasher: Sha256::new(),
             size: 0,
             reported: 0,
             step_id: step_id.to_owned(),
             reporter,
         }
     }
-
-    fn finish(self) -> (Box<dyn crate::adapters::store::Upload>, u64, String) {
-        (self.inner, self.size, hex::encode(self.hasher.finalize()))
-    }
 }
 
-impl AsyncWrite for Hashing {
+impl<W: AsyncWrite + Unpin> AsyncWrite for Progress<W> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
@@ -417,7 +436,6 @@ impl AsyncWrite for Hashing {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &poll {
-            this.hasher.update(&buf[..*n]);
             this.size += *n as u64;
             if this.size - this.reported >= 4 << 20 {
                 this.reported = this.size;

@@ -1,5 +1,6 @@
-//! `health`: poll the app over HTTP(S) until it answers as expected, backing off between
-//! polls, or give up at the timeout.
+//! `health`: poll the app over HTTP(S) until it answers as expected, or give up at the
+//! timeout. Polls start 25 ms apart and back off, with jitter, to the step's `interval`, so
+//! an app that comes up is seen within a fraction of that interval.
 
 use std::time::{Duration, Instant};
 
@@ -54,7 +55,7 @@ pub fn plan(ctx: &Context, with: &HealthWith) -> Result<(String, Option<String>)
 /// One probe: `Ok(())` when healthy, else what was wrong.
 pub async fn probe(ctx: &Context, target: &HealthTarget, timeout: Duration) -> Result<(), String> {
     let response = ctx
-        .http
+        .http()?
         .get(&target.url)
         .timeout(timeout)
         .send()
@@ -98,14 +99,51 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
+/// The steady wait between polls unless the step sets `interval`: ten requests a second at most
+/// to one endpoint while a release waits on it.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The first wait: an app that is already up, or comes up quickly, is seen at once.
+const FIRST_WAIT: Duration = Duration::from_millis(25);
+
+/// The waits between polls: from [`FIRST_WAIT`], growing by half up to `interval`, each
+/// off by up to ±10% so runners polling one endpoint do not fall into step.
+struct Backoff {
+    next: Duration,
+    interval: Duration,
+    jitter: std::collections::hash_map::RandomState,
+    n: u64,
+}
+
+impl Backoff {
+    fn new(interval: Duration) -> Self {
+        Self {
+            next: FIRST_WAIT.min(interval),
+            interval,
+            jitter: std::collections::hash_map::RandomState::new(),
+            n: 0,
+        }
+    }
+
+    fn wait(&mut self) -> Duration {
+        use std::hash::BuildHasher;
+        self.n += 1;
+        // A fraction in [-0.1, 0.1) from a randomly keyed hash of the poll count.
+        let unit = (self.jitter.hash_one(self.n) >> 11) as f64 / (1u64 << 53) as f64;
+        let wait = self.next.mul_f64(0.9 + 0.2 * unit);
+        self.next = self.next.mul_f64(1.5).min(self.interval);
+        wait
+    }
+}
+
 pub async fn run(ctx: &Context, id: &str, with: &HealthWith) -> Result<String, StepError> {
     let target = target(ctx, with).map_err(StepError::Failed)?;
     let start = Instant::now();
-    let first = with.interval.map_or(
-        Duration::from_secs(1),
+    let interval = with.interval.map_or(
+        DEFAULT_INTERVAL,
         super::super::config::duration::Duration::get,
     );
-    let mut wait = first;
+    let mut backoff = Backoff::new(interval);
     let mut attempts = 0u32;
     loop {
         attempts += 1;
@@ -120,7 +158,7 @@ pub async fn run(ctx: &Context, id: &str, with: &HealthWith) -> Result<String, S
         {
             Ok(()) => {
                 return Ok(format!(
-                    "healthy after {attempts} request(s) in {:.1}s",
+                    "healthy after {attempts} request(s) in {:.3}s",
                     start.elapsed().as_secs_f64()
                 ));
             }
@@ -133,13 +171,39 @@ pub async fn run(ctx: &Context, id: &str, with: &HealthWith) -> Result<String, S
                 humantime::format_duration(target.timeout)
             )));
         }
-        if attempts == 1 || attempts % 5 == 0 {
+        if attempts == 1 || attempts % 20 == 0 {
             ctx.note(id, format!("not healthy yet: {last}"));
         }
         tokio::select! {
-            () = tokio::time::sleep(wait.min(left)) => {}
+            () = tokio::time::sleep(backoff.wait().min(left)) => {}
             () = ctx.cancel.cancelled() => return Err(StepError::Cancelled),
         }
-        wait = (wait.mul_f64(1.5)).min(first * 5);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_grow_from_the_first_to_the_interval_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(150));
+        let waits: Vec<Duration> = (0..12).map(|_| b.wait()).collect();
+        assert!(
+            waits[0] >= Duration::from_micros(22_500) && waits[0] <= Duration::from_micros(27_500)
+        );
+        for w in &waits[8..] {
+            assert!(
+                *w >= Duration::from_millis(135) && *w <= Duration::from_millis(165),
+                "{w:?}"
+            );
+        }
+        assert!(waits.windows(2).any(|p| p[0] != p[1]));
+    }
+
+    #[test]
+    fn a_short_interval_is_the_first_wait_too() {
+        let mut b = Backoff::new(Duration::from_millis(10));
+        assert!(b.wait() <= Duration::from_millis(11));
     }
 }

@@ -1,10 +1,14 @@
-//! The migration history through sqlx's own migrator, the same for every dialect: reading
-//! `_sqlx_migrations`, applying and reverting one migration. Each adapter hands in a
-//! connection of its kind.
+//! The migration history in sqlx's `_sqlx_migrations` table, the same for every dialect:
+//! reading it, applying and reverting one migration. Each adapter hands in a connection
+//! of its kind. PostgreSQL and SQLite apply a migration and its record as one script in
+//! one message ([`apply_script`]); MySQL, whose DDL commits on its own, and migrations
+//! that run outside a transaction go through sqlx's own migrator.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::migrate::{Migrate, MigrateError};
+use sqlx::pool::PoolConnection;
 
 use super::{AppliedMigration, DatabaseError, DatabaseState};
 use crate::migrate::MigrationFile;
@@ -70,4 +74,229 @@ pub async fn revert<C: Migrate + Send + ?Sized>(
             source,
         })?;
     Ok(())
+}
+
+/// The SQL dialect of a one-message migration script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// `text` as a string literal, whatever `standard_conforming_strings` says.
+    fn text(self, text: &str) -> String {
+        match self {
+            Self::Postgres => format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''")),
+            Self::Sqlite => format!("'{}'", text.replace('\'', "''")),
+        }
+    }
+
+    fn bytes(self, bytes: &[u8]) -> String {
+        match self {
+            Self::Postgres => format!("decode('{}', 'hex')", hex::encode(bytes)),
+            Self::Sqlite => format!("X'{}'", hex::encode(bytes)),
+        }
+    }
+
+    /// Nanoseconds since the script arrived, as the server's clock says. Written without
+    /// quotes: it follows the migration's own SQL (see [`apply_script`]).
+    fn elapsed_ns(self, start_julian_day: f64) -> String {
+        match self {
+            Self::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) * 1000000000 AS BIGINT)".to_owned(),
+            Self::Sqlite => format!(
+                "CAST((julianday() - {start_julian_day}) * 86400000000000 AS INTEGER)"
+            ),
+        }
+    }
+}
+
+/// Now as a Julian day number, SQLite's `julianday()`.
+fn julian_day_now() -> f64 {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    unix / 86_400.0 + 2_440_587.5
+}
+
+/// One migration and its bookkeeping as a single script, sent in one message and then
+/// committed by a `COMMIT` of its own: the cost of a migration is two round trips and one
+/// commit, close to a statement in one big transaction. The record is inserted first as
+/// unfinished (`success = FALSE`) and marked done, with its execution time, after the
+/// migration's SQL, all in one transaction, so `_sqlx_migrations` reads exactly as
+/// sqlx-cli writes it. A migration that commits part-way itself and then fails stays
+/// recorded as dirty.
+///
+/// The `COMMIT` is not part of the script: a server runs a whole message even after its
+/// client is gone, so a connection lost mid-migration would otherwise commit a migration
+/// the run believes failed (and rolls back around). Waiting for the separate `COMMIT`, the
+/// server finds the client gone and rolls back.
+///
+/// The migration's SQL is framed by text that holds no quote, `$`, `]`, backtick or `*/`:
+/// a migration that leaves a string, identifier or comment open swallows the closing
+/// statements and fails to parse, so nothing is committed. After a failure [`run_script`]
+/// rolls back.
+pub fn apply_script(dialect: Dialect, migration: &MigrationFile) -> String {
+    let start = julian_day_now();
+    format!(
+        "BEGIN;\nINSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ({v}, {d}, FALSE, {c}, -1);\n{sql}\n;\nUPDATE _sqlx_migrations SET success = TRUE, execution_time = {t} WHERE version = {v};",
+        v = migration.version,
+        d = dialect.text(&migration.description),
+        c = dialect.bytes(&migration.checksum),
+        sql = migration.up_sql,
+        t = dialect.elapsed_ns(start),
+    )
+}
+
+/// A down migration and the removal of its record as one script, like [`apply_script`]:
+/// the record is marked unfinished first and removed after the down SQL.
+pub fn revert_script(migration: &MigrationFile, down_sql: &str) -> String {
+    format!(
+        "BEGIN;\nUPDATE _sqlx_migrations SET success = FALSE WHERE version = {v};\n{down_sql}\n;\nDELETE FROM _sqlx_migrations WHERE version = {v};",
+        v = migration.version,
+    )
+}
+
+/// The script runners of one driver. Written once as a macro: generic over the driver,
+/// the futures cannot be proven `Send` for the adapters' `async_trait` methods.
+macro_rules! script_runners {
+    ($apply:ident, $revert:ident, $run:ident, $db:ty, $dialect:expr) => {
+        /// Applies one migration as one script ([`apply_script`]), creating the history
+        /// table first when `ready` says it may be missing; a migration that runs outside
+        /// a transaction goes through sqlx's migrator instead. Returns how long it took.
+        pub async fn $apply(
+            conn: &mut PoolConnection<$db>,
+            migration: &MigrationFile,
+            ready: &AtomicBool,
+        ) -> Result<Duration, DatabaseError> {
+            if migration.no_transaction {
+                return apply(&mut **conn, migration).await;
+            }
+            let to_err = |source| DatabaseError::Migration {
+                version: migration.version,
+                description: migration.description.clone(),
+                source,
+            };
+            if !ready.load(Ordering::Relaxed) {
+                conn.ensure_migrations_table().await.map_err(to_err)?;
+                ready.store(true, Ordering::Relaxed);
+            }
+            let start = Instant::now();
+            $run(conn, &apply_script($dialect, migration))
+                .await
+                .map_err(|e| to_err(MigrateError::ExecuteMigration(e, migration.version)))?;
+            Ok(start.elapsed())
+        }
+
+        /// Reverts one migration as one script ([`revert_script`]); a down migration that
+        /// runs outside a transaction goes through sqlx's migrator instead.
+        pub async fn $revert(
+            conn: &mut PoolConnection<$db>,
+            migration: &MigrationFile,
+        ) -> Result<(), DatabaseError> {
+            match migration.down() {
+                Some(down) if !down.no_tx => $run(conn, &revert_script(migration, &down.sql))
+                    .await
+                    .map_err(|e| DatabaseError::Migration {
+                        version: migration.version,
+                        description: format!("{} (down)", migration.description),
+                        source: MigrateError::ExecuteMigration(e, migration.version),
+                    }),
+                _ => revert(&mut **conn, migration).await,
+            }
+        }
+
+        /// Runs a script, then commits it in a message of its own (see [`apply_script`]).
+        /// After a failure it rolls back what the script left open; when even that fails
+        /// the connection is closed instead of going back to the pool mid-transaction.
+        async fn $run(conn: &mut PoolConnection<$db>, script: &str) -> Result<(), sqlx::Error> {
+            // A string with no arguments: PostgreSQL gets it as one simple-protocol message.
+            let done = match sqlx::Executor::execute(&mut **conn, script).await {
+                Ok(_) => sqlx::Executor::execute(&mut **conn, "COMMIT").await,
+                failed => failed,
+            };
+            match done {
+                Ok(_) => Ok(()),
+                Err(failed) => {
+                    if sqlx::Executor::execute(&mut **conn, "ROLLBACK")
+                        .await
+                        .is_err()
+                    {
+                        conn.close_on_drop();
+                    }
+                    Err(failed)
+                }
+            }
+        }
+    };
+}
+
+script_runners!(
+    apply_postgres,
+    revert_postgres,
+    run_postgres,
+    sqlx::Postgres,
+    Dialect::Postgres
+);
+script_runners!(
+    apply_sqlite,
+    revert_sqlite,
+    run_sqlite,
+    sqlx::Sqlite,
+    Dialect::Sqlite
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn migration(sql: &str, description: &str) -> MigrationFile {
+        MigrationFile {
+            version: 20_240_101_000_000,
+            description: description.to_owned(),
+            up_path: "m.up.sql".into(),
+            up_sql: sql.to_owned(),
+            down_path: None,
+            down_sql: None,
+            no_transaction: false,
+            checksum: vec![0xab, 0x01],
+        }
+    }
+
+    /// What follows the migration's SQL must not be able to close a string, identifier or
+    /// comment the migration left open.
+    #[test]
+    fn the_closing_statements_cannot_close_what_a_migration_left_open() {
+        for dialect in [Dialect::Postgres, Dialect::Sqlite] {
+            let m = migration("SELECT 1", "it's");
+            let script = apply_script(dialect, &m);
+            let tail = &script[script.find("SELECT 1").expect("sql") + "SELECT 1".len()..];
+            for closer in ["'", "\"", "$", "]", "`", "*/"] {
+                assert!(
+                    !tail.contains(closer),
+                    "{dialect:?} tail contains {closer}: {tail}"
+                );
+            }
+            let down = revert_script(&m, "SELECT 2");
+            let tail = &down[down.find("SELECT 2").expect("sql") + 8..];
+            for closer in ["'", "\"", "$", "]", "`", "*/"] {
+                assert!(
+                    !tail.contains(closer),
+                    "down tail contains {closer}: {tail}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn literals_are_escaped_for_each_dialect() {
+        let m = migration("SELECT 1", "it's a \\ path");
+        let pg = apply_script(Dialect::Postgres, &m);
+        assert!(pg.contains("E'it''s a \\\\ path'"), "{pg}");
+        assert!(pg.contains("decode('ab01', 'hex')"), "{pg}");
+        let lite = apply_script(Dialect::Sqlite, &m);
+        assert!(lite.contains("'it''s a \\ path'"), "{lite}");
+        assert!(lite.contains("X'ab01'"), "{lite}");
+    }
 }

@@ -15,6 +15,7 @@
 //! trade-offs are described on [`PgRestore`].
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -55,6 +56,10 @@ pub struct PostgresDatabase {
     settings: Settings,
     /// Opened on first use; closed and reopened around a `restore: swap`.
     pool: Mutex<Option<PgPool>>,
+    /// `_sqlx_migrations` is known to exist (until the pool closes or a restore runs).
+    history_ready: AtomicBool,
+    /// The server's version and pg_dump's, once [`Self::check_tools`] passed.
+    tools: tokio::sync::OnceCell<(String, String)>,
 }
 
 impl PostgresDatabase {
@@ -77,6 +82,8 @@ impl PostgresDatabase {
             options: options.disable_statement_logging(),
             settings,
             pool: Mutex::new(None),
+            history_ready: AtomicBool::new(false),
+            tools: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -128,6 +135,7 @@ impl PostgresDatabase {
 
     /// Closes the pool's connections; the next query opens a new pool.
     async fn close(&self) {
+        self.history_ready.store(false, Ordering::Relaxed);
         if let Some(pool) = self.pool.lock().await.take() {
             pool.close().await;
         }
@@ -217,23 +225,33 @@ impl PostgresDatabase {
     }
 
     /// Checks that the dump tools exist and are not older than the server: found in the plan,
-    /// not halfway through a deploy.
-    pub async fn check_tools(&self) -> Result<String, DatabaseError> {
-        let (server_num, server) = self.server_version_num().await?;
-        for tool in ["pg_dump", "pg_restore", "psql"] {
-            let version = Self::tool_version(tool).await?;
-            let major: i64 = version
-                .split_whitespace()
-                .find_map(|w| w.split('.').next()?.parse().ok())
-                .unwrap_or(0);
-            if tool == "pg_dump" && major < server_num / 10000 {
-                return Err(DatabaseError::Other(format!(
-                    "{version} is older than the server (PostgreSQL {server}); pg_dump refuses to dump a newer server. Install the PostgreSQL {} client tools",
-                    server_num / 10000
-                )));
-            }
-        }
-        Ok(server)
+    /// not halfway through a deploy. Returns the server's version and pg_dump's. Checked
+    /// once per process (the tools are often wrappers that take tens of milliseconds to
+    /// answer `--version`); a failed check is tried again.
+    pub async fn check_tools(&self) -> Result<(String, String), DatabaseError> {
+        self.tools
+            .get_or_try_init(|| async {
+                let (server_num, server) = self.server_version_num().await?;
+                let (dump, restore, psql) = tokio::join!(
+                    Self::tool_version("pg_dump"),
+                    Self::tool_version("pg_restore"),
+                    Self::tool_version("psql")
+                );
+                let (dump, _, _) = (dump?, restore?, psql?);
+                let major: i64 = dump
+                    .split_whitespace()
+                    .find_map(|w| w.split('.').next()?.parse().ok())
+                    .unwrap_or(0);
+                if major < server_num / 10000 {
+                    return Err(DatabaseError::Other(format!(
+                        "{dump} is older than the server (PostgreSQL {server}); pg_dump refuses to dump a newer server. Install the PostgreSQL {} client tools",
+                        server_num / 10000
+                    )));
+                }
+                Ok((server, dump))
+            })
+            .await
+            .cloned()
     }
 
     async fn wait_tool(
@@ -964,7 +982,7 @@ impl Database for PostgresDatabase {
             .acquire()
             .await
             .map_err(super::sql_err("cannot connect"))?;
-        super::history::apply(&mut *conn, migration).await
+        super::history::apply_postgres(&mut conn, migration, &self.history_ready).await
     }
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
@@ -973,7 +991,7 @@ impl Database for PostgresDatabase {
             .acquire()
             .await
             .map_err(super::sql_err("cannot connect"))?;
-        super::history::revert(&mut *conn, migration).await
+        super::history::revert_postgres(&mut conn, migration).await
     }
 
     async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {
@@ -997,11 +1015,12 @@ impl Database for PostgresDatabase {
         &self,
         sink: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<DumpInfo, DatabaseError> {
-        let server = self.check_tools().await?;
-        let tool = Self::tool_version("pg_dump").await?;
+        let (server, tool) = self.check_tools().await?;
         let (mut cmd, target) = self.tool("pg_dump", None);
         let mut child = cmd
-            .args(["--format=custom", "--no-owner", "--no-acl"])
+            // Uncompressed: cutover compresses on another core (see the store's
+            // `compression`), faster than pg_dump compressing in its one thread.
+            .args(["--format=custom", "--compress=0", "--no-owner", "--no-acl"])
             // Fail fast, as migrations do, instead of queueing behind a long transaction.
             .arg(format!(
                 "--lock-wait-timeout={}",
@@ -1013,8 +1032,9 @@ impl Database for PostgresDatabase {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| missing_tool("pg_dump", &e))?;
-        let mut out = child.stdout.take().expect("piped");
-        let copied = tokio::io::copy(&mut out, sink).await;
+        let mut out =
+            tokio::io::BufReader::with_capacity(1 << 18, child.stdout.take().expect("piped"));
+        let copied = tokio::io::copy_buf(&mut out, sink).await;
         // Close the pipe before waiting: when the store failed, the dump tool is still
         // writing into it and would wait for a reader forever.
         drop(out);
@@ -1042,6 +1062,8 @@ impl Database for PostgresDatabase {
         &self,
         source: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<Option<String>, DatabaseError> {
+        // The restored database may predate the history table.
+        self.history_ready.store(false, Ordering::Relaxed);
         match self.settings.restore {
             PgRestore::InPlace => self
                 .restore_into(None, source, &reset_schemas(None))

@@ -6,6 +6,7 @@
 //! failed restore never leaves a half-written database.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +22,8 @@ pub struct SqliteDatabase {
     url: String,
     path: PathBuf,
     pool: Mutex<Option<SqlitePool>>,
+    /// `_sqlx_migrations` is known to exist (until the pool closes).
+    history_ready: AtomicBool,
 }
 
 impl SqliteDatabase {
@@ -44,6 +47,7 @@ impl SqliteDatabase {
             url: url.to_owned(),
             path: base_dir.join(file),
             pool: Mutex::new(None),
+            history_ready: AtomicBool::new(false),
         })
     }
 
@@ -86,6 +90,7 @@ impl SqliteDatabase {
     }
 
     async fn close(&self) {
+        self.history_ready.store(false, Ordering::Relaxed);
         if let Some(pool) = self.pool.lock().await.take() {
             pool.close().await;
         }
@@ -190,7 +195,7 @@ impl Database for SqliteDatabase {
             .acquire()
             .await
             .map_err(super::sql_err("cannot connect"))?;
-        super::history::apply(&mut *conn, migration).await
+        super::history::apply_sqlite(&mut conn, migration, &self.history_ready).await
     }
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
@@ -199,7 +204,7 @@ impl Database for SqliteDatabase {
             .acquire()
             .await
             .map_err(super::sql_err("cannot connect"))?;
-        super::history::revert(&mut *conn, migration).await
+        super::history::revert_sqlite(&mut conn, migration).await
     }
 
     async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {
@@ -341,6 +346,7 @@ impl Database for SqliteDatabase {
             url: format!("sqlite://{}", path.display()),
             path: path.clone(),
             pool: Mutex::new(None),
+            history_ready: AtomicBool::new(false),
         };
         let shown = path.display().to_string();
         Ok(Scratch::new(

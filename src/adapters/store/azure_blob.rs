@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::PollSender;
 
-use super::{BackupStore, Manifest, StoreError, Upload, validate_id};
+use super::{BackupStore, Compression, Manifest, StoreError, Upload, validate_id};
 use crate::adapters::azure_storage::{Container, is_code};
 use crate::config::deploy_file::Keep;
 
@@ -41,16 +41,18 @@ const MANIFEST_SUFFIX: &str = ".manifest.json";
 pub struct AzureBlobStore {
     container: Container,
     keep: Option<Keep>,
+    compression: Compression,
     /// Folder of this store's blobs in the container (`targets/<name>/` for a fleet
     /// target), empty for the environment's own backups.
     prefix: String,
 }
 
 impl AzureBlobStore {
-    pub fn new(container: Container, keep: Option<Keep>) -> Self {
+    pub fn new(container: Container, keep: Option<Keep>, compression: Compression) -> Self {
         Self {
             container,
             keep,
+            compression,
             prefix: String::new(),
         }
     }
@@ -230,6 +232,10 @@ impl BackupStore for AzureBlobStore {
 
     fn keep(&self) -> Option<&Keep> {
         self.keep.as_ref()
+    }
+
+    fn compression(&self) -> Compression {
+        self.compression
     }
 }
 

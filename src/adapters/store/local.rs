@@ -10,17 +10,22 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{BackupStore, Manifest, StoreError, Upload, validate_id};
+use super::{BackupStore, Compression, Manifest, StoreError, Upload, validate_id};
 use crate::config::deploy_file::Keep;
 
 pub struct LocalStore {
     dir: PathBuf,
     keep: Option<Keep>,
+    compression: Compression,
 }
 
 impl LocalStore {
-    pub fn new(dir: PathBuf, keep: Option<Keep>) -> Self {
-        Self { dir, keep }
+    pub fn new(dir: PathBuf, keep: Option<Keep>, compression: Compression) -> Self {
+        Self {
+            dir,
+            keep,
+            compression,
+        }
     }
 
     fn dump_path(&self, id: &str) -> PathBuf {
@@ -146,6 +151,10 @@ impl BackupStore for LocalStore {
 
     fn keep(&self) -> Option<&Keep> {
         self.keep.as_ref()
+    }
+
+    fn compression(&self) -> Compression {
+        self.compression
     }
 }
 

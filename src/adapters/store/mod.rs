@@ -4,6 +4,7 @@
 //! leaves at most a partial object that `list` never shows.
 
 pub mod azure_blob;
+pub mod compression;
 pub mod local;
 
 use std::path::Path;
@@ -17,6 +18,7 @@ use crate::adapters::azure_storage;
 use crate::adapters::database::BuildError;
 use crate::config::deploy_file::{AzureBlobConfig, Keep, StoreConfig, Text};
 use crate::config::reference::Resolver;
+pub use compression::Compression;
 
 /// What is known about a finished backup. Written as JSON beside the dump.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,10 +33,17 @@ pub struct Manifest {
     pub schema_version: Option<i64>,
     pub size: u64,
     pub sha256: String,
+    /// How the stored bytes are compressed: `none` or `zstd:<level>`. Manifests written
+    /// before cutover compressed have no such field: `none`.
+    #[serde(default = "uncompressed")]
     pub compression: String,
     pub server_version: String,
     pub dump_tool: String,
     pub cutover_version: String,
+}
+
+fn uncompressed() -> String {
+    "none".into()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +87,10 @@ pub trait BackupStore: Send + Sync {
     async fn delete(&self, id: &str) -> Result<(), StoreError>;
     /// The configured retention.
     fn keep(&self) -> Option<&Keep>;
+    /// How new backups are compressed (`compression:` in the store's config).
+    fn compression(&self) -> Compression {
+        Compression::default()
+    }
 }
 
 /// Supplies the Azure credential for stores that authenticate with Entra ID.
@@ -115,17 +128,30 @@ pub fn build_within(
         None => Ok(Box::new(local::LocalStore::new(
             default_dir.to_owned(),
             None,
+            Compression::default(),
         ))),
-        Some(StoreConfig::Local { path, keep }) => {
+        Some(StoreConfig::Local {
+            path,
+            keep,
+            compression,
+        }) => {
             let mut dir = base_dir.join(resolver.text(path)?);
             if let Some(within) = within {
                 dir = dir.join("targets").join(within);
             }
-            Ok(Box::new(local::LocalStore::new(dir, keep.clone())))
+            Ok(Box::new(local::LocalStore::new(
+                dir,
+                keep.clone(),
+                compression.unwrap_or_default(),
+            )))
         }
         Some(StoreConfig::AzureBlob(blob)) => {
             let container = azure_container(resolver, blob, azure_credential)?;
-            let store = azure_blob::AzureBlobStore::new(container, blob.keep.clone());
+            let store = azure_blob::AzureBlobStore::new(
+                container,
+                blob.keep.clone(),
+                blob.compression.unwrap_or_default(),
+            );
             Ok(Box::new(match within {
                 Some(target) => store.within(target),
                 None => store,
