@@ -120,7 +120,7 @@ fn settings(p: &Project, extra_dirs: &[&Path]) -> insta::Settings {
         r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})",
         "[TIME]",
     );
-    s.add_filter(r"\b\d+ ms\b|\b\d+\.\ds\b", "[DURATION]");
+    s.add_filter(r"\b\d+ ms\b|\b\d+\.\d+s\b", "[DURATION]");
     s.add_filter(
         r#""(elapsed_ms|duration_ms|run_duration_ms|wait_ms)":( ?)\d+"#,
         "\"$1\":${2}[MS]",
