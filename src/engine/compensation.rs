@@ -101,3 +101,30 @@ impl Compensation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journals_from_before_prior_existed_still_read_and_none_is_not_written() {
+        let old: Compensation =
+            serde_json::from_str(r#"{"action":"scale","target":"jobs","replicas":3}"#).unwrap();
+        assert_eq!(
+            old,
+            Compensation::Scale {
+                target: "jobs".into(),
+                replicas: 3,
+                prior: None
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Compensation::Maintenance {
+                enabled: true,
+                prior: None
+            })
+            .unwrap(),
+            r#"{"action":"maintenance","enabled":true}"#
+        );
+    }
+}
