@@ -3,7 +3,8 @@
 //! (tests/support/azure_fake.rs) reached through `CUTOVER_AZURE_REDIRECT`: every
 //! credential kind gets a token, a failing `auto` chain explains each step, Key Vault
 //! values arrive masked, and a deploy sends exactly the documented requests and puts the
-//! apps back exactly as they were when a step fails.
+//! apps back exactly as they were when a step fails, or after a kill -9 through `recover` in
+//! a new process (the exact earlier state is journaled).
 
 mod support;
 
@@ -675,6 +676,131 @@ fn location_only_operations_and_arm_errors() {
     );
 }
 
+/// Deploys `pipeline` until the journal has `records` records on disk, then aborts the
+/// process (as kill -9 would), and returns the journal it left.
+fn crash_deploy(p: &Project, fake: &AzureFake, env: &str, records: usize) -> Vec<Value> {
+    use std::os::unix::process::ExitStatusExt;
+    let out = app_cmd(p, fake)
+        .args(["deploy", "-e", env])
+        .env("CUTOVER_TEST_CRASH_AFTER_RECORD", records.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let journal = p.journals().pop().expect("a journal");
+    assert_eq!(journal.len(), records, "{journal:#?}");
+    journal
+}
+
+/// The pipeline the crash tests die in: maintenance on, a target down, then a step that
+/// never gets to run.
+const CRASH_PIPELINE: &str = "name: deploy\nsteps:\n  - id: maintenance-on\n    uses: maintenance\n    with: { enabled: true }\n  - id: down\n    uses: scale\n    with: { target: TARGET, replicas: 0 }\n  - id: later\n    uses: command\n    with: { run: \"true\" }\n";
+
+#[test]
+fn recover_in_a_new_process_puts_container_apps_back_exactly_after_kill_9() {
+    let fake = AzureFake::start();
+    let p = apps_project(&fake, &CRASH_PIPELINE.replace("TARGET", "jobs"));
+    // One container has the variable at a value of its own, the other has none.
+    let mut containers = web_containers();
+    containers[0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "MAINTENANCE_MODE", "value": "no"}));
+    fake.add_app("api", containers, 2, 5);
+    let before = (
+        fake.app("api")["properties"]["template"].clone(),
+        fake.app("jobs")["properties"]["template"].clone(),
+    );
+    // Died right after the third step's start was journaled: both changes are made.
+    let journal = crash_deploy(&p, &fake, "aca", 6);
+    assert_eq!(journal[5]["id"], "later", "{journal:#?}");
+    assert_eq!(
+        fake.app("jobs")["properties"]["template"]["scale"],
+        json!({"minReplicas": 0, "maxReplicas": 0})
+    );
+    assert_ne!(fake.app("api")["properties"]["template"], before.0);
+    // The exact earlier state is in the journal, with each step's compensation.
+    assert_eq!(
+        journal[1]["compensation"],
+        json!({"action": "maintenance", "enabled": false, "prior": {"variable": "MAINTENANCE_MODE", "containers": {"web": "no", "sidecar": null}}})
+    );
+    assert_eq!(
+        journal[3]["compensation"],
+        json!({"action": "scale", "target": "jobs", "replicas": 3, "prior": {"minReplicas": 1, "maxReplicas": 3}})
+    );
+
+    fake.clear_requests();
+    let out = run(app_cmd(&p, &fake), &["recover", "-e", "aca"]);
+    out.expect_code(1);
+    assert!(out.all().contains("rolled back"), "{}", out.all());
+    let mut api_back = with_maintenance(None);
+    api_back["properties"]["template"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "MAINTENANCE_MODE", "value": "no"}));
+    assert_eq!(
+        changes(&fake),
+        vec![
+            // Not min = max = 3: exactly the earlier minimum and maximum.
+            patch("jobs", scale(1, 3)),
+            // Not `false` everywhere: `no` where it was, absent where it was absent.
+            patch("api", api_back),
+        ]
+    );
+    let after = (
+        fake.app("api")["properties"]["template"].clone(),
+        fake.app("jobs")["properties"]["template"].clone(),
+    );
+    assert_eq!(after, before);
+    // Recovered once: a second recover changes nothing.
+    fake.clear_requests();
+    run(app_cmd(&p, &fake), &["recover", "-e", "aca"]).success();
+    assert_eq!(changes(&fake), vec![]);
+}
+
+#[test]
+fn a_journal_without_the_exact_earlier_state_still_recovers() {
+    let fake = AzureFake::start();
+    let p = apps_project(&fake, &CRASH_PIPELINE.replace("TARGET", "jobs"));
+    let journal = crash_deploy(&p, &fake, "aca", 6);
+    // A journal as written before compensations carried the earlier state.
+    let path = std::fs::read_dir(p.file(".cutover/journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .contains(journal[0]["run_id"].as_str().unwrap())
+        })
+        .expect("the journal file");
+    let old: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut r: Value = serde_json::from_str(l).unwrap();
+            if let Some(c) = r.get_mut("compensation").and_then(Value::as_object_mut) {
+                c.remove("prior");
+            }
+            r.to_string()
+        })
+        .collect();
+    std::fs::write(&path, old.join("\n") + "\n").unwrap();
+    fake.clear_requests();
+    run(app_cmd(&p, &fake), &["recover", "-e", "aca"]).expect_code(1);
+    // Only the plain count and flag to go on.
+    assert_eq!(
+        changes(&fake),
+        vec![
+            patch("jobs", scale(3, 3)),
+            patch("api", with_maintenance(Some("false"))),
+        ]
+    );
+}
+
 // ---- App Service ----
 
 fn site_project(fake: &AzureFake, settings: Value, pipeline: &str) -> Project {
@@ -878,4 +1004,37 @@ fn example_staging_and_production_check_out_against_the_fakes() {
             "{path}"
         );
     }
+}
+
+#[test]
+fn recover_in_a_new_process_puts_an_app_setting_back_exactly_after_kill_9() {
+    let fake = AzureFake::start();
+    let settings = json!({"MAINTENANCE_MODE": "off", "LOG_LEVEL": "info"});
+    let p = site_project(
+        &fake,
+        settings.clone(),
+        &CRASH_PIPELINE.replace("TARGET", "app"),
+    );
+    let journal = crash_deploy(&p, &fake, "web", 6);
+    assert_eq!(
+        journal[1]["compensation"],
+        json!({"action": "maintenance", "enabled": false, "prior": {"setting": "MAINTENANCE_MODE", "value": "off"}})
+    );
+    assert_eq!(fake.site("web").0, "Stopped");
+    fake.clear_requests();
+    run(app_cmd(&p, &fake), &["recover", "-e", "web"]).expect_code(1);
+    let list = site_call("POST", "config/appsettings/list", Value::Null);
+    assert_eq!(
+        changes(&fake)
+            .into_iter()
+            .filter(|c| *c != list)
+            .collect::<Vec<_>>(),
+        vec![
+            site_call("POST", "start", Value::Null),
+            // `off`, as it was, not `false`.
+            site_call("PUT", "config/appsettings", json!({"properties": settings})),
+        ]
+    );
+    let (state, now, _) = fake.site("web");
+    assert_eq!((state.as_str(), now), ("Running", settings));
 }

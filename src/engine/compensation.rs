@@ -4,6 +4,7 @@
 //! already run (or whose step never got to act) changes nothing.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::context::Context;
 use crate::engine::error::StepError;
@@ -12,10 +13,20 @@ use crate::steps;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Compensation {
-    /// Put maintenance mode back as it was.
-    Maintenance { enabled: bool },
-    /// Put a target's replica count back.
-    Scale { target: String, replicas: u32 },
+    /// Put maintenance mode back as it was. `prior`: the platform's exact earlier state
+    /// (see `Platform::prior`); absent in journals written before it existed.
+    Maintenance {
+        enabled: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prior: Option<Value>,
+    },
+    /// Put a target's replica count back (exactly as `prior` says, where there is one).
+    Scale {
+        target: String,
+        replicas: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prior: Option<Value>,
+    },
     /// Revert migrations above `to` (`None`: revert all).
     MigrateDown { to: Option<i64> },
     /// Re-apply migrations up to `to` (undoes a migrate-down).
@@ -36,10 +47,12 @@ impl Compensation {
     /// For humans: what the action does.
     pub fn describe(&self) -> String {
         match self {
-            Self::Maintenance { enabled } => {
+            Self::Maintenance { enabled, .. } => {
                 format!("maintenance back {}", if *enabled { "on" } else { "off" })
             }
-            Self::Scale { target, replicas } => format!("scale {target} back to {replicas}"),
+            Self::Scale {
+                target, replicas, ..
+            } => format!("scale {target} back to {replicas}"),
             Self::MigrateDown { to: Some(v) } => format!("migrate down to {v}"),
             Self::MigrateDown { to: None } => "migrate down to an empty schema".into(),
             Self::MigrateUp { to } => format!("migrate up to {to}"),
@@ -59,8 +72,18 @@ impl Compensation {
 
     pub async fn run(&self, ctx: &Context, step_id: &str) -> Result<String, StepError> {
         match self {
-            Self::Maintenance { enabled } => Ok(ctx.platform.set_maintenance(*enabled).await?),
-            Self::Scale { target, replicas } => Ok(ctx.platform.scale(target, *replicas).await?),
+            Self::Maintenance { enabled, prior } => Ok(ctx
+                .platform
+                .restore_maintenance(*enabled, prior.as_ref())
+                .await?),
+            Self::Scale {
+                target,
+                replicas,
+                prior,
+            } => Ok(ctx
+                .platform
+                .restore_scale(target, *replicas, prior.as_ref())
+                .await?),
             Self::MigrateDown { to } => steps::migrate::down_to(ctx, step_id, *to).await,
             Self::MigrateUp { to } => {
                 steps::migrate::up_to(ctx, step_id, *to, steps::migrate::DEFAULT_WARN_AFTER).await
@@ -76,5 +99,32 @@ impl Compensation {
             }
             Self::ExternalDown { run } => steps::external_migrator::down(ctx, step_id, run).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journals_from_before_prior_existed_still_read_and_none_is_not_written() {
+        let old: Compensation =
+            serde_json::from_str(r#"{"action":"scale","target":"jobs","replicas":3}"#).unwrap();
+        assert_eq!(
+            old,
+            Compensation::Scale {
+                target: "jobs".into(),
+                replicas: 3,
+                prior: None
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Compensation::Maintenance {
+                enabled: true,
+                prior: None
+            })
+            .unwrap(),
+            r#"{"action":"maintenance","enabled":true}"#
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! `maintenance`: turn the platform's maintenance mode on or off; undone by restoring the
-//! flag it had before.
+//! flag it had before (exactly, where the platform keeps more than a flag).
 
+use crate::adapters::platform::Subject;
 use crate::config::pipeline::MaintenanceWith;
 use crate::engine::compensation::Compensation;
 use crate::engine::context::Context;
@@ -32,9 +33,11 @@ pub fn plan(
 
 pub async fn prepare(ctx: &Context) -> Result<Option<Compensation>, StepError> {
     let state = ctx.platform.state().await?;
-    Ok(state
-        .maintenance
-        .map(|enabled| Compensation::Maintenance { enabled }))
+    let Some(enabled) = state.maintenance else {
+        return Ok(None);
+    };
+    let prior = ctx.platform.prior(Subject::Maintenance).await?;
+    Ok(Some(Compensation::Maintenance { enabled, prior }))
 }
 
 pub async fn run(ctx: &Context, with: &MaintenanceWith) -> Result<String, StepError> {

@@ -2,6 +2,7 @@
 //! the count it had. `replicas: previous` means the count before this run first scaled it.
 
 use super::RunState;
+use crate::adapters::platform::Subject;
 use crate::config::pipeline::{Replicas, ScaleWith};
 use crate::engine::compensation::Compensation;
 use crate::engine::context::Context;
@@ -73,15 +74,18 @@ pub async fn prepare(
         .replicas
         .get(&with.target)
         .copied();
-    if let Some(current) = current {
-        state
-            .first_replicas
-            .entry(with.target.clone())
-            .or_insert(current);
-    }
-    Ok(current.map(|replicas| Compensation::Scale {
+    let Some(replicas) = current else {
+        return Ok(None);
+    };
+    state
+        .first_replicas
+        .entry(with.target.clone())
+        .or_insert(replicas);
+    let prior = ctx.platform.prior(Subject::Target(&with.target)).await?;
+    Ok(Some(Compensation::Scale {
         target: with.target.clone(),
         replicas,
+        prior,
     }))
 }
 

@@ -359,7 +359,7 @@ pub fn build_at(
         DatabaseConfig::AzureSql(_) => Err(NotAvailable {
             family: "database",
             kind: "azure-sql",
-            alternative: "`az sql db export`/`import` and your migrator in CI steps",
+            alternative: "`az sql db export`/`import` in CI steps, and the `command` migrator (an EF Core bundle, say; sqlx has no SQL Server driver) for migrations,",
         }
         .into()),
     }

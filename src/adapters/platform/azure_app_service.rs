@@ -7,6 +7,8 @@
 //!   `MAINTENANCE_MODE=true|false`) and `PUT /config/appsettings` with the whole set, since
 //!   that `PUT` replaces every setting. Turning maintenance back to how it was before this
 //!   run restores the exact earlier value, including removing a setting that was absent.
+//!   The earlier value (or absence) is also journaled before the change
+//!   (`Platform::prior`), so `recover` in another process restores it exactly.
 //!   Azure restarts the app when its settings change;
 //! - scale: target `app` to 0 is `POST /stop`, to 1 is `POST /start` (instance counts
 //!   belong to the App Service plan, not the app);
@@ -20,7 +22,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::{Platform, PlatformError, PlatformState};
+use super::{Platform, PlatformError, PlatformState, Subject};
 use crate::adapters::azure::arm::{Arm, LazyArm};
 use crate::adapters::azure::identity::AzureAuth;
 use crate::adapters::azure::{SUBSCRIPTION_ENV, name_ok, subscription};
@@ -149,11 +151,57 @@ impl AppServicePlatform {
             .as_str()
             .is_some_and(|s| s.eq_ignore_ascii_case("running")))
     }
+
+    /// `PUT`s the whole set with `setting` at `wanted` (`None`: removed), unless it is that
+    /// `now`.
+    async fn put_setting(
+        &self,
+        setting: &str,
+        mut settings: Map<String, Value>,
+        now: Option<String>,
+        wanted: Option<String>,
+    ) -> Result<String, PlatformError> {
+        if wanted == now {
+            return Ok(format!(
+                "{setting} already {} on {}",
+                now.as_deref()
+                    .map_or("absent".to_owned(), |v| format!("`{v}`")),
+                self.shown
+            ));
+        }
+        match &wanted {
+            Some(v) => settings.insert(setting.to_owned(), json!(v)),
+            None => settings.remove(setting),
+        };
+        let body = json!({ "properties": settings });
+        let what = match &wanted {
+            Some(v) => format!("setting {setting}={v} on {}", self.shown),
+            None => format!("removing {setting} from {}", self.shown),
+        };
+        self.arm()
+            .await?
+            .send(
+                &what,
+                Method::PUT,
+                &format!("{}/config/appsettings", self.path),
+                &self.api_version,
+                Some(&body),
+                Instant::now() + CHANGE_LIMIT,
+            )
+            .await?;
+        Ok(format!("{what}: done (Azure restarts the app to apply it)"))
+    }
 }
 
 /// A setting's earlier value (`None`: it was absent).
 #[derive(Clone)]
 struct Earlier(Option<String>);
+
+fn value_of(settings: &Map<String, Value>, setting: &str) -> Option<String> {
+    settings
+        .get(setting)
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+}
 
 fn is_on(value: Option<&str>) -> bool {
     value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
@@ -180,10 +228,8 @@ impl Platform for AppServicePlatform {
     }
 
     async fn set_maintenance(&self, enabled: bool) -> Result<String, PlatformError> {
-        let mut settings = self.settings().await?;
-        let now = settings
-            .get(&self.setting)
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+        let settings = self.settings().await?;
+        let now = value_of(&settings, &self.setting);
         let wanted = {
             let mut before = self.setting_before.lock().expect("not poisoned");
             match before.clone() {
@@ -200,36 +246,7 @@ impl Platform for AppServicePlatform {
                 }
             }
         };
-        if wanted == now {
-            return Ok(format!(
-                "{} already {} on {}",
-                self.setting,
-                now.as_deref()
-                    .map_or("absent".to_owned(), |v| format!("`{v}`")),
-                self.shown
-            ));
-        }
-        match &wanted {
-            Some(v) => settings.insert(self.setting.clone(), json!(v)),
-            None => settings.remove(&self.setting),
-        };
-        let body = json!({ "properties": settings });
-        let what = match &wanted {
-            Some(v) => format!("setting {}={v} on {}", self.setting, self.shown),
-            None => format!("removing {} from {}", self.setting, self.shown),
-        };
-        self.arm()
-            .await?
-            .send(
-                &what,
-                Method::PUT,
-                &format!("{}/config/appsettings", self.path),
-                &self.api_version,
-                Some(&body),
-                Instant::now() + CHANGE_LIMIT,
-            )
-            .await?;
-        Ok(format!("{what}: done (Azure restarts the app to apply it)"))
+        self.put_setting(&self.setting, settings, now, wanted).await
     }
 
     async fn scale(&self, target: &str, replicas: u32) -> Result<String, PlatformError> {
@@ -251,6 +268,34 @@ impl Platform for AppServicePlatform {
                 "App Service target `app` is 0 (stopped) or 1 (running), not {n}: instance counts belong to the App Service plan"
             ))),
         }
+    }
+
+    async fn prior(&self, subject: Subject<'_>) -> Result<Option<Value>, PlatformError> {
+        Ok(match subject {
+            Subject::Maintenance => Some(json!({
+                "setting": self.setting,
+                "value": value_of(&self.settings().await?, &self.setting),
+            })),
+            // Running or stopped is all there is to a target.
+            Subject::Target(_) => None,
+        })
+    }
+
+    async fn restore_maintenance(
+        &self,
+        enabled: bool,
+        prior: Option<&Value>,
+    ) -> Result<String, PlatformError> {
+        let Some((setting, value)) =
+            prior.and_then(|p| Some((p["setting"].as_str()?, &p["value"])))
+        else {
+            return self.set_maintenance(enabled).await;
+        };
+        let settings = self.settings().await?;
+        let now = value_of(&settings, setting);
+        *self.setting_before.lock().expect("not poisoned") = None;
+        self.put_setting(setting, settings, now, value.as_str().map(str::to_owned))
+            .await
     }
 
     async fn restart(&self) -> Result<String, PlatformError> {

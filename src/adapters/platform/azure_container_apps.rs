@@ -14,6 +14,10 @@
 //! new revision is polled until it is provisioned (and, for maintenance, running), within
 //! [`CHANGE_LIMIT`] or the step's `timeout:`, whichever is shorter. Turning maintenance off
 //! after this run turned it on, where the variable was absent before, removes it again.
+//!
+//! Before each change the exact earlier state (each container's variable value or
+//! absence; a target's minimum and maximum) is read for the journal (`Platform::prior`),
+//! so a rollback or `recover` in another process puts exactly that back.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::{Platform, PlatformError, PlatformState};
+use super::{Platform, PlatformError, PlatformState, Subject};
 use crate::adapters::azure::arm::{Arm, LazyArm};
 use crate::adapters::azure::identity::AzureAuth;
 use crate::adapters::azure::{SUBSCRIPTION_ENV, name_ok, subscription};
@@ -244,6 +248,57 @@ impl ContainerAppsPlatform {
             tokio::time::sleep(REVISION_POLL).await;
         }
     }
+
+    /// PATCHes the variable to `wanted` (one value per container, `None`: absent), unless
+    /// that is how it is `now`.
+    async fn put_variable(
+        &self,
+        variable: &str,
+        mut containers: Vec<Value>,
+        now: &[Option<String>],
+        wanted: &[Option<String>],
+        enabled: bool,
+    ) -> Result<String, PlatformError> {
+        if wanted == now {
+            return Ok(format!(
+                "{variable}={enabled} already on Container App `{}`",
+                self.app
+            ));
+        }
+        for (c, v) in containers.iter_mut().zip(wanted) {
+            set_variable(c, variable, v.as_deref());
+        }
+        let body = json!({"properties": {"template": {"containers": containers}}});
+        let what = if wanted.iter().all(Option::is_none) {
+            format!("removing {variable}")
+        } else {
+            format!("setting {variable}={enabled}")
+        };
+        self.change(&self.app, &what, &body, true).await
+    }
+
+    /// PATCHes `template.scale` to `wanted` `(min, max)`, unless it is that `now`.
+    async fn put_scale(
+        &self,
+        app_name: &str,
+        now: (u32, u32),
+        wanted: (u32, u32),
+    ) -> Result<String, PlatformError> {
+        if wanted == now {
+            return Ok(format!(
+                "Container App `{app_name}` already at min {} / max {} replicas",
+                now.0, now.1
+            ));
+        }
+        let body = json!({"properties": {"template": {"scale": {"minReplicas": wanted.0, "maxReplicas": wanted.1}}}});
+        self.change(
+            app_name,
+            &format!("scaling to min {} / max {} replicas", wanted.0, wanted.1),
+            &body,
+            false,
+        )
+        .await
+    }
 }
 
 fn api(message: String, transient: bool) -> PlatformError {
@@ -353,7 +408,7 @@ impl Platform for ContainerAppsPlatform {
 
     async fn set_maintenance(&self, enabled: bool) -> Result<String, PlatformError> {
         let app = self.get_app(&self.app).await?;
-        let mut containers = containers_of(&app);
+        let containers = containers_of(&app);
         if containers.is_empty() {
             return Err(api(
                 format!(
@@ -387,22 +442,8 @@ impl Platform for ContainerAppsPlatform {
                 }
             }
         };
-        if wanted == now {
-            return Ok(format!(
-                "{}={} already on Container App `{}`",
-                self.variable, enabled, self.app
-            ));
-        }
-        for (c, v) in containers.iter_mut().zip(&wanted) {
-            set_variable(c, &self.variable, v.as_deref());
-        }
-        let body = json!({"properties": {"template": {"containers": containers}}});
-        let what = if wanted.iter().all(Option::is_none) {
-            format!("removing {}", self.variable)
-        } else {
-            format!("setting {}={enabled}", self.variable)
-        };
-        self.change(&self.app, &what, &body, true).await
+        self.put_variable(&self.variable, containers, &now, &wanted, enabled)
+            .await
     }
 
     async fn scale(&self, target: &str, replicas: u32) -> Result<String, PlatformError> {
@@ -424,20 +465,82 @@ impl Platform for ContainerAppsPlatform {
                 }
             }
         };
-        if wanted == now {
-            return Ok(format!(
-                "Container App `{app_name}` already at min {} / max {} replicas",
-                now.0, now.1
-            ));
-        }
-        let body = json!({"properties": {"template": {"scale": {"minReplicas": wanted.0, "maxReplicas": wanted.1}}}});
-        self.change(
-            &app_name,
-            &format!("scaling to min {} / max {} replicas", wanted.0, wanted.1),
-            &body,
-            false,
-        )
-        .await
+        self.put_scale(&app_name, now, wanted).await
+    }
+
+    async fn prior(&self, subject: Subject<'_>) -> Result<Option<Value>, PlatformError> {
+        Ok(Some(match subject {
+            Subject::Maintenance => {
+                let app = self.get_app(&self.app).await?;
+                let values: Map<String, Value> = containers_of(&app)
+                    .iter()
+                    .map(|c| {
+                        let name = c["name"].as_str().unwrap_or_default().to_owned();
+                        (name, json!(variable_in(c, &self.variable)))
+                    })
+                    .collect();
+                json!({"variable": self.variable, "containers": values})
+            }
+            Subject::Target(target) => {
+                let (min, max) = scale_of(&self.get_app(self.target_app(target)?).await?);
+                json!({"minReplicas": min, "maxReplicas": max})
+            }
+        }))
+    }
+
+    async fn restore_maintenance(
+        &self,
+        enabled: bool,
+        prior: Option<&Value>,
+    ) -> Result<String, PlatformError> {
+        let (Some(variable), Some(values)) = (
+            prior.and_then(|p| p["variable"].as_str()),
+            prior.and_then(|p| p["containers"].as_object()),
+        ) else {
+            return self.set_maintenance(enabled).await;
+        };
+        let app = self.get_app(&self.app).await?;
+        let containers = containers_of(&app);
+        let now: Vec<Option<String>> = containers
+            .iter()
+            .map(|c| variable_in(c, variable))
+            .collect();
+        // Each container as it was; one added since gets the plain flag.
+        let wanted: Vec<Option<String>> = containers
+            .iter()
+            .map(
+                |c| match values.get(c["name"].as_str().unwrap_or_default()) {
+                    Some(v) => v.as_str().map(str::to_owned),
+                    None => Some(enabled.to_string()),
+                },
+            )
+            .collect();
+        *self.variable_before.lock().expect("not poisoned") = None;
+        self.put_variable(variable, containers, &now, &wanted, enabled)
+            .await
+    }
+
+    async fn restore_scale(
+        &self,
+        target: &str,
+        replicas: u32,
+        prior: Option<&Value>,
+    ) -> Result<String, PlatformError> {
+        let count = |key: &str| {
+            prior
+                .and_then(|p| p[key].as_u64())
+                .and_then(|n| u32::try_from(n).ok())
+        };
+        let (Some(min), Some(max)) = (count("minReplicas"), count("maxReplicas")) else {
+            return self.scale(target, replicas).await;
+        };
+        let app_name = self.target_app(target)?.to_owned();
+        let now = scale_of(&self.get_app(&app_name).await?);
+        self.scale_before
+            .lock()
+            .expect("not poisoned")
+            .remove(target);
+        self.put_scale(&app_name, now, (min, max)).await
     }
 
     async fn restart(&self) -> Result<String, PlatformError> {

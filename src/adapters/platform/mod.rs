@@ -11,6 +11,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::adapters::database::BuildError;
 use crate::config::deploy_file::PlatformConfig;
@@ -72,6 +73,47 @@ pub trait Platform: Send + Sync {
     async fn set_maintenance(&self, enabled: bool) -> Result<String, PlatformError>;
     async fn scale(&self, target: &str, replicas: u32) -> Result<String, PlatformError>;
     async fn restart(&self) -> Result<String, PlatformError>;
+
+    /// The exact state a change to `subject` is about to alter, where [`PlatformState`]
+    /// says less than it takes to put it back (Container Apps' minimum and maximum replicas,
+    /// a maintenance variable's earlier value or absence). Read before the change and
+    /// carried by the compensation into the journal, so a rollback, or `recover` in another
+    /// process, hands it back to [`Platform::restore`]. Adapter-specific JSON, never a
+    /// secret; `None` (the default) when [`PlatformState`] says it all.
+    async fn prior(&self, subject: Subject<'_>) -> Result<Option<Value>, PlatformError> {
+        let _ = subject;
+        Ok(None)
+    }
+
+    /// Puts maintenance back: exactly as `prior` (from [`Platform::prior`]) describes, or,
+    /// with no `prior` (a platform that needs none, a journal written before there was
+    /// one), to the plain flag.
+    async fn restore_maintenance(
+        &self,
+        enabled: bool,
+        prior: Option<&Value>,
+    ) -> Result<String, PlatformError> {
+        let _ = prior;
+        self.set_maintenance(enabled).await
+    }
+
+    /// Puts a target back: exactly as `prior` describes, or else to the plain count.
+    async fn restore_scale(
+        &self,
+        target: &str,
+        replicas: u32,
+        prior: Option<&Value>,
+    ) -> Result<String, PlatformError> {
+        let _ = prior;
+        self.scale(target, replicas).await
+    }
+}
+
+/// What a change alters: the maintenance flag or one scale target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    Maintenance,
+    Target(&'a str),
 }
 
 pub fn build(
