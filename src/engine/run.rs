@@ -816,7 +816,10 @@ impl Journaled {
                     compensation,
                     ..
                 } => {
-                    if let Some(Compensation::Scale { target, replicas }) = compensation {
+                    if let Some(Compensation::Scale {
+                        target, replicas, ..
+                    }) = compensation
+                    {
                         j.first_replicas.entry(target.clone()).or_insert(*replicas);
                     }
                     // A step started again (retry, resume) keeps one undo.
