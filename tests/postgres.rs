@@ -60,10 +60,12 @@ fn full_deploy_records_migrations_as_sqlx_does() {
         "{}",
         list.stdout()
     );
+    // Other tests of this binary make scratch copies of their own databases meanwhile.
     assert!(
         !server()
             .psql("postgres", "SELECT datname FROM pg_database")
-            .contains("cutover_")
+            .contains(&format!("cutover_roundtrip_{db}_")),
+        "the scratch database is dropped"
     );
     assert_eq!(p.platform(), "maintenance=false\njobs=3\n");
 }

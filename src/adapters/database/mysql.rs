@@ -411,13 +411,22 @@ impl Database for MysqlDatabase {
     }
 
     async fn scratch(&self) -> Result<Scratch, DatabaseError> {
-        let name = format!(
-            "cutover_roundtrip_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
         let mut url = url::Url::parse(self.url.expose()).map_err(|e| {
             DatabaseError::Other(format!("cannot make a URL for the scratch database: {e}"))
         })?;
+        // Named after its source, so a scratch copy left by a killed run says whose it is
+        // (MySQL names are at most 64 characters).
+        let source: String = url
+            .path()
+            .trim_start_matches('/')
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(32)
+            .collect();
+        let name = format!(
+            "cutover_roundtrip_{source}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         url.set_path(&format!("/{name}"));
         let database = Self::new(Secret::new(url.to_string()), self.lock_wait_timeout)
             .map_err(|e| DatabaseError::Other(e.to_string()))?;

@@ -1134,8 +1134,16 @@ impl Database for PostgresDatabase {
     }
 
     async fn scratch(&self) -> Result<Scratch, DatabaseError> {
+        // Named after its source, so a scratch copy left by a killed run says whose it is
+        // (PostgreSQL names are at most 63 bytes).
+        let source: String = self
+            .database_name()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(31)
+            .collect();
         let name = format!(
-            "cutover_roundtrip_{}",
+            "cutover_roundtrip_{source}_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
         // A scratch database is restored in place, whatever this database does.
