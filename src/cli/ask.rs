@@ -21,13 +21,13 @@ impl Terminal {
     }
 }
 
-/// Reads a typed answer: `retry`, `rollback` or `halt` (or their first letters: `r` is
-/// not one, it would be ambiguous).
+/// Reads a typed answer: the whole word, in any case. No abbreviations: `r` could mean
+/// retry or rollback, and this answer changes production.
 pub fn parse(answer: &str) -> Option<Choice> {
     match answer.trim().to_ascii_lowercase().as_str() {
         "retry" => Some(Choice::Retry),
-        "rollback" | "roll back" | "b" => Some(Choice::Rollback),
-        "halt" | "h" => Some(Choice::Halt),
+        "rollback" | "roll back" => Some(Choice::Rollback),
+        "halt" => Some(Choice::Halt),
         _ => None,
     }
 }
