@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool, Row};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -60,7 +62,13 @@ pub struct PostgresDatabase {
     history_ready: AtomicBool,
     /// The server's version and pg_dump's, once [`Self::check_tools`] passed.
     tools: tokio::sync::OnceCell<(String, String)>,
+    /// The connection the last migration ran on, and when it finished.
+    migrating: Mutex<Option<(PoolConnection<Postgres>, std::time::Instant)>>,
 }
+
+/// How long a migration's connection is reused for the next one without the pool's test:
+/// back-to-back migrations, not a rollback minutes later on a connection that may be gone.
+const REUSE_MIGRATION_CONNECTION: Duration = Duration::from_secs(1);
 
 impl PostgresDatabase {
     pub fn new(url: Secret, settings: Settings) -> Result<Self, BuildError> {
@@ -84,6 +92,7 @@ impl PostgresDatabase {
             pool: Mutex::new(None),
             history_ready: AtomicBool::new(false),
             tools: tokio::sync::OnceCell::new(),
+            migrating: Mutex::new(None),
         })
     }
 
@@ -133,8 +142,29 @@ impl PostgresDatabase {
         Ok(pool)
     }
 
+    /// The connection for the next migration: the previous migration's when it finished
+    /// just now (taking one from the pool costs a round trip: the pool tests it first),
+    /// else one from the pool.
+    async fn migration_connection(&self) -> Result<PoolConnection<Postgres>, DatabaseError> {
+        if let Some((conn, at)) = self.migrating.lock().await.take()
+            && at.elapsed() < REUSE_MIGRATION_CONNECTION
+        {
+            return Ok(conn);
+        }
+        self.pool()
+            .await?
+            .acquire()
+            .await
+            .map_err(super::sql_err("cannot connect"))
+    }
+
+    async fn keep_migration_connection(&self, conn: PoolConnection<Postgres>) {
+        *self.migrating.lock().await = Some((conn, std::time::Instant::now()));
+    }
+
     /// Closes the pool's connections; the next query opens a new pool.
     async fn close(&self) {
+        self.migrating.lock().await.take();
         self.history_ready.store(false, Ordering::Relaxed);
         if let Some(pool) = self.pool.lock().await.take() {
             pool.close().await;
@@ -977,21 +1007,22 @@ impl Database for PostgresDatabase {
     }
 
     async fn apply(&self, migration: &MigrationFile) -> Result<Duration, DatabaseError> {
-        let pool = &self.pool().await?;
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(super::sql_err("cannot connect"))?;
-        super::history::apply_postgres(&mut conn, migration, &self.history_ready).await
+        let mut conn = self.migration_connection().await?;
+        let applied =
+            super::history::apply_postgres(&mut conn, migration, &self.history_ready).await;
+        if applied.is_ok() {
+            self.keep_migration_connection(conn).await;
+        }
+        applied
     }
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
-        let pool = &self.pool().await?;
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(super::sql_err("cannot connect"))?;
-        super::history::revert_postgres(&mut conn, migration).await
+        let mut conn = self.migration_connection().await?;
+        let reverted = super::history::revert_postgres(&mut conn, migration).await;
+        if reverted.is_ok() {
+            self.keep_migration_connection(conn).await;
+        }
+        reverted
     }
 
     async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {

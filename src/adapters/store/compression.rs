@@ -143,8 +143,9 @@ pub fn encode(compression: Compression) -> (DuplexStream, DuplexStream, Encoding
             Compression::Zstd { level } => {
                 let mut encoder = zstd::stream::write::Encoder::new(&mut out, level)?;
                 encoder.include_checksum(true)?;
-                // One worker: zstd compresses while this thread reads and hashes.
-                encoder.multithread(1)?;
+                // Two workers: zstd compresses on whatever core is free while this thread
+                // reads and hashes.
+                encoder.multithread(2)?;
                 pump(&mut reader, &mut encoder)?;
                 encoder.finish()?;
             }
