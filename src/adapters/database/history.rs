@@ -1,7 +1,7 @@
 //! The migration history in sqlx's `_sqlx_migrations` table, the same for every dialect:
 //! reading it, applying and reverting one migration. Each adapter hands in a connection
-//! of its kind. PostgreSQL and SQLite apply a migration and its record as one script in
-//! one message ([`apply_script`]); MySQL, whose DDL commits on its own, and migrations
+//! of its kind. PostgreSQL and SQLite apply a migration and its record as one script and a
+//! commit ([`apply_script`]); MySQL, whose DDL commits on its own, and migrations
 //! that run outside a transaction go through sqlx's own migrator.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,7 +135,7 @@ fn julian_day_now() -> f64 {
 ///
 /// The migration's SQL is framed by text that holds no quote, `$`, `]`, backtick or `*/`:
 /// a migration that leaves a string, identifier or comment open swallows the closing
-/// statements and fails to parse, so nothing is committed. After a failure [`run_script`]
+/// statements and fails to parse, so nothing is committed. After a failure the runner
 /// rolls back.
 pub fn apply_script(dialect: Dialect, migration: &MigrationFile) -> String {
     let start = julian_day_now();

@@ -1,9 +1,10 @@
 //! How a dump is compressed on its way into a store, for every store alike.
 //!
 //! The database's tool dumps uncompressed (`pg_dump -Z0`, a copied SQLite file); cutover
-//! compresses with zstd in a thread of its own, so compressing runs on another core while
-//! the dump tool keeps streaming, and hashes the stored bytes in that same thread as they
-//! pass. Memory stays flat whatever the size: two 1 MiB pipes and zstd's window.
+//! compresses with zstd off the async runtime — a thread that reads the dump and hashes
+//! the stored bytes as they pass, and zstd's own workers — so compressing runs on whatever
+//! core the dump tool leaves while it keeps streaming. Memory stays flat whatever the
+//! size: two 1 MiB pipes and zstd's buffers.
 //!
 //! The choice is recorded in the manifest (`compression`), and restores read it from
 //! there: a manifest without the field, written before compression existed, is `none`.
