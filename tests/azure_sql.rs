@@ -290,6 +290,38 @@ fn a_failing_export_leaves_no_backup() {
 }
 
 #[test]
+fn a_failing_import_leaves_the_database_as_it_was() {
+    let fake = AzureFake::start();
+    let (p, container) = project(&fake, BACKUP_PIPELINE);
+    run(&fake, &p, &["deploy"]).success();
+    let id = backups(&fake, &p)[0]["id"].as_str().unwrap().to_owned();
+    fake.set_database_content("recipes", "rows: v2");
+    fake.fail_imports();
+    fake.clear_requests();
+    let out = run(&fake, &p, &["rollback", "--backup", &id, "-y"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    assert!(
+        out.all().contains("Could not import package"),
+        "{}",
+        out.all()
+    );
+    no_secrets(&out);
+    // No rename was sent; the database is as it was, and no temporary blob is left.
+    assert!(
+        !changes(&fake)
+            .iter()
+            .any(|(_, path, _)| path.contains("/move")),
+        "{:?}",
+        changes(&fake)
+    );
+    assert_eq!(
+        fake.databases(),
+        std::collections::BTreeMap::from([("recipes".to_owned(), "rows: v2".to_owned())])
+    );
+    assert!(!blobs(&container).iter().any(|b| b.starts_with(".cutover-")));
+}
+
+#[test]
 fn the_plan_refuses_steps_that_need_a_sql_server_driver() {
     let fake = AzureFake::start();
     let cases = [

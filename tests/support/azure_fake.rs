@@ -19,7 +19,8 @@
 //! - Resource Manager, `Microsoft.Sql`: GET a database; `POST .../databases/{db}/export`
 //!   and `POST .../servers/{s}/import` answered 202 + `Location` + `Retry-After: 1`, the
 //!   operation `202` once and then `200` with an `ImportExportOperationResult` (or a 400
-//!   when the export is set to fail, after writing part of a file); the export writes a
+//!   when the export or import is set to fail; a failing export first writes part of a
+//!   file); the export writes a
 //!   real blob to the `storageUri` (Azurite) with the `storageKey`, the import reads it
 //!   back; `POST .../databases/{db}/move` renames (400 `DatabaseNameInUse` when taken).
 //!   A wrong `administratorLoginPassword` is refused as Azure does.
@@ -101,6 +102,8 @@ struct State {
     sql_ops: BTreeMap<String, (u32, Value, Option<String>)>,
     /// Exports fail (after writing part of their file).
     failing_exports: bool,
+    /// Imports fail.
+    failing_imports: bool,
 }
 
 pub struct AzureFake {
@@ -221,6 +224,10 @@ impl AzureFake {
 
     pub fn fail_exports(&self) {
         self.lock().failing_exports = true;
+    }
+
+    pub fn fail_imports(&self) {
+        self.lock().failing_imports = true;
     }
 
     pub fn restarts(&self) -> Vec<String> {
@@ -1011,6 +1018,13 @@ fn sql(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
                 ("Export", db)
             } else {
                 let name = body["databaseName"].as_str().unwrap_or_default().to_owned();
+                if s.failing_imports {
+                    return arm_error(
+                        400,
+                        "ImportExportJobError",
+                        "The ImportExport operation with Request Id 'y' failed due to 'Could not import package.'.",
+                    );
+                }
                 let bytes = match read_blob(uri, key) {
                     Ok(b) => b,
                     Err(e) => return arm_error(400, "ImportExportJobError", &e),
