@@ -322,6 +322,30 @@ fn a_failing_import_leaves_the_database_as_it_was() {
 }
 
 #[test]
+fn the_command_migrator_gets_a_connection_string_and_a_failure_restores_the_backup() {
+    let fake = AzureFake::start();
+    let pipeline = "name: deploy\nsteps:\n  - uses: backup\n  - uses: migrate\n    with:\n      tool: command\n      status: \"cat version.txt 2>/dev/null || true\"\n      up: \"printf %s \\\"$DATABASE_URL\\\" > url.txt; echo 2 > version.txt; echo \\\"connecting with $DATABASE_URL\\\"\"\n      down: \"echo {version} > down.txt; rm -f version.txt\"\n      base_version: \"0\"\n      rollback: restore\n  - id: boom\n    uses: command\n    with: { run: \"exit 3\" }\n";
+    let (p, _) = project(&fake, pipeline);
+    let out = run(&fake, &p, &["deploy"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    no_secrets(&out);
+    assert_eq!(
+        p.read("url.txt"),
+        format!(
+            "Server=tcp:sql-prod.database.windows.net,1433;Initial Catalog=recipes;User ID={SQL_ADMIN};Password={SQL_PASSWORD};Encrypt=True;"
+        )
+    );
+    // `rollback: restore` imported the backup taken before `up` and swapped it in.
+    let dbs = fake.databases();
+    assert_eq!(dbs.len(), 2, "{dbs:?}");
+    assert_eq!(dbs["recipes"], "rows: v1");
+    assert!(
+        dbs.keys().any(|n| n.starts_with("recipes_replaced_")),
+        "{dbs:?}"
+    );
+}
+
+#[test]
 fn the_plan_refuses_steps_that_need_a_sql_server_driver() {
     let fake = AzureFake::start();
     let cases = [
