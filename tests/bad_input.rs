@@ -234,7 +234,7 @@ cases! {
     invalid_duration_in_config => config("config_invalid_duration.yaml", &["deploy.yaml:8:20", "forever"]);
     invalid_health_url => config("config_invalid_health_url.yaml", &["deploy.yaml:17:20", "health URL"]);
     postgres_invalid_url => config("config_postgres_invalid_url.yaml", &["deploy.yaml", "`local`", "postgres://app:***@db.example:notaport/app", "port"]);
-    azure_sql_not_available => config("config_azure_sql.yaml", &["deploy.yaml", "`local`", "azure-sql", "not available"]);
+    azure_sql_with_local_backups => config("config_azure_sql_local_backups.yaml", &["deploy.yaml", "`local`", "azure-sql", "kind: azure-blob"]);
     // References.
     unset_env_reference => config("config_unset_env_ref.yaml", &["deploy.yaml:18:21", "CUTOVER_TEST_NEVER_SET"]);
     missing_file_reference => config("config_missing_file_ref.yaml", &["deploy.yaml:18:21", "secrets/missing-token.txt"]);

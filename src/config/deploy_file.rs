@@ -284,13 +284,15 @@ pub enum DatabaseConfig {
         #[serde(default)]
         lock_wait_timeout: Option<Duration>,
     },
-    /// Azure SQL Database (not available yet).
+    /// Azure SQL Database, through Azure Resource Manager.
     AzureSql(Box<AzureSqlConfig>),
 }
 
-/// An Azure SQL database. Not available yet: backups by `.bacpac` export and restores by
-/// import and rename need it, and migrations need a SQL Server driver (use the `command`
-/// migrator, e.g. an EF Core bundle).
+/// An Azure SQL database, reached through Azure Resource Manager with the environment's
+/// Azure credential. Backups are `.bacpac` exports through the `azure-blob` backup
+/// container (which must have `key:` or `sas:`, handed to the export); a restore imports
+/// into a new database and swaps it in by rename. There is no SQL Server driver: run
+/// migrations with the `command` migrator (an EF Core bundle, say).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AzureSqlConfig {
@@ -303,6 +305,13 @@ pub struct AzureSqlConfig {
     pub server: Text,
     /// The database's name.
     pub database: Text,
+    /// SQL login the export and import run as.
+    pub admin_login: Text,
+    /// That login's password; a credential field.
+    pub admin_password: Text,
+    /// `Microsoft.Sql` api-version (default `2023-08-01`).
+    #[serde(default)]
+    pub api_version: Option<Text>,
 }
 
 /// How a PostgreSQL backup is restored over the database.

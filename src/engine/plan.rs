@@ -144,7 +144,23 @@ pub async fn build(
             undo: None,
             skipped,
         };
-        if entry.skipped.is_none() {
+        if entry.skipped.is_none()
+            && let Some(why) = unsupported_on(
+                ctx.database.kind(),
+                &step.with,
+                matches!(
+                    rollback_target,
+                    Some(crate::engine::run::RollbackTarget::Backup(_))
+                ),
+            )
+        {
+            problems.push(format!(
+                "step `{}` ({}:{}): {why}",
+                step.id,
+                pipeline.path.display(),
+                step.line
+            ));
+        } else if entry.skipped.is_none() {
             match steps::plan(ctx, step, &mut scratch).await {
                 Ok((summary, undo)) => {
                     entry.summary = summary;
@@ -220,6 +236,30 @@ pub async fn build(
     };
     plan.digest = digest(&plan, &database);
     Ok(plan)
+}
+
+/// Why a step cannot run on this kind of database, if it cannot: cutover has no SQL
+/// Server driver, so on `azure-sql` only the team's own migrator changes the schema (a
+/// `migrate` step restoring a backup, for `rollback --backup`, needs no driver).
+fn unsupported_on(
+    kind: &str,
+    with: &crate::config::pipeline::StepWith,
+    restoring: bool,
+) -> Option<String> {
+    use crate::config::pipeline::StepWith;
+    if kind != "azure-sql" {
+        return None;
+    }
+    match with {
+        StepWith::Migrate(m) if !m.is_external() && !restoring => Some(
+            "`migrate` on an `azure-sql` database needs `tool: command` (an EF Core bundle, say): cutover has no SQL Server driver for its own migrations (a `migrate` step only restores backups there, for `cutover rollback --backup`)".into(),
+        ),
+        StepWith::Validate(_) | StepWith::Sql(_) => Some(format!(
+            "`{}` steps cannot run on an `azure-sql` database: cutover has no SQL Server driver (run sqlcmd in a `command` step instead)",
+            if matches!(with, StepWith::Sql(_)) { "sql" } else { "validate" }
+        )),
+        _ => None,
+    }
 }
 
 /// Applied migrations must still match their files, and none may be half-applied.

@@ -86,6 +86,7 @@ fn build(
         &resolver,
         &config.dir,
         target.map(|t| &t.url),
+        env.backups.as_ref(),
     )
     .map_err(located)?;
     let store = store::build_within(

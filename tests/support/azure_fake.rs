@@ -16,6 +16,15 @@
 //!   `MissingApiVersionParameter`), a bearer token from this fake too (401), GET omits
 //!   empty env values as Azure does, and faults (429 + `Retry-After`) can be queued.
 //!
+//! - Resource Manager, `Microsoft.Sql`: GET a database; `POST .../databases/{db}/export`
+//!   and `POST .../servers/{s}/import` answered 202 + `Location` + `Retry-After: 1`, the
+//!   operation `202` once and then `200` with an `ImportExportOperationResult` (or a 400
+//!   when the export or import is set to fail; a failing export first writes part of a
+//!   file); the export writes a
+//!   real blob to the `storageUri` (Azurite) with the `storageKey`, the import reads it
+//!   back; `POST .../databases/{db}/move` renames (400 `DatabaseNameInUse` when taken).
+//!   A wrong `administratorLoginPassword` is refused as Azure does.
+//!
 //! Every request is recorded: method, path with query, headers, body.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +43,10 @@ pub const PIPELINES_OIDC_TOKEN: &str = "eyJpipelines.oidc.token";
 pub const SYSTEM_ACCESS_TOKEN: &str = "fake-system-access-token";
 pub const IDENTITY_HEADER: &str = "fake-identity-header";
 pub const GITHUB_REQUEST_TOKEN: &str = "fake-github-request-token";
+pub const SQL_ADMIN: &str = "cutover_admin";
+pub const SQL_PASSWORD: &str = "fake-Sql-Pa55word";
+/// What an exported `.bacpac` starts with in this fake.
+pub const BACPAC_HEADER: &str = "BACPAC\n";
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -83,6 +96,14 @@ struct State {
     failing_revisions: u32,
     /// App Service sites: name → (state, app settings, restarts).
     sites: BTreeMap<String, (String, serde_json::Map<String, Value>, u32)>,
+    /// Azure SQL databases: name → resource, its data in `content`.
+    sql: BTreeMap<String, Value>,
+    /// SQL export/import operations: id → (polls left, the request's body, export of / import).
+    sql_ops: BTreeMap<String, (u32, Value, Option<String>)>,
+    /// Exports fail (after writing part of their file).
+    failing_exports: bool,
+    /// Imports fail.
+    failing_imports: bool,
 }
 
 pub struct AzureFake {
@@ -167,6 +188,46 @@ impl AzureFake {
     pub fn site(&self, name: &str) -> (String, Value, u32) {
         let (state, settings, restarts) = self.lock().sites[name].clone();
         (state, Value::Object(settings), restarts)
+    }
+
+    /// An Azure SQL database on server `sql-prod` holding `content`.
+    pub fn add_database(&self, name: &str, content: &str) {
+        let db = json!({
+            "id": sql_path(name),
+            "name": name,
+            "type": "Microsoft.Sql/servers/databases",
+            "location": "westeurope",
+            "sku": {"name": "GP_S_Gen5_2", "tier": "GeneralPurpose"},
+            "properties": {"status": "Online", "maxSizeBytes": 34_359_738_368_u64},
+            "content": content,
+        });
+        self.lock().sql.insert(name.into(), db);
+    }
+
+    /// Names and contents of the SQL databases.
+    pub fn databases(&self) -> BTreeMap<String, String> {
+        self.lock()
+            .sql
+            .iter()
+            .map(|(n, d)| {
+                (
+                    n.clone(),
+                    d["content"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn set_database_content(&self, name: &str, content: &str) {
+        self.lock().sql.get_mut(name).expect("known database")["content"] = json!(content);
+    }
+
+    pub fn fail_exports(&self) {
+        self.lock().failing_exports = true;
+    }
+
+    pub fn fail_imports(&self) {
+        self.lock().failing_imports = true;
     }
 
     pub fn restarts(&self) -> Vec<String> {
@@ -548,6 +609,9 @@ fn handle(s: &mut State, r: &Request) -> Answer {
             (200, Vec::new(), shown(&resource))
         };
     }
+    if segs.len() >= 8 && segs[5] == "Microsoft.Sql" {
+        return sql(s, r, &segs);
+    }
     if segs.len() >= 8 && segs[5] == "Microsoft.Web" && segs[6] == "sites" {
         return site(s, r, &segs);
     }
@@ -786,5 +850,289 @@ fn site(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
             )
         }
         _ => arm_error(404, "NotFound", "no such operation in the fake"),
+    }
+}
+
+/// `/subscriptions/.../servers/sql-prod/databases/{name}`.
+pub fn sql_path(name: &str) -> String {
+    format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.Sql/servers/sql-prod/databases/{name}"
+    )
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The container and blob a `storageUri` names, signed with `key` (Azurite's path-style
+/// URL: `http://host:port/account/container/blob`).
+fn blob_at(
+    uri: &str,
+    key: &str,
+) -> Result<(cutover::adapters::azure_storage::Container, String), String> {
+    use cutover::adapters::azure_storage::{Account, Auth, Container};
+    let parts: Vec<&str> = uri.splitn(6, '/').collect();
+    let [scheme, "", host, account, container, blob] = parts.as_slice() else {
+        return Err(format!("storageUri {uri} is not a blob URL"));
+    };
+    let account = Account::parse(&format!("{scheme}//{host}/{account}"))?;
+    let container = Container::connect(
+        account,
+        container,
+        Auth::Key(cutover::secret::Secret::new(key)),
+    )?;
+    Ok((container, (*blob).to_owned()))
+}
+
+fn write_blob(uri: &str, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+    let (container, blob) = blob_at(uri, key)?;
+    rt().block_on(async {
+        container
+            .client
+            .blob_client(&blob)
+            .upload(azure_core::http::RequestContent::from(bytes), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("cannot write {uri}: {e}"))
+    })
+}
+
+fn read_blob(uri: &str, key: &str) -> Result<Vec<u8>, String> {
+    let (container, blob) = blob_at(uri, key)?;
+    rt().block_on(async {
+        let response = container
+            .client
+            .blob_client(&blob)
+            .download(None)
+            .await
+            .map_err(|e| format!("cannot read {uri}: {e}"))?;
+        response
+            .body
+            .collect()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| format!("cannot read {uri}: {e}"))
+    })
+}
+
+/// The fields an export or import must carry, checked as Azure does.
+fn check_import_export(body: &Value) -> Option<Answer> {
+    for field in [
+        "storageKeyType",
+        "storageKey",
+        "storageUri",
+        "administratorLogin",
+        "administratorLoginPassword",
+        "authenticationType",
+    ] {
+        if body[field].as_str().is_none_or(str::is_empty) {
+            return Some(arm_error(
+                400,
+                "InvalidParameterValue",
+                &format!("Invalid value given for parameter {field}."),
+            ));
+        }
+    }
+    if body["storageKeyType"] != "StorageAccessKey" && body["storageKeyType"] != "SharedAccessKey" {
+        return Some(arm_error(
+            400,
+            "InvalidParameterValue",
+            "Invalid value given for parameter storageKeyType.",
+        ));
+    }
+    if !body["authenticationType"]
+        .as_str()
+        .unwrap_or_default()
+        .eq_ignore_ascii_case("sql")
+    {
+        return Some(arm_error(
+            400,
+            "InvalidParameterValue",
+            "Invalid value given for parameter authenticationType.",
+        ));
+    }
+    if body["administratorLogin"] != SQL_ADMIN || body["administratorLoginPassword"] != SQL_PASSWORD
+    {
+        return Some(arm_error(
+            400,
+            "ImportExportJobError",
+            "The ImportExport operation failed because of invalid credentials: Login failed for user.",
+        ));
+    }
+    None
+}
+
+fn sql(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
+    let api = query(&r.path, "api-version").unwrap_or_default();
+    let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    let start = |s: &mut State, body: Value, export_of: Option<String>| -> Answer {
+        let id = format!("op-{}", s.sql_ops.len() + 1);
+        s.sql_ops.insert(id.clone(), (1, body, export_of));
+        (
+            202,
+            vec![
+                (
+                    "Location".into(),
+                    format!(
+                        "https://management.azure.com/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.Sql/locations/westeurope/importExportOperationResults/{id}?api-version={api}"
+                    ),
+                ),
+                ("Retry-After".into(), "1".into()),
+            ],
+            Value::Null,
+        )
+    };
+    match (r.method.as_str(), &segs[6..]) {
+        ("GET", ["locations", _, "importExportOperationResults", id]) => {
+            let Some((left, body, export_of)) = s.sql_ops.get(*id).cloned() else {
+                return arm_error(404, "ResourceNotFound", "operation not found");
+            };
+            if left > 0 {
+                s.sql_ops
+                    .insert((*id).to_owned(), (left - 1, body, export_of));
+                return (202, vec![("Retry-After".into(), "1".into())], Value::Null);
+            }
+            let uri = body["storageUri"].as_str().unwrap_or_default();
+            let key = body["storageKey"].as_str().unwrap_or_default();
+            let (kind, name) = if let Some(db) = export_of {
+                if s.failing_exports {
+                    let _ = write_blob(uri, key, format!("{BACPAC_HEADER}partial").into_bytes());
+                    return arm_error(
+                        400,
+                        "ImportExportJobError",
+                        "The ImportExport operation with Request Id 'x' failed due to 'Could not export schema and data from database.'.",
+                    );
+                }
+                let content = s.sql[&db]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Err(e) =
+                    write_blob(uri, key, format!("{BACPAC_HEADER}{content}").into_bytes())
+                {
+                    return arm_error(400, "ImportExportJobError", &e);
+                }
+                ("Export", db)
+            } else {
+                let name = body["databaseName"].as_str().unwrap_or_default().to_owned();
+                if s.failing_imports {
+                    return arm_error(
+                        400,
+                        "ImportExportJobError",
+                        "The ImportExport operation with Request Id 'y' failed due to 'Could not import package.'.",
+                    );
+                }
+                let bytes = match read_blob(uri, key) {
+                    Ok(b) => b,
+                    Err(e) => return arm_error(400, "ImportExportJobError", &e),
+                };
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let Some(content) = text.strip_prefix(BACPAC_HEADER) else {
+                    return arm_error(
+                        400,
+                        "ImportExportJobError",
+                        "The file is not a valid bacpac.",
+                    );
+                };
+                let db = json!({
+                    "id": sql_path(&name),
+                    "name": name,
+                    "type": "Microsoft.Sql/servers/databases",
+                    "location": "westeurope",
+                    "sku": {"name": body["serviceObjectiveName"], "tier": body["edition"]},
+                    "properties": {"status": "Online", "maxSizeBytes": body["maxSizeBytes"].as_str().and_then(|m| m.parse::<u64>().ok())},
+                    "content": content,
+                });
+                s.sql.insert(name.clone(), db);
+                ("Import", name)
+            };
+            s.sql_ops.remove(*id);
+            (
+                200,
+                Vec::new(),
+                json!({"id": id, "name": id, "type": "Microsoft.Sql/servers/importExportOperationResults",
+                    "properties": {"requestId": id, "requestType": kind, "status": "Completed",
+                        "serverName": "sql-prod", "databaseName": name, "blobUri": uri}}),
+            )
+        }
+        (_, ["servers", "sql-prod", rest @ ..]) => match (r.method.as_str(), rest) {
+            ("GET", ["databases", name]) => match s.sql.get(*name) {
+                Some(db) => {
+                    let mut db = db.clone();
+                    db.as_object_mut().unwrap().remove("content");
+                    (200, Vec::new(), db)
+                }
+                None => arm_error(
+                    404,
+                    "ResourceNotFound",
+                    &format!(
+                        "The Resource 'Microsoft.Sql/servers/sql-prod/databases/{name}' under resource group 'rg' was not found."
+                    ),
+                ),
+            },
+            ("POST", ["databases", name, "export"]) => {
+                if !s.sql.contains_key(*name) {
+                    return arm_error(404, "ResourceNotFound", "database not found");
+                }
+                if let Some(refused) = check_import_export(&body) {
+                    return refused;
+                }
+                start(s, body, Some((*name).to_owned()))
+            }
+            ("POST", ["import"]) => {
+                if let Some(refused) = check_import_export(&body) {
+                    return refused;
+                }
+                for field in [
+                    "databaseName",
+                    "edition",
+                    "serviceObjectiveName",
+                    "maxSizeBytes",
+                ] {
+                    if body[field].as_str().is_none_or(str::is_empty) {
+                        return arm_error(
+                            400,
+                            "InvalidParameterValue",
+                            &format!("Invalid value given for parameter {field}."),
+                        );
+                    }
+                }
+                if s.sql.contains_key(body["databaseName"].as_str().unwrap()) {
+                    return arm_error(409, "DatabaseAlreadyExists", "The database already exists.");
+                }
+                start(s, body, None)
+            }
+            ("POST", ["databases", name, "move"]) => {
+                let target = body["id"].as_str().unwrap_or_default();
+                let Some(new) = target.strip_prefix(&sql_path("")) else {
+                    return arm_error(
+                        400,
+                        "InvalidMoveTargetResourceId",
+                        "The target resource id is invalid.",
+                    );
+                };
+                if s.sql.contains_key(new) {
+                    return arm_error(
+                        400,
+                        "DatabaseNameInUse",
+                        &format!(
+                            "Database '{new}' already exists. Choose a different database name."
+                        ),
+                    );
+                }
+                let Some(mut db) = s.sql.remove(*name) else {
+                    return arm_error(404, "ResourceNotFound", "database not found");
+                };
+                db["name"] = json!(new);
+                db["id"] = json!(sql_path(new));
+                s.sql.insert(new.to_owned(), db);
+                (200, Vec::new(), Value::Null)
+            }
+            _ => arm_error(404, "ResourceNotFound", "The resource was not found."),
+        },
+        _ => arm_error(404, "ResourceNotFound", "The resource was not found."),
     }
 }

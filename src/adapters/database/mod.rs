@@ -1,5 +1,6 @@
 //! The database family: migrations, SQL, validation queries, dump and restore.
 
+pub mod azure_sql;
 pub mod history;
 pub mod mysql;
 pub mod postgres;
@@ -12,7 +13,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::ConfigError;
-use crate::config::deploy_file::DatabaseConfig;
+use crate::config::deploy_file::{DatabaseConfig, StoreConfig};
 use crate::config::reference::Resolver;
 use crate::migrate::MigrationFile;
 use crate::secret::mask_url_password;
@@ -291,13 +292,15 @@ pub trait Database: Send + Sync {
     }
 }
 
-/// Builds the database adapter for an environment.
+/// Builds the database adapter for an environment; `backups` is its backup store's config
+/// (`azure-sql` exports and imports through it).
 pub fn build(
     config: &DatabaseConfig,
     resolver: &Resolver<'_>,
     base_dir: &Path,
+    backups: Option<&StoreConfig>,
 ) -> Result<Box<dyn Database>, BuildError> {
-    build_at(config, resolver, base_dir, None)
+    build_at(config, resolver, base_dir, None, backups)
 }
 
 /// Builds the adapter with `url` in place of the configured one (a fleet target).
@@ -306,6 +309,7 @@ pub fn build_at(
     resolver: &Resolver<'_>,
     base_dir: &Path,
     url: Option<&crate::secret::Secret>,
+    backups: Option<&StoreConfig>,
 ) -> Result<Box<dyn Database>, BuildError> {
     let resolve = |configured| -> Result<crate::secret::Secret, BuildError> {
         match url {
@@ -356,12 +360,36 @@ pub fn build_at(
                 ),
             )?))
         }
-        DatabaseConfig::AzureSql(_) => Err(NotAvailable {
-            family: "database",
-            kind: "azure-sql",
-            alternative: "`az sql db export`/`import` in CI steps, and the `command` migrator (an EF Core bundle, say; sqlx has no SQL Server driver) for migrations,",
+        DatabaseConfig::AzureSql(c) => {
+            if url.is_some() {
+                return Err(BuildError::Invalid(
+                    "database `azure-sql`: fleet targets need a database URL; `azure-sql` has none"
+                        .into(),
+                ));
+            }
+            let Some(StoreConfig::AzureBlob(blob)) = backups else {
+                return Err(BuildError::Invalid(
+                    "database `azure-sql` needs `backups: { kind: azure-blob, ... }`: its backups are `.bacpac` exports that Azure writes into that container".into(),
+                ));
+            };
+            let key = match (&blob.key, &blob.sas) {
+                (Some(key), None) => azure_sql::StorageKey::AccountKey(resolver.credential(key)?),
+                (None, Some(sas)) => azure_sql::StorageKey::Sas(resolver.credential(sas)?),
+                _ => {
+                    return Err(BuildError::Invalid(
+                        "database `azure-sql` needs the `azure-blob` backups to have `key:` or `sas:`: Azure's export and import are handed that storage key".into(),
+                    ));
+                }
+            };
+            let container = crate::adapters::store::azure_container(resolver, blob, &|| {
+                Err(BuildError::Invalid(
+                    "`azure-blob` with `key:` or `sas:` needs no Azure sign-in".into(),
+                ))
+            })?;
+            Ok(Box::new(azure_sql::AzureSqlDatabase::new(
+                c, resolver, container, key,
+            )?))
         }
-        .into()),
     }
 }
 

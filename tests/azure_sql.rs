@@ -1,0 +1,391 @@
+//! The `azure-sql` database through the real binary: Resource Manager is the local fake
+//! (tests/support/azure_fake.rs), whose export writes a real `.bacpac` blob into Azurite
+//! and whose import reads one back. A backup step exports into the backup container and
+//! stores the file as a normal backup; a rollback by restore imports it into a new database
+//! and swaps it in by rename; a failing export leaves no backup; steps that need a SQL
+//! Server driver are refused by the plan.
+
+mod support;
+
+use std::process::Command;
+
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+use sha2::Digest;
+use support::azure_fake::{
+    AzureFake, BACPAC_HEADER, CLIENT_ID, CLIENT_SECRET, SQL_ADMIN, SQL_PASSWORD, SUBSCRIPTION,
+    TENANT, sql_path,
+};
+use support::azurite::{self, KEY};
+use support::{Project, Run, replace_once};
+
+use cutover::adapters::azure_storage::{Account, Auth, Container};
+use cutover::secret::Secret;
+
+const API: &str = "2023-08-01";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Every committed blob in the Azurite container, by name.
+fn blobs(name: &str) -> Vec<String> {
+    rt().block_on(async {
+        let account = Account::parse(&azurite::server().url()).unwrap();
+        let c = Container::connect(account, name, Auth::Key(Secret::new(KEY))).unwrap();
+        let mut pager = c.client.list_blobs(None).unwrap();
+        let mut names = Vec::new();
+        while let Some(item) = pager.try_next().await.unwrap_or(None) {
+            names.push(item.name.unwrap_or_default());
+        }
+        names.sort();
+        names
+    })
+}
+
+fn download(container: &str, blob: &str) -> Vec<u8> {
+    rt().block_on(async {
+        let account = Account::parse(&azurite::server().url()).unwrap();
+        let c = Container::connect(account, container, Auth::Key(Secret::new(KEY))).unwrap();
+        c.client
+            .blob_client(blob)
+            .download(None)
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .to_vec()
+    })
+}
+
+/// A project whose `local` environment is the Azure SQL database `recipes`, with its
+/// backups in a fresh Azurite container, and no migrations of cutover's own.
+fn project(fake: &AzureFake, pipeline: &str) -> (Project, String) {
+    fake.add_database("recipes", "rows: v1");
+    let container = azurite::container();
+    let p = Project::new();
+    let config = replace_once(
+        &p.default_config(),
+        "    database: { kind: sqlite, url: \"sqlite://state/app.db\" }\n    backups: { kind: local, path: state/backups }\n",
+        &format!(
+            "    database: {{ kind: azure-sql, resource_group: rg, server: sql-prod, database: recipes, admin_login: {SQL_ADMIN}, admin_password: \"${{secret:env:SQL_PASSWORD}}\" }}\n    backups: {}\n    azure: {{ subscription: {SUBSCRIPTION}, tenant: {TENANT}, client_id: {CLIENT_ID}, credential: client-secret }}\n",
+            azurite::server().backups(&container, ", compression: none")
+        ),
+    );
+    p.write_config(&config);
+    for entry in std::fs::read_dir(p.file("migrations")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    p.write_pipeline(pipeline);
+    p.set_platform(false, 1);
+    (p, container)
+}
+
+fn cmd(p: &Project, fake: &AzureFake) -> Command {
+    let mut c = p.cmd();
+    for v in [
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_SUBSCRIPTION_ID",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "IDENTITY_ENDPOINT",
+        "MSI_ENDPOINT",
+    ] {
+        c.env_remove(v);
+    }
+    c.env("CUTOVER_AZURE_REDIRECT", fake.redirect());
+    c.env("AZURE_CLIENT_SECRET", CLIENT_SECRET);
+    c.env("SQL_PASSWORD", SQL_PASSWORD);
+    c
+}
+
+fn run(fake: &AzureFake, p: &Project, args: &[&str]) -> Run {
+    Run(cmd(p, fake).args(args).output().expect("cutover runs"))
+}
+
+fn result(stdout: &str) -> Value {
+    serde_json::from_str::<Value>(stdout.lines().last().unwrap()).unwrap()["result"].clone()
+}
+
+fn backups(fake: &AzureFake, p: &Project) -> Vec<Value> {
+    let list = run(fake, p, &["backup", "list", "--output", "json"]);
+    list.success();
+    result(&list.stdout())["backups"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// `(method, path, body)` of every Microsoft.Sql change sent to Resource Manager.
+fn changes(fake: &AzureFake) -> Vec<(String, String, Value)> {
+    fake.requests()
+        .iter()
+        .filter(|r| r.method != "GET" && r.path.contains("/Microsoft.Sql/"))
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.path.clone(),
+                serde_json::from_str(&r.body).unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+/// The storage and login fields every export and import carries, `blob` aside.
+fn check_storage_fields(body: &Value, container: &str) -> String {
+    assert_eq!(body["storageKeyType"], "StorageAccessKey", "{body}");
+    assert_eq!(body["storageKey"], KEY);
+    assert_eq!(body["administratorLogin"], SQL_ADMIN);
+    assert_eq!(body["administratorLoginPassword"], SQL_PASSWORD);
+    assert_eq!(body["authenticationType"], "Sql");
+    let uri = body["storageUri"].as_str().unwrap();
+    let prefix = format!("{}/{container}/", azurite::server().url());
+    uri.strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{uri} is not in {prefix}"))
+        .to_owned()
+}
+
+fn no_secrets(out: &Run) {
+    let all = out.all();
+    assert!(!all.contains(SQL_PASSWORD), "{all}");
+    assert!(!all.contains(KEY), "{all}");
+    assert!(!all.contains(CLIENT_SECRET), "{all}");
+}
+
+const BACKUP_PIPELINE: &str = "name: deploy\nsteps:\n  - uses: backup\n";
+
+#[test]
+fn a_backup_exports_to_blob_storage_and_a_rollback_imports_and_swaps_by_rename() {
+    let fake = AzureFake::start();
+    let (p, container) = project(&fake, BACKUP_PIPELINE);
+    let out = run(&fake, &p, &["deploy"]);
+    out.success();
+    no_secrets(&out);
+
+    // Exactly one export, with the documented body, followed through its Location.
+    let sent = changes(&fake);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (method, path, body) = &sent[0];
+    assert_eq!(method, "POST");
+    assert_eq!(
+        path,
+        &format!("{}/export?api-version={API}", sql_path("recipes"))
+    );
+    let blob = check_storage_fields(body, &container);
+    assert!(
+        fake.requests().iter().any(|r| r.method == "GET"
+            && r.path.contains("/importExportOperationResults/")
+            && r.status == 202),
+        "the export's Location was not polled while it ran"
+    );
+
+    // The backup holds exactly what Azure exported; the temporary blob is gone.
+    let list = backups(&fake, &p);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list[0]["database_kind"], "azure-sql");
+    let stored = download(&container, &format!("{id}.dump"));
+    let expected = format!("{BACPAC_HEADER}rows: v1").into_bytes();
+    assert_eq!(stored, expected);
+    assert_eq!(
+        list[0]["sha256"],
+        hex::encode(sha2::Sha256::digest(&expected))
+    );
+    assert!(
+        !blobs(&container).contains(&blob),
+        "{:?}",
+        blobs(&container)
+    );
+    assert_eq!(
+        blobs(&container),
+        vec![format!("{id}.dump"), format!("{id}.manifest.json")]
+    );
+
+    // The database changes; a rollback to the backup brings the old contents back.
+    fake.set_database_content("recipes", "rows: v2");
+    fake.clear_requests();
+    let out = run(&fake, &p, &["rollback", "--backup", &id, "-y"]);
+    out.success();
+    no_secrets(&out);
+    let dbs = fake.databases();
+    assert_eq!(dbs["recipes"], "rows: v1", "{dbs:?}");
+    let replaced: Vec<&String> = dbs
+        .keys()
+        .filter(|n| n.starts_with("recipes_replaced_"))
+        .collect();
+    assert_eq!(replaced.len(), 1, "{dbs:?}");
+    assert_eq!(dbs[replaced[0]], "rows: v2");
+    assert_eq!(dbs.len(), 2, "{dbs:?}");
+    assert!(
+        out.all().contains(&format!(
+            "az sql db delete --resource-group rg --server sql-prod --name {}",
+            replaced[0]
+        )),
+        "{}",
+        out.all()
+    );
+
+    // A safety backup (export) first, then import into `<db>_restore_<ts>` and two renames.
+    let sent = changes(&fake);
+    let kinds: Vec<String> = sent
+        .iter()
+        .map(|(m, path, _)| format!("{m} {}", path.split('?').next().unwrap()))
+        .collect();
+    let stamp = replaced[0].strip_prefix("recipes_replaced_").unwrap();
+    let server = sql_path("").trim_end_matches("/databases/").to_owned();
+    assert_eq!(
+        kinds,
+        vec![
+            format!("POST {}/export", sql_path("recipes")),
+            format!("POST {server}/import"),
+            format!("POST {}/move", sql_path("recipes")),
+            format!(
+                "POST {}/move",
+                sql_path(&format!("recipes_restore_{stamp}"))
+            ),
+        ]
+    );
+    for (_, path, _) in &sent {
+        assert!(path.ends_with(&format!("?api-version={API}")), "{path}");
+    }
+    let import = &sent[1].2;
+    let import_blob = check_storage_fields(import, &container);
+    assert_eq!(import["databaseName"], format!("recipes_restore_{stamp}"));
+    assert_eq!(import["edition"], "GeneralPurpose");
+    assert_eq!(import["serviceObjectiveName"], "GP_S_Gen5_2");
+    assert_eq!(import["maxSizeBytes"], "34359738368");
+    assert_eq!(
+        sent[2].2,
+        json!({"id": sql_path(&format!("recipes_replaced_{stamp}"))})
+    );
+    assert_eq!(sent[3].2, json!({"id": sql_path("recipes")}));
+    // The uploaded copy for the import is gone; two backups remain (the safety one too).
+    assert!(!blobs(&container).contains(&import_blob));
+    assert!(!blobs(&container).iter().any(|b| b.starts_with(".cutover-")));
+    assert_eq!(backups(&fake, &p).len(), 2);
+}
+
+#[test]
+fn a_failing_export_leaves_no_backup() {
+    let fake = AzureFake::start();
+    let (p, container) = project(&fake, BACKUP_PIPELINE);
+    fake.fail_exports();
+    let out = run(&fake, &p, &["deploy"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    assert!(
+        out.all().contains("Could not export schema and data"),
+        "{}",
+        out.all()
+    );
+    no_secrets(&out);
+    assert_eq!(backups(&fake, &p), Vec::<Value>::new());
+    // The partial export was deleted too.
+    assert_eq!(blobs(&container), Vec::<String>::new());
+    assert_eq!(fake.databases()["recipes"], "rows: v1");
+}
+
+#[test]
+fn a_failing_import_leaves_the_database_as_it_was() {
+    let fake = AzureFake::start();
+    let (p, container) = project(&fake, BACKUP_PIPELINE);
+    run(&fake, &p, &["deploy"]).success();
+    let id = backups(&fake, &p)[0]["id"].as_str().unwrap().to_owned();
+    fake.set_database_content("recipes", "rows: v2");
+    fake.fail_imports();
+    fake.clear_requests();
+    let out = run(&fake, &p, &["rollback", "--backup", &id, "-y"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    assert!(
+        out.all().contains("Could not import package"),
+        "{}",
+        out.all()
+    );
+    no_secrets(&out);
+    // No rename was sent; the database is as it was, and no temporary blob is left.
+    assert!(
+        !changes(&fake)
+            .iter()
+            .any(|(_, path, _)| path.contains("/move")),
+        "{:?}",
+        changes(&fake)
+    );
+    assert_eq!(
+        fake.databases(),
+        std::collections::BTreeMap::from([("recipes".to_owned(), "rows: v2".to_owned())])
+    );
+    assert!(!blobs(&container).iter().any(|b| b.starts_with(".cutover-")));
+}
+
+#[test]
+fn the_command_migrator_gets_a_connection_string_and_a_failure_restores_the_backup() {
+    let fake = AzureFake::start();
+    let pipeline = "name: deploy\nsteps:\n  - uses: backup\n  - uses: migrate\n    with:\n      tool: command\n      status: \"cat version.txt 2>/dev/null || true\"\n      up: \"printf %s \\\"$DATABASE_URL\\\" > url.txt; echo 2 > version.txt; echo \\\"connecting with $DATABASE_URL\\\"\"\n      down: \"echo {version} > down.txt; rm -f version.txt\"\n      base_version: \"0\"\n      rollback: restore\n  - id: boom\n    uses: command\n    with: { run: \"exit 3\" }\n";
+    let (p, _) = project(&fake, pipeline);
+    let out = run(&fake, &p, &["deploy"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    no_secrets(&out);
+    assert_eq!(
+        p.read("url.txt"),
+        format!(
+            "Server=tcp:sql-prod.database.windows.net,1433;Initial Catalog=recipes;User ID={SQL_ADMIN};Password={SQL_PASSWORD};Encrypt=True;"
+        )
+    );
+    // `rollback: restore` imported the backup taken before `up` and swapped it in.
+    let dbs = fake.databases();
+    assert_eq!(dbs.len(), 2, "{dbs:?}");
+    assert_eq!(dbs["recipes"], "rows: v1");
+    assert!(
+        dbs.keys().any(|n| n.starts_with("recipes_replaced_")),
+        "{dbs:?}"
+    );
+}
+
+#[test]
+fn the_plan_refuses_steps_that_need_a_sql_server_driver() {
+    let fake = AzureFake::start();
+    let cases = [
+        ("  - uses: migrate\n", "needs `tool: command`"),
+        (
+            "  - uses: sql\n    with: { sql: \"DELETE FROM t\" }\n",
+            "`sql` steps cannot run on an `azure-sql` database",
+        ),
+    ];
+    for (step, expected) in cases {
+        let (p, _) = project(&fake, &format!("name: deploy\nsteps:\n{step}"));
+        let out = run(&fake, &p, &["plan"]);
+        out.expect_code(2);
+        assert!(out.stderr().contains(expected), "{}", out.all());
+        assert!(
+            out.stderr().contains("pipelines/deploy.yaml:3"),
+            "{}",
+            out.all()
+        );
+    }
+    assert!(changes(&fake).is_empty());
+}
+
+#[test]
+fn azure_sql_needs_blob_backups_with_a_storage_key() {
+    let fake = AzureFake::start();
+    let (p, container) = project(&fake, BACKUP_PIPELINE);
+    let config = p.read("deploy.yaml");
+    let local = replace_once(
+        &config,
+        &azurite::server().backups(&container, ", compression: none"),
+        "{ kind: local, path: state/backups }",
+    );
+    p.write_config(&local);
+    let out = run(&fake, &p, &["plan"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr().contains("needs `backups: { kind: azure-blob"),
+        "{}",
+        out.all()
+    );
+    assert!(fake.requests().is_empty());
+}
