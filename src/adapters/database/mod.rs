@@ -186,6 +186,9 @@ impl Scratch {
 
     /// Closes the adapter and removes the scratch database.
     pub async fn discard(self) -> Result<(), DatabaseError> {
+        // Closed first: dropping the database under open connections makes the server
+        // terminate them, which the driver reports as a warning.
+        self.database.disconnect().await;
         drop(self.database);
         (self.discard)().await
     }
@@ -236,6 +239,9 @@ pub trait Database: Send + Sync {
     /// (`migrate` with `tool: command` exports it as `DATABASE_URL`). Whoever takes it
     /// registers it with the redactor: it is never printed.
     fn connection_url(&self) -> crate::secret::Secret;
+    /// Closes its connections cleanly, before the database goes away (a scratch copy is
+    /// dropped); the next use reconnects.
+    async fn disconnect(&self) {}
     /// Reads the migration history without changing anything.
     async fn state(&self) -> Result<DatabaseState, DatabaseError>;
     /// Applies one migration and records it; returns how long it took.

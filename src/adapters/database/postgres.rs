@@ -982,6 +982,10 @@ impl Database for PostgresDatabase {
         self.url.clone()
     }
 
+    async fn disconnect(&self) {
+        self.close().await;
+    }
+
     fn lint_errors(&self) -> bool {
         self.settings.lint_errors
     }

@@ -164,6 +164,10 @@ impl Database for SqliteDatabase {
         crate::secret::Secret::new(self.url.clone())
     }
 
+    async fn disconnect(&self) {
+        self.close().await;
+    }
+
     async fn state(&self) -> Result<DatabaseState, DatabaseError> {
         // Planning must not create the database file.
         if self.pool.lock().await.is_none() && !self.path.exists() {
