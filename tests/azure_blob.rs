@@ -169,14 +169,14 @@ fn deploy_backs_up_to_blob_storage_and_restore_reads_it_back() {
 fn a_backup_bigger_than_a_block_round_trips() {
     let (p, name) = project("");
     p.deployed_with_data();
-    // About 20 MiB of incompressible rows: three blocks, staged while the dump runs.
+    // About 20 MiB of incompressible rows: six 4 MiB blocks, staged while the dump runs.
     exec_sql(
         &p.file("state/app.db"),
         "CREATE TABLE filler (b BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 320) INSERT INTO filler SELECT randomblob(65536) FROM n;",
     );
     let before = p.db_snapshot();
     p.run(&["backup", "create", "--name", "big"]).success();
-    assert_eq!(blocks(&name, "big.dump"), (3, 0));
+    assert_eq!(blocks(&name, "big.dump"), (6, 0));
     exec_sql(&p.file("state/app.db"), "DELETE FROM filler;");
     p.run(&["backup", "restore", "big", "--yes"]).success();
     support::assert_same_db(&p.db_snapshot(), &before, "after restore of a big backup");
