@@ -66,29 +66,7 @@ pub async fn execute(
     rollback_target: Option<RollbackTarget>,
     decider: &dyn Decider,
 ) -> Result<RunOutcome, EngineError> {
-    let mut journal = Journal::create(&ctx.state_dir, &run_id, ctx.redactor.clone())?;
-    if let Some(shared) = &ctx.shared {
-        journal.mirror_to(shared.journal(&run_id).await?);
-    }
-    journal
-        .write(&Record::RunStarted {
-            at: Utc::now(),
-            run_id: run_id.clone(),
-            project: ctx.project.clone(),
-            environment: ctx.environment.clone(),
-            command: command.to_owned(),
-            pipeline: pipeline.name.clone(),
-            steps: pipeline.steps.iter().map(|s| s.id.clone()).collect(),
-            plan_digest: plan.digest.clone(),
-            user: username(),
-            host: hostname(),
-        })
-        .await?;
-    ctx.report(Event::RunStarted {
-        run_id: run_id.clone(),
-        environment: ctx.environment.clone(),
-        pipeline: pipeline.name.clone(),
-    });
+    let journal = start(ctx, pipeline, plan, command, &run_id).await?;
     let state = RunState {
         rollback_target,
         validations: steps::validate::pipeline_checks(ctx, pipeline, plan),
@@ -187,6 +165,41 @@ pub trait Delegate: Send + Sync {
     async fn run(&self) -> Result<String, StepError>;
 }
 
+/// Opens a new run's journal (mirrored to the shared store when there is one) with its
+/// `run_started` record, and reports the start.
+async fn start(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    plan: &Plan,
+    command: &str,
+    run_id: &str,
+) -> Result<Journal, EngineError> {
+    let mut journal = Journal::create(&ctx.state_dir, run_id, ctx.redactor.clone())?;
+    if let Some(shared) = &ctx.shared {
+        journal.mirror_to(shared.journal(run_id).await?);
+    }
+    journal
+        .write(&Record::RunStarted {
+            at: Utc::now(),
+            run_id: run_id.to_owned(),
+            project: ctx.project.clone(),
+            environment: ctx.environment.clone(),
+            command: command.to_owned(),
+            pipeline: pipeline.name.clone(),
+            steps: pipeline.steps.iter().map(|s| s.id.clone()).collect(),
+            plan_digest: plan.digest.clone(),
+            user: username(),
+            host: hostname(),
+        })
+        .await?;
+    ctx.report(Event::RunStarted {
+        run_id: run_id.to_owned(),
+        environment: ctx.environment.clone(),
+        pipeline: pipeline.name.clone(),
+    });
+    Ok(journal)
+}
+
 /// Runs a pipeline whose step `index` is done by `delegate` instead of the step itself.
 #[instrument(skip_all, fields(environment = %ctx.environment))]
 #[allow(clippy::too_many_arguments)]
@@ -199,29 +212,7 @@ pub async fn execute_delegating(
     index: usize,
     delegate: &dyn Delegate,
 ) -> Result<RunOutcome, EngineError> {
-    let mut journal = Journal::create(&ctx.state_dir, &run_id, ctx.redactor.clone())?;
-    if let Some(shared) = &ctx.shared {
-        journal.mirror_to(shared.journal(&run_id).await?);
-    }
-    journal
-        .write(&Record::RunStarted {
-            at: Utc::now(),
-            run_id: run_id.clone(),
-            project: ctx.project.clone(),
-            environment: ctx.environment.clone(),
-            command: command.to_owned(),
-            pipeline: pipeline.name.clone(),
-            steps: pipeline.steps.iter().map(|s| s.id.clone()).collect(),
-            plan_digest: plan.digest.clone(),
-            user: username(),
-            host: hostname(),
-        })
-        .await?;
-    ctx.report(Event::RunStarted {
-        run_id: run_id.clone(),
-        environment: ctx.environment.clone(),
-        pipeline: pipeline.name.clone(),
-    });
+    let journal = start(ctx, pipeline, plan, command, &run_id).await?;
     let state = RunState::default();
     let run = Drive {
         ctx,
