@@ -10,7 +10,7 @@ mod support;
 
 use std::process::Command;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use support::azure_fake::{
     AzureFake, CLIENT_ID, CLIENT_SECRET, FEDERATED_TOKEN, GITHUB_REQUEST_TOKEN, IDENTITY_HEADER,
     SUBSCRIPTION, SYSTEM_ACCESS_TOKEN, TENANT,
@@ -499,6 +499,15 @@ fn scale(min: u32, max: u32) -> Value {
     json!({"properties": {"template": {"scale": {"minReplicas": min, "maxReplicas": max}}}})
 }
 
+/// `POST .../stop` or `.../start` of an app.
+fn post(app: &str, action: &str) -> (String, String, Value) {
+    (
+        "POST".into(),
+        format!("{}/{action}?api-version={API}", app_path(app)),
+        Value::Null,
+    )
+}
+
 #[test]
 fn a_deploy_sends_exactly_the_documented_requests_and_leaves_the_apps_as_they_were() {
     let fake = AzureFake::start();
@@ -521,10 +530,13 @@ fn a_deploy_sends_exactly_the_documented_requests_and_leaves_the_apps_as_they_we
         changes(&fake),
         vec![
             patch("api", with_maintenance(Some("true"))),
-            patch("jobs", scale(0, 0)),
+            // Azure refuses maxReplicas 0: minimum 0, the maximum kept, then a stop.
+            patch("jobs", scale(0, 3)),
+            post("jobs", "stop"),
             // Maintenance off where the variable was absent before: removed again.
             patch("api", with_maintenance(None)),
-            // Back to exactly the earlier minimum and maximum.
+            // Started, then back to exactly the earlier minimum and maximum.
+            post("jobs", "start"),
             patch("jobs", scale(1, 3)),
         ]
     );
@@ -559,6 +571,7 @@ fn a_deploy_sends_exactly_the_documented_requests_and_leaves_the_apps_as_they_we
         after, before,
         "the empty FEATURE_X value and every other setting survive"
     );
+    assert_eq!(fake.running_status("jobs"), "Running");
 }
 
 #[test]
@@ -584,8 +597,9 @@ fn a_failing_step_puts_both_apps_back_exactly() {
         changes(&fake),
         vec![
             patch("api", with_maintenance(Some("true"))),
-            patch("jobs", scale(0, 0)),
-            patch("jobs", scale(0, 0)),
+            patch("jobs", scale(0, 3)),
+            patch("jobs", scale(0, 3)),
+            post("jobs", "stop"),
             (
                 "POST".into(),
                 format!(
@@ -594,6 +608,7 @@ fn a_failing_step_puts_both_apps_back_exactly() {
                 ),
                 Value::Null
             ),
+            post("jobs", "start"),
             patch("jobs", scale(1, 3)),
             patch("api", with_maintenance(None)),
         ]
@@ -611,6 +626,7 @@ fn a_failing_step_puts_both_apps_back_exactly() {
         fake.app("jobs")["properties"]["template"].clone(),
     );
     assert_eq!(after, before);
+    assert_eq!(fake.running_status("jobs"), "Running");
 }
 
 #[test]
@@ -655,7 +671,13 @@ fn location_only_operations_and_arm_errors() {
     );
     assert_eq!(
         fake.app("jobs")["properties"]["template"]["scale"],
-        json!({"minReplicas": 0, "maxReplicas": 0})
+        json!({"minReplicas": 0, "maxReplicas": 3})
+    );
+    assert_eq!(fake.running_status("jobs"), "Stopped");
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.path.starts_with(&format!("{}/stop", app_path("jobs"))) && r.status == 202)
     );
     // A missing app: the ARM error code and message, and where to look.
     let text = std::fs::read_to_string(p.file("deploy.yaml"))
@@ -720,8 +742,9 @@ fn recover_in_a_new_process_puts_container_apps_back_exactly_after_kill_9() {
     assert_eq!(journal[5]["id"], "later", "{journal:#?}");
     assert_eq!(
         fake.app("jobs")["properties"]["template"]["scale"],
-        json!({"minReplicas": 0, "maxReplicas": 0})
+        json!({"minReplicas": 0, "maxReplicas": 3})
     );
+    assert_eq!(fake.running_status("jobs"), "Stopped");
     assert_ne!(fake.app("api")["properties"]["template"], before.0);
     // The exact earlier state is in the journal, with each step's compensation.
     assert_eq!(
@@ -730,7 +753,7 @@ fn recover_in_a_new_process_puts_container_apps_back_exactly_after_kill_9() {
     );
     assert_eq!(
         journal[3]["compensation"],
-        json!({"action": "scale", "target": "jobs", "replicas": 3, "prior": {"minReplicas": 1, "maxReplicas": 3}})
+        json!({"action": "scale", "target": "jobs", "replicas": 3, "prior": {"minReplicas": 1, "maxReplicas": 3, "running": true}})
     );
 
     fake.clear_requests();
@@ -745,7 +768,8 @@ fn recover_in_a_new_process_puts_container_apps_back_exactly_after_kill_9() {
     assert_eq!(
         changes(&fake),
         vec![
-            // Not min = max = 3: exactly the earlier minimum and maximum.
+            // Started, and not min = max = 3: exactly the earlier minimum and maximum.
+            post("jobs", "start"),
             patch("jobs", scale(1, 3)),
             // Not `false` everywhere: `no` where it was, absent where it was absent.
             patch("api", api_back),
@@ -756,18 +780,16 @@ fn recover_in_a_new_process_puts_container_apps_back_exactly_after_kill_9() {
         fake.app("jobs")["properties"]["template"].clone(),
     );
     assert_eq!(after, before);
+    assert_eq!(fake.running_status("jobs"), "Running");
     // Recovered once: a second recover changes nothing.
     fake.clear_requests();
     run(app_cmd(&p, &fake), &["recover", "-e", "aca"]).success();
     assert_eq!(changes(&fake), vec![]);
 }
 
-#[test]
-fn a_journal_without_the_exact_earlier_state_still_recovers() {
-    let fake = AzureFake::start();
-    let p = apps_project(&fake, &CRASH_PIPELINE.replace("TARGET", "jobs"));
-    let journal = crash_deploy(&p, &fake, "aca", 6);
-    // A journal as written before compensations carried the earlier state.
+/// Rewrites each compensation of the run `journal` belongs to with `edit`, as an older
+/// version of cutover would have written it.
+fn rewrite_compensations(p: &Project, journal: &[Value], edit: impl Fn(&mut Map<String, Value>)) {
     let path = std::fs::read_dir(p.file(".cutover/journal"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -783,22 +805,61 @@ fn a_journal_without_the_exact_earlier_state_still_recovers() {
         .map(|l| {
             let mut r: Value = serde_json::from_str(l).unwrap();
             if let Some(c) = r.get_mut("compensation").and_then(Value::as_object_mut) {
-                c.remove("prior");
+                edit(c);
             }
             r.to_string()
         })
         .collect();
     std::fs::write(&path, old.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn a_journal_with_the_earlier_scale_but_not_whether_it_ran_still_recovers_exactly() {
+    let fake = AzureFake::start();
+    let p = apps_project(&fake, &CRASH_PIPELINE.replace("TARGET", "jobs"));
+    let before = fake.app("jobs")["properties"]["template"].clone();
+    let journal = crash_deploy(&p, &fake, "aca", 6);
+    // A prior as written before it said whether the app was running.
+    rewrite_compensations(&p, &journal, |c| {
+        if let Some(prior) = c.get_mut("prior").and_then(Value::as_object_mut) {
+            prior.remove("running");
+        }
+    });
+    fake.clear_requests();
+    run(app_cmd(&p, &fake), &["recover", "-e", "aca"]).expect_code(1);
+    let jobs: Vec<_> = changes(&fake)
+        .into_iter()
+        .filter(|c| c.1.starts_with(&app_path("jobs")))
+        .collect();
+    assert_eq!(
+        jobs,
+        vec![post("jobs", "start"), patch("jobs", scale(1, 3))]
+    );
+    assert_eq!(fake.app("jobs")["properties"]["template"], before);
+    assert_eq!(fake.running_status("jobs"), "Running");
+}
+
+#[test]
+fn a_journal_without_the_exact_earlier_state_still_recovers() {
+    let fake = AzureFake::start();
+    let p = apps_project(&fake, &CRASH_PIPELINE.replace("TARGET", "jobs"));
+    let journal = crash_deploy(&p, &fake, "aca", 6);
+    // A journal as written before compensations carried the earlier state.
+    rewrite_compensations(&p, &journal, |c| {
+        c.remove("prior");
+    });
     fake.clear_requests();
     run(app_cmd(&p, &fake), &["recover", "-e", "aca"]).expect_code(1);
     // Only the plain count and flag to go on.
     assert_eq!(
         changes(&fake),
         vec![
+            post("jobs", "start"),
             patch("jobs", scale(3, 3)),
             patch("api", with_maintenance(Some("false"))),
         ]
     );
+    assert_eq!(fake.running_status("jobs"), "Running");
 }
 
 // ---- App Service ----

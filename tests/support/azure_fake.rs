@@ -12,7 +12,10 @@
 //! - Resource Manager, `Microsoft.App/containerApps`: GET, PATCH as JSON merge patch
 //!   (a `template` change makes a new revision that is `Provisioning` until read once),
 //!   202 + `Azure-AsyncOperation` + `Location` + `Retry-After: 1` with an operation that is
-//!   `InProgress` once, revisions and their restart. `api-version` is required (400
+//!   `InProgress` once, revisions and their restart, `POST .../stop` and `.../start` (the
+//!   same kind of operation; `runningStatus` becomes `Stopped` / `Running`). A scale with
+//!   `maxReplicas` below 1 is refused (400 `ContainerAppInvalidScaleSpec`, as Azure and
+//!   its CLI refuse it). `api-version` is required (400
 //!   `MissingApiVersionParameter`), a bearer token from this fake too (401), GET omits
 //!   empty env values as Azure does, and faults (429 + `Retry-After`) can be queued.
 //!
@@ -169,6 +172,14 @@ impl AzureFake {
         s.apps.insert(name.into(), app);
         s.revisions
             .insert(format!("{name}/{rev}"), ("Provisioned".into(), 0));
+    }
+
+    /// `runningStatus` of an app: `Running`, or `Stopped` after `POST .../stop`.
+    pub fn running_status(&self, name: &str) -> String {
+        self.lock().apps[name]["properties"]["runningStatus"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// The app as stored (empty env values kept).
@@ -653,6 +664,16 @@ fn handle(s: &mut State, r: &Request) -> Answer {
             }
             let mut updated = app.clone();
             merge(&mut updated, &patch);
+            if updated["properties"]["template"]["scale"]["maxReplicas"]
+                .as_u64()
+                .is_some_and(|n| n < 1)
+            {
+                return arm_error(
+                    400,
+                    "ContainerAppInvalidScaleSpec",
+                    "Container App's scale setting is invalid: maxReplicas must be between 1 and 1000.",
+                );
+            }
             if patch["properties"].get("template").is_some() {
                 let n = s
                     .revisions
@@ -673,26 +694,18 @@ fn handle(s: &mut State, r: &Request) -> Answer {
             }
             updated["properties"]["provisioningState"] = json!("InProgress");
             s.apps.insert(name.clone(), updated);
-            let op = format!("op-{}", s.operations.len() + 1);
-            s.operations.insert(op.clone(), (1, name.clone()));
-            let base = format!(
-                "https://management.azure.com/subscriptions/{SUBSCRIPTION}/providers/Microsoft.App/locations/westeurope"
-            );
-            let api = query(&r.path, "api-version").unwrap_or_default();
-            let mut headers = vec![
-                (
-                    "Location".to_owned(),
-                    format!("{base}/containerappOperationResults/{op}?api-version={api}"),
-                ),
-                ("Retry-After".to_owned(), "1".to_owned()),
-            ];
-            if !s.location_only {
-                headers.push((
-                    "Azure-AsyncOperation".into(),
-                    format!("{base}/containerappOperationStatuses/{op}?api-version={api}"),
-                ));
-            }
-            (202, headers, Value::Null)
+            operation(s, r, &name)
+        }
+        ("POST", [action @ ("stop" | "start")]) => {
+            let status = if *action == "stop" {
+                "Stopped"
+            } else {
+                "Running"
+            };
+            let app = s.apps.get_mut(&name).unwrap();
+            app["properties"]["runningStatus"] = json!(status);
+            app["properties"]["provisioningState"] = json!("InProgress");
+            operation(s, r, &name)
         }
         ("GET", ["revisions", rev]) => {
             let key = format!("{name}/{rev}");
@@ -741,6 +754,31 @@ fn handle(s: &mut State, r: &Request) -> Answer {
         }
         _ => arm_error(404, "NotFound", "no such operation in the fake"),
     }
+}
+
+/// Starts a long-running operation on `app` that ends after one poll: 202 with `Location`
+/// (and `Azure-AsyncOperation`, unless `location_only`) and `Retry-After`.
+fn operation(s: &mut State, r: &Request, app: &str) -> Answer {
+    let op = format!("op-{}", s.operations.len() + 1);
+    s.operations.insert(op.clone(), (1, app.to_owned()));
+    let base = format!(
+        "https://management.azure.com/subscriptions/{SUBSCRIPTION}/providers/Microsoft.App/locations/westeurope"
+    );
+    let api = query(&r.path, "api-version").unwrap_or_default();
+    let mut headers = vec![
+        (
+            "Location".to_owned(),
+            format!("{base}/containerappOperationResults/{op}?api-version={api}"),
+        ),
+        ("Retry-After".to_owned(), "1".to_owned()),
+    ];
+    if !s.location_only {
+        headers.push((
+            "Azure-AsyncOperation".into(),
+            format!("{base}/containerappOperationStatuses/{op}?api-version={api}"),
+        ));
+    }
+    (202, headers, Value::Null)
 }
 
 /// The app as `GET` shows it: env entries with an empty value lose their `value`.

@@ -1,13 +1,17 @@
 //! Azure Container Apps, through Azure Resource Manager (`Microsoft.App/containerApps`).
 //!
 //! - state: `GET` the app (its maintenance variable) and the jobs app; the replica count of
-//!   a target is its `template.scale.maxReplicas` (10 when unset, as Azure defaults it);
+//!   a target is its `template.scale.maxReplicas` (10 when unset, as Azure defaults it), or
+//!   0 while the app is stopped;
 //! - maintenance: `GET` the app, set the variable (default `MAINTENANCE_MODE=true|false`)
 //!   on every container, and `PATCH` the whole `template.containers` array back (a merge
 //!   patch replaces arrays; a `PUT` of what `GET` returned would drop secret values);
-//! - scale: `PATCH template.scale` `{minReplicas, maxReplicas}`: `0` sets both to 0; a count
-//!   `n` sets both to `n`, except that going back to the count a target had before this run
-//!   first changed it restores its exact earlier minimum and maximum;
+//! - scale: `0` PATCHes `template.scale.minReplicas` to 0, keeping `maxReplicas` (Azure
+//!   refuses a maximum below 1), then `POST .../stop`s the app; a count `n` first
+//!   `POST .../start`s a stopped app, then PATCHes `template.scale` `{minReplicas,
+//!   maxReplicas}` to `n`, except that going back to the count a target had before this
+//!   run first changed it restores its exact earlier minimum and maximum (and leaves an
+//!   app that was stopped before stopped);
 //! - restart: `POST .../revisions/{latestReadyRevisionName}/restart`.
 //!
 //! Changing `template` makes Azure create a new revision: after the operation ends, the
@@ -16,7 +20,7 @@
 //! after this run turned it on, where the variable was absent before, removes it again.
 //!
 //! Before each change the exact earlier state (each container's variable value or
-//! absence; a target's minimum and maximum) is read for the journal (`Platform::prior`),
+//! absence; a target's minimum, maximum and whether it was running) is read for the journal (`Platform::prior`),
 //! so a rollback or `recover` in another process puts exactly that back.
 
 use std::collections::HashMap;
@@ -52,8 +56,9 @@ pub struct ContainerAppsPlatform {
     variable: String,
     api_version: String,
     arm: LazyArm,
-    /// `(minReplicas, maxReplicas)` of each target before this process first scaled it.
-    scale_before: Mutex<HashMap<String, (u32, u32)>>,
+    /// `(minReplicas, maxReplicas, running)` of each target before this process first
+    /// scaled it.
+    scale_before: Mutex<HashMap<String, Scale>>,
     /// The maintenance variable's value in each container before this process first
     /// changed it (`None`: absent).
     variable_before: Mutex<Option<Vec<Option<String>>>>,
@@ -277,42 +282,99 @@ impl ContainerAppsPlatform {
         self.change(&self.app, &what, &body, true).await
     }
 
-    /// PATCHes `template.scale` to `wanted` `(min, max)`, unless it is that `now`.
+    /// Brings `app_name` from `now` to `wanted`: a start before, or a stop after, the
+    /// PATCH of `template.scale` (each only where it changes something).
     async fn put_scale(
         &self,
         app_name: &str,
-        now: (u32, u32),
-        wanted: (u32, u32),
+        now: Scale,
+        wanted: Scale,
     ) -> Result<String, PlatformError> {
-        if wanted == now {
-            return Ok(format!(
-                "Container App `{app_name}` already at min {} / max {} replicas",
-                now.0, now.1
-            ));
+        let mut notes = Vec::new();
+        if wanted.running && !now.running {
+            notes.push(self.start_stop(app_name, "start").await?);
         }
-        let body = json!({"properties": {"template": {"scale": {"minReplicas": wanted.0, "maxReplicas": wanted.1}}}});
-        self.change(
-            app_name,
-            &format!("scaling to min {} / max {} replicas", wanted.0, wanted.1),
-            &body,
-            false,
-        )
-        .await
+        if (wanted.min, wanted.max) == (now.min, now.max) {
+            notes.push(format!(
+                "Container App `{app_name}` already at min {} / max {} replicas",
+                now.min, now.max
+            ));
+        } else {
+            let body = json!({"properties": {"template": {"scale": {"minReplicas": wanted.min, "maxReplicas": wanted.max}}}});
+            notes.push(
+                self.change(
+                    app_name,
+                    &format!(
+                        "scaling to min {} / max {} replicas",
+                        wanted.min, wanted.max
+                    ),
+                    &body,
+                    false,
+                )
+                .await?,
+            );
+        }
+        if !wanted.running && now.running {
+            notes.push(self.start_stop(app_name, "stop").await?);
+        }
+        Ok(notes.join("; "))
     }
+
+    /// `POST .../start` or `.../stop`, followed to its end.
+    async fn start_stop(&self, app_name: &str, action: &str) -> Result<String, PlatformError> {
+        let what = format!(
+            "{} Container App `{app_name}`",
+            if action == "stop" {
+                "stopping"
+            } else {
+                "starting"
+            }
+        );
+        self.arm()
+            .await?
+            .send(
+                &what,
+                Method::POST,
+                &format!("{}/{action}", self.path(app_name)),
+                &self.api_version,
+                None,
+                Instant::now() + CHANGE_LIMIT,
+            )
+            .await
+            .map_err(PlatformError::from)?;
+        Ok(format!("{what}: done"))
+    }
+}
+
+/// A target's scale: `template.scale` and whether the app runs (`runningStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scale {
+    min: u32,
+    max: u32,
+    running: bool,
 }
 
 fn api(message: String, transient: bool) -> PlatformError {
     PlatformError::Api { message, transient }
 }
 
-/// `(minReplicas, maxReplicas)` of an app, with Azure's defaults.
-fn scale_of(app: &Value) -> (u32, u32) {
+/// The scale of an app, with Azure's defaults.
+fn scale_of(app: &Value) -> Scale {
     let scale = &app["properties"]["template"]["scale"];
     let n = |v: &Value, d: u32| v.as_u64().map_or(d, |n| n as u32);
-    (
-        n(&scale["minReplicas"], 0),
-        n(&scale["maxReplicas"], DEFAULT_MAX_REPLICAS),
-    )
+    Scale {
+        min: n(&scale["minReplicas"], 0),
+        max: n(&scale["maxReplicas"], DEFAULT_MAX_REPLICAS),
+        running: !app["properties"]["runningStatus"]
+            .as_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("stopped")),
+    }
+}
+
+/// The replica count a target reports: 0 while stopped.
+fn replicas_of(app: &Value) -> u32 {
+    let s = scale_of(app);
+    if s.running { s.max } else { 0 }
 }
 
 /// The containers of an app as sent back: env entries whose empty value `GET` left out get
@@ -396,9 +458,9 @@ impl Platform for ContainerAppsPlatform {
             .iter()
             .any(|c| is_on(variable_in(c, &self.variable).as_deref()));
         let mut replicas = std::collections::BTreeMap::new();
-        replicas.insert("app".to_owned(), scale_of(&app).1);
+        replicas.insert("app".to_owned(), replicas_of(&app));
         if let Some(jobs) = &self.jobs {
-            replicas.insert("jobs".to_owned(), scale_of(&self.get_app(jobs).await?).1);
+            replicas.insert("jobs".to_owned(), replicas_of(&self.get_app(jobs).await?));
         }
         Ok(PlatformState {
             maintenance: Some(maintenance),
@@ -453,7 +515,7 @@ impl Platform for ContainerAppsPlatform {
         let wanted = {
             let mut before = self.scale_before.lock().expect("not poisoned");
             match before.get(target).copied() {
-                Some(prior) if prior.1 == replicas => {
+                Some(prior) if replicas > 0 && prior.max == replicas => {
                     before.remove(target);
                     prior
                 }
@@ -461,7 +523,20 @@ impl Platform for ContainerAppsPlatform {
                     if found.is_none() {
                         before.insert(target.to_owned(), now);
                     }
-                    (replicas, replicas)
+                    if replicas == 0 {
+                        // Azure refuses a maximum below 1: the stop halts the app.
+                        Scale {
+                            min: 0,
+                            max: now.max,
+                            running: false,
+                        }
+                    } else {
+                        Scale {
+                            min: replicas,
+                            max: replicas,
+                            running: true,
+                        }
+                    }
                 }
             }
         };
@@ -482,8 +557,8 @@ impl Platform for ContainerAppsPlatform {
                 json!({"variable": self.variable, "containers": values})
             }
             Subject::Target(target) => {
-                let (min, max) = scale_of(&self.get_app(self.target_app(target)?).await?);
-                json!({"minReplicas": min, "maxReplicas": max})
+                let s = scale_of(&self.get_app(self.target_app(target)?).await?);
+                json!({"minReplicas": s.min, "maxReplicas": s.max, "running": s.running})
             }
         }))
     }
@@ -534,13 +609,16 @@ impl Platform for ContainerAppsPlatform {
         let (Some(min), Some(max)) = (count("minReplicas"), count("maxReplicas")) else {
             return self.scale(target, replicas).await;
         };
+        // Journals written before `running` was recorded: an app then scaled was running.
+        let running = prior.and_then(|p| p["running"].as_bool()).unwrap_or(true);
         let app_name = self.target_app(target)?.to_owned();
         let now = scale_of(&self.get_app(&app_name).await?);
         self.scale_before
             .lock()
             .expect("not poisoned")
             .remove(target);
-        self.put_scale(&app_name, now, (min, max)).await
+        self.put_scale(&app_name, now, Scale { min, max, running })
+            .await
     }
 
     async fn restart(&self) -> Result<String, PlatformError> {
