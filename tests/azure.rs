@@ -862,6 +862,123 @@ fn a_journal_without_the_exact_earlier_state_still_recovers() {
     assert_eq!(fake.running_status("jobs"), "Running");
 }
 
+// ---- Container Apps jobs ----
+
+/// `apps_project` with the Container Apps job `job` (scale target `job`).
+fn job_project(fake: &AzureFake, job: &str, pipeline: &str) -> Project {
+    let p = apps_project(fake, pipeline);
+    let text = std::fs::read_to_string(p.file("deploy.yaml"))
+        .unwrap()
+        .replace(
+            "      jobs: jobs\n",
+            &format!("      jobs: jobs\n      job: {job}\n"),
+        );
+    p.write_config(&text);
+    p
+}
+
+fn job_call(job: &str, method: &str, rest: &str, body: Value) -> (String, String, Value) {
+    (
+        method.into(),
+        format!(
+            "/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.App/jobs/{job}{rest}?api-version={API}"
+        ),
+        body,
+    )
+}
+
+fn max_executions(n: u32) -> Value {
+    json!({"properties": {"configuration": {"eventTriggerConfig": {"scale": {"maxExecutions": n}}}}})
+}
+
+const JOB_DOWN_THEN_FAIL: &str = "name: deploy\nsteps:\n  - id: job-down\n    uses: scale\n    with: { target: job, replicas: 0 }\n  - id: boom\n    uses: command\n    with: { run: \"exit 3\" }\n";
+
+#[test]
+fn an_event_job_stops_and_gets_its_exact_max_executions_back_after_a_failing_deploy() {
+    let fake = AzureFake::start();
+    fake.add_job("ingest", "Event", Some(7));
+    let p = job_project(&fake, "ingest", JOB_DOWN_THEN_FAIL);
+    let before = fake.job("ingest")["properties"]["configuration"].clone();
+    let plan = run(app_cmd(&p, &fake), &["plan", "-e", "aca"]);
+    plan.success();
+    assert!(
+        plan.stdout().contains("scale job from 7 to 0"),
+        "{}",
+        plan.stdout()
+    );
+    fake.clear_requests();
+    let out = run(app_cmd(&p, &fake), &["deploy", "-e", "aca"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    assert_eq!(
+        changes(&fake),
+        vec![
+            job_call("ingest", "PATCH", "", max_executions(0)),
+            job_call("ingest", "POST", "/stop", Value::Null),
+            // Rolled back: exactly the earlier maxExecutions.
+            job_call("ingest", "PATCH", "", max_executions(7)),
+        ]
+    );
+    assert_eq!(fake.executions("ingest"), vec!["Stopped"]);
+    assert_eq!(fake.job("ingest")["properties"]["configuration"], before);
+}
+
+#[test]
+fn a_schedule_job_only_has_its_executions_stopped_and_says_the_schedule_goes_on() {
+    let fake = AzureFake::start();
+    fake.add_job("nightly", "Schedule", None);
+    let p = job_project(&fake, "nightly", JOB_DOWN_THEN_FAIL);
+    let before = fake.job("nightly");
+    fake.clear_requests();
+    let out = run(app_cmd(&p, &fake), &["deploy", "-e", "aca"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    assert!(
+        out.all().contains("new executions still start on its schedule (the stable API has no pause; suspend is preview-only)"),
+        "{}",
+        out.all()
+    );
+    // No PATCH: there is nothing stable to pause, and so nothing to put back.
+    assert_eq!(
+        changes(&fake),
+        vec![job_call("nightly", "POST", "/stop", Value::Null)]
+    );
+    assert_eq!(fake.executions("nightly"), vec!["Stopped"]);
+    assert_eq!(
+        fake.job("nightly")["properties"]["configuration"],
+        before["properties"]["configuration"]
+    );
+}
+
+#[test]
+fn recover_in_a_new_process_puts_an_event_jobs_max_executions_back_after_kill_9() {
+    let fake = AzureFake::start();
+    fake.add_job("ingest", "Event", None);
+    let p = job_project(&fake, "ingest", &CRASH_PIPELINE.replace("TARGET", "job"));
+    let journal = crash_deploy(&p, &fake, "aca", 6);
+    assert_eq!(
+        fake.job("ingest")["properties"]["configuration"]["eventTriggerConfig"]["scale"]["maxExecutions"],
+        0
+    );
+    assert_eq!(fake.executions("ingest"), vec!["Stopped"]);
+    // Unset before: Azure's default 100 is what the journal holds.
+    assert_eq!(
+        journal[3]["compensation"],
+        json!({"action": "scale", "target": "job", "replicas": 100, "prior": {"triggerType": "Event", "maxExecutions": 100}})
+    );
+    fake.clear_requests();
+    run(app_cmd(&p, &fake), &["recover", "-e", "aca"]).expect_code(1);
+    let job_changes: Vec<_> = changes(&fake)
+        .into_iter()
+        .filter(|c| c.1.contains("/jobs/"))
+        .collect();
+    assert_eq!(
+        job_changes,
+        vec![job_call("ingest", "PATCH", "", max_executions(100))]
+    );
+    fake.clear_requests();
+    run(app_cmd(&p, &fake), &["recover", "-e", "aca"]).success();
+    assert_eq!(changes(&fake), vec![]);
+}
+
 // ---- App Service ----
 
 fn site_project(fake: &AzureFake, settings: Value, pipeline: &str) -> Project {

@@ -459,6 +459,9 @@ pub struct ContainerAppsConfig {
     /// A second Container App running background jobs; scale target `jobs`.
     #[serde(default)]
     pub jobs: Option<Text>,
+    /// A Container Apps job (`Microsoft.App/jobs`); scale target `job`.
+    #[serde(default)]
+    pub job: Option<Text>,
     /// The environment variable that turns the app's maintenance mode on (`true`) and
     /// off (`false`) (default `MAINTENANCE_MODE`).
     #[serde(default)]

@@ -15,7 +15,9 @@
 //!   `InProgress` once, revisions and their restart, `POST .../stop` and `.../start` (the
 //!   same kind of operation; `runningStatus` becomes `Stopped` / `Running`). A scale with
 //!   `maxReplicas` below 1 is refused (400 `ContainerAppInvalidScaleSpec`, as Azure and
-//!   its CLI refuse it). `api-version` is required (400
+//!   its CLI refuse it). `Microsoft.App/jobs`: GET, PATCH (merge patch) and `POST .../stop`
+//!   (every running execution `Stopped`), each an operation as above. `api-version` is
+//!   required (400
 //!   `MissingApiVersionParameter`), a bearer token from this fake too (401), GET omits
 //!   empty env values as Azure does, and faults (429 + `Retry-After`) can be queued.
 //!
@@ -85,6 +87,10 @@ struct State {
     secrets: BTreeMap<String, String>,
     forbidden: BTreeSet<String>,
     apps: BTreeMap<String, Value>,
+    /// Container Apps jobs: name → resource.
+    jobs: BTreeMap<String, Value>,
+    /// Each job's executions: name → statuses (`Running`, `Stopped`).
+    executions: BTreeMap<String, Vec<String>>,
     /// `app/revision` → (provisioningState, times read).
     revisions: BTreeMap<String, (String, u32)>,
     restarts: Vec<String>,
@@ -172,6 +178,45 @@ impl AzureFake {
         s.apps.insert(name.into(), app);
         s.revisions
             .insert(format!("{name}/{rev}"), ("Provisioned".into(), 0));
+    }
+
+    /// A Container Apps job with this trigger type (`Event` with `maxExecutions`) and one
+    /// running execution.
+    pub fn add_job(&self, name: &str, trigger: &str, max_executions: Option<u32>) {
+        let mut configuration = json!({"triggerType": trigger, "replicaTimeout": 1800});
+        match trigger {
+            "Event" => {
+                configuration["eventTriggerConfig"] = json!({"parallelism": 1, "scale": {"minExecutions": 0, "pollingInterval": 30, "rules": [{"name": "queue", "type": "azure-queue"}]}});
+                if let Some(n) = max_executions {
+                    configuration["eventTriggerConfig"]["scale"]["maxExecutions"] = json!(n);
+                }
+            }
+            "Schedule" => {
+                configuration["scheduleTriggerConfig"] = json!({"cronExpression": "*/5 * * * *"});
+            }
+            _ => {}
+        }
+        let job = json!({
+            "id": format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.App/jobs/{name}"),
+            "name": name,
+            "type": "Microsoft.App/jobs",
+            "location": "westeurope",
+            "properties": {"provisioningState": "Succeeded", "configuration": configuration,
+                "template": {"containers": [{"name": "worker", "image": "mealprep.azurecr.io/jobs:41"}]}}
+        });
+        let mut s = self.lock();
+        s.jobs.insert(name.into(), job);
+        s.executions.insert(name.into(), vec!["Running".into()]);
+    }
+
+    /// A job as stored.
+    pub fn job(&self, name: &str) -> Value {
+        self.lock().jobs[name].clone()
+    }
+
+    /// The statuses of a job's executions.
+    pub fn executions(&self, name: &str) -> Vec<String> {
+        self.lock().executions[name].clone()
     }
 
     /// `runningStatus` of an app: `Running`, or `Stopped` after `POST .../stop`.
@@ -607,7 +652,10 @@ fn handle(s: &mut State, r: &Request) -> Answer {
                 (202, vec![("Retry-After".into(), "1".into())], Value::Null)
             };
         }
-        let resource = s.apps.get_mut(&app).expect("operations change known apps");
+        let resource = match app.strip_prefix("jobs/") {
+            Some(job) => s.jobs.get_mut(job).expect("operations change known jobs"),
+            None => s.apps.get_mut(&app).expect("operations change known apps"),
+        };
         resource["properties"]["provisioningState"] = json!("Succeeded");
         let resource = resource.clone();
         return if kind == "containerappOperationStatuses" {
@@ -622,6 +670,9 @@ fn handle(s: &mut State, r: &Request) -> Answer {
     }
     if segs.len() >= 8 && segs[5] == "Microsoft.Sql" {
         return sql(s, r, &segs);
+    }
+    if segs.len() >= 8 && segs[5] == "Microsoft.App" && segs[6] == "jobs" {
+        return job(s, r, &segs);
     }
     if segs.len() >= 8 && segs[5] == "Microsoft.Web" && segs[6] == "sites" {
         return site(s, r, &segs);
@@ -779,6 +830,46 @@ fn operation(s: &mut State, r: &Request, app: &str) -> Answer {
         ));
     }
     (202, headers, Value::Null)
+}
+
+/// `Microsoft.App/jobs/{name}`: GET, PATCH as a merge patch (an operation), and
+/// `POST .../stop`, which stops every running execution (an operation).
+fn job(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
+    let name = segs[7].to_owned();
+    let Some(job) = s.jobs.get(&name).cloned() else {
+        return arm_error(
+            404,
+            "ResourceNotFound",
+            &format!(
+                "The Resource 'Microsoft.App/jobs/{name}' under resource group '{}' was not found.",
+                segs[3]
+            ),
+        );
+    };
+    match (r.method.as_str(), &segs[8..]) {
+        ("GET", []) => (200, Vec::new(), job),
+        ("PATCH", []) => {
+            let Ok(patch) = serde_json::from_str::<Value>(&r.body) else {
+                return arm_error(
+                    400,
+                    "InvalidRequestContent",
+                    "The request content was invalid and could not be deserialized.",
+                );
+            };
+            let mut updated = job;
+            merge(&mut updated, &patch);
+            updated["properties"]["provisioningState"] = json!("InProgress");
+            s.jobs.insert(name.clone(), updated);
+            operation(s, r, &format!("jobs/{name}"))
+        }
+        ("POST", ["stop"]) => {
+            for e in s.executions.entry(name.clone()).or_default() {
+                *e = "Stopped".into();
+            }
+            operation(s, r, &format!("jobs/{name}"))
+        }
+        _ => arm_error(404, "NotFound", "no such operation in the fake"),
+    }
 }
 
 /// The app as `GET` shows it: env entries with an empty value lose their `value`.

@@ -14,6 +14,15 @@
 //!   app that was stopped before stopped);
 //! - restart: `POST .../revisions/{latestReadyRevisionName}/restart`.
 //!
+//! A Container Apps job (`job:`, `Microsoft.App/jobs`) is scale target `job`. Jobs run to
+//! completion and have no replicas: scaling an Event job to 0 PATCHes
+//! `eventTriggerConfig.scale.maxExecutions` to 0 (so its trigger starts no executions) and
+//! `POST .../stop`s its running executions; scaling it back restores its exact earlier
+//! `maxExecutions`. Schedule and Manual jobs only have their running executions stopped:
+//! the stable API has no pause for a schedule (`suspend` exists only in preview versions),
+//! and the step's note says so. Its replica count is `maxExecutions` (100 when unset) for
+//! an Event job, 1 for others.
+//!
 //! Changing `template` makes Azure create a new revision: after the operation ends, the
 //! new revision is polled until it is provisioned (and, for maintenance, running), within
 //! [`CHANGE_LIMIT`] or the step's `timeout:`, whichever is shorter. Turning maintenance off
@@ -47,18 +56,26 @@ pub const CHANGE_LIMIT: Duration = Duration::from_secs(15 * 60);
 const REVISION_POLL: Duration = Duration::from_secs(1);
 /// Azure's `maxReplicas` when the template does not set one.
 const DEFAULT_MAX_REPLICAS: u32 = 10;
+/// Azure's `eventTriggerConfig.scale.maxExecutions` when unset.
+const DEFAULT_MAX_EXECUTIONS: u32 = 100;
+/// The scale target of a Container Apps job.
+const JOB_TARGET: &str = "job";
 
 pub struct ContainerAppsPlatform {
     subscription: String,
     resource_group: String,
     app: String,
     jobs: Option<String>,
+    /// A Container Apps job (`Microsoft.App/jobs`): scale target `job`.
+    job: Option<String>,
     variable: String,
     api_version: String,
     arm: LazyArm,
     /// `(minReplicas, maxReplicas, running)` of each target before this process first
     /// scaled it.
     scale_before: Mutex<HashMap<String, Scale>>,
+    /// `maxExecutions` of the Event job before this process first scaled it.
+    job_before: Mutex<Option<u32>>,
     /// The maintenance variable's value in each container before this process first
     /// changed it (`None`: absent).
     variable_before: Mutex<Option<Vec<Option<String>>>>,
@@ -84,11 +101,16 @@ impl ContainerAppsPlatform {
             Some(t) => Some(resolver.text(t)?.trim().to_owned()),
             None => None,
         };
+        let job = match &c.job {
+            Some(t) => Some(resolver.text(t)?.trim().to_owned()),
+            None => None,
+        };
         for (field, value) in [
             ("subscription", Some(&subscription)),
             ("resource_group", Some(&resource_group)),
             ("app", Some(&app)),
             ("jobs", jobs.as_ref()),
+            ("job", job.as_ref()),
         ] {
             if let Some(v) = value
                 && !name_ok(v)
@@ -118,10 +140,12 @@ impl ContainerAppsPlatform {
             resource_group,
             app,
             jobs,
+            job,
             variable,
             api_version,
             arm: LazyArm::new(auth),
             scale_before: Mutex::default(),
+            job_before: Mutex::default(),
             variable_before: Mutex::default(),
         })
     }
@@ -143,14 +167,137 @@ impl ContainerAppsPlatform {
             ("app", _) => Ok(&self.app),
             ("jobs", Some(jobs)) => Ok(jobs),
             _ => Err(PlatformError::Invalid(format!(
-                "Container Apps has no scale target `{target}`: the targets are `app`{}",
-                if self.jobs.is_some() {
-                    " and `jobs`"
-                } else {
-                    " (set `jobs:` for `jobs`)"
-                }
+                "Container Apps has no scale target `{target}`: the targets are `app`, `jobs` (with `jobs:` set) and `job` (with `job:` set)"
             ))),
         }
+    }
+
+    /// The Container Apps job, when `target` is `job` and one is set.
+    fn target_job(&self, target: &str) -> Option<&str> {
+        (target == JOB_TARGET)
+            .then_some(self.job.as_deref())
+            .flatten()
+    }
+
+    fn job_path(&self, job: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.App/jobs/{job}",
+            self.subscription, self.resource_group
+        )
+    }
+
+    async fn get_job(&self, job: &str) -> Result<Value, PlatformError> {
+        self.arm()
+            .await?
+            .get(
+                &format!("reading Container Apps job `{job}`"),
+                &self.job_path(job),
+                &self.api_version,
+            )
+            .await
+            .map_err(PlatformError::from)
+    }
+
+    /// Sends `method` to `path` under the job and follows the operation to its end.
+    async fn job_send(
+        &self,
+        what: String,
+        method: Method,
+        path: String,
+        body: Option<&Value>,
+    ) -> Result<String, PlatformError> {
+        self.arm()
+            .await?
+            .send(
+                &what,
+                method,
+                &path,
+                &self.api_version,
+                body,
+                Instant::now() + CHANGE_LIMIT,
+            )
+            .await
+            .map_err(PlatformError::from)?;
+        Ok(format!("{what}: done"))
+    }
+
+    /// Brings the job's `maxExecutions` to `wanted` (an Event job only; `None` leaves it),
+    /// then, scaling to 0, stops its running executions.
+    async fn put_job(
+        &self,
+        job: &str,
+        now: &JobScale,
+        wanted: Option<u32>,
+        stop: bool,
+    ) -> Result<String, PlatformError> {
+        let mut notes = Vec::new();
+        match (now.max_executions, wanted) {
+            (Some(n), Some(w)) if n != w => {
+                let body = json!({"properties": {"configuration": {"eventTriggerConfig": {"scale": {"maxExecutions": w}}}}});
+                notes.push(
+                    self.job_send(
+                        format!("setting maxExecutions to {w} on Container Apps job `{job}`"),
+                        Method::PATCH,
+                        self.job_path(job),
+                        Some(&body),
+                    )
+                    .await?,
+                );
+            }
+            (Some(n), Some(_)) => notes.push(format!(
+                "Container Apps job `{job}` already at maxExecutions {n}"
+            )),
+            _ => {}
+        }
+        if stop {
+            notes.push(
+                self.job_send(
+                    format!("stopping the running executions of Container Apps job `{job}`"),
+                    Method::POST,
+                    format!("{}/stop", self.job_path(job)),
+                    None,
+                )
+                .await?,
+            );
+        }
+        if now.max_executions.is_none() && !stop {
+            notes.push(format!(
+                "Container Apps job `{job}` has trigger type {}: nothing to put back",
+                now.trigger
+            ));
+        }
+        if now.max_executions.is_none() && stop {
+            notes.push(format!(
+                "Container Apps job `{job}` has trigger type {}: new executions still start{} (the stable API has no pause; suspend is preview-only)",
+                now.trigger,
+                if now.trigger.eq_ignore_ascii_case("schedule") {
+                    " on its schedule"
+                } else {
+                    " when triggered"
+                }
+            ));
+        }
+        Ok(notes.join("; "))
+    }
+
+    async fn scale_job(&self, job: &str, replicas: u32) -> Result<String, PlatformError> {
+        let now = job_scale_of(&self.get_job(job).await?);
+        let wanted = now.max_executions.map(|max| {
+            let mut before = self.job_before.lock().expect("not poisoned");
+            match *before {
+                Some(prior) if replicas > 0 && prior == replicas => {
+                    *before = None;
+                    prior
+                }
+                found => {
+                    if found.is_none() {
+                        *before = Some(max);
+                    }
+                    replicas
+                }
+            }
+        });
+        self.put_job(job, &now, wanted, replicas == 0).await
     }
 
     async fn get_app(&self, app: &str) -> Result<Value, PlatformError> {
@@ -346,6 +493,26 @@ impl ContainerAppsPlatform {
     }
 }
 
+/// A job's trigger type and, for an Event job, its `maxExecutions`.
+struct JobScale {
+    trigger: String,
+    max_executions: Option<u32>,
+}
+
+fn job_scale_of(job: &Value) -> JobScale {
+    let c = &job["properties"]["configuration"];
+    let trigger = c["triggerType"].as_str().unwrap_or("Manual").to_owned();
+    let max_executions = trigger.eq_ignore_ascii_case("event").then(|| {
+        c["eventTriggerConfig"]["scale"]["maxExecutions"]
+            .as_u64()
+            .map_or(DEFAULT_MAX_EXECUTIONS, |n| n as u32)
+    });
+    JobScale {
+        trigger,
+        max_executions,
+    }
+}
+
 /// A target's scale: `template.scale` and whether the app runs (`runningStatus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Scale {
@@ -439,7 +606,7 @@ impl Platform for ContainerAppsPlatform {
     }
 
     fn describe(&self) -> String {
-        match &self.jobs {
+        let described = match &self.jobs {
             Some(jobs) => format!(
                 "Azure Container Apps `{}` (jobs: `{jobs}`) in `{}`",
                 self.app, self.resource_group
@@ -448,6 +615,10 @@ impl Platform for ContainerAppsPlatform {
                 "Azure Container Apps `{}` in `{}`",
                 self.app, self.resource_group
             ),
+        };
+        match &self.job {
+            Some(job) => format!("{described} (job: `{job}`)"),
+            None => described,
         }
     }
 
@@ -461,6 +632,10 @@ impl Platform for ContainerAppsPlatform {
         replicas.insert("app".to_owned(), replicas_of(&app));
         if let Some(jobs) = &self.jobs {
             replicas.insert("jobs".to_owned(), replicas_of(&self.get_app(jobs).await?));
+        }
+        if let Some(job) = &self.job {
+            let s = job_scale_of(&self.get_job(job).await?);
+            replicas.insert(JOB_TARGET.to_owned(), s.max_executions.unwrap_or(1));
         }
         Ok(PlatformState {
             maintenance: Some(maintenance),
@@ -509,6 +684,9 @@ impl Platform for ContainerAppsPlatform {
     }
 
     async fn scale(&self, target: &str, replicas: u32) -> Result<String, PlatformError> {
+        if let Some(job) = self.target_job(target) {
+            return self.scale_job(job, replicas).await;
+        }
         let app_name = self.target_app(target)?.to_owned();
         let app = self.get_app(&app_name).await?;
         let now = scale_of(&app);
@@ -555,6 +733,14 @@ impl Platform for ContainerAppsPlatform {
                     })
                     .collect();
                 json!({"variable": self.variable, "containers": values})
+            }
+            Subject::Target(target) if self.target_job(target).is_some() => {
+                let job = self.target_job(target).expect("just matched");
+                let s = job_scale_of(&self.get_job(job).await?);
+                match s.max_executions {
+                    Some(max) => json!({"triggerType": s.trigger, "maxExecutions": max}),
+                    None => json!({"triggerType": s.trigger}),
+                }
             }
             Subject::Target(target) => {
                 let s = scale_of(&self.get_app(self.target_app(target)?).await?);
@@ -606,6 +792,12 @@ impl Platform for ContainerAppsPlatform {
                 .and_then(|p| p[key].as_u64())
                 .and_then(|n| u32::try_from(n).ok())
         };
+        if let Some(job) = self.target_job(target) {
+            let now = job_scale_of(&self.get_job(job).await?);
+            *self.job_before.lock().expect("not poisoned") = None;
+            let wanted = count("maxExecutions").or(Some(replicas));
+            return self.put_job(job, &now, wanted, replicas == 0).await;
+        }
         let (Some(min), Some(max)) = (count("minReplicas"), count("maxReplicas")) else {
             return self.scale(target, replicas).await;
         };
