@@ -923,6 +923,29 @@ fn an_event_job_stops_and_gets_its_exact_max_executions_back_after_a_failing_dep
 }
 
 #[test]
+fn an_event_job_scaled_down_and_back_up_in_one_run_gets_its_exact_max_executions() {
+    let fake = AzureFake::start();
+    fake.add_job("ingest", "Event", Some(7));
+    let p = job_project(
+        &fake,
+        "ingest",
+        "name: deploy\nsteps:\n  - id: job-down\n    uses: scale\n    with: { target: job, replicas: 0 }\n  - id: job-up\n    uses: scale\n    with: { target: job, replicas: 7 }\n",
+    );
+    let before = fake.job("ingest")["properties"]["configuration"].clone();
+    fake.clear_requests();
+    run(app_cmd(&p, &fake), &["deploy", "-e", "aca"]).success();
+    assert_eq!(
+        changes(&fake),
+        vec![
+            job_call("ingest", "PATCH", "", max_executions(0)),
+            job_call("ingest", "POST", "/stop", Value::Null),
+            job_call("ingest", "PATCH", "", max_executions(7)),
+        ]
+    );
+    assert_eq!(fake.job("ingest")["properties"]["configuration"], before);
+}
+
+#[test]
 fn a_schedule_job_only_has_its_executions_stopped_and_says_the_schedule_goes_on() {
     let fake = AzureFake::start();
     fake.add_job("nightly", "Schedule", None);
