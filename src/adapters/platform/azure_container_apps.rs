@@ -29,7 +29,8 @@
 //! after this run turned it on, where the variable was absent before, removes it again.
 //!
 //! Before each change the exact earlier state (each container's variable value or
-//! absence; a target's minimum, maximum and whether it was running) is read for the journal (`Platform::prior`),
+//! absence; a target's minimum, maximum and whether it was running; a job's trigger type
+//! and `maxExecutions`) is read for the journal (`Platform::prior`),
 //! so a rollback or `recover` in another process puts exactly that back.
 
 use std::collections::HashMap;
@@ -198,8 +199,8 @@ impl ContainerAppsPlatform {
             .map_err(PlatformError::from)
     }
 
-    /// Sends `method` to `path` under the job and follows the operation to its end.
-    async fn job_send(
+    /// Sends `method` to `path` and follows the operation to its end.
+    async fn follow(
         &self,
         what: String,
         method: Method,
@@ -235,7 +236,7 @@ impl ContainerAppsPlatform {
             (Some(n), Some(w)) if n != w => {
                 let body = json!({"properties": {"configuration": {"eventTriggerConfig": {"scale": {"maxExecutions": w}}}}});
                 notes.push(
-                    self.job_send(
+                    self.follow(
                         format!("setting maxExecutions to {w} on Container Apps job `{job}`"),
                         Method::PATCH,
                         self.job_path(job),
@@ -251,7 +252,7 @@ impl ContainerAppsPlatform {
         }
         if stop {
             notes.push(
-                self.job_send(
+                self.follow(
                     format!("stopping the running executions of Container Apps job `{job}`"),
                     Method::POST,
                     format!("{}/stop", self.job_path(job)),
@@ -477,19 +478,13 @@ impl ContainerAppsPlatform {
                 "starting"
             }
         );
-        self.arm()
-            .await?
-            .send(
-                &what,
-                Method::POST,
-                &format!("{}/{action}", self.path(app_name)),
-                &self.api_version,
-                None,
-                Instant::now() + CHANGE_LIMIT,
-            )
-            .await
-            .map_err(PlatformError::from)?;
-        Ok(format!("{what}: done"))
+        self.follow(
+            what,
+            Method::POST,
+            format!("{}/{action}", self.path(app_name)),
+            None,
+        )
+        .await
     }
 }
 
