@@ -287,6 +287,28 @@ pub async fn run_pipeline(
     dry_run: bool,
 ) -> Result<Exit, EngineError> {
     let ctx = session.context(cancel::on_signals())?;
+    run_pipeline_in(
+        session,
+        ctx,
+        pipeline,
+        confirmation,
+        command,
+        target,
+        dry_run,
+    )
+    .await
+}
+
+/// [`run_pipeline`] in a context the caller already opened (and read from).
+pub async fn run_pipeline_in(
+    session: &Session,
+    ctx: Context,
+    pipeline: &Pipeline,
+    confirmation: &Confirmation,
+    command: &str,
+    target: Option<RollbackTarget>,
+    dry_run: bool,
+) -> Result<Exit, EngineError> {
     if !dry_run {
         shared_state::sync(&ctx, true).await?;
         ensure_free(&ctx)?;

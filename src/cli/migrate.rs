@@ -8,7 +8,7 @@ use serde_json::json;
 use serde_saphyr::{Location, Spanned};
 
 use super::confirm::Confirmation;
-use super::deploy::{builtin, run_pipeline, step};
+use super::deploy::{builtin, run_pipeline, run_pipeline_in, step};
 use super::exit::Exit;
 use super::session::Session;
 use super::{Global, MigrateCommand, Resolution};
@@ -32,25 +32,23 @@ pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, E
         MigrateCommand::Test => roundtrip(global).await,
         MigrateCommand::Up { to, confirm } => {
             let session = Session::open(global)?;
-            let rollback = {
-                let ctx = session.context(cancel::on_signals())?;
-                let state = ctx
-                    .database
-                    .state()
-                    .await
-                    .map_err(|e| EngineError::Plan(e.to_string()))?;
-                let pending = plan::pending(&ctx, &state, to);
-                // Undo a part-applied batch when every migration in it can be undone.
-                if pending.iter().all(|p| p.reversible) {
-                    MigrateRollback::Down
-                } else {
-                    MigrateRollback::None
-                }
+            let ctx = session.context(cancel::on_signals())?;
+            let state = ctx
+                .database
+                .state()
+                .await
+                .map_err(|e| EngineError::Plan(e.to_string()))?;
+            // Undo a part-applied batch when every migration in it can be undone.
+            let rollback = if plan::pending(&ctx, &state, to).iter().all(|p| p.reversible) {
+                MigrateRollback::Down
+            } else {
+                MigrateRollback::None
             };
             let to = to.map_or_else(|| "latest".to_owned(), |v| v.to_string());
             let pipeline = one_step(&to, rollback);
-            run_pipeline(
+            run_pipeline_in(
                 &session,
+                ctx,
                 &pipeline,
                 &Confirmation::automatic(confirm),
                 "migrate up",

@@ -26,7 +26,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::{MigrationFile, MigrationSet};
-use crate::adapters::database::{Database, DatabaseError};
+use crate::adapters::database::{Commit, Database, DatabaseError};
 
 /// Why the round trip failed.
 #[derive(Debug, Clone, Serialize)]
@@ -157,13 +157,18 @@ impl Runner<'_> {
     }
 
     async fn up(&self, m: &MigrationFile, when: &str) -> Result<(), Failure> {
-        self.db.apply(m).await.map(|_| ()).map_err(|e| {
-            self.failure(
-                Some(m),
-                format!("{} failed {when}: {e}", shown(&m.up_path, self.base)),
-                Vec::new(),
-            )
-        })
+        // A scratch database: nothing needs to survive a crash.
+        self.db
+            .apply(m, Commit::Deferred)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                self.failure(
+                    Some(m),
+                    format!("{} failed {when}: {e}", shown(&m.up_path, self.base)),
+                    Vec::new(),
+                )
+            })
     }
 
     async fn down(&self, m: &MigrationFile, when: &str) -> Result<(), Failure> {

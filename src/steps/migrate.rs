@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::RunState;
+use crate::adapters::database::Commit;
 use crate::config::pipeline::{MigrateRollback, MigrateWith};
 use crate::engine::compensation::Compensation;
 use crate::engine::context::Context;
@@ -317,10 +318,11 @@ pub const DEFAULT_WARN_AFTER: Duration = Duration::from_secs(30);
 async fn apply_watched(
     ctx: &Context,
     m: &MigrationFile,
+    commit: Commit,
     warn_after: Duration,
 ) -> Result<Duration, StepError> {
     let start = Instant::now();
-    let apply = ctx.database.apply(m);
+    let apply = ctx.database.apply(m, commit);
     tokio::pin!(apply);
     let mut next = warn_after;
     loop {
@@ -380,11 +382,17 @@ async fn up_to_unless(
                 .map_or("an empty schema".into(), |v| v.to_string())
         ));
     }
-    for m in &pending {
+    for (i, m) in pending.iter().enumerate() {
         if cancel.is_some_and(tokio_util::sync::CancellationToken::is_cancelled) {
             return Err(StepError::Cancelled);
         }
-        let took = apply_watched(ctx, m, warn_after).await?;
+        // Only the step's last commit waits for the disk; it makes the others durable too.
+        let commit = if i + 1 == pending.len() {
+            Commit::Durable
+        } else {
+            Commit::Deferred
+        };
+        let took = apply_watched(ctx, m, commit, warn_after).await?;
         ctx.note(
             id,
             format!(

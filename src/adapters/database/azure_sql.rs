@@ -19,7 +19,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{BuildError, CheckResult, Database, DatabaseError, DatabaseState, DumpInfo, Scratch};
+use super::{
+    BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DumpInfo, Scratch,
+};
 use crate::adapters::azure::arm::{ArmError, LazyArm};
 use crate::adapters::azure::identity::AzureAuth;
 use crate::adapters::azure::{SUBSCRIPTION_ENV, name_ok, subscription};
@@ -345,7 +347,11 @@ impl Database for AzureSqlDatabase {
         })
     }
 
-    async fn apply(&self, _migration: &MigrationFile) -> Result<Duration, DatabaseError> {
+    async fn apply(
+        &self,
+        _migration: &MigrationFile,
+        _commit: Commit,
+    ) -> Result<Duration, DatabaseError> {
         Err(unsupported("cutover's own migrations"))
     }
 

@@ -3,6 +3,10 @@
 //! of its kind. PostgreSQL and SQLite apply a migration and its record as one script and a
 //! commit ([`apply_script`]); MySQL, whose DDL commits on its own, and migrations
 //! that run outside a transaction go through sqlx's own migrator.
+//!
+//! Every migration is its own transaction, but only the last one of a step has to wait
+//! for the disk ([`Commit`]): the ones before it are flushed by it. On a fast disk that
+//! is most of the cost of committing migrations one by one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,7 +14,7 @@ use std::time::{Duration, Instant};
 use sqlx::migrate::{Migrate, MigrateError};
 use sqlx::pool::PoolConnection;
 
-use super::{AppliedMigration, DatabaseError, DatabaseState};
+use super::{AppliedMigration, Commit, DatabaseError, DatabaseState};
 use crate::migrate::MigrationFile;
 
 fn history_error(e: MigrateError) -> DatabaseError {
@@ -83,6 +87,17 @@ pub enum Dialect {
     Sqlite,
 }
 
+/// PostgreSQL's statements for a migration's record, prepared once per connection
+/// ([`PREPARE_RECORD`]): the server parses and plans them once instead of per migration.
+const RECORD_STARTED: &str = "cutover_migration_started";
+const RECORD_DONE: &str = "cutover_migration_done";
+
+/// Prepares [`RECORD_STARTED`] and [`RECORD_DONE`] on a PostgreSQL connection whose
+/// `_sqlx_migrations` exists. The execution time is the server's, from the arrival of
+/// the migration's message (`statement_timestamp()`) to the end of its SQL.
+pub const PREPARE_RECORD: &str = "PREPARE cutover_migration_started(bigint, text, bytea) AS INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, FALSE, $3, -1);
+PREPARE cutover_migration_done(bigint) AS UPDATE _sqlx_migrations SET success = TRUE, execution_time = CAST(EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) * 1000000000 AS BIGINT) WHERE version = $1;";
+
 impl Dialect {
     /// `text` as a string literal, whatever `standard_conforming_strings` says.
     fn text(self, text: &str) -> String {
@@ -99,25 +114,24 @@ impl Dialect {
         }
     }
 
-    /// Nanoseconds since the script arrived, as the server's clock says. Written without
-    /// quotes: it follows the migration's own SQL (see [`apply_script`]).
-    fn elapsed_ns(self, start_julian_day: f64) -> String {
+    /// What prepares a connection for [`apply_script`]'s scripts, once.
+    fn session_setup(self) -> Option<&'static str> {
         match self {
-            Self::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) * 1000000000 AS BIGINT)".to_owned(),
-            Self::Sqlite => format!(
-                "CAST((julianday() - {start_julian_day}) * 86400000000000 AS INTEGER)"
-            ),
+            Self::Postgres => Some(PREPARE_RECORD),
+            Self::Sqlite => None,
         }
     }
 }
 
-/// Now as a Julian day number, SQLite's `julianday()`.
-fn julian_day_now() -> f64 {
+/// Nanoseconds since now, as SQLite's clock will say after the migration. Written without
+/// quotes: it follows the migration's own SQL (see [`apply_script`]).
+fn sqlite_elapsed_ns() -> String {
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64();
-    unix / 86_400.0 + 2_440_587.5
+    let julian_day = unix / 86_400.0 + 2_440_587.5;
+    format!("CAST((julianday() - {julian_day}) * 86400000000000 AS INTEGER)")
 }
 
 /// One migration and its bookkeeping as a single script, sent in one message and then
@@ -126,7 +140,10 @@ fn julian_day_now() -> f64 {
 /// unfinished (`success = FALSE`) and marked done, with its execution time, after the
 /// migration's SQL, all in one transaction, so `_sqlx_migrations` reads exactly as
 /// sqlx-cli writes it. A migration that commits part-way itself and then fails stays
-/// recorded as dirty.
+/// recorded as dirty. On PostgreSQL the record's statements are prepared
+/// ([`PREPARE_RECORD`]); a [`Commit::Deferred`] commit does not wait for the disk
+/// (`synchronous_commit = off` for this transaction; SQLite: `synchronous = NORMAL`,
+/// which cannot change inside a transaction, set before it and reset by the runner).
 ///
 /// The `COMMIT` is not part of the script: a server runs a whole message even after its
 /// client is gone, so a connection lost mid-migration would otherwise commit a migration
@@ -137,16 +154,31 @@ fn julian_day_now() -> f64 {
 /// a migration that leaves a string, identifier or comment open swallows the closing
 /// statements and fails to parse, so nothing is committed. After a failure the runner
 /// rolls back.
-pub fn apply_script(dialect: Dialect, migration: &MigrationFile) -> String {
-    let start = julian_day_now();
-    format!(
-        "BEGIN;\nINSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ({v}, {d}, FALSE, {c}, -1);\n{sql}\n;\nUPDATE _sqlx_migrations SET success = TRUE, execution_time = {t} WHERE version = {v};",
-        v = migration.version,
-        d = dialect.text(&migration.description),
-        c = dialect.bytes(&migration.checksum),
-        sql = migration.up_sql,
-        t = dialect.elapsed_ns(start),
-    )
+pub fn apply_script(dialect: Dialect, migration: &MigrationFile, commit: Commit) -> String {
+    let v = migration.version;
+    let d = dialect.text(&migration.description);
+    let c = dialect.bytes(&migration.checksum);
+    let sql = &migration.up_sql;
+    let deferred = commit == Commit::Deferred;
+    match dialect {
+        Dialect::Postgres => format!(
+            "BEGIN;\n{defer}EXECUTE {RECORD_STARTED}({v}, {d}, {c});\n{sql}\n;\nEXECUTE {RECORD_DONE}({v});",
+            defer = if deferred {
+                "SET LOCAL synchronous_commit = off;\n"
+            } else {
+                ""
+            },
+        ),
+        Dialect::Sqlite => format!(
+            "{defer}BEGIN;\nINSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ({v}, {d}, FALSE, {c}, -1);\n{sql}\n;\nUPDATE _sqlx_migrations SET success = TRUE, execution_time = {t} WHERE version = {v};",
+            defer = if deferred {
+                "PRAGMA synchronous = NORMAL;\n"
+            } else {
+                ""
+            },
+            t = sqlite_elapsed_ns(),
+        ),
+    }
 }
 
 /// A down migration and the removal of its record as one script, like [`apply_script`]:
@@ -163,12 +195,15 @@ pub fn revert_script(migration: &MigrationFile, down_sql: &str) -> String {
 macro_rules! script_runners {
     ($apply:ident, $revert:ident, $run:ident, $db:ty, $dialect:expr) => {
         /// Applies one migration as one script ([`apply_script`]), creating the history
-        /// table first when `ready` says it may be missing; a migration that runs outside
-        /// a transaction goes through sqlx's migrator instead. Returns how long it took.
+        /// table first when `ready` says it may be missing and preparing the connection
+        /// unless `prepared` says it is; a migration that runs outside a transaction goes
+        /// through sqlx's migrator instead. Returns how long it took.
         pub async fn $apply(
             conn: &mut PoolConnection<$db>,
             migration: &MigrationFile,
+            commit: Commit,
             ready: &AtomicBool,
+            prepared: &mut bool,
         ) -> Result<Duration, DatabaseError> {
             if migration.no_transaction {
                 return apply(&mut **conn, migration).await;
@@ -182,10 +217,30 @@ macro_rules! script_runners {
                 conn.ensure_migrations_table().await.map_err(to_err)?;
                 ready.store(true, Ordering::Relaxed);
             }
+            if let Some(setup) = $dialect.session_setup()
+                && !*prepared
+            {
+                sqlx::Executor::execute(&mut **conn, setup)
+                    .await
+                    .map_err(|e| to_err(MigrateError::Execute(e)))?;
+                // Never back to the pool with statements of ours on it: whoever takes it
+                // next would prepare them a second time, which fails.
+                conn.close_on_drop();
+                *prepared = true;
+            }
             let start = Instant::now();
-            $run(conn, &apply_script($dialect, migration))
-                .await
-                .map_err(|e| to_err(MigrateError::ExecuteMigration(e, migration.version)))?;
+            let ran = $run(conn, &apply_script($dialect, migration, commit)).await;
+            if $dialect == Dialect::Sqlite && commit == Commit::Deferred {
+                // The next commit on this connection waits for the disk again, and
+                // flushes this one with it.
+                if sqlx::Executor::execute(&mut **conn, "PRAGMA synchronous = FULL")
+                    .await
+                    .is_err()
+                {
+                    conn.close_on_drop();
+                }
+            }
+            ran.map_err(|e| to_err(MigrateError::ExecuteMigration(e, migration.version)))?;
             Ok(start.elapsed())
         }
 
@@ -268,9 +323,14 @@ mod tests {
     /// comment the migration left open.
     #[test]
     fn the_closing_statements_cannot_close_what_a_migration_left_open() {
-        for dialect in [Dialect::Postgres, Dialect::Sqlite] {
+        for (dialect, commit) in [
+            (Dialect::Postgres, Commit::Durable),
+            (Dialect::Postgres, Commit::Deferred),
+            (Dialect::Sqlite, Commit::Durable),
+            (Dialect::Sqlite, Commit::Deferred),
+        ] {
             let m = migration("SELECT 1", "it's");
-            let script = apply_script(dialect, &m);
+            let script = apply_script(dialect, &m, commit);
             let tail = &script[script.find("SELECT 1").expect("sql") + "SELECT 1".len()..];
             for closer in ["'", "\"", "$", "]", "`", "*/"] {
                 assert!(
@@ -292,11 +352,33 @@ mod tests {
     #[test]
     fn literals_are_escaped_for_each_dialect() {
         let m = migration("SELECT 1", "it's a \\ path");
-        let pg = apply_script(Dialect::Postgres, &m);
+        let pg = apply_script(Dialect::Postgres, &m, Commit::Durable);
         assert!(pg.contains("E'it''s a \\\\ path'"), "{pg}");
         assert!(pg.contains("decode('ab01', 'hex')"), "{pg}");
-        let lite = apply_script(Dialect::Sqlite, &m);
+        let lite = apply_script(Dialect::Sqlite, &m, Commit::Durable);
         assert!(lite.contains("'it''s a \\ path'"), "{lite}");
         assert!(lite.contains("X'ab01'"), "{lite}");
+    }
+
+    /// Only a deferred commit skips the wait for the disk; SQLite's setting goes before
+    /// the transaction, where SQLite accepts it.
+    #[test]
+    fn only_a_deferred_commit_skips_the_flush() {
+        let m = migration("SELECT 1", "m");
+        let pg = apply_script(Dialect::Postgres, &m, Commit::Deferred);
+        assert!(
+            pg.starts_with("BEGIN;\nSET LOCAL synchronous_commit = off;\n"),
+            "{pg}"
+        );
+        assert!(pg.contains(&format!("EXECUTE {RECORD_STARTED}(")), "{pg}");
+        let pg = apply_script(Dialect::Postgres, &m, Commit::Durable);
+        assert!(!pg.contains("synchronous"), "{pg}");
+        let lite = apply_script(Dialect::Sqlite, &m, Commit::Deferred);
+        assert!(
+            lite.starts_with("PRAGMA synchronous = NORMAL;\nBEGIN;"),
+            "{lite}"
+        );
+        let lite = apply_script(Dialect::Sqlite, &m, Commit::Durable);
+        assert!(!lite.contains("synchronous"), "{lite}");
     }
 }

@@ -228,6 +228,18 @@ impl DatabaseError {
     }
 }
 
+/// Whether a migration's commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// On disk before `apply` returns.
+    Durable,
+    /// Visible at once and on disk with the next durable commit: more migrations of the
+    /// same step follow, and the last one's durable commit flushes the log up to it. The
+    /// log is written in order, so a server crash before then loses whole migrations
+    /// from the end, each with its record, never part of one; the history says which.
+    Deferred,
+}
+
 /// A database the release runs against.
 #[async_trait]
 pub trait Database: Send + Sync {
@@ -244,8 +256,14 @@ pub trait Database: Send + Sync {
     async fn disconnect(&self) {}
     /// Reads the migration history without changing anything.
     async fn state(&self) -> Result<DatabaseState, DatabaseError>;
-    /// Applies one migration and records it; returns how long it took.
-    async fn apply(&self, migration: &MigrationFile) -> Result<Duration, DatabaseError>;
+    /// Applies one migration and records it in one transaction of its own; returns how
+    /// long it took. `commit` says whether that transaction must be on disk before this
+    /// returns.
+    async fn apply(
+        &self,
+        migration: &MigrationFile,
+        commit: Commit,
+    ) -> Result<Duration, DatabaseError>;
     /// Runs a migration's down file and removes its record.
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError>;
     /// Runs SQL in one transaction.

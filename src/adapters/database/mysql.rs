@@ -21,7 +21,8 @@ use tokio::process::Command;
 use tokio::sync::OnceCell;
 
 use super::{
-    BuildError, CheckResult, Database, DatabaseError, DatabaseState, DbLock, DumpInfo, Scratch,
+    BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DbLock, DumpInfo,
+    Scratch,
 };
 use crate::migrate::MigrationFile;
 use crate::secret::Secret;
@@ -267,7 +268,12 @@ impl Database for MysqlDatabase {
         super::history::read(&mut *conn).await
     }
 
-    async fn apply(&self, migration: &MigrationFile) -> Result<Duration, DatabaseError> {
+    /// Every commit waits for the disk: MySQL's DDL commits on its own.
+    async fn apply(
+        &self,
+        migration: &MigrationFile,
+        _commit: Commit,
+    ) -> Result<Duration, DatabaseError> {
         let pool = self.pool().await?;
         let mut conn = pool
             .acquire()

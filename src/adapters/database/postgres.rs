@@ -28,7 +28,8 @@ use tokio::process::Command;
 use tokio::sync::Mutex;
 
 use super::{
-    BuildError, CheckResult, Database, DatabaseError, DatabaseState, DbLock, DumpInfo, Scratch,
+    BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DbLock, DumpInfo,
+    Scratch,
 };
 pub use crate::config::deploy_file::PgRestore;
 use crate::migrate::MigrationFile;
@@ -62,8 +63,17 @@ pub struct PostgresDatabase {
     history_ready: AtomicBool,
     /// The server's version and pg_dump's, once [`Self::check_tools`] passed.
     tools: tokio::sync::OnceCell<(String, String)>,
-    /// The connection the last migration ran on, and when it finished.
-    migrating: Mutex<Option<(PoolConnection<Postgres>, std::time::Instant)>>,
+    /// The connection the last migration ran on.
+    migrating: Mutex<Option<MigrationConnection>>,
+}
+
+/// A connection kept between back-to-back migrations.
+struct MigrationConnection {
+    conn: PoolConnection<Postgres>,
+    /// When its last migration finished.
+    at: std::time::Instant,
+    /// The history's statements are prepared on it (see [`super::history::PREPARE_RECORD`]).
+    prepared: bool,
 }
 
 /// How long a migration's connection is reused for the next one without the pool's test:
@@ -145,21 +155,28 @@ impl PostgresDatabase {
     /// The connection for the next migration: the previous migration's when it finished
     /// just now (taking one from the pool costs a round trip: the pool tests it first),
     /// else one from the pool.
-    async fn migration_connection(&self) -> Result<PoolConnection<Postgres>, DatabaseError> {
-        if let Some((conn, at)) = self.migrating.lock().await.take()
-            && at.elapsed() < REUSE_MIGRATION_CONNECTION
+    async fn migration_connection(&self) -> Result<MigrationConnection, DatabaseError> {
+        if let Some(kept) = self.migrating.lock().await.take()
+            && kept.at.elapsed() < REUSE_MIGRATION_CONNECTION
         {
-            return Ok(conn);
+            return Ok(kept);
         }
-        self.pool()
+        let conn = self
+            .pool()
             .await?
             .acquire()
             .await
-            .map_err(super::sql_err("cannot connect"))
+            .map_err(super::sql_err("cannot connect"))?;
+        Ok(MigrationConnection {
+            conn,
+            at: std::time::Instant::now(),
+            prepared: false,
+        })
     }
 
-    async fn keep_migration_connection(&self, conn: PoolConnection<Postgres>) {
-        *self.migrating.lock().await = Some((conn, std::time::Instant::now()));
+    async fn keep_migration_connection(&self, mut kept: MigrationConnection) {
+        kept.at = std::time::Instant::now();
+        *self.migrating.lock().await = Some(kept);
     }
 
     /// Closes the pool's connections; the next query opens a new pool.
@@ -1010,21 +1027,31 @@ impl Database for PostgresDatabase {
         super::history::read(&mut *conn).await
     }
 
-    async fn apply(&self, migration: &MigrationFile) -> Result<Duration, DatabaseError> {
-        let mut conn = self.migration_connection().await?;
-        let applied =
-            super::history::apply_postgres(&mut conn, migration, &self.history_ready).await;
+    async fn apply(
+        &self,
+        migration: &MigrationFile,
+        commit: Commit,
+    ) -> Result<Duration, DatabaseError> {
+        let mut kept = self.migration_connection().await?;
+        let applied = super::history::apply_postgres(
+            &mut kept.conn,
+            migration,
+            commit,
+            &self.history_ready,
+            &mut kept.prepared,
+        )
+        .await;
         if applied.is_ok() {
-            self.keep_migration_connection(conn).await;
+            self.keep_migration_connection(kept).await;
         }
         applied
     }
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
-        let mut conn = self.migration_connection().await?;
-        let reverted = super::history::revert_postgres(&mut conn, migration).await;
+        let mut kept = self.migration_connection().await?;
+        let reverted = super::history::revert_postgres(&mut kept.conn, migration).await;
         if reverted.is_ok() {
-            self.keep_migration_connection(conn).await;
+            self.keep_migration_connection(kept).await;
         }
         reverted
     }

@@ -15,7 +15,9 @@ use sqlx::{Connection, SqlitePool};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 
-use super::{BuildError, CheckResult, Database, DatabaseError, DatabaseState, DumpInfo, Scratch};
+use super::{
+    BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DumpInfo, Scratch,
+};
 use crate::migrate::MigrationFile;
 
 pub struct SqliteDatabase {
@@ -193,13 +195,18 @@ impl Database for SqliteDatabase {
         super::history::read(&mut *conn).await
     }
 
-    async fn apply(&self, migration: &MigrationFile) -> Result<Duration, DatabaseError> {
+    async fn apply(
+        &self,
+        migration: &MigrationFile,
+        commit: Commit,
+    ) -> Result<Duration, DatabaseError> {
         let pool = self.pool().await?;
         let mut conn = pool
             .acquire()
             .await
             .map_err(super::sql_err("cannot connect"))?;
-        super::history::apply_sqlite(&mut conn, migration, &self.history_ready).await
+        super::history::apply_sqlite(&mut conn, migration, commit, &self.history_ready, &mut true)
+            .await
     }
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
