@@ -140,6 +140,45 @@ fn rollback_by_down_migrations_restores_schema_and_rows() {
     assert!(p.locks().is_empty());
 }
 
+/// A migration's `COMMIT` goes out with the next migration's script (one round trip per
+/// migration); when the server refuses it, the error names that migration, the next one
+/// never runs, and the run rolls back.
+#[test]
+fn a_commit_refused_with_the_next_migration_is_blamed_on_its_own_migration() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    seed(&db);
+    add_migration(
+        &p,
+        "20250101000000_add_notes",
+        "CREATE TABLE notes (recipe_id INTEGER REFERENCES recipes (id) DEFERRABLE INITIALLY DEFERRED);\nINSERT INTO notes VALUES (999);\n",
+        Some("DROP TABLE notes;\n"),
+    );
+    add_migration(
+        &p,
+        "20250101000100_add_note_tags",
+        "CREATE TABLE note_tags (id INTEGER);\n",
+        Some("DROP TABLE note_tags;\n"),
+    );
+    let before = server().snapshot(&db);
+    let run = p.run(&["deploy"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr()
+            .contains("migration 20250101000000 could not be committed"),
+        "{}",
+        run.stderr()
+    );
+    assert!(run.stderr().contains("foreign key"), "{}", run.stderr());
+    assert_eq!(server().snapshot(&db), before);
+    assert_eq!(
+        server()
+            .psql(&db, "SELECT to_regclass('note_tags') IS NULL")
+            .trim(),
+        "t"
+    );
+}
+
 #[test]
 fn rollback_by_restore_brings_back_every_row_and_drops_new_objects() {
     let (p, db) = project();

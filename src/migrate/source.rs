@@ -68,8 +68,13 @@ pub struct MigrationSet {
 }
 
 impl MigrationSet {
+    /// The migration with this version. A binary search: the set is ordered by version,
+    /// and plans look up every applied migration.
     pub fn get(&self, version: i64) -> Option<&MigrationFile> {
-        self.migrations.iter().find(|m| m.version == version)
+        self.migrations
+            .binary_search_by_key(&version, |m| m.version)
+            .ok()
+            .map(|i| &self.migrations[i])
     }
 
     pub fn latest(&self) -> Option<i64> {
@@ -124,7 +129,12 @@ pub fn read_dir(dir: &Path) -> Result<MigrationSet, SourceError> {
     for entry in entries {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".sql") || !path.is_file() {
+        // The directory entry's own type (no stat per file; a project has thousands), and
+        // the target's for a link.
+        let is_file = entry
+            .file_type()
+            .is_ok_and(|t| t.is_file() || t.is_symlink() && path.is_file());
+        if !name.ends_with(".sql") || !is_file {
             continue;
         }
         let (stem, is_down) = if let Some(s) = name.strip_suffix(".down.sql") {

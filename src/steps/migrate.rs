@@ -62,6 +62,7 @@ fn target(
 }
 
 fn pending<'a>(ctx: &'a Context, applied: &[i64], to: Option<i64>) -> Vec<&'a MigrationFile> {
+    let applied: std::collections::HashSet<i64> = applied.iter().copied().collect();
     ctx.migrations
         .migrations
         .iter()

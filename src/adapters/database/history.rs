@@ -5,8 +5,10 @@
 //! that run outside a transaction go through sqlx's own migrator.
 //!
 //! Every migration is its own transaction, but only the last one of a step has to wait
-//! for the disk ([`Commit`]): the ones before it are flushed by it. On a fast disk that
-//! is most of the cost of committing migrations one by one.
+//! for the disk ([`Commit`]): the ones before it are flushed by it. On a slow disk that
+//! is most of the cost of committing migrations one by one. On PostgreSQL the `COMMIT` of
+//! all but the last also rides on the next migration's message instead of taking a round
+//! trip of its own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -121,6 +123,13 @@ impl Dialect {
             Self::Sqlite => None,
         }
     }
+
+    /// Whether a [`Commit::Deferred`] migration's `COMMIT` waits for the next message on
+    /// its connection instead of taking a round trip of its own. SQLite runs in-process:
+    /// a round trip costs nothing there.
+    fn commits_with_next_message(self) -> bool {
+        self == Self::Postgres
+    }
 }
 
 /// Nanoseconds since now, as SQLite's clock will say after the migration. Written without
@@ -190,6 +199,24 @@ pub fn revert_script(migration: &MigrationFile, down_sql: &str) -> String {
     )
 }
 
+/// A migration left waiting for its `COMMIT` (see `pending` of the script runners) that
+/// did not get it.
+pub fn not_committed(version: i64, e: &dyn std::fmt::Display) -> DatabaseError {
+    DatabaseError::Other(format!("migration {version} could not be committed: {e}"))
+}
+
+/// Commits the migration waiting on a connection, if one is. A macro for the same
+/// reason as [`script_runners`].
+macro_rules! commit_pending {
+    ($conn:expr, $pending:expr) => {
+        if let Some(version) = $pending.take() {
+            sqlx::Executor::execute($conn, "COMMIT")
+                .await
+                .map_err(|e| not_committed(version, &e))?;
+        }
+    };
+}
+
 /// The script runners of one driver. Written once as a macro: generic over the driver,
 /// the futures cannot be proven `Send` for the adapters' `async_trait` methods.
 macro_rules! script_runners {
@@ -198,14 +225,23 @@ macro_rules! script_runners {
         /// table first when `ready` says it may be missing and preparing the connection
         /// unless `prepared` says it is; a migration that runs outside a transaction goes
         /// through sqlx's migrator instead. Returns how long it took.
+        ///
+        /// `pending` is the migration on this connection whose transaction still waits
+        /// for its `COMMIT`: the script starts with it, so a deferred migration costs one
+        /// round trip. Committing it is decided once its script succeeded; only whether it
+        /// committed is learned with the next message. A migration this leaves pending
+        /// (deferred, on PostgreSQL) is the caller's to commit ([`commit_pending`]) before
+        /// the connection is used for anything else or given up.
         pub async fn $apply(
             conn: &mut PoolConnection<$db>,
             migration: &MigrationFile,
             commit: Commit,
             ready: &AtomicBool,
             prepared: &mut bool,
+            pending: &mut Option<i64>,
         ) -> Result<Duration, DatabaseError> {
             if migration.no_transaction {
+                commit_pending!(&mut **conn, pending);
                 return apply(&mut **conn, migration).await;
             }
             let to_err = |source| DatabaseError::Migration {
@@ -214,6 +250,7 @@ macro_rules! script_runners {
                 source,
             };
             if !ready.load(Ordering::Relaxed) {
+                commit_pending!(&mut **conn, pending);
                 conn.ensure_migrations_table().await.map_err(to_err)?;
                 ready.store(true, Ordering::Relaxed);
             }
@@ -229,7 +266,33 @@ macro_rules! script_runners {
                 *prepared = true;
             }
             let start = Instant::now();
-            let ran = $run(conn, &apply_script($dialect, migration, commit)).await;
+            let later = commit == Commit::Deferred && $dialect.commits_with_next_message();
+            let committing = pending.take();
+            let script = apply_script($dialect, migration, commit);
+            let ran = match committing {
+                Some(_) => $run(conn, &format!("COMMIT;\n{script}"), !later).await,
+                None => $run(conn, &script, !later).await,
+            };
+            if let (Err(sqlx::Error::Database(_)), Some(earlier)) = (&ran, committing) {
+                // The server refused something: the earlier migration's COMMIT, or this
+                // migration. The history says which.
+                let recorded = sqlx::Executor::fetch_optional(
+                    &mut **conn,
+                    format!(
+                        "SELECT version FROM _sqlx_migrations WHERE version = {earlier} AND success"
+                    )
+                    .as_str(),
+                )
+                .await;
+                if !recorded.is_ok_and(|row| row.is_some()) {
+                    if let Err(e) = &ran {
+                        return Err(not_committed(earlier, e));
+                    }
+                }
+            }
+            if ran.is_ok() && later {
+                *pending = Some(migration.version);
+            }
             if $dialect == Dialect::Sqlite && commit == Commit::Deferred {
                 // The next commit on this connection waits for the disk again, and
                 // flushes this one with it.
@@ -244,14 +307,17 @@ macro_rules! script_runners {
             Ok(start.elapsed())
         }
 
-        /// Reverts one migration as one script ([`revert_script`]); a down migration that
-        /// runs outside a transaction goes through sqlx's migrator instead.
+        /// Reverts one migration as one script ([`revert_script`]), after committing the
+        /// one `pending` on the connection; a down migration that runs outside a
+        /// transaction goes through sqlx's migrator instead.
         pub async fn $revert(
             conn: &mut PoolConnection<$db>,
             migration: &MigrationFile,
+            pending: &mut Option<i64>,
         ) -> Result<(), DatabaseError> {
+            commit_pending!(&mut **conn, pending);
             match migration.down() {
-                Some(down) if !down.no_tx => $run(conn, &revert_script(migration, &down.sql))
+                Some(down) if !down.no_tx => $run(conn, &revert_script(migration, &down.sql), true)
                     .await
                     .map_err(|e| DatabaseError::Migration {
                         version: migration.version,
@@ -262,14 +328,19 @@ macro_rules! script_runners {
             }
         }
 
-        /// Runs a script, then commits it in a message of its own (see [`apply_script`]).
-        /// After a failure it rolls back what the script left open; when even that fails
-        /// the connection is closed instead of going back to the pool mid-transaction.
-        async fn $run(conn: &mut PoolConnection<$db>, script: &str) -> Result<(), sqlx::Error> {
+        /// Runs a script, then, when `commit`, commits it in a message of its own (see
+        /// [`apply_script`]). After a failure it rolls back what the script left open;
+        /// when even that fails the connection is closed instead of going back to the
+        /// pool mid-transaction.
+        async fn $run(
+            conn: &mut PoolConnection<$db>,
+            script: &str,
+            commit: bool,
+        ) -> Result<(), sqlx::Error> {
             // A string with no arguments: PostgreSQL gets it as one simple-protocol message.
             let done = match sqlx::Executor::execute(&mut **conn, script).await {
-                Ok(_) => sqlx::Executor::execute(&mut **conn, "COMMIT").await,
-                failed => failed,
+                Ok(_) if commit => sqlx::Executor::execute(&mut **conn, "COMMIT").await,
+                done => done,
             };
             match done {
                 Ok(_) => Ok(()),

@@ -233,10 +233,12 @@ impl DatabaseError {
 pub enum Commit {
     /// On disk before `apply` returns.
     Durable,
-    /// Visible at once and on disk with the next durable commit: more migrations of the
-    /// same step follow, and the last one's durable commit flushes the log up to it. The
-    /// log is written in order, so a server crash before then loses whole migrations
-    /// from the end, each with its record, never part of one; the history says which.
+    /// More migrations of the same step follow. Committed no later than the adapter's
+    /// next use (PostgreSQL sends the `COMMIT` with the next migration's script, saving a
+    /// round trip), and on disk with the next durable commit, which flushes the log up to
+    /// it. The log is written in order, so a server crash before then loses whole
+    /// migrations from the end, each with its record, never part of one; the history
+    /// says which.
     Deferred,
 }
 

@@ -74,6 +74,10 @@ struct MigrationConnection {
     at: std::time::Instant,
     /// The history's statements are prepared on it (see [`super::history::PREPARE_RECORD`]).
     prepared: bool,
+    /// The migration whose transaction waits on it for its `COMMIT`, sent with the next
+    /// migration ([`Commit::Deferred`]). Anything else done with this adapter commits it
+    /// first ([`PostgresDatabase::commit_pending`]).
+    pending: Option<i64>,
 }
 
 /// How long a migration's connection is reused for the next one without the pool's test:
@@ -116,6 +120,7 @@ impl PostgresDatabase {
     }
 
     async fn pool(&self) -> Result<PgPool, DatabaseError> {
+        self.commit_pending().await?;
         let mut guard = self.pool.lock().await;
         if let Some(pool) = &*guard {
             return Ok(pool.clone());
@@ -157,7 +162,7 @@ impl PostgresDatabase {
     /// else one from the pool.
     async fn migration_connection(&self) -> Result<MigrationConnection, DatabaseError> {
         if let Some(kept) = self.migrating.lock().await.take()
-            && kept.at.elapsed() < REUSE_MIGRATION_CONNECTION
+            && (kept.pending.is_some() || kept.at.elapsed() < REUSE_MIGRATION_CONNECTION)
         {
             return Ok(kept);
         }
@@ -171,7 +176,23 @@ impl PostgresDatabase {
             conn,
             at: std::time::Instant::now(),
             prepared: false,
+            pending: None,
         })
+    }
+
+    /// Commits the migration left waiting on the migration connection, if any, before
+    /// anything else reads or changes the database.
+    async fn commit_pending(&self) -> Result<(), DatabaseError> {
+        let mut slot = self.migrating.lock().await;
+        if let Some(kept) = slot.as_mut()
+            && let Some(version) = kept.pending.take()
+            && let Err(e) = sqlx::Executor::execute(&mut *kept.conn, "COMMIT").await
+        {
+            // Its transaction is gone either way; the connection may be too.
+            slot.take();
+            return Err(super::history::not_committed(version, &e));
+        }
+        Ok(())
     }
 
     async fn keep_migration_connection(&self, mut kept: MigrationConnection) {
@@ -181,6 +202,9 @@ impl PostgresDatabase {
 
     /// Closes the pool's connections; the next query opens a new pool.
     async fn close(&self) {
+        // What cannot be committed now is rolled back by the server when the connection
+        // closes; the history says which.
+        let _ = self.commit_pending().await;
         self.migrating.lock().await.take();
         self.history_ready.store(false, Ordering::Relaxed);
         if let Some(pool) = self.pool.lock().await.take() {
@@ -1039,6 +1063,7 @@ impl Database for PostgresDatabase {
             commit,
             &self.history_ready,
             &mut kept.prepared,
+            &mut kept.pending,
         )
         .await;
         if applied.is_ok() {
@@ -1049,7 +1074,8 @@ impl Database for PostgresDatabase {
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
         let mut kept = self.migration_connection().await?;
-        let reverted = super::history::revert_postgres(&mut kept.conn, migration).await;
+        let reverted =
+            super::history::revert_postgres(&mut kept.conn, migration, &mut kept.pending).await;
         if reverted.is_ok() {
             self.keep_migration_connection(kept).await;
         }
@@ -1077,6 +1103,8 @@ impl Database for PostgresDatabase {
         &self,
         sink: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<DumpInfo, DatabaseError> {
+        // pg_dump has a session of its own: it sees only what is committed.
+        self.commit_pending().await?;
         let (server, tool) = self.check_tools().await?;
         let (mut cmd, target) = self.tool("pg_dump", None);
         let mut child = cmd
@@ -1124,6 +1152,7 @@ impl Database for PostgresDatabase {
         &self,
         source: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<Option<String>, DatabaseError> {
+        self.commit_pending().await?;
         // The restored database may predate the history table.
         self.history_ready.store(false, Ordering::Relaxed);
         match self.settings.restore {
@@ -1161,6 +1190,7 @@ impl Database for PostgresDatabase {
     }
 
     async fn schema(&self) -> Result<String, DatabaseError> {
+        self.commit_pending().await?;
         let (mut cmd, target) = self.tool("pg_dump", None);
         let out = cmd
             .args([

@@ -205,8 +205,15 @@ impl Database for SqliteDatabase {
             .acquire()
             .await
             .map_err(super::sql_err("cannot connect"))?;
-        super::history::apply_sqlite(&mut conn, migration, commit, &self.history_ready, &mut true)
-            .await
+        super::history::apply_sqlite(
+            &mut conn,
+            migration,
+            commit,
+            &self.history_ready,
+            &mut true,
+            &mut None,
+        )
+        .await
     }
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
@@ -215,7 +222,7 @@ impl Database for SqliteDatabase {
             .acquire()
             .await
             .map_err(super::sql_err("cannot connect"))?;
-        super::history::revert_sqlite(&mut conn, migration).await
+        super::history::revert_sqlite(&mut conn, migration, &mut None).await
     }
 
     async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {
