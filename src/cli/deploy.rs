@@ -331,14 +331,7 @@ pub async fn run_pipeline_in(
         confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
     }
     let run_id = crate::engine::journal::new_run_id();
-    let guard = lock::acquire(
-        &ctx.state_dir,
-        &ctx.environment,
-        &run_id,
-        command,
-        ctx.lock_lease,
-    )?;
-    let db_lock = lock::acquire_in_database(&ctx).await?;
+    let (guard, db_lock) = lock::acquire_for_run(&ctx, &run_id, command).await?;
     let shared_lock = shared_state::acquire(&ctx, &run_id, command).await?;
     shared_state::sync(&ctx, false).await?;
     ensure_no_unfinished(&ctx)?;
@@ -489,14 +482,7 @@ async fn lock_for(
     run_id: &str,
     command: &str,
 ) -> Result<(lock::LockGuard, Option<crate::adapters::database::DbLock>), EngineError> {
-    let guard = lock::acquire(
-        &ctx.state_dir,
-        &ctx.environment,
-        run_id,
-        command,
-        ctx.lock_lease,
-    )?;
-    let db_lock = lock::acquire_in_database(ctx).await?;
+    let (guard, db_lock) = lock::acquire_for_run(ctx, run_id, command).await?;
     if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
         return Err(EngineError::Unfinished {
             run_id: run.run_id(),

@@ -138,14 +138,7 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
     )
     .await?;
     let run_id = new_run_id();
-    let guard = lock::acquire(
-        &ctx.state_dir,
-        &ctx.environment,
-        &run_id,
-        "deploy --fleet",
-        ctx.lock_lease,
-    )?;
-    let db_lock = lock::acquire_in_database(&ctx).await?;
+    let (guard, db_lock) = lock::acquire_for_run(&ctx, &run_id, "deploy --fleet").await?;
     ensure_no_unfinished(&ctx)?;
     let phase = Phase {
         fleet: fleet::runner::Fleet {

@@ -212,14 +212,12 @@ async fn resolve(
     let session = Session::open(global)?;
     let ctx = session.context(cancel::on_signals())?;
     // Under the lock: nobody may migrate while the history is being corrected.
-    let guard = crate::engine::lock::acquire(
-        &ctx.state_dir,
-        &ctx.environment,
+    let (guard, db_lock) = crate::engine::lock::acquire_for_run(
+        &ctx,
         &crate::engine::journal::new_run_id(),
         "migrate resolve",
-        ctx.lock_lease,
-    )?;
-    let db_lock = crate::engine::lock::acquire_in_database(&ctx).await?;
+    )
+    .await?;
     let shared_lock = crate::engine::shared_state::acquire(
         &ctx,
         &crate::engine::journal::new_run_id(),

@@ -101,14 +101,8 @@ async fn recover_runs(
         return Ok(Exit::Ok);
     }
     // A lock left by a dead runner is taken over; a live holder is never overridden.
-    let guard = lock::acquire(
-        &ctx.state_dir,
-        &ctx.environment,
-        &crate::engine::journal::new_run_id(),
-        "recover",
-        ctx.lock_lease,
-    )?;
-    let db_lock = lock::acquire_in_database(ctx).await?;
+    let (guard, db_lock) =
+        lock::acquire_for_run(ctx, &crate::engine::journal::new_run_id(), "recover").await?;
     let shared_lock =
         shared_state::acquire(ctx, &crate::engine::journal::new_run_id(), "recover").await?;
     let mut exit = Exit::Ok;

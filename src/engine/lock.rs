@@ -298,6 +298,24 @@ pub async fn acquire_in_database(
     }
 }
 
+/// Takes a run's locks: this state folder's lock file (first: it names the holder), then
+/// the database-side lock ([`acquire_in_database`]).
+pub async fn acquire_for_run(
+    ctx: &super::Context,
+    run_id: &str,
+    command: &str,
+) -> Result<(LockGuard, Option<crate::adapters::database::DbLock>), super::EngineError> {
+    let guard = acquire(
+        &ctx.state_dir,
+        &ctx.environment,
+        run_id,
+        command,
+        ctx.lock_lease,
+    )?;
+    let db_lock = acquire_in_database(ctx).await?;
+    Ok((guard, db_lock))
+}
+
 /// Removes the lock whoever holds it (`cutover lock release --force`).
 pub fn force_release(state_dir: &Path, environment: &str) -> Result<Option<LockInfo>, LockError> {
     let path = lock_path(state_dir, environment);

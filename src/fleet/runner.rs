@@ -307,14 +307,7 @@ impl Fleet<'_> {
             return Ok(());
         }
         let run_id = new_run_id();
-        let guard = lock::acquire(
-            &ctx.state_dir,
-            &ctx.environment,
-            &run_id,
-            "deploy --fleet",
-            ctx.lock_lease,
-        )?;
-        let db_lock = lock::acquire_in_database(&ctx).await?;
+        let (guard, db_lock) = lock::acquire_for_run(&ctx, &run_id, "deploy --fleet").await?;
         outcome.run_id = Some(run_id.clone());
         let command = format!("deploy --fleet (fleet run {})", self.fleet_run);
         let result =
