@@ -20,7 +20,12 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime starts");
-    let exit = runtime.block_on(cutover::cli::run(cli));
+    // On a worker thread, not this one: a worker that finds a socket ready runs the task
+    // itself, where the main thread would be woken by another thread for every round trip.
+    let exit = match runtime.block_on(runtime.spawn(cutover::cli::run(cli))) {
+        Ok(exit) => exit,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
     // Everything the run owes is written by now (journal fsynced, report out). Dropping the
     // runtime would wait without limit for stray blocking work; a release tool must exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
