@@ -179,6 +179,64 @@ fn a_commit_refused_with_the_next_migration_is_blamed_on_its_own_migration() {
     );
 }
 
+/// A migration that cannot end its transaction is recorded by one statement after its SQL;
+/// one that can keeps the record written first, so committing part-way and then failing
+/// leaves it dirty; and one that leaves a string open swallows its record and fails whole.
+#[test]
+fn records_stay_honest_whether_or_not_a_migration_ends_its_transaction() {
+    let (p, db) = project();
+    p.run(&["migrate", "up"]).success();
+    let history = |version: &str| {
+        server()
+            .psql(
+                &db,
+                &format!(
+                    "SELECT success, execution_time > 0 FROM _sqlx_migrations WHERE version = {version}"
+                ),
+            )
+            .trim()
+            .to_owned()
+    };
+    add_migration(
+        &p,
+        "20250101000000_add_one_record",
+        "CREATE TABLE one_record (id INTEGER);\n",
+        None,
+    );
+    p.run(&["migrate", "up"]).success();
+    assert_eq!(history("20250101000000"), "t|t");
+
+    add_migration(
+        &p,
+        "20250101000100_unclosed",
+        "INSERT INTO one_record VALUES (1); SELECT 'never closed\n",
+        None,
+    );
+    let before = server().snapshot(&db);
+    let run = p.run(&["migrate", "up"]);
+    assert_ne!(run.code(), 0, "{}", run.stderr());
+    assert!(run.stderr().contains("20250101000100"), "{}", run.stderr());
+    assert_eq!(history("20250101000100"), "");
+    assert_eq!(server().snapshot(&db), before);
+    std::fs::remove_file(p.file("migrations/20250101000100_unclosed.up.sql")).unwrap();
+
+    add_migration(
+        &p,
+        "20250101000200_half_committed",
+        "CREATE TABLE committed_early (id INTEGER);\nCOMMIT;\nSELECT 1 / 0;\n",
+        None,
+    );
+    let run = p.run(&["migrate", "up"]);
+    assert_ne!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(history("20250101000200"), "f|f");
+    assert_eq!(
+        server()
+            .psql(&db, "SELECT to_regclass('committed_early') IS NOT NULL")
+            .trim(),
+        "t"
+    );
+}
+
 #[test]
 fn rollback_by_restore_brings_back_every_row_and_drops_new_objects() {
     let (p, db) = project();

@@ -93,12 +93,30 @@ pub enum Dialect {
 /// ([`PREPARE_RECORD`]): the server parses and plans them once instead of per migration.
 const RECORD_STARTED: &str = "cutover_migration_started";
 const RECORD_DONE: &str = "cutover_migration_done";
+const RECORD_APPLIED: &str = "cutover_migration_applied";
 
-/// Prepares [`RECORD_STARTED`] and [`RECORD_DONE`] on a PostgreSQL connection whose
-/// `_sqlx_migrations` exists. The execution time is the server's, from the arrival of
-/// the migration's message (`statement_timestamp()`) to the end of its SQL.
+/// Prepares [`RECORD_STARTED`], [`RECORD_DONE`] and [`RECORD_APPLIED`] on a PostgreSQL
+/// connection whose `_sqlx_migrations` exists. The execution time is the server's, from
+/// the arrival of the migration's message (`statement_timestamp()`) to the end of its SQL.
 pub const PREPARE_RECORD: &str = "PREPARE cutover_migration_started(bigint, text, bytea) AS INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, FALSE, $3, -1);
-PREPARE cutover_migration_done(bigint) AS UPDATE _sqlx_migrations SET success = TRUE, execution_time = CAST(EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) * 1000000000 AS BIGINT) WHERE version = $1;";
+PREPARE cutover_migration_done(bigint) AS UPDATE _sqlx_migrations SET success = TRUE, execution_time = CAST(EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) * 1000000000 AS BIGINT) WHERE version = $1;
+PREPARE cutover_migration_applied(bigint, text, bytea) AS INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, CAST(EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) * 1000000000 AS BIGINT));";
+
+/// The dollar-quote tag of the record's literals when they follow a migration's SQL, for
+/// descriptions of letters, digits, spaces and a few signs (never a quote, `$` or `*/`).
+const TAG: &str = "$cutover$";
+
+/// Whether a migration's SQL might end the transaction it runs in (`COMMIT`, `END`,
+/// `ROLLBACK`, `ABORT`, `PREPARE TRANSACTION`, or a `BEGIN`/`START` after one): a word
+/// search, so `CASE ... END` or a `DO` block answer yes too. Never a wrong no: a
+/// statement's leading keyword is a word of the text.
+fn may_end_transaction(sql: &str) -> bool {
+    const WORDS: [&str; 7] = [
+        "begin", "start", "commit", "end", "rollback", "abort", "prepare",
+    ];
+    sql.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .any(|word| WORDS.iter().any(|w| word.eq_ignore_ascii_case(w)))
+}
 
 impl Dialect {
     /// `text` as a string literal, whatever `standard_conforming_strings` says.
@@ -150,33 +168,50 @@ fn sqlite_elapsed_ns() -> String {
 /// migration's SQL, all in one transaction, so `_sqlx_migrations` reads exactly as
 /// sqlx-cli writes it. A migration that commits part-way itself and then fails stays
 /// recorded as dirty. On PostgreSQL the record's statements are prepared
-/// ([`PREPARE_RECORD`]); a [`Commit::Deferred`] commit does not wait for the disk
-/// (`synchronous_commit = off` for this transaction; SQLite: `synchronous = NORMAL`,
-/// which cannot change inside a transaction, set before it and reset by the runner).
+/// ([`PREPARE_RECORD`]), and a migration that cannot end its transaction
+/// ([`may_end_transaction`]) is recorded by one `INSERT` after its SQL instead of two
+/// statements: the record commits with it or not at all. A [`Commit::Deferred`] commit
+/// does not wait for the disk (`synchronous_commit = off` for this transaction; SQLite:
+/// `synchronous = NORMAL`, which cannot change inside a transaction, set before it and
+/// reset by the runner).
 ///
 /// The `COMMIT` is not part of the script: a server runs a whole message even after its
 /// client is gone, so a connection lost mid-migration would otherwise commit a migration
 /// the run believes failed (and rolls back around). Waiting for the separate `COMMIT`, the
 /// server finds the client gone and rolls back.
 ///
-/// The migration's SQL is framed by text that holds no quote, `$`, `]`, backtick or `*/`:
-/// a migration that leaves a string, identifier or comment open swallows the closing
-/// statements and fails to parse, so nothing is committed. After a failure the runner
-/// rolls back.
+/// The migration's SQL is framed by text that holds no quote, `]`, backtick or `*/`, and
+/// no `$` but a dollar-quote tag ([`TAG`]) the SQL does not contain: a migration that
+/// leaves a string, identifier or comment open swallows the closing statements and fails
+/// to parse, so nothing is committed. After a failure the runner rolls back.
 pub fn apply_script(dialect: Dialect, migration: &MigrationFile, commit: Commit) -> String {
     let v = migration.version;
-    let d = dialect.text(&migration.description);
-    let c = dialect.bytes(&migration.checksum);
     let sql = &migration.up_sql;
     let deferred = commit == Commit::Deferred;
+    let defer_pg = if deferred {
+        "SET LOCAL synchronous_commit = off;\n"
+    } else {
+        ""
+    };
     match dialect {
+        Dialect::Postgres
+            if !may_end_transaction(sql)
+                && !sql.contains(TAG)
+                && migration
+                    .description
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || " _-.,:()+#@".contains(c)) =>
+        {
+            format!(
+                "BEGIN;\n{defer_pg}{sql}\n;\nEXECUTE {RECORD_APPLIED}({v}, {TAG}{d}{TAG}, {TAG}\\x{c}{TAG});",
+                d = migration.description,
+                c = hex::encode(&migration.checksum),
+            )
+        }
         Dialect::Postgres => format!(
-            "BEGIN;\n{defer}EXECUTE {RECORD_STARTED}({v}, {d}, {c});\n{sql}\n;\nEXECUTE {RECORD_DONE}({v});",
-            defer = if deferred {
-                "SET LOCAL synchronous_commit = off;\n"
-            } else {
-                ""
-            },
+            "BEGIN;\n{defer_pg}EXECUTE {RECORD_STARTED}({v}, {d}, {c});\n{sql}\n;\nEXECUTE {RECORD_DONE}({v});",
+            d = dialect.text(&migration.description),
+            c = dialect.bytes(&migration.checksum),
         ),
         Dialect::Sqlite => format!(
             "{defer}BEGIN;\nINSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ({v}, {d}, FALSE, {c}, -1);\n{sql}\n;\nUPDATE _sqlx_migrations SET success = TRUE, execution_time = {t} WHERE version = {v};",
@@ -186,6 +221,8 @@ pub fn apply_script(dialect: Dialect, migration: &MigrationFile, commit: Commit)
                 ""
             },
             t = sqlite_elapsed_ns(),
+            d = dialect.text(&migration.description),
+            c = dialect.bytes(&migration.checksum),
         ),
     }
 }
@@ -400,16 +437,21 @@ mod tests {
             (Dialect::Sqlite, Commit::Durable),
             (Dialect::Sqlite, Commit::Deferred),
         ] {
-            let m = migration("SELECT 1", "it's");
-            let script = apply_script(dialect, &m, commit);
-            let tail = &script[script.find("SELECT 1").expect("sql") + "SELECT 1".len()..];
-            for closer in ["'", "\"", "$", "]", "`", "*/"] {
-                assert!(
-                    !tail.contains(closer),
-                    "{dialect:?} tail contains {closer}: {tail}"
-                );
+            for (sql, description) in [("SELECT 1", "it's"), ("SELECT 1 -- a comment", "m")] {
+                let m = migration(sql, description);
+                let script = apply_script(dialect, &m, commit);
+                let tail = &script[script.find(sql).expect("sql") + sql.len()..];
+                // The one `$` allowed is the tag, which the SQL does not contain.
+                let tail = tail.replace(TAG, "");
+                assert!(!sql.contains(TAG));
+                for closer in ["'", "\"", "$", "]", "`", "*/"] {
+                    assert!(
+                        !tail.contains(closer),
+                        "{dialect:?} tail contains {closer}: {tail}"
+                    );
+                }
             }
-            let down = revert_script(&m, "SELECT 2");
+            let down = revert_script(&migration("SELECT 1", "m"), "SELECT 2");
             let tail = &down[down.find("SELECT 2").expect("sql") + 8..];
             for closer in ["'", "\"", "$", "]", "`", "*/"] {
                 assert!(
@@ -420,9 +462,49 @@ mod tests {
         }
     }
 
+    /// A migration that cannot end its transaction is recorded by one statement after its
+    /// SQL, its literals dollar-quoted; any other keeps the record that can stay dirty.
+    #[test]
+    fn one_record_statement_only_where_the_transaction_cannot_end_early() {
+        let one = format!("EXECUTE {RECORD_APPLIED}(");
+        let m = migration("CREATE TABLE t (id INT)", "add t (v2.1)");
+        let pg = apply_script(Dialect::Postgres, &m, Commit::Durable);
+        assert!(
+            pg.ends_with(&format!(
+                "{one}20240101000000, $cutover$add t (v2.1)$cutover$, $cutover$\\xab01$cutover$);"
+            )),
+            "{pg}"
+        );
+        assert!(!pg.contains(RECORD_STARTED), "{pg}");
+        for sql in [
+            "CREATE TABLE t (id INT); COMMIT; CREATE TABLE u (id INT)",
+            "END; VACUUM t",
+            "Rollback",
+            "UPDATE t SET a = CASE WHEN b THEN 1 END",
+            "PREPARE TRANSACTION 'x'",
+            "DO $$ BEGIN PERFORM 1; END $$",
+            "SELECT '$cutover$'",
+        ] {
+            let pg = apply_script(Dialect::Postgres, &migration(sql, "m"), Commit::Durable);
+            assert!(
+                pg.contains(RECORD_STARTED) && !pg.contains(&one),
+                "{sql}: {pg}"
+            );
+        }
+        for description in ["costs $5", "it's", "a \"b\"", "a */ b", "a \\ b"] {
+            let pg = apply_script(
+                Dialect::Postgres,
+                &migration("SELECT 1", description),
+                Commit::Durable,
+            );
+            assert!(pg.contains(RECORD_STARTED), "{pg}");
+        }
+        assert!(!may_end_transaction("CREATE TABLE started_at_end (id INT)"));
+    }
+
     #[test]
     fn literals_are_escaped_for_each_dialect() {
-        let m = migration("SELECT 1", "it's a \\ path");
+        let m = migration("SELECT 1; COMMIT", "it's a \\ path");
         let pg = apply_script(Dialect::Postgres, &m, Commit::Durable);
         assert!(pg.contains("E'it''s a \\\\ path'"), "{pg}");
         assert!(pg.contains("decode('ab01', 'hex')"), "{pg}");
@@ -441,7 +523,7 @@ mod tests {
             pg.starts_with("BEGIN;\nSET LOCAL synchronous_commit = off;\n"),
             "{pg}"
         );
-        assert!(pg.contains(&format!("EXECUTE {RECORD_STARTED}(")), "{pg}");
+        assert!(pg.contains(&format!("EXECUTE {RECORD_APPLIED}(")), "{pg}");
         let pg = apply_script(Dialect::Postgres, &m, Commit::Durable);
         assert!(!pg.contains("synchronous"), "{pg}");
         let lite = apply_script(Dialect::Sqlite, &m, Commit::Deferred);
