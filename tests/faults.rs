@@ -271,6 +271,49 @@ fn connection_dropped_mid_migration_rolls_back() {
     assert_eq!(c.sql("SELECT count(*) FROM x_events").trim(), "300000");
 }
 
+/// The connection dropped while the big migration runs in the middle of a batch (the
+/// migrations after the first on a connection go out several in one message, each
+/// committed inside it): the session that ran the batch is ended before the rollback
+/// reads the history, so the rollback undoes exactly what committed and nothing of the
+/// batch commits afterwards.
+#[test]
+fn connection_dropped_mid_batch_of_migrations_rolls_back() {
+    let c = Case::new(BIG_UP, Some(BIG_DOWN));
+    for (name, table) in [
+        ("20241231000000_add_x_a", "x_a"),
+        ("20241231000100_add_x_b", "x_b"),
+        ("20250101000100_add_x_c", "x_c"),
+    ] {
+        c.add_migration(
+            name,
+            &format!("CREATE TABLE {table} (id INTEGER);\n"),
+            Some(&format!("DROP TABLE {table};\n")),
+        );
+    }
+    let before = c.state();
+    let mut child = c.deploy();
+    let mut cut = 0;
+    when(
+        &mut child,
+        "the batch running",
+        || c.server_runs("x_events"),
+        || cut = c.proxy.cut_all(),
+    );
+    assert!(cut >= 1);
+    let run = finish(child);
+    assert_rolled_back(&c, &before, &run, "migrate");
+    for table in ["x_events", "x_a", "x_b", "x_c"] {
+        assert_eq!(
+            c.sql(&format!("SELECT to_regclass('{table}') IS NULL"))
+                .trim(),
+            "t",
+            "{table}"
+        );
+    }
+    c.run(&["deploy"]).success();
+    assert_eq!(c.sql("SELECT count(*) FROM x_events").trim(), "300000");
+}
+
 #[test]
 fn connection_dropped_mid_validation_is_retried_and_succeeds() {
     let c = Case::new(BIG_UP, Some(BIG_DOWN));

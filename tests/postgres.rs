@@ -237,6 +237,94 @@ fn records_stay_honest_whether_or_not_a_migration_ends_its_transaction() {
     );
 }
 
+/// Migrations after the first on a connection go to the server several in one message,
+/// each its own transaction with its record. A failure part-way keeps exactly the ones
+/// before it, applied and recorded; the error names the one that failed, also when it is
+/// a migration's `COMMIT` the server refuses; nothing after it runs.
+#[test]
+fn a_failure_inside_a_batch_of_migrations_keeps_exactly_the_ones_before_it() {
+    let (p, db) = project();
+    p.run(&["migrate", "up"]).success();
+    seed(&db);
+    let recorded = || {
+        server()
+            .psql(
+                &db,
+                "SELECT string_agg(version::text || ':' || success::text, ',' ORDER BY version) FROM _sqlx_migrations WHERE version >= 20250101000000",
+            )
+            .trim()
+            .to_owned()
+    };
+    let tables = || {
+        server()
+            .psql(
+                &db,
+                "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relname LIKE 'batch_%' AND relkind = 'r'",
+            )
+            .trim()
+            .to_owned()
+    };
+    for (name, sql) in [
+        ("20250101000000_first", "CREATE TABLE batch_0 (id INTEGER);"),
+        (
+            "20250101000100_second",
+            "CREATE TABLE batch_1 (id INTEGER);",
+        ),
+        ("20250101000200_third", "CREATE TABLE batch_2 (id INTEGER);"),
+        (
+            "20250101000300_fails",
+            "CREATE TABLE batch_3 (id INTEGER);\nSELECT 1 / 0;",
+        ),
+        ("20250101000400_never", "CREATE TABLE batch_4 (id INTEGER);"),
+    ] {
+        add_migration(&p, name, sql, None);
+    }
+    let run = p.run(&["migrate", "up"]);
+    assert_ne!(run.code(), 0, "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("migration 20250101000300 (fails) failed"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr().contains("division by zero"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(
+        recorded(),
+        "20250101000000:true,20250101000100:true,20250101000200:true"
+    );
+    assert_eq!(tables(), "batch_0,batch_1,batch_2");
+
+    // A refused COMMIT inside the message: the migration whose COMMIT it was is blamed.
+    p.write(
+        "migrations/20250101000300_fails.up.sql",
+        "CREATE TABLE batch_3 (recipe_id INTEGER REFERENCES recipes (id) DEFERRABLE INITIALLY DEFERRED);\nINSERT INTO batch_3 VALUES (999);\n",
+    );
+    add_migration(
+        &p,
+        "20250101000250_before",
+        "CREATE TABLE batch_25 (id INTEGER);",
+        None,
+    );
+    let run = p.run(&["migrate", "up"]);
+    assert_ne!(run.code(), 0, "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("migration 20250101000300 could not be committed"),
+        "{}",
+        run.stderr()
+    );
+    assert!(run.stderr().contains("foreign key"), "{}", run.stderr());
+    assert_eq!(
+        recorded(),
+        "20250101000000:true,20250101000100:true,20250101000200:true,20250101000250:true"
+    );
+    assert_eq!(tables(), "batch_0,batch_1,batch_2,batch_25");
+}
+
 #[test]
 fn rollback_by_restore_brings_back_every_row_and_drops_new_objects() {
     let (p, db) = project();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::RunState;
-use crate::adapters::database::Commit;
+use crate::adapters::database::{BatchError, Commit};
 use crate::config::pipeline::{MigrateRollback, MigrateWith};
 use crate::engine::compensation::Compensation;
 use crate::engine::context::Context;
@@ -318,23 +318,31 @@ pub const DEFAULT_WARN_AFTER: Duration = Duration::from_secs(30);
 /// Applies one migration, reporting it each time it passes `warn_after` while it runs.
 async fn apply_watched(
     ctx: &Context,
-    m: &MigrationFile,
+    batch: &[&MigrationFile],
     commit: Commit,
     warn_after: Duration,
-) -> Result<Duration, StepError> {
+) -> Result<Vec<Duration>, BatchError> {
     let start = Instant::now();
-    let apply = ctx.database.apply(m, commit);
+    let apply = ctx.database.apply_batch(batch, commit);
     tokio::pin!(apply);
     let mut next = warn_after;
+    let what = match batch {
+        [m] => format!("migration {} {}", m.version, m.description),
+        [first, .., last] => format!(
+            "one of migrations {}..{} ({} sent together)",
+            first.version,
+            last.version,
+            batch.len()
+        ),
+        [] => return Ok(Vec::new()),
+    };
     loop {
         tokio::select! {
-            took = &mut apply => return Ok(took?),
+            took = &mut apply => return took,
             () = tokio::time::sleep_until(start + next) => {
                 ctx.report(Event::Warning {
                     message: format!(
-                        "migration {} {} still running after {}: it may be waiting for a lock or rewriting a big table",
-                        m.version,
-                        m.description,
+                        "{what} still running after {}: it may be waiting for a lock or rewriting a big table",
                         humantime::format_duration(Duration::from_secs(start.elapsed().as_secs()))
                     ),
                 });
@@ -383,17 +391,7 @@ async fn up_to_unless(
                 .map_or("an empty schema".into(), |v| v.to_string())
         ));
     }
-    for (i, m) in pending.iter().enumerate() {
-        if cancel.is_some_and(tokio_util::sync::CancellationToken::is_cancelled) {
-            return Err(StepError::Cancelled);
-        }
-        // Only the step's last commit waits for the disk; it makes the others durable too.
-        let commit = if i + 1 == pending.len() {
-            Commit::Durable
-        } else {
-            Commit::Deferred
-        };
-        let took = apply_watched(ctx, m, commit, warn_after).await?;
+    let applied_note = |m: &MigrationFile, took: Duration| {
         ctx.note(
             id,
             format!(
@@ -403,6 +401,32 @@ async fn up_to_unless(
                 took.as_millis()
             ),
         );
+    };
+    let mut done = 0;
+    for batch in pending.chunks(ctx.database.batch_size().max(1)) {
+        if cancel.is_some_and(tokio_util::sync::CancellationToken::is_cancelled) {
+            return Err(StepError::Cancelled);
+        }
+        done += batch.len();
+        // Only the step's last commit waits for the disk; it makes the others durable too.
+        let commit = if done == pending.len() {
+            Commit::Durable
+        } else {
+            Commit::Deferred
+        };
+        match apply_watched(ctx, batch, commit, warn_after).await {
+            Ok(took) => {
+                for (m, took) in batch.iter().zip(took) {
+                    applied_note(m, took);
+                }
+            }
+            Err(BatchError { took, error }) => {
+                for (m, took) in batch.iter().zip(took) {
+                    applied_note(m, took);
+                }
+                return Err(error.into());
+            }
+        }
     }
     Ok(format!(
         "applied {} migration(s); schema at {to}",

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use sqlx::migrate::{Migrate, MigrateError};
 use sqlx::pool::PoolConnection;
 
-use super::{AppliedMigration, Commit, DatabaseError, DatabaseState};
+use super::{AppliedMigration, BatchError, Commit, DatabaseError, DatabaseState};
 use crate::migrate::MigrationFile;
 
 fn history_error(e: MigrateError) -> DatabaseError {
@@ -97,14 +97,29 @@ const RECORD_APPLIED: &str = "cutover_migration_applied";
 
 /// Prepares [`RECORD_STARTED`], [`RECORD_DONE`] and [`RECORD_APPLIED`] on a PostgreSQL
 /// connection whose `_sqlx_migrations` exists. The execution time is the server's, from
-/// the arrival of the migration's message (`statement_timestamp()`) to the end of its SQL.
+/// the arrival of the migration's message (`statement_timestamp()`) to the end of its SQL;
+/// for the second and later migrations of one message ([`apply_postgres_batch`]), from
+/// the previous one's record (`cutover.recorded`, which [`RECORD_APPLIED`] returns with
+/// the time).
 pub const PREPARE_RECORD: &str = "PREPARE cutover_migration_started(bigint, text, bytea) AS INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, FALSE, $3, -1);
 PREPARE cutover_migration_done(bigint) AS UPDATE _sqlx_migrations SET success = TRUE, execution_time = CAST(EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) * 1000000000 AS BIGINT) WHERE version = $1;
-PREPARE cutover_migration_applied(bigint, text, bytea) AS INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, CAST(EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) * 1000000000 AS BIGINT));";
+PREPARE cutover_migration_applied(bigint, text, bytea) AS INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, CAST(EXTRACT(EPOCH FROM clock_timestamp() - GREATEST(statement_timestamp(), CAST(NULLIF(current_setting('cutover.recorded', TRUE), '') AS timestamptz))) * 1000000000 AS BIGINT)) RETURNING execution_time, set_config('cutover.recorded', CAST(clock_timestamp() AS text), FALSE);";
 
 /// The dollar-quote tag of the record's literals when they follow a migration's SQL, for
 /// descriptions of letters, digits, spaces and a few signs (never a quote, `$` or `*/`).
 const TAG: &str = "$cutover$";
+
+/// Whether a PostgreSQL migration is recorded by one statement after its SQL
+/// ([`RECORD_APPLIED`]); only such migrations share a message ([`apply_postgres_batch`]).
+fn one_record(migration: &MigrationFile) -> bool {
+    !migration.no_transaction
+        && !may_end_transaction(&migration.up_sql)
+        && !migration.up_sql.contains(TAG)
+        && migration
+            .description
+            .chars()
+            .all(|c| c.is_alphanumeric() || " _-.,:()+#@".contains(c))
+}
 
 /// Whether a migration's SQL might end the transaction it runs in (`COMMIT`, `END`,
 /// `ROLLBACK`, `ABORT`, `PREPARE TRANSACTION`, or a `BEGIN`/`START` after one): a word
@@ -194,14 +209,7 @@ pub fn apply_script(dialect: Dialect, migration: &MigrationFile, commit: Commit)
         ""
     };
     match dialect {
-        Dialect::Postgres
-            if !may_end_transaction(sql)
-                && !sql.contains(TAG)
-                && migration
-                    .description
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || " _-.,:()+#@".contains(c)) =>
-        {
+        Dialect::Postgres if one_record(migration) => {
             format!(
                 "BEGIN;\n{defer_pg}{sql}\n;\nEXECUTE {RECORD_APPLIED}({v}, {TAG}{d}{TAG}, {TAG}\\x{c}{TAG});",
                 d = migration.description,
@@ -393,6 +401,155 @@ macro_rules! script_runners {
             }
         }
     };
+}
+
+/// How many migrations [`apply_postgres_batch`] sends in one message at most: few enough
+/// that a cancelled run stops soon, enough that round trips stop mattering.
+pub const POSTGRES_BATCH: usize = 25;
+
+/// Applies migrations on PostgreSQL, sending each run of migrations recorded by one
+/// statement ([`one_record`]) as one message: every migration still its own transaction
+/// with its record, the ones before the last committed inside the message (deferred), the
+/// last as [`apply_postgres`] commits a migration (`commit`, or left `pending` when
+/// deferred). Others go one by one through [`apply_postgres`], as does the first on a
+/// connection not yet prepared.
+///
+/// The server runs a message in order and skips the rest of it after an error, so a
+/// failed migration stops the batch and nothing after it runs. It also runs a whole
+/// message after its client is gone: the caller must not trust the history after a batch
+/// that did not come back until the session that ran it has ended (the PostgreSQL
+/// adapter ends it and waits, see `PostgresDatabase::settle`).
+pub async fn apply_postgres_batch(
+    conn: &mut PoolConnection<sqlx::Postgres>,
+    batch: &[&MigrationFile],
+    commit: Commit,
+    ready: &AtomicBool,
+    prepared: &mut bool,
+    pending: &mut Option<i64>,
+) -> Result<Vec<Duration>, BatchError> {
+    let mut took = Vec::with_capacity(batch.len());
+    let mut i = 0;
+    while i < batch.len() {
+        let commit_of = |j: usize| {
+            if j + 1 == batch.len() {
+                commit
+            } else {
+                Commit::Deferred
+            }
+        };
+        let run = if ready.load(Ordering::Relaxed) && *prepared {
+            batch[i..].iter().take_while(|m| one_record(m)).count()
+        } else {
+            0
+        };
+        if run < 2 {
+            match apply_postgres(conn, batch[i], commit_of(i), ready, prepared, pending).await {
+                Ok(t) => took.push(t),
+                Err(error) => return Err(BatchError { took, error }),
+            }
+            i += 1;
+            continue;
+        }
+        let group = &batch[i..i + run];
+        let last = commit_of(i + run - 1);
+        match run_group(conn, group, last, pending).await {
+            Ok(times) => took.extend(times),
+            Err(BatchError { took: times, error }) => {
+                took.extend(times);
+                return Err(BatchError { took, error });
+            }
+        }
+        i += run;
+    }
+    Ok(took)
+}
+
+/// One message of [`apply_postgres_batch`], and the durable `COMMIT` after it when `last`
+/// says so.
+async fn run_group(
+    conn: &mut PoolConnection<sqlx::Postgres>,
+    group: &[&MigrationFile],
+    last: Commit,
+    pending: &mut Option<i64>,
+) -> Result<Vec<Duration>, BatchError> {
+    use futures::StreamExt;
+    use sqlx::Row;
+    let earlier = pending.take();
+    let mut script = String::from(if earlier.is_some() { "COMMIT;\n" } else { "" });
+    for (k, m) in group.iter().enumerate() {
+        if k + 1 < group.len() {
+            script.push_str(&apply_script(Dialect::Postgres, m, Commit::Deferred));
+            script.push_str("\nCOMMIT;\n");
+        } else {
+            script.push_str(&apply_script(Dialect::Postgres, m, last));
+        }
+    }
+    let mut times = Vec::with_capacity(group.len());
+    let mut failed = None;
+    {
+        let mut results = sqlx::Executor::fetch_many(&mut **conn, script.as_str());
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(sqlx::Either::Right(row)) => {
+                    let ns: i64 = row.try_get(0).unwrap_or(0);
+                    times.push(Duration::from_nanos(u64::try_from(ns).unwrap_or(0)));
+                }
+                Ok(sqlx::Either::Left(_)) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    if failed.is_none() && last == Commit::Durable {
+        failed = sqlx::Executor::execute(&mut **conn, "COMMIT").await.err();
+    }
+    let Some(e) = failed else {
+        if last == Commit::Deferred {
+            *pending = group.last().map(|m| m.version);
+        }
+        return Ok(times);
+    };
+    if sqlx::Executor::execute(&mut **conn, "ROLLBACK")
+        .await
+        .is_err()
+    {
+        conn.close_on_drop();
+    }
+    // Records came back for the first `r`; each one's COMMIT comes before the next one's
+    // BEGIN. The last of them may or may not have committed (a refused COMMIT): the
+    // history says. A lost connection cannot tell: only what surely committed counts.
+    let r = times.len();
+    let committed = |version: i64| {
+        let sql =
+            format!("SELECT version FROM _sqlx_migrations WHERE version = {version} AND success");
+        async move { sqlx::Executor::fetch_optional(&mut **conn, sql.as_str()).await }
+    };
+    let (applied, refused_commit) = match (r, earlier) {
+        (0, Some(earlier)) => match committed(earlier).await {
+            Ok(None) => (0, Some(earlier)),
+            _ => (0, None),
+        },
+        (0, None) => (0, None),
+        (r, _) => match committed(group[r - 1].version).await {
+            Ok(Some(_)) => (r, None),
+            Ok(None) => (r - 1, Some(group[r - 1].version)),
+            Err(_) => (r - 1, None),
+        },
+    };
+    times.truncate(applied);
+    let error = if let Some(version) = refused_commit {
+        not_committed(version, &e)
+    } else {
+        let m = group[applied.min(group.len() - 1)];
+        DatabaseError::Migration {
+            version: m.version,
+            description: m.description.clone(),
+            source: MigrateError::ExecuteMigration(e, m.version),
+        }
+    };
+    Err(BatchError { took: times, error })
 }
 
 script_runners!(

@@ -242,6 +242,15 @@ pub enum Commit {
     Deferred,
 }
 
+/// A batch of migrations that stopped at a failure: the first ones are applied and
+/// recorded (`took`: how long each took), the next one failed with `error`, the rest
+/// never ran.
+#[derive(Debug)]
+pub struct BatchError {
+    pub took: Vec<Duration>,
+    pub error: DatabaseError,
+}
+
 /// A database the release runs against.
 #[async_trait]
 pub trait Database: Send + Sync {
@@ -266,6 +275,33 @@ pub trait Database: Send + Sync {
         migration: &MigrationFile,
         commit: Commit,
     ) -> Result<Duration, DatabaseError>;
+    /// Applies migrations in order, each in a transaction of its own with its record as
+    /// [`Self::apply`] does: the last one's commit is `commit`, the others' deferred.
+    /// Returns how long each took. An adapter that can sends several in one message
+    /// ([`Self::batch_size`]); this one applies them one by one.
+    async fn apply_batch(
+        &self,
+        batch: &[&MigrationFile],
+        commit: Commit,
+    ) -> Result<Vec<Duration>, BatchError> {
+        let mut took = Vec::with_capacity(batch.len());
+        for (i, m) in batch.iter().enumerate() {
+            let c = if i + 1 == batch.len() {
+                commit
+            } else {
+                Commit::Deferred
+            };
+            match self.apply(m, c).await {
+                Ok(t) => took.push(t),
+                Err(error) => return Err(BatchError { took, error }),
+            }
+        }
+        Ok(took)
+    }
+    /// How many migrations [`Self::apply_batch`] is given at once.
+    fn batch_size(&self) -> usize {
+        1
+    }
     /// Runs a migration's down file and removes its record.
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError>;
     /// Runs SQL in one transaction.

@@ -15,7 +15,7 @@
 //! trade-offs are described on [`PgRestore`].
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,8 +28,8 @@ use tokio::process::Command;
 use tokio::sync::Mutex;
 
 use super::{
-    BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DbLock, DumpInfo,
-    Scratch,
+    BatchError, BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DbLock,
+    DumpInfo, Scratch,
 };
 pub use crate::config::deploy_file::PgRestore;
 use crate::migrate::MigrationFile;
@@ -65,6 +65,10 @@ pub struct PostgresDatabase {
     tools: tokio::sync::OnceCell<(String, String)>,
     /// The connection the last migration ran on.
     migrating: Mutex<Option<MigrationConnection>>,
+    /// The server process of a batch of migrations that did not come back (0: none). Its
+    /// message may still be running, and committing, on the server: nothing reads the
+    /// history until it has ended ([`PostgresDatabase::settle`]).
+    unsettled: AtomicI32,
 }
 
 /// A connection kept between back-to-back migrations.
@@ -78,7 +82,28 @@ struct MigrationConnection {
     /// migration ([`Commit::Deferred`]). Anything else done with this adapter commits it
     /// first ([`PostgresDatabase::commit_pending`]).
     pending: Option<i64>,
+    /// Its server process, once named [`migration_session_name`] for batches.
+    pid: Option<i32>,
 }
+
+/// The `application_name` of the sessions that run batches of migrations, unique to this
+/// process: a later run can find and end what a run that died left running.
+fn migration_session_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        format!("{MIGRATION_SESSIONS}{:x}-{nanos:x}", std::process::id())
+    })
+}
+
+/// What every [`migration_session_name`] starts with.
+const MIGRATION_SESSIONS: &str = "cutover migrations ";
+
+/// How long a migration session that lost its client may take to end once told to.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// How long a migration's connection is reused for the next one without the pool's test:
 /// back-to-back migrations, not a rollback minutes later on a connection that may be gone.
@@ -107,6 +132,7 @@ impl PostgresDatabase {
             history_ready: AtomicBool::new(false),
             tools: tokio::sync::OnceCell::new(),
             migrating: Mutex::new(None),
+            unsettled: AtomicI32::new(0),
         })
     }
 
@@ -161,6 +187,7 @@ impl PostgresDatabase {
     /// just now (taking one from the pool costs a round trip: the pool tests it first),
     /// else one from the pool.
     async fn migration_connection(&self) -> Result<MigrationConnection, DatabaseError> {
+        self.settle().await?;
         if let Some(kept) = self.migrating.lock().await.take()
             && (kept.pending.is_some() || kept.at.elapsed() < REUSE_MIGRATION_CONNECTION)
         {
@@ -177,12 +204,42 @@ impl PostgresDatabase {
             at: std::time::Instant::now(),
             prepared: false,
             pending: None,
+            pid: None,
         })
+    }
+
+    /// Ends the session of a batch that did not come back ([`Self::unsettled`]) and waits
+    /// until the server has let it go: then the history says exactly which of its
+    /// migrations committed.
+    async fn settle(&self) -> Result<(), DatabaseError> {
+        let pid = self.unsettled.load(Ordering::Acquire);
+        if pid == 0 {
+            return Ok(());
+        }
+        let mut conn = self
+            .options
+            .connect()
+            .await
+            .map_err(|source| DatabaseError::Connect {
+                target: self.describe(),
+                source,
+            })?;
+        let ended = end_sessions(
+            &mut conn,
+            "SELECT pid FROM pg_stat_activity WHERE pid = CAST($1 AS integer)",
+            &pid.to_string(),
+        )
+        .await;
+        let _ = conn.close().await;
+        ended?;
+        self.unsettled.store(0, Ordering::Release);
+        Ok(())
     }
 
     /// Commits the migration left waiting on the migration connection, if any, before
     /// anything else reads or changes the database.
     async fn commit_pending(&self) -> Result<(), DatabaseError> {
+        self.settle().await?;
         let mut slot = self.migrating.lock().await;
         if let Some(kept) = slot.as_mut()
             && let Some(version) = kept.pending.take()
@@ -904,6 +961,53 @@ impl Drop for SwapGuard {
 }
 
 /// Runs SQL (several statements: one implicit transaction) on one connection.
+/// Ends the sessions `which` selects (`$1`: `arg`, as text) and waits until they are gone,
+/// at most [`SETTLE_LIMIT`]. Ending another role's session needs a privilege this role
+/// may not have; then it only waits.
+async fn end_sessions(
+    conn: &mut sqlx::PgConnection,
+    which: &str,
+    arg: &str,
+) -> Result<(), DatabaseError> {
+    let gone = |e| DatabaseError::Other(format!("cannot end an earlier migration session: {e}"));
+    let pids: Vec<i32> = sqlx::query_scalar(which)
+        .bind(arg)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(gone)?;
+    if pids.is_empty() {
+        return Ok(());
+    }
+    for pid in &pids {
+        let _ = sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&mut *conn)
+            .await;
+    }
+    let deadline = std::time::Instant::now() + SETTLE_LIMIT;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let left: Vec<i32> =
+            sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE pid = ANY($1)")
+                .bind(&pids)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(gone)?;
+        let Some(pid) = left.first() else {
+            return Ok(());
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(DatabaseError::Other(format!(
+                "an earlier migration session (server process {pid}) is still running after {}s; \
+                 its migrations may still commit. End it (`SELECT pg_terminate_backend({pid})`) and run again",
+                SETTLE_LIMIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
 async fn run_sql(conn: &mut sqlx::PgConnection, sql: &str) -> Result<(), sqlx::Error> {
     sqlx::Executor::execute(conn, sql).await.map(|_| ())
 }
@@ -1067,6 +1171,55 @@ impl Database for PostgresDatabase {
         )
         .await;
         if applied.is_ok() {
+            self.keep_migration_connection(kept).await;
+        }
+        applied
+    }
+
+    fn batch_size(&self) -> usize {
+        super::history::POSTGRES_BATCH
+    }
+
+    async fn apply_batch(
+        &self,
+        batch: &[&MigrationFile],
+        commit: Commit,
+    ) -> Result<Vec<Duration>, BatchError> {
+        let error = |error| BatchError {
+            took: Vec::new(),
+            error,
+        };
+        let mut kept = self.migration_connection().await.map_err(error)?;
+        let pid = if let Some(pid) = kept.pid {
+            pid
+        } else {
+            let named = format!(
+                "SET application_name = '{}'; SELECT pg_backend_pid()",
+                migration_session_name()
+            );
+            // One simple-protocol message; the name holds no quote.
+            let pid = sqlx::Executor::fetch_one(&mut *kept.conn, named.as_str())
+                .await
+                .and_then(|row| sqlx::Row::try_get::<i32, _>(&row, 0))
+                .map_err(|e| error(super::sql_err("cannot name the migration session")(e)))?;
+            // Named as ours: it never goes back to the pool.
+            kept.conn.close_on_drop();
+            kept.pid = Some(pid);
+            pid
+        };
+        // Until the batch is back, its session may commit more than this process knows.
+        self.unsettled.store(pid, Ordering::Release);
+        let applied = super::history::apply_postgres_batch(
+            &mut kept.conn,
+            batch,
+            commit,
+            &self.history_ready,
+            &mut kept.prepared,
+            &mut kept.pending,
+        )
+        .await;
+        if applied.is_ok() {
+            self.unsettled.store(0, Ordering::Release);
             self.keep_migration_connection(kept).await;
         }
         applied
@@ -1293,6 +1446,13 @@ impl Database for PostgresDatabase {
             .await
             .map_err(super::sql_err("cannot take the advisory lock"))?;
         if got {
+            // A run that died may have left a batch of migrations running on the server:
+            // it ends before this run reads the history.
+            let leftovers = format!(
+                "SELECT pid FROM pg_stat_activity WHERE datname = {} AND application_name LIKE '{MIGRATION_SESSIONS}%' AND application_name <> $1",
+                literal(&self.database_name())
+            );
+            end_sessions(&mut conn, &leftovers, migration_session_name()).await?;
             Ok(Some(Box::new(AdvisoryLock(conn))))
         } else {
             let holder: Option<String> = sqlx::query_scalar(
