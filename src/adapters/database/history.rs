@@ -8,7 +8,8 @@
 //! for the disk ([`Commit`]): the ones before it are flushed by it. On a slow disk that
 //! is most of the cost of committing migrations one by one. On PostgreSQL the `COMMIT` of
 //! all but the last also rides on the next migration's message instead of taking a round
-//! trip of its own.
+//! trip of its own, and most migrations go to the server several in one message
+//! ([`apply_postgres_batch`]), each still its own transaction with its record.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
