@@ -599,6 +599,47 @@ fn backups(c: &Case) -> Vec<String> {
         .collect()
 }
 
+/// Killed while a batch of migrations runs (after the first on a connection, several go
+/// in one message, each committed inside it): the server goes on with the message after
+/// its client died, and would commit the sleeping migration seconds later. The next run
+/// ends that session before it reads the history, so what `recover` undoes is what stays.
+#[test]
+fn postgres_kill_inside_a_batch_of_migrations_then_recover() {
+    let c = deployed(Backend::Postgres);
+    for (name, up) in [
+        ("20250601000000_add_k_a", "CREATE TABLE k_a (id INTEGER);\n"),
+        (
+            "20250601000100_add_k_b",
+            "CREATE TABLE k_b (id INTEGER);\nSELECT pg_sleep(5);\n",
+        ),
+        ("20250601000200_add_k_c", "CREATE TABLE k_c (id INTEGER);\n"),
+    ] {
+        let table = &name[19..];
+        c.add_migration(name, up, Some(&format!("DROP TABLE {table};\n")));
+    }
+    std::fs::remove_file(c.file("calls.log")).unwrap();
+    let before = c.state();
+    let running = || {
+        pg::server()
+            .psql(
+                "postgres",
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state = 'active' AND query LIKE '%pg_sleep(5)%' AND pid <> pg_backend_pid()",
+                    c.db
+                ),
+            )
+            .trim()
+            != "0"
+    };
+    kill_mid_step(&c, &before, "inside a batch of migrations", running);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running() {
+        assert!(Instant::now() < deadline, "the orphaned batch still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(c.state(), before);
+}
+
 #[test]
 fn postgres_kill_inside_a_migration_then_recover() {
     let c = deployed(Backend::Postgres);
