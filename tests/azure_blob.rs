@@ -584,6 +584,63 @@ fn two_runners_one_lease_holder_and_the_other_exits_4_naming_it() {
     );
 }
 
+/// A run halted on one runner is seen, resumed and leased from another: while the
+/// resume holds the lease, the first runner's `rollback` of the same run is refused with
+/// exit 4, naming it, and changes nothing.
+#[test]
+fn resume_from_another_runner_takes_the_lease_and_a_rollback_meanwhile_is_refused() {
+    let name = azurite::container();
+    let (a, b) = (runner(&name), runner(&name));
+    for p in [&a, &b] {
+        p.write_pipeline(&replace_once(
+            &p.pipeline(),
+            "  - id: hold\n",
+            "  - id: gate\n    uses: command\n    with: { run: \"test -e fixed\" }\n    on_failure: halt\n  - id: hold\n",
+        ));
+    }
+    a.write("release", "");
+    a.run(&["deploy"]).expect_code(3);
+    let halted = run_ids(&a).pop().unwrap();
+
+    // B has the fix, and never saw the run: the shared journals bring it.
+    b.write("fixed", "");
+    let child = b
+        .cmd()
+        .args(["resume", "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("runner B's resume at its hold step", || {
+        b.file("holding").exists()
+    });
+    let refused = a.run(&["rollback", "--yes"]);
+    refused.expect_code(4);
+    assert!(
+        refused
+            .stderr()
+            .contains("another run holds the deploy lock"),
+        "{}",
+        refused.stderr()
+    );
+    assert!(refused.stderr().contains(&halted), "{}", refused.stderr());
+
+    b.write("release", "");
+    let resumed = Run(child.wait_with_output().unwrap());
+    resumed.success();
+    let history = a.run(&["history", "--json"]);
+    history.success();
+    let runs = result(&history.stdout())["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let entry = runs
+        .iter()
+        .find(|r| r["run_id"] == halted.as_str())
+        .unwrap();
+    assert_eq!(entry["status"], "succeeded", "{runs:?}");
+}
+
 #[test]
 fn a_lease_broken_mid_run_stops_the_run_and_rolls_back() {
     let name = azurite::container();

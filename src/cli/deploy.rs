@@ -476,13 +476,32 @@ fn the_halted_run(ctx: &Context, what: &str) -> Result<RunRecord, EngineError> {
         })
 }
 
-/// Takes the lock, checks no other run is unfinished, and returns the guards.
+/// The locks a run on a halted run holds: the state folder's, the database's, and the
+/// blob lease when the environment shares its state (`lock: { kind: azure-blob }`).
+struct HaltedRunLocks {
+    guard: lock::LockGuard,
+    db_lock: Option<crate::adapters::database::DbLock>,
+    shared: Option<shared_state::SharedLock>,
+}
+
+impl HaltedRunLocks {
+    async fn release(self) {
+        shared_state::release(self.shared).await;
+        drop(self.db_lock);
+        self.guard.release();
+    }
+}
+
+/// Takes every lock a deploy takes, brings the shared journals in again, and checks no
+/// other run is unfinished.
 async fn lock_for(
     ctx: &Context,
     run_id: &str,
     command: &str,
-) -> Result<(lock::LockGuard, Option<crate::adapters::database::DbLock>), EngineError> {
+) -> Result<HaltedRunLocks, EngineError> {
     let (guard, db_lock) = lock::acquire_for_run(ctx, run_id, command).await?;
+    let shared = shared_state::acquire(ctx, run_id, command).await?;
+    shared_state::sync(ctx, false).await?;
     if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
         return Err(EngineError::Unfinished {
             run_id: run.run_id(),
@@ -490,7 +509,11 @@ async fn lock_for(
             path: run.path.display().to_string(),
         });
     }
-    Ok((guard, db_lock))
+    Ok(HaltedRunLocks {
+        guard,
+        db_lock,
+        shared,
+    })
 }
 
 /// `cutover resume`: continues the environment's halted run at the step it halted at.
@@ -498,6 +521,8 @@ pub async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, EngineErr
     let session = Session::open(global)?;
     let pipeline = session.pipeline(args.pipeline.as_deref())?;
     let ctx = session.context(cancel::on_signals())?;
+    // A halted run of another runner sharing the state is in the shared journals.
+    shared_state::sync(&ctx, true).await?;
     let halted = the_halted_run(&ctx, "resume")?;
     let plan = plan::build(&ctx, &pipeline, None).await?;
     session.reporter.plan(&plan);
@@ -515,15 +540,14 @@ pub async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, EngineErr
         &ctx.cancel,
     )
     .await?;
-    let (guard, db_lock) = lock_for(&ctx, &halted.run_id(), "resume").await?;
+    let locks = lock_for(&ctx, &halted.run_id(), "resume").await?;
     // Read again under the lock: someone may have resumed or rolled it back meanwhile.
     let halted = RunRecord::read(&halted.path)?;
     let decider = super::ask::Terminal {
         cancel: ctx.cancel.clone(),
     };
     let outcome = run::resume(&ctx, &pipeline, &plan, &halted, &decider).await?;
-    drop(db_lock);
-    guard.release();
+    locks.release().await;
     Ok(summarize(&session, &ctx, &plan, &outcome))
 }
 
@@ -533,14 +557,14 @@ async fn roll_back_halted(
     confirmation: &Confirmation,
 ) -> Result<Exit, EngineError> {
     let ctx = session.context(cancel::on_signals())?;
+    shared_state::sync(&ctx, true).await?;
     let halted = the_halted_run(&ctx, "roll back")?;
     let env = session.config.environment(&session.environment)?;
     confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
-    let (guard, db_lock) = lock_for(&ctx, &halted.run_id(), "rollback").await?;
+    let locks = lock_for(&ctx, &halted.run_id(), "rollback").await?;
     let halted = RunRecord::read(&halted.path)?;
     let outcome = run::roll_back_halted(&ctx, &halted).await?;
-    drop(db_lock);
-    guard.release();
+    locks.release().await;
     let undone = if outcome.undone.is_empty() {
         "nothing needed undoing".to_owned()
     } else {

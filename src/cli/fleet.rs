@@ -16,7 +16,7 @@ use crate::config::{ConfigError, Located, Pipeline};
 use crate::engine::error::StepError;
 use crate::engine::journal::{RunStatus, new_run_id};
 use crate::engine::run::{self, Delegate};
-use crate::engine::{EngineError, cancel, lock, plan};
+use crate::engine::{EngineError, cancel, lock, plan, shared_state};
 use crate::fleet::{self, FleetOutcome, FleetSettings, Target, TargetStatus};
 
 /// The id of the step that stands for the per-target part in the fleet's own run.
@@ -139,6 +139,8 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
     .await?;
     let run_id = new_run_id();
     let (guard, db_lock) = lock::acquire_for_run(&ctx, &run_id, "deploy --fleet").await?;
+    let shared_lock = shared_state::acquire(&ctx, &run_id, "deploy --fleet").await?;
+    shared_state::sync(&ctx, false).await?;
     ensure_no_unfinished(&ctx)?;
     let phase = Phase {
         fleet: fleet::runner::Fleet {
@@ -156,6 +158,7 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
     };
     let outcome =
         run::execute_delegating(&ctx, &outer, &shown, "deploy --fleet", run_id, at, &phase).await?;
+    shared_state::release(shared_lock).await;
     drop(db_lock);
     guard.release();
     let fleet = phase
