@@ -325,6 +325,79 @@ fn a_failure_inside_a_batch_of_migrations_keeps_exactly_the_ones_before_it() {
     assert_eq!(tables(), "batch_0,batch_1,batch_2,batch_25");
 }
 
+/// Down migrations go several in one message too: a down migration that fails stops
+/// the batch with the newer ones reverted, itself and the older ones untouched, and the
+/// error names it; the run's rollback then applies the reverted ones again.
+#[test]
+fn a_failing_down_migration_inside_a_batch_stops_it_where_it_failed() {
+    let (p, db) = project();
+    p.run(&["migrate", "up"]).success();
+    for (i, down) in [
+        "DROP TABLE rev_0;",
+        "DROP TABLE rev_1;",
+        "DROP TABLE rev_2; SELECT 1 / 0;",
+        "DROP TABLE rev_3;",
+        "DROP TABLE rev_4;",
+    ]
+    .iter()
+    .enumerate()
+    {
+        add_migration(
+            &p,
+            &format!("2025010100{i}000_rev_{i}"),
+            &format!("CREATE TABLE rev_{i} (id INTEGER);"),
+            Some(down),
+        );
+    }
+    p.run(&["migrate", "up"]).success();
+    let run = p.run(&["migrate", "down", "--to", "20240301100100"]);
+    assert_ne!(run.code(), 0, "{}", run.stderr());
+    // Exactly the two newer ones were reverted, then put back by the rollback.
+    for (version, reverted) in [
+        ("20250101004000", true),
+        ("20250101003000", true),
+        ("20250101002000", false),
+        ("20250101001000", false),
+    ] {
+        assert_eq!(
+            run.stderr().contains(&format!("reverted {version}")),
+            reverted,
+            "{version}: {}",
+            run.stderr()
+        );
+    }
+    assert!(
+        run.stderr()
+            .contains("undo database: migrate up to 20250101004000 — ok"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr()
+            .contains("migration 20250101002000 (rev 2 (down)) failed"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(
+        server()
+            .psql(
+                &db,
+                "SELECT string_agg(version::text || ':' || success::text, ',' ORDER BY version) FROM _sqlx_migrations WHERE version >= 20250101000000",
+            )
+            .trim(),
+        "20250101000000:true,20250101001000:true,20250101002000:true,20250101003000:true,20250101004000:true"
+    );
+    assert_eq!(
+        server()
+            .psql(
+                &db,
+                "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relname LIKE 'rev_%' AND relkind = 'r'",
+            )
+            .trim(),
+        "rev_0,rev_1,rev_2,rev_3,rev_4"
+    );
+}
+
 #[test]
 fn rollback_by_restore_brings_back_every_row_and_drops_new_objects() {
     let (p, db) = project();

@@ -439,9 +439,15 @@ pub async fn down_to(ctx: &Context, id: &str, to: Option<i64>) -> Result<String,
     let db = ctx.database.state().await?;
     let applied: Vec<i64> = db.applied.iter().map(|m| m.version).collect();
     let revert = above(ctx, &applied, to).map_err(StepError::Failed)?;
-    for m in &revert {
-        ctx.database.revert(m).await?;
-        ctx.note(id, format!("reverted {} {}", m.version, m.description));
+    for batch in revert.chunks(ctx.database.batch_size().max(1)) {
+        let failed = ctx.database.revert_batch(batch).await.err();
+        let reverted = failed.as_ref().map_or(batch.len(), |f| f.took.len());
+        for m in &batch[..reverted] {
+            ctx.note(id, format!("reverted {} {}", m.version, m.description));
+        }
+        if let Some(BatchError { error, .. }) = failed {
+            return Err(error.into());
+        }
     }
     let at = to.map_or_else(|| "an empty schema".into(), |t| t.to_string());
     Ok(if revert.is_empty() {

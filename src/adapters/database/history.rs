@@ -473,8 +473,6 @@ async fn run_group(
     last: Commit,
     pending: &mut Option<i64>,
 ) -> Result<Vec<Duration>, BatchError> {
-    use futures::StreamExt;
-    use sqlx::Row;
     let earlier = pending.take();
     let mut script = String::from(if earlier.is_some() { "COMMIT;\n" } else { "" });
     for (k, m) in group.iter().enumerate() {
@@ -485,24 +483,11 @@ async fn run_group(
             script.push_str(&apply_script(Dialect::Postgres, m, last));
         }
     }
-    let mut times = Vec::with_capacity(group.len());
-    let mut failed = None;
-    {
-        let mut results = sqlx::Executor::fetch_many(&mut **conn, script.as_str());
-        while let Some(result) = results.next().await {
-            match result {
-                Ok(sqlx::Either::Right(row)) => {
-                    let ns: i64 = row.try_get(0).unwrap_or(0);
-                    times.push(Duration::from_nanos(u64::try_from(ns).unwrap_or(0)));
-                }
-                Ok(sqlx::Either::Left(_)) => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-    }
+    let (rows, mut failed) = send(conn, &script).await;
+    let mut times: Vec<Duration> = rows
+        .into_iter()
+        .map(|ns| Duration::from_nanos(u64::try_from(ns).unwrap_or(0)))
+        .collect();
     if failed.is_none() && last == Commit::Durable {
         failed = sqlx::Executor::execute(&mut **conn, "COMMIT").await.err();
     }
@@ -551,6 +536,115 @@ async fn run_group(
         }
     };
     Err(BatchError { took: times, error })
+}
+
+/// Sends one message and collects the first column of every row it returns, up to the
+/// first error.
+async fn send(
+    conn: &mut PoolConnection<sqlx::Postgres>,
+    script: &str,
+) -> (Vec<i64>, Option<sqlx::Error>) {
+    use futures::StreamExt;
+    use sqlx::Row;
+    let mut rows = Vec::new();
+    let mut results = sqlx::Executor::fetch_many(&mut **conn, script);
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(sqlx::Either::Right(row)) => rows.push(row.try_get(0).unwrap_or(0)),
+            Ok(sqlx::Either::Left(_)) => {}
+            Err(e) => return (rows, Some(e)),
+        }
+    }
+    (rows, None)
+}
+
+/// Reverts migrations in order on PostgreSQL, runs of those with a down file that runs in
+/// a transaction in one message each, every one its own transaction as [`revert_script`]
+/// makes it and committed inside the message; others one by one through
+/// [`revert_postgres`]. Like [`apply_postgres_batch`], a failure stops the message, and a
+/// message that did not come back must be settled before the history is trusted. On
+/// failure `took` holds one (unmeasured, zero) entry per migration reverted.
+pub async fn revert_postgres_batch(
+    conn: &mut PoolConnection<sqlx::Postgres>,
+    batch: &[&MigrationFile],
+    pending: &mut Option<i64>,
+) -> Result<(), BatchError> {
+    let fail = |reverted: usize, error| BatchError {
+        took: vec![Duration::ZERO; reverted],
+        error,
+    };
+    let mut done = 0;
+    while done < batch.len() {
+        let downs: Vec<String> = batch[done..]
+            .iter()
+            .map_while(|m| m.down().filter(|d| !d.no_tx).map(|d| d.sql.into_owned()))
+            .collect();
+        if downs.len() < 2 {
+            revert_postgres(conn, batch[done], pending)
+                .await
+                .map_err(|e| fail(done, e))?;
+            done += 1;
+            continue;
+        }
+        let group = &batch[done..done + downs.len()];
+        let mut script = String::new();
+        if let Some(version) = pending.take() {
+            sqlx::Executor::execute(&mut **conn, "COMMIT")
+                .await
+                .map_err(|e| fail(done, not_committed(version, &e)))?;
+        }
+        for (k, (m, down)) in group.iter().zip(&downs).enumerate() {
+            let mut one = revert_script(m, down);
+            if k + 1 < group.len() {
+                // The message's last commit waits for the disk and flushes these with it.
+                one = one.replacen(
+                    "BEGIN;\n",
+                    "BEGIN;\nSET LOCAL synchronous_commit = off;\n",
+                    1,
+                );
+            }
+            script.push_str(one.trim_end_matches(';'));
+            script.push_str(" RETURNING version;\nCOMMIT;\n");
+        }
+        let (rows, failed) = send(conn, &script).await;
+        let Some(e) = failed else {
+            done += group.len();
+            continue;
+        };
+        if sqlx::Executor::execute(&mut **conn, "ROLLBACK")
+            .await
+            .is_err()
+        {
+            conn.close_on_drop();
+        }
+        // A row comes back when a record is deleted, before that migration's COMMIT.
+        let r = rows.len();
+        let (reverted, refused_commit) = if r == 0 {
+            (0, false)
+        } else {
+            let sql = format!(
+                "SELECT version FROM _sqlx_migrations WHERE version = {}",
+                group[r - 1].version
+            );
+            match sqlx::Executor::fetch_optional(&mut **conn, sql.as_str()).await {
+                Ok(None) => (r, false),
+                Ok(Some(_)) => (r - 1, true),
+                Err(_) => (r - 1, false),
+            }
+        };
+        let m = group[reverted.min(group.len() - 1)];
+        let error = if refused_commit {
+            not_committed(m.version, &e)
+        } else {
+            DatabaseError::Migration {
+                version: m.version,
+                description: format!("{} (down)", m.description),
+                source: MigrateError::ExecuteMigration(e, m.version),
+            }
+        };
+        return Err(fail(done + reverted, error));
+    }
+    Ok(())
 }
 
 script_runners!(

@@ -298,7 +298,22 @@ pub trait Database: Send + Sync {
         }
         Ok(took)
     }
-    /// How many migrations [`Self::apply_batch`] is given at once.
+    /// Reverts migrations in order, each as [`Self::revert`] does. An adapter that can
+    /// sends several in one message; this one reverts them one by one. On failure,
+    /// `took` has one entry (zero: not measured) per migration reverted.
+    async fn revert_batch(&self, batch: &[&MigrationFile]) -> Result<(), BatchError> {
+        for (i, m) in batch.iter().enumerate() {
+            if let Err(error) = self.revert(m).await {
+                return Err(BatchError {
+                    took: vec![Duration::ZERO; i],
+                    error,
+                });
+            }
+        }
+        Ok(())
+    }
+    /// How many migrations [`Self::apply_batch`] and [`Self::revert_batch`] are given at
+    /// once.
     fn batch_size(&self) -> usize {
         1
     }

@@ -208,6 +208,36 @@ impl PostgresDatabase {
         })
     }
 
+    /// The migration connection for a batch, named as this process's
+    /// ([`migration_session_name`]) and marked [`Self::unsettled`] until the batch is back:
+    /// until then its session may commit more than this process knows.
+    async fn batch_session(&self) -> Result<MigrationConnection, BatchError> {
+        let error = |error| BatchError {
+            took: Vec::new(),
+            error,
+        };
+        let mut kept = self.migration_connection().await.map_err(error)?;
+        let pid = if let Some(pid) = kept.pid {
+            pid
+        } else {
+            let named = format!(
+                "SET application_name = '{}'; SELECT pg_backend_pid()",
+                migration_session_name()
+            );
+            // One simple-protocol message; the name holds no quote.
+            let pid = sqlx::Executor::fetch_one(&mut *kept.conn, named.as_str())
+                .await
+                .and_then(|row| sqlx::Row::try_get::<i32, _>(&row, 0))
+                .map_err(|e| error(super::sql_err("cannot name the migration session")(e)))?;
+            // Named as ours: it never goes back to the pool.
+            kept.conn.close_on_drop();
+            kept.pid = Some(pid);
+            pid
+        };
+        self.unsettled.store(pid, Ordering::Release);
+        Ok(kept)
+    }
+
     /// Ends the session of a batch that did not come back ([`Self::unsettled`]) and waits
     /// until the server has let it go: then the history says exactly which of its
     /// migrations committed.
@@ -1185,30 +1215,7 @@ impl Database for PostgresDatabase {
         batch: &[&MigrationFile],
         commit: Commit,
     ) -> Result<Vec<Duration>, BatchError> {
-        let error = |error| BatchError {
-            took: Vec::new(),
-            error,
-        };
-        let mut kept = self.migration_connection().await.map_err(error)?;
-        let pid = if let Some(pid) = kept.pid {
-            pid
-        } else {
-            let named = format!(
-                "SET application_name = '{}'; SELECT pg_backend_pid()",
-                migration_session_name()
-            );
-            // One simple-protocol message; the name holds no quote.
-            let pid = sqlx::Executor::fetch_one(&mut *kept.conn, named.as_str())
-                .await
-                .and_then(|row| sqlx::Row::try_get::<i32, _>(&row, 0))
-                .map_err(|e| error(super::sql_err("cannot name the migration session")(e)))?;
-            // Named as ours: it never goes back to the pool.
-            kept.conn.close_on_drop();
-            kept.pid = Some(pid);
-            pid
-        };
-        // Until the batch is back, its session may commit more than this process knows.
-        self.unsettled.store(pid, Ordering::Release);
+        let mut kept = self.batch_session().await?;
         let applied = super::history::apply_postgres_batch(
             &mut kept.conn,
             batch,
@@ -1223,6 +1230,17 @@ impl Database for PostgresDatabase {
             self.keep_migration_connection(kept).await;
         }
         applied
+    }
+
+    async fn revert_batch(&self, batch: &[&MigrationFile]) -> Result<(), BatchError> {
+        let mut kept = self.batch_session().await?;
+        let reverted =
+            super::history::revert_postgres_batch(&mut kept.conn, batch, &mut kept.pending).await;
+        if reverted.is_ok() {
+            self.unsettled.store(0, Ordering::Release);
+            self.keep_migration_connection(kept).await;
+        }
+        reverted
     }
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
