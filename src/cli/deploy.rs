@@ -331,8 +331,7 @@ pub async fn run_pipeline_in(
         confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
     }
     let run_id = crate::engine::journal::new_run_id();
-    let (guard, db_lock) = lock::acquire_for_run(&ctx, &run_id, command).await?;
-    let shared_lock = shared_state::acquire(&ctx, &run_id, command).await?;
+    let locks = lock::RunLocks::acquire(&ctx, &run_id, command).await?;
     shared_state::sync(&ctx, false).await?;
     ensure_no_unfinished(&ctx)?;
     let now = plan::build(&ctx, pipeline, target.as_ref()).await?;
@@ -349,9 +348,7 @@ pub async fn run_pipeline_in(
         cancel: ctx.cancel.clone(),
     };
     let outcome = run::execute(&ctx, pipeline, &now, command, run_id, target, &decider).await?;
-    shared_state::release(shared_lock).await;
-    drop(db_lock);
-    guard.release();
+    locks.release().await;
     Ok(summarize(session, &ctx, &now, &outcome))
 }
 
@@ -476,31 +473,14 @@ fn the_halted_run(ctx: &Context, what: &str) -> Result<RunRecord, EngineError> {
         })
 }
 
-/// The locks a run on a halted run holds: the state folder's, the database's, and the
-/// blob lease when the environment shares its state (`lock: { kind: azure-blob }`).
-struct HaltedRunLocks {
-    guard: lock::LockGuard,
-    db_lock: Option<crate::adapters::database::DbLock>,
-    shared: Option<shared_state::SharedLock>,
-}
-
-impl HaltedRunLocks {
-    async fn release(self) {
-        shared_state::release(self.shared).await;
-        drop(self.db_lock);
-        self.guard.release();
-    }
-}
-
 /// Takes every lock a deploy takes, brings the shared journals in again, and checks no
 /// other run is unfinished.
 async fn lock_for(
     ctx: &Context,
     run_id: &str,
     command: &str,
-) -> Result<HaltedRunLocks, EngineError> {
-    let (guard, db_lock) = lock::acquire_for_run(ctx, run_id, command).await?;
-    let shared = shared_state::acquire(ctx, run_id, command).await?;
+) -> Result<lock::RunLocks, EngineError> {
+    let locks = lock::RunLocks::acquire(ctx, run_id, command).await?;
     shared_state::sync(ctx, false).await?;
     if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
         return Err(EngineError::Unfinished {
@@ -509,11 +489,7 @@ async fn lock_for(
             path: run.path.display().to_string(),
         });
     }
-    Ok(HaltedRunLocks {
-        guard,
-        db_lock,
-        shared,
-    })
+    Ok(locks)
 }
 
 /// `cutover resume`: continues the environment's halted run at the step it halted at.

@@ -138,8 +138,7 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
     )
     .await?;
     let run_id = new_run_id();
-    let (guard, db_lock) = lock::acquire_for_run(&ctx, &run_id, "deploy --fleet").await?;
-    let shared_lock = shared_state::acquire(&ctx, &run_id, "deploy --fleet").await?;
+    let locks = lock::RunLocks::acquire(&ctx, &run_id, "deploy --fleet").await?;
     shared_state::sync(&ctx, false).await?;
     ensure_no_unfinished(&ctx)?;
     let phase = Phase {
@@ -158,9 +157,7 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
     };
     let outcome =
         run::execute_delegating(&ctx, &outer, &shown, "deploy --fleet", run_id, at, &phase).await?;
-    shared_state::release(shared_lock).await;
-    drop(db_lock);
-    guard.release();
+    locks.release().await;
     let fleet = phase
         .outcome
         .into_inner()

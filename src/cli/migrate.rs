@@ -212,13 +212,7 @@ async fn resolve(
     let session = Session::open(global)?;
     let ctx = session.context(cancel::on_signals())?;
     // Under the lock: nobody may migrate while the history is being corrected.
-    let (guard, db_lock) = crate::engine::lock::acquire_for_run(
-        &ctx,
-        &crate::engine::journal::new_run_id(),
-        "migrate resolve",
-    )
-    .await?;
-    let shared_lock = crate::engine::shared_state::acquire(
+    let locks = crate::engine::lock::RunLocks::acquire(
         &ctx,
         &crate::engine::journal::new_run_id(),
         "migrate resolve",
@@ -230,9 +224,7 @@ async fn resolve(
         .resolve_dirty(version, applied)
         .await
         .map_err(|e| EngineError::Plan(e.to_string()))?;
-    crate::engine::shared_state::release(shared_lock).await;
-    drop(db_lock);
-    guard.release();
+    locks.release().await;
     if !changed {
         return Err(EngineError::Plan(format!(
             "migration {version} is not recorded as dirty; nothing to resolve (see `cutover migrate status`)"

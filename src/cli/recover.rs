@@ -101,10 +101,8 @@ async fn recover_runs(
         return Ok(Exit::Ok);
     }
     // A lock left by a dead runner is taken over; a live holder is never overridden.
-    let (guard, db_lock) =
-        lock::acquire_for_run(ctx, &crate::engine::journal::new_run_id(), "recover").await?;
-    let shared_lock =
-        shared_state::acquire(ctx, &crate::engine::journal::new_run_id(), "recover").await?;
+    let locks =
+        lock::RunLocks::acquire(ctx, &crate::engine::journal::new_run_id(), "recover").await?;
     let mut exit = Exit::Ok;
     let mut recovered = Vec::new();
     for record in &runs {
@@ -162,8 +160,6 @@ async fn recover_runs(
             &line,
         );
     }
-    shared_state::release(shared_lock).await;
-    drop(db_lock);
-    guard.release();
+    locks.release().await;
     Ok(exit)
 }

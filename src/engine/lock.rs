@@ -316,6 +316,39 @@ pub async fn acquire_for_run(
     Ok((guard, db_lock))
 }
 
+/// Every lock a run holds: this state folder's lock file and the database-side lock
+/// ([`acquire_for_run`]), and the blob lease when the environment shares its state
+/// (`lock: { kind: azure-blob }`).
+pub struct RunLocks {
+    guard: LockGuard,
+    database: Option<crate::adapters::database::DbLock>,
+    shared: Option<super::shared_state::SharedLock>,
+}
+
+impl RunLocks {
+    /// Takes them, in that order.
+    pub async fn acquire(
+        ctx: &super::Context,
+        run_id: &str,
+        command: &str,
+    ) -> Result<Self, super::EngineError> {
+        let (guard, database) = acquire_for_run(ctx, run_id, command).await?;
+        let shared = super::shared_state::acquire(ctx, run_id, command).await?;
+        Ok(Self {
+            guard,
+            database,
+            shared,
+        })
+    }
+
+    /// Lets them go, the other way round.
+    pub async fn release(self) {
+        super::shared_state::release(self.shared).await;
+        drop(self.database);
+        self.guard.release();
+    }
+}
+
 /// Removes the lock whoever holds it (`cutover lock release --force`).
 pub fn force_release(state_dir: &Path, environment: &str) -> Result<Option<LockInfo>, LockError> {
     let path = lock_path(state_dir, environment);
