@@ -599,6 +599,31 @@ fn backups(c: &Case) -> Vec<String> {
         .collect()
 }
 
+/// True while the server runs a statement of the case's database (other than this query)
+/// whose text contains `needle`.
+fn server_runs(c: &Case, needle: &str) -> bool {
+    pg::server()
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state = 'active' AND query LIKE '%{needle}%' AND pid <> pg_backend_pid()",
+                c.db
+            ),
+        )
+        .trim()
+        != "0"
+}
+
+/// Waits at most 10 s for the statement `needle` finds to be gone from the server.
+#[track_caller]
+fn wait_until_gone(c: &Case, needle: &str, still: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server_runs(c, needle) {
+        assert!(Instant::now() < deadline, "{still}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Killed while a batch of migrations runs (after the first on a connection, several go
 /// in one message, each committed inside it): the server goes on with the message after
 /// its client died, and would commit the sleeping migration seconds later. The next run
@@ -619,24 +644,9 @@ fn postgres_kill_inside_a_batch_of_migrations_then_recover() {
     }
     std::fs::remove_file(c.file("calls.log")).unwrap();
     let before = c.state();
-    let running = || {
-        pg::server()
-            .psql(
-                "postgres",
-                &format!(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state = 'active' AND query LIKE '%pg_sleep(5)%' AND pid <> pg_backend_pid()",
-                    c.db
-                ),
-            )
-            .trim()
-            != "0"
-    };
+    let running = || server_runs(&c, "pg_sleep(5)");
     kill_mid_step(&c, &before, "inside a batch of migrations", running);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running() {
-        assert!(Instant::now() < deadline, "the orphaned batch still runs");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_gone(&c, "pg_sleep(5)", "the orphaned batch still runs");
     assert_eq!(c.state(), before);
 }
 
@@ -656,28 +666,10 @@ fn postgres_kill_inside_a_migration_then_recover() {
     );
     std::fs::remove_file(c.file("calls.log")).unwrap();
     let before = c.state();
-    let running = || {
-        pg::server()
-            .psql(
-                "postgres",
-                &format!(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state = 'active' AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()",
-                    c.db
-                ),
-            )
-            .trim()
-            != "0"
-    };
+    let running = || server_runs(&c, "pg_sleep(30)");
     kill_mid_step(&c, &before, "inside the migration", running);
     // The migration's transaction died with its client: nothing of it is left.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running() {
-        assert!(
-            Instant::now() < deadline,
-            "the orphaned migration still runs"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_gone(&c, "pg_sleep(30)", "the orphaned migration still runs");
     assert_eq!(c.state(), before);
 }
 

@@ -497,12 +497,7 @@ async fn run_group(
         }
         return Ok(times);
     };
-    if sqlx::Executor::execute(&mut **conn, "ROLLBACK")
-        .await
-        .is_err()
-    {
-        conn.close_on_drop();
-    }
+    roll_back_or_close(conn).await;
     // Records came back for the first `r`; each one's COMMIT comes before the next one's
     // BEGIN. The last of them may or may not have committed (a refused COMMIT): the
     // history says. A lost connection cannot tell: only what surely committed counts.
@@ -536,6 +531,17 @@ async fn run_group(
         }
     };
     Err(BatchError { took: times, error })
+}
+
+/// Rolls back what a failed message left open; when even that fails, the connection is
+/// closed instead of going back to the pool mid-transaction.
+async fn roll_back_or_close(conn: &mut PoolConnection<sqlx::Postgres>) {
+    if sqlx::Executor::execute(&mut **conn, "ROLLBACK")
+        .await
+        .is_err()
+    {
+        conn.close_on_drop();
+    }
 }
 
 /// Sends one message and collects the first column of every row it returns, up to the
@@ -587,12 +593,13 @@ pub async fn revert_postgres_batch(
             continue;
         }
         let group = &batch[done..done + downs.len()];
-        let mut script = String::new();
-        if let Some(version) = pending.take() {
-            sqlx::Executor::execute(&mut **conn, "COMMIT")
-                .await
-                .map_err(|e| fail(done, not_committed(version, &e)))?;
+        let committed: Result<(), DatabaseError> = async {
+            commit_pending!(&mut **conn, pending);
+            Ok(())
         }
+        .await;
+        committed.map_err(|e| fail(done, e))?;
+        let mut script = String::new();
         for (k, (m, down)) in group.iter().zip(&downs).enumerate() {
             let mut one = revert_script(m, down);
             if k + 1 < group.len() {
@@ -611,12 +618,7 @@ pub async fn revert_postgres_batch(
             done += group.len();
             continue;
         };
-        if sqlx::Executor::execute(&mut **conn, "ROLLBACK")
-            .await
-            .is_err()
-        {
-            conn.close_on_drop();
-        }
+        roll_back_or_close(conn).await;
         // A row comes back when a record is deleted, before that migration's COMMIT.
         let r = rows.len();
         let (reverted, refused_commit) = if r == 0 {

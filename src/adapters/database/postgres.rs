@@ -238,6 +238,13 @@ impl PostgresDatabase {
         Ok(kept)
     }
 
+    /// A batch came back whole: nothing of it is left running, and its connection serves
+    /// the next one.
+    async fn batch_back(&self, kept: MigrationConnection) {
+        self.unsettled.store(0, Ordering::Release);
+        self.keep_migration_connection(kept).await;
+    }
+
     /// Ends the session of a batch that did not come back ([`Self::unsettled`]) and waits
     /// until the server has let it go: then the history says exactly which of its
     /// migrations committed.
@@ -1226,8 +1233,7 @@ impl Database for PostgresDatabase {
         )
         .await;
         if applied.is_ok() {
-            self.unsettled.store(0, Ordering::Release);
-            self.keep_migration_connection(kept).await;
+            self.batch_back(kept).await;
         }
         applied
     }
@@ -1237,8 +1243,7 @@ impl Database for PostgresDatabase {
         let reverted =
             super::history::revert_postgres_batch(&mut kept.conn, batch, &mut kept.pending).await;
         if reverted.is_ok() {
-            self.unsettled.store(0, Ordering::Release);
-            self.keep_migration_connection(kept).await;
+            self.batch_back(kept).await;
         }
         reverted
     }
