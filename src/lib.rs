@@ -6,6 +6,8 @@ pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod fact;
+pub mod fingerprint;
 pub mod fleet;
 pub mod migrate;
 pub mod notify;

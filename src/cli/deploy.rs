@@ -14,6 +14,7 @@ use crate::config::{ConfigError, Located, Pipeline, Step};
 use crate::engine::journal::{RunRecord, RunStatus, halted_runs, open_runs};
 use crate::engine::plan::{self, Plan};
 use crate::engine::run::{self, RollbackTarget, RunOutcome};
+use crate::engine::verify::StateCheck;
 use crate::engine::window::Window;
 use crate::engine::{Context, EngineError, cancel, lock, shared_state};
 
@@ -368,6 +369,8 @@ pub fn summarize(session: &Session, ctx: &Context, plan: &Plan, outcome: &RunOut
         "results": outcome.results.iter().map(|(id, m)| json!({"step": id, "result": m})).collect::<Vec<_>>(),
         "journal": outcome.journal.display().to_string(),
         "schema_version_before": plan.database.current_version,
+        "state_check": state_check_json(outcome.state_check.as_ref()),
+        "backup": outcome.backup,
     });
     let journal = outcome.journal.display();
     let (exit, text) = match outcome.status {
@@ -388,7 +391,7 @@ pub fn summarize(session: &Session, ctx: &Context, plan: &Plan, outcome: &RunOut
             (
                 exit,
                 format!(
-                    "{} failed at step `{step}`: {error}\nrolled back: {}\nstate: as before the run (schema at {}); nothing is left changed\njournal: {journal}\nnext: fix the cause and deploy again; see runbooks/deploy.md",
+                    "{} failed at step `{step}`: {error}\nrolled back: {}\nstate: {}\njournal: {journal}\nnext: fix the cause and deploy again; see runbooks/deploy.md",
                     if outcome.interrupted {
                         "interrupted: the run"
                     } else {
@@ -399,9 +402,7 @@ pub fn summarize(session: &Session, ctx: &Context, plan: &Plan, outcome: &RunOut
                     } else {
                         outcome.undone.join("; ")
                     },
-                    plan.database
-                        .current_version
-                        .map_or_else(|| "an empty schema".into(), |v| v.to_string()),
+                    state_line(outcome, plan),
                 ),
             )
         }
@@ -411,13 +412,14 @@ pub fn summarize(session: &Session, ctx: &Context, plan: &Plan, outcome: &RunOut
             (
                 Exit::RollbackIncomplete,
                 format!(
-                    "the run failed at step `{step}`: {error}\nROLLBACK INCOMPLETE — a human is needed.\nundone: {}\nstill to undo: {}\njournal: {journal}\nnext: follow runbooks/rollback-by-hand.md, fix what blocked the undo, then run `cutover recover -e {env}` to retry the rest",
+                    "the run failed at step `{step}`: {error}\nROLLBACK INCOMPLETE — a human is needed.\nundone: {}\nstill to undo: {}\njournal: {journal}\nnext: {}",
                     if outcome.undone.is_empty() {
                         "nothing".to_owned()
                     } else {
                         outcome.undone.join("; ")
                     },
                     outcome.left.join("; "),
+                    incomplete_next(env, outcome),
                 ),
             )
         }
@@ -428,6 +430,54 @@ pub fn summarize(session: &Session, ctx: &Context, plan: &Plan, outcome: &RunOut
         eprint(&format!("error: {text}"));
     }
     exit
+}
+
+/// The state a clean rollback left, as far as the comparison with the fingerprint from
+/// before the run shows; never more.
+fn state_line(outcome: &RunOutcome, plan: &Plan) -> String {
+    let schema = plan
+        .database
+        .current_version
+        .map_or_else(|| "an empty schema".into(), |v| v.to_string());
+    match &outcome.state_check {
+        Some(StateCheck::Same(c)) => format!(
+            "as before the run (schema at {schema}), checked: {} identical to before the run",
+            c.covered()
+        ),
+        Some(StateCheck::NotCompared(reason)) => format!(
+            "every undo action ran; NOT verified to be as before the run: {reason}"
+        ),
+        // A clean rollback always carries a check; say so rather than claim.
+        Some(StateCheck::Differs(_)) | None => {
+            "every undo action ran; not compared with before the run".to_owned()
+        }
+    }
+}
+
+/// The next step after an incomplete rollback: put the data back from the run's backup
+/// when the database differs, else finish the undo.
+fn incomplete_next(env: &str, outcome: &RunOutcome) -> String {
+    match (&outcome.state_check, &outcome.backup) {
+        (Some(StateCheck::Differs(_) | StateCheck::NotCompared(_)), Some(backup)) => format!(
+            "the database differs from before the run; restore the backup this run took before it changed anything: `cutover backup restore {backup} -e {env}` (see runbooks/rollback-by-hand.md), then check it with `cutover migrate status -e {env}`"
+        ),
+        (Some(StateCheck::Differs(_) | StateCheck::NotCompared(_)), None) => format!(
+            "the database differs from before the run and this run took no backup; restore the newest backup from before it (`cutover backup list -e {env}`) or repair by hand: runbooks/rollback-by-hand.md"
+        ),
+        _ => format!(
+            "follow runbooks/rollback-by-hand.md, fix what blocked the undo, then run `cutover recover -e {env}` to retry the rest"
+        ),
+    }
+}
+
+/// The comparison after a rollback, for JSON output.
+pub fn state_check_json(check: Option<&StateCheck>) -> serde_json::Value {
+    match check {
+        None => serde_json::Value::Null,
+        Some(StateCheck::Same(c)) => json!({"result": "same", "covered": c.covered(), "comparison": c}),
+        Some(StateCheck::Differs(c)) => json!({"result": "differs", "covered": c.covered(), "comparison": c}),
+        Some(StateCheck::NotCompared(reason)) => json!({"result": "not_compared", "reason": reason}),
+    }
 }
 
 /// What a halted run left, and the commands that go on from there.

@@ -141,11 +141,18 @@ async fn status(global: &Global, verify_only: bool) -> Result<Exit, EngineError>
     let problems = plan::check_history(&ctx, &state);
     let mut rows = Vec::new();
     let mut text = String::new();
+    let head = state.version();
+    let mut late = Vec::new();
     for m in &ctx.migrations.migrations {
         let applied = state.applied.iter().find(|a| a.version == m.version);
         let status = match applied {
             Some(a) if a.checksum == m.checksum => "applied",
             Some(_) => "CHECKSUM MISMATCH",
+            // Numbered below the newest applied one: a branch merged late.
+            None if head.is_some_and(|h| m.version < h) => {
+                late.push(m.version.to_string());
+                "pending, OUT OF ORDER"
+            }
             None => "pending",
         };
         rows.push(json!({"version": m.version, "description": m.description, "status": status, "reversible": m.reversible()}));
@@ -173,6 +180,14 @@ async fn status(global: &Global, verify_only: bool) -> Result<Exit, EngineError>
     if let Some(dirty) = state.dirty {
         text.push_str(&format!(
             "migration {dirty} is recorded as failed (dirty)\n"
+        ));
+    }
+    if !late.is_empty() && !verify_only {
+        text.push_str(&format!(
+            "{} pending migration(s) numbered below the applied head {}: {}; a deploy refuses them unless the environment has `out_of_order: true`\n",
+            late.len(),
+            head.unwrap_or_default(),
+            late.join(", ")
         ));
     }
     if verify_only {

@@ -76,6 +76,26 @@ pub struct Environment {
     /// database steps on, one run per target.
     #[serde(default)]
     pub targets: Option<TargetsConfig>,
+    /// Allow applying a migration numbered below the newest applied one (a branch merged
+    /// late). Refused by default, naming the late migration and the head it is below;
+    /// when allowed, the plan lists it as out of order, and a rollback reverts exactly the
+    /// migrations the run applied.
+    #[serde(default)]
+    pub out_of_order: bool,
+    /// The fingerprint a run takes before its first side effect and compares after a
+    /// rollback.
+    #[serde(default)]
+    pub fingerprint: Option<FingerprintConfig>,
+}
+
+/// How much of the database the run's fingerprint reads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FingerprintConfig {
+    /// Tables bigger than this many MiB get no content digest (the comparison names them
+    /// as not checked). Default 1024; a digest costs about five `count(*)` scans.
+    #[serde(default)]
+    pub max_table_mb: Option<u64>,
 }
 
 /// Azure sign-in for one environment. Every field is optional; what is not set comes from

@@ -27,8 +27,13 @@ pub enum Compensation {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prior: Option<Value>,
     },
-    /// Revert migrations above `to` (`None`: revert all).
+    /// Revert migrations above `to` (`None`: revert all). Written by earlier versions for
+    /// a `migrate` step; still run from their journals.
     MigrateDown { to: Option<i64> },
+    /// Revert exactly the migrations the step applies, newest first, whatever their
+    /// numbering: listed in the order the step applies them, with the checksums it
+    /// applies. One the step never got to is not applied and is skipped.
+    RevertMigrations { migrations: Vec<MigrationRef> },
     /// Re-apply migrations up to `to` (undoes a migrate-down).
     MigrateUp { to: i64 },
     /// Restore the database from a backup taken earlier in the run.
@@ -41,6 +46,15 @@ pub enum Compensation {
     /// filled in (`alembic downgrade 1a2b3c4d5e6f`). Going to a named version is
     /// idempotent: once there, running it again changes nothing.
     ExternalDown { run: String },
+}
+
+/// A migration a step applies: the undo reverts it only while it is applied with this
+/// checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationRef {
+    pub version: i64,
+    /// SHA-384 of the up file, hex.
+    pub checksum: String,
 }
 
 impl Compensation {
@@ -56,6 +70,15 @@ impl Compensation {
             Self::MigrateDown { to: Some(v) } => format!("migrate down to {v}"),
             Self::MigrateDown { to: None } => "migrate down to an empty schema".into(),
             Self::MigrateUp { to } => format!("migrate up to {to}"),
+            Self::RevertMigrations { migrations } => format!(
+                "revert {}",
+                migrations
+                    .iter()
+                    .rev()
+                    .map(|m| m.version.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Self::RestoreBackup { backup } => format!("restore backup {backup}"),
             Self::Sql { .. } => "run the step's undo SQL".into(),
             Self::Command { run } | Self::ExternalDown { run } => format!("run `{run}`"),
@@ -85,6 +108,9 @@ impl Compensation {
                 .restore_scale(target, *replicas, prior.as_ref())
                 .await?),
             Self::MigrateDown { to } => steps::migrate::down_to(ctx, step_id, *to).await,
+            Self::RevertMigrations { migrations } => {
+                steps::migrate::revert_exactly(ctx, step_id, migrations).await
+            }
             Self::MigrateUp { to } => {
                 steps::migrate::up_to(ctx, step_id, *to, steps::migrate::DEFAULT_WARN_AFTER).await
             }

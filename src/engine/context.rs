@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::database::Database;
+use crate::fact::Fact;
 use crate::adapters::platform::Platform;
 use crate::adapters::store::BackupStore;
 use crate::migrate::MigrationSet;
@@ -42,6 +43,14 @@ pub struct Context {
     /// Built on first use by [`Context::http`]: loading the TLS roots costs tens of
     /// milliseconds that a run without a health check should not pay.
     pub http: std::sync::OnceLock<reqwest::Client>,
+    /// Whether a migration numbered below the applied head may be applied
+    /// (`out_of_order: true`).
+    pub out_of_order: bool,
+    /// Tables bigger than this (bytes) get no content digest in the run's fingerprint.
+    pub fingerprint_budget: u64,
+    /// Facts steps established, reported at once and journaled by the engine when the
+    /// step ends.
+    pub facts: std::sync::Mutex<Vec<(String, Fact)>>,
 }
 
 impl Context {
@@ -60,6 +69,28 @@ impl Context {
             .build()
             .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
         Ok(self.http.get_or_init(|| client))
+    }
+
+    /// Reports a fact a step established and keeps it for the journal.
+    pub fn fact(&self, id: &str, fact: Fact) {
+        self.report(Event::Fact {
+            id: Some(id.to_owned()),
+            fact: fact.clone(),
+        });
+        self.facts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((id.to_owned(), fact));
+    }
+
+    /// The facts reported since the last call, oldest first.
+    pub fn take_facts(&self) -> Vec<(String, Fact)> {
+        std::mem::take(
+            &mut *self
+                .facts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     pub fn note(&self, id: &str, message: impl Into<String>) {

@@ -118,6 +118,17 @@ pub enum Record {
         user: String,
         host: String,
     },
+    /// Something the run established, as data (a migration applied, a fingerprint); the
+    /// step it belongs to, when it belongs to one.
+    Fact {
+        at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(flatten)]
+        fact: crate::fact::Fact,
+    },
 }
 
 /// What happens after a step failed.

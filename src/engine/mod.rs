@@ -12,6 +12,7 @@ pub mod plan;
 pub mod run;
 pub mod setup;
 pub mod shared_state;
+pub mod verify;
 pub mod window;
 
 pub use context::Context;

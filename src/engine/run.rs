@@ -15,6 +15,8 @@ use super::error::{EngineError, StepError};
 use super::journal::{Choice, Journal, Record, RunRecord, RunStatus};
 use super::lock::{hostname, username};
 use super::plan::Plan;
+use super::verify::{self, Before, StateCheck};
+use crate::fact::Fact;
 use crate::config::pipeline::OnFailure;
 use crate::config::{Pipeline, Step};
 use crate::report::{Event, ms};
@@ -47,6 +49,11 @@ pub struct RunOutcome {
     pub results: Vec<(String, String)>,
     /// The step a halted run resumes at.
     pub halted_at: Option<String>,
+    /// After a complete rollback: the database compared with its fingerprint from before
+    /// the run.
+    pub state_check: Option<StateCheck>,
+    /// The backup the run took, if it took one.
+    pub backup: Option<String>,
 }
 
 struct Pending {
@@ -66,7 +73,9 @@ pub async fn execute(
     rollback_target: Option<RollbackTarget>,
     decider: &dyn Decider,
 ) -> Result<RunOutcome, EngineError> {
-    let journal = start(ctx, pipeline, plan, command, &run_id).await?;
+    let mut journal = start(ctx, pipeline, plan, command, &run_id).await?;
+    let scope = verify::scope(ctx, pipeline, rollback_target.as_ref()).await;
+    let before = verify::before(ctx, &mut journal, scope).await?;
     let state = RunState {
         rollback_target,
         validations: steps::validate::pipeline_checks(ctx, pipeline, plan),
@@ -79,6 +88,7 @@ pub async fn execute(
         decider,
         run_id,
         delegate: None,
+        before,
     };
     run.drive(journal, state, Vec::new(), 0, None).await
 }
@@ -144,6 +154,7 @@ pub async fn resume(
         decider,
         run_id,
         delegate: None,
+        before: verify::journaled(&run.records),
     };
     let stack = journaled.stack(None);
     drive
@@ -221,6 +232,8 @@ pub async fn execute_delegating(
         decider: &decide::Nobody,
         run_id,
         delegate: Some((index, delegate)),
+        // The fleet's own run changes no database: each target's run checks its own.
+        before: None,
     };
     run.drive(journal, state, Vec::new(), 0, None).await
 }
@@ -233,6 +246,8 @@ struct Drive<'a> {
     decider: &'a dyn Decider,
     run_id: String,
     delegate: Option<(usize, &'a dyn Delegate)>,
+    /// The database before the run, to compare with after a rollback.
+    before: Option<Before>,
 }
 
 impl Drive<'_> {
@@ -317,9 +332,21 @@ impl Drive<'_> {
                         Some((at, delegate)) if at == index => delegate.run().await,
                         _ => run_step(ctx, step, &mut state, deadline).await,
                     };
+                    let facts = journal_facts(ctx, &mut journal, index).await?;
+                    // A `sql` step that changed no rows has nothing to undo: its undo
+                    // would remove rows that were there before the run.
+                    let changed_nothing = facts
+                        .iter()
+                        .any(|f| matches!(f, Fact::RowsChanged { rows: 0 }));
+                    let compensation = compensation.filter(|c| {
+                        !(changed_nothing && matches!(c, Compensation::Sql { .. }))
+                    });
                     (result, compensation)
                 }
-                Err(e) => (Err(e), earlier),
+                Err(e) => {
+                    journal_facts(ctx, &mut journal, index).await?;
+                    (Err(e), earlier)
+                }
             };
             match outcome {
                 (Ok(message), compensation) => {
@@ -410,6 +437,8 @@ impl Drive<'_> {
             left: Vec::new(),
             results,
             halted_at: None,
+            state_check: None,
+            backup: state.backup.clone(),
         };
         let Some((id, error)) = &failure else {
             return finish(ctx, &mut journal, outcome, started).await;
@@ -464,6 +493,7 @@ impl Drive<'_> {
             outcome.halted_at = Some(resume_id);
             return Ok(outcome);
         }
+        check_state(ctx, &mut journal, self.before.as_ref(), &mut outcome).await?;
         finish(ctx, &mut journal, outcome, started).await
     }
 
@@ -521,6 +551,67 @@ impl Drive<'_> {
         });
         Ok(choice)
     }
+}
+
+/// Journals the facts step `index` reported while it ran; returns them.
+async fn journal_facts(
+    ctx: &Context,
+    journal: &mut Journal,
+    index: usize,
+) -> Result<Vec<Fact>, EngineError> {
+    let mut facts = Vec::new();
+    for (id, fact) in ctx.take_facts() {
+        journal
+            .write(&Record::Fact {
+                at: Utc::now(),
+                index: Some(index),
+                id: Some(id),
+                fact: fact.clone(),
+            })
+            .await?;
+        facts.push(fact);
+    }
+    Ok(facts)
+}
+
+/// After a rollback that ran every undo action: compares the database with its
+/// fingerprint from before the run. A difference, or a database that cannot be read to
+/// compare, leaves the rollback incomplete: a human must look (exit 3). With no
+/// fingerprint from before (the database kind has none), the outcome says it is not
+/// verified and claims nothing.
+async fn check_state(
+    ctx: &Context,
+    journal: &mut Journal,
+    before: Option<&Before>,
+    outcome: &mut RunOutcome,
+) -> Result<(), EngineError> {
+    if outcome.status != RunStatus::RolledBack {
+        return Ok(());
+    }
+    let check = verify::after(ctx, journal, before).await?;
+    match &check {
+        StateCheck::Same(_) => {}
+        StateCheck::Differs(c) => {
+            outcome.status = RunStatus::RollbackFailed;
+            outcome.left.push(format!(
+                "the database is NOT as before the run: {}",
+                c.differences
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        StateCheck::NotCompared(reason) if before.is_some() => {
+            outcome.status = RunStatus::RollbackFailed;
+            outcome.left.push(format!(
+                "the database could not be compared with before the run: {reason}"
+            ));
+        }
+        StateCheck::NotCompared(_) => {}
+    }
+    outcome.state_check = Some(check);
+    Ok(())
 }
 
 /// Closes the journal with the outcome's status.
@@ -782,6 +873,10 @@ struct Journaled {
     point_of_no_return: Option<(usize, String)>,
     /// The replica count of each target before the run first scaled it.
     first_replicas: BTreeMap<String, u32>,
+    /// Steps that reported changing no rows (a `sql` step whose undo must not run).
+    changed_nothing: HashSet<usize>,
+    /// The backup the run stored, if any.
+    backup: Option<String>,
 }
 
 impl Journaled {
@@ -797,6 +892,8 @@ impl Journaled {
             rollback_started: false,
             point_of_no_return: None,
             first_replicas: BTreeMap::new(),
+            changed_nothing: HashSet::new(),
+            backup: None,
         };
         for record in &run.records {
             match record {
@@ -833,6 +930,21 @@ impl Journaled {
                     j.compensated.insert(*index);
                 }
                 Record::RollbackStarted { .. } => j.rollback_started = true,
+                Record::Fact {
+                    fact: Fact::BackupTaken { backup },
+                    ..
+                } => j.backup = Some(backup.clone()),
+                Record::Fact {
+                    index: Some(index),
+                    fact: Fact::RowsChanged { rows },
+                    ..
+                } => {
+                    if *rows == 0 {
+                        j.changed_nothing.insert(*index);
+                    } else {
+                        j.changed_nothing.remove(index);
+                    }
+                }
                 Record::PointOfNoReturn { index, id, .. } => {
                     j.point_of_no_return = Some((*index, id.clone()));
                 }
@@ -853,6 +965,10 @@ impl Journaled {
                 let action = action.clone()?;
                 // A step that reported its own failure is undone only when it may have acted.
                 if self.failed.contains_key(index) && !action.undoes_failed_step() {
+                    return None;
+                }
+                if self.changed_nothing.contains(index) && matches!(action, Compensation::Sql { .. })
+                {
                     return None;
                 }
                 Some(Pending {
@@ -879,6 +995,8 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
         left: Vec::new(),
         results: Vec::new(),
         halted_at: None,
+        state_check: None,
+        backup: None,
     };
     if !run.needs_recover() {
         if let Some(halt) = run.halted() {
@@ -888,6 +1006,7 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
         return Ok(outcome);
     }
     let j = Journaled::read(run);
+    outcome.backup.clone_from(&j.backup);
     let mut journal = Journal::reopen(&run.path, ctx.redactor.clone())?;
     if let Some(shared) = &ctx.shared {
         journal.mirror_to(shared.journal(&run.run_id()).await?);
@@ -944,6 +1063,8 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
         outcome.halted_at = Some(resume_id);
         return Ok(outcome);
     }
+    let before = verify::journaled(&run.records);
+    check_state(ctx, &mut journal, before.as_ref(), &mut outcome).await?;
     finish(ctx, &mut journal, outcome, Instant::now()).await
 }
 
@@ -968,7 +1089,7 @@ pub async fn roll_back_halted(ctx: &Context, run: &RunRecord) -> Result<RunOutco
         halt.reason
     );
     let (status, undone, left) = roll_back(ctx, &mut journal, j.stack(None), &reason).await?;
-    let outcome = RunOutcome {
+    let mut outcome = RunOutcome {
         run_id: j.run_id.clone(),
         status,
         journal: run.path.clone(),
@@ -978,6 +1099,10 @@ pub async fn roll_back_halted(ctx: &Context, run: &RunRecord) -> Result<RunOutco
         left,
         results: Vec::new(),
         halted_at: None,
+        state_check: None,
+        backup: j.backup.clone().or(halt.backup),
     };
+    let before = verify::journaled(&run.records);
+    check_state(ctx, &mut journal, before.as_ref(), &mut outcome).await?;
     finish(ctx, &mut journal, outcome, Instant::now()).await
 }

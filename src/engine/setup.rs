@@ -203,6 +203,14 @@ fn build(
         redactor,
         cancel,
         http: std::sync::OnceLock::new(),
+        out_of_order: env.out_of_order,
+        fingerprint_budget: env
+            .fingerprint
+            .as_ref()
+            .and_then(|f| f.max_table_mb)
+            .unwrap_or(1024)
+            .saturating_mul(1 << 20),
+        facts: std::sync::Mutex::default(),
     })
 }
 

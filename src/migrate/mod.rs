@@ -6,5 +6,6 @@
 pub mod lint;
 pub mod roundtrip;
 pub mod source;
+pub mod tables;
 
 pub use source::{MigrationFile, MigrationSet, SourceError};

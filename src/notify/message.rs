@@ -19,6 +19,8 @@ pub struct Message {
     pub step: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// What the comparison with the state before the run found, after a rollback.
+    pub state: Option<String>,
 }
 
 impl Message {
@@ -48,13 +50,21 @@ impl Message {
             ));
         }
         match self.event {
-            NotifyEvent::RolledBack => {
-                lines.push("state: as before the run".into());
-            }
-            NotifyEvent::RollbackFailed => lines.push(format!(
-                "a human is needed: see runbooks/rollback-by-hand.md, then `cutover recover -e {}`",
-                self.environment
+            NotifyEvent::RolledBack => lines.push(format!(
+                "state: {}",
+                self.state
+                    .as_deref()
+                    .unwrap_or("not compared with before the run")
             )),
+            NotifyEvent::RollbackFailed => {
+                if let Some(state) = &self.state {
+                    lines.push(format!("state: {state}"));
+                }
+                lines.push(format!(
+                    "a human is needed: see runbooks/rollback-by-hand.md, then `cutover recover -e {}`",
+                    self.environment
+                ));
+            }
             NotifyEvent::Halted => lines.push(format!(
                 "next: `cutover resume -e {env}` or `cutover rollback -e {env}`",
                 env = self.environment

@@ -216,6 +216,8 @@ struct RunSeen {
     run_id: String,
     pipeline: Option<String>,
     failure: Option<(String, String)>,
+    /// What the comparison after a rollback found, in words.
+    state: Option<String>,
 }
 
 impl Notifying {
@@ -244,6 +246,7 @@ impl Notifying {
             pipeline: seen.pipeline.clone(),
             step: seen.failure.as_ref().map(|f| f.0.clone()),
             error: seen.failure.as_ref().map(|f| f.1.clone()),
+            state: seen.state.clone(),
         }
     }
 }
@@ -263,6 +266,7 @@ impl Reporter for Notifying {
                     run_id: run_id.clone(),
                     pipeline: Some(pipeline.clone()),
                     failure: None,
+                    state: None,
                 };
                 self.message(NotifyEvent::Started, run_id, &seen)
             }
@@ -270,6 +274,15 @@ impl Reporter for Notifying {
             Event::StepFailed { id, error, .. } if seen.failure.is_none() => {
                 seen.failure = Some((id.clone(), error.clone()));
                 self.message(NotifyEvent::Failed, &seen.run_id, &seen)
+            }
+            Event::Fact {
+                fact:
+                    fact @ (crate::fact::Fact::StateCompared { .. }
+                    | crate::fact::Fact::StateNotCompared { .. }),
+                ..
+            } => {
+                seen.state = Some(fact.describe());
+                return;
             }
             Event::RunHalted { run_id, .. } => self.message(NotifyEvent::Halted, run_id, &seen),
             Event::RunFinished { run_id, status, .. } => {

@@ -125,6 +125,13 @@ pub enum Event {
     Warning {
         message: String,
     },
+    /// Something the run established, as data; `id`: the step it belongs to.
+    Fact {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(flatten)]
+        fact: crate::fact::Fact,
+    },
 }
 
 impl Event {
@@ -139,6 +146,11 @@ impl Event {
                 | Self::TargetFinished { error: Some(_), .. }
                 | Self::CompensationFinished { error: Some(_), .. }
                 | Self::Warning { .. }
+                | Self::Fact {
+                    fact: crate::fact::Fact::StateCompared { .. }
+                        | crate::fact::Fact::StateNotCompared { .. },
+                    ..
+                }
         )
     }
 }

@@ -127,6 +127,16 @@ pub fn render_event(event: &Event) -> Option<String> {
             )
         }
         Event::StepNote { id: _, message } => format!("      {message}"),
+        Event::Fact { fact, .. }
+            if matches!(
+                fact,
+                crate::fact::Fact::RowsChanged { .. } | crate::fact::Fact::BackupTaken { .. }
+            ) =>
+        {
+            return None;
+        }
+        Event::Fact { id: Some(_), fact } => format!("      {}", fact.describe()),
+        Event::Fact { id: None, fact } => format!("==> {}", fact.describe()),
         Event::CheckResult {
             check,
             issues,

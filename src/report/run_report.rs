@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::{Event, Reporter};
 use crate::engine::plan::Plan;
+use crate::fact::Fact;
 use crate::secret::Redactor;
 
 /// Version of the report document, as `v` in `--output json` events.
@@ -65,6 +66,12 @@ pub struct Document {
     pub steps: Vec<Step>,
     pub migrations: Migrations,
     pub backup: Option<Backup>,
+    /// The database's fingerprint before the run's first side effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fact>,
+    /// After a rollback: the database compared with that fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_check: Option<Fact>,
     pub validations: Vec<Validation>,
     pub rollback: Option<Rollback>,
     pub warnings: Vec<String>,
@@ -223,6 +230,8 @@ struct State {
     actions: Vec<RollbackAction>,
     warnings: Vec<String>,
     backup: Option<Backup>,
+    fingerprint: Option<Fact>,
+    state_check: Option<Fact>,
     outcome: Option<Outcome>,
     result: Option<Value>,
 }
@@ -240,14 +249,6 @@ impl State {
         }
         self.steps.push(record);
         self.steps.last_mut().expect("just pushed")
-    }
-
-    fn uses_of(&self, id: &str) -> Option<&str> {
-        self.steps
-            .iter()
-            .rev()
-            .find(|s| s.id == id)
-            .map(|s| s.uses.as_str())
     }
 
     fn warn(&mut self, message: &str) {
@@ -325,15 +326,48 @@ impl Recorder {
                 step.skipped_reason = Some(reason.clone());
             }
             Event::StepNote { id, message } => {
-                if s.uses_of(id) == Some("migrate") {
-                    if let Some(m) = parse_applied(message) {
-                        s.migrations.applied.push(m);
-                    } else if let Some(m) = parse_reverted(message) {
-                        s.migrations.reverted.push(m);
-                    }
-                }
                 if s.steps.iter().any(|st| st.id == *id) {
                     s.step(id).notes.push(message.clone());
+                }
+            }
+            Event::Fact { id, fact } => {
+                match fact {
+                    Fact::MigrationApplied {
+                        version,
+                        description,
+                        took_ms,
+                        ..
+                    } => s.migrations.applied.push(Migration {
+                        version: *version,
+                        description: description.clone(),
+                        duration_ms: Some(*took_ms),
+                    }),
+                    Fact::MigrationReverted {
+                        version,
+                        description,
+                    } => s.migrations.reverted.push(Migration {
+                        version: *version,
+                        description: description.clone(),
+                        duration_ms: None,
+                    }),
+                    Fact::BackupTaken { backup } => {
+                        s.backup = Some(Backup {
+                            id: backup.clone(),
+                            sha256: None,
+                            size: None,
+                        });
+                    }
+                    Fact::FingerprintTaken { .. } => s.fingerprint = Some(fact.clone()),
+                    Fact::StateCompared { .. } | Fact::StateNotCompared { .. } => {
+                        s.state_check = Some(fact.clone());
+                    }
+                    Fact::RowsChanged { .. } => {}
+                }
+                if let Some(id) = id
+                    && s.steps.iter().any(|st| st.id == *id)
+                    && !matches!(fact, Fact::FingerprintTaken { .. })
+                {
+                    s.step(id).notes.push(fact.describe());
                 }
             }
             Event::CheckResult {
@@ -371,15 +405,6 @@ impl Recorder {
                 step.finished_at = Some(now);
                 step.duration_ms = Some(*elapsed_ms);
                 step.result = Some(message.clone());
-                if step.uses == "backup"
-                    && let Some(backup) = parse_backup_id(message)
-                {
-                    s.backup = Some(Backup {
-                        id: backup,
-                        sha256: None,
-                        size: None,
-                    });
-                }
             }
             Event::StepFailed {
                 id,
@@ -507,6 +532,8 @@ impl Recorder {
             steps: steps_in_order(&s),
             migrations: s.migrations.clone(),
             backup: s.backup.clone(),
+            fingerprint: s.fingerprint.clone(),
+            state_check: s.state_check.clone(),
             validations: s.validations.clone(),
             rollback: s.rollback.as_ref().map(|(reason, planned)| Rollback {
                 reason: reason.clone(),
@@ -594,45 +621,6 @@ fn steps_in_order(s: &State) -> Vec<Step> {
 
 fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// `applied 20240101120000 create users (3 ms)`.
-fn parse_applied(message: &str) -> Option<Migration> {
-    let rest = message.strip_prefix("applied ")?;
-    let (version, rest) = rest.split_once(' ')?;
-    let version: i64 = version.parse().ok()?;
-    let (description, ms) = match rest.rsplit_once(" (") {
-        Some((d, tail)) => (
-            d,
-            tail.strip_suffix(" ms)")
-                .and_then(|n| n.parse::<u64>().ok()),
-        ),
-        None => (rest, None),
-    };
-    Some(Migration {
-        version,
-        description: description.to_owned(),
-        duration_ms: ms,
-    })
-}
-
-/// `reverted 20240101120000 create users`.
-fn parse_reverted(message: &str) -> Option<Migration> {
-    let rest = message.strip_prefix("reverted ")?;
-    let (version, description) = rest.split_once(' ')?;
-    let version: i64 = version.parse().ok()?;
-    Some(Migration {
-        version,
-        description: description.to_owned(),
-        duration_ms: None,
-    })
-}
-
-/// `backup pre-5-20250101T000000Z (4.0 KiB, sha256 0123456789abcdef)`.
-fn parse_backup_id(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("backup ")?;
-    let id = rest.split(" (").next()?.trim();
-    (!id.is_empty() && !id.contains(' ')).then(|| id.to_owned())
 }
 
 /// Masks every string in a JSON value.
@@ -944,22 +932,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn notes_and_messages_parse() {
-        let m = parse_applied("applied 20240101120000 create users (3 ms)").unwrap();
-        assert_eq!(
-            (m.version, m.description.as_str(), m.duration_ms),
-            (20_240_101_120_000, "create users", Some(3))
-        );
-        let m = parse_reverted("reverted 7 add (x) col").unwrap();
-        assert_eq!((m.version, m.description.as_str()), (7, "add (x) col"));
-        assert_eq!(
-            parse_backup_id("backup pre-5-20250101T000000Z (4.0 KiB, sha256 0123)").as_deref(),
-            Some("pre-5-20250101T000000Z")
-        );
-        assert!(parse_applied("applied nothing").is_none());
-    }
-
-    #[test]
     fn a_run_is_recorded_and_redacted() {
         let redactor = Redactor::default();
         redactor.register("hunter2-secret");
@@ -976,9 +948,14 @@ mod tests {
             uses: "migrate".into(),
             summary: "apply".into(),
         });
-        r.record(&Event::StepNote {
-            id: "migrate".into(),
-            message: "applied 5 add col (2 ms)".into(),
+        r.record(&Event::Fact {
+            id: Some("migrate".into()),
+            fact: Fact::MigrationApplied {
+                version: 5,
+                description: "add col".into(),
+                checksum: "00".into(),
+                took_ms: 2,
+            },
         });
         r.record(&Event::StepFailed {
             id: "migrate".into(),

@@ -128,6 +128,12 @@ pub async fn run(
         .clone()
         .ok_or_else(|| StepError::Failed("backup id was not prepared".into()))?;
     let manifest = create(ctx, step_id, &id).await?;
+    ctx.fact(
+        step_id,
+        crate::fact::Fact::BackupTaken {
+            backup: manifest.id.clone(),
+        },
+    );
     if with.verify == Some(BackupVerify::Checksum) {
         verify_checksum(ctx, &manifest.id).await?;
         ctx.note(

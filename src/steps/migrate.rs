@@ -13,11 +13,12 @@ use tokio::time::Instant;
 use super::RunState;
 use crate::adapters::database::{BatchError, Commit};
 use crate::config::pipeline::{MigrateRollback, MigrateWith};
-use crate::engine::compensation::Compensation;
+use crate::engine::compensation::{Compensation, MigrationRef};
 use crate::engine::context::Context;
 use crate::engine::error::StepError;
 use crate::engine::plan::PlanScratch;
 use crate::engine::run::RollbackTarget;
+use crate::fact::Fact;
 use crate::migrate::MigrationFile;
 use crate::report::Event;
 
@@ -117,38 +118,79 @@ fn down_path(m: &MigrationFile) -> String {
         .to_string()
 }
 
+/// How the undo of applying `pending` is chosen, for the plan: the action, and why.
+struct Undo {
+    action: Option<Compensation>,
+    why: Option<&'static str>,
+}
+
 /// Chooses the undo of applying `pending`, given how the step wants to roll back.
+///
+/// `auto` prefers the backup: a down migration can run cleanly and still not give the
+/// data back (a column folded into another table and out again), and nothing has shown
+/// these downs to be lossless, while the backup holds the data as it was. Without a
+/// backup, `auto` reverts with the down files, and the comparison after the rollback
+/// says whether the data came back.
 fn choose_undo(
     mode: MigrateRollback,
     pending: &[&MigrationFile],
-    prior: Option<i64>,
     backup: Option<String>,
-) -> Result<Option<Compensation>, String> {
+) -> Result<Undo, String> {
     if pending.is_empty() {
-        return Ok(None);
+        return Ok(Undo {
+            action: None,
+            why: None,
+        });
     }
     let irreversible: Vec<_> = pending.iter().filter(|m| !m.reversible()).collect();
-    let down = Compensation::MigrateDown { to: prior };
+    let revert = Compensation::RevertMigrations {
+        migrations: pending
+            .iter()
+            .map(|m| MigrationRef {
+                version: m.version,
+                checksum: m.checksum_hex(),
+            })
+            .collect(),
+    };
     let no_backup =
         || "`rollback: restore` needs a `backup` step earlier in the pipeline".to_owned();
+    let chosen = |action, why| {
+        Ok(Undo {
+            action: Some(action),
+            why: Some(why),
+        })
+    };
     match mode {
-        MigrateRollback::None => Ok(None),
+        MigrateRollback::None => Ok(Undo {
+            action: None,
+            why: None,
+        }),
         MigrateRollback::Down => match irreversible.first() {
             Some(m) => Err(format!(
                 "`rollback: down` but migration {} has no down file: expected {}",
                 m.version,
                 down_path(m)
             )),
-            None => Ok(Some(down)),
+            None => chosen(revert, "`rollback: down`"),
         },
-        MigrateRollback::Restore => backup
-            .map(|backup| Some(Compensation::RestoreBackup { backup }))
-            .ok_or_else(no_backup),
+        MigrateRollback::Restore => match backup {
+            Some(backup) => chosen(
+                Compensation::RestoreBackup { backup },
+                "`rollback: restore`",
+            ),
+            None => Err(no_backup()),
+        },
         MigrateRollback::Auto => {
-            if irreversible.is_empty() {
-                Ok(Some(down))
-            } else if let Some(backup) = backup {
-                Ok(Some(Compensation::RestoreBackup { backup }))
+            if let Some(backup) = backup {
+                chosen(
+                    Compensation::RestoreBackup { backup },
+                    "`rollback: auto`: the down files are not proven lossless, the backup holds the data as it was",
+                )
+            } else if irreversible.is_empty() {
+                chosen(
+                    revert,
+                    "`rollback: auto` with no backup step before it: the down files, not proven lossless; the state is compared after the rollback",
+                )
             } else {
                 Err(format!(
                     "migration {} has no down file ({}) and no backup step runs before it, so a failure after it could not be undone; add the down file or a `backup` step",
@@ -158,6 +200,36 @@ fn choose_undo(
             }
         }
     }
+}
+
+/// Pending migrations numbered below the applied head (a branch merged late): refused
+/// unless the environment has `out_of_order: true`. Returns a note for the plan.
+fn out_of_order(
+    ctx: &Context,
+    pending: &[&MigrationFile],
+    head: Option<i64>,
+) -> Result<Option<String>, String> {
+    let Some(head) = head else { return Ok(None) };
+    let late: Vec<&&MigrationFile> = pending.iter().filter(|m| m.version < head).collect();
+    let Some(first) = late.first() else {
+        return Ok(None);
+    };
+    let names = late
+        .iter()
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !ctx.out_of_order {
+        return Err(format!(
+            "migration {} is numbered below the applied head {head}: applying it would run migrations out of order ({} late: {names}); give it a version above {head}, or allow this for environment `{}` with `out_of_order: true` in deploy.yaml",
+            first.version,
+            late.len(),
+            ctx.environment
+        ));
+    }
+    Ok(Some(format!(
+        "out of order (`out_of_order: true`): {names} below the applied head {head}"
+    )))
 }
 
 pub async fn plan(
@@ -212,11 +284,12 @@ pub async fn plan(
                     None,
                 ));
             }
+            let late = out_of_order(ctx, &pending, current)?;
             let mode = with.rollback.unwrap_or_default();
             let backup = scratch
                 .backup_before
                 .then(|| "the backup taken before it".to_owned());
-            let undo = choose_undo(mode, &pending, current, backup)?;
+            let undo = choose_undo(mode, &pending, backup)?;
             if mode == MigrateRollback::None {
                 scratch.warnings.push(format!(
                     "`rollback: none`: if a later step fails, the {} migration(s) stay applied",
@@ -229,12 +302,22 @@ pub async fn plan(
                 .collect::<Vec<_>>()
                 .join(", ");
             Ok((
-                format!("apply {} migration(s): {list}", pending.len()),
-                undo.map(|u| match u {
-                    Compensation::RestoreBackup { .. } => {
-                        "restore the backup taken before it".to_owned()
+                format!(
+                    "apply {} migration(s): {list}{}",
+                    pending.len(),
+                    late.map(|l| format!("; {l}")).unwrap_or_default()
+                ),
+                undo.action.map(|u| {
+                    let what = match u {
+                        Compensation::RestoreBackup { .. } => {
+                            "restore the backup taken before it".to_owned()
+                        }
+                        other => format!("{} with the down files", other.describe()),
+                    };
+                    match undo.why {
+                        Some(why) => format!("{what} ({why})"),
+                        None => what,
                     }
-                    other => other.describe(),
                 }),
             ))
         }
@@ -265,12 +348,13 @@ pub async fn prepare(
                 return Ok(current.map(|c| Compensation::MigrateUp { to: c }));
             }
             let pending = pending(ctx, &applied, to);
+            out_of_order(ctx, &pending, current).map_err(StepError::Failed)?;
             choose_undo(
                 with.rollback.unwrap_or_default(),
                 &pending,
-                current,
                 state.backup.clone(),
             )
+            .map(|undo| undo.action)
             .map_err(StepError::Failed)
         }
     }
@@ -392,14 +476,14 @@ async fn up_to_unless(
         ));
     }
     let applied_note = |m: &MigrationFile, took: Duration| {
-        ctx.note(
+        ctx.fact(
             id,
-            format!(
-                "applied {} {} ({} ms)",
-                m.version,
-                m.description,
-                took.as_millis()
-            ),
+            Fact::MigrationApplied {
+                version: m.version,
+                description: m.description.clone(),
+                checksum: m.checksum_hex(),
+                took_ms: crate::report::ms(took),
+            },
         );
     };
     let mut done = 0;
@@ -443,7 +527,13 @@ pub async fn down_to(ctx: &Context, id: &str, to: Option<i64>) -> Result<String,
         let failed = ctx.database.revert_batch(batch).await.err();
         let reverted = failed.as_ref().map_or(batch.len(), |f| f.took.len());
         for m in &batch[..reverted] {
-            ctx.note(id, format!("reverted {} {}", m.version, m.description));
+            ctx.fact(
+                id,
+                Fact::MigrationReverted {
+                    version: m.version,
+                    description: m.description.clone(),
+                },
+            );
         }
         if let Some(BatchError { error, .. }) = failed {
             return Err(error.into());
@@ -454,5 +544,71 @@ pub async fn down_to(ctx: &Context, id: &str, to: Option<i64>) -> Result<String,
         format!("nothing to revert (at {at})")
     } else {
         format!("reverted {} migration(s); schema at {at}", revert.len())
+    })
+}
+
+/// Reverts exactly `migrations` (listed in the order they were applied), newest first,
+/// skipping those not applied. One applied with another checksum is not this run's: it
+/// stops the undo rather than revert someone else's migration.
+pub async fn revert_exactly(
+    ctx: &Context,
+    id: &str,
+    migrations: &[MigrationRef],
+) -> Result<String, StepError> {
+    let db = ctx.database.state().await?;
+    let mut revert = Vec::new();
+    for m in migrations.iter().rev() {
+        let Some(applied) = db.applied.iter().find(|a| a.version == m.version) else {
+            continue;
+        };
+        if hex::encode(&applied.checksum) != m.checksum {
+            return Err(StepError::Failed(format!(
+                "migration {} is applied with another checksum than the one this run applied; it is not this run's to revert",
+                m.version
+            )));
+        }
+        let file = ctx.migrations.get(m.version).ok_or_else(|| {
+            StepError::Failed(format!(
+                "migration {} is applied but its file is missing; it cannot be reverted",
+                m.version
+            ))
+        })?;
+        if !file.reversible() {
+            return Err(StepError::Failed(format!(
+                "migration {} has no down file ({}); it cannot be reverted",
+                m.version,
+                down_path(file)
+            )));
+        }
+        revert.push(file);
+    }
+    for batch in revert.chunks(ctx.database.batch_size().max(1)) {
+        let failed = ctx.database.revert_batch(batch).await.err();
+        let reverted = failed.as_ref().map_or(batch.len(), |f| f.took.len());
+        for m in &batch[..reverted] {
+            ctx.fact(
+                id,
+                Fact::MigrationReverted {
+                    version: m.version,
+                    description: m.description.clone(),
+                },
+            );
+        }
+        if let Some(BatchError { error, .. }) = failed {
+            return Err(error.into());
+        }
+    }
+    Ok(if revert.is_empty() {
+        "nothing to revert: none of the run's migrations is applied".to_owned()
+    } else {
+        format!(
+            "reverted {} migration(s): {}",
+            revert.len(),
+            revert
+                .iter()
+                .map(|m| m.version.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     })
 }

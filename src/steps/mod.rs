@@ -86,7 +86,7 @@ pub async fn run(ctx: &Context, step: &Step, state: &mut RunState) -> Result<Str
         StepWith::Backup(w) => backup::run(ctx, &step.id, w, state).await,
         StepWith::Migrate(w) => migrate::run(ctx, &step.id, w, state).await,
         StepWith::Validate(w) => validate::run(ctx, &step.id, w).await,
-        StepWith::Sql(w) => sql::run(ctx, w).await,
+        StepWith::Sql(w) => sql::run(ctx, &step.id, w).await,
         StepWith::Command(w) => command::run(ctx, &step.id, w).await,
         StepWith::Health(w) => health::run(ctx, &step.id, w).await,
         StepWith::Restart(_) => Ok(ctx.platform.restart().await?),

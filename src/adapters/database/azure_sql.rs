@@ -359,7 +359,7 @@ impl Database for AzureSqlDatabase {
         Err(unsupported("cutover's own migrations"))
     }
 
-    async fn execute(&self, _sql: &str) -> Result<(), DatabaseError> {
+    async fn execute(&self, _sql: &str) -> Result<u64, DatabaseError> {
         Err(unsupported("SQL"))
     }
 

@@ -1,6 +1,7 @@
 //! The database family: migrations, SQL, validation queries, dump and restore.
 
 pub mod azure_sql;
+pub mod fingerprint;
 pub mod history;
 pub mod mysql;
 pub mod postgres;
@@ -319,8 +320,8 @@ pub trait Database: Send + Sync {
     }
     /// Runs a migration's down file and removes its record.
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError>;
-    /// Runs SQL in one transaction.
-    async fn execute(&self, sql: &str) -> Result<(), DatabaseError>;
+    /// Runs SQL in one transaction; returns how many rows its statements changed.
+    async fn execute(&self, sql: &str) -> Result<u64, DatabaseError>;
     /// Runs a validation query: one row with an integer column `issues` is a count; any
     /// other result is the offending rows, each an issue.
     async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError>;
@@ -359,6 +360,19 @@ pub trait Database: Send + Sync {
     /// `sqlite_master` SQL by type and name; MySQL: `SHOW CREATE TABLE` of every table by
     /// name, less `AUTO_INCREMENT=N`. An SQLite file that does not exist is not created.
     async fn schema(&self) -> Result<String, DatabaseError>;
+    /// The database's fingerprint: every schema object's digest, and the content digest of
+    /// each table in `scope` no bigger than `budget` bytes (bigger ones are named as
+    /// skipped). A database that does not exist yet has the empty fingerprint.
+    async fn fingerprint(
+        &self,
+        _scope: &crate::fingerprint::Scope,
+        _budget: u64,
+    ) -> Result<crate::fingerprint::Fingerprint, DatabaseError> {
+        Err(DatabaseError::Other(format!(
+            "not available yet for `{}` databases: cutover cannot fingerprint it",
+            self.kind()
+        )))
+    }
     /// Creates an empty scratch database beside this one (same server and credentials, or
     /// a temp file for SQLite) and an adapter for it; the real database is not changed.
     async fn scratch(&self) -> Result<Scratch, DatabaseError>;

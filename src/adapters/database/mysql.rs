@@ -291,14 +291,22 @@ impl Database for MysqlDatabase {
         super::history::revert(&mut *conn, migration).await
     }
 
-    async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {
+    async fn execute(&self, sql: &str) -> Result<u64, DatabaseError> {
         let pool = self.pool().await?;
         let mut tx = pool.begin().await.map_err(super::sql_err("cannot begin"))?;
-        sqlx::Executor::execute(&mut *tx, sql)
+        let done = sqlx::Executor::execute(&mut *tx, sql)
             .await
             .map_err(super::sql_err("SQL failed"))?;
         tx.commit().await.map_err(super::sql_err("cannot commit"))?;
-        Ok(())
+        Ok(done.rows_affected())
+    }
+
+    async fn fingerprint(
+        &self,
+        scope: &crate::fingerprint::Scope,
+        budget: u64,
+    ) -> Result<crate::fingerprint::Fingerprint, DatabaseError> {
+        super::fingerprint::mysql(self.pool().await?, scope, budget).await
     }
 
     async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError> {

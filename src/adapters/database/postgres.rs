@@ -1258,13 +1258,21 @@ impl Database for PostgresDatabase {
         reverted
     }
 
-    async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {
+    async fn execute(&self, sql: &str) -> Result<u64, DatabaseError> {
         // One simple-protocol message: PostgreSQL runs all its statements as one transaction.
-        sqlx::raw_sql(sql)
+        let done = sqlx::raw_sql(sql)
             .execute(&self.pool().await?)
             .await
             .map_err(super::sql_err("SQL failed"))?;
-        Ok(())
+        Ok(done.rows_affected())
+    }
+
+    async fn fingerprint(
+        &self,
+        scope: &crate::fingerprint::Scope,
+        budget: u64,
+    ) -> Result<crate::fingerprint::Fingerprint, DatabaseError> {
+        super::fingerprint::postgres(&self.pool().await?, scope, budget).await
     }
 
     async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError> {

@@ -225,15 +225,15 @@ impl Database for SqliteDatabase {
         super::history::revert_sqlite(&mut conn, migration, &mut None).await
     }
 
-    async fn execute(&self, sql: &str) -> Result<(), DatabaseError> {
+    async fn execute(&self, sql: &str) -> Result<u64, DatabaseError> {
         let pool = self.pool().await?;
         let mut tx = pool.begin().await.map_err(super::sql_err("cannot begin"))?;
         // The SQLite driver runs every statement of a multi-statement string.
-        sqlx::Executor::execute(&mut *tx, sql)
+        let done = sqlx::Executor::execute(&mut *tx, sql)
             .await
             .map_err(super::sql_err("SQL failed"))?;
         tx.commit().await.map_err(super::sql_err("cannot commit"))?;
-        Ok(())
+        Ok(done.rows_affected())
     }
 
     async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
@@ -352,6 +352,18 @@ impl Database for SqliteDatabase {
             .map(|(_, _, sql)| format!("{};", sql.trim_end()))
             .collect::<Vec<_>>()
             .join("\n"))
+    }
+
+    async fn fingerprint(
+        &self,
+        scope: &crate::fingerprint::Scope,
+        budget: u64,
+    ) -> Result<crate::fingerprint::Fingerprint, DatabaseError> {
+        // Looking must not create the database file.
+        if self.pool.lock().await.is_none() && !self.path.exists() {
+            return Ok(crate::fingerprint::Fingerprint::default());
+        }
+        super::fingerprint::sqlite(&self.pool().await?, scope, budget).await
     }
 
     async fn scratch(&self) -> Result<Scratch, DatabaseError> {

@@ -1,0 +1,89 @@
+//! Facts a run establishes, as typed data: the journal records them, every reporter
+//! receives them, and summaries are rendered from them. Nothing parses them back out of
+//! a message.
+
+use serde::{Deserialize, Serialize};
+
+use crate::fingerprint::{Comparison, Fingerprint, Scope};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "fact", rename_all = "snake_case")]
+pub enum Fact {
+    /// A migration this run applied and recorded, in the order applied.
+    MigrationApplied {
+        version: i64,
+        description: String,
+        /// SHA-384 of the up file, hex (the history table's checksum).
+        checksum: String,
+        took_ms: u64,
+    },
+    /// A migration this run reverted with its down file.
+    MigrationReverted { version: i64, description: String },
+    /// A backup this run took and stored (the restore command's argument).
+    BackupTaken { backup: String },
+    /// How many rows a `sql` step's statements changed; its undo runs only when some were.
+    RowsChanged { rows: u64 },
+    /// The database before the run's first side effect.
+    FingerprintTaken {
+        scope: Scope,
+        fingerprint: Fingerprint,
+        took_ms: u64,
+    },
+    /// The database after the rollback, compared with the fingerprint from before.
+    StateCompared { comparison: Comparison, took_ms: u64 },
+    /// The state after the rollback could not be compared, and why.
+    StateNotCompared { reason: String },
+}
+
+impl Fact {
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::MigrationApplied {
+                version,
+                description,
+                took_ms,
+                ..
+            } => format!("applied {version} {description} ({took_ms} ms)"),
+            Self::MigrationReverted {
+                version,
+                description,
+            } => format!("reverted {version} {description}"),
+            Self::RowsChanged { rows } => format!("{rows} row(s) changed"),
+            Self::BackupTaken { backup } => format!("backup {backup} stored"),
+            Self::FingerprintTaken {
+                fingerprint,
+                took_ms,
+                ..
+            } => format!(
+                "fingerprint of the database taken: schema ({} objects) and the rows of {} table(s){} in {took_ms} ms",
+                fingerprint.schema.len(),
+                fingerprint.tables.len(),
+                if fingerprint.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; not digested (over the size budget): {}",
+                        fingerprint.skipped.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                }
+            ),
+            Self::StateCompared { comparison, .. } if comparison.same() => format!(
+                "verified: {} identical to before the run",
+                comparison.covered()
+            ),
+            Self::StateCompared { comparison, .. } => format!(
+                "NOT as before the run: {}",
+                comparison
+                    .differences
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            Self::StateNotCompared { reason } => {
+                format!("the state after the rollback was not verified: {reason}")
+            }
+        }
+    }
+}
