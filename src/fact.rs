@@ -30,7 +30,10 @@ pub enum Fact {
         took_ms: u64,
     },
     /// The database after the rollback, compared with the fingerprint from before.
-    StateCompared { comparison: Comparison, took_ms: u64 },
+    StateCompared {
+        comparison: Comparison,
+        took_ms: u64,
+    },
     /// The state after the rollback could not be compared, and why.
     StateNotCompared { reason: String },
 }
@@ -64,7 +67,12 @@ impl Fact {
                 } else {
                     format!(
                         "; not digested (over the size budget): {}",
-                        fingerprint.skipped.keys().cloned().collect::<Vec<_>>().join(", ")
+                        fingerprint
+                            .skipped
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 }
             ),

@@ -18,8 +18,9 @@ enum Backend {
     Postgres,
 }
 
-/// A step that always fails after the migrations: a validation with one issue.
-const FAILING_CHECK: &str = "SELECT 1 AS issues\n";
+/// A step that always fails, put after the migrations (and after any seed step).
+const FAILING_STEP: &str =
+    "  - id: fail\n    uses: sql\n    with: { sql: \"INSERT INTO no_such_table VALUES (1)\" }\n";
 
 struct Case {
     p: Project,
@@ -76,7 +77,10 @@ impl Case {
     }
 
     fn fail_after_migrating(&self) {
-        self.write("validations/zz_always_fails.sql", FAILING_CHECK);
+        self.set_pipeline(
+            "  - uses: validate",
+            &format!("{FAILING_STEP}  - uses: validate"),
+        );
     }
 
     fn set_pipeline(&self, from: &str, to: &str) {
@@ -89,7 +93,7 @@ impl Case {
             Backend::Sqlite => self
                 .p
                 .db_snapshot()
-                .get("users")
+                .get("table users")
                 .map(|rows| rows.join("\n"))
                 .unwrap_or_default(),
             Backend::Postgres => pg::server().psql(&self.db, sql),
@@ -239,10 +243,7 @@ fn lossy_down_is_caught_and_named(backend: Backend) {
     assert!(c.users().contains("ann"), "{}", c.users());
     // The journal holds both fingerprints' facts.
     let journal = c.journals().pop().unwrap();
-    let facts: Vec<&str> = journal
-        .iter()
-        .filter_map(|r| r["fact"].as_str())
-        .collect();
+    let facts: Vec<&str> = journal.iter().filter_map(|r| r["fact"].as_str()).collect();
     assert!(facts.contains(&"fingerprint_taken"), "{facts:?}");
     assert!(facts.contains(&"state_compared"), "{facts:?}");
     assert!(

@@ -444,9 +444,9 @@ fn state_line(outcome: &RunOutcome, plan: &Plan) -> String {
             "as before the run (schema at {schema}), checked: {} identical to before the run",
             c.covered()
         ),
-        Some(StateCheck::NotCompared(reason)) => format!(
-            "every undo action ran; NOT verified to be as before the run: {reason}"
-        ),
+        Some(StateCheck::NotCompared(reason)) => {
+            format!("every undo action ran; NOT verified to be as before the run: {reason}")
+        }
         // A clean rollback always carries a check; say so rather than claim.
         Some(StateCheck::Differs(_)) | None => {
             "every undo action ran; not compared with before the run".to_owned()
@@ -474,9 +474,15 @@ fn incomplete_next(env: &str, outcome: &RunOutcome) -> String {
 pub fn state_check_json(check: Option<&StateCheck>) -> serde_json::Value {
     match check {
         None => serde_json::Value::Null,
-        Some(StateCheck::Same(c)) => json!({"result": "same", "covered": c.covered(), "comparison": c}),
-        Some(StateCheck::Differs(c)) => json!({"result": "differs", "covered": c.covered(), "comparison": c}),
-        Some(StateCheck::NotCompared(reason)) => json!({"result": "not_compared", "reason": reason}),
+        Some(StateCheck::Same(c)) => {
+            json!({"result": "same", "covered": c.covered(), "comparison": c})
+        }
+        Some(StateCheck::Differs(c)) => {
+            json!({"result": "differs", "covered": c.covered(), "comparison": c})
+        }
+        Some(StateCheck::NotCompared(reason)) => {
+            json!({"result": "not_compared", "reason": reason})
+        }
     }
 }
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::database::Database;
-use crate::fact::Fact;
 use crate::adapters::platform::Platform;
 use crate::adapters::store::BackupStore;
+use crate::fact::Fact;
 use crate::migrate::MigrationSet;
 use crate::report::{Event, Reporter};
 use crate::secret::Redactor;

@@ -16,9 +16,9 @@ use super::journal::{Choice, Journal, Record, RunRecord, RunStatus};
 use super::lock::{hostname, username};
 use super::plan::Plan;
 use super::verify::{self, Before, StateCheck};
-use crate::fact::Fact;
 use crate::config::pipeline::OnFailure;
 use crate::config::{Pipeline, Step};
+use crate::fact::Fact;
 use crate::report::{Event, ms};
 use crate::steps::{self, RunState};
 
@@ -338,9 +338,8 @@ impl Drive<'_> {
                     let changed_nothing = facts
                         .iter()
                         .any(|f| matches!(f, Fact::RowsChanged { rows: 0 }));
-                    let compensation = compensation.filter(|c| {
-                        !(changed_nothing && matches!(c, Compensation::Sql { .. }))
-                    });
+                    let compensation = compensation
+                        .filter(|c| !(changed_nothing && matches!(c, Compensation::Sql { .. })));
                     (result, compensation)
                 }
                 Err(e) => {
@@ -967,7 +966,8 @@ impl Journaled {
                 if self.failed.contains_key(index) && !action.undoes_failed_step() {
                     return None;
                 }
-                if self.changed_nothing.contains(index) && matches!(action, Compensation::Sql { .. })
+                if self.changed_nothing.contains(index)
+                    && matches!(action, Compensation::Sql { .. })
                 {
                     return None;
                 }

@@ -93,8 +93,7 @@ pub async fn scope(
             scripts.extend(m.down_sql.clone());
         }
     }
-    match crate::migrate::tables::touched(ctx.database.kind(), scripts.iter().map(String::as_str))
-    {
+    match crate::migrate::tables::touched(ctx.database.kind(), scripts.iter().map(String::as_str)) {
         Some(mut tables) => {
             tables.push(HISTORY.to_owned());
             tables.sort();
@@ -114,7 +113,11 @@ pub async fn before(
     scope: Scope,
 ) -> Result<Option<Before>, EngineError> {
     let started = Instant::now();
-    match ctx.database.fingerprint(&scope, ctx.fingerprint_budget).await {
+    match ctx
+        .database
+        .fingerprint(&scope, ctx.fingerprint_budget)
+        .await
+    {
         Ok(fingerprint) => {
             record(
                 ctx,
@@ -176,10 +179,9 @@ pub async fn after(
 pub fn journaled(records: &[Record]) -> Option<Before> {
     records.iter().find_map(|r| match r {
         Record::Fact {
-            fact:
-                Fact::FingerprintTaken {
-                    scope, fingerprint, ..
-                },
+            fact: Fact::FingerprintTaken {
+                scope, fingerprint, ..
+            },
             ..
         } => Some(Before {
             scope: scope.clone(),

@@ -47,10 +47,7 @@ mod tests {
                 "UPDATE users SET x = 1; DELETE FROM audit; ALTER TABLE orders ADD COLUMN y int;",
             ],
         );
-        assert_eq!(
-            t.unwrap(),
-            ["audit", "orders", "recipes", "tags", "users"]
-        );
+        assert_eq!(t.unwrap(), ["audit", "orders", "recipes", "tags", "users"]);
     }
 
     #[test]

@@ -134,12 +134,13 @@ pub async fn sqlite(
     };
     for table in tables.into_iter().filter(|t| scope.includes(t)) {
         // dbstat is optional in SQLite builds; without it every table is digested.
-        let bytes: Option<i64> = sqlx::query_scalar("SELECT sum(pgsize) FROM dbstat WHERE name = ?")
-            .bind(&table)
-            .fetch_one(pool)
-            .await
-            .ok()
-            .flatten();
+        let bytes: Option<i64> =
+            sqlx::query_scalar("SELECT sum(pgsize) FROM dbstat WHERE name = ?")
+                .bind(&table)
+                .fetch_one(pool)
+                .await
+                .ok()
+                .flatten();
         if let Some(why) = bytes.and_then(|b| too_big(b, budget)) {
             fingerprint.skipped.insert(table, why);
             continue;
