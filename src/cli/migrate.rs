@@ -30,6 +30,7 @@ pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, E
         } => resolve(global, version, resolution).await,
         MigrateCommand::Lint { pending } => lint(global, pending).await,
         MigrateCommand::Test => roundtrip(global).await,
+        MigrateCommand::Fingerprint { tables } => fingerprint(global, tables).await,
         MigrateCommand::Up { to, confirm } => {
             let session = Session::open(global)?;
             let ctx = session.context(cancel::on_signals())?;
@@ -328,6 +329,54 @@ async fn lint(global: &Global, pending_only: bool) -> Result<Exit, EngineError> 
         &text,
     );
     Ok(if failed { Exit::BadInput } else { Exit::Ok })
+}
+
+async fn fingerprint(global: &Global, tables: Vec<String>) -> Result<Exit, EngineError> {
+    use crate::fingerprint::Scope;
+    let session = Session::open(global)?;
+    let ctx = session.context(cancel::on_signals())?;
+    let read = |e: crate::adapters::database::DatabaseError| EngineError::Plan(e.to_string());
+    let started = std::time::Instant::now();
+    let schema = ctx
+        .database
+        .fingerprint(&Scope::Tables(Vec::new()), ctx.fingerprint_budget)
+        .await
+        .map_err(read)?;
+    let schema_ms = crate::report::ms(started.elapsed());
+    let scope = if tables.is_empty() {
+        Scope::All
+    } else {
+        Scope::Tables(tables.iter().map(|t| t.to_ascii_lowercase()).collect())
+    };
+    let started = std::time::Instant::now();
+    let full = ctx
+        .database
+        .fingerprint(&scope, ctx.fingerprint_budget)
+        .await
+        .map_err(read)?;
+    let total_ms = crate::report::ms(started.elapsed());
+    let mut text = format!(
+        "schema: {} objects in {schema_ms} ms\n",
+        schema.schema.len()
+    );
+    for (table, digest) in &full.tables {
+        text.push_str(&format!(
+            "table {table}: {} rows, digest {}\n",
+            digest.rows, digest.digest
+        ));
+    }
+    for (table, why) in &full.skipped {
+        text.push_str(&format!("table {table}: not digested ({why})\n"));
+    }
+    text.push_str(&format!(
+        "schema and {} table(s) in {total_ms} ms",
+        full.tables.len()
+    ));
+    session.result(
+        &json!({"schema_ms": schema_ms, "total_ms": total_ms, "fingerprint": full}),
+        &text,
+    );
+    Ok(Exit::Ok)
 }
 
 async fn roundtrip(global: &Global) -> Result<Exit, EngineError> {

@@ -245,6 +245,14 @@ pub enum MigrateCommand {
     /// each; then all down and up again); the real database is not touched. Exit 1 names
     /// the migration whose down does not undo its up.
     Test,
+    /// Print the database's fingerprint, as a run takes it before its first side effect:
+    /// a digest per schema object and each table's row count and content digest. Reads
+    /// only. With `--table`, only those tables' rows are digested.
+    Fingerprint {
+        /// A table whose rows to digest (repeatable; default: every table).
+        #[arg(long = "table", value_name = "NAME")]
+        tables: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -189,6 +189,7 @@ pub fn command_name(command: &Command) -> String {
                 MigrateCommand::Resolve { .. } => "resolve",
                 MigrateCommand::Lint { .. } => "lint",
                 MigrateCommand::Test => "test",
+                MigrateCommand::Fingerprint { .. } => "fingerprint",
             },
         ),
         Command::Backup(b) => sub(
