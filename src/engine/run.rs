@@ -589,7 +589,6 @@ async fn check_state(
     }
     let check = verify::after(ctx, journal, before).await?;
     match &check {
-        StateCheck::Same(_) => {}
         StateCheck::Differs(c) => {
             outcome.status = RunStatus::RollbackFailed;
             outcome.left.push(format!(
@@ -607,7 +606,7 @@ async fn check_state(
                 "the database could not be compared with before the run: {reason}"
             ));
         }
-        StateCheck::NotCompared(_) => {}
+        StateCheck::Same(_) | StateCheck::NotCompared(_) => {}
     }
     outcome.state_check = Some(check);
     Ok(())

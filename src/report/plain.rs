@@ -127,16 +127,14 @@ pub fn render_event(event: &Event) -> Option<String> {
             )
         }
         Event::StepNote { id: _, message } => format!("      {message}"),
-        Event::Fact { fact, .. }
-            if matches!(
-                fact,
-                crate::fact::Fact::RowsChanged { .. } | crate::fact::Fact::BackupTaken { .. }
-            ) =>
-        {
-            return None;
-        }
-        Event::Fact { id: Some(_), fact } => format!("      {}", fact.describe()),
-        Event::Fact { id: None, fact } => format!("==> {}", fact.describe()),
+        Event::Fact { id, fact } => match fact {
+            // The step's own result line says these.
+            crate::fact::Fact::RowsChanged { .. } | crate::fact::Fact::BackupTaken { .. } => {
+                return None;
+            }
+            _ if id.is_some() => format!("      {}", fact.describe()),
+            _ => format!("==> {}", fact.describe()),
+        },
         Event::CheckResult {
             check,
             issues,

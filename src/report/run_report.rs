@@ -231,7 +231,7 @@ struct State {
     warnings: Vec<String>,
     backup: Option<Backup>,
     fingerprint: Option<Fact>,
-    state_check: Option<Fact>,
+    rollback_check: Option<Fact>,
     outcome: Option<Outcome>,
     result: Option<Value>,
 }
@@ -359,7 +359,7 @@ impl Recorder {
                     }
                     Fact::FingerprintTaken { .. } => s.fingerprint = Some(fact.clone()),
                     Fact::StateCompared { .. } | Fact::StateNotCompared { .. } => {
-                        s.state_check = Some(fact.clone());
+                        s.rollback_check = Some(fact.clone());
                     }
                     Fact::RowsChanged { .. } => {}
                 }
@@ -533,7 +533,7 @@ impl Recorder {
             migrations: s.migrations.clone(),
             backup: s.backup.clone(),
             fingerprint: s.fingerprint.clone(),
-            state_check: s.state_check.clone(),
+            state_check: s.rollback_check.clone(),
             validations: s.validations.clone(),
             rollback: s.rollback.as_ref().map(|(reason, planned)| Rollback {
                 reason: reason.clone(),

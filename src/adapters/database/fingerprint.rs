@@ -73,8 +73,8 @@ pub async fn sqlite(
     let mut parts = Vec::new();
     let mut tables = Vec::new();
     for (kind, name, sql) in &objects {
-        match kind.as_str() {
-            "table" => {
+        if kind == "table" {
+            {
                 tables.push(name.clone());
                 if name == HISTORY {
                     continue;
@@ -119,13 +119,12 @@ pub async fn sqlite(
                     parts.push((object.clone(), format!("key {k:?}")));
                 }
             }
-            _ => {
-                let text = sql.as_deref().unwrap_or_default();
-                parts.push((
-                    format!("{kind} {name}"),
-                    text.split_whitespace().collect::<Vec<_>>().join(" "),
-                ));
-            }
+        } else {
+            let text = sql.as_deref().unwrap_or_default();
+            parts.push((
+                format!("{kind} {name}"),
+                text.split_whitespace().collect::<Vec<_>>().join(" "),
+            ));
         }
     }
     let mut fingerprint = Fingerprint {
