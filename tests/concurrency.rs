@@ -54,6 +54,7 @@ fn lock_info(run_id: &str, host: String, pid: u32, expires_in: chrono::Duration)
         command: "deploy".into(),
         host,
         pid,
+        pid_started: None,
         user: "someone".into(),
         acquired_at: now - chrono::Duration::minutes(5),
         expires_at: now + expires_in,

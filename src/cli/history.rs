@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::deploy_file::LockKind;
 use crate::engine::journal::{Record, all_runs};
+use crate::engine::liveness::{Holders, Liveness};
 use crate::engine::{EngineError, shared_state};
 
 pub async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, EngineError> {
@@ -19,7 +20,8 @@ pub async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, Engine
     let config = load_config(&global)?;
     let (reporter, _) = super::session::reporter(&global)?;
     // Environments whose journal lives in blob storage: their runs, from every runner,
-    // are copied into the state folder first.
+    // are copied into the state folder first, and the blob lease names the live one.
+    let mut leases = std::collections::BTreeMap::new();
     for (name, env) in &config.file.environments {
         let shared = env
             .lock
@@ -30,6 +32,9 @@ pub async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, Engine
             one.env = Some(name.clone());
             let ctx = Session::open(&one)?.context(CancellationToken::new())?;
             shared_state::sync(&ctx, false).await?;
+            if args.target.is_none() {
+                leases.insert(name.clone(), Holders::read_with_lease(&ctx).await?.lease);
+            }
         }
     }
     let dir = match &args.target {
@@ -43,6 +48,7 @@ pub async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, Engine
         None => config.state_dir(),
     };
     let runs = all_runs(&dir)?;
+    let mut holders = std::collections::BTreeMap::new();
     let mut rows = Vec::new();
     let mut text = String::new();
     for run in runs
@@ -69,11 +75,24 @@ pub async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, Engine
             _ => None,
         });
         let halted = run.halted().is_some();
+        let live = if run.status().is_none() && !halted {
+            if !holders.contains_key(&environment) {
+                let mut h = Holders::read(&dir, &environment)?;
+                h.lease = leases.get(&environment).cloned().flatten();
+                holders.insert(environment.clone(), h);
+            }
+            Liveness::of(run, &holders[&environment]).running().cloned()
+        } else {
+            None
+        };
         let status = if halted {
-            "halted (`cutover resume` or `cutover rollback`)"
+            "halted (`cutover resume` or `cutover rollback`)".to_owned()
+        } else if let Some(live) = &live {
+            live.short()
         } else {
             run.status()
                 .map_or("unfinished (run `cutover recover`)", |s| s.as_str())
+                .to_owned()
         };
         let started = run.started_at();
         let seconds = match (started, run.finished_at()) {
@@ -82,7 +101,8 @@ pub async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, Engine
         };
         rows.push(json!({
             "run_id": run.run_id(), "environment": environment, "command": command,
-            "status": if halted { Some("halted") } else { run.status().map(super::super::engine::journal::RunStatus::as_str) }, "started_at": started,
+            "status": if halted { Some("halted") } else if live.is_some() { Some("running") } else { run.status().map(super::super::engine::journal::RunStatus::as_str) }, "started_at": started,
+            "step": live.as_ref().and_then(|l| l.activity.step()),
             "seconds": seconds, "failed_step": failed.as_ref().map(|f| &f.0), "error": failed.as_ref().map(|f| &f.1),
             "journal": run.path.display().to_string(),
         }));

@@ -6,13 +6,18 @@ use super::exit::{Exit, eprint};
 use super::session::Session;
 use super::{Global, RecoverArgs};
 use crate::engine::journal::{RunStatus, open_runs};
+use crate::engine::liveness::{Holders, Liveness};
 use crate::engine::{EngineError, cancel, lock, run, shared_state};
 
 pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let cancel = cancel::on_signals();
     let ctx = session.context(cancel.clone())?;
-    shared_state::sync(&ctx, true).await?;
+    shared_state::sync(&ctx, false).await?;
+    refuse_live(&ctx).await?;
+    if let Some(shared) = &ctx.shared {
+        shared.ensure_free().await?;
+    }
     let mut exit = recover_runs(&session, &ctx, false).await?;
     if args.fleet {
         let resolver = crate::config::reference::Resolver {
@@ -46,6 +51,7 @@ pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, Engine
                 ctx.redactor.clone(),
                 cancel.clone(),
             )?;
+            refuse_live(&tctx).await?;
             let one = recover_runs(&session, &tctx, true).await?;
             exit = worse(exit, one);
         }
@@ -59,6 +65,28 @@ pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, Engine
         );
     }
     Ok(exit)
+}
+
+/// Refuses (exit 4) while an unfinished-looking run is alive: it is running, not dead, and
+/// says so in the words `status` and `history` use.
+async fn refuse_live(ctx: &crate::engine::Context) -> Result<(), EngineError> {
+    let runs = open_runs(&ctx.state_dir, &ctx.environment)?;
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let holders = Holders::read_with_lease(ctx).await?;
+    match runs
+        .iter()
+        .find_map(|run| Liveness::of(run, &holders).running().cloned())
+    {
+        Some(live) => Err(lock::LockError::Running(format!(
+            "{} is running, not unfinished: there is nothing to recover while it lives; wait for it to finish (`cutover status -e {}` shows where it is)",
+            live.describe(),
+            ctx.environment
+        ))
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// The exit code that says more: an incomplete rollback, then a rollback, then success.

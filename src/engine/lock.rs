@@ -1,8 +1,9 @@
 //! The deploy lock: one run per environment at a time.
 //!
-//! A lock file holds the holder's run id, host, pid and an expiry. A heartbeat pushes the
-//! expiry forward while the run lives; a runner that dies stops renewing, and its lock can be
-//! taken once expired (or at once when the holder was on this host and its process is gone).
+//! A lock file holds the holder's run id, host, pid (with the process's start time) and an
+//! expiry. A heartbeat pushes the expiry forward while the run lives; a runner that dies
+//! stops renewing, and its lock can be taken once expired (or at once when the holder was on
+//! this host and its process is gone).
 //! Taking a stale lock renames it away first, so two takers cannot both win.
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,11 @@ pub struct LockInfo {
     pub command: String,
     pub host: String,
     pub pid: u32,
+    /// When the holder's process started, in clock ticks since boot (`/proc/PID/stat` field
+    /// 22): a pid alone may have been recycled by another process since. Absent in lock
+    /// files written before it was recorded, and where `/proc` is not there.
+    #[serde(default)]
+    pub pid_started: Option<u64>,
     pub user: String,
     pub acquired_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -28,11 +34,23 @@ impl LockInfo {
         self.expires_at <= Utc::now()
     }
 
-    /// True when the holder ran on this host and its process no longer exists.
-    pub fn holder_dead(&self) -> bool {
+    /// True when the holder ran on this host.
+    pub fn on_this_host(&self) -> bool {
         self.host == hostname()
-            && !Path::new(&format!("/proc/{}", self.pid)).exists()
-            && Path::new("/proc/self").exists()
+    }
+
+    /// True when the holder ran on this host and its process no longer exists: its pid is
+    /// gone, or is now a process that started at another time than the holder.
+    pub fn holder_dead(&self) -> bool {
+        if !self.on_this_host() || !Path::new("/proc/self").exists() {
+            return false;
+        }
+        match (process_started(self.pid), self.pid_started) {
+            (None, _) => true,
+            (Some(now), Some(then)) => now != then,
+            // An older lock file without the start time: the pid is all there is to go by.
+            (Some(_), None) => false,
+        }
     }
 
     pub fn stale(&self) -> bool {
@@ -59,6 +77,9 @@ pub enum LockError {
     Held(Box<LockInfo>),
     #[error("{0}")]
     HeldInDatabase(String),
+    /// The run asked about is alive (`recover` of a live run); the text says where it is.
+    #[error("{0}")]
+    Running(String),
     #[error("lock file {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -73,6 +94,16 @@ pub fn hostname() -> String {
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`);
+/// `None` when there is no such process (or no `/proc`).
+pub fn process_started(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2, the command name, is in parentheses and may itself hold spaces and
+    // parentheses: the fields after it are counted from its last `)`.
+    let (_, after) = stat.rsplit_once(')')?;
+    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 pub fn username() -> String {
@@ -110,6 +141,7 @@ fn parse(bytes: &[u8]) -> LockInfo {
         command: "unknown".into(),
         host: "unknown".into(),
         pid: 0,
+        pid_started: None,
         user: "unknown".into(),
         acquired_at: DateTime::<Utc>::MIN_UTC,
         expires_at: DateTime::<Utc>::MIN_UTC,
@@ -209,6 +241,7 @@ pub fn acquire(
         command: command.to_owned(),
         host: hostname(),
         pid: std::process::id(),
+        pid_started: process_started(std::process::id()),
         user: username(),
         acquired_at: now,
         expires_at: now + lease_chrono,

@@ -7,6 +7,7 @@ pub mod context;
 pub mod decide;
 pub mod error;
 pub mod journal;
+pub mod liveness;
 pub mod lock;
 pub mod plan;
 pub mod run;

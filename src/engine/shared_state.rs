@@ -102,6 +102,7 @@ impl SharedState {
                 command: "unknown".into(),
                 host: "unknown".into(),
                 pid: 0,
+                pid_started: None,
                 user: "unknown".into(),
                 acquired_at: chrono::Utc::now(),
                 expires_at: chrono::Utc::now(),
@@ -178,6 +179,7 @@ impl SharedState {
             command: command.to_owned(),
             host: hostname(),
             pid: std::process::id(),
+            pid_started: super::lock::process_started(std::process::id()),
             user: username(),
             acquired_at: now,
             expires_at: now
