@@ -77,7 +77,7 @@ impl Fact {
                 }
             ),
             Self::StateCompared { comparison, .. } if comparison.same() => format!(
-                "verified: {} identical to before the run",
+                "as before the run, checked: {} identical to before the run",
                 comparison.covered()
             ),
             Self::StateCompared { comparison, .. } => format!(

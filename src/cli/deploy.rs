@@ -447,6 +447,20 @@ fn state_line(outcome: &RunOutcome, plan: &Plan) -> String {
         Some(StateCheck::NotCompared(reason)) => {
             format!("every undo action ran; NOT verified to be as before the run: {reason}")
         }
+        Some(StateCheck::Differs(c)) if !outcome.kept.is_empty() => format!(
+            "NOT as before the run, as the pipeline chose: step(s) {} have no undo and keep their changes; compared with before the run: {}",
+            outcome
+                .kept
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            c.differences
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
         // A clean rollback always carries a check; say so rather than claim.
         Some(StateCheck::Differs(_)) | None => {
             "every undo action ran; not compared with before the run".to_owned()

@@ -54,6 +54,9 @@ pub struct RunOutcome {
     pub state_check: Option<StateCheck>,
     /// The backup the run took, if it took one.
     pub backup: Option<String>,
+    /// Steps that changed the database with no undo (`rollback: none`, a `sql` or
+    /// `command` step without `undo:`): what they did stays, by the pipeline's choice.
+    pub kept: Vec<String>,
 }
 
 struct Pending {
@@ -266,6 +269,7 @@ impl Drive<'_> {
         let mut failure = None;
         let mut halt_at = None;
         let mut results = Vec::new();
+        let mut kept: Vec<String> = Vec::new();
         let total = self.pipeline.steps.len();
         let mut index = from;
         while index < total {
@@ -340,6 +344,12 @@ impl Drive<'_> {
                         .any(|f| matches!(f, Fact::RowsChanged { rows: 0 }));
                     let compensation = compensation
                         .filter(|c| !(changed_nothing && matches!(c, Compensation::Sql { .. })));
+                    if compensation.is_none()
+                        && keeps_changes(step.kind().name(), &facts)
+                        && !kept.contains(&step.id)
+                    {
+                        kept.push(step.id.clone());
+                    }
                     (result, compensation)
                 }
                 Err(e) => {
@@ -438,6 +448,7 @@ impl Drive<'_> {
             halted_at: None,
             state_check: None,
             backup: state.backup.clone(),
+            kept,
         };
         let Some((id, error)) = &failure else {
             return finish(ctx, &mut journal, outcome, started).await;
@@ -552,6 +563,22 @@ impl Drive<'_> {
     }
 }
 
+/// Whether a step of kind `uses` that has no undo left the database changed on purpose:
+/// a migration applied under `rollback: none`, a `sql` step without `undo:` that changed
+/// rows, a `command` step without `undo:` (it may have changed anything).
+fn keeps_changes(uses: &str, facts: &[Fact]) -> bool {
+    match uses {
+        "command" => true,
+        "migrate" => facts
+            .iter()
+            .any(|f| matches!(f, Fact::MigrationApplied { .. })),
+        "sql" => facts
+            .iter()
+            .any(|f| matches!(f, Fact::RowsChanged { rows } if *rows > 0)),
+        _ => false,
+    }
+}
+
 /// Journals the facts step `index` reported while it ran; returns them.
 async fn journal_facts(
     ctx: &Context,
@@ -589,6 +616,9 @@ async fn check_state(
     }
     let check = verify::after(ctx, journal, before).await?;
     match &check {
+        // The pipeline chose to keep those steps' changes: the differences are reported,
+        // not claimed away, and they are not a failed rollback.
+        StateCheck::Differs(_) if !outcome.kept.is_empty() => {}
         StateCheck::Differs(c) => {
             outcome.status = RunStatus::RollbackFailed;
             outcome.left.push(format!(
@@ -875,6 +905,10 @@ struct Journaled {
     changed_nothing: HashSet<usize>,
     /// The backup the run stored, if any.
     backup: Option<String>,
+    /// Facts each step reported, by step.
+    facts: HashMap<usize, Vec<Fact>>,
+    /// Every started step's kind, by step.
+    uses: HashMap<usize, String>,
 }
 
 impl Journaled {
@@ -892,6 +926,8 @@ impl Journaled {
             first_replicas: BTreeMap::new(),
             changed_nothing: HashSet::new(),
             backup: None,
+            facts: HashMap::new(),
+            uses: HashMap::new(),
         };
         for record in &run.records {
             match record {
@@ -899,9 +935,11 @@ impl Journaled {
                 Record::StepStarted {
                     index,
                     id,
+                    uses,
                     compensation,
                     ..
                 } => {
+                    j.uses.insert(*index, uses.clone());
                     if let Some(Compensation::Scale {
                         target, replicas, ..
                     }) = compensation
@@ -934,9 +972,17 @@ impl Journaled {
                 } => j.backup = Some(backup.clone()),
                 Record::Fact {
                     index: Some(index),
-                    fact: Fact::RowsChanged { rows },
+                    fact: fact @ Fact::MigrationApplied { .. },
                     ..
                 } => {
+                    j.facts.entry(*index).or_default().push(fact.clone());
+                }
+                Record::Fact {
+                    index: Some(index),
+                    fact: fact @ Fact::RowsChanged { rows },
+                    ..
+                } => {
+                    j.facts.entry(*index).or_default().push(fact.clone());
                     if *rows == 0 {
                         j.changed_nothing.insert(*index);
                     } else {
@@ -950,6 +996,20 @@ impl Journaled {
             }
         }
         j
+    }
+
+    /// Steps whose changes stay by the pipeline's choice (see [`keeps_changes`]).
+    fn kept(&self) -> Vec<String> {
+        self.started
+            .iter()
+            .filter(|(index, _, action)| {
+                action.is_none()
+                    && self.uses.get(index).is_some_and(|uses| {
+                        keeps_changes(uses, self.facts.get(index).map_or(&[], Vec::as_slice))
+                    })
+            })
+            .map(|(_, id, _)| id.clone())
+            .collect()
     }
 
     /// The undo actions still to run, oldest first; with a `floor`, only those of steps
@@ -996,6 +1056,7 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
         halted_at: None,
         state_check: None,
         backup: None,
+        kept: Vec::new(),
     };
     if !run.needs_recover() {
         if let Some(halt) = run.halted() {
@@ -1006,6 +1067,7 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
     }
     let j = Journaled::read(run);
     outcome.backup.clone_from(&j.backup);
+    outcome.kept = j.kept();
     let mut journal = Journal::reopen(&run.path, ctx.redactor.clone())?;
     if let Some(shared) = &ctx.shared {
         journal.mirror_to(shared.journal(&run.run_id()).await?);
@@ -1100,6 +1162,7 @@ pub async fn roll_back_halted(ctx: &Context, run: &RunRecord) -> Result<RunOutco
         halted_at: None,
         state_check: None,
         backup: j.backup.clone().or(halt.backup),
+        kept: j.kept(),
     };
     let before = verify::journaled(&run.records);
     check_state(ctx, &mut journal, before.as_ref(), &mut outcome).await?;
