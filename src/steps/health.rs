@@ -112,8 +112,8 @@ pub fn plan(ctx: &Context, with: &HealthWith) -> Result<(String, Option<String>)
 struct Streak {
     healthy_for: Duration,
     successes: u32,
-    /// When the current streak's first good answer came, and how many it has.
-    current: Option<(Instant, u32)>,
+    /// When the current streak's first and last good answers came, and how many it has.
+    current: Option<(Instant, Instant, u32)>,
     /// The longest streak that ended (or is running), by answers and span.
     best: Option<(u32, Duration)>,
 }
@@ -144,13 +144,14 @@ impl Streak {
     fn answer(&mut self, good: bool, at: Instant) -> Verdict {
         if !good {
             return match self.current.take() {
-                Some((since, n)) => Verdict::Broken(n, at.saturating_duration_since(since)),
+                Some((first, last, n)) => Verdict::Broken(n, last.saturating_duration_since(first)),
                 None => Verdict::Unhealthy,
             };
         }
-        let (since, n) = self.current.get_or_insert((at, 0));
+        let (first, last, n) = self.current.get_or_insert((at, at, 0));
+        *last = at;
         *n += 1;
-        let (n, span) = (*n, at.saturating_duration_since(*since));
+        let (n, span) = (*n, at.saturating_duration_since(*first));
         if self.best.is_none_or(|(b, _)| n > b) {
             self.best = Some((n, span));
         }
@@ -381,7 +382,7 @@ mod tests {
         assert_eq!(s.answer(false, t0), Verdict::Unhealthy);
         assert_eq!(s.answer(true, t0 + ms(100)), Verdict::Building);
         assert_eq!(s.answer(true, t0 + ms(400)), Verdict::Building);
-        assert_eq!(s.answer(false, t0 + ms(500)), Verdict::Broken(2, ms(400)));
+        assert_eq!(s.answer(false, t0 + ms(500)), Verdict::Broken(2, ms(300)));
         assert_eq!(s.answer(false, t0 + ms(600)), Verdict::Unhealthy);
         // The new streak counts from its own first answer, not from the first ever.
         assert_eq!(s.answer(true, t0 + ms(700)), Verdict::Building);
