@@ -93,7 +93,7 @@ environments:
       env:
         API_TOKEN: "{token_ref}"
         SAME_TOKEN: "{token_ref}"
-    health: {{ url: "{}", timeout: 5s }}
+    health: {{ url: "{}", timeout: 5s, healthy_for: 0s }}
 "#,
         p.health.url
     ));
@@ -434,7 +434,7 @@ environments:
       resource_group: rg
       app: api
       jobs: jobs
-    health: {{ url: "{}", timeout: 5s }}
+    health: {{ url: "{}", timeout: 5s, healthy_for: 0s }}
 "#,
         p.health.url
     ));
@@ -1018,7 +1018,7 @@ environments:
     backups: {{ kind: local, path: state/backups }}
     azure: {{ subscription: {SUBSCRIPTION}, tenant: {TENANT}, client_id: {CLIENT_ID}, credential: client-secret }}
     platform: {{ kind: azure-app-service, resource_group: rg, app: web }}
-    health: {{ url: "{}", timeout: 5s }}
+    health: {{ url: "{}", timeout: 5s, healthy_for: 0s }}
 "#,
         p.health.url
     ));

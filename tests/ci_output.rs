@@ -38,7 +38,7 @@ environments:
       restart: "echo restart >> calls.log; echo \"restart refused: token=$API_TOKEN\" >&2; exit 1"
       env:
         API_TOKEN: "${{secret:env:CUTOVER_TEST_CI_TOKEN}}"
-    health: {{ url: "{health_url}", timeout: 5s }}
+    health: {{ url: "{health_url}", timeout: 5s, healthy_for: 0s }}
 "#
     )
 }

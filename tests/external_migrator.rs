@@ -59,7 +59,7 @@ fn pipeline(migrate: &str, failing_check: bool) -> String {
         "checks: [{ name: titles, sql: \"SELECT count(*) AS issues FROM recipes WHERE title = ''\" }]"
     };
     format!(
-        "name: deploy\nsteps:\n  - uses: preflight\n  - uses: backup\n{migrate}  - uses: validate\n    with: {{ {checks} }}\n  - uses: health\n    with: {{ timeout: 5s }}\n"
+        "name: deploy\nsteps:\n  - uses: preflight\n  - uses: backup\n{migrate}  - uses: validate\n    with: {{ {checks} }}\n  - uses: health\n    with: {{ timeout: 5s, healthy_for: 0s }}\n"
     )
 }
 
@@ -536,6 +536,13 @@ fn copy_example(p: &Project, name: &str) {
             }
         }
     }
+    // These tests are about the migrator: the health step passes on the first good answer
+    // instead of the shipped 10 s of sustained health.
+    p.write_config(&replace_once(
+        &p.read("deploy.yaml"),
+        "timeout: 5m }",
+        "timeout: 5m, healthy_for: 0s }",
+    ));
 }
 
 fn executable(p: &Project, rel: &str, text: &str) {

@@ -598,24 +598,23 @@ fn assert_deployed(p: &Project) {
 
 #[test]
 fn health_503_with_retry_after_and_429_then_healthy() {
-    // 503 and 429 with Retry-After, a 502, then healthy; flapping back to 503 afterwards
-    // does not matter once the step has seen it healthy.
+    // 503 and 429 with Retry-After, a 502, then healthy; the step passes on the third good
+    // answer in a row (the project's `healthy_for` is 0s).
     let server = Scripted::start(|n| match n {
         0 => (503, Some(1)),
         1 => (429, Some(1)),
         2 => (503, None),
         3 => (429, None),
         4 => (502, None),
-        5 => (200, None),
-        _ if n % 2 == 0 => (503, Some(1)),
         _ => (200, None),
     });
     let (p, _) = health_case(&format!("http://{}/health", server.addr), "30s");
     let run = p.run(&["deploy"]);
     run.success();
-    assert_eq!(server.hits(), 6);
+    assert_eq!(server.hits(), 8);
     assert!(
-        run.all().contains("healthy after 6 request(s)"),
+        run.all().contains("healthy: 3 good answers in a row")
+            && run.all().contains("(8 request(s) in"),
         "{}",
         run.all()
     );
@@ -623,18 +622,26 @@ fn health_503_with_retry_after_and_429_then_healthy() {
 }
 
 #[test]
-fn health_flapping_between_503_and_200_ends_healthy() {
-    // Flaps every request, starting unhealthy; the step polls until it sees 200.
+fn health_flapping_between_503_and_200_ends_healthy_once_steady() {
+    // Flaps for nine requests, one good answer in three, then steady: a good answer between
+    // bad ones is no streak, so the step passes on the third steady answer in a row.
     let server = Scripted::start(|n| {
-        if n % 3 == 2 {
+        if n >= 9 || n % 3 == 2 {
             (200, None)
         } else {
             (503, Some(2))
         }
     });
     let (p, _) = health_case(&format!("http://{}/health", server.addr), "30s");
-    p.run(&["deploy"]).success();
-    assert_eq!(server.hits(), 3);
+    let run = p.run(&["deploy"]);
+    run.success();
+    assert_eq!(server.hits(), 11);
+    assert!(
+        run.all()
+            .contains("healthy, then not after 1 good answer in a row"),
+        "{}",
+        run.all()
+    );
     assert_deployed(&p);
 }
 

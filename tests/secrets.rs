@@ -84,7 +84,7 @@ environments:
       env:
         TOKEN_ENV: "${{env:CUTOVER_TEST_PLATFORM_TOKEN}}"
         TOKEN_FILE: "${{file:secrets/platform-token}}"
-    health: {{ url: "{health_url}?token=${{secret:env:CUTOVER_TEST_HEALTH_TOKEN}}", timeout: 5s }}
+    health: {{ url: "{health_url}?token=${{secret:env:CUTOVER_TEST_HEALTH_TOKEN}}", timeout: 5s, healthy_for: 0s }}
 "#
     )
 }

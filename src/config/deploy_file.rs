@@ -553,6 +553,14 @@ pub struct HealthConfig {
     /// How long the health step waits for good health (default 5m).
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// How long the app must stay healthy, from its first good answer, before the health
+    /// step passes (default 10s); a step's `healthy_for` overrides it.
+    #[serde(default)]
+    pub healthy_for: Option<Duration>,
+    /// Good answers in a row the health step needs (default 3); a step's `successes`
+    /// overrides it.
+    #[serde(default)]
+    pub successes: Option<u32>,
 }
 
 /// Deploy lock settings.

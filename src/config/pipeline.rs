@@ -455,6 +455,14 @@ pub struct HealthWith {
     /// Give up after this long (default: the environment's, else 5m).
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// The app must stay healthy this long, from its first good answer in a row to the last,
+    /// before the step passes (default: the environment's, else 10s). A bad answer starts
+    /// over; the whole wait still ends at `timeout`.
+    #[serde(default)]
+    pub healthy_for: Option<Duration>,
+    /// Good answers in a row the step needs (default: the environment's, else 3).
+    #[serde(default)]
+    pub successes: Option<u32>,
 }
 
 /// `restart`: restart the app.

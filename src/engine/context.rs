@@ -20,6 +20,11 @@ pub struct HealthTarget {
     pub expect: u16,
     pub body: Option<String>,
     pub timeout: std::time::Duration,
+    /// How long good answers must last, from the first of a streak to the last, before the
+    /// `health` step passes.
+    pub healthy_for: std::time::Duration,
+    /// How many good answers in a row the `health` step needs.
+    pub successes: u32,
 }
 
 pub struct Context {

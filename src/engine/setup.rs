@@ -119,6 +119,13 @@ fn build(
                     Duration::from_secs(300),
                     super::super::config::duration::Duration::get,
                 ),
+                healthy_for: h.healthy_for.map_or(
+                    crate::steps::health::DEFAULT_HEALTHY_FOR,
+                    super::super::config::duration::Duration::get,
+                ),
+                successes: h
+                    .successes
+                    .unwrap_or(crate::steps::health::DEFAULT_SUCCESSES),
             })
         }
         None => None,

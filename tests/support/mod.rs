@@ -30,18 +30,27 @@ pub struct HealthServer {
 
 impl HealthServer {
     pub fn start(status: u16) -> Self {
+        let status = Arc::new(AtomicU16::new(status));
+        let s = status.clone();
+        Self::serve(status, move |_| s.load(Ordering::SeqCst))
+    }
+
+    /// A server whose status for the n-th request (from 0) is `script(n)`.
+    pub fn scripted(script: impl Fn(usize) -> u16 + Send + 'static) -> Self {
+        Self::serve(Arc::new(AtomicU16::new(0)), script)
+    }
+
+    fn serve(status: Arc<AtomicU16>, script: impl Fn(usize) -> u16 + Send + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind health server");
         let url = format!("http://{}/health", listener.local_addr().unwrap());
-        let status = Arc::new(AtomicU16::new(status));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (s, h) = (status.clone(), hits.clone());
+        let h = hits.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf);
-                h.fetch_add(1, Ordering::SeqCst);
-                let code = s.load(Ordering::SeqCst);
+                let code = script(h.fetch_add(1, Ordering::SeqCst));
                 let body = if code == 200 { "ok" } else { "unhealthy" };
                 let _ = write!(
                     stream,
@@ -131,7 +140,7 @@ environments:
       maintenance_off: "echo maintenance=false > platform/maintenance; echo maintenance_off >> calls.log"
       scale: "echo {{target}}={{replicas}} > platform/{{target}}; echo scale_{{target}}_{{replicas}} >> calls.log"
       restart: "echo restart >> calls.log"
-    health: {{ url: "{}", timeout: 5s }}
+    health: {{ url: "{}", timeout: 5s, healthy_for: 0s }}
 "#,
             self.health.url
         )
