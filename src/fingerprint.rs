@@ -185,6 +185,20 @@ impl Fingerprint {
                 None => unchecked.push(table.clone()),
             }
         }
+        // A table in scope that did not exist before (the history table of a first
+        // deploy) must be empty now.
+        for (table, after) in &now.tables {
+            if !self.tables.contains_key(table) && !self.skipped.contains_key(table) {
+                tables.push(table.clone());
+                if after.rows > 0 {
+                    differences.push(Difference::Rows {
+                        table: table.clone(),
+                        before: 0,
+                        after: after.rows,
+                    });
+                }
+            }
+        }
         unchecked.sort();
         unchecked.dedup();
         Comparison {
@@ -260,6 +274,21 @@ mod tests {
                 "table tags: 5 rows before, 4 now",
                 "table users: content changed (2 rows before and after, not the same rows)",
             ]
+        );
+    }
+
+    #[test]
+    fn a_table_that_did_not_exist_before_must_be_empty_now() {
+        let before = fp(&[], &[]);
+        assert!(
+            before
+                .compare(&fp(&[], &[("_sqlx_migrations", 0, "0")]))
+                .same()
+        );
+        let c = before.compare(&fp(&[], &[("_sqlx_migrations", 2, "7")]));
+        assert_eq!(
+            c.differences[0].to_string(),
+            "table _sqlx_migrations: 0 rows before, 2 now"
         );
     }
 

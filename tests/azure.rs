@@ -738,8 +738,8 @@ fn recover_in_a_new_process_puts_container_apps_back_exactly_after_kill_9() {
         fake.app("jobs")["properties"]["template"].clone(),
     );
     // Died right after the third step's start was journaled: both changes are made.
-    let journal = crash_deploy(&p, &fake, "aca", 6);
-    assert_eq!(journal[5]["id"], "later", "{journal:#?}");
+    let journal = crash_deploy(&p, &fake, "aca", 7);
+    assert_eq!(journal[6]["id"], "later", "{journal:#?}");
     assert_eq!(
         fake.app("jobs")["properties"]["template"]["scale"],
         json!({"minReplicas": 0, "maxReplicas": 3})
@@ -748,11 +748,11 @@ fn recover_in_a_new_process_puts_container_apps_back_exactly_after_kill_9() {
     assert_ne!(fake.app("api")["properties"]["template"], before.0);
     // The exact earlier state is in the journal, with each step's compensation.
     assert_eq!(
-        journal[1]["compensation"],
+        journal[2]["compensation"],
         json!({"action": "maintenance", "enabled": false, "prior": {"variable": "MAINTENANCE_MODE", "containers": {"web": "no", "sidecar": null}}})
     );
     assert_eq!(
-        journal[3]["compensation"],
+        journal[4]["compensation"],
         json!({"action": "scale", "target": "jobs", "replicas": 3, "prior": {"minReplicas": 1, "maxReplicas": 3, "running": true}})
     );
 
@@ -818,7 +818,7 @@ fn a_journal_with_the_earlier_scale_but_not_whether_it_ran_still_recovers_exactl
     let fake = AzureFake::start();
     let p = apps_project(&fake, &CRASH_PIPELINE.replace("TARGET", "jobs"));
     let before = fake.app("jobs")["properties"]["template"].clone();
-    let journal = crash_deploy(&p, &fake, "aca", 6);
+    let journal = crash_deploy(&p, &fake, "aca", 7);
     // A prior as written before it said whether the app was running.
     rewrite_compensations(&p, &journal, |c| {
         if let Some(prior) = c.get_mut("prior").and_then(Value::as_object_mut) {
@@ -843,7 +843,7 @@ fn a_journal_with_the_earlier_scale_but_not_whether_it_ran_still_recovers_exactl
 fn a_journal_without_the_exact_earlier_state_still_recovers() {
     let fake = AzureFake::start();
     let p = apps_project(&fake, &CRASH_PIPELINE.replace("TARGET", "jobs"));
-    let journal = crash_deploy(&p, &fake, "aca", 6);
+    let journal = crash_deploy(&p, &fake, "aca", 7);
     // A journal as written before compensations carried the earlier state.
     rewrite_compensations(&p, &journal, |c| {
         c.remove("prior");
@@ -976,7 +976,7 @@ fn recover_in_a_new_process_puts_an_event_jobs_max_executions_back_after_kill_9(
     let fake = AzureFake::start();
     fake.add_job("ingest", "Event", None);
     let p = job_project(&fake, "ingest", &CRASH_PIPELINE.replace("TARGET", "job"));
-    let journal = crash_deploy(&p, &fake, "aca", 6);
+    let journal = crash_deploy(&p, &fake, "aca", 7);
     assert_eq!(
         fake.job("ingest")["properties"]["configuration"]["eventTriggerConfig"]["scale"]["maxExecutions"],
         0
@@ -984,7 +984,7 @@ fn recover_in_a_new_process_puts_an_event_jobs_max_executions_back_after_kill_9(
     assert_eq!(fake.executions("ingest"), vec!["Stopped"]);
     // Unset before: Azure's default 100 is what the journal holds.
     assert_eq!(
-        journal[3]["compensation"],
+        journal[4]["compensation"],
         json!({"action": "scale", "target": "job", "replicas": 100, "prior": {"triggerType": "Event", "maxExecutions": 100}})
     );
     fake.clear_requests();
@@ -1216,9 +1216,9 @@ fn recover_in_a_new_process_puts_an_app_setting_back_exactly_after_kill_9() {
         settings.clone(),
         &CRASH_PIPELINE.replace("TARGET", "app"),
     );
-    let journal = crash_deploy(&p, &fake, "web", 6);
+    let journal = crash_deploy(&p, &fake, "web", 7);
     assert_eq!(
-        journal[1]["compensation"],
+        journal[2]["compensation"],
         json!({"action": "maintenance", "enabled": false, "prior": {"setting": "MAINTENANCE_MODE", "value": "off"}})
     );
     assert_eq!(fake.site("web").0, "Stopped");

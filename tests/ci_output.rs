@@ -643,7 +643,13 @@ fn report_file_matches_its_documentation() {
     assert_eq!(doc["status"], "rolled_back");
     assert_eq!(doc["exit_code"], 1);
     assert_eq!(doc["error"]["step"], "restart");
-    assert_eq!(doc["migrations"]["reverted"].as_array().unwrap().len(), 6);
+    // `rollback: auto` restored the run's backup: no down file ran.
+    assert_eq!(doc["migrations"]["reverted"].as_array().unwrap().len(), 0);
+    assert_eq!(doc["state_check"]["fact"], "state_compared");
+    assert_eq!(
+        doc["state_check"]["comparison"]["differences"],
+        serde_json::json!([])
+    );
     assert_eq!(
         doc["steps"]
             .as_array()

@@ -238,7 +238,9 @@ fn demo_shows_a_failed_deploy_rolling_back() {
     for expected in [
         "deployed to local (run ",
         "exit code: 1",
-        "rolled back: migrate down to 20240301100100; scale jobs back to 3; maintenance back off",
+        "rolled back: restore backup pre-20240301100100-",
+        "; scale jobs back to 3; maintenance back off",
+        "state: as before the run (schema at 20240301100100), checked: schema (",
         "migrate status is unchanged",
         "the platform is as it was",
     ] {

@@ -441,10 +441,10 @@ fn release_with_cutover_env_rolls_back_and_exits_non_zero_without_prompting() {
         err.contains("rolled back: ")
             && err.contains("scale worker back to 3")
             && err.contains("maintenance back off")
-            && err.contains("migrate down"),
+            && err.contains("restore backup pre-"),
         "{err}"
     );
-    assert!(err.contains("nothing is left changed"), "{err}");
+    assert!(err.contains("state: as before the run"), "{err}");
     assert!(!fake.maintenance());
     assert_eq!(fake.formation(), formation(&[("web", 2), ("worker", 3)]));
     assert_eq!(p.journals()[0][0]["command"], "release");

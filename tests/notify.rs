@@ -169,7 +169,7 @@ fn a_failed_deploy_announces_the_failure_then_the_rollback() {
     assert_eq!(
         hook[2],
         json!({"format": 1, "event": "rolled_back", "project": "testapp", "environment": "local", "run_id": run, "pipeline": "deploy", "step": "migrate", "error": error,
-               "text": format!("testapp: release to local failed and was rolled back\nrun {run}, pipeline deploy\nstep migrate: {error}\nstate: as before the run")})
+               "text": format!("testapp: release to local failed and was rolled back\nrun {run}, pipeline deploy\nstep migrate: {error}\nstate: as before the run, checked: schema (9 objects) and the rows of 1 table(s) (_sqlx_migrations) identical to before the run")})
     );
     let slack = server.to(SLACK)[4].json();
     assert_eq!(

@@ -127,11 +127,13 @@ fn rollback_by_down_migrations_restores_schema_and_rows() {
         ),
     );
     failing_validation(&p);
+    p.write_pipeline(&p.pipeline().replace("rollback: auto", "rollback: down"));
     let before = server().snapshot(&db);
     let run = p.run(&["deploy"]);
     run.expect_code(1);
     assert!(
-        run.stderr().contains("migrate down to 20240301100100"),
+        run.stderr().contains("revert 20250101000000")
+            && run.stderr().contains("checked: schema ("),
         "{}",
         run.stderr()
     );

@@ -344,8 +344,10 @@ impl Drive<'_> {
                         .any(|f| matches!(f, Fact::RowsChanged { rows: 0 }));
                     let compensation = compensation
                         .filter(|c| !(changed_nothing && matches!(c, Compensation::Sql { .. })));
+                    let uses = step.kind().name();
                     if compensation.is_none()
-                        && keeps_changes(step.kind().name(), &facts)
+                        && (keeps_changes(uses, &facts)
+                            || (result.is_err() && keeps_failed_changes(uses)))
                         && !kept.contains(&step.id)
                     {
                         kept.push(step.id.clone());
@@ -577,6 +579,12 @@ fn keeps_changes(uses: &str, facts: &[Fact]) -> bool {
             .any(|f| matches!(f, Fact::RowsChanged { rows } if *rows > 0)),
         _ => false,
     }
+}
+
+/// Whether a step of kind `uses` with no undo that failed may have left changes: a
+/// migration that failed part-way (MySQL commits DDL as it goes), a command.
+fn keeps_failed_changes(uses: &str) -> bool {
+    matches!(uses, "migrate" | "sql" | "command")
 }
 
 /// Journals the facts step `index` reported while it ran; returns them.
@@ -1006,6 +1014,7 @@ impl Journaled {
                 action.is_none()
                     && self.uses.get(index).is_some_and(|uses| {
                         keeps_changes(uses, self.facts.get(index).map_or(&[], Vec::as_slice))
+                            || (self.failed.contains_key(index) && keeps_failed_changes(uses))
                     })
             })
             .map(|(_, id, _)| id.clone())

@@ -67,10 +67,10 @@ pub struct Document {
     pub migrations: Migrations,
     pub backup: Option<Backup>,
     /// The database's fingerprint before the run's first side effect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub fingerprint: Option<Fact>,
     /// After a rollback: the database compared with that fingerprint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub state_check: Option<Fact>,
     pub validations: Vec<Validation>,
     pub rollback: Option<Rollback>,
