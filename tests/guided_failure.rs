@@ -270,12 +270,13 @@ fn a_rollback_stops_at_the_point_of_no_return_and_halts() {
 fn a_run_killed_past_its_point_of_no_return_is_recovered_to_it_and_halts() {
     let p = project(point_of_no_return);
     p.add_migration(BROKEN, GOOD_UP, Some(DOWN));
-    // Records: run_started, then started/finished per step; 15 is just after
-    // `maintenance-off` finished (point_of_no_return is its own record after `migrate`).
+    // Records: run_started, then started/finished per step, process_started for each
+    // platform action; 18 is just after `maintenance-off` finished (point_of_no_return is
+    // its own record after `migrate`).
     let out = p
         .cmd()
         .arg("deploy")
-        .env("CUTOVER_TEST_CRASH_AFTER_RECORD", "15")
+        .env("CUTOVER_TEST_CRASH_AFTER_RECORD", "18")
         .output()
         .unwrap();
     assert!(out.status.code().is_none(), "killed: {out:?}");
