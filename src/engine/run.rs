@@ -770,8 +770,8 @@ async fn journaling_processes<T>(
     work: impl Future<Output = T>,
 ) -> Result<T, EngineError> {
     let (to, mut started) = tokio::sync::mpsc::unbounded_channel();
-    let work = crate::shell::watched(to, work);
-    tokio::pin!(work);
+    // On the heap: a step's future is large, and this one lives inside the run's.
+    let mut work = Box::pin(crate::shell::watched(to, work));
     let host = hostname();
     let record = |s: crate::shell::Spawned| Record::ProcessStarted {
         at: Utc::now(),
