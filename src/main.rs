@@ -5,6 +5,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = cutover::cli::Cli::parse();
+    if let Some(code) = cutover::cli::supervise(&cli) {
+        return code;
+    }
     let level = match cli.global.verbose {
         0 => "warn",
         1 => "debug",

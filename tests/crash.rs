@@ -178,6 +178,43 @@ enum Scenario {
     Succeeds,
     /// The shipped pipeline with a validation that fails, so the run rolls back.
     FailsAtValidate,
+    /// The shipped pipeline with a `command` step after `validate` that would run for 30 s
+    /// and times out after 1 s, so the run rolls back.
+    LongCommand,
+}
+
+/// A `command` step that runs until it is killed (`finished` appears only if it is not),
+/// listing its shell's pid in `shell.pids`; its undo is `undo.sh`.
+fn long_step(timeout: &str) -> String {
+    format!(
+        "  - id: long
+    uses: command
+    with: {{ run: \"echo $$ >> shell.pids; sleep 30; touch finished\", undo: \"sh undo.sh\" }}
+{timeout}"
+    )
+}
+
+/// Notes in `overlap.log` any shell of the step that still runs while the undo does
+/// (zombies do not run: this machine's init may never reap them).
+const UNDO_SH: &str = r#"for pid in $(cat shell.pids 2>/dev/null); do
+  state=$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)
+  case "$state" in ''|Z|X) ;; *) echo "undo ran while shell $pid ran" >> overlap.log ;; esac
+done
+echo undone >> undo.log
+"#;
+
+/// Adds the long `command` step after `validate`.
+fn add_long_step(p: &Project, timeout: &str) {
+    let text = replace_once(
+        &p.pipeline(),
+        "    with: { queries: validations/ }\n",
+        &format!(
+            "    with: {{ queries: validations/ }}\n{}",
+            long_step(timeout)
+        ),
+    );
+    p.write_pipeline(&text);
+    p.write("undo.sh", UNDO_SH);
 }
 
 /// Rows added after the first deploy (`Project::deployed_with_data` does the same on
@@ -222,6 +259,9 @@ fn prepared(backend: Backend, scenario: Scenario) -> (Case, State) {
         );
         p.write_pipeline(&text);
     }
+    if let Scenario::LongCommand = scenario {
+        add_long_step(&p, "    timeout: 1s\n");
+    }
     std::fs::remove_file(p.file("calls.log")).unwrap();
     let before = p.state();
     assert!(before.db.contains_key("table recipes"), "{:?}", before.db);
@@ -248,7 +288,7 @@ fn reference(backend: Backend, scenario: Scenario) -> Reference {
             assert!(after.db.contains_key("table x_notes"));
             assert_eq!(records.last().unwrap()["status"], "succeeded");
         }
-        Scenario::FailsAtValidate => {
+        Scenario::FailsAtValidate | Scenario::LongCommand => {
             run.expect_code(1);
             assert_eq!(after, before);
             assert_eq!(records.last().unwrap()["status"], "rolled_back");
@@ -309,6 +349,13 @@ fn crash_case(backend: Backend, scenario: Scenario, reference: &Reference, n: us
         !p.locks().is_empty(),
         "the dead run's lock file is still there"
     );
+    // Nothing the dead run started outlives it.
+    for pgid in process_groups(&records) {
+        wait_until_group_gone(
+            pgid,
+            &format!("a process group of the run dead at record {n}"),
+        );
+    }
 
     if n == total {
         // The run was closed before the process died: nothing to recover; the lock it
@@ -326,7 +373,7 @@ fn crash_case(backend: Backend, scenario: Scenario, reference: &Reference, n: us
         let again = p.run(&["deploy"]);
         again.expect_code(match scenario {
             Scenario::Succeeds => 0,
-            Scenario::FailsAtValidate => 1,
+            Scenario::FailsAtValidate | Scenario::LongCommand => 1,
         });
         assert!(p.locks().is_empty(), "{:?}", p.locks());
         return;
@@ -382,6 +429,11 @@ fn crash_case(backend: Backend, scenario: Scenario, reference: &Reference, n: us
     assert_eq!(p.state(), state);
     assert_eq!(p.journals(), journals);
     assert_eq!(p.calls(), calls);
+    assert!(
+        !p.file("finished").exists(),
+        "the long command ran to its end"
+    );
+    assert_eq!(p.read("overlap.log"), "", "an undo ran beside its step");
 }
 
 /// Runs `crash_case` for every `n` in `points` on a few threads and reports every
@@ -438,8 +490,9 @@ fn crash_at_each(backend: Backend, scenario: Scenario, reference: &Reference, po
 
 fn crash_at_every_record_of_a_deploy_then_recover(backend: Backend) {
     let reference = reference(backend, Scenario::Succeeds);
-    // run_started, started/finished for each of the 9 steps, run_finished.
-    assert_eq!(reference.kinds.len(), 20, "{:?}", reference.kinds);
+    // run_started, started/finished for each of the 9 steps, process_started for each of
+    // the 4 platform actions, run_finished.
+    assert_eq!(reference.kinds.len(), 24, "{:?}", reference.kinds);
     let points: Vec<usize> = (1..=reference.kinds.len()).collect();
     crash_at_each(backend, Scenario::Succeeds, &reference, &points);
 }
@@ -464,6 +517,159 @@ fn crash_at_every_record_of_a_rollback_then_recover(backend: Backend) {
     );
     let points: Vec<usize> = (failed..=reference.kinds.len()).collect();
     crash_at_each(backend, Scenario::FailsAtValidate, &reference, &points);
+}
+
+/// A run whose pipeline has a long `command` step (timed out after 1 s), crashed at every
+/// record: no process outlives the run, and `recover` leaves the pre-run state.
+#[test]
+fn sqlite_crash_at_every_record_of_a_run_with_a_long_command_then_recover() {
+    let reference = reference(Backend::Sqlite, Scenario::LongCommand);
+    let processes = reference
+        .kinds
+        .iter()
+        .filter(|k| *k == "process_started")
+        .count();
+    assert!(
+        processes >= 5,
+        "platform actions and the command: {:?}",
+        reference.kinds
+    );
+    let points: Vec<usize> = (1..=reference.kinds.len()).collect();
+    crash_at_each(Backend::Sqlite, Scenario::LongCommand, &reference, &points);
+}
+
+/// The process groups a run's journal says it started.
+fn process_groups(records: &[Value]) -> Vec<u32> {
+    records
+        .iter()
+        .filter(|r| r["record"] == "process_started")
+        .map(|r| u32::try_from(r["pgid"].as_u64().unwrap()).unwrap())
+        .collect()
+}
+
+/// `/proc/PID/stat` from field 3 (the state) on; `None` once the process is reaped.
+fn stat(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')').unwrap() + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Whether a process of group `pgid` still runs (zombies do not: this machine's init may
+/// never reap them).
+fn group_runs(pgid: u32) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat)
+        .any(|f| f[2] == pgid.to_string() && !matches!(f[0].as_str(), "Z" | "X"))
+}
+
+/// Waits at most 10 s until no process of group `pgid` runs.
+#[track_caller]
+fn wait_until_group_gone(pgid: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_runs(pgid) {
+        assert!(
+            Instant::now() < deadline,
+            "{what} (group {pgid}) still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Deploys with the long `command` step (no timeout) and kills cutover with SIGKILL once
+/// the step's shell runs, having first killed the shell's supervisor when
+/// `supervisor_too`. Returns the shell's process group, the journal and the state before.
+fn kill_during_the_long_command(supervisor_too: bool) -> (Case, State, u32) {
+    let c = deployed(Backend::Sqlite);
+    c.add_migration(NEW, NEW_UP, Some(NEW_DOWN));
+    add_long_step(&c, "");
+    std::fs::remove_file(c.file("calls.log")).unwrap();
+    let before = c.state();
+    let mut child = c
+        .cmd()
+        .arg("deploy")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shell = loop {
+        if let Ok(pid) = c.read("shell.pids").trim().parse::<u32>() {
+            break pid;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("the deploy ended ({status}) before the command ran:\n{err}");
+        }
+        assert!(Instant::now() < deadline, "the command never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let pgid: u32 = stat(shell).expect("the shell runs")[2].parse().unwrap();
+    assert_ne!(pgid, child.id(), "the command runs in a group of its own");
+    if supervisor_too {
+        // As if something killed the supervisor alone: the command goes on, orphaned.
+        assert_ne!(
+            pgid, shell,
+            "the shell runs under a supervisor that leads its group"
+        );
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pgid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+    child.kill().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+    let records = last_journal(&c);
+    assert!(
+        process_groups(&records).contains(&pgid),
+        "the journal names the command's group {pgid} while it runs: {records:#?}"
+    );
+    (c, before, pgid)
+}
+
+/// Recovers the run killed during the long command: exit 1, everything as before, the
+/// command never finished and its undo never ran beside it.
+fn recover_the_long_command(c: &Case, before: &State) -> String {
+    let recover = c.run(&["recover"]);
+    recover.expect_code(1);
+    let out = recover.all();
+    assert!(out.contains("rolled back"), "{out}");
+    assert_eq!(c.state(), *before);
+    assert_eq!(c.read("undo.log"), "undone\n", "{out}");
+    assert_eq!(c.read("overlap.log"), "", "{out}");
+    assert!(!c.file("finished").exists());
+    out
+}
+
+/// kill -9 while a `command` step runs: its shell and the shell's children die with
+/// cutover, and `recover` then undoes the step and the rest.
+#[test]
+fn sqlite_kill_during_a_command_step_kills_the_command_then_recover() {
+    let (c, before, pgid) = kill_during_the_long_command(false);
+    wait_until_group_gone(pgid, "the command's shell and its children");
+    let out = recover_the_long_command(&c, &before);
+    assert!(!out.contains("was still running"), "{out}");
+    assert!(!c.file("finished").exists());
+}
+
+/// A command left running after its supervisor and cutover died (as if both were killed
+/// at once): `recover` finds its group in the journal, kills it, says so, and only then
+/// undoes the steps.
+#[test]
+fn sqlite_recover_kills_a_command_left_running_before_undoing() {
+    let (c, before, pgid) = kill_during_the_long_command(true);
+    assert!(group_runs(pgid), "the orphaned command still runs");
+    let out = recover_the_long_command(&c, &before);
+    assert!(
+        out.contains(&format!(
+            "process group {pgid} of step `long` was still running"
+        )),
+        "{out}"
+    );
+    assert!(!group_runs(pgid));
 }
 
 // ---- kill -9 in the middle of a long step ----

@@ -669,9 +669,9 @@ fn recover_runs_the_recorded_downgrade_in_a_new_process() {
     let before = server().snapshot(&db);
     add_revision(&p, REV2_FILE);
     // Records: run_started, preflight started/finished, backup started/finished, then
-    // 6: migrate started (the undo is in the journal, `up` has not run) and 7: migrate
-    // finished (`up` has run).
-    for (n, upgraded) in [(6, false), (7, true)] {
+    // 6: migrate started (the undo is in the journal, `up` has not run), 7 and 8: the
+    // processes of `up` and `status`, and 9: migrate finished (`up` has run).
+    for (n, upgraded) in [(6, false), (9, true)] {
         let crashed = p
             .cmd()
             .arg("deploy")

@@ -270,13 +270,13 @@ fn a_rollback_stops_at_the_point_of_no_return_and_halts() {
 fn a_run_killed_past_its_point_of_no_return_is_recovered_to_it_and_halts() {
     let p = project(point_of_no_return);
     p.add_migration(BROKEN, GOOD_UP, Some(DOWN));
-    // Records: run_started, the fingerprint, then started/finished per step and the
-    // facts of backup and migrate; 18 is just after
+    // Records: run_started, the fingerprint, then started/finished per step, the facts
+    // of backup and migrate, process_started for each platform action; 21 is just after
     // `maintenance-off` finished (point_of_no_return is its own record after `migrate`).
     let out = p
         .cmd()
         .arg("deploy")
-        .env("CUTOVER_TEST_CRASH_AFTER_RECORD", "18")
+        .env("CUTOVER_TEST_CRASH_AFTER_RECORD", "21")
         .output()
         .unwrap();
     assert!(out.status.code().is_none(), "killed: {out:?}");

@@ -62,7 +62,7 @@ pub fn exit_for(error: &EngineError) -> Exit {
             Exit::Locked
         }
         EngineError::NotConfirmed(_) => Exit::NotConfirmed,
-        EngineError::Journal(_) => Exit::RollbackIncomplete,
+        EngineError::Journal(_) | EngineError::ProcessesLeft(_) => Exit::RollbackIncomplete,
         EngineError::Step(_) => Exit::RolledBack,
     }
 }

@@ -114,6 +114,17 @@ pub enum Command {
     Lock(LockCommand),
     /// Check config, pipeline, references and reachability; touch nothing.
     Check(CheckArgs),
+    /// Internal: how cutover runs a shell command, so that the command's process group
+    /// dies with cutover (see `shell::supervise`).
+    #[command(name = "__supervise", hide = true)]
+    Supervise(SuperviseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// The program and its arguments.
+    #[arg(last = true, required = true)]
+    pub argv: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -326,6 +337,21 @@ pub enum LockCommand {
 #[derive(Debug, Args)]
 pub struct CheckArgs {}
 
+/// Runs the process supervisor when that is what the command line asks for (before any
+/// logging or runtime starts: it only runs a command and watches its pipe).
+pub fn supervise(cli: &Cli) -> Option<std::process::ExitCode> {
+    let Command::Supervise(args) = &cli.command else {
+        return None;
+    };
+    Some(match crate::shell::supervise(&args.argv) {
+        Ok(status) => crate::shell::exit_like(status),
+        Err(e) => {
+            exit::eprint(&format!("error: {e}"));
+            std::process::ExitCode::from(127)
+        }
+    })
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Exit {
     let command = session::command_name(&cli.command);
@@ -342,6 +368,11 @@ pub async fn run(cli: Cli) -> Exit {
         Command::History(args) => history::history(&cli.global, &args).await,
         Command::Lock(cmd) => lock::lock(&cli.global, cmd).await,
         Command::Check(_) => check::check(&cli.global).await,
+        // `main` runs it before anything else starts; it has no place in a session.
+        Command::Supervise(_) => Err(crate::engine::EngineError::Plan(format!(
+            "`{}` is internal to cutover",
+            crate::shell::SUPERVISE
+        ))),
     };
     // Notifications still queued go out now, within their targets' time limits.
     crate::notify::drain_all().await;

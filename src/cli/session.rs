@@ -211,6 +211,7 @@ pub fn command_name(command: &Command) -> String {
             },
         ),
         Command::Check(_) => "check".into(),
+        Command::Supervise(_) => crate::shell::SUPERVISE.into(),
     }
 }
 

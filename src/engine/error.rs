@@ -83,4 +83,8 @@ pub enum EngineError {
     /// A one-off operation (migrate, backup) failed. Exit 1.
     #[error(transparent)]
     Step(#[from] StepError),
+    /// A process a dead run started still runs and could not be stopped, so `recover`
+    /// undid nothing. Exit 3.
+    #[error("{0}")]
+    ProcessesLeft(String),
 }

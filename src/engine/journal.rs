@@ -129,6 +129,21 @@ pub enum Record {
         #[serde(flatten)]
         fact: crate::fact::Fact,
     },
+    /// Step `index` (or its undo) started a process group (a shell command), written as
+    /// soon as it runs. `recover` makes sure none of these still runs before it undoes
+    /// anything.
+    ProcessStarted {
+        at: DateTime<Utc>,
+        index: usize,
+        id: String,
+        /// The process group id, also the pid of its leader.
+        pgid: u32,
+        /// The leader's start time (`/proc/PID/stat` field 22), which tells a recycled pid
+        /// apart; absent where there is no `/proc`.
+        start_time: Option<u64>,
+        /// Where it runs: process ids mean nothing on another machine.
+        host: String,
+    },
 }
 
 /// What happens after a step failed.

@@ -334,7 +334,10 @@ impl Drive<'_> {
                         // Not raced against Ctrl-C: the delegate's own work sees the
                         // signal and winds down (a fleet's running targets roll back).
                         Some((at, delegate)) if at == index => delegate.run().await,
-                        _ => run_step(ctx, step, &mut state, deadline).await,
+                        _ => {
+                            let work = run_step(ctx, step, &mut state, deadline);
+                            journaling_processes(&mut journal, index, &step.id, work).await?
+                        }
                     };
                     let facts = journal_facts(ctx, &mut journal, index).await?;
                     // A `sql` step that changed no rows has nothing to undo: its undo
@@ -831,7 +834,12 @@ async fn roll_back(
         };
         let result = tokio::select! {
             biased;
-            r = run_compensation(ctx, &pending) => r,
+            r = journaling_processes(
+                journal,
+                pending.index,
+                &pending.id,
+                run_compensation(ctx, &pending),
+            ) => r?,
             () = signals.abandoned(warn) => Err(StepError::Failed(
                 "rollback abandoned by a signal while this action ran; it may be partly done and runs again from its start on `cutover recover`".into(),
             )),
@@ -878,6 +886,101 @@ async fn roll_back(
         RunStatus::RolledBack
     };
     Ok((status, undone, left))
+}
+
+/// Runs `work` (a step or an undo action) and journals every process group it starts,
+/// as soon as it starts, so that `recover` finds what a dead run left running.
+async fn journaling_processes<T>(
+    journal: &mut Journal,
+    index: usize,
+    id: &str,
+    work: impl Future<Output = T>,
+) -> Result<T, EngineError> {
+    let (to, mut started) = tokio::sync::mpsc::unbounded_channel();
+    // On the heap: a step's future is large, and this one lives inside the run's.
+    let mut work = Box::pin(crate::shell::watched(to, work));
+    let host = hostname();
+    let record = |s: crate::shell::Spawned| Record::ProcessStarted {
+        at: Utc::now(),
+        index,
+        id: id.to_owned(),
+        pgid: s.pgid,
+        start_time: s.start_time,
+        host: host.clone(),
+    };
+    loop {
+        tokio::select! {
+            biased;
+            Some(spawned) = started.recv() => journal.write(&record(spawned)).await?,
+            out = &mut work => {
+                while let Ok(spawned) = started.try_recv() {
+                    journal.write(&record(spawned)).await?;
+                }
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// How long `recover` waits for a killed process group of a dead run to go.
+const LEFTOVER_WAIT: Duration = Duration::from_secs(10);
+
+/// Makes sure no process the dead run started still runs before anything is undone:
+/// every process group of its journal that still runs on this host is killed (SIGKILL to
+/// the group), waited for, and reported.
+async fn stop_leftover_processes(ctx: &Context, run: &RunRecord) -> Result<(), EngineError> {
+    let here = hostname();
+    let mut seen = HashSet::new();
+    let mut elsewhere = Vec::new();
+    for record in &run.records {
+        let Record::ProcessStarted {
+            id,
+            pgid,
+            start_time,
+            host,
+            ..
+        } = record
+        else {
+            continue;
+        };
+        if !seen.insert((*pgid, *start_time, host.clone())) {
+            continue;
+        }
+        if *host != here {
+            elsewhere.push(format!("{pgid} (step `{id}`) on `{host}`"));
+            continue;
+        }
+        let spawned = crate::shell::Spawned {
+            pgid: *pgid,
+            start_time: *start_time,
+        };
+        match crate::shell::kill_group(spawned, LEFTOVER_WAIT).await {
+            Ok(false) => {}
+            Ok(true) => ctx.report(Event::Warning {
+                message: format!(
+                    "run {}: process group {pgid} of step `{id}` was still running; killed it before undoing anything",
+                    run.run_id()
+                ),
+            }),
+            Err(e) => {
+                return Err(EngineError::ProcessesLeft(format!(
+                    "run {}: process group {pgid} of step `{id}` still runs and cannot be stopped ({e}), so nothing was undone; stop it (`kill -KILL -- -{pgid}`), then run `cutover recover -e {}` again",
+                    run.run_id(),
+                    ctx.environment
+                )));
+            }
+        }
+    }
+    if !elsewhere.is_empty() {
+        ctx.report(Event::Warning {
+            message: format!(
+                "run {}: process groups started on another host cannot be checked from `{here}`; make sure they no longer run: {}",
+                run.run_id(),
+                elsewhere.join(", ")
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Compensations are idempotent, so transient failures are retried a few times.
@@ -1074,6 +1177,7 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
         }
         return Ok(outcome);
     }
+    stop_leftover_processes(ctx, run).await?;
     let j = Journaled::read(run);
     outcome.backup.clone_from(&j.backup);
     outcome.kept = j.kept();
