@@ -6,13 +6,16 @@ use super::exit::{Exit, eprint};
 use super::session::Session;
 use super::{Global, RecoverArgs};
 use crate::engine::journal::{RunStatus, open_runs};
+use crate::engine::window::Direction;
 use crate::engine::{EngineError, cancel, lock, run, shared_state};
 
 pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let cancel = cancel::on_signals();
-    let ctx = session.context(cancel.clone())?;
+    let mut ctx = session.context(cancel.clone())?;
     shared_state::sync(&ctx, true).await?;
+    // Finishing a dead run only ever goes back (or closes it): never held by the window.
+    ctx.outside_window = super::deploy::check_window(&session, "`recover`", Direction::Back, None)?;
     let mut exit = recover_runs(&session, &ctx, false).await?;
     if args.fleet {
         let resolver = crate::config::reference::Resolver {
@@ -38,7 +41,7 @@ pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, Engine
                 &json!({"environment": ctx.environment, "target": target.name}),
                 &format!("target `{}`:", target.name),
             );
-            let tctx = crate::engine::setup::target_context(
+            let mut tctx = crate::engine::setup::target_context(
                 &session.config,
                 &ctx.environment,
                 target,
@@ -46,6 +49,7 @@ pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, Engine
                 ctx.redactor.clone(),
                 cancel.clone(),
             )?;
+            tctx.outside_window.clone_from(&ctx.outside_window);
             let one = recover_runs(&session, &tctx, true).await?;
             exit = worse(exit, one);
         }

@@ -202,6 +202,7 @@ fn build(
         reporter,
         redactor,
         cancel,
+        outside_window: None,
         http: std::sync::OnceLock::new(),
     })
 }

@@ -125,6 +125,9 @@ pub enum Event {
     Warning {
         message: String,
     },
+    /// The run goes on outside its environment's window (the way back, or a forward run
+    /// forced with a reason), as its journal records it.
+    OutsideWindow(crate::engine::window::OutsideWindow),
 }
 
 impl Event {
@@ -139,6 +142,7 @@ impl Event {
                 | Self::TargetFinished { error: Some(_), .. }
                 | Self::CompensationFinished { error: Some(_), .. }
                 | Self::Warning { .. }
+                | Self::OutsideWindow(_)
         )
     }
 }
