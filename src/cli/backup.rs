@@ -112,6 +112,7 @@ pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, Eng
                     yes,
                     implied: false,
                     approved: None,
+                    outside_window: None,
                 },
                 "backup restore",
                 Some(target),

@@ -19,6 +19,9 @@ pub struct Confirmation {
     pub implied: bool,
     /// `deploy --plan FILE`: the environment and digest of the plan a human approved.
     pub approved: Option<(String, String)>,
+    /// `--outside-window --reason R`: start a forward run outside the environment's
+    /// window, for the reason R.
+    pub outside_window: Option<String>,
 }
 
 impl Confirmation {
@@ -30,6 +33,7 @@ impl Confirmation {
             yes: true,
             implied: false,
             approved: None,
+            outside_window: None,
         }
     }
 }

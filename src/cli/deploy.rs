@@ -15,7 +15,7 @@ use crate::engine::journal::{RunRecord, RunStatus, halted_runs, open_runs};
 use crate::engine::plan::{self, Plan};
 use crate::engine::run::{self, RollbackTarget, RunOutcome};
 use crate::engine::verify::StateCheck;
-use crate::engine::window::Window;
+use crate::engine::window::{self, Direction, OutsideWindow};
 use crate::engine::{Context, EngineError, cancel, lock, shared_state};
 
 pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
@@ -30,6 +30,7 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
         yes: args.yes,
         implied: false,
         approved,
+        outside_window: args.window.reason,
     };
     run_pipeline(
         &session,
@@ -75,6 +76,7 @@ pub async fn release(global: &Global, args: ReleaseArgs) -> Result<Exit, EngineE
         yes: true,
         implied: true,
         approved: None,
+        outside_window: args.window.reason,
     };
     run_pipeline(&session, &pipeline, &confirmation, "release", None, false).await
 }
@@ -131,6 +133,7 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, Engin
                 yes: args.yes,
                 implied: false,
                 approved: None,
+                outside_window: args.window.reason,
             };
             return roll_back_halted(&session, &confirmation).await;
         }
@@ -153,6 +156,7 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, Engin
         yes: args.yes,
         implied: false,
         approved: None,
+        outside_window: args.window.reason,
     };
     run_pipeline(
         &session,
@@ -262,20 +266,25 @@ pub fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {
     Ok(())
 }
 
-pub fn check_window(session: &Session) -> Result<(), EngineError> {
+/// Applies the environment's `window:` to a command going `direction` (`what` names it):
+/// refuses a forward run outside the window unless forced with a `reason`, and returns what
+/// the run's journal records when it goes on outside the window.
+pub fn check_window(
+    session: &Session,
+    what: &str,
+    direction: Direction,
+    reason: Option<&str>,
+) -> Result<Option<OutsideWindow>, EngineError> {
     let env = session.config.environment(&session.environment)?;
-    if let Some(window) = &env.window {
-        let parsed = Window::parse(&window.value).map_err(EngineError::Plan)?;
-        if !parsed.contains_now() {
-            return Err(EngineError::Plan(format!(
-                "environment `{}` may only be deployed during its window {}; it is now {} UTC",
-                session.environment,
-                window.value,
-                chrono::Utc::now().format("%H:%M")
-            )));
-        }
-    }
-    Ok(())
+    window::admit(
+        env.window.as_ref().map(|w| w.value.as_str()),
+        &session.environment,
+        what,
+        direction,
+        reason,
+        window::now(),
+    )
+    .map_err(EngineError::Plan)
 }
 
 /// Plans, confirms, locks, re-plans and executes a pipeline.
@@ -303,7 +312,7 @@ pub async fn run_pipeline(
 /// [`run_pipeline`] in a context the caller already opened (and read from).
 pub async fn run_pipeline_in(
     session: &Session,
-    ctx: Context,
+    mut ctx: Context,
     pipeline: &Pipeline,
     confirmation: &Confirmation,
     command: &str,
@@ -319,7 +328,32 @@ pub async fn run_pipeline_in(
     if dry_run {
         return Ok(Exit::Ok);
     }
-    check_window(session)?;
+    let current = shown.database.current_version;
+    let direction = match &target {
+        Some(RollbackTarget::Version(to)) => Direction::toward(*to, current),
+        Some(RollbackTarget::Backup(_)) => Direction::Back,
+        // A pipeline that only takes backups reads production and changes nothing.
+        None if pipeline
+            .steps
+            .iter()
+            .all(|s| matches!(s.with, StepWith::Backup(_))) =>
+        {
+            Direction::Back
+        }
+        None => Direction::Forward,
+    };
+    let what = match (&target, current) {
+        (Some(RollbackTarget::Version(Some(to))), Some(current)) => {
+            format!("`{command} --to {to}` (newer than the current version {current})")
+        }
+        _ => format!("`{command}`"),
+    };
+    ctx.outside_window = check_window(
+        session,
+        &what,
+        direction,
+        confirmation.outside_window.as_deref(),
+    )?;
     let env = session.config.environment(&session.environment)?;
     if let Some((environment, digest)) = &confirmation.approved {
         if *environment != session.environment || *digest != shown.digest {
@@ -566,18 +600,31 @@ async fn lock_for(
 pub async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let pipeline = session.pipeline(args.pipeline.as_deref())?;
-    let ctx = session.context(cancel::on_signals())?;
+    let mut ctx = session.context(cancel::on_signals())?;
     // A halted run of another runner sharing the state is in the shared journals.
     shared_state::sync(&ctx, true).await?;
     let halted = the_halted_run(&ctx, "resume")?;
     let plan = plan::build(&ctx, &pipeline, None).await?;
     session.reporter.plan(&plan);
     let env = session.config.environment(&session.environment)?;
+    // Resuming goes on the way the run was going: a rollback, `migrate down` or restore
+    // goes back at any hour; anything else moves forward.
+    let direction = match halted.command() {
+        Some("rollback" | "migrate down" | "backup restore") => Direction::Back,
+        _ => Direction::Forward,
+    };
+    ctx.outside_window = check_window(
+        &session,
+        "`resume`",
+        direction,
+        args.window.reason.as_deref(),
+    )?;
     let confirmation = Confirmation {
         named: args.confirm,
         yes: args.yes,
         implied: false,
         approved: None,
+        outside_window: None,
     };
     confirm::confirm(
         env.confirm,
@@ -602,9 +649,15 @@ async fn roll_back_halted(
     session: &Session,
     confirmation: &Confirmation,
 ) -> Result<Exit, EngineError> {
-    let ctx = session.context(cancel::on_signals())?;
+    let mut ctx = session.context(cancel::on_signals())?;
     shared_state::sync(&ctx, true).await?;
     let halted = the_halted_run(&ctx, "roll back")?;
+    ctx.outside_window = check_window(
+        session,
+        "`rollback`",
+        Direction::Back,
+        confirmation.outside_window.as_deref(),
+    )?;
     let env = session.config.environment(&session.environment)?;
     confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
     let locks = lock_for(&ctx, &halted.run_id(), "rollback").await?;

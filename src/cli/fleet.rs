@@ -16,6 +16,7 @@ use crate::config::{ConfigError, Located, Pipeline};
 use crate::engine::error::StepError;
 use crate::engine::journal::{RunStatus, new_run_id};
 use crate::engine::run::{self, Delegate};
+use crate::engine::window::Direction;
 use crate::engine::{EngineError, cancel, lock, plan, shared_state};
 use crate::fleet::{self, FleetOutcome, FleetSettings, Target, TargetStatus};
 
@@ -76,7 +77,7 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
             outer.name
         )));
     }
-    let ctx = session.context(cancel::on_signals())?;
+    let mut ctx = session.context(cancel::on_signals())?;
     let env = session.config.environment(&session.environment)?;
     let Some(spec) = env.targets.as_ref() else {
         return Err(bad(format!(
@@ -123,12 +124,18 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
     if args.dry_run {
         return Ok(Exit::Ok);
     }
-    check_window(&session)?;
+    ctx.outside_window = check_window(
+        &session,
+        "`deploy --fleet`",
+        Direction::Forward,
+        args.window.reason.as_deref(),
+    )?;
     let confirmation = Confirmation {
         named: args.confirm,
         yes: args.yes,
         implied: false,
         approved: None,
+        outside_window: None,
     };
     confirm::confirm(
         env.confirm,

@@ -31,7 +31,11 @@ pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, E
         MigrateCommand::Lint { pending } => lint(global, pending).await,
         MigrateCommand::Test => roundtrip(global).await,
         MigrateCommand::Fingerprint { tables } => fingerprint(global, tables).await,
-        MigrateCommand::Up { to, confirm } => {
+        MigrateCommand::Up {
+            to,
+            confirm,
+            window,
+        } => {
             let session = Session::open(global)?;
             let ctx = session.context(cancel::on_signals())?;
             let state = ctx
@@ -51,21 +55,31 @@ pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, E
                 &session,
                 ctx,
                 &pipeline,
-                &Confirmation::automatic(confirm),
+                &Confirmation {
+                    outside_window: window.reason,
+                    ..Confirmation::automatic(confirm)
+                },
                 "migrate up",
                 None,
                 false,
             )
             .await
         }
-        MigrateCommand::Down { to, confirm } => {
+        MigrateCommand::Down {
+            to,
+            confirm,
+            window,
+        } => {
             let session = Session::open(global)?;
             let target = RollbackTarget::Version((to != 0).then_some(to));
             let pipeline = super::deploy::database_pipeline(&target, "migrate down");
             run_pipeline(
                 &session,
                 &pipeline,
-                &Confirmation::automatic(confirm),
+                &Confirmation {
+                    outside_window: window.reason,
+                    ..Confirmation::automatic(confirm)
+                },
                 "migrate down",
                 Some(target),
                 false,

@@ -152,6 +152,28 @@ pub struct DeployArgs {
     /// per CI matrix job.
     #[arg(long, value_name = "I/N", requires = "fleet")]
     pub shard: Option<crate::fleet::Shard>,
+    #[command(flatten)]
+    pub window: WindowArgs,
+}
+
+/// Starting a forward run outside the environment's `window:`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WindowArgs {
+    /// Start even outside the environment's `window:` (needs `--reason`, which the journal
+    /// and the report record). Going back (rollback, recover, migrate down) never needs it.
+    #[arg(long, requires = "reason")]
+    pub outside_window: bool,
+    /// Why the run cannot wait for the window (with `--outside-window`).
+    #[arg(long, value_name = "TEXT", requires = "outside_window", value_parser = non_blank)]
+    pub reason: Option<String>,
+}
+
+fn non_blank(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("give the reason the run cannot wait for the window".into())
+    } else {
+        Ok(text.trim().to_owned())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +192,8 @@ pub struct PlanArgs {
 pub struct ReleaseArgs {
     #[arg(short, long)]
     pub pipeline: Option<PathBuf>,
+    #[command(flatten)]
+    pub window: WindowArgs,
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +213,10 @@ pub struct RollbackArgs {
     pub confirm: Option<String>,
     #[arg(long, short = 'y')]
     pub yes: bool,
+    // Only a rollback to a version newer than the current one moves forward and needs
+    // `--outside-window` outside the window.
+    #[command(flatten)]
+    pub window: WindowArgs,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +236,8 @@ pub struct ResumeArgs {
     pub confirm: Option<String>,
     #[arg(long, short = 'y')]
     pub yes: bool,
+    #[command(flatten)]
+    pub window: WindowArgs,
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +254,8 @@ pub enum MigrateCommand {
         /// Confirm a `confirm: typed` environment without a prompt; must name it.
         #[arg(long, value_name = "ENV")]
         confirm: Option<String>,
+        #[command(flatten)]
+        window: WindowArgs,
     },
     /// Revert migrations above --to (0: all).
     Down {
@@ -232,6 +264,10 @@ pub enum MigrateCommand {
         /// Confirm a `confirm: typed` environment without a prompt; must name it.
         #[arg(long, value_name = "ENV")]
         confirm: Option<String>,
+        // Only a `--to` newer than the current version moves forward and needs
+        // `--outside-window` outside the window.
+        #[command(flatten)]
+        window: WindowArgs,
     },
     /// Create `<timestamp>_<name>.up.sql` and `.down.sql`.
     New { name: String },

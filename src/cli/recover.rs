@@ -7,17 +7,20 @@ use super::session::Session;
 use super::{Global, RecoverArgs};
 use crate::engine::journal::{RunStatus, open_runs};
 use crate::engine::liveness::{Holders, Liveness};
+use crate::engine::window::Direction;
 use crate::engine::{EngineError, cancel, lock, run, shared_state};
 
 pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let cancel = cancel::on_signals();
-    let ctx = session.context(cancel.clone())?;
+    let mut ctx = session.context(cancel.clone())?;
     shared_state::sync(&ctx, false).await?;
     refuse_live(&ctx).await?;
     if let Some(shared) = &ctx.shared {
         shared.ensure_free().await?;
     }
+    // Finishing a dead run only ever goes back (or closes it): never held by the window.
+    ctx.outside_window = super::deploy::check_window(&session, "`recover`", Direction::Back, None)?;
     let mut exit = recover_runs(&session, &ctx, false).await?;
     if args.fleet {
         let resolver = crate::config::reference::Resolver {
@@ -43,7 +46,7 @@ pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, Engine
                 &json!({"environment": ctx.environment, "target": target.name}),
                 &format!("target `{}`:", target.name),
             );
-            let tctx = crate::engine::setup::target_context(
+            let mut tctx = crate::engine::setup::target_context(
                 &session.config,
                 &ctx.environment,
                 target,
@@ -52,6 +55,7 @@ pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, Engine
                 cancel.clone(),
             )?;
             refuse_live(&tctx).await?;
+            tctx.outside_window.clone_from(&ctx.outside_window);
             let one = recover_runs(&session, &tctx, true).await?;
             exit = worse(exit, one);
         }

@@ -45,6 +45,9 @@ pub struct Context {
     pub reporter: Arc<dyn Reporter>,
     pub redactor: Redactor,
     pub cancel: CancellationToken,
+    /// Set when the command goes on outside the environment's window: every run it starts
+    /// or takes up again records it in its journal.
+    pub outside_window: Option<super::window::OutsideWindow>,
     /// Built on first use by [`Context::http`]: loading the TLS roots costs tens of
     /// milliseconds that a run without a health check should not pay.
     pub http: std::sync::OnceLock<reqwest::Client>,

@@ -144,6 +144,18 @@ pub enum Record {
         /// Where it runs: process ids mean nothing on another machine.
         host: String,
     },
+    /// The run went on outside its environment's `window:`: going back (never held by the
+    /// window), or forward by `--outside-window` with a reason. Written right after
+    /// `run_started` (or `run_resumed`), or first when `recover` or `rollback` takes the
+    /// run up again.
+    OutsideWindow {
+        at: DateTime<Utc>,
+        window: String,
+        forced: bool,
+        #[serde(default)]
+        reason: Option<String>,
+        user: String,
+    },
 }
 
 /// What happens after a step failed.
@@ -378,6 +390,14 @@ impl RunRecord {
     pub fn environment(&self) -> Option<&str> {
         match self.records.first() {
             Some(Record::RunStarted { environment, .. }) => Some(environment),
+            _ => None,
+        }
+    }
+
+    /// The command that started the run (`deploy`, `rollback`, `migrate down`, ...).
+    pub fn command(&self) -> Option<&str> {
+        match self.records.first() {
+            Some(Record::RunStarted { command, .. }) => Some(command),
             _ => None,
         }
     }

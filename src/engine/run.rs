@@ -142,6 +142,7 @@ pub async fn resume(
         environment: ctx.environment.clone(),
         pipeline: pipeline.name.clone(),
     });
+    outside_window(ctx, &mut journal).await?;
     let mut first_replicas = journaled.first_replicas.clone();
     first_replicas.extend(halt.first_replicas);
     let state = RunState {
@@ -211,7 +212,27 @@ async fn start(
         environment: ctx.environment.clone(),
         pipeline: pipeline.name.clone(),
     });
+    outside_window(ctx, &mut journal).await?;
     Ok(journal)
+}
+
+/// Records, and reports, that the run goes on outside its environment's window, when the
+/// command found it so.
+async fn outside_window(ctx: &Context, journal: &mut Journal) -> Result<(), EngineError> {
+    let Some(outside) = &ctx.outside_window else {
+        return Ok(());
+    };
+    journal
+        .write(&Record::OutsideWindow {
+            at: Utc::now(),
+            window: outside.window.clone(),
+            forced: outside.forced,
+            reason: outside.reason.clone(),
+            user: outside.user.clone(),
+        })
+        .await?;
+    ctx.report(Event::OutsideWindow(outside.clone()));
+    Ok(())
 }
 
 /// Runs a pipeline whose step `index` is done by `delegate` instead of the step itself.
@@ -1185,6 +1206,7 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
     if let Some(shared) = &ctx.shared {
         journal.mirror_to(shared.journal(&run.run_id()).await?);
     }
+    outside_window(ctx, &mut journal).await?;
     let all_done = j
         .steps_total
         .is_some_and(|n| j.finished.len() + j.skipped.len() == n);
@@ -1256,6 +1278,7 @@ pub async fn roll_back_halted(ctx: &Context, run: &RunRecord) -> Result<RunOutco
     if let Some(shared) = &ctx.shared {
         journal.mirror_to(shared.journal(&run.run_id()).await?);
     }
+    outside_window(ctx, &mut journal).await?;
     let reason = format!(
         "rolling back halted run {} on request of {}: {}",
         j.run_id,

@@ -209,6 +209,7 @@ fn build(
         reporter,
         redactor,
         cancel,
+        outside_window: None,
         http: std::sync::OnceLock::new(),
         out_of_order: env.out_of_order,
         fingerprint_budget: env

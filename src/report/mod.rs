@@ -132,6 +132,9 @@ pub enum Event {
         #[serde(flatten)]
         fact: crate::fact::Fact,
     },
+    /// The run goes on outside its environment's window (the way back, or a forward run
+    /// forced with a reason), as its journal records it.
+    OutsideWindow(crate::engine::window::OutsideWindow),
 }
 
 impl Event {
@@ -151,6 +154,7 @@ impl Event {
                         | crate::fact::Fact::StateNotCompared { .. },
                     ..
                 }
+                | Self::OutsideWindow(_)
         )
     }
 }

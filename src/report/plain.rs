@@ -246,6 +246,21 @@ pub fn render_event(event: &Event) -> Option<String> {
             line
         }
         Event::Warning { message } => format!("warning: {message}"),
+        Event::OutsideWindow(outside) => {
+            let mut line = format!("==> outside the window {}: ", outside.window);
+            if outside.forced {
+                line.push_str(&format!("forced by {}", outside.user));
+            } else {
+                line.push_str(&format!(
+                    "going back or reading only, run by {} (never held by the window)",
+                    outside.user
+                ));
+            }
+            if let Some(reason) = &outside.reason {
+                line.push_str(&format!(": {reason}"));
+            }
+            line
+        }
     })
 }
 

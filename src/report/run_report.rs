@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::{Event, Reporter};
 use crate::engine::plan::Plan;
+use crate::engine::window::OutsideWindow;
 use crate::fact::Fact;
 use crate::secret::Redactor;
 
@@ -77,6 +78,8 @@ pub struct Document {
     pub warnings: Vec<String>,
     pub journal: Option<String>,
     pub result: Option<Value>,
+    /// The run went on outside the environment's window (the way back, or forced).
+    pub outside_window: Option<OutsideWindow>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,6 +237,7 @@ struct State {
     rollback_check: Option<Fact>,
     outcome: Option<Outcome>,
     result: Option<Value>,
+    outside_window: Option<OutsideWindow>,
 }
 
 impl State {
@@ -446,6 +450,7 @@ impl Recorder {
             }
             Event::RunHalted { run_id, .. } => s.run_id = Some(run_id.clone()),
             Event::Warning { message } => s.warn(message),
+            Event::OutsideWindow(outside) => s.outside_window = Some(outside.clone()),
         }
     }
 
@@ -545,6 +550,7 @@ impl Recorder {
             warnings: s.warnings.clone(),
             journal: outcome.journal.clone(),
             result: s.result.clone(),
+            outside_window: s.outside_window.clone(),
         };
         let mut value = serde_json::to_value(&document).expect("the report serializes");
         redact_value(&mut value, &self.redactor);
@@ -736,6 +742,22 @@ pub fn markdown(doc: &Value) -> String {
             version(&sv["before"]),
             version(&sv["after"])
         );
+    }
+    if let Some(o) = doc["outside_window"].as_object() {
+        let mut line = format!(
+            "outside `{}`, {} by {}",
+            cell(str_of(&o["window"])),
+            if o["forced"] == true {
+                "forced"
+            } else {
+                "going back or reading"
+            },
+            cell(str_of(&o["user"]))
+        );
+        if let Some(reason) = o["reason"].as_str() {
+            let _ = write!(line, ": {}", cell(reason));
+        }
+        let _ = writeln!(md, "| Window | {line} |");
     }
     if let Some(b) = doc["backup"].as_object() {
         let mut line = format!("`{}`", str_of(&b["id"]));
