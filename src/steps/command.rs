@@ -8,7 +8,11 @@ use crate::engine::error::StepError;
 pub fn plan(with: &CommandWith) -> (String, Option<String>) {
     (
         format!("run `{}`", with.run),
-        with.undo.as_ref().map(|u| format!("run `{u}`")),
+        // cutover cannot see what a command changed, so its undo runs whenever the step
+        // ran; the plan says so, and the comparison after a rollback checks the database.
+        with.undo.as_ref().map(|u| {
+            format!("run `{u}` (unconditional: whether or not the command changed anything)")
+        }),
     )
 }
 
