@@ -129,6 +129,9 @@ fn settings(p: &Project, extra_dirs: &[&Path]) -> insta::Settings {
     s.add_filter(r"sha256 [0-9a-f]{16}\b", "sha256 [SHA256]");
     s.add_filter(r"digest [0-9a-f]{24}\b", "digest [DIGEST]");
     s.add_filter(r#""digest": ?"[0-9a-f]{24}""#, r#""digest": "[DIGEST]""#);
+    s.add_filter(r#""took_ms":( ?)\d+"#, "\"took_ms\":${1}[MS]");
+    // Row digests: the history table's rows hold install times.
+    s.add_filter(r#""digest":( ?)"\d+""#, "\"digest\":${1}\"[ROWS]\"");
     s.add_filter(r"\d+(\.\d)? (B|KiB|MiB|GiB)\b", "[SIZE]");
     s.add_filter(r#""size":( ?)\d+"#, "\"size\":${1}[SIZE]");
     s.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");

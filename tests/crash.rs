@@ -490,9 +490,10 @@ fn crash_at_each(backend: Backend, scenario: Scenario, reference: &Reference, po
 
 fn crash_at_every_record_of_a_deploy_then_recover(backend: Backend) {
     let reference = reference(backend, Scenario::Succeeds);
-    // run_started, started/finished for each of the 9 steps, process_started for each of
-    // the 4 platform actions, run_finished.
-    assert_eq!(reference.kinds.len(), 24, "{:?}", reference.kinds);
+    // run_started, the fingerprint, started/finished for each of the 9 steps,
+    // process_started for each of the 4 platform actions, the backup's and the
+    // migration's facts, run_finished.
+    assert_eq!(reference.kinds.len(), 27, "{:?}", reference.kinds);
     let points: Vec<usize> = (1..=reference.kinds.len()).collect();
     crash_at_each(backend, Scenario::Succeeds, &reference, &points);
 }

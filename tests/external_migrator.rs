@@ -668,10 +668,11 @@ fn recover_runs_the_recorded_downgrade_in_a_new_process() {
     server().psql(&db, "INSERT INTO recipes (id, title) VALUES (1, 'Soup')");
     let before = server().snapshot(&db);
     add_revision(&p, REV2_FILE);
-    // Records: run_started, preflight started/finished, backup started/finished, then
-    // 6: migrate started (the undo is in the journal, `up` has not run), 7 and 8: the
-    // processes of `up` and `status`, and 9: migrate finished (`up` has run).
-    for (n, upgraded) in [(6, false), (9, true)] {
+    // Records: run_started, the fingerprint, preflight started/finished, backup started,
+    // its fact, finished, then 8: migrate started (the undo is in the journal, `up` has
+    // not run), 9 and 10: the processes of `up` and `status`, and 11: migrate finished
+    // (`up` has run).
+    for (n, upgraded) in [(8, false), (11, true)] {
         let crashed = p
             .cmd()
             .arg("deploy")

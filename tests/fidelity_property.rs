@@ -175,7 +175,12 @@ fn check(release: &Release) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    // Each case deploys twice with the real binary: few cases, no regression files.
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn a_rollback_is_as_before_or_says_what_differs(release in release()) {

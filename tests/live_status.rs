@@ -160,12 +160,12 @@ fn a_recycled_pid_does_not_keep_a_dead_run_alive() {
     let crashed = p
         .cmd()
         .arg("deploy")
-        .env("CUTOVER_TEST_CRASH_AFTER_RECORD", "2")
+        .env("CUTOVER_TEST_CRASH_AFTER_RECORD", "3")
         .output()
         .unwrap();
     assert_eq!(crashed.status.signal(), Some(6), "{crashed:?}");
     let run_id = p.journals()[1][0]["run_id"].as_str().unwrap().to_owned();
-    let step = p.journals()[1][1]["id"].as_str().unwrap().to_owned();
+    let step = p.journals()[1][2]["id"].as_str().unwrap().to_owned();
 
     // Its pid now names a live process that is not the run: this test.
     let mut lock: Value =

@@ -164,14 +164,20 @@ fn recover_finishes_a_dead_run_outside_the_window() {
     let crashed = p
         .cmd()
         .args(["deploy", "-p", "pipelines/one.yaml"])
-        .env("CUTOVER_TEST_CRASH_AFTER_RECORD", "3")
+        .env("CUTOVER_TEST_CRASH_AFTER_RECORD", "5")
         .output()
         .unwrap();
     assert!(crashed.status.signal().is_some(), "{crashed:?}");
     let window = close_window(&p);
     assert_eq!(
         kinds(&p.journals().pop().unwrap()),
-        ["run_started", "step_started", "step_finished"]
+        [
+            "run_started",
+            "fact",
+            "step_started",
+            "process_started",
+            "step_finished"
+        ]
     );
 
     let recover = p.run(&["recover"]);
@@ -182,7 +188,7 @@ fn recover_finishes_a_dead_run_outside_the_window() {
         recover.all()
     );
     let records = assert_went_back_outside(&p, &window);
-    assert_eq!(kinds(&records)[3..], ["outside_window", "run_finished"]);
+    assert_eq!(kinds(&records)[5..], ["outside_window", "run_finished"]);
 }
 
 #[test]

@@ -606,9 +606,10 @@ fn keeps_changes(uses: &str, facts: &[Fact]) -> bool {
 }
 
 /// Whether a step of kind `uses` with no undo that failed may have left changes: a
-/// migration that failed part-way (MySQL commits DDL as it goes), a command.
+/// migration that failed part-way (MySQL commits DDL as it goes), a command. A failed
+/// `sql` step's transaction changed nothing.
 fn keeps_failed_changes(uses: &str) -> bool {
-    matches!(uses, "migrate" | "sql" | "command")
+    matches!(uses, "migrate" | "command")
 }
 
 /// Journals the facts step `index` reported while it ran; returns them.
