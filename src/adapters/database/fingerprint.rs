@@ -280,8 +280,9 @@ pub async fn postgres(
             continue;
         }
         // `ONLY`: a partitioned parent's rows are its partitions', digested each.
+        // `sum(bigint)` accumulates in 128 bits: twice as fast as summing `numeric`s.
         let sql = format!(
-            "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text
+            "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text
                FROM ONLY {}.{} t",
             quote_ident(&schema, '"'),
             quote_ident(&table, '"')
