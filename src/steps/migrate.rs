@@ -518,11 +518,9 @@ async fn up_to_unless(
     ))
 }
 
-/// Reverts every applied migration above `to`, newest first.
-pub async fn down_to(ctx: &Context, id: &str, to: Option<i64>) -> Result<String, StepError> {
-    let db = ctx.database.state().await?;
-    let applied: Vec<i64> = db.applied.iter().map(|m| m.version).collect();
-    let revert = above(ctx, &applied, to).map_err(StepError::Failed)?;
+/// Reverts `revert` in order, in batches, reporting each migration reverted; stops at the
+/// first that fails.
+async fn revert_files(ctx: &Context, id: &str, revert: &[&MigrationFile]) -> Result<(), StepError> {
     for batch in revert.chunks(ctx.database.batch_size().max(1)) {
         let failed = ctx.database.revert_batch(batch).await.err();
         let reverted = failed.as_ref().map_or(batch.len(), |f| f.took.len());
@@ -539,6 +537,15 @@ pub async fn down_to(ctx: &Context, id: &str, to: Option<i64>) -> Result<String,
             return Err(error.into());
         }
     }
+    Ok(())
+}
+
+/// Reverts every applied migration above `to`, newest first.
+pub async fn down_to(ctx: &Context, id: &str, to: Option<i64>) -> Result<String, StepError> {
+    let db = ctx.database.state().await?;
+    let applied: Vec<i64> = db.applied.iter().map(|m| m.version).collect();
+    let revert = above(ctx, &applied, to).map_err(StepError::Failed)?;
+    revert_files(ctx, id, &revert).await?;
     let at = to.map_or_else(|| "an empty schema".into(), |t| t.to_string());
     Ok(if revert.is_empty() {
         format!("nothing to revert (at {at})")
@@ -582,22 +589,7 @@ pub async fn revert_exactly(
         }
         revert.push(file);
     }
-    for batch in revert.chunks(ctx.database.batch_size().max(1)) {
-        let failed = ctx.database.revert_batch(batch).await.err();
-        let reverted = failed.as_ref().map_or(batch.len(), |f| f.took.len());
-        for m in &batch[..reverted] {
-            ctx.fact(
-                id,
-                Fact::MigrationReverted {
-                    version: m.version,
-                    description: m.description.clone(),
-                },
-            );
-        }
-        if let Some(BatchError { error, .. }) = failed {
-            return Err(error.into());
-        }
-    }
+    revert_files(ctx, id, &revert).await?;
     Ok(if revert.is_empty() {
         "nothing to revert: none of the run's migrations is applied".to_owned()
     } else {
