@@ -36,6 +36,19 @@ pub enum Fact {
     },
     /// The state after the rollback could not be compared, and why.
     StateNotCompared { reason: String },
+    /// A rehearsal's copy of the data is ready.
+    RehearsalCopied { source: String, took_ms: u64 },
+    /// A migration applied on the rehearsal's copy.
+    MigrationRehearsed {
+        version: i64,
+        description: String,
+        took_ms: u64,
+    },
+    /// What a migration's down did on the rehearsal's copy.
+    DownRehearsed {
+        version: i64,
+        down: crate::rehearsal::Down,
+    },
 }
 
 impl Fact {
@@ -92,6 +105,20 @@ impl Fact {
             Self::StateNotCompared { reason } => {
                 format!("the state after the rollback was not verified: {reason}")
             }
+            Self::RehearsalCopied { source, took_ms } => {
+                format!("rehearsal: copy made from {source} in {took_ms} ms")
+            }
+            Self::MigrationRehearsed {
+                version,
+                description,
+                took_ms,
+            } => format!("rehearsal: applied {version} {description} on the copy ({took_ms} ms)"),
+            Self::DownRehearsed { version, down } => match down {
+                crate::rehearsal::Down::Lossless { covered } => format!(
+                    "rehearsal: the down of {version} is lossless, checked: {covered} identical to before its up"
+                ),
+                other => format!("rehearsal: {version}: {}", other.describe()),
+            },
         }
     }
 }

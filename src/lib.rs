@@ -11,6 +11,7 @@ pub mod fingerprint;
 pub mod fleet;
 pub mod migrate;
 pub mod notify;
+pub mod rehearsal;
 pub mod report;
 pub mod secret;
 pub mod shell;

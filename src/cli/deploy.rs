@@ -179,6 +179,7 @@ pub fn step(id: &str, with: StepWith) -> Step {
         when: None,
         on_failure: None,
         point_of_no_return: false,
+        rehearse: true,
         line: 0,
     }
 }
@@ -322,6 +323,16 @@ pub async fn run_pipeline_in(
     if !dry_run {
         shared_state::sync(&ctx, true).await?;
         ensure_free(&ctx)?;
+    }
+    if target.is_none() {
+        // Rehearsed before the plan is shown: the plan says what the copy showed, and a
+        // release that fails on the copy stops here, before the window.
+        let config = session.config.environment(&session.environment)?.rehearse;
+        ctx.rehearsal = if dry_run {
+            crate::rehearsal::run::standing_now(&ctx, config, pipeline).await
+        } else {
+            crate::rehearsal::run::before_deploy(&ctx, config, pipeline).await?
+        };
     }
     let shown = plan::build(&ctx, pipeline, target.as_ref()).await?;
     session.reporter.plan(&shown);

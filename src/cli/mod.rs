@@ -13,6 +13,7 @@ mod lock;
 mod migrate;
 mod plan;
 mod recover;
+mod rehearse;
 mod session;
 mod status;
 
@@ -90,6 +91,9 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Show what a deploy would do, touching nothing.
     Plan(PlanArgs),
+    /// Rehearse the database part of a release on a copy of the data; production is only
+    /// read.
+    Rehearse(RehearseArgs),
     /// Heroku release phase: deploy without prompting; environment from CUTOVER_ENV.
     Release(ReleaseArgs),
     /// Roll the database back to a version or a backup, under the lock and journal.
@@ -186,6 +190,12 @@ pub struct PlanArgs {
     /// Also write the plan as JSON to FILE, for `deploy --plan FILE` after an approval.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RehearseArgs {
+    #[arg(short, long)]
+    pub pipeline: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -394,6 +404,7 @@ pub async fn run(cli: Cli) -> Exit {
     let result = match cli.command {
         Command::Deploy(args) => deploy::deploy(&cli.global, args).await,
         Command::Plan(args) => plan::plan(&cli.global, args).await,
+        Command::Rehearse(args) => rehearse::rehearse(&cli.global, args).await,
         Command::Release(args) => deploy::release(&cli.global, args).await,
         Command::Rollback(args) => deploy::rollback(&cli.global, args).await,
         Command::Recover(args) => recover::recover(&cli.global, &args).await,

@@ -12,7 +12,9 @@ pub async fn plan(global: &Global, args: PlanArgs) -> Result<Exit, EngineError> 
     }
     let session = Session::open(&global)?;
     let pipeline = session.pipeline(args.pipeline.as_deref())?;
-    let ctx = session.context(cancel::on_signals())?;
+    let mut ctx = session.context(cancel::on_signals())?;
+    let config = session.config.environment(&session.environment)?.rehearse;
+    ctx.rehearsal = crate::rehearsal::run::standing_now(&ctx, config, &pipeline).await;
     let plan = plan::build(&ctx, &pipeline, None).await?;
     if let Some(out) = &args.out {
         let text = super::exit::redactor()

@@ -173,6 +173,7 @@ pub fn command_name(command: &Command) -> String {
     match command {
         Command::Deploy(_) => "deploy".into(),
         Command::Plan(_) => "plan".into(),
+        Command::Rehearse(_) => "rehearse".into(),
         Command::Release(_) => "release".into(),
         Command::Rollback(_) => "rollback".into(),
         Command::Recover(_) => "recover".into(),

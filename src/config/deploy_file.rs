@@ -86,6 +86,10 @@ pub struct Environment {
     /// rollback.
     #[serde(default)]
     pub fingerprint: Option<FingerprintConfig>,
+    /// Rehearse the database part of each release on a copy of the data before the
+    /// window opens (default on): `off`, or `{ max_age: 24h }`.
+    #[serde(default)]
+    pub rehearse: super::rehearse::RehearseConfig,
 }
 
 /// How much of the database the run's fingerprint reads.

@@ -110,6 +110,8 @@ pub struct Step {
     /// `None`: the pipeline's.
     pub on_failure: Option<OnFailure>,
     pub point_of_no_return: bool,
+    /// False when the step says `rehearse: off`: the rehearsal leaves it out.
+    pub rehearse: bool,
     /// Line of the step in its pipeline file, for messages.
     pub line: u64,
 }
@@ -224,6 +226,7 @@ pub fn load_pipeline(path: &Path, base_dir: &Path) -> Result<Pipeline, ConfigErr
             when,
             on_failure,
             point_of_no_return,
+            rehearse,
         } = entry;
         let kind = with.kind();
         let id = if let Some(id) = id {
@@ -275,6 +278,7 @@ pub fn load_pipeline(path: &Path, base_dir: &Path) -> Result<Pipeline, ConfigErr
             when,
             on_failure,
             point_of_no_return,
+            rehearse,
             line: referenced.line(),
         });
     }

@@ -6,6 +6,7 @@ pub mod duration;
 pub mod error;
 pub mod pipeline;
 pub mod reference;
+pub mod rehearse;
 
 mod load;
 

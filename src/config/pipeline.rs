@@ -106,6 +106,8 @@ pub struct StepEntry {
     /// Once this step has finished, a rollback never goes past it: a later failure undoes
     /// the steps after it, then the run halts for a human.
     pub point_of_no_return: bool,
+    /// `rehearse: off` leaves the step out of the rehearsal.
+    pub rehearse: bool,
 }
 
 /// `when:` — which environments a step runs in.
@@ -479,6 +481,7 @@ const STEP_FIELDS: &[&str] = &[
     "when",
     "on_failure",
     "point_of_no_return",
+    "rehearse",
 ];
 
 impl<'de> Deserialize<'de> for StepEntry {
@@ -493,7 +496,7 @@ impl<'de> Visitor<'de> for StepVisitor {
     type Value = StepEntry;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a step: `uses:` with optional `id:`, `with:`, `timeout:`, `retries:`, `when:`, `on_failure:`, `point_of_no_return:`")
+        f.write_str("a step: `uses:` with optional `id:`, `with:`, `timeout:`, `retries:`, `when:`, `on_failure:`, `point_of_no_return:`, `rehearse:`")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StepEntry, A::Error> {
@@ -505,6 +508,7 @@ impl<'de> Visitor<'de> for StepVisitor {
         let mut when = None;
         let mut on_failure = None;
         let mut point_of_no_return = None;
+        let mut rehearse: Option<super::rehearse::Switch> = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "id" => id = Some(map.next_value()?),
@@ -529,6 +533,7 @@ impl<'de> Visitor<'de> for StepVisitor {
                 "when" => when = Some(map.next_value()?),
                 "on_failure" => on_failure = Some(map.next_value()?),
                 "point_of_no_return" => point_of_no_return = Some(map.next_value()?),
+                "rehearse" => rehearse = Some(map.next_value()?),
                 other => {
                     map.next_value::<IgnoredAny>()?;
                     return Err(de::Error::unknown_field(other, STEP_FIELDS));
@@ -548,6 +553,7 @@ impl<'de> Visitor<'de> for StepVisitor {
             when,
             on_failure,
             point_of_no_return: point_of_no_return.unwrap_or(false),
+            rehearse: rehearse.is_none_or(|s| s.0),
         })
     }
 }

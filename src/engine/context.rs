@@ -59,6 +59,9 @@ pub struct Context {
     /// Facts steps established, reported at once and journaled by the engine when the
     /// step ends.
     pub facts: std::sync::Mutex<Vec<(String, Fact)>>,
+    /// Where the rehearsal on a copy stands for this run's plan; `rollback: auto` uses the
+    /// down files only where it proved them lossless.
+    pub rehearsal: crate::rehearsal::Standing,
 }
 
 impl Context {

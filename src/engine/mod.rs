@@ -6,6 +6,7 @@ pub mod compensation;
 pub mod context;
 pub mod decide;
 pub mod error;
+pub mod forecast;
 pub mod journal;
 pub mod liveness;
 pub mod lock;

@@ -26,8 +26,35 @@ pub struct Plan {
     pub health: Option<String>,
     pub steps: Vec<PlannedStep>,
     pub warnings: Vec<String>,
+    /// What the rehearsal on a copy showed, and the window it predicts.
+    pub rehearsal: RehearsalPlan,
     /// Hash of everything the plan depends on; equal digests mean the same plan.
     pub digest: String,
+}
+
+/// The rehearsal's part of the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct RehearsalPlan {
+    /// `current`, `stale`, `none`, `off`.
+    pub status: String,
+    /// One line for people: when and on what it ran, or why there is none.
+    pub summary: String,
+    /// Per pending migration: its time on the copy, its down, and how the run would roll
+    /// it back.
+    pub migrations: Vec<MigrationForecast>,
+    /// Steps the rehearsal leaves out, and why.
+    pub not_rehearsed: Vec<String>,
+    /// The predicted window (absent when going down).
+    pub window: Option<super::forecast::Forecast>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationForecast {
+    pub version: i64,
+    pub rehearsed_ms: Option<u64>,
+    pub down: Option<crate::rehearsal::Down>,
+    /// `down file`, `restore the backup`, `none`.
+    pub rollback: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +112,8 @@ pub struct PlanScratch<'a> {
     pub target_version: Option<i64>,
     pub rollback_target: Option<&'a crate::engine::run::RollbackTarget>,
     pub warnings: Vec<String>,
+    /// How each migration a `migrate` step applies would be rolled back.
+    pub rollback_methods: std::collections::BTreeMap<i64, String>,
 }
 
 /// Computes the plan. Errors are problems that would make the run fail: nothing is touched.
@@ -128,6 +157,7 @@ pub async fn build(
         target_version: None,
         rollback_target,
         warnings: Vec::new(),
+        rollback_methods: std::collections::BTreeMap::new(),
     };
     let mut planned = Vec::with_capacity(pipeline.steps.len());
     for (index, step) in pipeline.steps.iter().enumerate() {
@@ -209,6 +239,13 @@ pub async fn build(
     };
     let warnings = scratch.warnings;
     let target_version = scratch.target_version;
+    let rehearsal = rehearsal_plan(
+        ctx,
+        &planned,
+        &pending,
+        &scratch.rollback_methods,
+        going_down,
+    );
     let mut plan = Plan {
         format: 1,
         project: ctx.project.clone(),
@@ -232,10 +269,70 @@ pub async fn build(
         health: ctx.health.as_ref().map(|h| ctx.redactor.redact(&h.url)),
         steps: planned,
         warnings,
+        rehearsal,
         digest: String::new(),
     };
     plan.digest = digest(&plan, &database);
     Ok(plan)
+}
+
+/// The rehearsal's part of the plan, from `ctx.rehearsal`.
+fn rehearsal_plan(
+    ctx: &Context,
+    steps: &[PlannedStep],
+    pending: &[PendingMigration],
+    methods: &std::collections::BTreeMap<i64, String>,
+    going_down: bool,
+) -> RehearsalPlan {
+    use crate::rehearsal::Standing;
+    let current = ctx.rehearsal.current();
+    let (status, summary) = match &ctx.rehearsal {
+        Standing::Current(r) => (
+            "current",
+            format!(
+                "rehearsed {} on a copy of {} (copy {} ms, whole rehearsal {} ms)",
+                r.at.format("%Y-%m-%d %H:%M UTC"),
+                r.source,
+                r.copy_ms,
+                r.total_ms
+            ),
+        ),
+        Standing::Off => (
+            "off",
+            "off for this environment (`rehearse: off`): migration times and rollback methods are unproven".to_owned(),
+        ),
+        Standing::None => (
+            "none",
+            "not rehearsed: migration times and rollback methods are unproven (`deploy` rehearses first; `cutover rehearse` rehearses alone)".to_owned(),
+        ),
+        Standing::Stale { reason } => (
+            "stale",
+            format!("stale: {reason}; `deploy` rehearses again first"),
+        ),
+    };
+    let migrations = pending
+        .iter()
+        .map(|p| {
+            let rehearsed = current.and_then(|r| {
+                r.migrations
+                    .iter()
+                    .find(|m| m.version == p.version && m.checksum == p.checksum)
+            });
+            MigrationForecast {
+                version: p.version,
+                rehearsed_ms: rehearsed.map(|m| m.up_ms),
+                down: rehearsed.map(|m| m.down.clone()),
+                rollback: methods.get(&p.version).cloned(),
+            }
+        })
+        .collect();
+    RehearsalPlan {
+        status: status.to_owned(),
+        summary,
+        migrations,
+        not_rehearsed: current.map(|r| r.not_rehearsed.clone()).unwrap_or_default(),
+        window: (!going_down).then(|| super::forecast::forecast(ctx, steps, pending, current)),
+    }
 }
 
 /// Why a step cannot run on this kind of database, if it cannot: cutover has no SQL

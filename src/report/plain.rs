@@ -51,12 +51,37 @@ pub fn render_plan(plan: &Plan) -> String {
         db.pending.len()
     );
     for p in &db.pending {
+        let rehearsed = plan
+            .rehearsal
+            .migrations
+            .iter()
+            .find(|m| m.version == p.version);
+        let mut facts = Vec::new();
+        if let Some(m) = rehearsed {
+            if let Some(ms) = m.rehearsed_ms {
+                facts.push(format!("{ms} ms on the copy"));
+            }
+            match &m.down {
+                Some(down) => facts.push(down.describe()),
+                None if !p.reversible => facts.push("no down file".into()),
+                None => {}
+            }
+            if let Some(method) = &m.rollback {
+                facts.push(format!("rollback: {method}"));
+            }
+        } else if !p.reversible {
+            facts.push("no down file".into());
+        }
         let _ = writeln!(
             s,
             "             + {} {}{}",
             p.version,
             p.description,
-            if p.reversible { "" } else { " (no down file)" }
+            if facts.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", facts.join(", "))
+            }
         );
     }
     let state = &plan.platform.state;
@@ -92,6 +117,30 @@ pub fn render_plan(plan: &Plan) -> String {
             if let Some(undo) = &step.undo {
                 let _ = writeln!(s, "        {:<16} undo: {undo}", "");
             }
+        }
+    }
+    if !db.pending.is_empty() {
+        let _ = writeln!(s, "  rehearsal  {}", plan.rehearsal.summary);
+        for left in &plan.rehearsal.not_rehearsed {
+            let _ = writeln!(s, "             not rehearsed: {left}");
+        }
+        if let Some(w) = &plan.rehearsal.window {
+            let parts: Vec<String> = w
+                .steps
+                .iter()
+                .map(|p| format!("{} {} ({})", p.id, seconds(p.ms), p.from))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  window     predicted {}{}: {}",
+                seconds(w.total_ms),
+                if w.unknown.is_empty() {
+                    String::new()
+                } else {
+                    format!(" plus {} (no figures yet)", w.unknown.join(", "))
+                },
+                parts.join(", ")
+            );
         }
     }
     for w in &plan.warnings {

@@ -365,7 +365,11 @@ impl Recorder {
                     Fact::StateCompared { .. } | Fact::StateNotCompared { .. } => {
                         s.rollback_check = Some(fact.clone());
                     }
-                    Fact::RowsChanged { .. } => {}
+                    // The plan in the report carries the rehearsal's result.
+                    Fact::RowsChanged { .. }
+                    | Fact::RehearsalCopied { .. }
+                    | Fact::MigrationRehearsed { .. }
+                    | Fact::DownRehearsed { .. } => {}
                 }
                 if let Some(id) = id
                     && s.steps.iter().any(|st| st.id == *id)

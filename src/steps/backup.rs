@@ -223,7 +223,7 @@ pub async fn create(ctx: &Context, step_id: &str, id: &str) -> Result<Manifest, 
 }
 
 /// The dump in backup `id`, decompressed as its manifest says.
-async fn open_dump(
+pub async fn open_dump(
     ctx: &Context,
     id: &str,
     manifest: &Manifest,
@@ -311,10 +311,19 @@ async fn restore_and_check(
 /// Owns a scratch database until it is removed: by [`ScratchGuard::discard`], or, when
 /// the step is dropped half-way (Ctrl-C, a timeout), by `Drop`, which waits for the removal
 /// (up to 30 seconds) so the process cannot exit first.
-struct ScratchGuard(Option<Scratch>);
+pub struct ScratchGuard(Option<Scratch>);
 
 impl ScratchGuard {
-    fn database(&self) -> &dyn Database {
+    pub fn new(scratch: Scratch) -> Self {
+        Self(Some(scratch))
+    }
+
+    /// The scratch database's name, for messages.
+    pub fn name(&self) -> &str {
+        &self.0.as_ref().expect("not yet discarded").name
+    }
+
+    pub fn database(&self) -> &dyn Database {
         self.0
             .as_ref()
             .expect("not yet discarded")
@@ -322,7 +331,7 @@ impl ScratchGuard {
             .as_ref()
     }
 
-    async fn discard(mut self) -> Result<(), crate::adapters::database::DatabaseError> {
+    pub async fn discard(mut self) -> Result<(), crate::adapters::database::DatabaseError> {
         match self.0.take() {
             Some(scratch) => scratch.discard().await,
             None => Ok(()),

@@ -121,20 +121,77 @@ fn down_path(m: &MigrationFile) -> String {
 /// How the undo of applying `pending` is chosen, for the plan: the action, and why.
 struct Undo {
     action: Option<Compensation>,
-    why: Option<&'static str>,
+    why: Option<String>,
+}
+
+/// What the rehearsal on a copy showed of the downs of the migrations a step applies.
+enum Proof {
+    /// Every down gave back the exact schema and rows on the copy.
+    Lossless,
+    /// Some did not: one line each.
+    NotLossless(Vec<String>),
+    /// No current rehearsal covers them, and why.
+    Unproven(String),
+}
+
+/// What the rehearsal in `ctx` proves of the downs of `pending`.
+fn proof(ctx: &Context, pending: &[&MigrationFile]) -> Proof {
+    use crate::rehearsal::Standing;
+    let rehearsal = match &ctx.rehearsal {
+        Standing::Current(r) => r,
+        Standing::Off => {
+            return Proof::Unproven(
+                "rehearsal is off for this environment (`rehearse: off`), so the down files are not proven lossless".into(),
+            );
+        }
+        Standing::None => {
+            return Proof::Unproven(
+                "not rehearsed, so the down files are not proven lossless".into(),
+            );
+        }
+        Standing::Stale { reason } => {
+            return Proof::Unproven(format!(
+                "the last rehearsal no longer applies ({reason}), so the down files are not proven lossless"
+            ));
+        }
+    };
+    let mut not = Vec::new();
+    for m in pending {
+        match rehearsal
+            .migrations
+            .iter()
+            .find(|r| r.version == m.version && r.checksum == m.checksum_hex())
+        {
+            None => {
+                return Proof::Unproven(format!(
+                    "migration {} was not rehearsed, so its down is not proven lossless",
+                    m.version
+                ));
+            }
+            Some(r) if r.down.lossless() => {}
+            Some(r) => not.push(format!("{}: {}", m.version, r.down.describe())),
+        }
+    }
+    if not.is_empty() {
+        Proof::NotLossless(not)
+    } else {
+        Proof::Lossless
+    }
 }
 
 /// Chooses the undo of applying `pending`, given how the step wants to roll back.
 ///
-/// `auto` prefers the backup: a down migration can run cleanly and still not give the
-/// data back (a column folded into another table and out again), and nothing has shown
-/// these downs to be lossless, while the backup holds the data as it was. Without a
-/// backup, `auto` reverts with the down files, and the comparison after the rollback
-/// says whether the data came back.
+/// `auto` uses the down files only when the rehearsal on a copy proved every one of them
+/// lossless: a down can run cleanly and still not give the data back (a column folded
+/// into another table and out again). Otherwise it restores the backup taken before,
+/// which holds the data as it was; with no backup step, it reverts with unproven down
+/// files (the comparison after the rollback says whether the data came back), unless the
+/// rehearsal showed one loses data.
 fn choose_undo(
     mode: MigrateRollback,
     pending: &[&MigrationFile],
     backup: Option<String>,
+    proof: &Proof,
 ) -> Result<Undo, String> {
     if pending.is_empty() {
         return Ok(Undo {
@@ -154,7 +211,7 @@ fn choose_undo(
     };
     let no_backup =
         || "`rollback: restore` needs a `backup` step earlier in the pipeline".to_owned();
-    let chosen = |action, why| {
+    let chosen = |action, why: String| {
         Ok(Undo {
             action: Some(action),
             why: Some(why),
@@ -171,34 +228,52 @@ fn choose_undo(
                 m.version,
                 down_path(m)
             )),
-            None => chosen(revert, "`rollback: down`"),
+            None => chosen(revert, "`rollback: down`".into()),
         },
         MigrateRollback::Restore => match backup {
             Some(backup) => chosen(
                 Compensation::RestoreBackup { backup },
-                "`rollback: restore`",
+                "`rollback: restore`".into(),
             ),
             None => Err(no_backup()),
         },
-        MigrateRollback::Auto => {
-            if let Some(backup) = backup {
-                chosen(
-                    Compensation::RestoreBackup { backup },
-                    "`rollback: auto`: the down files are not proven lossless, the backup holds the data as it was",
-                )
-            } else if irreversible.is_empty() {
-                chosen(
-                    revert,
-                    "`rollback: auto` with no backup step before it: the down files, not proven lossless; the state is compared after the rollback",
-                )
-            } else {
-                Err(format!(
-                    "migration {} has no down file ({}) and no backup step runs before it, so a failure after it could not be undone; add the down file or a `backup` step",
-                    irreversible[0].version,
-                    down_path(irreversible[0])
-                ))
-            }
-        }
+        MigrateRollback::Auto => match (proof, backup) {
+            (Proof::Lossless, _) if irreversible.is_empty() => chosen(
+                revert,
+                "`rollback: auto`: the rehearsal on a copy proved every down lossless".into(),
+            ),
+            (Proof::NotLossless(not), Some(backup)) => chosen(
+                Compensation::RestoreBackup { backup },
+                format!(
+                    "`rollback: auto`: on the rehearsal's copy not every down gave the data back ({}); the backup holds it as it was",
+                    not.join("; ")
+                ),
+            ),
+            (Proof::Unproven(why), Some(backup)) => chosen(
+                Compensation::RestoreBackup { backup },
+                format!("`rollback: auto`: {why}; the backup holds the data as it was"),
+            ),
+            (_, Some(backup)) => chosen(
+                Compensation::RestoreBackup { backup },
+                "`rollback: auto`: the backup holds the data as it was".into(),
+            ),
+            (_, None) if !irreversible.is_empty() => Err(format!(
+                "migration {} has no down file ({}) and no backup step runs before it, so a failure after it could not be undone; add the down file or a `backup` step",
+                irreversible[0].version,
+                down_path(irreversible[0])
+            )),
+            (Proof::NotLossless(not), None) => Err(format!(
+                "on the rehearsal's copy not every down gave the data back ({}) and no backup step runs before the migrations, so a rollback would lose data; add a `backup` step before `migrate`, or write `rollback: down` to accept it",
+                not.join("; ")
+            )),
+            (Proof::Unproven(why), None) => chosen(
+                revert,
+                format!(
+                    "`rollback: auto` with no backup step before it: {why}; the state is compared after the rollback"
+                ),
+            ),
+            (Proof::Lossless, None) => unreachable!("irreversible handled above"),
+        },
     }
 }
 
@@ -289,7 +364,24 @@ pub async fn plan(
             let backup = scratch
                 .backup_before
                 .then(|| "the backup taken before it".to_owned());
-            let undo = choose_undo(mode, &pending, backup)?;
+            let proof = proof(ctx, &pending);
+            let undo = choose_undo(mode, &pending, backup, &proof)?;
+            if let (MigrateRollback::Down, Proof::NotLossless(not)) = (mode, &proof) {
+                scratch.warnings.push(format!(
+                    "`rollback: down` although on the rehearsal's copy not every down gave the data back: {}",
+                    not.join("; ")
+                ));
+            }
+            let method = match &undo.action {
+                Some(Compensation::RestoreBackup { .. }) => "restore the backup",
+                Some(_) => "down file",
+                None => "none",
+            };
+            for m in &pending {
+                scratch
+                    .rollback_methods
+                    .insert(m.version, method.to_owned());
+            }
             if mode == MigrateRollback::None {
                 scratch.warnings.push(format!(
                     "`rollback: none`: if a later step fails, the {} migration(s) stay applied",
@@ -353,6 +445,7 @@ pub async fn prepare(
                 with.rollback.unwrap_or_default(),
                 &pending,
                 state.backup.clone(),
+                &proof(ctx, &pending),
             )
             .map(|undo| undo.action)
             .map_err(StepError::Failed)

@@ -123,7 +123,7 @@ pub async fn check(
     Ok(checked)
 }
 
-fn queries(ctx: &Context, with: &ValidateWith) -> Result<Vec<Query>, String> {
+pub fn queries(ctx: &Context, with: &ValidateWith) -> Result<Vec<Query>, String> {
     let default_max = with.max_issues.unwrap_or(0);
     let mut out = Vec::new();
     if let Some(path) = &with.queries {

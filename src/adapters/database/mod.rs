@@ -376,6 +376,15 @@ pub trait Database: Send + Sync {
     /// Creates an empty scratch database beside this one (same server and credentials, or
     /// a temp file for SQLite) and an adapter for it; the real database is not changed.
     async fn scratch(&self) -> Result<Scratch, DatabaseError>;
+    /// Removes a scratch database a killed process left behind, named as
+    /// [`Scratch::name`] named it. Refuses any name [`Database::scratch`] would not make,
+    /// so a damaged record can never point it at a real database.
+    async fn drop_scratch(&self, name: &str) -> Result<(), DatabaseError> {
+        Err(DatabaseError::Other(format!(
+            "cannot remove the scratch database {name}: not available yet for {} databases",
+            self.kind()
+        )))
+    }
     /// True when the migration linter's findings stop a plan (`lint: error`) rather than
     /// being warnings. Only PostgreSQL has lint rules.
     fn lint_errors(&self) -> bool {
@@ -493,6 +502,23 @@ pub enum BuildError {
     NotAvailable(#[from] NotAvailable),
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Whether `name` is one [`Database::scratch`] makes on a server: the prefix, then only
+/// letters, digits and `_` (so it needs no quoting and cannot name another database).
+pub fn is_scratch_name(name: &str) -> bool {
+    name.strip_prefix(SCRATCH_PREFIX).is_some_and(|rest| {
+        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// How every scratch database's name begins.
+pub const SCRATCH_PREFIX: &str = "cutover_roundtrip_";
+
+fn not_scratch(name: &str) -> DatabaseError {
+    DatabaseError::Other(format!(
+        "`{name}` is not a scratch database name; nothing was removed"
+    ))
 }
 
 /// Shows a URL safely.

@@ -469,6 +469,19 @@ impl Database for MysqlDatabase {
         ))
     }
 
+    async fn drop_scratch(&self, name: &str) -> Result<(), DatabaseError> {
+        if !super::is_scratch_name(name) {
+            return Err(super::not_scratch(name));
+        }
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS `{name}`"))
+            .execute(self.pool().await?)
+            .await
+            .map_err(super::sql_err(format!(
+                "cannot drop the scratch database {name}"
+            )))?;
+        Ok(())
+    }
+
     async fn lock(&self, name: &str) -> Result<Option<DbLock>, DatabaseError> {
         use sha2::Digest;
         // GET_LOCK names are server-wide (so the database is part of the name) and limited

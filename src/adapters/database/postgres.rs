@@ -1451,6 +1451,19 @@ impl Database for PostgresDatabase {
         ))
     }
 
+    async fn drop_scratch(&self, name: &str) -> Result<(), DatabaseError> {
+        if !super::is_scratch_name(name) {
+            return Err(super::not_scratch(name));
+        }
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&self.pool().await?)
+            .await
+            .map_err(super::sql_err(format!(
+                "cannot drop the scratch database {name}"
+            )))?;
+        Ok(())
+    }
+
     async fn lock(&self, name: &str) -> Result<Option<DbLock>, DatabaseError> {
         // Advisory locks belong to the database they are taken in. A swap must rename the
         // database with no session left on it, so with `restore: swap` the lock is taken

@@ -395,6 +395,35 @@ impl Database for SqliteDatabase {
         ))
     }
 
+    async fn drop_scratch(&self, name: &str) -> Result<(), DatabaseError> {
+        // A scratch file is a temp file named by `scratch`, nothing else.
+        let path = PathBuf::from(name);
+        let ours = path.parent() == Some(std::env::temp_dir().as_path())
+            && path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".db"))
+                .is_some_and(super::is_scratch_name);
+        if !ours {
+            return Err(super::not_scratch(name));
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            match tokio::fs::remove_file(PathBuf::from(file)).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(DatabaseError::Io {
+                        what: format!("cannot remove the scratch database {name}"),
+                        source: e,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), DatabaseError> {
         if !self.path.exists() {
             return Ok(());

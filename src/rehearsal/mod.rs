@@ -1,0 +1,14 @@
+//! Rehearsal: the database part of a release, run on a copy of today's data before the
+//! window opens. Its result decides how the real run rolls back (`rollback: auto` uses the
+//! down files only where the rehearsal proved them lossless) and tells the approver how
+//! long the window will be; a migration, `sql` step or validation check that fails on the
+//! copy stops the deploy before anything on production is touched.
+//!
+//! [`record`] is the result as data (what the plan reads), [`run`] makes one, and
+//! [`leftover`] finds and drops the copies of rehearsals that were killed.
+
+pub mod leftover;
+pub mod record;
+pub mod run;
+
+pub use record::{Down, Rehearsal, Standing};
