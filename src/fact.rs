@@ -38,15 +38,11 @@ pub enum Fact {
     StateNotCompared { reason: String },
     /// A rehearsal's copy of the data is ready.
     RehearsalCopied { source: String, took_ms: u64 },
-    /// A migration applied on the rehearsal's copy.
+    /// A migration applied on the rehearsal's copy, and what its down did there.
     MigrationRehearsed {
         version: i64,
         description: String,
         took_ms: u64,
-    },
-    /// What a migration's down did on the rehearsal's copy.
-    DownRehearsed {
-        version: i64,
         down: crate::rehearsal::Down,
     },
 }
@@ -112,13 +108,11 @@ impl Fact {
                 version,
                 description,
                 took_ms,
-            } => format!("rehearsal: applied {version} {description} on the copy ({took_ms} ms)"),
-            Self::DownRehearsed { version, down } => match down {
-                crate::rehearsal::Down::Lossless { covered } => format!(
-                    "rehearsal: the down of {version} is lossless, checked: {covered} identical to before its up"
-                ),
-                other => format!("rehearsal: {version}: {}", other.describe()),
-            },
+                down,
+            } => format!(
+                "rehearsal: {version} {description}: {took_ms} ms on the copy; {}",
+                down.describe()
+            ),
         }
     }
 }

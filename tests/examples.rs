@@ -237,6 +237,10 @@ fn demo_shows_a_failed_deploy_rolling_back() {
     assert!(output.status.success(), "{all}");
     for expected in [
         "deployed to local (run ",
+        "exit code: 2",
+        "the rehearsal on a copy of the data",
+        "`duplicate_user_emails` found 1 issue(s)",
+        "maintenance never turned on",
         "exit code: 1",
         "rolled back: restore backup pre-20240301100100-",
         "; scale jobs back to 3; maintenance back off",

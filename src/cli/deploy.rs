@@ -17,6 +17,7 @@ use crate::engine::run::{self, RollbackTarget, RunOutcome};
 use crate::engine::verify::StateCheck;
 use crate::engine::window::{self, Direction, OutsideWindow};
 use crate::engine::{Context, EngineError, cancel, lock, shared_state};
+use crate::rehearsal::Standing;
 
 pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
     if args.fleet {
@@ -325,14 +326,17 @@ pub async fn run_pipeline_in(
         ensure_free(&ctx)?;
     }
     if target.is_none() {
-        // Rehearsed before the plan is shown: the plan says what the copy showed, and a
-        // release that fails on the copy stops here, before the window.
         let config = session.config.environment(&session.environment)?.rehearse;
-        ctx.rehearsal = if dry_run {
-            crate::rehearsal::run::standing_now(&ctx, config, pipeline).await
-        } else {
-            crate::rehearsal::run::before_deploy(&ctx, config, pipeline).await?
-        };
+        ctx.rehearsal = crate::rehearsal::run::standing_now(&ctx, config, pipeline).await;
+        if !dry_run && !matches!(ctx.rehearsal, Standing::Current(_) | Standing::Off) {
+            // Rehearsed before the plan is shown, once a first plan found no bad input:
+            // the plan says what the copy showed, and a release that fails on the copy
+            // stops here, before the window.
+            plan::build(&ctx, pipeline, None).await?;
+            let standing = std::mem::take(&mut ctx.rehearsal);
+            ctx.rehearsal =
+                crate::rehearsal::run::before_deploy(&ctx, config, pipeline, standing).await?;
+        }
     }
     let shown = plan::build(&ctx, pipeline, target.as_ref()).await?;
     session.reporter.plan(&shown);

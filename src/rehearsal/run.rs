@@ -183,6 +183,12 @@ pub fn standing(
     let Some(stored) = record::load(&ctx.state_dir, &ctx.environment) else {
         return Standing::None;
     };
+    if let Some(failure) = &stored.failure {
+        // The data may have been fixed since: a failed result is never reused.
+        return Standing::Stale {
+            reason: format!("the last rehearsal failed ({failure})"),
+        };
+    }
     if stored.pipeline != pipeline.name {
         return Standing::Stale {
             reason: format!(
@@ -239,24 +245,25 @@ pub async fn standing_now(ctx: &Context, config: RehearseConfig, pipeline: &Pipe
     }
 }
 
-/// What `deploy` does before its plan: uses the stored rehearsal when it still applies,
-/// else rehearses now (`rehearse: on`, something to rehearse). A rehearsal that found a
-/// failure stops the deploy here, before the window: exit 2, nothing on production touched.
+/// What `deploy` does before showing its plan (after a first plan found no bad input):
+/// uses the stored rehearsal when it still applies, else rehearses now when there is
+/// something to rehearse. A rehearsal that found a failure stops the deploy here, before
+/// the window: exit 2, nothing on production touched.
 pub async fn before_deploy(
     ctx: &Context,
     config: RehearseConfig,
     pipeline: &Pipeline,
+    standing: Standing,
 ) -> Result<Standing, EngineError> {
-    let state = ctx
-        .database
-        .state()
-        .await
-        .map_err(|e| EngineError::Plan(format!("cannot read the database: {e}")))?;
-    let standing = standing(ctx, config, pipeline, &state);
     let rehearsal = match standing {
         Standing::Off => return Ok(Standing::Off),
         Standing::Current(r) => r,
         Standing::None | Standing::Stale { .. } => {
+            let state = ctx
+                .database
+                .state()
+                .await
+                .map_err(|e| EngineError::Plan(format!("cannot read the database: {e}")))?;
             if !has_work(ctx, pipeline, &state) || !supported(ctx.database.as_ref()) {
                 return Ok(standing);
             }
@@ -393,42 +400,47 @@ async fn on_copy(
     );
     for part in &parts {
         let start = Instant::now();
-        let (id, uses, result) = match part {
-            Part::Migrate { id, to } => {
-                let now = match copy.state().await {
-                    Ok(s) => s,
-                    Err(e) => return failed(out, id, "reading the copy's migrations", &e),
-                };
-                for m in pending(ctx, &now, *to) {
-                    if let Err(failure) = migration(ctx, copy, id, m, &mut out.migrations).await {
-                        out.failure = Some(failure);
+        let (id, uses, result) =
+            match part {
+                Part::Migrate { id, to } => {
+                    let now = match copy.state().await {
+                        Ok(s) => s,
+                        Err(e) => return failed(out, id, "reading the copy's migrations", &e),
+                    };
+                    for m in pending(ctx, &now, *to) {
+                        if let Err(failure) = migration(ctx, copy, id, m, &mut out.migrations).await
+                        {
+                            out.failure = Some(failure);
+                            return out;
+                        }
+                    }
+                    continue;
+                }
+                Part::Sql { id, sql } => match copy.execute(sql).await {
+                    Ok(rows) => (id, "sql", format!("{rows} row(s) changed")),
+                    Err(e) => return failed(out, id, "its SQL", &e),
+                },
+                Part::Validate { id, queries } => {
+                    // Reported under `rehearsal`: the run's own `validate` step reports its own.
+                    let error =
+                        match crate::steps::validate::check(ctx, "rehearsal", copy, queries, true)
+                            .await
+                        {
+                            Ok(checked) if checked.failed.is_empty() => None,
+                            Ok(checked) => Some(checked.failed.join("; ")),
+                            Err(e) => Some(e.to_string()),
+                        };
+                    if let Some(error) = error {
+                        out.failure = Some(Failure {
+                            step: (*id).to_owned(),
+                            what: "validation".into(),
+                            error,
+                        });
                         return out;
                     }
+                    (id, "validate", format!("{} check(s) passed", queries.len()))
                 }
-                continue;
-            }
-            Part::Sql { id, sql } => match copy.execute(sql).await {
-                Ok(rows) => (id, "sql", format!("{rows} row(s) changed")),
-                Err(e) => return failed(out, id, "its SQL", &e),
-            },
-            Part::Validate { id, queries } => {
-                let error = match crate::steps::validate::check(ctx, id, copy, queries, true).await
-                {
-                    Ok(checked) if checked.failed.is_empty() => None,
-                    Ok(checked) => Some(checked.failed.join("; ")),
-                    Err(e) => Some(e.to_string()),
-                };
-                if let Some(error) = error {
-                    out.failure = Some(Failure {
-                        step: (*id).to_owned(),
-                        what: "validation".into(),
-                        error,
-                    });
-                    return out;
-                }
-                (id, "validate", format!("{} check(s) passed", queries.len()))
-            }
-        };
+            };
         out.steps.push(RehearsedStep {
             id: (*id).to_owned(),
             uses: uses.to_owned(),
@@ -466,14 +478,6 @@ async fn migration(
         .apply(m, Commit::Durable)
         .await
         .map_err(|e| fail(&what, &e))?;
-    fact(
-        ctx,
-        Fact::MigrationRehearsed {
-            version: m.version,
-            description: m.description.clone(),
-            took_ms: ms(took),
-        },
-    );
     let mut rehearsed = RehearsedMigration {
         version: m.version,
         description: m.description.clone(),
@@ -518,14 +522,16 @@ async fn migration(
                     .map_err(|e| fail(&format!("{what}, applied again after its down,"), &e))?;
             }
         }
-        fact(
-            ctx,
-            Fact::DownRehearsed {
-                version: m.version,
-                down: rehearsed.down.clone(),
-            },
-        );
     }
+    fact(
+        ctx,
+        Fact::MigrationRehearsed {
+            version: m.version,
+            description: m.description.clone(),
+            took_ms: rehearsed.up_ms,
+            down: rehearsed.down.clone(),
+        },
+    );
     done.push(rehearsed);
     Ok(())
 }

@@ -368,8 +368,7 @@ impl Recorder {
                     // The plan in the report carries the rehearsal's result.
                     Fact::RowsChanged { .. }
                     | Fact::RehearsalCopied { .. }
-                    | Fact::MigrationRehearsed { .. }
-                    | Fact::DownRehearsed { .. } => {}
+                    | Fact::MigrationRehearsed { .. } => {}
                 }
                 if let Some(id) = id
                     && s.steps.iter().any(|st| st.id == *id)

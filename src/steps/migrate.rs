@@ -173,9 +173,9 @@ fn proof(ctx: &Context, pending: &[&MigrationFile]) -> Proof {
         }
     }
     if not.is_empty() {
-        Proof::NotLossless(not)
-    } else {
         Proof::Lossless
+    } else {
+        Proof::NotLossless(not)
     }
 }
 

@@ -141,9 +141,28 @@ environments:
       scale: "echo {{target}}={{replicas}} > platform/{{target}}; echo scale_{{target}}_{{replicas}} >> calls.log"
       restart: "echo restart >> calls.log"
     health: {{ url: "{}", timeout: 5s, healthy_for: 0s }}
+    rehearse: off
 "#,
             self.health.url
         )
+    }
+
+    /// Turns off the rehearsal on a copy for the `local` environment (the last one in the
+    /// config): for tests of what the real run does when a migration or check fails,
+    /// which the rehearsal would otherwise catch before the run starts. The default config
+    /// has it off already (the tests of the run are about the run; `tests/rehearsal.rs`
+    /// and the CI output snapshots turn it on with [`Project::with_rehearsal`]).
+    pub fn without_rehearsal(&self) {
+        let config = self.read("deploy.yaml");
+        if !config.contains("    rehearse: off\n") {
+            self.write_config(&format!("{}\n    rehearse: off\n", config.trim_end()));
+        }
+    }
+
+    /// The product's default: rehearse on a copy before each deploy.
+    pub fn with_rehearsal(&self) {
+        let config = self.read("deploy.yaml");
+        self.write_config(&config.replace("    rehearse: off\n", ""));
     }
 
     pub fn write_config(&self, text: &str) {
