@@ -16,6 +16,7 @@ mod recover;
 mod rehearse;
 mod session;
 mod status;
+mod validate;
 
 use std::path::PathBuf;
 
@@ -118,6 +119,8 @@ pub enum Command {
     Lock(LockCommand),
     /// Check config, pipeline, references and reachability; touch nothing.
     Check(CheckArgs),
+    /// Run the pipeline's validation checks against the live database, read-only.
+    Validate(ValidateArgs),
     /// Internal: how cutover runs a shell command, so that the command's process group
     /// dies with cutover (see `shell::supervise`).
     #[command(name = "__supervise", hide = true)]
@@ -383,6 +386,16 @@ pub enum LockCommand {
 #[derive(Debug, Args)]
 pub struct CheckArgs {}
 
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Pipeline file (default: the config's `pipeline`).
+    #[arg(short, long)]
+    pub pipeline: Option<PathBuf>,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs the process supervisor when that is what the command line asks for (before any
 /// logging or runtime starts: it only runs a command and watches its pipe).
 pub fn supervise(cli: &Cli) -> Option<std::process::ExitCode> {
@@ -415,6 +428,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::History(args) => history::history(&cli.global, &args).await,
         Command::Lock(cmd) => lock::lock(&cli.global, cmd).await,
         Command::Check(_) => check::check(&cli.global).await,
+        Command::Validate(args) => validate::validate(&cli.global, args).await,
         // `main` runs it before anything else starts; it has no place in a session.
         Command::Supervise(_) => Err(crate::engine::EngineError::Plan(format!(
             "`{}` is internal to cutover",

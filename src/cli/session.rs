@@ -158,7 +158,9 @@ impl Session {
             };
             return Err(ConfigError::Invalid(located).into());
         }
-        Ok(config::load_pipeline(&path, &self.config.dir)?)
+        let pipeline = config::load_pipeline(&path, &self.config.dir)?;
+        config::check_when_environments(&self.config, &pipeline)?;
+        Ok(pipeline)
     }
 
     /// Prints a result: JSON when asked, text otherwise.
@@ -212,6 +214,7 @@ pub fn command_name(command: &Command) -> String {
             },
         ),
         Command::Check(_) => "check".into(),
+        Command::Validate(_) => "validate".into(),
         Command::Supervise(_) => crate::shell::SUPERVISE.into(),
     }
 }

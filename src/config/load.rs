@@ -293,6 +293,46 @@ pub fn load_pipeline(path: &Path, base_dir: &Path) -> Result<Pipeline, ConfigErr
     })
 }
 
+/// Every environment a step's `when:` names must be defined in `deploy.yaml`: a misspelt
+/// name would skip the step everywhere (`environments:`) or nowhere (`not_environments:`).
+pub fn check_when_environments(config: &Config, pipeline: &Pipeline) -> Result<(), ConfigError> {
+    let mut problems = Vec::new();
+    for step in &pipeline.steps {
+        let Some(when) = &step.when else { continue };
+        for (key, list) in [
+            ("environments", &when.environments),
+            ("not_environments", &when.not_environments),
+        ] {
+            for name in list.iter().flatten() {
+                if config.file.environments.contains_key(&name.value) {
+                    continue;
+                }
+                let known: Vec<_> = config
+                    .file
+                    .environments
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                let message = format!(
+                    "step `{}`: `when: {{ {key}: ... }}` names environment `{}`, which {} does not define (defined: {})",
+                    step.id,
+                    name.value,
+                    config.path.display(),
+                    known.join(", ")
+                );
+                // The name's own place; the step's line when the parser kept none.
+                let mut located = Located::at(&pipeline.path, &name.referenced, message);
+                if located.line.is_none() {
+                    located.line = Some(step.line);
+                    located.column = Some(1);
+                }
+                problems.push(located);
+            }
+        }
+    }
+    finish(problems)
+}
+
 /// Files named by steps must exist now, not halfway through a deploy.
 fn check_step_files(
     path: &Path,

@@ -12,4 +12,4 @@ mod load;
 
 pub use deploy_file::{ConfirmMode, DeployFile, Environment};
 pub use error::{ConfigError, Located};
-pub use load::{Config, Pipeline, Step, load, load_pipeline};
+pub use load::{Config, Pipeline, Step, check_when_environments, load, load_pipeline};

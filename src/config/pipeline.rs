@@ -405,7 +405,8 @@ pub struct ValidateWith {
 #[serde(deny_unknown_fields)]
 pub struct Check {
     pub name: String,
-    /// Returns one row with an integer column `issues`, or the offending rows.
+    /// Returns one row with one integer column named as a count (`issues`, `IssueCount`,
+    /// `orphan_count`...), or the offending rows.
     pub sql: String,
     /// Issues allowed before the check fails (default: the step's `max_issues`).
     #[serde(default)]

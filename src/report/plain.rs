@@ -194,18 +194,7 @@ pub fn render_event(event: &Event) -> Option<String> {
         } => {
             let verdict = if issues > max_issues { "FAIL" } else { "ok" };
             let mut text = format!("      {check}: {issues} issue(s) [{verdict}]");
-            if !rows.is_empty() {
-                text.push_str(&format!("\n        {}", columns.join(" | ")));
-                for row in rows {
-                    text.push_str(&format!("\n        {}", row.join(" | ")));
-                }
-                if *issues > rows.len() as i64 {
-                    text.push_str(&format!(
-                        "\n        … and {} more",
-                        *issues - rows.len() as i64
-                    ));
-                }
-            }
+            text.push_str(&sample_rows(columns, rows, *issues, "        "));
             text
         }
         Event::StepRetry {
@@ -319,6 +308,27 @@ fn seconds(ms: u64) -> String {
     } else {
         format!("{:.1}s", ms as f64 / 1000.0)
     }
+}
+
+/// A check's sample rows, one line each after a line of column names, each line starting
+/// with a newline and `indent`; "… and N more" when `issues` counts more rows than shown.
+/// Empty when there are no rows (a count).
+pub fn sample_rows(columns: &[String], rows: &[Vec<String>], issues: i64, indent: &str) -> String {
+    let mut text = String::new();
+    if rows.is_empty() {
+        return text;
+    }
+    text.push_str(&format!("\n{indent}{}", columns.join(" | ")));
+    for row in rows {
+        text.push_str(&format!("\n{indent}{}", row.join(" | ")));
+    }
+    if issues > rows.len() as i64 {
+        text.push_str(&format!(
+            "\n{indent}… and {} more",
+            issues - rows.len() as i64
+        ));
+    }
+    text
 }
 
 impl Reporter for Plain {

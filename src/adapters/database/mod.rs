@@ -57,13 +57,88 @@ pub struct CheckResult {
 /// How many offending rows a check shows.
 pub const SAMPLE_ROWS: usize = 10;
 
-/// Turns a validation query's rows into a [`CheckResult`], the same way for every dialect.
+/// The words of a column name that say it holds a count of issues.
+const COUNT_WORDS: &[&str] = &[
+    "issues",
+    "issue",
+    "count",
+    "cnt",
+    "total",
+    "num",
+    "violations",
+    "problems",
+    "errors",
+];
+
+/// Words that also say "count" at the end of a longer word: PostgreSQL folds an unquoted
+/// `AS IssueCount` to `issuecount`, which has no boundary left to split at.
+const COUNT_ENDINGS: &[&str] = &["count", "cnt", "issues", "errors", "violations", "problems"];
+
+/// Words that end like a count and are not one.
+const NOT_COUNTS: &[&str] = &["account", "discount", "viscount"];
+
+/// Whether a validation query's column name says it is a count. Its words (split at every
+/// character that is not a letter or digit, between a lower-case letter or digit and an
+/// upper-case letter, and before the last capital of a run of capitals followed by a
+/// lower-case letter), compared case-insensitively: one of them is in [`COUNT_WORDS`], or
+/// ends in one of [`COUNT_ENDINGS`] after at least one more letter and is not in
+/// [`NOT_COUNTS`]. `IssueCount` (and PostgreSQL's `issuecount`), `issue_count`,
+/// `orphan_count`, `cnt`, `num_orphans`, `XMLErrors`, and `count`, `COUNT(*)` or
+/// `count(id)` as drivers name an unaliased count, all say so; `account`, `counter`, `id`
+/// do not.
+pub fn names_a_count(name: &str) -> bool {
+    words(name).iter().any(|w| {
+        let w = w.to_lowercase();
+        COUNT_WORDS.contains(&w.as_str())
+            || (COUNT_ENDINGS
+                .iter()
+                .any(|end| w.len() > end.len() && w.ends_with(end))
+                && !NOT_COUNTS.contains(&w.as_str()))
+    })
+}
+
+/// `name` split into words at punctuation and camelCase boundaries.
+fn words(name: &str) -> Vec<String> {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = Vec::new();
+    let mut word = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_alphanumeric() {
+            if !word.is_empty() {
+                out.push(std::mem::take(&mut word));
+            }
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|p| chars[p]);
+        let next = chars.get(i + 1).copied();
+        let boundary = c.is_uppercase()
+            && prev.is_some_and(|p| {
+                p.is_lowercase()
+                    || p.is_ascii_digit()
+                    || (p.is_uppercase() && next.is_some_and(char::is_lowercase))
+            });
+        if boundary && !word.is_empty() {
+            out.push(std::mem::take(&mut word));
+        }
+        word.push(c);
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+/// Turns a validation query's rows into a [`CheckResult`], the same way for every dialect:
+/// exactly one row of exactly one integer column whose name [says it is a
+/// count](names_a_count) is that many issues; any other result is the offending rows, each
+/// an issue.
 pub fn check_result<R>(rows: &[R]) -> Result<CheckResult, sqlx::Error>
 where
     R: sqlx::Row,
     usize: sqlx::ColumnIndex<R>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -71,11 +146,13 @@ where
     use sqlx::{Column, ValueRef};
     if let [row] = rows
         && row.columns().len() == 1
-        && row.columns()[0].name() == "issues"
-    {
-        let issues = row
+        && names_a_count(row.columns()[0].name())
+        // Only an integer is a count: a text, decimal or NULL value is a row like any other.
+        && let Ok(issues) = row
             .try_get::<i64, _>(0)
-            .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))?;
+            .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))
+            .or_else(|_| row.try_get::<i16, _>(0).map(i64::from))
+    {
         return Ok(CheckResult {
             issues,
             ..CheckResult::default()
@@ -322,9 +399,18 @@ pub trait Database: Send + Sync {
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError>;
     /// Runs SQL in one transaction; returns how many rows its statements changed.
     async fn execute(&self, sql: &str) -> Result<u64, DatabaseError>;
-    /// Runs a validation query: one row with an integer column `issues` is a count; any
-    /// other result is the offending rows, each an issue.
+    /// Runs a validation query: one row with one integer column named as a count is a
+    /// count; any other result is the offending rows, each an issue (see [`check_result`]).
     async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError>;
+    /// Runs a validation query as [`Database::issues`] does, inside a read-only transaction
+    /// (a read-only connection on SQLite) that is rolled back: a query that tries to write
+    /// fails and changes nothing.
+    async fn issues_read_only(&self, _sql: &str) -> Result<CheckResult, DatabaseError> {
+        Err(DatabaseError::Other(format!(
+            "read-only validation queries are not supported on {}",
+            self.kind()
+        )))
+    }
     /// Writes a consistent dump of the whole database to `sink`.
     async fn dump(
         &self,
@@ -524,4 +610,62 @@ fn not_scratch(name: &str) -> DatabaseError {
 /// Shows a URL safely.
 pub fn display_url(url: &str) -> String {
     mask_url_password(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_names() {
+        for name in [
+            "issues",
+            "Issues",
+            "IssueCount",
+            "issue_count",
+            "orphan_count",
+            "ORPHAN_COUNT",
+            "cnt",
+            "count",
+            "COUNT(*)",
+            "count(*)",
+            "count(id)",
+            "total",
+            "num_orphans",
+            "violations",
+            "bad-problems",
+            "XMLErrors",
+            "issuecount",
+            "orphancount",
+            "rowcount",
+            "fkviolations",
+        ] {
+            assert!(names_a_count(name), "{name} names a count");
+        }
+        for name in [
+            "id",
+            "account",
+            "counter",
+            "discount",
+            "Discount",
+            "viscount",
+            "subtotal",
+            "number",
+            "email",
+            "accountId",
+            "",
+            "?column?",
+        ] {
+            assert!(!names_a_count(name), "{name} does not name a count");
+        }
+    }
+
+    #[test]
+    fn words_split_at_case_and_punctuation() {
+        assert_eq!(words("IssueCount"), ["Issue", "Count"]);
+        assert_eq!(words("XMLErrors"), ["XML", "Errors"]);
+        assert_eq!(words("issue_count"), ["issue", "count"]);
+        assert_eq!(words("COUNT(*)"), ["COUNT"]);
+        assert_eq!(words("row2Count"), ["row2", "Count"]);
+    }
 }

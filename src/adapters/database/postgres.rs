@@ -1283,6 +1283,25 @@ impl Database for PostgresDatabase {
         super::check_result(&rows).map_err(super::sql_err("cannot read the validation result"))
     }
 
+    async fn issues_read_only(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
+        let pool = self.pool().await?;
+        let mut tx = pool
+            .begin_with("BEGIN READ ONLY")
+            .await
+            .map_err(super::sql_err("cannot begin a read-only transaction"))?;
+        let rows = sqlx::query(sql)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(super::sql_err("validation query failed"))?;
+        let result =
+            super::check_result(&rows).map_err(super::sql_err("cannot read the validation result"));
+        // Nothing to keep: a read-only transaction has nothing to commit.
+        tx.rollback()
+            .await
+            .map_err(super::sql_err("cannot end the read-only transaction"))?;
+        result
+    }
+
     async fn dump(
         &self,
         sink: &mut (dyn AsyncWrite + Unpin + Send),

@@ -245,6 +245,29 @@ impl Database for SqliteDatabase {
         super::check_result(&rows).map_err(super::sql_err("cannot read the validation result"))
     }
 
+    async fn issues_read_only(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
+        // A connection of its own, opened read-only: SQLite has no read-only transaction,
+        // and the driver runs every statement of a string, so a `PRAGMA query_only = OFF`
+        // inside the query could undo a pragma; the open flag cannot be undone. A missing
+        // file is an error, not a new empty database.
+        let options = SqliteConnectOptions::new()
+            .filename(&self.path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10));
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|source| DatabaseError::Connect {
+                target: self.describe(),
+                source,
+            })?;
+        let rows = sqlx::query(sql)
+            .fetch_all(&mut conn)
+            .await
+            .map_err(super::sql_err("validation query failed"));
+        let _ = conn.close().await;
+        super::check_result(&rows?).map_err(super::sql_err("cannot read the validation result"))
+    }
+
     async fn dump(
         &self,
         sink: &mut (dyn AsyncWrite + Unpin + Send),
