@@ -290,6 +290,9 @@ pub async fn plan(
                 .backup_before
                 .then(|| "the backup taken before it".to_owned());
             let undo = choose_undo(mode, &pending, backup)?;
+            if let Some(Compensation::RevertMigrations { migrations }) = &undo.action {
+                scratch.reverts = migrations.iter().map(|m| m.version).collect();
+            }
             if mode == MigrateRollback::None {
                 scratch.warnings.push(format!(
                     "`rollback: none`: if a later step fails, the {} migration(s) stay applied",
