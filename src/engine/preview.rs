@@ -101,7 +101,8 @@ pub fn fill(ctx: &Context, pipeline: &Pipeline, plan: &mut Plan) -> Result<(), S
                     shell_quote(&ctx.environment),
                     shell_quote(up)
                 )));
-                planned.preview.workdir = Some(ctx.base_dir.display().to_string());
+                let dir = std::path::absolute(&ctx.base_dir).unwrap_or(ctx.base_dir.clone());
+                planned.preview.workdir = Some(dir.display().to_string());
             }
             StepWith::Migrate(_) if !applies_migrations => {
                 applies_migrations = true;
