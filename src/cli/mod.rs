@@ -193,6 +193,11 @@ pub struct PlanArgs {
     /// Also write the plan as JSON to FILE, for `deploy --plan FILE` after an approval.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Also show what runs: the SQL of each pending migration and `sql` step, the down SQL
+    /// a rollback by the down files would run, and a `tool: command` migrator's command
+    /// line (secrets masked); in the JSON plan too. The digest stays the same.
+    #[arg(long)]
+    pub sql: bool,
 }
 
 #[derive(Debug, Args)]

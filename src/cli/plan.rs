@@ -3,7 +3,7 @@
 use super::exit::Exit;
 use super::session::Session;
 use super::{Global, Output, PlanArgs};
-use crate::engine::{EngineError, cancel, plan};
+use crate::engine::{EngineError, cancel, plan, preview};
 
 pub async fn plan(global: &Global, args: PlanArgs) -> Result<Exit, EngineError> {
     let mut global = global.clone();
@@ -15,7 +15,10 @@ pub async fn plan(global: &Global, args: PlanArgs) -> Result<Exit, EngineError> 
     let mut ctx = session.context(cancel::on_signals())?;
     let config = session.config.environment(&session.environment)?.rehearse;
     ctx.rehearsal = crate::rehearsal::run::standing_now(&ctx, config, &pipeline).await;
-    let plan = plan::build(&ctx, &pipeline, None).await?;
+    let mut plan = plan::build(&ctx, &pipeline, None).await?;
+    if args.sql {
+        preview::fill(&ctx, &pipeline, &mut plan).map_err(EngineError::Plan)?;
+    }
     if let Some(out) = &args.out {
         let text = super::exit::redactor()
             .redact(&serde_json::to_string_pretty(&plan).expect("plan serializes"));
@@ -31,6 +34,12 @@ pub async fn plan(global: &Global, args: PlanArgs) -> Result<Exit, EngineError> 
         );
     } else {
         session.reporter.plan(&plan);
+        if args.sql && plan.steps.iter().all(|s| s.preview.is_empty()) {
+            session.reporter.result(
+                &serde_json::json!({ "sql": [] }),
+                "\nSQL preview: no step runs SQL or a migrator command (no `migrate` or `sql` step will run)",
+            );
+        }
     }
     Ok(Exit::Ok)
 }

@@ -11,6 +11,7 @@ pub mod journal;
 pub mod liveness;
 pub mod lock;
 pub mod plan;
+pub mod preview;
 pub mod run;
 pub mod setup;
 pub mod shared_state;

@@ -74,6 +74,10 @@ pub struct PendingMigration {
     pub description: String,
     pub reversible: bool,
     pub checksum: String,
+    /// With `plan --sql`: the SQL it runs, its file, and the down SQL when the plan's undo
+    /// runs the down files. Filled after the digest, which it never changes.
+    #[serde(flatten)]
+    pub preview: super::preview::MigrationPreview,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +98,13 @@ pub struct PlannedStep {
     pub undo: Option<String>,
     /// Why it will be skipped, if it will.
     pub skipped: Option<String>,
+    /// With `plan --sql`: the SQL or command line the step runs. Filled after the digest,
+    /// which it never changes.
+    #[serde(flatten)]
+    pub preview: super::preview::StepPreview,
+    /// Migrations whose down files the step's undo runs, in the order they were applied.
+    #[serde(skip)]
+    pub reverts: Vec<i64>,
 }
 
 /// What planning knows while walking the steps: the state as it will be after the
@@ -114,6 +125,8 @@ pub struct PlanScratch<'a> {
     pub warnings: Vec<String>,
     /// How each migration a `migrate` step applies would be rolled back.
     pub rollback_methods: std::collections::BTreeMap<i64, String>,
+    /// Migrations whose down files the step being planned would run as its undo.
+    pub reverts: Vec<i64>,
 }
 
 /// Computes the plan. Errors are problems that would make the run fail: nothing is touched.
@@ -158,6 +171,7 @@ pub async fn build(
         rollback_target,
         warnings: Vec::new(),
         rollback_methods: std::collections::BTreeMap::new(),
+        reverts: Vec::new(),
     };
     let mut planned = Vec::with_capacity(pipeline.steps.len());
     for (index, step) in pipeline.steps.iter().enumerate() {
@@ -173,6 +187,8 @@ pub async fn build(
             summary: String::new(),
             undo: None,
             skipped,
+            preview: super::preview::StepPreview::default(),
+            reverts: Vec::new(),
         };
         if entry.skipped.is_none()
             && let Some(why) = unsupported_on(
@@ -195,6 +211,7 @@ pub async fn build(
                 Ok((summary, undo)) => {
                     entry.summary = summary;
                     entry.undo = undo;
+                    entry.reverts = std::mem::take(&mut scratch.reverts);
                 }
                 Err(e) => problems.push(format!(
                     "step `{}` ({}:{}): {e}",
@@ -402,6 +419,7 @@ pub fn pending(
             description: m.description.clone(),
             reversible: m.reversible(),
             checksum: m.checksum_hex(),
+            preview: super::preview::MigrationPreview::default(),
         })
         .collect()
 }

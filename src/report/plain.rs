@@ -146,7 +146,101 @@ pub fn render_plan(plan: &Plan) -> String {
     for w in &plan.warnings {
         let _ = writeln!(s, "  warning: {w}");
     }
+    render_preview(plan, &mut s);
     s
+}
+
+/// The SQL preview of `plan --sql`, when the plan carries one. SQL comments head each part
+/// and the texts are printed as they are, so the section reads as the script it is.
+fn render_preview(plan: &Plan, s: &mut String) {
+    use std::fmt::Write as _;
+    fn text(s: &mut String, body: &str) {
+        s.push_str(body);
+        if !body.ends_with('\n') {
+            s.push('\n');
+        }
+    }
+    if plan.steps.iter().all(|step| step.preview.is_empty()) {
+        return;
+    }
+    let _ = writeln!(s, "\nSQL preview: what the steps run, in order");
+    for step in plan.steps.iter().filter(|step| !step.preview.is_empty()) {
+        let p = &step.preview;
+        let head = format!("-- step {} `{}` ({})", step.index + 1, step.id, step.uses);
+        if p.migrations {
+            let pending: Vec<_> = plan
+                .database
+                .pending
+                .iter()
+                .filter(|m| m.preview.sql.is_some())
+                .collect();
+            if pending.is_empty() {
+                let _ = writeln!(s, "{head}: no pending migration");
+            }
+            for m in pending {
+                let _ = writeln!(
+                    s,
+                    "{head}: migration {} {} — {} ({})",
+                    m.version,
+                    m.description,
+                    m.preview.file.as_deref().unwrap_or_default(),
+                    if m.preview.no_transaction == Some(true) {
+                        "outside a transaction"
+                    } else {
+                        "in one transaction with its _sqlx_migrations record"
+                    }
+                );
+                text(s, m.preview.sql.as_deref().unwrap_or_default());
+            }
+        }
+        if let Some(sql) = &p.sql {
+            let _ = writeln!(s, "{head}");
+            text(s, sql);
+        }
+        if let Some(undo) = &p.undo_sql {
+            let _ = writeln!(
+                s,
+                "{head}: its undo, run on rollback only if the step changed rows"
+            );
+            text(s, undo);
+        }
+        if let Some(command) = &p.command {
+            let _ = writeln!(
+                s,
+                "{head}: command line, run in {}",
+                p.workdir.as_deref().unwrap_or_default()
+            );
+            text(s, command);
+        }
+    }
+    for step in plan.steps.iter().filter(|step| !step.reverts.is_empty()) {
+        let downs: Vec<_> = plan
+            .database
+            .pending
+            .iter()
+            .rev()
+            .filter(|m| step.reverts.contains(&m.version) && m.preview.down_sql.is_some())
+            .collect();
+        if downs.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "\nRollback SQL: if a later step fails, the undo of step {} `{}` runs these down files, newest first",
+            step.index + 1,
+            step.id
+        );
+        for m in downs {
+            let _ = writeln!(
+                s,
+                "-- migration {} {} (down) — {}",
+                m.version,
+                m.description,
+                m.preview.down_file.as_deref().unwrap_or_default()
+            );
+            text(s, m.preview.down_sql.as_deref().unwrap_or_default());
+        }
+    }
 }
 
 /// One line per event, for plain and TTY sinks alike.

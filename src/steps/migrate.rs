@@ -366,6 +366,9 @@ pub async fn plan(
                 .then(|| "the backup taken before it".to_owned());
             let proof = proof(ctx, &pending);
             let undo = choose_undo(mode, &pending, backup, &proof)?;
+            if let Some(Compensation::RevertMigrations { migrations }) = &undo.action {
+                scratch.reverts = migrations.iter().map(|m| m.version).collect();
+            }
             if let (MigrateRollback::Down, Proof::NotLossless(not)) = (mode, &proof) {
                 scratch.warnings.push(format!(
                     "`rollback: down` although on the rehearsal's copy not every down gave the data back: {}",
