@@ -130,6 +130,11 @@ fn settings(p: &Project, extra_dirs: &[&Path]) -> insta::Settings {
     s.add_filter(r"digest [0-9a-f]{24}\b", "digest [DIGEST]");
     s.add_filter(r#""digest": ?"[0-9a-f]{24}""#, r#""digest": "[DIGEST]""#);
     s.add_filter(r#""took_ms":( ?)\d+"#, "\"took_ms\":${1}[MS]");
+    s.add_filter(
+        r#""(rehearsed_ms|total_ms|ms)":( ?)\d+"#,
+        "\"${1}\":${2}[MS]",
+    );
+    s.add_filter(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "[WHEN]");
     // Row digests: the history table's rows hold install times.
     s.add_filter(r#""digest":( ?)"\d+""#, "\"digest\":${1}\"[ROWS]\"");
     s.add_filter(r"\d+(\.\d)? (B|KiB|MiB|GiB)\b", "[SIZE]");
@@ -634,7 +639,16 @@ fn report_file_matches_its_documentation() {
     assert_eq!(doc["exit_code"], 0);
     assert_eq!(doc["migrations"]["applied"].as_array().unwrap().len(), 6);
     assert_eq!(doc["backup"]["sha256"].as_str().unwrap().len(), 64);
-    assert_eq!(doc["validations"].as_array().unwrap().len(), 4);
+    // The pipeline's 4 checks, on the rehearsal's copy and in the run.
+    let validations = doc["validations"].as_array().unwrap();
+    assert_eq!(validations.len(), 8);
+    assert_eq!(
+        validations
+            .iter()
+            .filter(|v| v["step"] == "rehearsal")
+            .count(),
+        4
+    );
     assert!(doc["rollback"].is_null());
     assert_documented(&doc, &sections);
     ok.settings()

@@ -25,7 +25,7 @@ impl<'de> Deserialize<'de> for Switch {
 
 struct SwitchVisitor;
 
-impl<'de> Visitor<'de> for SwitchVisitor {
+impl Visitor<'_> for SwitchVisitor {
     type Value = Switch;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {

@@ -124,7 +124,7 @@ pub enum Standing {
     /// `rehearse: off` for the environment.
     Off,
     /// The stored result applies to this plan.
-    Current(Rehearsal),
+    Current(Box<Rehearsal>),
     /// The stored result no longer applies, and why.
     Stale { reason: String },
 }

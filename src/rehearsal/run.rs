@@ -23,7 +23,7 @@ use crate::config::rehearse::RehearseConfig;
 use crate::engine::context::Context;
 use crate::engine::error::EngineError;
 use crate::fact::Fact;
-use crate::fingerprint::Scope;
+use crate::fingerprint::{Fingerprint, Scope};
 use crate::migrate::MigrationFile;
 use crate::report::{Event, ms};
 use crate::steps::backup::ScratchGuard;
@@ -232,7 +232,7 @@ pub fn standing(
             ),
         };
     }
-    Standing::Current(stored)
+    Standing::Current(Box::new(stored))
 }
 
 /// Where the stored rehearsal stands now, reading the database's migrations (`plan`,
@@ -267,7 +267,7 @@ pub async fn before_deploy(
             if !has_work(ctx, pipeline, &state) || !supported(ctx.database.as_ref()) {
                 return Ok(standing);
             }
-            rehearse(ctx, config, pipeline).await?
+            Box::new(rehearse(ctx, config, pipeline).await?)
         }
     };
     match &rehearsal.failure {
@@ -474,6 +474,11 @@ async fn migration(
         .fingerprint(&scope, ctx.fingerprint_budget)
         .await
         .map_err(|e| fail("the fingerprint of the copy", &e))?;
+    let kept = if m.reversible() {
+        keep_rows(copy, &before).await
+    } else {
+        Vec::new()
+    };
     let took = copy
         .apply(m, Commit::Durable)
         .await
@@ -488,40 +493,23 @@ async fn migration(
     };
     if m.reversible() {
         let start = Instant::now();
-        match copy.revert(m).await {
-            Err(e) => {
-                rehearsed.down = Down::Failed {
-                    error: database_words(&e),
-                };
-            }
-            Ok(()) => {
-                rehearsed.down_ms = Some(ms(start.elapsed()));
-                rehearsed.down = match copy.fingerprint(&scope, ctx.fingerprint_budget).await {
-                    Err(e) => Down::NotRun {
-                        reason: format!("no fingerprint after it: {e}"),
-                    },
-                    Ok(after) => {
-                        let comparison = before.compare(&after);
-                        if comparison.same() {
-                            Down::Lossless {
-                                covered: comparison.covered(),
-                            }
-                        } else {
-                            Down::Lossy {
-                                differences: comparison
-                                    .differences
-                                    .iter()
-                                    .map(ToString::to_string)
-                                    .collect(),
-                            }
-                        }
-                    }
-                };
-                copy.apply(m, Commit::Durable)
-                    .await
-                    .map_err(|e| fail(&format!("{what}, applied again after its down,"), &e))?;
-            }
+        if let Err(e) = copy.revert(m).await {
+            rehearsed.down = Down::Failed {
+                error: database_words(&e),
+            };
+        } else {
+            rehearsed.down_ms = Some(ms(start.elapsed()));
+            rehearsed.down = judge_down(ctx, copy, &scope, &before, &kept).await;
+            copy.apply(m, Commit::Durable)
+                .await
+                .map_err(|e| fail(&format!("{what}, applied again after its down,"), &e))?;
         }
+    }
+    for (_, name) in &kept {
+        // A leftover copy of rows in the scratch database harms nothing: it is dropped.
+        let _ = copy
+            .execute(&format!("DROP TABLE {}", quote(copy.kind(), name)))
+            .await;
     }
     fact(
         ctx,
@@ -534,6 +522,115 @@ async fn migration(
     );
     done.push(rehearsed);
     Ok(())
+}
+
+/// Compares the copy after a down with `before`, its fingerprint from before the up.
+async fn judge_down(
+    ctx: &Context,
+    copy: &dyn Database,
+    scope: &Scope,
+    before: &Fingerprint,
+    kept: &[(String, String)],
+) -> Down {
+    let after = match copy.fingerprint(scope, ctx.fingerprint_budget).await {
+        Ok(after) => after,
+        Err(e) => {
+            return Down::NotRun {
+                reason: format!("no fingerprint after it: {e}"),
+            };
+        }
+    };
+    let mut comparison = before.compare(&after);
+    // The rows kept for a sample are not the migration's doing.
+    comparison
+        .differences
+        .retain(|d| !d.to_string().contains(KEPT_PREFIX));
+    if comparison.same() {
+        return Down::Lossless {
+            covered: comparison.covered(),
+        };
+    }
+    let mut differences = Vec::new();
+    for d in &comparison.differences {
+        let mut line = d.to_string();
+        if let crate::fingerprint::Difference::Rows { table, .. } = d
+            && let Some((_, kept)) = kept.iter().find(|(t, _)| t == table)
+            && let Some(sample) = sample(copy, table, kept).await
+        {
+            line.push_str(&format!("; {sample}"));
+        }
+        differences.push(line);
+    }
+    Down::Lossy { differences }
+}
+
+/// Tables up to this many rows are copied before a migration's up, so that a lossy down
+/// can be shown by a row that did not come back; bigger ones are compared by digest only.
+const SAMPLE_MAX_ROWS: i64 = 100_000;
+
+/// How the copies of those rows are named in the scratch database.
+const KEPT_PREFIX: &str = "cutover_before_";
+
+/// Copies the rows of the small tables in `print` (the tables a migration touches) beside
+/// them; returns (table, copy) pairs. A table that cannot be copied is left out.
+async fn keep_rows(copy: &dyn Database, print: &Fingerprint) -> Vec<(String, String)> {
+    let mut kept = Vec::new();
+    for (i, (table, digest)) in print.tables.iter().enumerate() {
+        if table.ends_with(HISTORY) || digest.rows > SAMPLE_MAX_ROWS {
+            continue;
+        }
+        let name = format!("{KEPT_PREFIX}{i}");
+        let sql = format!(
+            "CREATE TABLE {} AS SELECT * FROM {}",
+            quote(copy.kind(), &name),
+            quote(copy.kind(), table)
+        );
+        if copy.execute(&sql).await.is_ok() {
+            kept.push((table.clone(), name));
+        }
+    }
+    kept
+}
+
+/// One row that differs between `table` now and its copy from before the up, as
+/// `column=value` pairs: one that is gone or changed, else one that is new.
+async fn sample(copy: &dyn Database, table: &str, kept: &str) -> Option<String> {
+    let (t, k) = (quote(copy.kind(), table), quote(copy.kind(), kept));
+    for (sql, what) in [
+        (
+            format!("SELECT * FROM {k} EXCEPT SELECT * FROM {t}"),
+            "not as before",
+        ),
+        (
+            format!("SELECT * FROM {t} EXCEPT SELECT * FROM {k}"),
+            "not there before",
+        ),
+    ] {
+        let Ok(found) = copy.issues(&sql).await else {
+            // The columns differ (the down changed the table's shape): no row to show.
+            return None;
+        };
+        if let Some(row) = found.rows.first() {
+            let pairs: Vec<String> = found
+                .columns
+                .iter()
+                .zip(row)
+                .take(3)
+                .map(|(c, v)| format!("{c}={v}"))
+                .collect();
+            return Some(format!("e.g. the row ({}) is {what}", pairs.join(", ")));
+        }
+    }
+    None
+}
+
+/// `name` (maybe `schema.table`) quoted for `kind`'s SQL.
+fn quote(kind: &str, name: &str) -> String {
+    let q = if kind == "mysql" { '`' } else { '"' };
+    name.split('.')
+        .map(|part| format!("{q}{}{q}", part.replace(q, &format!("{q}{q}"))))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn fact(ctx: &Context, fact: Fact) {

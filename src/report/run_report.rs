@@ -853,10 +853,15 @@ pub fn markdown(doc: &Value) -> String {
         );
         for c in checks {
             let passed = c["passed"].as_bool().unwrap_or(false);
+            // The same checks on the rehearsal's copy say where they ran.
+            let check = match str_of(&c["step"]) {
+                "rehearsal" => format!("{} (on the rehearsal's copy)", str_of(&c["check"])),
+                _ => str_of(&c["check"]).to_owned(),
+            };
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} |",
-                cell(str_of(&c["check"])),
+                cell(&check),
                 c["issues"],
                 c["max_issues"],
                 if passed { "✅ passed" } else { "❌ failed" }
