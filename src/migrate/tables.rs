@@ -1,12 +1,15 @@
 //! Which tables a piece of SQL touches: the scope of a run's content fingerprint.
 //!
-//! Every relation a statement names counts (reads too: over-inclusive is only slower).
-//! SQL the parser cannot read gives no answer, and the caller digests every table.
+//! Every relation a statement names counts (reads too: over-inclusive is only slower),
+//! except in statements that cannot change a row (`CREATE INDEX`, `DROP INDEX`: the schema
+//! digest covers the index itself, and digesting a big table's rows for an index costs
+//! seconds). SQL the parser cannot read gives no answer, and the caller digests every
+//! table.
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
-use sqlparser::ast::visit_relations;
+use sqlparser::ast::{ObjectType, Statement, visit_relations};
 use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
@@ -22,7 +25,11 @@ pub fn touched<'a>(kind: &str, scripts: impl IntoIterator<Item = &'a str>) -> Op
     let mut tables = BTreeSet::new();
     for script in scripts {
         let statements = Parser::parse_sql(dialect.as_ref(), script).ok()?;
-        let _ = visit_relations(&statements, |name| {
+        let changing: Vec<Statement> = statements
+            .into_iter()
+            .filter(|s| !changes_no_rows(s))
+            .collect();
+        let _ = visit_relations(&changing, |name| {
             if let Some(last) = name.0.last() {
                 let text = last.to_string();
                 let bare = text.trim_matches(|c| c == '"' || c == '`' || c == '[' || c == ']');
@@ -32,6 +39,18 @@ pub fn touched<'a>(kind: &str, scripts: impl IntoIterator<Item = &'a str>) -> Op
         });
     }
     Some(tables.into_iter().collect())
+}
+
+/// Statements that change no row of the tables they name.
+fn changes_no_rows(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::CreateIndex(_)
+            | Statement::Drop {
+                object_type: ObjectType::Index,
+                ..
+            }
+    )
 }
 
 #[cfg(test)]
@@ -48,6 +67,20 @@ mod tests {
             ],
         );
         assert_eq!(t.unwrap(), ["audit", "orders", "recipes", "tags", "users"]);
+    }
+
+    #[test]
+    fn index_statements_change_no_rows() {
+        for kind in ["postgres", "mysql", "sqlite"] {
+            let t = touched(
+                kind,
+                [
+                    "CREATE INDEX big_payload ON big (payload); UPDATE small SET x = 1;",
+                    "CREATE UNIQUE INDEX u ON other (a); DROP INDEX big_payload;",
+                ],
+            );
+            assert_eq!(t.unwrap(), ["small"], "{kind}");
+        }
     }
 
     #[test]
