@@ -43,7 +43,7 @@ pub enum Fact {
         version: i64,
         description: String,
         took_ms: u64,
-        down: crate::rehearsal::Down,
+        down: crate::rehearsal_record::Down,
     },
 }
 

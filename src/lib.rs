@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod migrate;
 pub mod notify;
 pub mod rehearsal;
+pub mod rehearsal_record;
 pub mod report;
 pub mod secret;
 pub mod shell;

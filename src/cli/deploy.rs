@@ -17,7 +17,7 @@ use crate::engine::run::{self, RollbackTarget, RunOutcome};
 use crate::engine::verify::StateCheck;
 use crate::engine::window::{self, Direction, OutsideWindow};
 use crate::engine::{Context, EngineError, cancel, lock, shared_state};
-use crate::rehearsal::Standing;
+use crate::rehearsal_record::Standing;
 
 pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
     if args.fleet {

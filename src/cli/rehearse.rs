@@ -49,7 +49,7 @@ pub async fn rehearse(global: &Global, args: RehearseArgs) -> Result<Exit, Engin
     }
     text.push_str(&format!(
         "\nresult kept in {}; `cutover plan -e {}` shows what it decides",
-        crate::rehearsal::record::path(&ctx.state_dir, &ctx.environment).display(),
+        crate::rehearsal_record::path(&ctx.state_dir, &ctx.environment).display(),
         ctx.environment
     ));
     session.result(&json!({ "rehearsal": rehearsal }), &text);

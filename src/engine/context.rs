@@ -61,7 +61,7 @@ pub struct Context {
     pub facts: std::sync::Mutex<Vec<(String, Fact)>>,
     /// Where the rehearsal on a copy stands for this run's plan; `rollback: auto` uses the
     /// down files only where it proved them lossless.
-    pub rehearsal: crate::rehearsal::Standing,
+    pub rehearsal: crate::rehearsal_record::Standing,
 }
 
 impl Context {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::context::Context;
 use super::journal::{Record, RunStatus, all_runs};
 use super::plan::{PendingMigration, PlannedStep};
-use crate::rehearsal::Rehearsal;
+use crate::rehearsal_record::Rehearsal;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Forecast {

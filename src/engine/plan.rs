@@ -52,7 +52,7 @@ pub struct RehearsalPlan {
 pub struct MigrationForecast {
     pub version: i64,
     pub rehearsed_ms: Option<u64>,
-    pub down: Option<crate::rehearsal::Down>,
+    pub down: Option<crate::rehearsal_record::Down>,
     /// `down file`, `restore the backup`, `none`.
     pub rollback: Option<String>,
 }
@@ -301,7 +301,7 @@ fn rehearsal_plan(
     methods: &std::collections::BTreeMap<i64, String>,
     going_down: bool,
 ) -> RehearsalPlan {
-    use crate::rehearsal::Standing;
+    use crate::rehearsal_record::Standing;
     let current = ctx.rehearsal.current();
     let (status, summary) = match &ctx.rehearsal {
         Standing::Current(r) => (

@@ -219,7 +219,7 @@ fn build(
             .unwrap_or(1024)
             .saturating_mul(1 << 20),
         facts: std::sync::Mutex::default(),
-        rehearsal: crate::rehearsal::Standing::None,
+        rehearsal: crate::rehearsal_record::Standing::None,
     })
 }
 

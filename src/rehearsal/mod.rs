@@ -4,11 +4,8 @@
 //! long the window will be; a migration, `sql` step or validation check that fails on the
 //! copy stops the deploy before anything on production is touched.
 //!
-//! [`record`] is the result as data (what the plan reads), [`run`] makes one, and
-//! [`leftover`] finds and drops the copies of rehearsals that were killed.
+//! [`crate::rehearsal_record`] is the result as data (what the plan reads), [`run`] makes
+//! one, and [`leftover`] finds and drops the copies of rehearsals that were killed.
 
 pub mod leftover;
-pub mod record;
 pub mod run;
-
-pub use record::{Down, Rehearsal, Standing};

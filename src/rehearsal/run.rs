@@ -15,7 +15,6 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::leftover::{self, Claim};
-use super::record::{self, Down, Failure, Rehearsal, RehearsedMigration, RehearsedStep, Standing};
 use crate::adapters::database::{Commit, Database, DatabaseState};
 use crate::config::Pipeline;
 use crate::config::pipeline::StepWith;
@@ -25,6 +24,9 @@ use crate::engine::error::EngineError;
 use crate::fact::Fact;
 use crate::fingerprint::{Fingerprint, Scope};
 use crate::migrate::MigrationFile;
+use crate::rehearsal_record::{
+    self as record, Down, Failure, Rehearsal, RehearsedMigration, RehearsedStep, Standing,
+};
 use crate::report::{Event, ms};
 use crate::steps::backup::ScratchGuard;
 

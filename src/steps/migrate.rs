@@ -136,7 +136,7 @@ enum Proof {
 
 /// What the rehearsal in `ctx` proves of the downs of `pending`.
 fn proof(ctx: &Context, pending: &[&MigrationFile]) -> Proof {
-    use crate::rehearsal::Standing;
+    use crate::rehearsal_record::Standing;
     let rehearsal = match &ctx.rehearsal {
         Standing::Current(r) => r,
         Standing::Off => {
