@@ -182,8 +182,11 @@ steps:
     uses: scale
     with: { target: web, replicas: 1 }
   - uses: migrate
-    with: { to: latest, rollback: auto }
+    # No backup step: the down files, although the example's last down is lossy.
+    with: { to: latest, rollback: down }
   - uses: validate
+    # Fails in the run, not in the rehearsal on a copy, which would stop it first.
+    rehearse: off
     with: { checks: [{ name: always-fails, sql: \"SELECT 1 AS issues\" }] }
   - id: maintenance-off
     uses: maintenance
@@ -415,8 +418,9 @@ fn release_project(name: &str, fail: bool) -> (Project, HerokuFake) {
             "pipelines/release.yaml",
             &replace_once(
                 &p.read("pipelines/release.yaml"),
-                "with: { queries: validations/ }",
-                "with: { queries: validations/, checks: [{ name: always-fails, sql: \"SELECT 1 AS issues\" }] }",
+                "  - uses: validate\n    with: { queries: validations/ }",
+                // Fails in the run, not in the rehearsal on a copy, which would stop it first.
+                "  - uses: validate\n    rehearse: off\n    with: { queries: validations/, checks: [{ name: always-fails, sql: \"SELECT 1 AS issues\" }] }",
             ),
         );
     }
