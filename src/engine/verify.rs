@@ -18,7 +18,7 @@ use crate::fingerprint::{Comparison, Fingerprint, Scope};
 use crate::report::{Event, ms};
 
 /// The history table is always digested: it says which migrations are applied.
-const HISTORY: &str = "_sqlx_migrations";
+pub const HISTORY: &str = "_sqlx_migrations";
 
 /// The fingerprint from before the run, and the scope it was taken with.
 #[derive(Debug, Clone)]
@@ -93,7 +93,13 @@ pub async fn scope(
             scripts.extend(m.down_sql.clone());
         }
     }
-    match crate::migrate::tables::touched(ctx.database.kind(), scripts.iter().map(String::as_str)) {
+    touched_scope(ctx.database.kind(), scripts.iter().map(String::as_str))
+}
+
+/// The tables `scripts` name, with the history table; every table when some SQL cannot be
+/// parsed in the `kind` database's dialect.
+pub fn touched_scope<'a>(kind: &str, scripts: impl IntoIterator<Item = &'a str>) -> Scope {
+    match crate::migrate::tables::touched(kind, scripts) {
         Some(mut tables) => {
             tables.push(HISTORY.to_owned());
             tables.sort();

@@ -21,6 +21,7 @@ use crate::config::pipeline::StepWith;
 use crate::config::rehearse::RehearseConfig;
 use crate::engine::context::Context;
 use crate::engine::error::EngineError;
+use crate::engine::verify::HISTORY;
 use crate::fact::Fact;
 use crate::fingerprint::{Fingerprint, Scope};
 use crate::migrate::MigrationFile;
@@ -29,9 +30,6 @@ use crate::rehearsal_record::{
 };
 use crate::report::{Event, ms};
 use crate::steps::backup::ScratchGuard;
-
-/// The history table: its rows come and go with each migration.
-const HISTORY: &str = "_sqlx_migrations";
 
 /// One part of the pipeline the rehearsal runs on the copy.
 enum Part<'a> {
@@ -469,7 +467,7 @@ async fn migration(
     let fail = |what: &str, e: &crate::adapters::database::DatabaseError| Failure {
         step: step.to_owned(),
         what: what.to_owned(),
-        error: database_words(e),
+        error: e.to_string(),
     };
     let scope = scope(ctx, m);
     let before = copy
@@ -497,7 +495,7 @@ async fn migration(
         let start = Instant::now();
         if let Err(e) = copy.revert(m).await {
             rehearsed.down = Down::Failed {
-                error: database_words(&e),
+                error: e.to_string(),
             };
         } else {
             rehearsed.down_ms = Some(ms(start.elapsed()));
@@ -651,30 +649,16 @@ fn failed(
     out.failure = Some(Failure {
         step: step.to_owned(),
         what: what.to_owned(),
-        error: database_words(error),
+        error: error.to_string(),
     });
     out
-}
-
-/// The database's own words for an error, with the line of the statement where the
-/// server says where it failed.
-fn database_words(error: &crate::adapters::database::DatabaseError) -> String {
-    error.to_string()
 }
 
 /// The tables a migration touches (and the history table); every table when its SQL
 /// cannot be parsed.
 fn scope(ctx: &Context, m: &MigrationFile) -> Scope {
     let scripts = std::iter::once(m.up_sql.as_str()).chain(m.down_sql.as_deref());
-    match crate::migrate::tables::touched(ctx.database.kind(), scripts) {
-        Some(mut tables) => {
-            tables.push(HISTORY.to_owned());
-            tables.sort();
-            tables.dedup();
-            Scope::Tables(tables)
-        }
-        None => Scope::All,
-    }
+    crate::engine::verify::touched_scope(ctx.database.kind(), scripts)
 }
 
 /// Fills `copy` with today's data: from the newest backup of this environment when it is
