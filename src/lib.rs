@@ -3,6 +3,7 @@
 //! whatever already happened when any step fails.
 
 pub mod adapters;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;

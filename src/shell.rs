@@ -279,6 +279,15 @@ pub async fn kill_group(spawned: Spawned, wait: Duration) -> std::io::Result<boo
     Ok(true)
 }
 
+/// Whether `version` can be pasted into a shell command as is.
+pub fn is_safe_version(version: &str) -> bool {
+    !version.is_empty()
+        && version.len() <= 200
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '+' | '-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use cutover::adapters::reference::Resolver;
 use cutover::config::deploy_file::Text;
-use cutover::config::reference::Resolver;
 use cutover::config::{load, load_pipeline};
 use cutover::secret::Redactor;
 use proptest::prelude::*;

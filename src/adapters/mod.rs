@@ -1,20 +1,13 @@
 //! Adapters: one trait per family (database, platform, backup store, secrets), one module
 //! per implementation, picked by the config's `kind`. The engine sees only the traits.
+//! Adapters are built through [`build::Resolve`], which [`reference::Resolver`] implements
+//! above them: the families never import the resolver that reads secrets through them.
 
 pub mod azure;
 pub mod azure_storage;
+pub mod build;
 pub mod database;
 pub mod platform;
+pub mod reference;
 pub mod secrets;
 pub mod store;
-
-/// Raised when the config names an adapter this build does not have yet.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{family} adapter `{kind}` is not available yet in this build of cutover; use {alternative} for now"
-)]
-pub struct NotAvailable {
-    pub family: &'static str,
-    pub kind: &'static str,
-    pub alternative: &'static str,
-}

@@ -3,10 +3,11 @@
 use serde_json::json;
 
 use super::confirm::Confirmation;
-use super::deploy::{builtin, database_pipeline, run_pipeline, step};
+use super::deploy::run_pipeline;
 use super::exit::Exit;
 use super::session::Session;
 use super::{BackupCommand, Global};
+use crate::app::builtin::{builtin, database_pipeline, step};
 use crate::config::pipeline::{BackupWith, StepWith};
 use crate::engine::run::RollbackTarget;
 use crate::engine::{EngineError, cancel};

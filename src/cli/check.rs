@@ -7,6 +7,7 @@ use super::Global;
 use super::exit::{Exit, eprint, report_error};
 use super::session::{Session, load_config};
 use crate::adapters::azure::identity;
+use crate::adapters::reference::Resolver;
 use crate::engine::{EngineError, cancel, plan};
 
 pub async fn check(global: &Global) -> Result<Exit, EngineError> {
@@ -25,7 +26,15 @@ pub async fn check(global: &Global) -> Result<Exit, EngineError> {
             let pipeline = session.pipeline(None)?;
             let ctx = session.context(cancel::on_signals())?;
             let plan = plan::build(&ctx, &pipeline, None).await?;
-            let azure = identity::check_environment(&session.config, &env, &ctx.redactor)
+            // The `azure:` block is read without Key Vault: a sign-in setting read from
+            // Key Vault would need a sign-in first.
+            let resolver = Resolver {
+                config_path: &session.config.path,
+                base_dir: &session.config.dir,
+                redactor: &ctx.redactor,
+                azure: None,
+            };
+            let azure = identity::check_environment(&session.config, &env, &resolver)
                 .await
                 .map_err(|e| EngineError::Plan(format!("Azure sign-in: {e}")))?;
             Ok::<_, EngineError>((session, plan, azure))

@@ -1,28 +1,24 @@
 //! `deploy`, `release` and `rollback`: plan, confirm, lock, re-plan, execute.
 
-use std::path::PathBuf;
-
 use serde_json::json;
-use serde_saphyr::{Location, Spanned};
 
 use super::confirm::{self, Confirmation};
 use super::exit::{Exit, eprint};
 use super::session::Session;
 use super::{DeployArgs, Global, ReleaseArgs, ResumeArgs, RollbackArgs};
-use crate::config::pipeline::{BackupWith, MigrateRollback, MigrateWith, StepWith};
-use crate::config::{ConfigError, Located, Pipeline, Step};
+use crate::app::builtin::database_pipeline;
+use crate::app::guard::{check_window, ensure_free, ensure_no_unfinished};
+use crate::config::pipeline::StepWith;
+use crate::config::{ConfigError, Located, Pipeline};
 use crate::engine::journal::{RunRecord, RunStatus, halted_runs, open_runs};
 use crate::engine::plan::{self, Plan};
 use crate::engine::run::{self, RollbackTarget, RunOutcome};
 use crate::engine::verify::StateCheck;
-use crate::engine::window::{self, Direction, OutsideWindow};
+use crate::engine::window::Direction;
 use crate::engine::{Context, EngineError, cancel, lock, shared_state};
 use crate::rehearsal_record::Standing;
 
 pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
-    if args.fleet {
-        return super::fleet::deploy(global, args).await;
-    }
     let session = Session::open(global)?;
     let pipeline = session.pipeline(args.pipeline.as_deref())?;
     let approved = args.plan.as_deref().map(read_approved).transpose()?;
@@ -170,125 +166,6 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, Engin
     .await
 }
 
-/// A step of a built-in pipeline.
-pub fn step(id: &str, with: StepWith) -> Step {
-    Step {
-        id: id.into(),
-        with,
-        timeout: None,
-        retries: 0,
-        when: None,
-        on_failure: None,
-        point_of_no_return: false,
-        rehearse: true,
-        line: 0,
-    }
-}
-
-/// A pipeline of just the database part of a rollback: a safety backup first when a
-/// backup is restored, then the migrate step aimed at the target.
-pub fn database_pipeline(target: &RollbackTarget, name: &str) -> Pipeline {
-    let mut steps = Vec::new();
-    if matches!(target, RollbackTarget::Backup(_)) {
-        steps.push(step(
-            "safety-backup",
-            StepWith::Backup(BackupWith {
-                name: Some("pre-restore-{timestamp}".into()),
-                verify: None,
-            }),
-        ));
-    }
-    steps.push(step(
-        "database",
-        StepWith::Migrate(MigrateWith {
-            to: Some(Spanned::new(
-                "target".into(),
-                Location::UNKNOWN,
-                Location::UNKNOWN,
-            )),
-            rollback: Some(MigrateRollback::Auto),
-            warn_after: None,
-            ..MigrateWith::default()
-        }),
-    ));
-    builtin(name, steps)
-}
-
-/// A pipeline made in code for a one-off command, run through the same engine.
-pub fn builtin(name: &str, steps: Vec<Step>) -> Pipeline {
-    Pipeline {
-        path: PathBuf::from("(built in)"),
-        name: name.into(),
-        timeout: None,
-        on_failure: crate::config::pipeline::OnFailure::Rollback,
-        unattended: crate::config::pipeline::Unattended::Rollback,
-        steps,
-    }
-}
-
-/// Refuses to start while another run holds the lock or an earlier run is unfinished.
-pub fn ensure_free(ctx: &Context) -> Result<(), EngineError> {
-    let live_holder = || -> Result<Option<lock::LockInfo>, EngineError> {
-        Ok(
-            lock::read(&lock::lock_path(&ctx.state_dir, &ctx.environment))?
-                .filter(|holder| !holder.stale()),
-        )
-    };
-    if let Some(holder) = live_holder()? {
-        return Err(lock::LockError::Held(Box::new(holder)).into());
-    }
-    match ensure_no_unfinished(ctx) {
-        // A run that took the lock between the two reads has an open journal because it is
-        // running, not because it died: say who holds the lock.
-        Err(EngineError::Unfinished { .. }) if let Some(holder) = live_holder()? => {
-            Err(lock::LockError::Held(Box::new(holder)).into())
-        }
-        other => other,
-    }
-}
-
-pub fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {
-    if let Some(run) = halted_runs(&ctx.state_dir, &ctx.environment)?.first()
-        && let Some(halt) = run.halted()
-    {
-        return Err(EngineError::Halted {
-            run_id: run.run_id(),
-            environment: ctx.environment.clone(),
-            step: halt.step,
-            reason: halt.reason,
-        });
-    }
-    if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
-        return Err(EngineError::Unfinished {
-            run_id: run.run_id(),
-            environment: ctx.environment.clone(),
-            path: run.path.display().to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// Applies the environment's `window:` to a command going `direction` (`what` names it):
-/// refuses a forward run outside the window unless forced with a `reason`, and returns what
-/// the run's journal records when it goes on outside the window.
-pub fn check_window(
-    session: &Session,
-    what: &str,
-    direction: Direction,
-    reason: Option<&str>,
-) -> Result<Option<OutsideWindow>, EngineError> {
-    let env = session.config.environment(&session.environment)?;
-    window::admit(
-        env.window.as_ref().map(|w| w.value.as_str()),
-        &session.environment,
-        what,
-        direction,
-        reason,
-        window::now(),
-    )
-    .map_err(EngineError::Plan)
-}
-
 /// Plans, confirms, locks, re-plans and executes a pipeline.
 pub async fn run_pipeline(
     session: &Session,
@@ -364,7 +241,8 @@ pub async fn run_pipeline_in(
         _ => format!("`{command}`"),
     };
     ctx.outside_window = check_window(
-        session,
+        &session.config,
+        &session.environment,
         &what,
         direction,
         confirmation.outside_window.as_deref(),
@@ -629,7 +507,8 @@ pub async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, EngineErr
         _ => Direction::Forward,
     };
     ctx.outside_window = check_window(
-        &session,
+        &session.config,
+        &session.environment,
         "`resume`",
         direction,
         args.window.reason.as_deref(),
@@ -668,7 +547,8 @@ async fn roll_back_halted(
     shared_state::sync(&ctx, true).await?;
     let halted = the_halted_run(&ctx, "roll back")?;
     ctx.outside_window = check_window(
-        session,
+        &session.config,
+        &session.environment,
         "`rollback`",
         Direction::Back,
         confirmation.outside_window.as_deref(),

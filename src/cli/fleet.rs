@@ -6,12 +6,12 @@ use std::sync::Mutex;
 use serde_json::json;
 
 use super::confirm::{self, Confirmation};
-use super::deploy::{check_window, ensure_free, ensure_no_unfinished};
 use super::exit::{Exit, eprint};
 use super::session::Session;
 use super::{DeployArgs, Global};
+use crate::adapters::reference::Resolver;
+use crate::app::guard::{check_window, ensure_free, ensure_no_unfinished};
 use crate::config::pipeline::{CommandWith, StepWith};
-use crate::config::reference::Resolver;
 use crate::config::{ConfigError, Located, Pipeline};
 use crate::engine::error::StepError;
 use crate::engine::journal::{RunStatus, new_run_id};
@@ -62,7 +62,7 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
         )));
     };
     per_target.steps = per_target.steps.drain(range.clone()).collect();
-    let mut placeholder = super::deploy::step(
+    let mut placeholder = crate::app::builtin::step(
         TARGETS_STEP,
         StepWith::Command(CommandWith {
             run: "true".into(),
@@ -125,7 +125,8 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
         return Ok(Exit::Ok);
     }
     ctx.outside_window = check_window(
-        &session,
+        &session.config,
+        &session.environment,
         "`deploy --fleet`",
         Direction::Forward,
         args.window.reason.as_deref(),

@@ -8,10 +8,11 @@ use serde_json::json;
 use serde_saphyr::{Location, Spanned};
 
 use super::confirm::Confirmation;
-use super::deploy::{builtin, run_pipeline, run_pipeline_in, step};
+use super::deploy::{run_pipeline, run_pipeline_in};
 use super::exit::Exit;
 use super::session::Session;
 use super::{Global, MigrateCommand, Resolution};
+use crate::app::builtin::{builtin, step};
 use crate::config::Pipeline;
 use crate::config::pipeline::{MigrateRollback, MigrateWith, StepWith};
 use crate::engine::run::RollbackTarget;
@@ -72,7 +73,7 @@ pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, E
         } => {
             let session = Session::open(global)?;
             let target = RollbackTarget::Version((to != 0).then_some(to));
-            let pipeline = super::deploy::database_pipeline(&target, "migrate down");
+            let pipeline = crate::app::builtin::database_pipeline(&target, "migrate down");
             run_pipeline(
                 &session,
                 &pipeline,

@@ -420,6 +420,7 @@ pub fn supervise(cli: &Cli) -> Option<std::process::ExitCode> {
 pub async fn run(cli: Cli) -> Exit {
     let command = session::command_name(&cli.command);
     let result = match cli.command {
+        Command::Deploy(args) if args.fleet => fleet::deploy(&cli.global, args).await,
         Command::Deploy(args) => deploy::deploy(&cli.global, args).await,
         Command::Plan(args) => plan::plan(&cli.global, args).await,
         Command::Rehearse(args) => rehearse::rehearse(&cli.global, args).await,

@@ -20,10 +20,16 @@ pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, Engine
         shared.ensure_free().await?;
     }
     // Finishing a dead run only ever goes back (or closes it): never held by the window.
-    ctx.outside_window = super::deploy::check_window(&session, "`recover`", Direction::Back, None)?;
+    ctx.outside_window = crate::app::guard::check_window(
+        &session.config,
+        &session.environment,
+        "`recover`",
+        Direction::Back,
+        None,
+    )?;
     let mut exit = recover_runs(&session, &ctx, false).await?;
     if args.fleet {
-        let resolver = crate::config::reference::Resolver {
+        let resolver = crate::adapters::reference::Resolver {
             config_path: &session.config.path,
             base_dir: &session.config.dir,
             redactor: &ctx.redactor,
@@ -46,7 +52,7 @@ pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, Engine
                 &json!({"environment": ctx.environment, "target": target.name}),
                 &format!("target `{}`:", target.name),
             );
-            let mut tctx = crate::engine::setup::target_context(
+            let mut tctx = crate::app::build::target_context(
                 &session.config,
                 &ctx.environment,
                 target,

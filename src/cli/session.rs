@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::exit::{Exit, eprint, redactor};
 use super::{BackupCommand, Command, Global, LockCommand, MigrateCommand, Output};
+use crate::app::build as setup;
 use crate::config::{self, Config, ConfigError, Located};
 use crate::engine::plan::Plan;
 use crate::engine::run::RunOutcome;
-use crate::engine::{Context, EngineError, setup};
+use crate::engine::{Context, EngineError};
 use crate::report::Reporter;
 use crate::report::azure::Azure;
 use crate::report::github::Github;

@@ -402,7 +402,7 @@ pub enum StoreConfig {
         /// How dumps are compressed on their way in: `zstd` (level 1, the default),
         /// `zstd:<1-19>` or `none`. Recorded in each manifest; restores read any.
         #[serde(default)]
-        compression: Option<crate::adapters::store::Compression>,
+        compression: Option<crate::config::compression::Compression>,
     },
     /// Azure Blob Storage: block blobs `<id>.dump` plus `<id>.manifest.json`.
     AzureBlob(Box<AzureBlobConfig>),
@@ -431,7 +431,7 @@ pub struct AzureBlobConfig {
     pub keep: Option<Keep>,
     /// How dumps are compressed, as for `local`.
     #[serde(default)]
-    pub compression: Option<crate::adapters::store::Compression>,
+    pub compression: Option<crate::config::compression::Compression>,
 }
 
 /// The platform the app runs on, by `kind`.

@@ -182,7 +182,7 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     for env in config.file.environments.values() {
         if let Some(window) = &env.window
-            && let Err(e) = crate::engine::window::Window::parse(&window.value)
+            && let Err(e) = crate::config::window::Window::parse(&window.value)
         {
             problems.push(Located::at(&config.path, &window.referenced, e));
         }

@@ -1,12 +1,13 @@
 //! `deploy.yaml` and pipeline files: the raw models, loading with located errors,
-//! reference resolution and validation.
+//! and validation (references are resolved on the adapters' side, `adapters::reference`).
 
+pub mod compression;
 pub mod deploy_file;
 pub mod duration;
 pub mod error;
 pub mod pipeline;
-pub mod reference;
 pub mod rehearse;
+pub mod window;
 
 mod load;
 

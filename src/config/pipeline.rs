@@ -364,7 +364,7 @@ impl MigrateWith {
             regex::Regex::new(pattern).map_err(|e| format!("invalid `version_pattern`: {e}"))?;
         }
         if let Some(base) = &self.base_version
-            && !crate::steps::external_migrator::is_safe_version(base)
+            && !crate::shell::is_safe_version(base)
         {
             return Err(format!(
                 "`base_version: {base}` may only contain letters, digits and `_ . : + -`"

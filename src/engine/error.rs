@@ -1,6 +1,7 @@
 //! Errors of the engine, each knowing which exit code it means.
 
-use crate::adapters::database::{BuildError, DatabaseError};
+use crate::adapters::build::BuildError;
+use crate::adapters::database::DatabaseError;
 use crate::adapters::platform::PlatformError;
 use crate::adapters::store::StoreError;
 use crate::config::ConfigError;

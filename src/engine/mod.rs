@@ -13,7 +13,6 @@ pub mod lock;
 pub mod plan;
 pub mod preview;
 pub mod run;
-pub mod setup;
 pub mod shared_state;
 pub mod verify;
 pub mod window;

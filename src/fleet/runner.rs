@@ -13,11 +13,12 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Target;
+use crate::app::build as setup;
 use crate::config::deploy_file::FailureBudget;
 use crate::config::{Config, Pipeline};
 use crate::engine::decide::Nobody;
 use crate::engine::journal::{RunStatus, halted_runs, new_run_id, open_runs};
-use crate::engine::{lock, plan, run, setup};
+use crate::engine::{lock, plan, run};
 use crate::report::{Event, Reporter, Silent, ms};
 use crate::secret::Redactor;
 

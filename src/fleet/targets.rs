@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use sqlx::Connection;
 
 use super::Target;
+use crate::adapters::reference::Resolver;
 use crate::config::deploy_file::TargetsConfig;
-use crate::config::reference::Resolver;
 use crate::config::{Config, ConfigError, Located};
 use crate::engine::EngineError;
 

@@ -50,15 +50,6 @@ const TAIL_LINES: usize = 20;
 /// Output lines of one command reported as step notes.
 const MAX_NOTES: usize = 500;
 
-/// Whether `version` can be pasted into a shell command as is.
-pub fn is_safe_version(version: &str) -> bool {
-    !version.is_empty()
-        && version.len() <= 200
-        && version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '+' | '-'))
-}
-
 /// Reads the version from the standard output of `status` (see the module docs for the
 /// rule). `Ok(None)`: it printed nothing, so the migrator has not run on this database.
 pub fn extract_version(stdout: &str, pattern: Option<&Regex>) -> Result<Option<String>, String> {
@@ -93,7 +84,7 @@ pub fn extract_version(stdout: &str, pattern: Option<&Regex>) -> Result<Option<S
         Some(v) if v.is_empty() => Err(format!(
             "`version_pattern` matched an empty version in the output of `status`:\n{shown}"
         )),
-        Some(v) if !is_safe_version(&v) => Err(format!(
+        Some(v) if !crate::shell::is_safe_version(&v) => Err(format!(
             "version `{v}` read from `status` may only contain letters, digits and `_ . : + -` (it is put into the `down` command); adjust `version_pattern`"
         )),
         Some(v) => Ok(Some(v)),

@@ -73,15 +73,6 @@ impl LazyArm {
     }
 }
 
-impl From<ArmError> for crate::adapters::platform::PlatformError {
-    fn from(e: ArmError) -> Self {
-        Self::Api {
-            message: e.message,
-            transient: e.transient,
-        }
-    }
-}
-
 pub struct Arm {
     http: reqwest::Client,
     base: Url,

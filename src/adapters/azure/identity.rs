@@ -30,9 +30,9 @@ use azure_identity::{
 };
 
 use super::transport::{Redirects, client_options};
-use crate::adapters::database::BuildError;
+use crate::adapters::build::BuildError;
+use crate::adapters::build::Resolve;
 use crate::config::deploy_file::{AzureConfig, AzureCredentialKind};
-use crate::config::reference::Resolver;
 use crate::secret::Secret;
 
 /// Longest one credential may take to return a token before the chain moves on.
@@ -57,7 +57,7 @@ impl AzureAuth {
     /// Resolves an `azure:` block (none: `credential: auto` and the environment variables).
     pub fn from_config(
         config: Option<&AzureConfig>,
-        resolver: &Resolver<'_>,
+        resolver: &dyn Resolve,
     ) -> Result<Self, BuildError> {
         let Some(c) = config else {
             return Ok(Self::default());
@@ -497,7 +497,7 @@ async fn imds_answers() -> bool {
 pub async fn check_environment(
     config: &crate::config::Config,
     environment: &str,
-    redactor: &crate::secret::Redactor,
+    resolver: &dyn Resolve,
 ) -> Result<Option<String>, String> {
     use crate::config::deploy_file::PlatformConfig;
     let Ok(env) = config.environment(environment) else {
@@ -510,13 +510,7 @@ pub async fn check_environment(
     if env.azure.is_none() && !azure_platform {
         return Ok(None);
     }
-    let resolver = Resolver {
-        config_path: &config.path,
-        base_dir: &config.dir,
-        redactor,
-        azure: None,
-    };
-    let auth = AzureAuth::from_config(env.azure.as_ref(), &resolver).map_err(|e| e.to_string())?;
+    let auth = AzureAuth::from_config(env.azure.as_ref(), resolver).map_err(|e| e.to_string())?;
     let chain = chain(&auth).await.map_err(|e| e.to_string())?;
     chain
         .get_token(&[super::ARM_SCOPE], None)

@@ -26,8 +26,8 @@ use crate::adapters::azure::arm::{ArmError, LazyArm};
 use crate::adapters::azure::identity::AzureAuth;
 use crate::adapters::azure::{SUBSCRIPTION_ENV, name_ok, subscription};
 use crate::adapters::azure_storage::{Container, describe as storage_error};
+use crate::adapters::build::Resolve;
 use crate::config::deploy_file::AzureSqlConfig;
-use crate::config::reference::Resolver;
 use crate::migrate::MigrationFile;
 use crate::secret::Secret;
 
@@ -72,12 +72,12 @@ fn arm_error(e: ArmError) -> DatabaseError {
 impl AzureSqlDatabase {
     pub fn new(
         c: &AzureSqlConfig,
-        resolver: &Resolver<'_>,
+        resolver: &dyn Resolve,
         container: Container,
         storage_key: StorageKey,
     ) -> Result<Self, BuildError> {
         let invalid = |m: String| BuildError::Invalid(format!("database `azure-sql`: {m}"));
-        let auth = AzureAuth::from_config(resolver.azure, resolver)?;
+        let auth = AzureAuth::from_config(resolver.azure(), resolver)?;
         let own = match &c.subscription {
             Some(t) => Some(resolver.text(t)?),
             None => None,

@@ -13,13 +13,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::config::ConfigError;
 use crate::config::deploy_file::{DatabaseConfig, StoreConfig};
-use crate::config::reference::Resolver;
 use crate::migrate::MigrationFile;
 use crate::secret::mask_url_password;
 
-use super::NotAvailable;
+use super::build::{BuildError, Resolve};
 
 /// A migration the database says is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -482,7 +480,7 @@ pub trait Database: Send + Sync {
 /// (`azure-sql` exports and imports through it).
 pub fn build(
     config: &DatabaseConfig,
-    resolver: &Resolver<'_>,
+    resolver: &dyn Resolve,
     base_dir: &Path,
     backups: Option<&StoreConfig>,
 ) -> Result<Box<dyn Database>, BuildError> {
@@ -492,7 +490,7 @@ pub fn build(
 /// Builds the adapter with `url` in place of the configured one (a fleet target).
 pub fn build_at(
     config: &DatabaseConfig,
-    resolver: &Resolver<'_>,
+    resolver: &dyn Resolve,
     base_dir: &Path,
     url: Option<&crate::secret::Secret>,
     backups: Option<&StoreConfig>,
@@ -577,17 +575,6 @@ pub fn build_at(
             )?))
         }
     }
-}
-
-/// Why an adapter could not be built from its config.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    NotAvailable(#[from] NotAvailable),
-    #[error("{0}")]
-    Invalid(String),
 }
 
 /// Whether `name` is one [`Database::scratch`] makes on a server: the prefix, then only

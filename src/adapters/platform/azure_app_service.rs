@@ -26,9 +26,9 @@ use super::{Platform, PlatformError, PlatformState, Subject};
 use crate::adapters::azure::arm::{Arm, LazyArm};
 use crate::adapters::azure::identity::AzureAuth;
 use crate::adapters::azure::{SUBSCRIPTION_ENV, name_ok, subscription};
-use crate::adapters::database::BuildError;
+use crate::adapters::build::BuildError;
+use crate::adapters::build::Resolve;
 use crate::config::deploy_file::AppServiceConfig;
-use crate::config::reference::Resolver;
 
 pub const DEFAULT_API_VERSION: &str = "2024-04-01";
 pub const DEFAULT_MAINTENANCE_SETTING: &str = "MAINTENANCE_MODE";
@@ -47,9 +47,9 @@ pub struct AppServicePlatform {
 }
 
 impl AppServicePlatform {
-    pub fn new(c: &AppServiceConfig, resolver: &Resolver<'_>) -> Result<Self, BuildError> {
+    pub fn new(c: &AppServiceConfig, resolver: &dyn Resolve) -> Result<Self, BuildError> {
         let invalid = |m: String| BuildError::Invalid(format!("platform `azure-app-service`: {m}"));
-        let auth = AzureAuth::from_config(resolver.azure, resolver)?;
+        let auth = AzureAuth::from_config(resolver.azure(), resolver)?;
         let text =
             |t: &Option<crate::config::deploy_file::Text>| -> Result<Option<String>, BuildError> {
                 Ok(match t {

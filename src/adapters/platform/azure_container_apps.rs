@@ -45,9 +45,9 @@ use super::{Platform, PlatformError, PlatformState, Subject};
 use crate::adapters::azure::arm::{Arm, LazyArm};
 use crate::adapters::azure::identity::AzureAuth;
 use crate::adapters::azure::{SUBSCRIPTION_ENV, name_ok, subscription};
-use crate::adapters::database::BuildError;
+use crate::adapters::build::BuildError;
+use crate::adapters::build::Resolve;
 use crate::config::deploy_file::ContainerAppsConfig;
-use crate::config::reference::Resolver;
 
 pub const DEFAULT_API_VERSION: &str = "2025-01-01";
 pub const DEFAULT_MAINTENANCE_VARIABLE: &str = "MAINTENANCE_MODE";
@@ -83,10 +83,10 @@ pub struct ContainerAppsPlatform {
 }
 
 impl ContainerAppsPlatform {
-    pub fn new(c: &ContainerAppsConfig, resolver: &Resolver<'_>) -> Result<Self, BuildError> {
+    pub fn new(c: &ContainerAppsConfig, resolver: &dyn Resolve) -> Result<Self, BuildError> {
         let invalid =
             |m: String| BuildError::Invalid(format!("platform `azure-container-apps`: {m}"));
-        let auth = AzureAuth::from_config(resolver.azure, resolver)?;
+        let auth = AzureAuth::from_config(resolver.azure(), resolver)?;
         let own = match &c.subscription {
             Some(t) => Some(resolver.text(t)?),
             None => None,

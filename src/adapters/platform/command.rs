@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use indexmap::IndexMap;
 
 use super::{Platform, PlatformError, PlatformState};
-use crate::adapters::database::BuildError;
+use crate::adapters::build::BuildError;
+use crate::adapters::build::Resolve;
 use crate::config::deploy_file::CommandPlatformConfig;
-use crate::config::reference::Resolver;
 use crate::secret::Secret;
 
 pub struct CommandPlatform {
@@ -28,7 +28,7 @@ pub struct CommandPlatform {
 impl CommandPlatform {
     pub fn new(
         config: &CommandPlatformConfig,
-        resolver: &Resolver<'_>,
+        resolver: &dyn Resolve,
         base_dir: &Path,
     ) -> Result<Self, BuildError> {
         let opt = |t: &Option<crate::config::deploy_file::Text>| {

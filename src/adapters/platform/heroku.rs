@@ -25,9 +25,9 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 
 use super::{Platform, PlatformError, PlatformState};
-use crate::adapters::database::BuildError;
+use crate::adapters::build::BuildError;
+use crate::adapters::build::Resolve;
 use crate::config::deploy_file::Text;
-use crate::config::reference::Resolver;
 use crate::secret::Secret;
 
 /// Where the Platform API lives unless `api_url` says otherwise.
@@ -80,7 +80,7 @@ impl HerokuPlatform {
         app: &Text,
         api_key: Option<&Text>,
         api_url: Option<&Text>,
-        resolver: &Resolver<'_>,
+        resolver: &dyn Resolve,
     ) -> Result<Self, BuildError> {
         let app_name = resolver.text(app)?.trim().to_owned();
         if app_name.is_empty()
@@ -96,7 +96,7 @@ impl HerokuPlatform {
             Some(text) => resolver.credential(text)?,
             None => match crate::adapters::secrets::env::read(API_KEY_ENV) {
                 Ok(value) => {
-                    resolver.redactor.register(value.expose());
+                    resolver.redactor().register(value.expose());
                     value
                 }
                 Err(_) => {

@@ -13,9 +13,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::adapters::database::BuildError;
+use crate::adapters::build::BuildError;
+use crate::adapters::build::Resolve;
 use crate::config::deploy_file::PlatformConfig;
-use crate::config::reference::Resolver;
 
 /// The platform's current state, as read before a release and restored by a rollback.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +118,7 @@ pub enum Subject<'a> {
 
 pub fn build(
     config: Option<&PlatformConfig>,
-    resolver: &Resolver<'_>,
+    resolver: &dyn Resolve,
     base_dir: &Path,
 ) -> Result<Box<dyn Platform>, BuildError> {
     match config {
@@ -142,5 +142,14 @@ pub fn build(
             api_url.as_ref(),
             resolver,
         )?)),
+    }
+}
+
+impl From<crate::adapters::azure::arm::ArmError> for PlatformError {
+    fn from(e: crate::adapters::azure::arm::ArmError) -> Self {
+        Self::Api {
+            message: e.message,
+            transient: e.transient,
+        }
     }
 }

@@ -17,7 +17,7 @@ use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use super::SecretError;
 use crate::adapters::azure::identity::{self, AzureAuth, error_text};
 use crate::adapters::azure::transport::client_options;
-use crate::config::reference::Resolver;
+use crate::adapters::build::BuildError;
 use crate::secret::Secret;
 
 /// Longest a read may take, sign-in included.
@@ -92,23 +92,17 @@ impl KeyVaultRef {
     }
 }
 
-/// Resolves a reference from the config's resolver: signs in with the environment's
-/// `azure:` settings and reads the secret (or takes it from this run's cache).
-pub fn resolve(resolver: &Resolver<'_>, reference: &str) -> Result<Secret, SecretError> {
+/// Resolves a reference: signs in with `auth` (the environment's `azure:` settings, built
+/// only on a cache miss) and reads the secret (or takes it from this run's cache).
+pub fn resolve(
+    auth: impl FnOnce() -> Result<AzureAuth, BuildError>,
+    reference: &str,
+) -> Result<Secret, SecretError> {
     let r = KeyVaultRef::parse(reference)?;
     if let Some(hit) = cache().lock().expect("not poisoned").get(&r) {
         return Ok(hit.clone());
     }
-    // The `azure:` block is resolved without Key Vault access of its own: a sign-in
-    // setting read from Key Vault would need a sign-in first.
-    let plain = Resolver {
-        config_path: resolver.config_path,
-        base_dir: resolver.base_dir,
-        redactor: resolver.redactor,
-        azure: None,
-    };
-    let auth = AzureAuth::from_config(resolver.azure, &plain)
-        .map_err(|e| r.error(format!("cannot read the `azure:` settings: {e}")))?;
+    let auth = auth().map_err(|e| r.error(format!("cannot read the `azure:` settings: {e}")))?;
     let handle = tokio::runtime::Handle::try_current()
         .ok()
         .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::adapters::azure_storage;
-use crate::adapters::database::BuildError;
+use crate::adapters::build::BuildError;
+use crate::adapters::build::Resolve;
 use crate::config::deploy_file::{AzureBlobConfig, Keep, StoreConfig, Text};
-use crate::config::reference::Resolver;
 pub use compression::Compression;
 
 /// What is known about a finished backup. Written as JSON beside the dump.
@@ -99,7 +99,7 @@ pub type AzureCredential<'a> =
 
 pub fn build(
     config: Option<&StoreConfig>,
-    resolver: &Resolver<'_>,
+    resolver: &dyn Resolve,
     base_dir: &Path,
     default_dir: &Path,
     azure_credential: AzureCredential<'_>,
@@ -118,7 +118,7 @@ pub fn build(
 /// sharing one configured store never share a backup id.
 pub fn build_within(
     config: Option<&StoreConfig>,
-    resolver: &Resolver<'_>,
+    resolver: &dyn Resolve,
     base_dir: &Path,
     default_dir: &Path,
     within: Option<&str>,
@@ -162,7 +162,7 @@ pub fn build_within(
 
 /// Connects to the container an `azure-blob` section names, with the auth it gives.
 pub fn azure_container(
-    resolver: &Resolver<'_>,
+    resolver: &dyn Resolve,
     config: &AzureBlobConfig,
     azure_credential: AzureCredential<'_>,
 ) -> Result<azure_storage::Container, BuildError> {
@@ -179,7 +179,7 @@ pub fn azure_container(
 /// Connects to a container given its account, name and (at most one of) key and SAS;
 /// with neither, an Entra ID token.
 pub fn azure_container_of(
-    resolver: &Resolver<'_>,
+    resolver: &dyn Resolve,
     account: &Text,
     container: &Text,
     key: Option<&Text>,
@@ -203,7 +203,7 @@ pub fn azure_container_of(
                     .find(|(k, _)| k == "sig")
                     .map(|(_, v)| v.into_owned())
             {
-                resolver.redactor.register(&sig);
+                resolver.redactor().register(&sig);
             }
             azure_storage::Auth::Sas(sas)
         }

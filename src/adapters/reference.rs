@@ -6,13 +6,15 @@
 
 use std::path::Path;
 
-use crate::adapters::secrets::{self, SecretError};
+use super::azure::identity::AzureAuth;
+use super::build::Resolve;
+use super::secrets::{self, SecretError};
+use crate::config::deploy_file::{AzureConfig, Text};
+use crate::config::{ConfigError, Located};
 use crate::secret::{Redactor, Secret};
 
-use super::deploy_file::{AzureConfig, Text};
-use super::error::{ConfigError, Located};
-
 /// Resolves references in config strings.
+#[derive(Clone, Copy)]
 pub struct Resolver<'a> {
     pub config_path: &'a Path,
     pub base_dir: &'a Path,
@@ -87,7 +89,14 @@ impl Resolver<'_> {
             "env" => secrets::env::read(arg).map(|s| s.expose().to_owned()),
             "file" => secrets::file::read(&self.base_dir.join(arg)).map(|s| s.expose().to_owned()),
             "secret" if arg.starts_with("keyvault://") => {
-                let value = secrets::azure_key_vault::resolve(self, arg)
+                // The `azure:` block is resolved without Key Vault access of its own: a
+                // sign-in setting read from Key Vault would need a sign-in first.
+                let plain = Resolver {
+                    azure: None,
+                    ..*self
+                };
+                let auth = || AzureAuth::from_config(self.azure, &plain);
+                let value = secrets::azure_key_vault::resolve(auth, arg)
                     .map_err(|e| self.error(text, e.to_string()))?;
                 self.redactor.register(value.expose());
                 return Ok(value.expose().to_owned());
@@ -125,4 +134,25 @@ fn url_password(url: &str) -> Option<&str> {
     let userinfo = &authority[..authority.rfind('@')?];
     let password = &userinfo[userinfo.find(':')? + 1..];
     (!password.is_empty()).then_some(password)
+}
+
+impl Resolve for Resolver<'_> {
+    fn text(&self, text: &Text) -> Result<String, ConfigError> {
+        Resolver::text(self, text)
+    }
+    fn credential(&self, text: &Text) -> Result<Secret, ConfigError> {
+        Resolver::credential(self, text)
+    }
+    fn url(&self, text: &Text) -> Result<Secret, ConfigError> {
+        Resolver::url(self, text)
+    }
+    fn plain_url(&self, value: &str) -> Secret {
+        Resolver::plain_url(self, value)
+    }
+    fn azure(&self) -> Option<&AzureConfig> {
+        self.azure
+    }
+    fn redactor(&self) -> &Redactor {
+        self.redactor
+    }
 }

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::context::{Context, HealthTarget};
-use super::error::EngineError;
-use super::shared_state::SharedState;
-use crate::adapters::database::BuildError;
+use crate::adapters::build::BuildError;
+use crate::adapters::reference::Resolver;
 use crate::adapters::{database, platform, store};
 use crate::config::deploy_file::LockKind;
 use crate::config::deploy_file::NotifyEvent;
-use crate::config::reference::Resolver;
 use crate::config::{Config, ConfigError, Located};
+use crate::engine::context::{Context, HealthTarget};
+use crate::engine::error::EngineError;
+use crate::engine::shared_state::SharedState;
 use crate::migrate::source;
 use crate::notify;
 use crate::report::Reporter;

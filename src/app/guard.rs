@@ -1,0 +1,71 @@
+//! What every run checks before it starts: no other run holds the lock, no earlier run is
+//! unfinished or halted, and the environment's window admits it.
+
+use crate::config::Config;
+use crate::engine::journal::{halted_runs, open_runs};
+use crate::engine::window::{self, Direction, OutsideWindow};
+use crate::engine::{Context, EngineError, lock};
+
+/// Refuses to start while another run holds the lock or an earlier run is unfinished.
+pub fn ensure_free(ctx: &Context) -> Result<(), EngineError> {
+    let live_holder = || -> Result<Option<lock::LockInfo>, EngineError> {
+        Ok(
+            lock::read(&lock::lock_path(&ctx.state_dir, &ctx.environment))?
+                .filter(|holder| !holder.stale()),
+        )
+    };
+    if let Some(holder) = live_holder()? {
+        return Err(lock::LockError::Held(Box::new(holder)).into());
+    }
+    match ensure_no_unfinished(ctx) {
+        // A run that took the lock between the two reads has an open journal because it is
+        // running, not because it died: say who holds the lock.
+        Err(EngineError::Unfinished { .. }) if let Some(holder) = live_holder()? => {
+            Err(lock::LockError::Held(Box::new(holder)).into())
+        }
+        other => other,
+    }
+}
+
+pub fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {
+    if let Some(run) = halted_runs(&ctx.state_dir, &ctx.environment)?.first()
+        && let Some(halt) = run.halted()
+    {
+        return Err(EngineError::Halted {
+            run_id: run.run_id(),
+            environment: ctx.environment.clone(),
+            step: halt.step,
+            reason: halt.reason,
+        });
+    }
+    if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
+        return Err(EngineError::Unfinished {
+            run_id: run.run_id(),
+            environment: ctx.environment.clone(),
+            path: run.path.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Applies the environment's `window:` to a command going `direction` (`what` names it):
+/// refuses a forward run outside the window unless forced with a `reason`, and returns what
+/// the run's journal records when it goes on outside the window.
+pub fn check_window(
+    config: &Config,
+    environment: &str,
+    what: &str,
+    direction: Direction,
+    reason: Option<&str>,
+) -> Result<Option<OutsideWindow>, EngineError> {
+    let env = config.environment(environment)?;
+    window::admit(
+        env.window.as_ref().map(|w| w.value.as_str()),
+        environment,
+        what,
+        direction,
+        reason,
+        window::now(),
+    )
+    .map_err(EngineError::Plan)
+}
