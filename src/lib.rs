@@ -15,6 +15,8 @@ pub mod notify;
 pub mod rehearsal;
 pub mod rehearsal_record;
 pub mod report;
+pub mod run;
 pub mod secret;
 pub mod shell;
 pub mod steps;
+pub mod units;

@@ -13,12 +13,12 @@ use crate::adapters::{database, platform, store};
 use crate::config::deploy_file::LockKind;
 use crate::config::deploy_file::NotifyEvent;
 use crate::config::{Config, ConfigError, Located};
-use crate::engine::context::{Context, HealthTarget};
 use crate::engine::error::EngineError;
 use crate::engine::shared_state::SharedState;
 use crate::migrate::source;
 use crate::notify;
-use crate::report::Reporter;
+use crate::run::context::{Context, HealthTarget};
+use crate::run::event::Reporter;
 use crate::secret::Redactor;
 
 pub fn context(

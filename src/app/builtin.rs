@@ -7,7 +7,7 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::config::pipeline::{BackupWith, MigrateRollback, MigrateWith, StepWith};
 use crate::config::{Pipeline, Step};
-use crate::engine::run::RollbackTarget;
+use crate::run::plan::RollbackTarget;
 
 /// A step of a built-in pipeline.
 pub fn step(id: &str, with: StepWith) -> Step {

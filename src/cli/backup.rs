@@ -9,9 +9,10 @@ use super::session::Session;
 use super::{BackupCommand, Global};
 use crate::app::builtin::{builtin, database_pipeline, step};
 use crate::config::pipeline::{BackupWith, StepWith};
-use crate::engine::run::RollbackTarget;
 use crate::engine::{EngineError, cancel};
-use crate::steps::backup::{human_bytes, verify};
+use crate::run::plan::RollbackTarget;
+use crate::steps::backup::verify;
+use crate::units::human_bytes;
 
 pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;

@@ -11,12 +11,14 @@ use crate::app::guard::{check_window, ensure_free, ensure_no_unfinished};
 use crate::config::pipeline::StepWith;
 use crate::config::{ConfigError, Located, Pipeline};
 use crate::engine::journal::{RunRecord, RunStatus, halted_runs, open_runs};
-use crate::engine::plan::{self, Plan};
-use crate::engine::run::{self, RollbackTarget, RunOutcome};
+use crate::engine::plan;
+use crate::engine::run::{self, RunOutcome};
 use crate::engine::verify::StateCheck;
 use crate::engine::window::Direction;
 use crate::engine::{Context, EngineError, cancel, lock, shared_state};
 use crate::rehearsal_record::Standing;
+use crate::run::plan::Plan;
+use crate::run::plan::RollbackTarget;
 
 pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;

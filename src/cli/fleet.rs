@@ -13,12 +13,12 @@ use crate::adapters::reference::Resolver;
 use crate::app::guard::{check_window, ensure_free, ensure_no_unfinished};
 use crate::config::pipeline::{CommandWith, StepWith};
 use crate::config::{ConfigError, Located, Pipeline};
-use crate::engine::error::StepError;
 use crate::engine::journal::{RunStatus, new_run_id};
 use crate::engine::run::{self, Delegate};
 use crate::engine::window::Direction;
 use crate::engine::{EngineError, cancel, lock, plan, shared_state};
 use crate::fleet::{self, FleetOutcome, FleetSettings, Target, TargetStatus};
+use crate::run::error::StepError;
 
 /// The id of the step that stands for the per-target part in the fleet's own run.
 const TARGETS_STEP: &str = "targets";

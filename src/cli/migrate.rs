@@ -15,10 +15,10 @@ use super::{Global, MigrateCommand, Resolution};
 use crate::app::builtin::{builtin, step};
 use crate::config::Pipeline;
 use crate::config::pipeline::{MigrateRollback, MigrateWith, StepWith};
-use crate::engine::run::RollbackTarget;
 use crate::engine::{EngineError, cancel, plan};
 use crate::migrate::{MigrationFile, lint, roundtrip};
-use crate::report::Event;
+use crate::run::event::Event;
+use crate::run::plan::RollbackTarget;
 
 pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, EngineError> {
     match command {
@@ -357,7 +357,7 @@ async fn fingerprint(global: &Global, tables: Vec<String>) -> Result<Exit, Engin
         .fingerprint(&Scope::Tables(Vec::new()), ctx.fingerprint_budget)
         .await
         .map_err(read)?;
-    let schema_ms = crate::report::ms(started.elapsed());
+    let schema_ms = crate::units::ms(started.elapsed());
     let scope = if tables.is_empty() {
         Scope::All
     } else {
@@ -369,7 +369,7 @@ async fn fingerprint(global: &Global, tables: Vec<String>) -> Result<Exit, Engin
         .fingerprint(&scope, ctx.fingerprint_budget)
         .await
         .map_err(read)?;
-    let total_ms = crate::report::ms(started.elapsed());
+    let total_ms = crate::units::ms(started.elapsed());
     let mut text = format!(
         "schema: {} objects in {schema_ms} ms\n",
         schema.schema.len()

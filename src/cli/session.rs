@@ -13,16 +13,16 @@ use super::exit::{Exit, eprint, redactor};
 use super::{BackupCommand, Command, Global, LockCommand, MigrateCommand, Output};
 use crate::app::build as setup;
 use crate::config::{self, Config, ConfigError, Located};
-use crate::engine::plan::Plan;
 use crate::engine::run::RunOutcome;
 use crate::engine::{Context, EngineError};
-use crate::report::Reporter;
 use crate::report::azure::Azure;
 use crate::report::github::Github;
 use crate::report::json::Json;
 use crate::report::plain::Plain;
 use crate::report::run_report::{Backup, Outcome, Recorder, Recording};
 use crate::report::tty::Tty;
+use crate::run::event::Reporter;
+use crate::run::plan::Plan;
 
 pub struct Session {
     pub config: Config,

@@ -308,7 +308,16 @@ pub enum MigrateTool {
     Command,
 }
 
+/// How long a migration may run before it is reported as slow, unless the step says.
+pub const DEFAULT_WARN_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl MigrateWith {
+    /// How long a migration may run before it is reported as slow.
+    pub fn warn_after(&self) -> std::time::Duration {
+        self.warn_after
+            .map_or(DEFAULT_WARN_AFTER, super::duration::Duration::get)
+    }
+
     /// Whether the step runs the team's migrator rather than cutover's.
     pub fn is_external(&self) -> bool {
         self.tool == Some(MigrateTool::Command)

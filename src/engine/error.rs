@@ -1,44 +1,11 @@
-//! Errors of the engine, each knowing which exit code it means.
+//! Why a command stopped before or instead of running, each knowing which exit code it means.
 
 use crate::adapters::build::BuildError;
-use crate::adapters::database::DatabaseError;
-use crate::adapters::platform::PlatformError;
-use crate::adapters::store::StoreError;
 use crate::config::ConfigError;
+use crate::run::error::StepError;
 
 use super::journal::JournalError;
 use super::lock::LockError;
-
-/// A step's failure.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    #[error(transparent)]
-    Database(#[from] DatabaseError),
-    #[error(transparent)]
-    Platform(#[from] PlatformError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("timed out after {0}")]
-    Timeout(humantime::Duration),
-    #[error("interrupted")]
-    Cancelled,
-    /// Transient by nature (connection refused, 5xx), worth a retry.
-    #[error("{0}")]
-    Transient(String),
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl StepError {
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Database(e) => e.is_transient(),
-            Self::Platform(e) => e.is_transient(),
-            Self::Transient(_) => true,
-            _ => false,
-        }
-    }
-}
 
 /// Why a command stopped before or instead of running.
 #[derive(Debug, thiserror::Error)]

@@ -5,29 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
-use super::context::Context;
 use super::journal::{Record, RunStatus, all_runs};
-use super::plan::{PendingMigration, PlannedStep};
 use crate::rehearsal_record::Rehearsal;
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Forecast {
-    /// The sum of the steps' predictions.
-    pub total_ms: u64,
-    pub steps: Vec<StepForecast>,
-    /// Steps with no prediction.
-    pub unknown: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct StepForecast {
-    pub id: String,
-    pub ms: u64,
-    /// Where the figure comes from: `rehearsal`, `run <id>`, `health settings`.
-    pub from: String,
-}
+use crate::run::context::Context;
+use crate::run::plan::{Forecast, PendingMigration, PlannedStep, StepForecast};
 
 /// How long each step of the environment's last successful deploy took, and its run id.
 fn last_run(ctx: &Context) -> Option<(String, BTreeMap<String, u64>)> {
@@ -101,7 +82,7 @@ pub fn forecast(
             && let Some(h) = &ctx.health
         {
             (
-                crate::report::ms(h.healthy_for),
+                crate::units::ms(h.healthy_for),
                 "health settings (at least)".to_owned(),
             )
         } else {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::compensation::Compensation;
+use crate::run::compensation::Compensation;
 use crate::secret::Redactor;
 
 /// One line of the journal.

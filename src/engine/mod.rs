@@ -2,8 +2,6 @@
 //! written ahead of every side effect and a stack of compensations that a failure unwinds.
 
 pub mod cancel;
-pub mod compensation;
-pub mod context;
 pub mod decide;
 pub mod error;
 pub mod forecast;
@@ -17,5 +15,6 @@ pub mod shared_state;
 pub mod verify;
 pub mod window;
 
-pub use context::Context;
-pub use error::{EngineError, StepError};
+pub use crate::run::context::Context;
+pub use crate::run::error::StepError;
+pub use error::EngineError;

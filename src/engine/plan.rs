@@ -3,137 +3,23 @@
 //! `--dry-run`, shown before a typed confirmation, and computed again once the lock is held
 //! so a run never executes a plan other than the one shown.
 
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::context::Context;
 use super::error::EngineError;
 use crate::adapters::database::DatabaseState;
-use crate::adapters::platform::PlatformState;
 use crate::config::Pipeline;
+use crate::run::context::Context;
+use crate::run::plan::{
+    DatabasePlan, MigrationForecast, PendingMigration, Plan, PlanScratch, PlannedStep,
+    PlatformPlan, RehearsalPlan,
+};
 use crate::steps;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    /// Version of this JSON shape.
-    pub format: u32,
-    pub project: String,
-    pub environment: String,
-    pub pipeline: String,
-    pub database: DatabasePlan,
-    pub platform: PlatformPlan,
-    pub backups: String,
-    pub health: Option<String>,
-    pub steps: Vec<PlannedStep>,
-    pub warnings: Vec<String>,
-    /// What the rehearsal on a copy showed, and the window it predicts.
-    pub rehearsal: RehearsalPlan,
-    /// Hash of everything the plan depends on; equal digests mean the same plan.
-    pub digest: String,
-}
-
-/// The rehearsal's part of the plan.
-#[derive(Debug, Clone, Serialize)]
-pub struct RehearsalPlan {
-    /// `current`, `stale`, `none`, `off`.
-    pub status: String,
-    /// One line for people: when and on what it ran, or why there is none.
-    pub summary: String,
-    /// Per pending migration: its time on the copy, its down, and how the run would roll
-    /// it back.
-    pub migrations: Vec<MigrationForecast>,
-    /// Steps the rehearsal leaves out, and why.
-    pub not_rehearsed: Vec<String>,
-    /// The predicted window (absent when going down).
-    pub window: Option<super::forecast::Forecast>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MigrationForecast {
-    pub version: i64,
-    pub rehearsed_ms: Option<u64>,
-    pub down: Option<crate::rehearsal_record::Down>,
-    /// `down file`, `restore the backup`, `none`.
-    pub rollback: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DatabasePlan {
-    pub kind: String,
-    pub target: String,
-    pub exists: bool,
-    pub current_version: Option<i64>,
-    pub applied: usize,
-    pub pending: Vec<PendingMigration>,
-    pub target_version: Option<i64>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct PendingMigration {
-    pub version: i64,
-    pub description: String,
-    pub reversible: bool,
-    pub checksum: String,
-    /// With `plan --sql`: the SQL it runs, its file, and the down SQL when the plan's undo
-    /// runs the down files. Filled after the digest, which it never changes.
-    #[serde(flatten)]
-    pub preview: super::preview::MigrationPreview,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PlatformPlan {
-    pub kind: String,
-    pub description: String,
-    pub state: PlatformState,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PlannedStep {
-    pub index: usize,
-    pub id: String,
-    pub uses: String,
-    /// What the step will do.
-    pub summary: String,
-    /// What undoes it if a later step fails.
-    pub undo: Option<String>,
-    /// Why it will be skipped, if it will.
-    pub skipped: Option<String>,
-    /// With `plan --sql`: the SQL or command line the step runs. Filled after the digest,
-    /// which it never changes.
-    #[serde(flatten)]
-    pub preview: super::preview::StepPreview,
-    /// Migrations whose down files the step's undo runs, in the order they were applied.
-    #[serde(skip)]
-    pub reverts: Vec<i64>,
-}
-
-/// What planning knows while walking the steps: the state as it will be after the
-/// steps so far.
-pub struct PlanScratch<'a> {
-    pub database: &'a DatabaseState,
-    pub platform: &'a PlatformState,
-    /// Schema version once the migrate steps so far have run.
-    pub version: Option<i64>,
-    pub backup_before: bool,
-    /// Maintenance flag once the steps so far have run.
-    pub maintenance: Option<bool>,
-    pub replicas: std::collections::BTreeMap<String, u32>,
-    /// Replica counts before the first scale of each target.
-    pub first_replicas: std::collections::BTreeMap<String, u32>,
-    pub target_version: Option<i64>,
-    pub rollback_target: Option<&'a crate::engine::run::RollbackTarget>,
-    pub warnings: Vec<String>,
-    /// How each migration a `migrate` step applies would be rolled back.
-    pub rollback_methods: std::collections::BTreeMap<i64, String>,
-    /// Migrations whose down files the step being planned would run as its undo.
-    pub reverts: Vec<i64>,
-}
 
 /// Computes the plan. Errors are problems that would make the run fail: nothing is touched.
 pub async fn build(
     ctx: &Context,
     pipeline: &Pipeline,
-    rollback_target: Option<&crate::engine::run::RollbackTarget>,
+    rollback_target: Option<&crate::run::plan::RollbackTarget>,
 ) -> Result<Plan, EngineError> {
     let database = ctx
         .database
@@ -146,7 +32,7 @@ pub async fn build(
         .await
         .map_err(|e| EngineError::Plan(format!("cannot read the platform state: {e}")))?;
     let mut problems = check_history(ctx, &database);
-    if let Some(crate::engine::run::RollbackTarget::Backup(id)) = rollback_target {
+    if let Some(crate::run::plan::RollbackTarget::Backup(id)) = rollback_target {
         match ctx.store.manifest(id).await {
             Ok(m) if m.database_kind != ctx.database.kind() => problems.push(format!(
                 "backup {id} is a {} dump; this environment's database is {}",
@@ -187,7 +73,7 @@ pub async fn build(
             summary: String::new(),
             undo: None,
             skipped,
-            preview: super::preview::StepPreview::default(),
+            preview: crate::run::plan::StepPreview::default(),
             reverts: Vec::new(),
         };
         if entry.skipped.is_none()
@@ -196,7 +82,7 @@ pub async fn build(
                 &step.with,
                 matches!(
                     rollback_target,
-                    Some(crate::engine::run::RollbackTarget::Backup(_))
+                    Some(crate::run::plan::RollbackTarget::Backup(_))
                 ),
             )
         {
@@ -243,8 +129,8 @@ pub async fn build(
     }
     // Going down (rollback, migrate down, restore) applies nothing.
     let going_down = match rollback_target {
-        Some(crate::engine::run::RollbackTarget::Backup(_)) => true,
-        Some(crate::engine::run::RollbackTarget::Version(v)) => {
+        Some(crate::run::plan::RollbackTarget::Backup(_)) => true,
+        Some(crate::run::plan::RollbackTarget::Version(v)) => {
             database.version().is_some_and(|c| v.is_none_or(|v| v < c))
         }
         None => false,
@@ -419,7 +305,7 @@ pub fn pending(
             description: m.description.clone(),
             reversible: m.reversible(),
             checksum: m.checksum_hex(),
-            preview: super::preview::MigrationPreview::default(),
+            preview: crate::run::plan::MigrationPreview::default(),
         })
         .collect()
 }

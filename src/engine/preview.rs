@@ -7,59 +7,10 @@
 //! the migrations' checksums and the steps, so a plan approved with or without the preview
 //! is the same plan.
 
-use serde::Serialize;
-
-use super::context::Context;
-use super::plan::Plan;
 use crate::config::Pipeline;
 use crate::config::pipeline::StepWith;
-
-/// A pending migration's part of the preview.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct MigrationPreview {
-    /// The up file, relative to the config folder.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    /// The up file's text, exactly as it is sent to the database.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sql: Option<String>,
-    /// Whether it runs outside a transaction (`-- cutover:no-transaction`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub no_transaction: Option<bool>,
-    /// The down file, when the plan's undo runs it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub down_file: Option<String>,
-    /// The down file's text, when the plan's undo runs it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub down_sql: Option<String>,
-}
-
-/// A step's part of the preview.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct StepPreview {
-    /// A `sql` step's SQL.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sql: Option<String>,
-    /// A `sql` step's undo SQL (run on rollback only if the step changed rows).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub undo_sql: Option<String>,
-    /// A `tool: command` migrator's command line, as it runs, secrets masked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
-    /// The folder that command runs in.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub workdir: Option<String>,
-    /// This step applies the pending migrations (the first migrate step with cutover's own
-    /// migrations; `plan.database.pending` lists what all of them apply).
-    #[serde(skip)]
-    pub migrations: bool,
-}
-
-impl StepPreview {
-    pub fn is_empty(&self) -> bool {
-        self.sql.is_none() && self.command.is_none() && !self.migrations
-    }
-}
+use crate::run::context::Context;
+use crate::run::plan::Plan;
 
 /// `text` as one single-quoted shell word.
 fn shell_quote(text: &str) -> String {

@@ -8,28 +8,21 @@ use chrono::Utc;
 use tracing::instrument;
 
 use super::cancel::RollbackSignals;
-use super::compensation::Compensation;
-use super::context::Context;
 use super::decide::{self, Decider};
-use super::error::{EngineError, StepError};
+use super::error::EngineError;
 use super::journal::{Choice, Journal, Record, RunRecord, RunStatus};
 use super::lock::{hostname, username};
-use super::plan::Plan;
 use super::verify::{self, Before, StateCheck};
 use crate::config::pipeline::OnFailure;
 use crate::config::{Pipeline, Step};
 use crate::fact::Fact;
-use crate::report::{Event, ms};
+use crate::run::compensation::Compensation;
+use crate::run::context::Context;
+use crate::run::error::StepError;
+use crate::run::event::Event;
+use crate::run::plan::{Plan, RollbackTarget};
 use crate::steps::{self, RunState};
-
-/// What `cutover rollback` goes back to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RollbackTarget {
-    /// A schema version (`None`: the empty schema).
-    Version(Option<i64>),
-    /// A backup id.
-    Backup(String),
-}
+use crate::units::ms;
 
 /// How a run ended.
 #[derive(Debug, Clone)]
@@ -1009,7 +1002,7 @@ async fn stop_leftover_processes(ctx: &Context, run: &RunRecord) -> Result<(), E
 async fn run_compensation(ctx: &Context, pending: &Pending) -> Result<String, StepError> {
     let mut attempt = 0;
     loop {
-        match pending.action.run(ctx, &pending.id).await {
+        match crate::steps::undo::run(&pending.action, ctx, &pending.id).await {
             Err(e) if e.is_transient() && attempt < 3 => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt as u32))).await;

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::EngineError;
 use super::lock::{LockError, LockInfo, hostname, username};
 use crate::adapters::azure_storage::{Container, error_code, is_code};
-use crate::report::{Event, Reporter};
+use crate::run::event::{Event, Reporter};
 
 /// Where one environment's lock and journal live in blob storage.
 pub struct SharedState {

@@ -7,15 +7,16 @@ use std::time::Instant;
 
 use chrono::Utc;
 
-use super::context::Context;
 use super::error::EngineError;
 use super::journal::{Journal, Record};
-use super::run::RollbackTarget;
 use crate::config::Pipeline;
 use crate::config::pipeline::StepWith;
 use crate::fact::Fact;
 use crate::fingerprint::{Comparison, Fingerprint, Scope};
-use crate::report::{Event, ms};
+use crate::run::context::Context;
+use crate::run::event::Event;
+use crate::run::plan::RollbackTarget;
+use crate::units::ms;
 
 /// The history table is always digested: it says which migrations are applied.
 pub const HISTORY: &str = "_sqlx_migrations";

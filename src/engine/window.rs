@@ -9,7 +9,7 @@
 use chrono::{NaiveTime, Timelike, Utc};
 
 use crate::config::window::Window;
-use serde::{Deserialize, Serialize};
+pub use crate::run::window::OutsideWindow;
 
 /// Which way a command moves production, as far as the window is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,19 +30,6 @@ impl Direction {
             _ => Self::Back,
         }
     }
-}
-
-/// A run that goes on outside its environment's window, as its journal records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutsideWindow {
-    /// The window, as the config gives it.
-    pub window: String,
-    /// A forward run let through by `--outside-window`.
-    pub forced: bool,
-    /// The `--reason` given with `--outside-window`.
-    pub reason: Option<String>,
-    /// Who ran it.
-    pub user: String,
 }
 
 /// Whether a command going `direction` may start at `now` under `window` (the config's

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::deploy_file::{NotifyEvent, NotifyKind};
-use crate::engine::plan::Plan;
 use crate::report::{Event, Reporter, run_report};
+use crate::run::plan::Plan;
 use crate::secret::{Redactor, Secret};
 
 pub use message::Message;

@@ -19,7 +19,6 @@ use crate::adapters::database::{Commit, Database, DatabaseState};
 use crate::config::Pipeline;
 use crate::config::pipeline::StepWith;
 use crate::config::rehearse::RehearseConfig;
-use crate::engine::context::Context;
 use crate::engine::error::EngineError;
 use crate::engine::verify::HISTORY;
 use crate::fact::Fact;
@@ -28,8 +27,10 @@ use crate::migrate::MigrationFile;
 use crate::rehearsal_record::{
     self as record, Down, Failure, Rehearsal, RehearsedMigration, RehearsedStep, Standing,
 };
-use crate::report::{Event, ms};
+use crate::run::context::Context;
+use crate::run::event::Event;
 use crate::steps::backup::ScratchGuard;
+use crate::units::ms;
 
 /// One part of the pipeline the rehearsal runs on the copy.
 enum Part<'a> {

@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::plain::{render_event, render_plan};
 use super::run_report::Finished;
 use super::{Event, Reporter, locate, source_path};
-use crate::engine::plan::Plan;
+use crate::run::plan::Plan;
 use crate::secret::Redactor;
 
 /// Values announced with `::add-mask::` so far, for the whole process: each once.

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use serde_json::{Value, json};
 
 use super::{Event, Reporter};
-use crate::engine::plan::Plan;
+use crate::run::plan::Plan;
 use crate::secret::Redactor;
 
 pub const VERSION: u32 = 1;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use super::{Event, Reporter};
-use crate::engine::plan::Plan;
+use crate::run::plan::Plan;
 use crate::secret::Redactor;
 
 pub struct Plain {
@@ -264,10 +264,7 @@ pub fn render_event(event: &Event) -> Option<String> {
         }
         Event::StepSkipped { id, reason } => format!("      {id}: skipped ({reason})"),
         Event::StepProgress { id, bytes } => {
-            format!(
-                "      {id}: {} streamed",
-                crate::steps::backup::human_bytes(*bytes)
-            )
+            format!("      {id}: {} streamed", crate::units::human_bytes(*bytes))
         }
         Event::StepNote { id: _, message } => format!("      {message}"),
         Event::Fact { id, fact } => match fact {

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Event, Reporter};
-use crate::engine::plan::Plan;
-use crate::engine::window::OutsideWindow;
 use crate::fact::Fact;
+use crate::run::plan::Plan;
+use crate::run::window::OutsideWindow;
 use crate::secret::Redactor;
 
 /// Version of the report document, as `v` in `--output json` events.
@@ -182,32 +182,7 @@ pub struct RollbackAction {
     pub error: Option<String>,
 }
 
-/// What a command left behind, ready for the sinks: the document (as a value and as the
-/// text `--report` writes), its Markdown rendering and the CI outputs. All redacted.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub document: Value,
-    pub json: String,
-    pub markdown: String,
-    /// `run_id`, `result`, `backup_id`, `schema_version`, in that order.
-    pub outputs: Vec<(&'static str, String)>,
-    pub command: String,
-    pub exit_code: u8,
-    /// The error that stopped the command before or instead of a run (bad input, lock...),
-    /// not a failed step: failed steps are reported as they happen.
-    pub error: Option<String>,
-    /// A pipeline ran, or the command failed: worth a summary and outputs.
-    pub worth_summary: bool,
-    pub run_id: Option<String>,
-    /// The environment's state folder, when the config was read.
-    pub state_dir: Option<PathBuf>,
-}
-
-impl Finished {
-    pub fn failed(&self) -> bool {
-        self.exit_code != 0
-    }
-}
+pub use crate::run::event::Finished;
 
 #[derive(Debug, Clone)]
 struct PlannedStep {
@@ -665,7 +640,7 @@ pub fn duration_text(ms: u64) -> String {
 }
 
 fn human_size(bytes: u64) -> String {
-    crate::steps::backup::human_bytes(bytes)
+    crate::units::human_bytes(bytes)
 }
 
 /// A Markdown table cell: one line, no column breaks.

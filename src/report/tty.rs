@@ -8,7 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::plain::{render_event, render_plan};
 use super::{Event, Reporter};
-use crate::engine::plan::Plan;
+use crate::run::plan::Plan;
 use crate::secret::Redactor;
 
 pub struct Tty {
@@ -61,10 +61,7 @@ impl Reporter for Tty {
             }
             Event::StepProgress { bytes, .. } => {
                 if let Some(bar) = self.current.lock().expect("tty lock").as_ref() {
-                    bar.set_message(format!(
-                        "{} streamed",
-                        crate::steps::backup::human_bytes(*bytes)
-                    ));
+                    bar.set_message(format!("{} streamed", crate::units::human_bytes(*bytes)));
                 }
             }
             Event::StepFinished { .. } | Event::StepFailed { .. } => {

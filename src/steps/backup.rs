@@ -24,11 +24,12 @@ use super::validate::{self, Query};
 use crate::adapters::database::{Database, Scratch};
 use crate::adapters::store::{Manifest, compression, validate_id};
 use crate::config::pipeline::{BackupVerify, BackupWith};
-use crate::engine::compensation::Compensation;
-use crate::engine::context::Context;
-use crate::engine::error::StepError;
-use crate::engine::plan::PlanScratch;
-use crate::report::{Event, Reporter};
+use crate::run::compensation::Compensation;
+use crate::run::context::Context;
+use crate::run::error::StepError;
+use crate::run::event::{Event, Reporter};
+use crate::run::plan::PlanScratch;
+use crate::units::human_bytes;
 
 const DEFAULT_NAME: &str = "pre-{version}-{timestamp}";
 
@@ -270,7 +271,7 @@ async fn restore_and_check(
     let removed = match guard.discard().await {
         Ok(()) => "since removed",
         Err(e) => {
-            ctx.report(crate::report::Event::Warning {
+            ctx.report(crate::run::event::Event::Warning {
                 message: format!(
                     "the scratch database {name} is left behind ({e}); remove it by hand"
                 ),
@@ -404,21 +405,6 @@ pub async fn restore(ctx: &Context, step_id: &str, id: &str) -> Result<String, S
             .map_or_else(|| "an empty schema".into(), |v| v.to_string()),
         kept.map_or_else(String::new, |k| format!("; {k}"))
     ))
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// Counts the dump's bytes on their way to the compressor, reporting progress.

@@ -2,8 +2,8 @@
 //! optional undo command run on rollback.
 
 use crate::config::pipeline::CommandWith;
-use crate::engine::context::Context;
-use crate::engine::error::StepError;
+use crate::run::context::Context;
+use crate::run::error::StepError;
 
 pub fn plan(with: &CommandWith) -> (String, Option<String>) {
     (

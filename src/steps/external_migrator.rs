@@ -33,11 +33,11 @@ use regex::Regex;
 
 use super::RunState;
 use crate::config::pipeline::{MigrateRollback, MigrateWith};
-use crate::engine::compensation::Compensation;
-use crate::engine::context::Context;
-use crate::engine::error::StepError;
-use crate::engine::plan::PlanScratch;
-use crate::report::Event;
+use crate::run::compensation::Compensation;
+use crate::run::context::Context;
+use crate::run::error::StepError;
+use crate::run::event::Event;
+use crate::run::plan::PlanScratch;
 use crate::shell::ShellOutput;
 
 /// How long `status` may take: it only reads, so a longer wait means it is stuck (an
@@ -288,10 +288,7 @@ fn notes(ctx: &Context, id: &str, text: &str) {
 
 pub async fn run(ctx: &Context, id: &str, with: &MigrateWith) -> Result<String, StepError> {
     let up = with.up.as_deref().unwrap_or_default();
-    let warn_after = with.warn_after.map_or(
-        super::migrate::DEFAULT_WARN_AFTER,
-        crate::config::duration::Duration::get,
-    );
+    let warn_after = with.warn_after();
     let start = tokio::time::Instant::now();
     let work = shell(ctx, up);
     tokio::pin!(work);

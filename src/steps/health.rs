@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use crate::config::pipeline::HealthWith;
-use crate::engine::context::{Context, HealthTarget};
-use crate::engine::error::StepError;
+use crate::run::context::{Context, HealthTarget};
+use crate::run::error::StepError;
 
 fn target(ctx: &Context, with: &HealthWith) -> Result<HealthTarget, String> {
     let base = ctx.health.clone();

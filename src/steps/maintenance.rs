@@ -3,10 +3,10 @@
 
 use crate::adapters::platform::Subject;
 use crate::config::pipeline::MaintenanceWith;
-use crate::engine::compensation::Compensation;
-use crate::engine::context::Context;
-use crate::engine::error::StepError;
-use crate::engine::plan::PlanScratch;
+use crate::run::compensation::Compensation;
+use crate::run::context::Context;
+use crate::run::error::StepError;
+use crate::run::plan::PlanScratch;
 
 fn word(enabled: bool) -> &'static str {
     if enabled { "on" } else { "off" }

@@ -13,14 +13,14 @@ use tokio::time::Instant;
 use super::RunState;
 use crate::adapters::database::{BatchError, Commit};
 use crate::config::pipeline::{MigrateRollback, MigrateWith};
-use crate::engine::compensation::{Compensation, MigrationRef};
-use crate::engine::context::Context;
-use crate::engine::error::StepError;
-use crate::engine::plan::PlanScratch;
-use crate::engine::run::RollbackTarget;
 use crate::fact::Fact;
 use crate::migrate::MigrationFile;
-use crate::report::Event;
+use crate::run::compensation::{Compensation, MigrationRef};
+use crate::run::context::Context;
+use crate::run::error::StepError;
+use crate::run::event::Event;
+use crate::run::plan::PlanScratch;
+use crate::run::plan::RollbackTarget;
 
 /// Where a migrate step is going.
 enum Target {
@@ -475,25 +475,13 @@ pub async fn run(
                 down_to(ctx, id, to).await
             } else {
                 match to {
-                    Some(to) => {
-                        apply_up_to(
-                            ctx,
-                            id,
-                            to,
-                            with.warn_after
-                                .map_or(DEFAULT_WARN_AFTER, crate::config::duration::Duration::get),
-                        )
-                        .await
-                    }
+                    Some(to) => apply_up_to(ctx, id, to, with.warn_after()).await,
                     None => Ok("no migrations".into()),
                 }
             }
         }
     }
 }
-
-/// How long a migration may run before it is reported as slow, unless the step says.
-pub const DEFAULT_WARN_AFTER: Duration = Duration::from_secs(30);
 
 /// Applies one migration, reporting it each time it passes `warn_after` while it runs.
 async fn apply_watched(
@@ -578,7 +566,7 @@ async fn up_to_unless(
                 version: m.version,
                 description: m.description.clone(),
                 checksum: m.checksum_hex(),
-                took_ms: crate::report::ms(took),
+                took_ms: crate::units::ms(took),
             },
         );
     };

@@ -12,16 +12,17 @@ pub mod preflight;
 pub mod restart;
 pub mod scale;
 pub mod sql;
+pub mod undo;
 pub mod validate;
 
 use std::collections::BTreeMap;
 
 use crate::config::Step;
 use crate::config::pipeline::StepWith;
-use crate::engine::compensation::Compensation;
-use crate::engine::context::Context;
-use crate::engine::error::StepError;
-use crate::engine::plan::PlanScratch;
+use crate::run::compensation::Compensation;
+use crate::run::context::Context;
+use crate::run::error::StepError;
+use crate::run::plan::PlanScratch;
 
 /// What a run remembers between steps.
 #[derive(Debug, Default)]
@@ -31,7 +32,7 @@ pub struct RunState {
     /// Replica counts before the first scale of each target in this run.
     pub first_replicas: BTreeMap<String, u32>,
     /// What `cutover rollback` was asked to go back to.
-    pub rollback_target: Option<crate::engine::run::RollbackTarget>,
+    pub rollback_target: Option<crate::run::plan::RollbackTarget>,
     /// The checks of the run's `validate` steps, loaded when it starts: `backup` with
     /// `verify: restore` runs them on the restored copy.
     pub validations: validate::PipelineChecks,

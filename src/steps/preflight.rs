@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::config::pipeline::PreflightWith;
-use crate::engine::context::Context;
-use crate::engine::error::StepError;
+use crate::run::context::Context;
+use crate::run::error::StepError;
 
 async fn checks(ctx: &Context, with: &PreflightWith) -> Result<Vec<String>, String> {
     let mut done = Vec::new();

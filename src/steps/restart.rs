@@ -1,6 +1,6 @@
 //! `restart`: restart the app on its platform. Nothing to undo.
 
-use crate::engine::context::Context;
+use crate::run::context::Context;
 
 pub fn plan(ctx: &Context) -> (String, Option<String>) {
     (format!("restart the app ({})", ctx.platform.kind()), None)

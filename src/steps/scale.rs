@@ -4,10 +4,10 @@
 use super::RunState;
 use crate::adapters::platform::Subject;
 use crate::config::pipeline::{Replicas, ScaleWith};
-use crate::engine::compensation::Compensation;
-use crate::engine::context::Context;
-use crate::engine::error::StepError;
-use crate::engine::plan::PlanScratch;
+use crate::run::compensation::Compensation;
+use crate::run::context::Context;
+use crate::run::error::StepError;
+use crate::run::plan::PlanScratch;
 
 pub fn plan(
     ctx: &Context,

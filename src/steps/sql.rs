@@ -6,9 +6,9 @@
 //! journal, so `recover` decides the same way.
 
 use crate::config::pipeline::SqlWith;
-use crate::engine::context::Context;
-use crate::engine::error::StepError;
 use crate::fact::Fact;
+use crate::run::context::Context;
+use crate::run::error::StepError;
 
 fn text(ctx: &Context, with: &SqlWith) -> Result<String, String> {
     match (&with.sql, &with.file) {

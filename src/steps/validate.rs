@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use crate::adapters::database::{CheckResult, Database, DatabaseError};
 use crate::config::Pipeline;
 use crate::config::pipeline::{StepWith, ValidateWith};
-use crate::engine::context::Context;
-use crate::engine::error::StepError;
-use crate::engine::plan::Plan;
-use crate::report::Event;
+use crate::run::context::Context;
+use crate::run::error::StepError;
+use crate::run::event::Event;
+use crate::run::plan::Plan;
 
 /// One validation query, as loaded from a `validate` step.
 #[derive(Debug, Clone)]

@@ -6,10 +6,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::context::Context;
-use crate::engine::error::StepError;
-use crate::steps;
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Compensation {
@@ -91,40 +87,6 @@ impl Compensation {
     /// assumed to have changed nothing (SQL runs in a transaction), so its undo is not run.
     pub fn undoes_failed_step(&self) -> bool {
         !matches!(self, Self::Sql { .. } | Self::Command { .. })
-    }
-
-    pub async fn run(&self, ctx: &Context, step_id: &str) -> Result<String, StepError> {
-        match self {
-            Self::Maintenance { enabled, prior } => Ok(ctx
-                .platform
-                .restore_maintenance(*enabled, prior.as_ref())
-                .await?),
-            Self::Scale {
-                target,
-                replicas,
-                prior,
-            } => Ok(ctx
-                .platform
-                .restore_scale(target, *replicas, prior.as_ref())
-                .await?),
-            Self::MigrateDown { to } => steps::migrate::down_to(ctx, step_id, *to).await,
-            Self::RevertMigrations { migrations } => {
-                steps::migrate::revert_exactly(ctx, step_id, migrations).await
-            }
-            Self::MigrateUp { to } => {
-                steps::migrate::up_to(ctx, step_id, *to, steps::migrate::DEFAULT_WARN_AFTER).await
-            }
-            Self::RestoreBackup { backup } => steps::backup::restore(ctx, step_id, backup).await,
-            Self::Sql { sql } => {
-                ctx.database.execute(sql).await?;
-                Ok("undo SQL ran".into())
-            }
-            Self::Command { run } => {
-                steps::command::run_shell(ctx, run).await?;
-                Ok(format!("`{run}` ran"))
-            }
-            Self::ExternalDown { run } => steps::external_migrator::down(ctx, step_id, run).await,
-        }
     }
 }
 

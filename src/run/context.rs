@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::event::{Event, Reporter};
 use crate::adapters::database::Database;
 use crate::adapters::platform::Platform;
 use crate::adapters::store::BackupStore;
 use crate::fact::Fact;
 use crate::migrate::MigrationSet;
-use crate::report::{Event, Reporter};
 use crate::secret::Redactor;
 
 /// The environment's health endpoint, resolved.
@@ -41,7 +41,7 @@ pub struct Context {
     pub lock_lease: std::time::Duration,
     /// The lock and journal in blob storage (`lock: { kind: azure-blob, ... }`), shared by
     /// every runner of the environment.
-    pub shared: Option<std::sync::Arc<super::shared_state::SharedState>>,
+    pub shared: Option<std::sync::Arc<crate::engine::shared_state::SharedState>>,
     pub reporter: Arc<dyn Reporter>,
     pub redactor: Redactor,
     pub cancel: CancellationToken,
