@@ -9,7 +9,6 @@ pub mod config;
 pub mod engine;
 pub mod fact;
 pub mod fingerprint;
-pub mod fleet;
 pub mod migrate;
 pub mod notify;
 pub mod rehearsal;

@@ -10,4 +10,5 @@ pub mod database;
 pub mod platform;
 pub mod reference;
 pub mod secrets;
+pub mod state;
 pub mod store;

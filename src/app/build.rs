@@ -9,12 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::build::BuildError;
 use crate::adapters::reference::Resolver;
+use crate::adapters::state::azure_blob::SharedState;
 use crate::adapters::{database, platform, store};
 use crate::config::deploy_file::LockKind;
 use crate::config::deploy_file::NotifyEvent;
 use crate::config::{Config, ConfigError, Located};
 use crate::engine::error::EngineError;
-use crate::engine::shared_state::SharedState;
 use crate::migrate::source;
 use crate::notify;
 use crate::run::context::{Context, HealthTarget};
@@ -36,7 +36,7 @@ pub fn context(
 pub fn target_context(
     config: &Config,
     environment: &str,
-    target: &crate::fleet::Target,
+    target: &crate::app::fleet::Target,
     reporter: Arc<dyn Reporter>,
     redactor: Redactor,
     cancel: CancellationToken,
@@ -57,7 +57,7 @@ fn build(
     reporter: Arc<dyn Reporter>,
     redactor: Redactor,
     cancel: CancellationToken,
-    target: Option<&crate::fleet::Target>,
+    target: Option<&crate::app::fleet::Target>,
 ) -> Result<Context, EngineError> {
     let env = config.environment(environment)?;
     let resolver = Resolver {
@@ -67,7 +67,7 @@ fn build(
         azure: env.azure.as_ref(),
     };
     let state_dir = match target {
-        Some(t) => crate::fleet::target_state_dir(&config.state_dir(), environment, &t.name),
+        Some(t) => crate::app::fleet::target_state_dir(&config.state_dir(), environment, &t.name),
         None => config.state_dir(),
     };
     // An adapter this build lacks, or settings it cannot use, are named with the file and

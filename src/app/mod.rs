@@ -4,4 +4,6 @@
 
 pub mod build;
 pub mod builtin;
+pub mod fleet;
 pub mod guard;
+pub mod outcome;

@@ -8,6 +8,7 @@ use super::session::Session;
 use super::{DeployArgs, Global, ReleaseArgs, ResumeArgs, RollbackArgs};
 use crate::app::builtin::database_pipeline;
 use crate::app::guard::{check_window, ensure_free, ensure_no_unfinished};
+use crate::app::outcome;
 use crate::config::pipeline::StepWith;
 use crate::config::{ConfigError, Located, Pipeline};
 use crate::engine::journal::{RunRecord, RunStatus, halted_runs, open_runs};
@@ -302,54 +303,41 @@ pub fn summarize(session: &Session, ctx: &Context, plan: &Plan, outcome: &RunOut
         "backup": outcome.backup,
     });
     let journal = outcome.journal.display();
-    let (exit, text) = match outcome.status {
-        RunStatus::Succeeded => (
-            Exit::Ok,
-            format!(
-                "deployed to {env} (run {}, journal {journal})",
-                outcome.run_id
-            ),
+    let exit = outcome::for_run(outcome.status, outcome.interrupted);
+    let text = match outcome.status {
+        RunStatus::Succeeded => format!(
+            "deployed to {env} (run {}, journal {journal})",
+            outcome.run_id
         ),
         RunStatus::RolledBack => {
             let (step, error) = outcome.failure.clone().unwrap_or_default();
-            let exit = if outcome.interrupted {
-                Exit::Interrupted
-            } else {
-                Exit::RolledBack
-            };
-            (
-                exit,
-                format!(
-                    "{} failed at step `{step}`: {error}\nrolled back: {}\nstate: {}\njournal: {journal}\nnext: fix the cause and deploy again; see runbooks/deploy.md",
-                    if outcome.interrupted {
-                        "interrupted: the run"
-                    } else {
-                        "the run"
-                    },
-                    if outcome.undone.is_empty() {
-                        "nothing needed undoing".to_owned()
-                    } else {
-                        outcome.undone.join("; ")
-                    },
-                    state_line(outcome, plan),
-                ),
+            format!(
+                "{} failed at step `{step}`: {error}\nrolled back: {}\nstate: {}\njournal: {journal}\nnext: fix the cause and deploy again; see runbooks/deploy.md",
+                if outcome.interrupted {
+                    "interrupted: the run"
+                } else {
+                    "the run"
+                },
+                if outcome.undone.is_empty() {
+                    "nothing needed undoing".to_owned()
+                } else {
+                    outcome.undone.join("; ")
+                },
+                state_line(outcome, plan),
             )
         }
-        RunStatus::Halted => (Exit::RollbackIncomplete, halted_text(env, outcome)),
+        RunStatus::Halted => halted_text(env, outcome),
         RunStatus::RollbackFailed => {
             let (step, error) = outcome.failure.clone().unwrap_or_default();
-            (
-                Exit::RollbackIncomplete,
-                format!(
-                    "the run failed at step `{step}`: {error}\nROLLBACK INCOMPLETE — a human is needed.\nundone: {}\nstill to undo: {}\njournal: {journal}\nnext: {}",
-                    if outcome.undone.is_empty() {
-                        "nothing".to_owned()
-                    } else {
-                        outcome.undone.join("; ")
-                    },
-                    outcome.left.join("; "),
-                    incomplete_next(env, outcome),
-                ),
+            format!(
+                "the run failed at step `{step}`: {error}\nROLLBACK INCOMPLETE — a human is needed.\nundone: {}\nstill to undo: {}\njournal: {journal}\nnext: {}",
+                if outcome.undone.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    outcome.undone.join("; ")
+                },
+                outcome.left.join("; "),
+                incomplete_next(env, outcome),
             )
         }
     };
@@ -574,7 +562,8 @@ async fn roll_back_halted(
         "left": outcome.left,
         "journal": outcome.journal.display().to_string(),
     });
-    if outcome.status == RunStatus::RolledBack {
+    let exit = outcome::for_undo(outcome.status);
+    if exit == Exit::Ok {
         session.result(
             &value,
             &format!(
@@ -583,7 +572,6 @@ async fn roll_back_halted(
                 outcome.journal.display()
             ),
         );
-        Ok(Exit::Ok)
     } else {
         eprint(&format!(
             "error: rolling back halted run {}: ROLLBACK INCOMPLETE — a human is needed.\nundone: {undone}\nstill to undo: {}\nnext: follow runbooks/rollback-by-hand.md, then run `cutover recover -e {}`",
@@ -594,6 +582,6 @@ async fn roll_back_halted(
         if session.json {
             session.result(&value, "");
         }
-        Ok(Exit::RollbackIncomplete)
     }
+    Ok(exit)
 }

@@ -1,5 +1,5 @@
-//! Exit codes (one place) and how errors are shown: what happened, the state left, and the
-//! next command to run.
+//! How errors are shown: what happened, the state left, and the next command to run. The
+//! exit codes themselves are chosen in `app::outcome`.
 
 use std::sync::OnceLock;
 
@@ -7,38 +7,7 @@ use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::secret::Redactor;
 
-/// The process exit code, as documented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// 0: deployed (or the command did what was asked).
-    Ok,
-    /// 1: failed and rolled back cleanly.
-    RolledBack,
-    /// 2: bad input; nothing touched.
-    BadInput,
-    /// 3: failed and the rollback is incomplete; a human must act.
-    RollbackIncomplete,
-    /// 4: another run holds the lock, or an unfinished run needs `recover`.
-    Locked,
-    /// 5: not confirmed.
-    NotConfirmed,
-    /// 130: interrupted and rolled back.
-    Interrupted,
-}
-
-impl Exit {
-    pub fn code(self) -> u8 {
-        match self {
-            Self::Ok => 0,
-            Self::RolledBack => 1,
-            Self::BadInput => 2,
-            Self::RollbackIncomplete => 3,
-            Self::Locked => 4,
-            Self::NotConfirmed => 5,
-            Self::Interrupted => 130,
-        }
-    }
-}
+pub use crate::app::outcome::{Exit, exit_for};
 
 static REDACTOR: OnceLock<Redactor> = OnceLock::new();
 
@@ -50,21 +19,6 @@ pub fn redactor() -> Redactor {
 /// Prints to stderr, masked.
 pub fn eprint(text: &str) {
     eprintln!("{}", redactor().redact(text.trim_end()));
-}
-
-pub fn exit_for(error: &EngineError) -> Exit {
-    match error {
-        EngineError::Config(_)
-        | EngineError::Build(_)
-        | EngineError::Plan(_)
-        | EngineError::PlanChanged(_) => Exit::BadInput,
-        EngineError::Lock(_) | EngineError::Unfinished { .. } | EngineError::Halted { .. } => {
-            Exit::Locked
-        }
-        EngineError::NotConfirmed(_) => Exit::NotConfirmed,
-        EngineError::Journal(_) | EngineError::ProcessesLeft(_) => Exit::RollbackIncomplete,
-        EngineError::Step(_) => Exit::RolledBack,
-    }
 }
 
 /// Shows an error that stopped a command, and returns its exit code.

@@ -10,6 +10,7 @@ use super::exit::{Exit, eprint};
 use super::session::Session;
 use super::{DeployArgs, Global};
 use crate::adapters::reference::Resolver;
+use crate::app::fleet::{self, FleetOutcome, FleetSettings, Target, TargetStatus};
 use crate::app::guard::{check_window, ensure_free, ensure_no_unfinished};
 use crate::config::pipeline::{CommandWith, StepWith};
 use crate::config::{ConfigError, Located, Pipeline};
@@ -17,7 +18,6 @@ use crate::engine::journal::{RunStatus, new_run_id};
 use crate::engine::run::{self, Delegate};
 use crate::engine::window::Direction;
 use crate::engine::{EngineError, cancel, lock, plan, shared_state};
-use crate::fleet::{self, FleetOutcome, FleetSettings, Target, TargetStatus};
 use crate::run::error::StepError;
 
 /// The id of the step that stands for the per-target part in the fleet's own run.
@@ -193,21 +193,8 @@ fn summarize(
     } else {
         Exit::Ok
     };
-    let fleet_exit = match outcome.status {
-        RunStatus::Succeeded => Exit::Ok,
-        RunStatus::RolledBack if outcome.interrupted => Exit::Interrupted,
-        RunStatus::RolledBack => Exit::RolledBack,
-        RunStatus::RollbackFailed | RunStatus::Halted => Exit::RollbackIncomplete,
-    };
-    let exit = [fleet_exit, worst_target]
-        .into_iter()
-        .max_by_key(|e| match e {
-            Exit::Ok => 0,
-            Exit::RolledBack => 1,
-            Exit::Interrupted => 2,
-            _ => 3,
-        })
-        .unwrap_or(Exit::Ok);
+    let exit =
+        crate::app::outcome::for_run(outcome.status, outcome.interrupted).worst(worst_target);
     let value = json!({
         "fleet_run_id": outcome.run_id,
         "environment": env,

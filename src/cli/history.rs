@@ -43,7 +43,7 @@ pub async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, Engine
                 Some(e) => e.clone(),
                 None => config.default_environment()?.to_owned(),
             };
-            crate::fleet::target_state_dir(&config.state_dir(), &env, target)
+            crate::app::fleet::target_state_dir(&config.state_dir(), &env, target)
         }
         None => config.state_dir(),
     };

@@ -16,7 +16,8 @@ use crate::app::builtin::{builtin, step};
 use crate::config::Pipeline;
 use crate::config::pipeline::{MigrateRollback, MigrateWith, StepWith};
 use crate::engine::{EngineError, cancel, plan};
-use crate::migrate::{MigrationFile, lint, roundtrip};
+use crate::migrate::{MigrationFile, lint};
+use crate::rehearsal::roundtrip;
 use crate::run::event::Event;
 use crate::run::plan::RollbackTarget;
 

@@ -158,7 +158,7 @@ pub struct DeployArgs {
     /// With `--fleet`: only the i-th of n slices of the targets (sorted by name), e.g. one
     /// per CI matrix job.
     #[arg(long, value_name = "I/N", requires = "fleet")]
-    pub shard: Option<crate::fleet::Shard>,
+    pub shard: Option<crate::app::fleet::Shard>,
     #[command(flatten)]
     pub window: WindowArgs,
 }

@@ -35,11 +35,12 @@ pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, Engine
             redactor: &ctx.redactor,
             azure: session.config.environment(&ctx.environment)?.azure.as_ref(),
         };
-        let targets = crate::fleet::resolve(&session.config, &ctx.environment, &resolver).await?;
+        let targets =
+            crate::app::fleet::resolve(&session.config, &ctx.environment, &resolver).await?;
         session.reporter.sync_secrets();
         let mut recovered = 0;
         for target in &targets {
-            let dir = crate::fleet::target_state_dir(
+            let dir = crate::app::fleet::target_state_dir(
                 &session.config.state_dir(),
                 &ctx.environment,
                 &target.name,
@@ -63,7 +64,7 @@ pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, Engine
             refuse_live(&tctx).await?;
             tctx.outside_window.clone_from(&ctx.outside_window);
             let one = recover_runs(&session, &tctx, true).await?;
-            exit = worse(exit, one);
+            exit = exit.worst(one);
         }
         session.result(
             &json!({"environment": ctx.environment, "targets_recovered": recovered}),
@@ -97,16 +98,6 @@ async fn refuse_live(ctx: &crate::engine::Context) -> Result<(), EngineError> {
         .into()),
         None => Ok(()),
     }
-}
-
-/// The exit code that says more: an incomplete rollback, then a rollback, then success.
-fn worse(a: Exit, b: Exit) -> Exit {
-    let rank = |e: Exit| match e {
-        Exit::Ok => 0,
-        Exit::RolledBack => 1,
-        _ => 2,
-    };
-    if rank(b) > rank(a) { b } else { a }
 }
 
 /// Finishes the unfinished runs of one state folder (the environment's, or a target's).
@@ -145,6 +136,10 @@ async fn recover_runs(
     let mut recovered = Vec::new();
     for record in &runs {
         let outcome = run::recover(ctx, record).await?;
+        exit = exit.worst(crate::app::outcome::for_run(
+            outcome.status,
+            outcome.interrupted,
+        ));
         let line = match outcome.status {
             RunStatus::Succeeded => {
                 format!(
@@ -153,9 +148,6 @@ async fn recover_runs(
                 )
             }
             RunStatus::RolledBack => {
-                if exit == Exit::Ok {
-                    exit = Exit::RolledBack;
-                }
                 format!(
                     "run {}: rolled back ({})",
                     outcome.run_id,
@@ -167,7 +159,6 @@ async fn recover_runs(
                 )
             }
             RunStatus::Halted => {
-                exit = Exit::RollbackIncomplete;
                 let at = outcome.halted_at.clone().unwrap_or_default();
                 eprint(&format!(
                     "run {}: rolled back to its point of no return ({}) and HALTED for a human at step `{at}`\nnext: `cutover resume -e {env}` continues at step `{at}`; `cutover rollback -e {env}` undoes the rest; see runbooks/halted-run.md",
@@ -182,7 +173,6 @@ async fn recover_runs(
                 format!("run {}: halted at step `{at}`", outcome.run_id)
             }
             RunStatus::RollbackFailed => {
-                exit = Exit::RollbackIncomplete;
                 eprint(&format!(
                     "error: run {}: rollback incomplete; still to undo: {}\nhint: follow runbooks/rollback-by-hand.md, then run `cutover recover -e {}` again",
                     outcome.run_id,

@@ -72,8 +72,8 @@ pub async fn status(global: &Global) -> Result<Exit, EngineError> {
     }
     // Fleet targets run in state folders of their own.
     let mut targets = Vec::new();
-    for name in crate::fleet::known_targets(&state_dir, env) {
-        let dir = crate::fleet::target_state_dir(&state_dir, env, &name);
+    for name in crate::app::fleet::known_targets(&state_dir, env) {
+        let dir = crate::app::fleet::target_state_dir(&state_dir, env, &name);
         let target_holders = Holders::read(&dir, env)?;
         for run in open_runs(&dir, env)? {
             if let Some(live) = Liveness::of(&run, &target_holders).running() {

@@ -4,8 +4,9 @@ use crate::adapters::build::BuildError;
 use crate::config::ConfigError;
 use crate::run::error::StepError;
 
-use super::journal::JournalError;
-use super::lock::LockError;
+use std::path::PathBuf;
+
+use crate::adapters::state::LockInfo;
 
 /// Why a command stopped before or instead of running.
 #[derive(Debug, thiserror::Error)]
@@ -55,4 +56,57 @@ pub enum EngineError {
     /// undid nothing. Exit 3.
     #[error("{0}")]
     ProcessesLeft(String),
+}
+
+impl From<crate::adapters::state::StateError> for EngineError {
+    fn from(e: crate::adapters::state::StateError) -> Self {
+        use crate::adapters::state::StateError;
+        match e {
+            StateError::Storage(message) => Self::Plan(message),
+            StateError::Held(holder) => Self::Lock(LockError::Held(holder)),
+            StateError::HeldInDatabase(message) => Self::Lock(LockError::HeldInDatabase(message)),
+            StateError::Write { path, source } => {
+                Self::Journal(JournalError::Write { path, source })
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another run holds the deploy lock: {}", .0.describe())]
+    Held(Box<LockInfo>),
+    #[error("{0}")]
+    HeldInDatabase(String),
+    /// The run asked about is alive (`recover` of a live run); the text says where it is.
+    #[error("{0}")]
+    Running(String),
+    #[error("lock file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot write journal {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read journal {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("journal {} is damaged at line {line}: {message}", path.display())]
+    Damaged {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
 }

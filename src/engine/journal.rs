@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use super::error::JournalError;
 use crate::run::compensation::Compensation;
 use crate::secret::Redactor;
 
@@ -212,28 +213,6 @@ impl RunStatus {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum JournalError {
-    #[error("cannot write journal {}: {source}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot read journal {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("journal {} is damaged at line {line}: {message}", path.display())]
-    Damaged {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-}
-
 /// Counts records written by this process, for the crash-injection hook.
 static RECORDS_WRITTEN: AtomicU64 = AtomicU64::new(0);
 
@@ -254,7 +233,7 @@ pub struct Journal {
     file: std::fs::File,
     redactor: Redactor,
     /// The copy in blob storage, appended after the local file (`lock: azure-blob`).
-    remote: Option<super::shared_state::RemoteJournal>,
+    remote: Option<crate::adapters::state::azure_blob::RemoteJournal>,
 }
 
 impl Journal {
@@ -310,7 +289,7 @@ impl Journal {
     }
 
     /// Also appends every record to `remote`, after the local file.
-    pub fn mirror_to(&mut self, remote: super::shared_state::RemoteJournal) {
+    pub fn mirror_to(&mut self, remote: crate::adapters::state::azure_blob::RemoteJournal) {
         self.remote = Some(remote);
     }
 

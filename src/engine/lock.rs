@@ -10,107 +10,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+
 use tokio::task::JoinHandle;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockInfo {
-    pub run_id: String,
-    pub command: String,
-    pub host: String,
-    pub pid: u32,
-    /// When the holder's process started, in clock ticks since boot (`/proc/PID/stat` field
-    /// 22): a pid alone may have been recycled by another process since. Absent in lock
-    /// files written before it was recorded, and where `/proc` is not there.
-    #[serde(default)]
-    pub pid_started: Option<u64>,
-    pub user: String,
-    pub acquired_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
-impl LockInfo {
-    pub fn expired(&self) -> bool {
-        self.expires_at <= Utc::now()
-    }
-
-    /// True when the holder ran on this host.
-    pub fn on_this_host(&self) -> bool {
-        self.host == hostname()
-    }
-
-    /// True when the holder ran on this host and its process no longer exists: its pid is
-    /// gone, or is now a process that started at another time than the holder.
-    pub fn holder_dead(&self) -> bool {
-        if !self.on_this_host() || !Path::new("/proc/self").exists() {
-            return false;
-        }
-        match (process_started(self.pid), self.pid_started) {
-            (None, _) => true,
-            (Some(now), Some(then)) => now != then,
-            // An older lock file without the start time: the pid is all there is to go by.
-            (Some(_), None) => false,
-        }
-    }
-
-    pub fn stale(&self) -> bool {
-        self.expired() || self.holder_dead()
-    }
-
-    pub fn describe(&self) -> String {
-        format!(
-            "run {} ({} by {} on {}, pid {}, since {}, lease until {})",
-            self.run_id,
-            self.command,
-            self.user,
-            self.host,
-            self.pid,
-            self.acquired_at.format("%Y-%m-%d %H:%M:%S UTC"),
-            self.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
-        )
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error("another run holds the deploy lock: {}", .0.describe())]
-    Held(Box<LockInfo>),
-    #[error("{0}")]
-    HeldInDatabase(String),
-    /// The run asked about is alive (`recover` of a live run); the text says where it is.
-    #[error("{0}")]
-    Running(String),
-    #[error("lock file {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into())
-}
-
-/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`);
-/// `None` when there is no such process (or no `/proc`).
-pub fn process_started(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 2, the command name, is in parentheses and may itself hold spaces and
-    // parentheses: the fields after it are counted from its last `)`.
-    let (_, after) = stat.rsplit_once(')')?;
-    after.split_whitespace().nth(19)?.parse().ok()
-}
-
-pub fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into())
-}
+use super::error::EngineError;
+pub use super::error::LockError;
+use crate::adapters::state::azure_blob::SharedLock;
+pub use crate::adapters::state::{LockInfo, hostname, process_started, username};
 
 pub fn lock_path(state_dir: &Path, environment: &str) -> PathBuf {
     state_dir
@@ -319,13 +225,13 @@ fn spawn_heartbeat(path: PathBuf, mut info: LockInfo, lease: Duration) -> JoinHa
 /// runners on other machines that do not share this state folder.
 pub async fn acquire_in_database(
     ctx: &super::Context,
-) -> Result<Option<crate::adapters::database::DbLock>, super::EngineError> {
+) -> Result<Option<crate::adapters::database::DbLock>, EngineError> {
     use crate::adapters::database::DatabaseError;
     let name = format!("{}:{}", ctx.project, ctx.environment);
     match ctx.database.lock(&name).await {
         Ok(lock) => Ok(lock),
         Err(DatabaseError::Locked(holder)) => Err(LockError::HeldInDatabase(holder).into()),
-        Err(e) => Err(super::EngineError::Plan(format!(
+        Err(e) => Err(EngineError::Plan(format!(
             "cannot take the database lock: {e}"
         ))),
     }
@@ -337,7 +243,7 @@ pub async fn acquire_for_run(
     ctx: &super::Context,
     run_id: &str,
     command: &str,
-) -> Result<(LockGuard, Option<crate::adapters::database::DbLock>), super::EngineError> {
+) -> Result<(LockGuard, Option<crate::adapters::database::DbLock>), EngineError> {
     let guard = acquire(
         &ctx.state_dir,
         &ctx.environment,
@@ -355,7 +261,7 @@ pub async fn acquire_for_run(
 pub struct RunLocks {
     guard: LockGuard,
     database: Option<crate::adapters::database::DbLock>,
-    shared: Option<super::shared_state::SharedLock>,
+    shared: Option<SharedLock>,
 }
 
 impl RunLocks {
@@ -364,9 +270,9 @@ impl RunLocks {
         ctx: &super::Context,
         run_id: &str,
         command: &str,
-    ) -> Result<Self, super::EngineError> {
+    ) -> Result<Self, EngineError> {
         let (guard, database) = acquire_for_run(ctx, run_id, command).await?;
-        let shared = super::shared_state::acquire(ctx, run_id, command).await?;
+        let shared = acquire_shared(ctx, run_id, command).await?;
         Ok(Self {
             guard,
             database,
@@ -376,7 +282,7 @@ impl RunLocks {
 
     /// Lets them go, the other way round.
     pub async fn release(self) {
-        super::shared_state::release(self.shared).await;
+        release_shared(self.shared).await;
         drop(self.database);
         self.guard.release();
     }
@@ -393,4 +299,33 @@ pub fn force_release(state_dir: &Path, environment: &str) -> Result<Option<LockI
         })?;
     }
     Ok(current)
+}
+
+/// Takes the blob lock for a run, when the environment has one.
+async fn acquire_shared(
+    ctx: &super::Context,
+    run_id: &str,
+    command: &str,
+) -> Result<Option<SharedLock>, EngineError> {
+    match &ctx.shared {
+        Some(shared) => {
+            let reporter = ctx.reporter.clone();
+            let lost = std::sync::Arc::new(move |message: String| {
+                reporter.event(&crate::run::event::Event::Warning { message });
+            });
+            Ok(Some(
+                shared
+                    .acquire(run_id, command, ctx.cancel.clone(), lost)
+                    .await?,
+            ))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Releases the blob lock, when one was taken.
+async fn release_shared(lock: Option<SharedLock>) {
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
 }

@@ -116,7 +116,8 @@ pub async fn build(
             .map(|p| p.version)
             .collect();
         let (errors, warnings) = crate::migrate::lint::plan_messages(
-            ctx.database.as_ref(),
+            ctx.database.kind(),
+            ctx.database.lint_errors(),
             &ctx.migrations,
             &versions,
             &ctx.base_dir,

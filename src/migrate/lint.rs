@@ -33,7 +33,6 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use super::{MigrationFile, MigrationSet};
-use crate::adapters::database::Database;
 
 /// A rule: its id, why the operation hurts and what to do instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -253,18 +252,19 @@ pub fn lint<'a>(migrations: impl IntoIterator<Item = &'a MigrationFile>, base: &
 /// the problems (findings under `lint: error`) and the warnings (findings otherwise, and
 /// notes about statements that could not be linted).
 pub fn plan_messages(
-    database: &dyn Database,
+    database_kind: &str,
+    lint_errors: bool,
     migrations: &MigrationSet,
     versions: &[i64],
     base: &Path,
 ) -> (Vec<String>, Vec<String>) {
-    if database.kind() != "postgres" {
+    if database_kind != "postgres" {
         return (Vec::new(), Vec::new());
     }
     let report = lint(versions.iter().filter_map(|v| migrations.get(*v)), base);
     let findings: Vec<String> = report.findings.iter().map(Finding::one_line).collect();
     let mut warnings = Vec::new();
-    let problems = if database.lint_errors() {
+    let problems = if lint_errors {
         findings
             .into_iter()
             .map(|f| format!("{f} (this environment has `lint: error`)"))

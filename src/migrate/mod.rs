@@ -4,7 +4,6 @@
 //! cutover with nothing re-applied.
 
 pub mod lint;
-pub mod roundtrip;
 pub mod source;
 pub mod tables;
 

@@ -6,6 +6,9 @@
 //!
 //! [`crate::rehearsal_record`] is the result as data (what the plan reads), [`run`] makes
 //! one, and [`leftover`] finds and drops the copies of rehearsals that were killed.
+//! [`roundtrip`] is `cutover migrate test`: every migration up, down and up again on a
+//! scratch database, schemas compared.
 
 pub mod leftover;
+pub mod roundtrip;
 pub mod run;

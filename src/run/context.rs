@@ -41,7 +41,7 @@ pub struct Context {
     pub lock_lease: std::time::Duration,
     /// The lock and journal in blob storage (`lock: { kind: azure-blob, ... }`), shared by
     /// every runner of the environment.
-    pub shared: Option<std::sync::Arc<crate::engine::shared_state::SharedState>>,
+    pub shared: Option<std::sync::Arc<crate::adapters::state::azure_blob::SharedState>>,
     pub reporter: Arc<dyn Reporter>,
     pub redactor: Redactor,
     pub cancel: CancellationToken,

@@ -25,8 +25,8 @@ use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
-use super::{MigrationFile, MigrationSet};
 use crate::adapters::database::{Commit, Database, DatabaseError};
+use crate::migrate::{MigrationFile, MigrationSet};
 
 /// Why the round trip failed.
 #[derive(Debug, Clone, Serialize)]
@@ -71,7 +71,7 @@ pub fn canonical(kind: &str, schema: &str) -> String {
         return schema.to_owned();
     };
     let mut out = Vec::new();
-    for statement in super::lint::split(tokens) {
+    for statement in crate::migrate::lint::split(tokens) {
         let text: String = statement.iter().map(|t| t.token.to_string()).collect();
         let text = text.trim();
         if text.is_empty() {
