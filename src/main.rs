@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(cutover::cli::log_writer)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

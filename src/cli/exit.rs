@@ -16,6 +16,35 @@ pub fn redactor() -> Redactor {
     REDACTOR.get_or_init(Redactor::default).clone()
 }
 
+/// Where the diagnostic log (`-v`, `RUST_LOG`) goes: stderr, each event masked like
+/// every other line cutover prints (an adapter's warning may quote a URL with a password).
+pub fn log_writer() -> LogLine {
+    LogLine(Vec::new())
+}
+
+/// One log event, buffered and written masked when the logger is done with it.
+pub struct LogLine(Vec<u8>);
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let text = String::from_utf8_lossy(&self.0);
+            eprint!("{}", redactor().redact(&text));
+        }
+    }
+}
+
 /// Prints to stderr, masked.
 pub fn eprint(text: &str) {
     eprintln!("{}", redactor().redact(text.trim_end()));

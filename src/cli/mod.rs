@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use exit::Exit;
+pub use exit::{Exit, log_writer};
 
 #[derive(Debug, Parser)]
 #[command(
