@@ -4,7 +4,42 @@
 use crate::config::Config;
 use crate::engine::journal::{halted_runs, open_runs};
 use crate::engine::window::{self, Direction, OutsideWindow};
-use crate::engine::{Context, EngineError, lock};
+use crate::engine::{Context, EngineError, lock, shared_state};
+
+/// Before the plan is shown: the shared journals copied in, and a refusal while another
+/// run holds the lock (here or, with a blob lock, on another runner) or an earlier run is
+/// unfinished or halted.
+pub async fn before_plan(ctx: &Context) -> Result<(), EngineError> {
+    shared_state::sync(ctx, true).await?;
+    ensure_free(ctx)
+}
+
+/// Once confirmed: the run's id and its locks, taken; then, under them, the journals read
+/// again so a run that another runner started meanwhile is seen (`unfinished`: refuse a
+/// halted run too, as a new run must).
+pub async fn lock_for_run(
+    ctx: &Context,
+    run_id: &str,
+    command: &str,
+    halted_too: bool,
+) -> Result<lock::RunLocks, EngineError> {
+    let locks = lock::RunLocks::acquire(ctx, run_id, command).await?;
+    shared_state::sync(ctx, false).await?;
+    if halted_too {
+        ensure_no_unfinished(ctx)?;
+    } else if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
+        return Err(unfinished(ctx, run));
+    }
+    Ok(locks)
+}
+
+fn unfinished(ctx: &Context, run: &crate::engine::journal::RunRecord) -> EngineError {
+    EngineError::Unfinished {
+        run_id: run.run_id(),
+        environment: ctx.environment.clone(),
+        path: run.path.display().to_string(),
+    }
+}
 
 /// Refuses to start while another run holds the lock or an earlier run is unfinished.
 pub fn ensure_free(ctx: &Context) -> Result<(), EngineError> {
@@ -39,11 +74,7 @@ pub fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {
         });
     }
     if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
-        return Err(EngineError::Unfinished {
-            run_id: run.run_id(),
-            environment: ctx.environment.clone(),
-            path: run.path.display().to_string(),
-        });
+        return Err(unfinished(ctx, run));
     }
     Ok(())
 }

@@ -7,16 +7,16 @@ use super::exit::{Exit, eprint};
 use super::session::Session;
 use super::{DeployArgs, Global, ReleaseArgs, ResumeArgs, RollbackArgs};
 use crate::app::builtin::database_pipeline;
-use crate::app::guard::{check_window, ensure_free, ensure_no_unfinished};
+use crate::app::guard::{self, check_window};
 use crate::app::outcome;
 use crate::config::pipeline::StepWith;
 use crate::config::{ConfigError, Located, Pipeline};
-use crate::engine::journal::{RunRecord, RunStatus, halted_runs, open_runs};
+use crate::engine::journal::{RunRecord, RunStatus, halted_runs};
 use crate::engine::plan;
 use crate::engine::run::{self, RunOutcome};
 use crate::engine::verify::StateCheck;
 use crate::engine::window::Direction;
-use crate::engine::{Context, EngineError, cancel, lock, shared_state};
+use crate::engine::{Context, EngineError, cancel, shared_state};
 use crate::rehearsal_record::Standing;
 use crate::run::plan::Plan;
 use crate::run::plan::RollbackTarget;
@@ -202,8 +202,7 @@ pub async fn run_pipeline_in(
     dry_run: bool,
 ) -> Result<Exit, EngineError> {
     if !dry_run {
-        shared_state::sync(&ctx, true).await?;
-        ensure_free(&ctx)?;
+        guard::before_plan(&ctx).await?;
     }
     if target.is_none() {
         let config = session.config.environment(&session.environment)?.rehearse;
@@ -262,9 +261,7 @@ pub async fn run_pipeline_in(
         confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
     }
     let run_id = crate::engine::journal::new_run_id();
-    let locks = lock::RunLocks::acquire(&ctx, &run_id, command).await?;
-    shared_state::sync(&ctx, false).await?;
-    ensure_no_unfinished(&ctx)?;
+    let locks = guard::lock_for_run(&ctx, &run_id, command, true).await?;
     let now = plan::build(&ctx, pipeline, target.as_ref()).await?;
     if now.digest != shown.digest {
         return Err(EngineError::PlanChanged(
@@ -460,25 +457,6 @@ fn the_halted_run(ctx: &Context, what: &str) -> Result<RunRecord, EngineError> {
         })
 }
 
-/// Takes every lock a deploy takes, brings the shared journals in again, and checks no
-/// other run is unfinished.
-async fn lock_for(
-    ctx: &Context,
-    run_id: &str,
-    command: &str,
-) -> Result<lock::RunLocks, EngineError> {
-    let locks = lock::RunLocks::acquire(ctx, run_id, command).await?;
-    shared_state::sync(ctx, false).await?;
-    if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
-        return Err(EngineError::Unfinished {
-            run_id: run.run_id(),
-            environment: ctx.environment.clone(),
-            path: run.path.display().to_string(),
-        });
-    }
-    Ok(locks)
-}
-
 /// `cutover resume`: continues the environment's halted run at the step it halted at.
 pub async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
@@ -517,7 +495,7 @@ pub async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, EngineErr
         &ctx.cancel,
     )
     .await?;
-    let locks = lock_for(&ctx, &halted.run_id(), "resume").await?;
+    let locks = guard::lock_for_run(&ctx, &halted.run_id(), "resume", false).await?;
     // Read again under the lock: someone may have resumed or rolled it back meanwhile.
     let halted = RunRecord::read(&halted.path)?;
     let decider = super::ask::Terminal {
@@ -545,7 +523,7 @@ async fn roll_back_halted(
     )?;
     let env = session.config.environment(&session.environment)?;
     confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
-    let locks = lock_for(&ctx, &halted.run_id(), "rollback").await?;
+    let locks = guard::lock_for_run(&ctx, &halted.run_id(), "rollback", false).await?;
     let halted = RunRecord::read(&halted.path)?;
     let outcome = run::roll_back_halted(&ctx, &halted).await?;
     locks.release().await;

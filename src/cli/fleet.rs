@@ -11,13 +11,13 @@ use super::session::Session;
 use super::{DeployArgs, Global};
 use crate::adapters::reference::Resolver;
 use crate::app::fleet::{self, FleetOutcome, FleetSettings, Target, TargetStatus};
-use crate::app::guard::{check_window, ensure_free, ensure_no_unfinished};
+use crate::app::guard::{self, check_window};
 use crate::config::pipeline::{CommandWith, StepWith};
 use crate::config::{ConfigError, Located, Pipeline};
 use crate::engine::journal::{RunStatus, new_run_id};
 use crate::engine::run::{self, Delegate};
 use crate::engine::window::Direction;
-use crate::engine::{EngineError, cancel, lock, plan, shared_state};
+use crate::engine::{EngineError, cancel, plan};
 use crate::run::error::StepError;
 
 /// The id of the step that stands for the per-target part in the fleet's own run.
@@ -102,7 +102,7 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
         targets = shard.pick(targets);
     }
     if !args.dry_run {
-        ensure_free(&ctx)?;
+        guard::before_plan(&ctx).await?;
     }
     let mut shown = plan::build(&ctx, &outer, None).await?;
     let at = range.start;
@@ -146,9 +146,7 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
     )
     .await?;
     let run_id = new_run_id();
-    let locks = lock::RunLocks::acquire(&ctx, &run_id, "deploy --fleet").await?;
-    shared_state::sync(&ctx, false).await?;
-    ensure_no_unfinished(&ctx)?;
+    let locks = guard::lock_for_run(&ctx, &run_id, "deploy --fleet", true).await?;
     let phase = Phase {
         fleet: fleet::runner::Fleet {
             config: &session.config,

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::deploy_file::{NotifyEvent, NotifyKind};
-use crate::report::{Event, Reporter, run_report};
+use crate::run::event::{Event, Finished, Reporter};
 use crate::run::plan::Plan;
 use crate::secret::{Redactor, Secret};
 
@@ -311,7 +311,7 @@ impl Reporter for Notifying {
         self.inner.sync_secrets();
     }
 
-    fn finish(&self, finished: &run_report::Finished) {
+    fn finish(&self, finished: &Finished) {
         self.inner.finish(finished);
     }
 }

@@ -3,8 +3,7 @@
 //! DevOps log commands). Every sink passes its text through the redactor so no secret
 //! value can reach the terminal or a log.
 
-pub mod azure;
-pub mod github;
+pub mod ci;
 pub mod json;
 pub mod plain;
 pub mod run_report;
