@@ -394,7 +394,7 @@ fn readme_names_every_config_field() {
 
 #[test]
 fn readme_names_every_json_event() {
-    let source = std::fs::read_to_string(Path::new(ROOT).join("src/report/mod.rs")).unwrap();
+    let source = std::fs::read_to_string(Path::new(ROOT).join("src/run/event.rs")).unwrap();
     let start = source.find("pub enum Event {").expect("the Event enum");
     let end = start + source[start..].find("\n}\n").expect("its end");
     let mut events = Vec::new();

@@ -525,7 +525,7 @@ async fn roll_back_halted(
     confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
     let locks = guard::lock_for_run(&ctx, &halted.run_id(), "rollback", false).await?;
     let halted = RunRecord::read(&halted.path)?;
-    let outcome = run::roll_back_halted(&ctx, &halted).await?;
+    let outcome = crate::engine::recover::roll_back_halted(&ctx, &halted).await?;
     locks.release().await;
     let undone = if outcome.undone.is_empty() {
         "nothing needed undoing".to_owned()

@@ -8,7 +8,7 @@ use super::{Global, RecoverArgs};
 use crate::engine::journal::{RunStatus, open_runs};
 use crate::engine::liveness::{Holders, Liveness};
 use crate::engine::window::Direction;
-use crate::engine::{EngineError, cancel, lock, run, shared_state};
+use crate::engine::{EngineError, cancel, lock, shared_state};
 
 pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
@@ -135,7 +135,7 @@ async fn recover_runs(
     let mut exit = Exit::Ok;
     let mut recovered = Vec::new();
     for record in &runs {
-        let outcome = run::recover(ctx, record).await?;
+        let outcome = crate::engine::recover::recover(ctx, record).await?;
         exit = exit.worst(crate::app::outcome::for_run(
             outcome.status,
             outcome.interrupted,

@@ -10,6 +10,8 @@ pub mod liveness;
 pub mod lock;
 pub mod plan;
 pub mod preview;
+pub mod recover;
+pub mod rollback;
 pub mod run;
 pub mod shared_state;
 pub mod verify;

@@ -1,17 +1,18 @@
-//! Executing a plan: journal, steps, compensation stack, rollback; and `recover`, which
-//! finishes a run that died from its journal alone.
+//! Executing a plan: journal, steps, the compensation stack, and the rollback when a step
+//! fails (`rollback.rs`); `recover.rs` finishes a run that died.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tracing::instrument;
 
-use super::cancel::RollbackSignals;
 use super::decide::{self, Decider};
 use super::error::EngineError;
 use super::journal::{Choice, Journal, Record, RunRecord, RunStatus};
 use super::lock::{hostname, username};
+use super::rollback::{
+    Journaled, Pending, journaling_processes, keeps_changes, keeps_failed_changes, roll_back,
+};
 use super::verify::{self, Before, StateCheck};
 use crate::config::pipeline::OnFailure;
 use crate::config::{Pipeline, Step};
@@ -50,12 +51,6 @@ pub struct RunOutcome {
     /// Steps that changed the database with no undo (`rollback: none`, a `sql` or
     /// `command` step without `undo:`): what they did stays, by the pipeline's choice.
     pub kept: Vec<String>,
-}
-
-struct Pending {
-    index: usize,
-    id: String,
-    action: Compensation,
 }
 
 /// Runs the pipeline the plan was made from.
@@ -211,7 +206,10 @@ async fn start(
 
 /// Records, and reports, that the run goes on outside its environment's window, when the
 /// command found it so.
-async fn outside_window(ctx: &Context, journal: &mut Journal) -> Result<(), EngineError> {
+pub(super) async fn outside_window(
+    ctx: &Context,
+    journal: &mut Journal,
+) -> Result<(), EngineError> {
     let Some(outside) = &ctx.outside_window else {
         return Ok(());
     };
@@ -582,29 +580,6 @@ impl Drive<'_> {
     }
 }
 
-/// Whether a step of kind `uses` that has no undo left the database changed on purpose:
-/// a migration applied under `rollback: none`, a `sql` step without `undo:` that changed
-/// rows, a `command` step without `undo:` (it may have changed anything).
-fn keeps_changes(uses: &str, facts: &[Fact]) -> bool {
-    match uses {
-        "command" => true,
-        "migrate" => facts
-            .iter()
-            .any(|f| matches!(f, Fact::MigrationApplied { .. })),
-        "sql" => facts
-            .iter()
-            .any(|f| matches!(f, Fact::RowsChanged { rows } if *rows > 0)),
-        _ => false,
-    }
-}
-
-/// Whether a step of kind `uses` with no undo that failed may have left changes: a
-/// migration that failed part-way (MySQL commits DDL as it goes), a command. A failed
-/// `sql` step's transaction changed nothing.
-fn keeps_failed_changes(uses: &str) -> bool {
-    matches!(uses, "migrate" | "command")
-}
-
 /// Journals the facts step `index` reported while it ran; returns them.
 async fn journal_facts(
     ctx: &Context,
@@ -631,7 +606,7 @@ async fn journal_facts(
 /// compare, leaves the rollback incomplete: a human must look (exit 3). With no
 /// fingerprint from before (the database kind has none), the outcome says it is not
 /// verified and claims nothing.
-async fn check_state(
+pub(super) async fn check_state(
     ctx: &Context,
     journal: &mut Journal,
     before: Option<&Before>,
@@ -669,7 +644,7 @@ async fn check_state(
 }
 
 /// Closes the journal with the outcome's status.
-async fn finish(
+pub(super) async fn finish(
     ctx: &Context,
     journal: &mut Journal,
     outcome: RunOutcome,
@@ -690,7 +665,7 @@ async fn finish(
 }
 
 /// Leaves the run halted at step `index`: recorded, reported, the journal left open.
-async fn halt(
+pub(super) async fn halt(
     ctx: &Context,
     journal: &mut Journal,
     state: &RunState,
@@ -796,505 +771,4 @@ async fn run_step(
             other => return other,
         }
     }
-}
-
-/// Runs compensations newest first. Stops at the first that fails: what is left (say,
-/// maintenance still on) is the safe state for a human to take over from.
-async fn roll_back(
-    ctx: &Context,
-    journal: &mut Journal,
-    stack: Vec<Pending>,
-    reason: &str,
-) -> Result<(RunStatus, Vec<String>, Vec<String>), EngineError> {
-    journal
-        .write(&Record::RollbackStarted {
-            at: Utc::now(),
-            reason: reason.to_owned(),
-        })
-        .await?;
-    ctx.report(Event::RollbackStarted {
-        reason: reason.to_owned(),
-        actions: stack.len(),
-    });
-    let mut undone = Vec::new();
-    let mut left = Vec::new();
-    let mut failed = false;
-    let mut signals = RollbackSignals::start();
-    let total = stack.len();
-    for (done, pending) in stack.into_iter().rev().enumerate() {
-        let action = pending.action.describe();
-        if failed {
-            left.push(format!("{action} (step `{}`, not attempted)", pending.id));
-            continue;
-        }
-        journal
-            .write(&Record::CompensationStarted {
-                at: Utc::now(),
-                index: pending.index,
-                id: pending.id.clone(),
-            })
-            .await?;
-        ctx.report(Event::CompensationStarted {
-            id: pending.id.clone(),
-            action: action.clone(),
-        });
-        // A signal during the rollback warns; the next one abandons it (see `cancel`).
-        let warn = || {
-            ctx.report(Event::Warning {
-                message: format!(
-                    "rollback in progress: {} undo action(s) left, now: {action}; send the signal again (Ctrl-C) to abandon the rollback and leave the rest to `cutover recover`",
-                    total - done
-                ),
-            });
-        };
-        let result = tokio::select! {
-            biased;
-            r = journaling_processes(
-                journal,
-                pending.index,
-                &pending.id,
-                run_compensation(ctx, &pending),
-            ) => r?,
-            () = signals.abandoned(warn) => Err(StepError::Failed(
-                "rollback abandoned by a signal while this action ran; it may be partly done and runs again from its start on `cutover recover`".into(),
-            )),
-        };
-        match result {
-            Ok(_) => {
-                journal
-                    .write(&Record::CompensationFinished {
-                        at: Utc::now(),
-                        index: pending.index,
-                        id: pending.id.clone(),
-                    })
-                    .await?;
-                ctx.report(Event::CompensationFinished {
-                    id: pending.id.clone(),
-                    action: action.clone(),
-                    error: None,
-                });
-                undone.push(action);
-            }
-            Err(e) => {
-                let error = ctx.redactor.redact(&e.to_string());
-                journal
-                    .write(&Record::CompensationFailed {
-                        at: Utc::now(),
-                        index: pending.index,
-                        id: pending.id.clone(),
-                        error: error.clone(),
-                    })
-                    .await?;
-                ctx.report(Event::CompensationFinished {
-                    id: pending.id.clone(),
-                    action: action.clone(),
-                    error: Some(error.clone()),
-                });
-                left.push(format!("{action} (step `{}`) FAILED: {error}", pending.id));
-                failed = true;
-            }
-        }
-    }
-    let status = if failed {
-        RunStatus::RollbackFailed
-    } else {
-        RunStatus::RolledBack
-    };
-    Ok((status, undone, left))
-}
-
-/// Runs `work` (a step or an undo action) and journals every process group it starts,
-/// as soon as it starts, so that `recover` finds what a dead run left running.
-async fn journaling_processes<T>(
-    journal: &mut Journal,
-    index: usize,
-    id: &str,
-    work: impl Future<Output = T>,
-) -> Result<T, EngineError> {
-    let (to, mut started) = tokio::sync::mpsc::unbounded_channel();
-    // On the heap: a step's future is large, and this one lives inside the run's.
-    let mut work = Box::pin(crate::shell::watched(to, work));
-    let host = hostname();
-    let record = |s: crate::shell::Spawned| Record::ProcessStarted {
-        at: Utc::now(),
-        index,
-        id: id.to_owned(),
-        pgid: s.pgid,
-        start_time: s.start_time,
-        host: host.clone(),
-    };
-    loop {
-        tokio::select! {
-            biased;
-            Some(spawned) = started.recv() => journal.write(&record(spawned)).await?,
-            out = &mut work => {
-                while let Ok(spawned) = started.try_recv() {
-                    journal.write(&record(spawned)).await?;
-                }
-                return Ok(out);
-            }
-        }
-    }
-}
-
-/// How long `recover` waits for a killed process group of a dead run to go.
-const LEFTOVER_WAIT: Duration = Duration::from_secs(10);
-
-/// Makes sure no process the dead run started still runs before anything is undone:
-/// every process group of its journal that still runs on this host is killed (SIGKILL to
-/// the group), waited for, and reported.
-async fn stop_leftover_processes(ctx: &Context, run: &RunRecord) -> Result<(), EngineError> {
-    let here = hostname();
-    let mut seen = HashSet::new();
-    let mut elsewhere = Vec::new();
-    for record in &run.records {
-        let Record::ProcessStarted {
-            id,
-            pgid,
-            start_time,
-            host,
-            ..
-        } = record
-        else {
-            continue;
-        };
-        if !seen.insert((*pgid, *start_time, host.clone())) {
-            continue;
-        }
-        if *host != here {
-            elsewhere.push(format!("{pgid} (step `{id}`) on `{host}`"));
-            continue;
-        }
-        let spawned = crate::shell::Spawned {
-            pgid: *pgid,
-            start_time: *start_time,
-        };
-        match crate::shell::kill_group(spawned, LEFTOVER_WAIT).await {
-            Ok(false) => {}
-            Ok(true) => ctx.report(Event::Warning {
-                message: format!(
-                    "run {}: process group {pgid} of step `{id}` was still running; killed it before undoing anything",
-                    run.run_id()
-                ),
-            }),
-            Err(e) => {
-                return Err(EngineError::ProcessesLeft(format!(
-                    "run {}: process group {pgid} of step `{id}` still runs and cannot be stopped ({e}), so nothing was undone; stop it (`kill -KILL -- -{pgid}`), then run `cutover recover -e {}` again",
-                    run.run_id(),
-                    ctx.environment
-                )));
-            }
-        }
-    }
-    if !elsewhere.is_empty() {
-        ctx.report(Event::Warning {
-            message: format!(
-                "run {}: process groups started on another host cannot be checked from `{here}`; make sure they no longer run: {}",
-                run.run_id(),
-                elsewhere.join(", ")
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// Compensations are idempotent, so transient failures are retried a few times.
-async fn run_compensation(ctx: &Context, pending: &Pending) -> Result<String, StepError> {
-    let mut attempt = 0;
-    loop {
-        match crate::steps::undo::run(&pending.action, ctx, &pending.id).await {
-            Err(e) if e.is_transient() && attempt < 3 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt as u32))).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// What a run's journal says about its steps and their undo actions.
-struct Journaled {
-    run_id: String,
-    /// Every started step's latest undo, by step, in start order.
-    started: Vec<(usize, String, Option<Compensation>)>,
-    steps_total: Option<usize>,
-    finished: HashSet<usize>,
-    skipped: HashSet<usize>,
-    /// Steps whose last attempt failed.
-    failed: HashMap<usize, (String, String)>,
-    compensated: HashSet<usize>,
-    rollback_started: bool,
-    point_of_no_return: Option<(usize, String)>,
-    /// The replica count of each target before the run first scaled it.
-    first_replicas: BTreeMap<String, u32>,
-    /// Steps that reported changing no rows (a `sql` step whose undo must not run).
-    changed_nothing: HashSet<usize>,
-    /// The backup the run stored, if any.
-    backup: Option<String>,
-    /// Facts each step reported, by step.
-    facts: HashMap<usize, Vec<Fact>>,
-    /// Every started step's kind, by step.
-    uses: HashMap<usize, String>,
-}
-
-impl Journaled {
-    fn read(run: &RunRecord) -> Self {
-        let mut j = Self {
-            run_id: run.run_id(),
-            started: Vec::new(),
-            steps_total: None,
-            finished: HashSet::new(),
-            skipped: HashSet::new(),
-            failed: HashMap::new(),
-            compensated: HashSet::new(),
-            rollback_started: false,
-            point_of_no_return: None,
-            first_replicas: BTreeMap::new(),
-            changed_nothing: HashSet::new(),
-            backup: None,
-            facts: HashMap::new(),
-            uses: HashMap::new(),
-        };
-        for record in &run.records {
-            match record {
-                Record::RunStarted { steps, .. } => j.steps_total = Some(steps.len()),
-                Record::StepStarted {
-                    index,
-                    id,
-                    uses,
-                    compensation,
-                    ..
-                } => {
-                    j.uses.insert(*index, uses.clone());
-                    if let Some(Compensation::Scale {
-                        target, replicas, ..
-                    }) = compensation
-                    {
-                        j.first_replicas.entry(target.clone()).or_insert(*replicas);
-                    }
-                    // A step started again (retry, resume) keeps one undo.
-                    j.started.retain(|(i, _, _)| i != index);
-                    j.started.push((*index, id.clone(), compensation.clone()));
-                }
-                Record::StepFinished { index, .. } => {
-                    j.finished.insert(*index);
-                    j.failed.remove(index);
-                }
-                Record::StepSkipped { index, .. } => {
-                    j.skipped.insert(*index);
-                }
-                Record::StepFailed {
-                    index, id, error, ..
-                } => {
-                    j.failed.insert(*index, (id.clone(), error.clone()));
-                }
-                Record::CompensationFinished { index, .. } => {
-                    j.compensated.insert(*index);
-                }
-                Record::RollbackStarted { .. } => j.rollback_started = true,
-                Record::Fact {
-                    fact: Fact::BackupTaken { backup },
-                    ..
-                } => j.backup = Some(backup.clone()),
-                Record::Fact {
-                    index: Some(index),
-                    fact: fact @ Fact::MigrationApplied { .. },
-                    ..
-                } => {
-                    j.facts.entry(*index).or_default().push(fact.clone());
-                }
-                Record::Fact {
-                    index: Some(index),
-                    fact: fact @ Fact::RowsChanged { rows },
-                    ..
-                } => {
-                    j.facts.entry(*index).or_default().push(fact.clone());
-                    if *rows == 0 {
-                        j.changed_nothing.insert(*index);
-                    } else {
-                        j.changed_nothing.remove(index);
-                    }
-                }
-                Record::PointOfNoReturn { index, id, .. } => {
-                    j.point_of_no_return = Some((*index, id.clone()));
-                }
-                _ => {}
-            }
-        }
-        j
-    }
-
-    /// Steps whose changes stay by the pipeline's choice (see [`keeps_changes`]).
-    fn kept(&self) -> Vec<String> {
-        self.started
-            .iter()
-            .filter(|(index, _, action)| {
-                action.is_none()
-                    && self.uses.get(index).is_some_and(|uses| {
-                        keeps_changes(uses, self.facts.get(index).map_or(&[], Vec::as_slice))
-                            || (self.failed.contains_key(index) && keeps_failed_changes(uses))
-                    })
-            })
-            .map(|(_, id, _)| id.clone())
-            .collect()
-    }
-
-    /// The undo actions still to run, oldest first; with a `floor`, only those of steps
-    /// after it.
-    fn stack(&self, floor: Option<usize>) -> Vec<Pending> {
-        self.started
-            .iter()
-            .filter(|(index, _, _)| !self.compensated.contains(index))
-            .filter(|(index, _, _)| floor.is_none_or(|f| *index > f))
-            .filter_map(|(index, id, action)| {
-                let action = action.clone()?;
-                // A step that reported its own failure is undone only when it may have acted.
-                if self.failed.contains_key(index) && !action.undoes_failed_step() {
-                    return None;
-                }
-                if self.changed_nothing.contains(index)
-                    && matches!(action, Compensation::Sql { .. })
-                {
-                    return None;
-                }
-                Some(Pending {
-                    index: *index,
-                    id: id.clone(),
-                    action,
-                })
-            })
-            .collect()
-    }
-}
-
-/// Finishes a run that died: rolls back what it did (back to its point of no return, if it
-/// passed one, where it then halts), or closes it if every step had finished. Running it on
-/// a finished or halted run does nothing.
-pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, EngineError> {
-    let mut outcome = RunOutcome {
-        run_id: run.run_id(),
-        status: run.status().unwrap_or(RunStatus::RolledBack),
-        journal: run.path.clone(),
-        failure: None,
-        interrupted: false,
-        undone: Vec::new(),
-        left: Vec::new(),
-        results: Vec::new(),
-        halted_at: None,
-        state_check: None,
-        backup: None,
-        kept: Vec::new(),
-    };
-    if !run.needs_recover() {
-        if let Some(halt) = run.halted() {
-            outcome.status = RunStatus::Halted;
-            outcome.halted_at = Some(halt.step);
-        }
-        return Ok(outcome);
-    }
-    stop_leftover_processes(ctx, run).await?;
-    let j = Journaled::read(run);
-    outcome.backup.clone_from(&j.backup);
-    outcome.kept = j.kept();
-    let mut journal = Journal::reopen(&run.path, ctx.redactor.clone())?;
-    if let Some(shared) = &ctx.shared {
-        journal.mirror_to(shared.journal(&run.run_id()).await?);
-    }
-    outside_window(ctx, &mut journal).await?;
-    let all_done = j
-        .steps_total
-        .is_some_and(|n| j.finished.len() + j.skipped.len() == n);
-    if all_done && j.failed.is_empty() && !j.rollback_started {
-        journal
-            .write(&Record::RunFinished {
-                at: Utc::now(),
-                status: RunStatus::Succeeded,
-            })
-            .await?;
-        outcome.status = RunStatus::Succeeded;
-        return Ok(outcome);
-    }
-    let reason = match j.failed.values().next() {
-        Some((id, error)) => format!(
-            "recovering run {}: step `{id}` had failed: {error}",
-            j.run_id
-        ),
-        None => format!("recovering run {}: the process running it died", j.run_id),
-    };
-    let floor = j.point_of_no_return.clone();
-    outcome.failure = Some(("(recover)".into(), reason.clone()));
-    let stack = j.stack(floor.as_ref().map(|(at, _)| *at));
-    let (status, undone, left) = roll_back(ctx, &mut journal, stack, &reason).await?;
-    outcome.undone = undone;
-    outcome.left = left;
-    outcome.status = status;
-    if let Some((at, ponr)) = floor
-        && status == RunStatus::RolledBack
-    {
-        let steps = run.steps();
-        let resume_id = steps
-            .get(at + 1)
-            .cloned()
-            .unwrap_or_else(|| "(end)".to_owned());
-        let state = RunState {
-            first_replicas: j.first_replicas.clone(),
-            ..RunState::default()
-        };
-        halt(
-            ctx,
-            &mut journal,
-            &state,
-            at + 1,
-            &resume_id,
-            &format!("{reason}; rolled back to the point of no return `{ponr}`"),
-        )
-        .await?;
-        outcome.status = RunStatus::Halted;
-        outcome.halted_at = Some(resume_id);
-        return Ok(outcome);
-    }
-    let before = verify::journaled(&run.records);
-    check_state(ctx, &mut journal, before.as_ref(), &mut outcome).await?;
-    finish(ctx, &mut journal, outcome, Instant::now()).await
-}
-
-/// Undoes a halted run, all of it (past a point of no return too: a person asked for it),
-/// and closes it as rolled back, or `rollback_failed` when an undo action fails.
-pub async fn roll_back_halted(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, EngineError> {
-    let Some(halt) = run.halted() else {
-        return Err(EngineError::Plan(format!(
-            "run {} is not halted; nothing to roll back",
-            run.run_id()
-        )));
-    };
-    let j = Journaled::read(run);
-    let mut journal = Journal::reopen(&run.path, ctx.redactor.clone())?;
-    if let Some(shared) = &ctx.shared {
-        journal.mirror_to(shared.journal(&run.run_id()).await?);
-    }
-    outside_window(ctx, &mut journal).await?;
-    let reason = format!(
-        "rolling back halted run {} on request of {}: {}",
-        j.run_id,
-        username(),
-        halt.reason
-    );
-    let (status, undone, left) = roll_back(ctx, &mut journal, j.stack(None), &reason).await?;
-    let mut outcome = RunOutcome {
-        run_id: j.run_id.clone(),
-        status,
-        journal: run.path.clone(),
-        failure: Some((halt.step, halt.reason)),
-        interrupted: false,
-        undone,
-        left,
-        results: Vec::new(),
-        halted_at: None,
-        state_check: None,
-        backup: j.backup.clone().or(halt.backup),
-        kept: j.kept(),
-    };
-    let before = verify::journaled(&run.records);
-    check_state(ctx, &mut journal, before.as_ref(), &mut outcome).await?;
-    finish(ctx, &mut journal, outcome, Instant::now()).await
 }
