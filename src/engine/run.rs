@@ -253,6 +253,20 @@ pub async fn execute_delegating(
     run.drive(journal, state, Vec::new(), 0, None).await
 }
 
+/// Where the walk over the steps stopped, and what it leaves for the ending.
+struct Walked {
+    journal: Journal,
+    state: RunState,
+    stack: Vec<Pending>,
+    point_of_no_return: Option<(usize, String)>,
+    /// The step that failed for good, and why.
+    failure: Option<(String, String)>,
+    /// Set when the failed step's decision was to halt.
+    halt_at: Option<usize>,
+    results: Vec<(String, String)>,
+    kept: Vec<String>,
+}
+
 /// One run of a pipeline's steps, from a given step on.
 struct Drive<'a> {
     ctx: &'a Context,
@@ -269,14 +283,31 @@ impl Drive<'_> {
     /// Runs the steps from `from`; on a failure, does what the step's `on_failure` says.
     async fn drive(
         &self,
+        journal: Journal,
+        state: RunState,
+        stack: Vec<Pending>,
+        from: usize,
+        point_of_no_return: Option<(usize, String)>,
+    ) -> Result<RunOutcome, EngineError> {
+        let started = Instant::now();
+        let walked = self
+            .walk(journal, state, stack, from, point_of_no_return, started)
+            .await?;
+        self.end(walked, started).await
+    }
+
+    /// Runs the steps from `from` until one fails for good (rollback or halt chosen) or
+    /// every step has run.
+    async fn walk(
+        &self,
         mut journal: Journal,
         mut state: RunState,
         mut stack: Vec<Pending>,
         from: usize,
         mut point_of_no_return: Option<(usize, String)>,
-    ) -> Result<RunOutcome, EngineError> {
+        started: Instant,
+    ) -> Result<Walked, EngineError> {
         let ctx = self.ctx;
-        let started = Instant::now();
         let deadline = self.pipeline.timeout.map(|t| started + t.get());
         let mut failure = None;
         let mut halt_at = None;
@@ -319,61 +350,17 @@ impl Drive<'_> {
                 });
                 break;
             }
-            // A step run again (retry, resume) keeps the undo captured before its first
-            // attempt: that is the state before the run touched it.
-            let earlier = stack
-                .iter()
-                .position(|p| p.index == index)
-                .map(|at| stack.remove(at).action);
-            let prepared = if self.delegate.is_some_and(|(at, _)| at == index) {
-                Ok(None)
-            } else {
-                steps::prepare(ctx, step, &mut state).await
-            };
-            let outcome = match prepared {
-                Ok(prepared) => {
-                    let compensation = earlier.or(prepared);
-                    journal
-                        .write(&Record::StepStarted {
-                            at: Utc::now(),
-                            index,
-                            id: step.id.clone(),
-                            uses: step.kind().name().to_owned(),
-                            compensation: compensation.clone(),
-                        })
-                        .await?;
-                    let result = match self.delegate {
-                        // Not raced against Ctrl-C: the delegate's own work sees the
-                        // signal and winds down (a fleet's running targets roll back).
-                        Some((at, delegate)) if at == index => delegate.run().await,
-                        _ => {
-                            let work = run_step(ctx, step, &mut state, deadline);
-                            journaling_processes(&mut journal, index, &step.id, work).await?
-                        }
-                    };
-                    let facts = journal_facts(ctx, &mut journal, index).await?;
-                    // A `sql` step that changed no rows has nothing to undo: its undo
-                    // would remove rows that were there before the run.
-                    let changed_nothing = facts
-                        .iter()
-                        .any(|f| matches!(f, Fact::RowsChanged { rows: 0 }));
-                    let compensation = compensation
-                        .filter(|c| !(changed_nothing && matches!(c, Compensation::Sql { .. })));
-                    let uses = step.kind().name();
-                    if compensation.is_none()
-                        && (keeps_changes(uses, &facts)
-                            || (result.is_err() && keeps_failed_changes(uses)))
-                        && !kept.contains(&step.id)
-                    {
-                        kept.push(step.id.clone());
-                    }
-                    (result, compensation)
-                }
-                Err(e) => {
-                    journal_facts(ctx, &mut journal, index).await?;
-                    (Err(e), earlier)
-                }
-            };
+            let outcome = self
+                .attempt(
+                    &mut journal,
+                    &mut state,
+                    &mut stack,
+                    &mut kept,
+                    index,
+                    step,
+                    deadline,
+                )
+                .await?;
             match outcome {
                 (Ok(message), compensation) => {
                     let message = ctx.redactor.redact(&message);
@@ -452,6 +439,104 @@ impl Drive<'_> {
                 }
             }
         }
+        Ok(Walked {
+            journal,
+            state,
+            stack,
+            point_of_no_return,
+            failure,
+            halt_at,
+            results,
+            kept,
+        })
+    }
+
+    /// Prepares and runs step `index` (its undo captured and journaled first); returns
+    /// the step's result and the undo that goes on the stack. Steps whose changes stay
+    /// without an undo are added to `kept`.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        journal: &mut Journal,
+        state: &mut RunState,
+        stack: &mut Vec<Pending>,
+        kept: &mut Vec<String>,
+        index: usize,
+        step: &Step,
+        deadline: Option<Instant>,
+    ) -> Result<(Result<String, StepError>, Option<Compensation>), EngineError> {
+        let ctx = self.ctx;
+        // A step run again (retry, resume) keeps the undo captured before its first
+        // attempt: that is the state before the run touched it.
+        let earlier = stack
+            .iter()
+            .position(|p| p.index == index)
+            .map(|at| stack.remove(at).action);
+        let prepared = if self.delegate.is_some_and(|(at, _)| at == index) {
+            Ok(None)
+        } else {
+            steps::prepare(ctx, step, state).await
+        };
+        Ok(match prepared {
+            Ok(prepared) => {
+                let compensation = earlier.or(prepared);
+                journal
+                    .write(&Record::StepStarted {
+                        at: Utc::now(),
+                        index,
+                        id: step.id.clone(),
+                        uses: step.kind().name().to_owned(),
+                        compensation: compensation.clone(),
+                    })
+                    .await?;
+                let result = match self.delegate {
+                    // Not raced against Ctrl-C: the delegate's own work sees the
+                    // signal and winds down (a fleet's running targets roll back).
+                    Some((at, delegate)) if at == index => delegate.run().await,
+                    _ => {
+                        let work = run_step(ctx, step, state, deadline);
+                        journaling_processes(journal, index, &step.id, work).await?
+                    }
+                };
+                let facts = journal_facts(ctx, journal, index).await?;
+                // A `sql` step that changed no rows has nothing to undo: its undo
+                // would remove rows that were there before the run.
+                let changed_nothing = facts
+                    .iter()
+                    .any(|f| matches!(f, Fact::RowsChanged { rows: 0 }));
+                let compensation = compensation
+                    .filter(|c| !(changed_nothing && matches!(c, Compensation::Sql { .. })));
+                let uses = step.kind().name();
+                if compensation.is_none()
+                    && (keeps_changes(uses, &facts)
+                        || (result.is_err() && keeps_failed_changes(uses)))
+                    && !kept.contains(&step.id)
+                {
+                    kept.push(step.id.clone());
+                }
+                (result, compensation)
+            }
+            Err(e) => {
+                journal_facts(ctx, journal, index).await?;
+                (Err(e), earlier)
+            }
+        })
+    }
+
+    /// After the walk: finishes a run that succeeded, halts one that asked to, or rolls
+    /// back (never past a point of no return) and compares the database with before.
+    async fn end(&self, walked: Walked, started: Instant) -> Result<RunOutcome, EngineError> {
+        let ctx = self.ctx;
+        let Walked {
+            mut journal,
+            state,
+            mut stack,
+            point_of_no_return,
+            failure,
+            halt_at,
+            results,
+            kept,
+        } = walked;
         let interrupted = ctx.cancel.is_cancelled();
         let mut outcome = RunOutcome {
             run_id: self.run_id.clone(),
