@@ -100,10 +100,7 @@ impl Dialect for AzurePipelines {
 
     fn finding(f: &FindingText<'_>) -> (String, Option<String>) {
         (
-            format!(
-                "{}:{}: [{}] {}: {}; safe: {}",
-                f.file, f.line, f.rule, f.message, f.why, f.safe
-            ),
+            format!("[{}] {}: {}; safe: {}", f.rule, f.message, f.why, f.safe),
             None,
         )
     }

@@ -106,10 +106,7 @@ impl Dialect for GithubActions {
 
     fn finding(f: &FindingText<'_>) -> (String, Option<String>) {
         (
-            format!(
-                "{}:{}: {}: {}; safe: {}",
-                f.file, f.line, f.message, f.why, f.safe
-            ),
+            format!("{}: {}; safe: {}", f.message, f.why, f.safe),
             Some(format!("migration lint: {}", f.rule)),
         )
     }

@@ -18,10 +18,8 @@ use crate::run::event::Finished;
 use crate::run::plan::Plan;
 use crate::secret::Redactor;
 
-/// A lint finding as a result carries it, for an annotation.
+/// A lint finding as a result carries it, for an annotation (its place is passed apart).
 pub struct FindingText<'a> {
-    pub file: &'a str,
-    pub line: u64,
     pub rule: &'a str,
     pub message: &'a str,
     pub why: &'a str,
@@ -51,7 +49,7 @@ pub trait Dialect: Send + Sync {
     ) -> String;
     /// The annotation of one located line of the error that stopped a command.
     const TITLE_ON_LOCATED_ERRORS: bool;
-    /// The message of a lint finding's annotation, and its title.
+    /// The message of a lint finding's annotation (after its place), and its title.
     fn finding(finding: &FindingText<'_>) -> (String, Option<String>);
     /// What the end of a command adds after its error: outputs, summary, result.
     fn finish(finished: &Finished, warn: &dyn Fn(&str) -> String) -> Vec<String>;
@@ -114,16 +112,27 @@ impl<D: Dialect> Ci<D> {
     /// starts with.
     pub fn annotation(&self, kind: &str, message: &str, title: Option<&str>) -> String {
         let message = self.redactor.redact(message);
+        match locate(&message) {
+            Some((loc, rest)) => self.annotation_at(kind, &message, &rest, Some(&loc), title),
+            None => self.annotation_at(kind, &message, &message, None, title),
+        }
+    }
+
+    /// An annotation whose place is known: `whole` is the message with the place written
+    /// in front, `message` without it.
+    fn annotation_at(
+        &self,
+        kind: &str,
+        whole: &str,
+        message: &str,
+        at: Option<&SourceLocation>,
+        title: Option<&str>,
+    ) -> String {
+        let whole = self.redactor.redact(whole);
+        let message = self.redactor.redact(message);
         let title = title.map(|t| self.redactor.redact(t));
-        let located = locate(&message);
-        let (at, body) = match &located {
-            Some((loc, rest)) => (
-                Some((loc, source_path(&loc.file, &self.base, D::ROOT_VAR))),
-                rest.as_str(),
-            ),
-            None => (None, message.as_str()),
-        };
-        D::annotation(kind, &message, body, at, title.as_deref())
+        let at = at.map(|loc| (loc, source_path(&loc.file, &self.base, D::ROOT_VAR)));
+        D::annotation(kind, &whole, &message, at, title.as_deref())
     }
 
     fn open_group(&self, title: &str, out: &mut Vec<String>) {
@@ -230,14 +239,20 @@ impl<D: Dialect> Ci<D> {
             };
             let field = |name: &str| finding[name].as_str().unwrap_or_default();
             let (message, title) = D::finding(&FindingText {
-                file,
-                line,
                 rule: field("rule"),
                 message: field("message"),
                 why: field("why"),
                 safe: field("safe"),
             });
-            out.push(self.annotation(kind, &message, title.as_deref()));
+            // The finding names its place: it is passed on as such, never read back
+            // out of the text.
+            let at = SourceLocation {
+                file: file.to_owned(),
+                line,
+                column: None,
+            };
+            let whole = format!("{file}:{line}: {message}");
+            out.push(self.annotation_at(kind, &whole, &message, Some(&at), title.as_deref()));
         }
         out
     }
