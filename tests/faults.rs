@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::fault_proxy::{FaultProxy, Mode, pg_fingerprint};
-use support::{HealthServer, Project, Run, State, assert_same_db, pg, replace_once};
+use support::{HealthServer, Project, Run, State, assert_same_db, ids, pg, replace_once};
 
 const SEED: &str = "INSERT INTO users (id, email, display_name) VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B');
 INSERT INTO recipes (id, user_id, title, servings, calories) VALUES (1, 1, 'Soup', 2, 300), (2, 2, 'Salad', 1, NULL);
@@ -200,15 +200,6 @@ fn finish(child: Child) -> Run {
 
 fn last_journal(p: &Project) -> Vec<Value> {
     p.journals().pop().expect("a journal")
-}
-
-/// Ids of the records of one kind, in journal order.
-fn ids(records: &[Value], kind: &str) -> Vec<String> {
-    records
-        .iter()
-        .filter(|r| r["record"] == kind)
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// The run failed at `step`, exited 1, and database, platform and locks are as before.

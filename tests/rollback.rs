@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{HealthServer, Project, Run, State, replace_once};
+use support::{HealthServer, Project, Run, State, ids, processes_in, replace_once};
 use support::{mysql as my, pg};
 
 /// The database a case runs against.
@@ -282,15 +282,6 @@ fn last_journal(p: &Project) -> Vec<Value> {
     p.journals().pop().expect("a journal")
 }
 
-/// Ids of the records of one kind, in journal order.
-fn ids(records: &[Value], kind: &str) -> Vec<String> {
-    records
-        .iter()
-        .filter(|r| r["record"] == kind)
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// The run failed at `step`, exited 1, undid exactly `undone` (newest first), and the
 /// database, platform and locks are what they were before it.
 #[track_caller]
@@ -314,30 +305,6 @@ fn assert_rolled_back(c: &Case, before: &State, run: &Run, step: &str, undone: &
     assert_same_db(&after.db, &before.db, "after the rollback");
     assert_eq!(after.platform, before.platform);
     assert_eq!(after.locks, before.locks);
-}
-
-/// Command lines of the processes still running in `dir` (a killed one may take a moment
-/// to go).
-fn processes_in(dir: &std::path::Path) -> Vec<String> {
-    let dir = dir.canonicalize().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let found: Vec<String> = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| {
-                let e = e.ok()?;
-                (std::fs::read_link(e.path().join("cwd")).ok()? == dir).then(|| {
-                    std::fs::read_to_string(e.path().join("cmdline"))
-                        .unwrap_or_default()
-                        .replace('\0', " ")
-                })
-            })
-            .collect();
-        if found.is_empty() || Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The migrate step really applied the new migration before the failure.

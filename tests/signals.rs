@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{HealthServer, Project, Run, State, replace_once};
+use support::{HealthServer, Project, Run, State, ids, processes_in, replace_once};
 
 const NEW: &str = "20250101000000_add_x";
 const NEW_UP: &str =
@@ -322,39 +322,6 @@ fn wait_for(path: &Path) {
 
 fn last_journal(p: &Project) -> Vec<Value> {
     p.journals().pop().expect("a journal")
-}
-
-/// Ids of the records of one kind, in journal order.
-fn ids(records: &[Value], kind: &str) -> Vec<String> {
-    records
-        .iter()
-        .filter(|r| r["record"] == kind)
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// Command lines of the processes still running in `dir` (a killed one may take a moment
-/// to go).
-fn processes_in(dir: &Path) -> Vec<String> {
-    let dir = dir.canonicalize().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let found: Vec<String> = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| {
-                let e = e.ok()?;
-                (std::fs::read_link(e.path().join("cwd")).ok()? == dir).then(|| {
-                    std::fs::read_to_string(e.path().join("cmdline"))
-                        .unwrap_or_default()
-                        .replace('\0', " ")
-                })
-            })
-            .collect();
-        if found.is_empty() || Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The steps whose undo must have run, newest first, when the run is stopped at `at`.

@@ -33,11 +33,13 @@
 //! Every request is recorded: method, path with query, headers, body.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
+
+use super::http;
 
 pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 pub const SUBSCRIPTION: &str = "00000000-1111-2222-3333-444444444444";
@@ -325,41 +327,14 @@ impl AzureFake {
 
 fn serve(stream: TcpStream, state: &Mutex<State>) {
     let mut reader = BufReader::new(stream);
-    let mut first = String::new();
-    if reader.read_line(&mut first).unwrap_or(0) == 0 {
+    let Some(incoming) = http::read(&mut reader) else {
         return;
-    }
-    let mut parts = first.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let path = parts.next().unwrap_or_default().to_owned();
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((n, v)) = line.split_once(':') {
-            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
-        }
-    }
-    let length = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
+    };
     let mut request = Request {
-        method,
-        path,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        method: incoming.method,
+        path: incoming.path,
+        headers: incoming.headers,
+        body: incoming.body,
         status: 0,
     };
     let (status, extra, body) = {
@@ -374,33 +349,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
     } else {
         body.to_string()
     };
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n",
-        reason(status),
-        text.len()
-    );
-    for (n, v) in extra {
-        out.push_str(&format!("{n}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(&text);
-    let mut stream = reader.into_inner();
-    let _ = stream.write_all(out.as_bytes());
-    let _ = stream.flush();
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        _ => "Status",
-    }
+    http::respond(reader, status, &[], &extra, &text);
 }
 
 type Answer = (u16, Vec<(String, String)>, Value);

@@ -10,12 +10,14 @@
 //! `Retry-After`, a 503) can be queued for the next matching requests.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Value, json};
+
+use super::http;
 
 pub const ACCEPT: &str = "application/vnd.heroku+json; version=3";
 const APP_ID: &str = "01234567-89ab-cdef-0123-456789abcdef";
@@ -214,41 +216,14 @@ impl HerokuFake {
 
 fn serve(stream: TcpStream, state: &Mutex<State>) {
     let mut reader = BufReader::new(stream);
-    let mut first = String::new();
-    if reader.read_line(&mut first).unwrap_or(0) == 0 {
+    let Some(incoming) = http::read(&mut reader) else {
         return;
-    }
-    let mut parts = first.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let path = parts.next().unwrap_or_default().to_owned();
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
-    }
-    let length = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
+    };
     let mut request = Request {
-        method,
-        path,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        method: incoming.method,
+        path: incoming.path,
+        headers: incoming.headers,
+        body: incoming.body,
         at: Instant::now(),
         status: 0,
     };
@@ -263,42 +238,20 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         extra.push(("RateLimit-Remaining".into(), remaining.to_string()));
         (answer.0, extra, answer.2)
     };
-    let text = body.to_string();
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nrequest-id: fake-{}\r\nconnection: close\r\n",
-        reason(status),
-        text.len(),
-        uuid_like()
+    let request_id = format!("fake-{}", uuid_like());
+    http::respond(
+        reader,
+        status,
+        &[("request-id", request_id)],
+        &extra,
+        &body.to_string(),
     );
-    for (name, value) in extra {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(&text);
-    let mut stream = reader.into_inner();
-    let _ = stream.write_all(out.as_bytes());
-    let _ = stream.flush();
 }
 
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{:012}", N.fetch_add(1, Ordering::SeqCst))
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        202 => "Accepted",
-        206 => "Partial Content",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        406 => "Not Acceptable",
-        422 => "Unprocessable Entity",
-        429 => "Too Many Requests",
-        503 => "Service Unavailable",
-        _ => "Status",
-    }
 }
 
 fn error(status: u16, id: &str, message: &str) -> (u16, Vec<(String, String)>, Value) {

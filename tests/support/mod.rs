@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 pub mod azure_fake;
 pub mod azurite;
 pub mod fault_proxy;
 pub mod heroku_fake;
+pub mod http;
 pub mod mysql;
 pub mod pg;
 pub mod webhook;
@@ -456,4 +458,37 @@ pub fn assert_same_db(
         "{what}: database differs\n{}",
         diffs.join("\n")
     );
+}
+
+/// Command lines of the processes still running in `dir` (a killed one may take a moment
+/// to go).
+pub fn processes_in(dir: &Path) -> Vec<String> {
+    let dir = dir.canonicalize().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let found: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                (std::fs::read_link(e.path().join("cwd")).ok()? == dir).then(|| {
+                    std::fs::read_to_string(e.path().join("cmdline"))
+                        .unwrap_or_default()
+                        .replace('\0', " ")
+                })
+            })
+            .collect();
+        if found.is_empty() || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ids of the records of one kind, in journal order.
+pub fn ids(records: &[serde_json::Value], kind: &str) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r["record"] == kind)
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
 }
