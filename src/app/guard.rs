@@ -26,19 +26,10 @@ pub async fn lock_for_run(
     let locks = lock::RunLocks::acquire(ctx, run_id, command).await?;
     shared_state::sync(ctx, false).await?;
     if halted_too {
-        ensure_no_unfinished(ctx)?;
-    } else if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
-        return Err(unfinished(ctx, run));
+        ensure_not_halted(ctx)?;
     }
+    ensure_none_open(ctx)?;
     Ok(locks)
-}
-
-fn unfinished(ctx: &Context, run: &crate::engine::journal::RunRecord) -> EngineError {
-    EngineError::Unfinished {
-        run_id: run.run_id(),
-        environment: ctx.environment.clone(),
-        path: run.path.display().to_string(),
-    }
 }
 
 /// Refuses to start while another run holds the lock or an earlier run is unfinished.
@@ -63,6 +54,11 @@ pub fn ensure_free(ctx: &Context) -> Result<(), EngineError> {
 }
 
 pub fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {
+    ensure_not_halted(ctx)?;
+    ensure_none_open(ctx)
+}
+
+fn ensure_not_halted(ctx: &Context) -> Result<(), EngineError> {
     if let Some(run) = halted_runs(&ctx.state_dir, &ctx.environment)?.first()
         && let Some(halt) = run.halted()
     {
@@ -73,10 +69,18 @@ pub fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {
             reason: halt.reason,
         });
     }
-    if let Some(run) = open_runs(&ctx.state_dir, &ctx.environment)?.first() {
-        return Err(unfinished(ctx, run));
-    }
     Ok(())
+}
+
+fn ensure_none_open(ctx: &Context) -> Result<(), EngineError> {
+    match open_runs(&ctx.state_dir, &ctx.environment)?.first() {
+        Some(run) => Err(EngineError::Unfinished {
+            run_id: run.run_id(),
+            environment: ctx.environment.clone(),
+            path: run.path.display().to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Applies the environment's `window:` to a command going `direction` (`what` names it):

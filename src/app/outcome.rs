@@ -1,5 +1,5 @@
 //! The one place a command's end becomes an exit code: a run's status, an error that
-//! stopped a command, a fleet's targets.
+//! stopped a command, the worst of several endings.
 
 use crate::engine::EngineError;
 use crate::engine::journal::RunStatus;
@@ -35,9 +35,7 @@ impl Exit {
             Self::Interrupted => 130,
         }
     }
-}
 
-impl Exit {
     /// How bad an ending is, to choose the exit code of a command that ran several runs:
     /// an incomplete rollback above an interruption above a rollback above success.
     fn severity(self) -> u8 {
