@@ -119,7 +119,7 @@ impl<D: Dialect> Ci<D> {
     }
 
     /// An annotation whose place is known: `whole` is the message with the place written
-    /// in front, `message` without it.
+    /// in front, `message` without it; both already masked.
     fn annotation_at(
         &self,
         kind: &str,
@@ -128,11 +128,9 @@ impl<D: Dialect> Ci<D> {
         at: Option<&SourceLocation>,
         title: Option<&str>,
     ) -> String {
-        let whole = self.redactor.redact(whole);
-        let message = self.redactor.redact(message);
         let title = title.map(|t| self.redactor.redact(t));
         let at = at.map(|loc| (loc, source_path(&loc.file, &self.base, D::ROOT_VAR)));
-        D::annotation(kind, &whole, &message, at, title.as_deref())
+        D::annotation(kind, whole, message, at, title.as_deref())
     }
 
     fn open_group(&self, title: &str, out: &mut Vec<String>) {
@@ -251,7 +249,8 @@ impl<D: Dialect> Ci<D> {
                 line,
                 column: None,
             };
-            let whole = format!("{file}:{line}: {message}");
+            let message = self.redactor.redact(&message);
+            let whole = self.redactor.redact(&format!("{file}:{line}: {message}"));
             out.push(self.annotation_at(kind, &whole, &message, Some(&at), title.as_deref()));
         }
         out
