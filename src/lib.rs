@@ -11,6 +11,7 @@ pub mod fact;
 pub mod fingerprint;
 pub mod migrate;
 pub mod notify;
+pub mod place;
 pub mod rehearsal;
 pub mod rehearsal_record;
 pub mod report;

@@ -381,6 +381,16 @@ fn lint_error_stops_the_deploy_with_nothing_touched() {
     assert_eq!(p.journals().len(), journals, "no run was journaled");
     assert!(p.locks().is_empty());
     p.run(&["plan"]).expect_code(2);
+    // In CI the finding is an error annotation at its file and line.
+    let run = p.run(&["--output", "github", "plan"]);
+    run.expect_code(2);
+    assert!(
+        run.stdout().lines().any(|l| l.starts_with(
+            "::error file=migrations/20250101000000_index_title.up.sql,line=2,title=cutover plan failed::[create-index-not-concurrently]"
+        )),
+        "{}",
+        run.stdout()
+    );
     // The safe form deploys.
     p.write(
         "migrations/20250101000000_index_title.up.sql",

@@ -82,6 +82,7 @@ pub fn exit_for(error: &EngineError) -> Exit {
         EngineError::Config(_)
         | EngineError::Build(_)
         | EngineError::Plan(_)
+        | EngineError::Problems(_)
         | EngineError::PlanChanged(_) => Exit::BadInput,
         EngineError::Lock(_) | EngineError::Unfinished { .. } | EngineError::Halted { .. } => {
             Exit::Locked

@@ -272,8 +272,9 @@ pub fn record_outcome(ctx: &Context, plan: &Plan, outcome: &RunOutcome) {
 /// Ends the command: the run report is written to `--report` (on success, failure and bad
 /// input alike) and the CI sink writes its summary and outputs. Returns `exit` unchanged.
 pub fn finish(global: &Global, command: &str, exit: Exit, error: Option<&EngineError>) -> Exit {
+    let problems = error.map(EngineError::messages).unwrap_or_default();
     let error = error.map(|e| redactor().redact(&e.to_string()));
-    let finished = recorder().finish(command, exit.code(), error.as_deref());
+    let finished = recorder().finish(command, exit.code(), error.as_deref(), &problems);
     if let Some(path) = &global.report {
         if let Err(e) = write_report(path, &finished.json) {
             eprint(&format!(

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::Location;
 
+use crate::place::{Message, Place};
+
 /// A message tied to a place in a file.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -70,6 +72,23 @@ fn line_column(text: &str, needle: &str) -> Option<(u64, u64)> {
     })
 }
 
+impl Located {
+    /// As a message whose place links to the file, line and column it names.
+    pub fn message(&self) -> Message {
+        match self.line {
+            Some(line) => Message::at(
+                Place {
+                    file: self.path.display().to_string(),
+                    line,
+                    column: self.column,
+                },
+                self.message.clone(),
+            ),
+            None => Message::plain(self.to_string()),
+        }
+    }
+}
+
 impl fmt::Display for Located {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.path.display())?;
@@ -99,6 +118,15 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The problems, each with its place when it has one.
+    pub fn messages(&self) -> Vec<Message> {
+        match self {
+            Self::Read { .. } => vec![Message::plain(self.to_string())],
+            Self::Yaml { located, .. } | Self::Invalid(located) => vec![located.message()],
+            Self::Many(all) => all.iter().map(Located::message).collect(),
+        }
+    }
+
     /// Turns a serde-saphyr error into one naming the file.
     pub fn yaml(path: &Path, error: &serde_saphyr::Error) -> Self {
         // serde-saphyr's advice on duplicate keys is meant for programmers, not config authors.

@@ -2,6 +2,7 @@
 
 use crate::adapters::build::BuildError;
 use crate::config::ConfigError;
+use crate::place::Message;
 use crate::run::error::StepError;
 
 use std::path::PathBuf;
@@ -19,6 +20,10 @@ pub enum EngineError {
     /// Something the plan found that would fail; nothing was touched. Exit 2.
     #[error("{0}")]
     Plan(String),
+    /// What the plan found wrong in the pipeline and the migrations, each with its place;
+    /// nothing was touched. Exit 2.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Problems(Vec<Message>),
     /// The lock is held by another run. Exit 4.
     #[error(transparent)]
     Lock(#[from] LockError),
@@ -56,6 +61,18 @@ pub enum EngineError {
     /// undid nothing. Exit 3.
     #[error("{0}")]
     ProcessesLeft(String),
+}
+
+impl EngineError {
+    /// The error as messages, each with the place in a file it is about when it is about
+    /// one, for outputs that link to places (CI annotations).
+    pub fn messages(&self) -> Vec<Message> {
+        match self {
+            Self::Config(e) | Self::Build(BuildError::Config(e)) => e.messages(),
+            Self::Problems(all) => all.clone(),
+            other => vec![Message::plain(other.to_string())],
+        }
+    }
 }
 
 impl From<crate::adapters::state::StateError> for EngineError {

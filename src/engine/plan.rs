@@ -7,7 +7,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::EngineError;
 use crate::adapters::database::DatabaseState;
-use crate::config::Pipeline;
+use crate::config::{Pipeline, Step};
+use crate::place::{Message, Place};
 use crate::run::context::Context;
 use crate::run::plan::{
     DatabasePlan, MigrationForecast, PendingMigration, Plan, PlanScratch, PlannedStep,
@@ -31,18 +32,23 @@ pub async fn build(
         .state()
         .await
         .map_err(|e| EngineError::Plan(format!("cannot read the platform state: {e}")))?;
-    let mut problems = check_history(ctx, &database);
+    let mut problems: Vec<Message> = check_history(ctx, &database)
+        .into_iter()
+        .map(Message::plain)
+        .collect();
     if let Some(crate::run::plan::RollbackTarget::Backup(id)) = rollback_target {
         match ctx.store.manifest(id).await {
-            Ok(m) if m.database_kind != ctx.database.kind() => problems.push(format!(
-                "backup {id} is a {} dump; this environment's database is {}",
-                m.database_kind,
-                ctx.database.kind()
-            )),
+            Ok(m) if m.database_kind != ctx.database.kind() => {
+                problems.push(Message::plain(format!(
+                    "backup {id} is a {} dump; this environment's database is {}",
+                    m.database_kind,
+                    ctx.database.kind()
+                )));
+            }
             Ok(_) => {}
-            Err(e) => problems.push(format!(
+            Err(e) => problems.push(Message::plain(format!(
                 "cannot restore backup {id}: {e} (see `cutover backup list`)"
-            )),
+            ))),
         }
     }
     let mut scratch = PlanScratch {
@@ -86,12 +92,7 @@ pub async fn build(
                 ),
             )
         {
-            problems.push(format!(
-                "step `{}` ({}:{}): {why}",
-                step.id,
-                pipeline.path.display(),
-                step.line
-            ));
+            problems.push(step_problem(pipeline, step, &why));
         } else if entry.skipped.is_none() {
             match steps::plan(ctx, step, &mut scratch).await {
                 Ok((summary, undo)) => {
@@ -99,12 +100,7 @@ pub async fn build(
                     entry.undo = undo;
                     entry.reverts = std::mem::take(&mut scratch.reverts);
                 }
-                Err(e) => problems.push(format!(
-                    "step `{}` ({}:{}): {e}",
-                    step.id,
-                    pipeline.path.display(),
-                    step.line
-                )),
+                Err(e) => problems.push(step_problem(pipeline, step, &e)),
             }
         }
         planned.push(entry);
@@ -126,7 +122,7 @@ pub async fn build(
         scratch.warnings.extend(warnings);
     }
     if !problems.is_empty() {
-        return Err(EngineError::Plan(problems.join("\n")));
+        return Err(EngineError::Problems(problems));
     }
     // Going down (rollback, migrate down, restore) applies nothing.
     let going_down = match rollback_target {
@@ -261,6 +257,20 @@ fn unsupported_on(
         )),
         _ => None,
     }
+}
+
+/// A step the plan cannot run, named with the line of the pipeline file that defines it.
+fn step_problem(pipeline: &Pipeline, step: &Step, why: &dyn std::fmt::Display) -> Message {
+    let file = pipeline.path.display().to_string();
+    let text = format!("step `{}` ({file}:{}): {why}", step.id, step.line);
+    Message::about(
+        Place {
+            file,
+            line: step.line,
+            column: None,
+        },
+        text,
+    )
 }
 
 /// Applied migrations must still match their files, and none may be half-applied.

@@ -33,6 +33,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use super::{MigrationFile, MigrationSet};
+use crate::place::{Message, Place};
 
 /// A rule: its id, why the operation hurts and what to do instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -159,11 +160,16 @@ pub struct Finding {
 }
 
 impl Finding {
-    /// One line, for a plan's warnings and errors.
-    pub fn one_line(&self) -> String {
+    /// Where it is.
+    pub fn place(&self) -> Place {
+        place(&self.file, self.line)
+    }
+
+    /// What it says after its place, on one line, for a plan's warnings and errors.
+    pub fn said(&self) -> String {
         format!(
-            "{}:{}: [{}] {}: {}; safe: {}",
-            self.file, self.line, self.rule, self.message, self.why, self.safe
+            "[{}] {}: {}; safe: {}",
+            self.rule, self.message, self.why, self.safe
         )
     }
 }
@@ -257,24 +263,41 @@ pub fn plan_messages(
     migrations: &MigrationSet,
     versions: &[i64],
     base: &Path,
-) -> (Vec<String>, Vec<String>) {
+) -> (Vec<Message>, Vec<Message>) {
     if database_kind != "postgres" {
         return (Vec::new(), Vec::new());
     }
     let report = lint(versions.iter().filter_map(|v| migrations.get(*v)), base);
-    let findings: Vec<String> = report.findings.iter().map(Finding::one_line).collect();
+    let findings = report.findings.iter();
     let mut warnings = Vec::new();
     let problems = if lint_errors {
         findings
-            .into_iter()
-            .map(|f| format!("{f} (this environment has `lint: error`)"))
+            .map(|f| {
+                Message::at(
+                    f.place(),
+                    format!("{} (this environment has `lint: error`)", f.said()),
+                )
+            })
             .collect()
     } else {
-        warnings = findings;
+        warnings = findings.map(|f| Message::at(f.place(), f.said())).collect();
         Vec::new()
     };
-    warnings.extend(report.notes.iter().map(ToString::to_string));
+    warnings.extend(
+        report
+            .notes
+            .iter()
+            .map(|n| Message::at(place(&n.file, n.line), format!("note: {}", n.message))),
+    );
     (problems, warnings)
+}
+
+fn place(file: &str, line: u64) -> Place {
+    Place {
+        file: file.to_owned(),
+        line,
+        column: None,
+    }
 }
 
 /// Tables and columns created earlier in the same file.

@@ -188,6 +188,9 @@ pub struct Finished {
     /// The error that stopped the command before or instead of a run (bad input, lock...),
     /// not a failed step: failed steps are reported as they happen.
     pub error: Option<String>,
+    /// The same error as messages, each with the place in a file it is about when it is
+    /// about one (a config value, a migration's line), for outputs that link to places.
+    pub problems: Vec<crate::place::Message>,
     /// A pipeline ran, or the command failed: worth a summary and outputs.
     pub worth_summary: bool,
     pub run_id: Option<String>,

@@ -27,7 +27,7 @@ pub struct Plan {
     pub backups: String,
     pub health: Option<String>,
     pub steps: Vec<PlannedStep>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<crate::place::Message>,
     /// What the rehearsal on a copy showed, and the window it predicts.
     pub rehearsal: RehearsalPlan,
     /// Hash of everything the plan depends on; equal digests mean the same plan.
@@ -124,7 +124,7 @@ pub struct PlanScratch<'a> {
     pub first_replicas: std::collections::BTreeMap<String, u32>,
     pub target_version: Option<i64>,
     pub rollback_target: Option<&'a RollbackTarget>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<crate::place::Message>,
     /// How each migration a `migrate` step applies would be rolled back.
     pub rollback_methods: std::collections::BTreeMap<i64, String>,
     /// Migrations whose down files the step being planned would run as its undo.

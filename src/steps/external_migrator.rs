@@ -33,6 +33,7 @@ use regex::Regex;
 
 use super::RunState;
 use crate::config::pipeline::{MigrateRollback, MigrateWith};
+use crate::place::Message;
 use crate::run::compensation::Compensation;
 use crate::run::context::Context;
 use crate::run::error::StepError;
@@ -240,9 +241,9 @@ pub async fn plan(
         Undo::Down(run) => Some(format!("`{run}`")),
         Undo::Restore => Some("restore the backup taken before it".to_owned()),
         Undo::None => {
-            scratch.warnings.push(format!(
+            scratch.warnings.push(Message::plain(format!(
                 "`rollback: none`: if a later step fails, what `{up}` changed stays applied"
-            ));
+            )));
             None
         }
     };

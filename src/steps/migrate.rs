@@ -15,6 +15,7 @@ use crate::adapters::database::{BatchError, Commit};
 use crate::config::pipeline::{MigrateRollback, MigrateWith};
 use crate::fact::Fact;
 use crate::migrate::MigrationFile;
+use crate::place::Message;
 use crate::run::compensation::{Compensation, MigrationRef};
 use crate::run::context::Context;
 use crate::run::error::StepError;
@@ -370,10 +371,10 @@ pub async fn plan(
                 scratch.reverts = migrations.iter().map(|m| m.version).collect();
             }
             if let (MigrateRollback::Down, Proof::NotLossless(not)) = (mode, &proof) {
-                scratch.warnings.push(format!(
+                scratch.warnings.push(Message::plain(format!(
                     "`rollback: down` although on the rehearsal's copy not every down gave the data back: {}",
                     not.join("; ")
-                ));
+                )));
             }
             let method = match &undo.action {
                 Some(Compensation::RestoreBackup { .. }) => "restore the backup",
@@ -386,10 +387,10 @@ pub async fn plan(
                     .insert(m.version, method.to_owned());
             }
             if mode == MigrateRollback::None {
-                scratch.warnings.push(format!(
+                scratch.warnings.push(Message::plain(format!(
                     "`rollback: none`: if a later step fails, the {} migration(s) stay applied",
                     pending.len()
-                ));
+                )));
             }
             let list = pending
                 .iter()

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::{Ci, Dialect, FindingText};
-use crate::report::SourceLocation;
+use crate::place::Place;
 use crate::run::event::Finished;
 
 /// The Azure Pipelines sink.
@@ -76,7 +76,7 @@ impl Dialect for AzurePipelines {
         kind: &str,
         whole: &str,
         _message: &str,
-        at: Option<(&SourceLocation, String)>,
+        at: Option<(&Place, String)>,
         title: Option<&str>,
     ) -> String {
         let mut props = vec![format!("type={kind}")];
@@ -167,6 +167,7 @@ fn absolute(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::ci::finding;
     use crate::secret::Redactor;
 
     fn sink() -> Ci<AzurePipelines> {
@@ -183,15 +184,11 @@ mod tests {
     fn issues_name_the_file_and_line() {
         let a = sink();
         assert_eq!(
-            a.annotation(
-                "warning",
-                "migrations/1_x.up.sql:3: [index] slow; see docs",
-                None
-            ),
+            a.annotation("warning", &finding("[index] slow; see docs"), None),
             "##vso[task.logissue type=warning;sourcepath=migrations/1_x.up.sql;linenumber=3]migrations/1_x.up.sql:3: [index] slow; see docs"
         );
         assert_eq!(
-            a.annotation("error", "50%\nmore", Some("step `x` failed")),
+            a.annotation_text("error", "50%\nmore", Some("step `x` failed")),
             "##vso[task.logissue type=error]step `x` failed: 50%AZP25%0Amore"
         );
     }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::{Ci, Dialect, FindingText};
-use crate::report::SourceLocation;
+use crate::place::Place;
 use crate::run::event::Finished;
 
 /// The GitHub Actions sink.
@@ -83,7 +83,7 @@ impl Dialect for GithubActions {
         kind: &str,
         _whole: &str,
         message: &str,
-        at: Option<(&SourceLocation, String)>,
+        at: Option<(&Place, String)>,
         title: Option<&str>,
     ) -> String {
         let mut props = Vec::new();
@@ -158,6 +158,7 @@ pub fn output_lines(outputs: &[(&str, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::ci::finding;
     use crate::run::event::Event;
     use crate::secret::Redactor;
 
@@ -177,13 +178,13 @@ mod tests {
         assert_eq!(
             g.annotation(
                 "warning",
-                "migrations/1_x.up.sql:3: [index] CREATE INDEX locks writes",
+                &finding("[index] CREATE INDEX locks writes"),
                 None
             ),
             "::warning file=migrations/1_x.up.sql,line=3::[index] CREATE INDEX locks writes"
         );
         assert_eq!(
-            g.annotation("error", "boom\nline two: 100%", Some("step `a`, b: c")),
+            g.annotation_text("error", "boom\nline two: 100%", Some("step `a`, b: c")),
             "::error title=step `a`%2C b%3A c::boom%0Aline two: 100%25"
         );
     }

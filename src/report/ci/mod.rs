@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use serde_json::Value;
 
 use super::plain::{render_event, render_plan};
-use super::{Event, Reporter, SourceLocation, locate, source_path};
+use super::{Event, Reporter, source_path};
+use crate::place::{Message, Place};
 use crate::run::event::Finished;
 use crate::run::plan::Plan;
 use crate::secret::Redactor;
@@ -44,7 +45,7 @@ pub trait Dialect: Send + Sync {
         kind: &str,
         whole: &str,
         message: &str,
-        at: Option<(&SourceLocation, String)>,
+        at: Option<(&Place, String)>,
         title: Option<&str>,
     ) -> String;
     /// The annotation of one located line of the error that stopped a command.
@@ -108,14 +109,18 @@ impl<D: Dialect> Ci<D> {
         }
     }
 
-    /// An `error` or `warning` annotation, masked, with the file and line the message
-    /// starts with.
-    pub fn annotation(&self, kind: &str, message: &str, title: Option<&str>) -> String {
-        let message = self.redactor.redact(message);
-        match locate(&message) {
-            Some((loc, rest)) => self.annotation_at(kind, &message, &rest, Some(&loc), title),
-            None => self.annotation_at(kind, &message, &message, None, title),
-        }
+    /// An `error` or `warning` annotation, masked, linked to the place the message is
+    /// about when it is about one.
+    pub fn annotation(&self, kind: &str, message: &Message, title: Option<&str>) -> String {
+        let whole = self.redactor.redact(&message.to_string());
+        let text = self.redactor.redact(message.text());
+        self.annotation_at(kind, &whole, &text, message.place(), title)
+    }
+
+    /// An annotation of a text about no place in particular, masked.
+    pub fn annotation_text(&self, kind: &str, text: &str, title: Option<&str>) -> String {
+        let text = self.redactor.redact(text);
+        self.annotation_at(kind, &text, &text, None, title)
     }
 
     /// An annotation whose place is known: `whole` is the message with the place written
@@ -125,7 +130,7 @@ impl<D: Dialect> Ci<D> {
         kind: &str,
         whole: &str,
         message: &str,
-        at: Option<&SourceLocation>,
+        at: Option<&Place>,
         title: Option<&str>,
     ) -> String {
         let title = title.map(|t| self.redactor.redact(t));
@@ -171,7 +176,11 @@ impl<D: Dialect> Ci<D> {
             Event::StepFailed { id, error, .. } => {
                 self.text(line.as_deref().unwrap_or_default(), &mut out);
                 self.close_group(&mut out);
-                out.push(self.annotation("error", error, Some(&format!("step `{id}` failed"))));
+                out.push(self.annotation_text(
+                    "error",
+                    error,
+                    Some(&format!("step `{id}` failed")),
+                ));
             }
             Event::RollbackStarted { .. } if !self.quiet => {
                 let title = line.unwrap_or_default();
@@ -184,7 +193,7 @@ impl<D: Dialect> Ci<D> {
             } => {
                 self.text(line.as_deref().unwrap_or_default(), &mut out);
                 self.close_group(&mut out);
-                out.push(self.annotation(
+                out.push(self.annotation_text(
                     "error",
                     &format!("{action}: {error}"),
                     Some(&format!("rollback of step `{id}` failed")),
@@ -194,7 +203,9 @@ impl<D: Dialect> Ci<D> {
                 self.close_group(&mut out);
                 self.text(line.as_deref().unwrap_or_default(), &mut out);
             }
-            Event::Warning { message } => out.push(self.annotation("warning", message, None)),
+            Event::Warning { message } => {
+                out.push(self.annotation_text("warning", message, None));
+            }
             _ => {
                 if let Some(line) = line {
                     self.text(&line, &mut out);
@@ -244,7 +255,7 @@ impl<D: Dialect> Ci<D> {
             });
             // The finding names its place: it is passed on as such, never read back
             // out of the text.
-            let at = SourceLocation {
+            let at = Place {
                 file: file.to_owned(),
                 line,
                 column: None,
@@ -263,19 +274,27 @@ impl<D: Dialect> Ci<D> {
         self.close_group(&mut out);
         if let Some(error) = &finished.error {
             let title = format!("cutover {} failed", finished.command);
-            let (located, rest): (Vec<&str>, Vec<&str>) =
-                error.lines().partition(|l| locate(l).is_some());
-            for line in &located {
+            // The places the error is about, each linked; the rest of it as one annotation.
+            let (placed, rest): (Vec<&Message>, Vec<&Message>) =
+                finished.problems.iter().partition(|m| m.place().is_some());
+            for message in placed {
                 let title = D::TITLE_ON_LOCATED_ERRORS.then_some(title.as_str());
-                out.push(self.annotation("error", line, title));
+                out.push(self.annotation("error", message, title));
             }
-            let rest = rest.join("\n");
+            let rest = if finished.problems.is_empty() {
+                error.clone()
+            } else {
+                rest.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
             if !rest.trim().is_empty() {
-                out.push(self.annotation("error", rest.trim(), Some(&title)));
+                out.push(self.annotation_text("error", rest.trim(), Some(&title)));
             }
         }
         out.extend(D::finish(finished, &|e| {
-            self.annotation("warning", e, None)
+            self.annotation_text("warning", e, None)
         }));
         out
     }
@@ -304,4 +323,17 @@ impl<D: Dialect> Reporter for Ci<D> {
     fn finish(&self, finished: &Finished) {
         self.emit(&self.render_finish(finished));
     }
+}
+
+/// A lint finding's message at line 3 of a migration, for the dialects' tests.
+#[cfg(test)]
+pub(crate) fn finding(text: &str) -> Message {
+    Message::at(
+        Place {
+            file: "migrations/1_x.up.sql".into(),
+            line: 3,
+            column: None,
+        },
+        text,
+    )
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::{Event, Reporter};
 use crate::fact::Fact;
+use crate::place::Message;
 use crate::run::plan::Plan;
 use crate::run::window::OutsideWindow;
 use crate::secret::Redactor;
@@ -291,7 +292,7 @@ impl Recorder {
             })
             .collect();
         for w in &plan.warnings {
-            s.warn(w);
+            s.warn(&w.to_string());
         }
     }
 
@@ -313,7 +314,14 @@ impl Recorder {
     }
 
     /// Closes the report: the document, its Markdown and the outputs, all redacted.
-    pub fn finish(&self, command: &str, exit_code: u8, error: Option<&str>) -> Finished {
+    /// `problems`: the error as messages with their places (see [`Finished::problems`]).
+    pub fn finish(
+        &self,
+        command: &str,
+        exit_code: u8,
+        error: Option<&str>,
+        problems: &[Message],
+    ) -> Finished {
         let finished_at = Utc::now();
         let s = self.state();
         let outcome = s.outcome.clone().unwrap_or_default();
@@ -397,6 +405,10 @@ impl Recorder {
             command: command.to_owned(),
             exit_code,
             error: error.map(|e| self.redactor.redact(e)),
+            problems: problems
+                .iter()
+                .map(|m| m.redacted(&self.redactor))
+                .collect(),
             worth_summary: s.run_id.is_some() || exit_code != 0,
             run_id: s.run_id.clone(),
             state_dir: s.folder.clone(),
@@ -545,7 +557,7 @@ mod tests {
             elapsed_ms: 7,
             error: "boom hunter2-secret | x".into(),
         });
-        let f = r.finish("deploy", 1, None);
+        let f = r.finish("deploy", 1, None, &[]);
         let doc = &f.document;
         assert_eq!(doc["v"], 1);
         assert_eq!(doc["status"], "failed");
