@@ -109,13 +109,7 @@ pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, Eng
             run_pipeline(
                 &session,
                 &pipeline,
-                &Confirmation {
-                    named: confirm,
-                    yes,
-                    implied: false,
-                    approved: None,
-                    outside_window: None,
-                },
+                &Confirmation::asked(confirm, yes),
                 "backup restore",
                 Some(target),
                 false,

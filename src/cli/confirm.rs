@@ -7,8 +7,11 @@
 use is_terminal::IsTerminal;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ConfirmMode;
+use crate::app::guard::check_window;
+use crate::config::{Config, ConfirmMode};
 use crate::engine::EngineError;
+use crate::engine::window::Direction;
+use crate::run::window::OutsideWindow;
 
 pub struct Confirmation {
     /// `--confirm ENV`.
@@ -25,6 +28,17 @@ pub struct Confirmation {
 }
 
 impl Confirmation {
+    /// `--confirm ENV` and `--yes` as given: a person is asked unless they say enough.
+    pub fn asked(named: Option<String>, yes: bool) -> Self {
+        Self {
+            named,
+            yes,
+            implied: false,
+            approved: None,
+            outside_window: None,
+        }
+    }
+
     /// For commands whose invocation is the decision (`migrate up`, `backup create`).
     /// Typed-confirmation environments still need `--confirm ENV` (or a typed CONFIRM).
     pub fn automatic(named: Option<String>) -> Self {
@@ -36,6 +50,28 @@ impl Confirmation {
             outside_window: None,
         }
     }
+}
+
+/// For a run that goes ahead with no plan confirmed first (a resume, a fleet): the
+/// environment's window for `what`, going `direction` (`reason`: `--outside-window
+/// --reason`), then the confirmation the environment asks for. Returns the record of a
+/// run outside the window.
+pub async fn window_then_confirm(
+    config: &Config,
+    environment: &str,
+    (what, direction, reason): (&str, Direction, Option<&str>),
+    given: &Confirmation,
+    cancel: &CancellationToken,
+) -> Result<Option<OutsideWindow>, EngineError> {
+    let outside = check_window(config, environment, what, direction, reason)?;
+    confirm(
+        config.environment(environment)?.confirm,
+        environment,
+        given,
+        cancel,
+    )
+    .await?;
+    Ok(outside)
 }
 
 pub async fn confirm(

@@ -129,11 +129,8 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, Engin
         (Some(v), None) => RollbackTarget::Version(Some(v)),
         (None, None) => {
             let confirmation = Confirmation {
-                named: args.confirm,
-                yes: args.yes,
-                implied: false,
-                approved: None,
                 outside_window: args.window.reason,
+                ..Confirmation::asked(args.confirm, args.yes)
             };
             return roll_back_halted(&session, &confirmation).await;
         }
@@ -152,11 +149,8 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, Engin
         }
     };
     let confirmation = Confirmation {
-        named: args.confirm,
-        yes: args.yes,
-        implied: false,
-        approved: None,
         outside_window: args.window.reason,
+        ..Confirmation::asked(args.confirm, args.yes)
     };
     run_pipeline(
         &session,
@@ -467,31 +461,17 @@ pub async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, EngineErr
     let halted = the_halted_run(&ctx, "resume")?;
     let plan = plan::build(&ctx, &pipeline, None).await?;
     session.reporter.plan(&plan);
-    let env = session.config.environment(&session.environment)?;
     // Resuming goes on the way the run was going: a rollback, `migrate down` or restore
     // goes back at any hour; anything else moves forward.
     let direction = match halted.command() {
         Some("rollback" | "migrate down" | "backup restore") => Direction::Back,
         _ => Direction::Forward,
     };
-    ctx.outside_window = check_window(
+    ctx.outside_window = confirm::window_then_confirm(
         &session.config,
         &session.environment,
-        "`resume`",
-        direction,
-        args.window.reason.as_deref(),
-    )?;
-    let confirmation = Confirmation {
-        named: args.confirm,
-        yes: args.yes,
-        implied: false,
-        approved: None,
-        outside_window: None,
-    };
-    confirm::confirm(
-        env.confirm,
-        &session.environment,
-        &confirmation,
+        ("`resume`", direction, args.window.reason.as_deref()),
+        &Confirmation::asked(args.confirm, args.yes),
         &ctx.cancel,
     )
     .await?;
@@ -514,15 +494,18 @@ async fn roll_back_halted(
     let mut ctx = session.context(cancel::on_signals())?;
     shared_state::sync(&ctx, true).await?;
     let halted = the_halted_run(&ctx, "roll back")?;
-    ctx.outside_window = check_window(
+    ctx.outside_window = confirm::window_then_confirm(
         &session.config,
         &session.environment,
-        "`rollback`",
-        Direction::Back,
-        confirmation.outside_window.as_deref(),
-    )?;
-    let env = session.config.environment(&session.environment)?;
-    confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
+        (
+            "`rollback`",
+            Direction::Back,
+            confirmation.outside_window.as_deref(),
+        ),
+        confirmation,
+        &ctx.cancel,
+    )
+    .await?;
     let locks = guard::lock_for_run(&ctx, &halted.run_id(), "rollback", false).await?;
     let halted = RunRecord::read(&halted.path)?;
     let outcome = crate::engine::recover::roll_back_halted(&ctx, &halted).await?;

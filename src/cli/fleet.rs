@@ -11,7 +11,7 @@ use super::session::Session;
 use super::{DeployArgs, Global};
 use crate::adapters::reference::Resolver;
 use crate::app::fleet::{self, FleetOutcome, FleetSettings, Target, TargetStatus};
-use crate::app::guard::{self, check_window};
+use crate::app::guard;
 use crate::config::pipeline::{CommandWith, StepWith};
 use crate::config::{ConfigError, Located, Pipeline};
 use crate::engine::journal::{RunStatus, new_run_id};
@@ -124,24 +124,15 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
     if args.dry_run {
         return Ok(Exit::Ok);
     }
-    ctx.outside_window = check_window(
+    ctx.outside_window = confirm::window_then_confirm(
         &session.config,
         &session.environment,
-        "`deploy --fleet`",
-        Direction::Forward,
-        args.window.reason.as_deref(),
-    )?;
-    let confirmation = Confirmation {
-        named: args.confirm,
-        yes: args.yes,
-        implied: false,
-        approved: None,
-        outside_window: None,
-    };
-    confirm::confirm(
-        env.confirm,
-        &session.environment,
-        &confirmation,
+        (
+            "`deploy --fleet`",
+            Direction::Forward,
+            args.window.reason.as_deref(),
+        ),
+        &Confirmation::asked(args.confirm, args.yes),
         &ctx.cancel,
     )
     .await?;

@@ -23,8 +23,7 @@ use super::{
     BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DumpInfo, Scratch,
 };
 use crate::adapters::azure::arm::{ArmError, LazyArm};
-use crate::adapters::azure::identity::AzureAuth;
-use crate::adapters::azure::{SUBSCRIPTION_ENV, name_ok, subscription};
+use crate::adapters::azure::{Site, setting};
 use crate::adapters::azure_storage::{Container, describe as storage_error};
 use crate::adapters::build::Resolve;
 use crate::config::deploy_file::AzureSqlConfig;
@@ -76,47 +75,28 @@ impl AzureSqlDatabase {
         container: Container,
         storage_key: StorageKey,
     ) -> Result<Self, BuildError> {
-        let invalid = |m: String| BuildError::Invalid(format!("database `azure-sql`: {m}"));
-        let auth = AzureAuth::from_config(resolver.azure(), resolver)?;
-        let own = match &c.subscription {
-            Some(t) => Some(resolver.text(t)?),
-            None => None,
-        };
-        let subscription = subscription(own, &auth).ok_or_else(|| {
-            invalid(format!(
-                "no subscription: set `subscription:`, `azure.subscription` or {SUBSCRIPTION_ENV}"
-            ))
-        })?;
-        let resource_group = resolver.text(&c.resource_group)?.trim().to_owned();
+        let site = Site::read(
+            "database `azure-sql`",
+            resolver,
+            c.subscription.as_ref(),
+            &c.resource_group,
+        )?;
         let server = resolver.text(&c.server)?.trim().to_owned();
         let database = resolver.text(&c.database)?.trim().to_owned();
-        for (field, value) in [
-            ("subscription", &subscription),
-            ("resource_group", &resource_group),
-            ("server", &server),
-            ("database", &database),
-        ] {
-            if !name_ok(value) {
-                return Err(invalid(format!(
-                    "`{field}: {value}` is not a valid Azure name"
-                )));
-            }
-        }
+        site.check_names(&[("server", Some(&server)), ("database", Some(&database))])?;
         let admin_login = resolver.text(&c.admin_login)?.trim().to_owned();
         let admin_password = resolver.credential(&c.admin_password)?;
-        let api_version = match &c.api_version {
-            Some(t) => resolver.text(t)?.trim().to_owned(),
-            None => DEFAULT_API_VERSION.to_owned(),
-        };
+        let api_version = setting(resolver, c.api_version.as_ref())?
+            .unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
         Ok(Self {
-            subscription,
-            resource_group,
+            subscription: site.subscription,
+            resource_group: site.resource_group,
             server,
             database,
             admin_login,
             admin_password,
             api_version,
-            arm: LazyArm::new(auth),
+            arm: LazyArm::new(site.auth),
             container,
             storage_key,
         })

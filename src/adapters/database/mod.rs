@@ -6,6 +6,7 @@ pub mod history;
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
+pub mod sqlx_shared;
 
 use std::path::Path;
 use std::time::Duration;

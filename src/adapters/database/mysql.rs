@@ -14,12 +14,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::mysql::MySqlConnectOptions;
 use sqlx::{ConnectOptions, Connection, MySqlPool, Row};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::OnceCell;
 
+use super::sqlx_shared as shared;
 use super::{
     BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DbLock, DumpInfo,
     Scratch,
@@ -87,38 +88,12 @@ impl MysqlDatabase {
 
     async fn pool(&self) -> Result<&MySqlPool, DatabaseError> {
         self.pool
-            .get_or_try_init(|| async {
-                // One direct connection first: a refused or unknown host fails at once with
-                // the driver's own reason, not a pool timeout.
-                let probe =
-                    self.options
-                        .connect()
-                        .await
-                        .map_err(|source| DatabaseError::Connect {
-                            target: self.describe(),
-                            source,
-                        })?;
-                let _ = probe.close().await;
+            .get_or_try_init(|| {
                 let session = format!(
                     "SET SESSION lock_wait_timeout = {}",
                     self.lock_wait_timeout.as_secs().max(1)
                 );
-                MySqlPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(Duration::from_secs(15))
-                    .after_connect(move |conn, _| {
-                        let session = session.clone();
-                        Box::pin(async move {
-                            sqlx::Executor::execute(conn, session.as_str()).await?;
-                            Ok(())
-                        })
-                    })
-                    .connect_with(self.options.clone())
-                    .await
-                    .map_err(|source| DatabaseError::Connect {
-                        target: self.describe(),
-                        source,
-                    })
+                shared::connect(&self.options, session, self.describe())
             })
             .await
     }
@@ -154,26 +129,6 @@ impl MysqlDatabase {
         cmd.env_remove("MYSQL_HOST");
         let _ = database;
         cmd
-    }
-
-    async fn wait(mut child: tokio::process::Child, program: &str) -> Result<(), DatabaseError> {
-        let mut stderr = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use tokio::io::AsyncReadExt;
-            let _ = e.read_to_string(&mut stderr).await;
-        }
-        let status = child.wait().await.map_err(|source| DatabaseError::Io {
-            what: format!("{program} did not finish"),
-            source,
-        })?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(DatabaseError::Other(format!(
-                "{program} failed ({status}): {}",
-                stderr.trim()
-            )))
-        }
     }
 
     /// Drops every table and view of `database`, then loads the dump into it.
@@ -216,7 +171,7 @@ impl MysqlDatabase {
             Ok::<_, std::io::Error>(())
         }
         .await;
-        Self::wait(child, &client).await?;
+        shared::wait_tool(child, &client).await?;
         fed.map_err(|source| DatabaseError::Io {
             what: format!("cannot stream the backup into {client}"),
             source,
@@ -248,24 +203,11 @@ impl Database for MysqlDatabase {
     }
 
     async fn state(&self) -> Result<DatabaseState, DatabaseError> {
-        let pool = self.pool().await?;
-        let has_table: i64 = sqlx::query_scalar(
+        shared::state(
+            self.pool().await?,
             "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_sqlx_migrations'",
         )
-        .fetch_one(pool)
         .await
-        .map_err(super::sql_err("cannot read the migration history"))?;
-        if has_table == 0 {
-            return Ok(DatabaseState {
-                exists: true,
-                ..DatabaseState::default()
-            });
-        }
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(super::sql_err("cannot read the migration history"))?;
-        super::history::read(&mut *conn).await
     }
 
     /// Every commit waits for the disk: MySQL's DDL commits on its own.
@@ -274,31 +216,17 @@ impl Database for MysqlDatabase {
         migration: &MigrationFile,
         _commit: Commit,
     ) -> Result<Duration, DatabaseError> {
-        let pool = self.pool().await?;
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(super::sql_err("cannot connect"))?;
+        let mut conn = shared::connection(self.pool().await?).await?;
         super::history::apply(&mut *conn, migration).await
     }
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
-        let pool = self.pool().await?;
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(super::sql_err("cannot connect"))?;
+        let mut conn = shared::connection(self.pool().await?).await?;
         super::history::revert(&mut *conn, migration).await
     }
 
     async fn execute(&self, sql: &str) -> Result<u64, DatabaseError> {
-        let pool = self.pool().await?;
-        let mut tx = pool.begin().await.map_err(super::sql_err("cannot begin"))?;
-        let done = sqlx::Executor::execute(&mut *tx, sql)
-            .await
-            .map_err(super::sql_err("SQL failed"))?;
-        tx.commit().await.map_err(super::sql_err("cannot commit"))?;
-        Ok(done.rows_affected())
+        shared::execute_in_transaction(self.pool().await?, sql).await
     }
 
     async fn fingerprint(
@@ -310,30 +238,11 @@ impl Database for MysqlDatabase {
     }
 
     async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
-        let rows = sqlx::query(sql)
-            .fetch_all(self.pool().await?)
-            .await
-            .map_err(super::sql_err("validation query failed"))?;
-        super::check_result(&rows).map_err(super::sql_err("cannot read the validation result"))
+        shared::issues(self.pool().await?, sql, None).await
     }
 
     async fn issues_read_only(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
-        let mut tx = self
-            .pool()
-            .await?
-            .begin_with("START TRANSACTION READ ONLY")
-            .await
-            .map_err(super::sql_err("cannot begin a read-only transaction"))?;
-        let rows = sqlx::query(sql)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(super::sql_err("validation query failed"))?;
-        let result =
-            super::check_result(&rows).map_err(super::sql_err("cannot read the validation result"));
-        tx.rollback()
-            .await
-            .map_err(super::sql_err("cannot end the read-only transaction"))?;
-        result
+        shared::issues(self.pool().await?, sql, Some("START TRANSACTION READ ONLY")).await
     }
 
     async fn dump(
@@ -364,7 +273,7 @@ impl Database for MysqlDatabase {
         // Close the pipe before waiting: when the store failed, the dump tool is still
         // writing into it and would wait for a reader forever.
         drop(out);
-        let waited = Self::wait(child, &program).await;
+        let waited = shared::wait_tool(child, &program).await;
         copied.map_err(|source| DatabaseError::Io {
             what: "cannot stream the dump to the backup store".into(),
             source,
@@ -447,58 +356,31 @@ impl Database for MysqlDatabase {
         let mut url = url::Url::parse(self.url.expose()).map_err(|e| {
             DatabaseError::Other(format!("cannot make a URL for the scratch database: {e}"))
         })?;
-        // Named after its source, so a scratch copy left by a killed run says whose it is
-        // (MySQL names are at most 64 characters).
-        let source: String = url
-            .path()
-            .trim_start_matches('/')
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(32)
-            .collect();
-        let name = format!(
-            "cutover_roundtrip_{source}_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
+        // MySQL names are at most 64 characters.
+        let name = shared::scratch_name(url.path().trim_start_matches('/'), 32);
         url.set_path(&format!("/{name}"));
         let database = Self::new(Secret::new(url.to_string()), self.lock_wait_timeout)
             .map_err(|e| DatabaseError::Other(e.to_string()))?;
-        let pool = self.pool().await?.clone();
-        sqlx::raw_sql(&format!("CREATE DATABASE `{name}`"))
-            .execute(&pool)
-            .await
-            .map_err(super::sql_err(format!(
-                "cannot create the scratch database {name} (the user needs CREATE)"
-            )))?;
-        let dropped = name.clone();
-        Ok(Scratch::new(
+        let statements = (
+            format!("CREATE DATABASE `{name}`"),
+            format!("DROP DATABASE IF EXISTS `{name}`"),
+        );
+        shared::create_scratch(
+            self.pool().await?.clone(),
             Box::new(database),
             name,
-            Box::new(move || {
-                Box::pin(async move {
-                    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS `{dropped}`"))
-                        .execute(&pool)
-                        .await
-                        .map_err(super::sql_err(format!(
-                            "cannot drop the scratch database {dropped}"
-                        )))?;
-                    Ok(())
-                })
-            }),
-        ))
+            statements,
+            "the user needs CREATE",
+        )
+        .await
     }
 
     async fn drop_scratch(&self, name: &str) -> Result<(), DatabaseError> {
         if !super::is_scratch_name(name) {
             return Err(super::not_scratch(name));
         }
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS `{name}`"))
-            .execute(self.pool().await?)
-            .await
-            .map_err(super::sql_err(format!(
-                "cannot drop the scratch database {name}"
-            )))?;
-        Ok(())
+        let statement = format!("DROP DATABASE IF EXISTS `{name}`");
+        shared::drop_scratch(self.pool().await?, &statement, name).await
     }
 
     async fn lock(&self, name: &str) -> Result<Option<DbLock>, DatabaseError> {
@@ -510,14 +392,7 @@ impl Database for MysqlDatabase {
             "cutover:{}",
             &hex::encode(sha2::Sha256::digest(full.as_bytes()))[..40]
         );
-        let mut conn = self
-            .options
-            .connect()
-            .await
-            .map_err(|source| DatabaseError::Connect {
-                target: self.describe(),
-                source,
-            })?;
+        let mut conn = super::sqlx_shared::open(&self.options, self.describe()).await?;
         let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
             .bind(&key)
             .fetch_one(&mut conn)

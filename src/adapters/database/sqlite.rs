@@ -15,6 +15,7 @@ use sqlx::{Connection, SqlitePool};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 
+use super::sqlx_shared as shared;
 use super::{
     BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DumpInfo, Scratch,
 };
@@ -175,24 +176,11 @@ impl Database for SqliteDatabase {
         if self.pool.lock().await.is_none() && !self.path.exists() {
             return Ok(DatabaseState::default());
         }
-        let pool = self.pool().await?;
-        let has_table: bool = sqlx::query_scalar(
-            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        shared::state(
+            &self.pool().await?,
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
         )
-        .fetch_one(&pool)
         .await
-        .map_err(super::sql_err("cannot read the migration history"))?;
-        if !has_table {
-            return Ok(DatabaseState {
-                exists: true,
-                ..DatabaseState::default()
-            });
-        }
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(super::sql_err("cannot read the migration history"))?;
-        super::history::read(&mut *conn).await
     }
 
     async fn apply(
@@ -200,11 +188,7 @@ impl Database for SqliteDatabase {
         migration: &MigrationFile,
         commit: Commit,
     ) -> Result<Duration, DatabaseError> {
-        let pool = self.pool().await?;
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(super::sql_err("cannot connect"))?;
+        let mut conn = shared::connection(&self.pool().await?).await?;
         super::history::apply_sqlite(
             &mut conn,
             migration,
@@ -217,32 +201,17 @@ impl Database for SqliteDatabase {
     }
 
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
-        let pool = self.pool().await?;
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(super::sql_err("cannot connect"))?;
+        let mut conn = shared::connection(&self.pool().await?).await?;
         super::history::revert_sqlite(&mut conn, migration, &mut None).await
     }
 
     async fn execute(&self, sql: &str) -> Result<u64, DatabaseError> {
-        let pool = self.pool().await?;
-        let mut tx = pool.begin().await.map_err(super::sql_err("cannot begin"))?;
         // The SQLite driver runs every statement of a multi-statement string.
-        let done = sqlx::Executor::execute(&mut *tx, sql)
-            .await
-            .map_err(super::sql_err("SQL failed"))?;
-        tx.commit().await.map_err(super::sql_err("cannot commit"))?;
-        Ok(done.rows_affected())
+        shared::execute_in_transaction(&self.pool().await?, sql).await
     }
 
     async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
-        let pool = self.pool().await?;
-        let rows = sqlx::query(sql)
-            .fetch_all(&pool)
-            .await
-            .map_err(super::sql_err("validation query failed"))?;
-        super::check_result(&rows).map_err(super::sql_err("cannot read the validation result"))
+        shared::issues(&self.pool().await?, sql, None).await
     }
 
     async fn issues_read_only(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
@@ -254,12 +223,7 @@ impl Database for SqliteDatabase {
             .filename(&self.path)
             .read_only(true)
             .busy_timeout(Duration::from_secs(10));
-        let mut conn = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .map_err(|source| DatabaseError::Connect {
-                target: self.describe(),
-                source,
-            })?;
+        let mut conn = shared::open(&options, self.describe()).await?;
         let rows = sqlx::query(sql)
             .fetch_all(&mut conn)
             .await

@@ -24,8 +24,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Platform, PlatformError, PlatformState, Subject};
 use crate::adapters::azure::arm::{Arm, LazyArm};
-use crate::adapters::azure::identity::AzureAuth;
-use crate::adapters::azure::{SUBSCRIPTION_ENV, name_ok, subscription};
+use crate::adapters::azure::{Site, setting};
 use crate::adapters::build::BuildError;
 use crate::adapters::build::Resolve;
 use crate::config::deploy_file::AppServiceConfig;
@@ -48,35 +47,17 @@ pub struct AppServicePlatform {
 
 impl AppServicePlatform {
     pub fn new(c: &AppServiceConfig, resolver: &dyn Resolve) -> Result<Self, BuildError> {
-        let invalid = |m: String| BuildError::Invalid(format!("platform `azure-app-service`: {m}"));
-        let auth = AzureAuth::from_config(resolver.azure(), resolver)?;
-        let text =
-            |t: &Option<crate::config::deploy_file::Text>| -> Result<Option<String>, BuildError> {
-                Ok(match t {
-                    Some(t) => Some(resolver.text(t)?.trim().to_owned()),
-                    None => None,
-                })
-            };
-        let subscription = subscription(text(&c.subscription)?, &auth).ok_or_else(|| {
-            invalid(format!(
-                "no subscription: set `subscription:`, `azure.subscription` or {SUBSCRIPTION_ENV}"
-            ))
-        })?;
-        let resource_group = resolver.text(&c.resource_group)?.trim().to_owned();
+        let site = Site::read(
+            "platform `azure-app-service`",
+            resolver,
+            c.subscription.as_ref(),
+            &c.resource_group,
+        )?;
+        let invalid = |m: String| site.invalid(&m);
+        let text = |t: &Option<crate::config::deploy_file::Text>| setting(resolver, t.as_ref());
         let app = resolver.text(&c.app)?.trim().to_owned();
         let slot = text(&c.slot)?;
-        for (field, value) in [
-            ("subscription", Some(&subscription)),
-            ("resource_group", Some(&resource_group)),
-            ("app", Some(&app)),
-            ("slot", slot.as_ref()),
-        ] {
-            if let Some(v) = value
-                && !name_ok(v)
-            {
-                return Err(invalid(format!("`{field}: {v}` is not a valid Azure name")));
-            }
-        }
+        site.check_names(&[("app", Some(&app)), ("slot", slot.as_ref())])?;
         let setting =
             text(&c.maintenance_setting)?.unwrap_or_else(|| DEFAULT_MAINTENANCE_SETTING.to_owned());
         if setting.is_empty()
@@ -89,7 +70,8 @@ impl AppServicePlatform {
             )));
         }
         let mut path = format!(
-            "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Web/sites/{app}"
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Web/sites/{app}",
+            site.subscription, site.resource_group
         );
         let shown = match &slot {
             Some(slot) => {
@@ -103,7 +85,7 @@ impl AppServicePlatform {
             shown,
             setting,
             api_version: text(&c.api_version)?.unwrap_or_else(|| DEFAULT_API_VERSION.to_owned()),
-            arm: LazyArm::new(auth),
+            arm: LazyArm::new(site.auth),
             setting_before: Mutex::default(),
         })
     }

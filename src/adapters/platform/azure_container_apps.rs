@@ -43,8 +43,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Platform, PlatformError, PlatformState, Subject};
 use crate::adapters::azure::arm::{Arm, LazyArm};
-use crate::adapters::azure::identity::AzureAuth;
-use crate::adapters::azure::{SUBSCRIPTION_ENV, name_ok, subscription};
+use crate::adapters::azure::{Site, setting};
 use crate::adapters::build::BuildError;
 use crate::adapters::build::Resolve;
 use crate::config::deploy_file::ContainerAppsConfig;
@@ -84,41 +83,21 @@ pub struct ContainerAppsPlatform {
 
 impl ContainerAppsPlatform {
     pub fn new(c: &ContainerAppsConfig, resolver: &dyn Resolve) -> Result<Self, BuildError> {
-        let invalid =
-            |m: String| BuildError::Invalid(format!("platform `azure-container-apps`: {m}"));
-        let auth = AzureAuth::from_config(resolver.azure(), resolver)?;
-        let own = match &c.subscription {
-            Some(t) => Some(resolver.text(t)?),
-            None => None,
-        };
-        let subscription = subscription(own, &auth).ok_or_else(|| {
-            invalid(format!(
-                "no subscription: set `subscription:`, `azure.subscription` or {SUBSCRIPTION_ENV}"
-            ))
-        })?;
-        let resource_group = resolver.text(&c.resource_group)?.trim().to_owned();
+        let site = Site::read(
+            "platform `azure-container-apps`",
+            resolver,
+            c.subscription.as_ref(),
+            &c.resource_group,
+        )?;
+        let invalid = |m: String| site.invalid(&m);
         let app = resolver.text(&c.app)?.trim().to_owned();
-        let jobs = match &c.jobs {
-            Some(t) => Some(resolver.text(t)?.trim().to_owned()),
-            None => None,
-        };
-        let job = match &c.job {
-            Some(t) => Some(resolver.text(t)?.trim().to_owned()),
-            None => None,
-        };
-        for (field, value) in [
-            ("subscription", Some(&subscription)),
-            ("resource_group", Some(&resource_group)),
+        let jobs = setting(resolver, c.jobs.as_ref())?;
+        let job = setting(resolver, c.job.as_ref())?;
+        site.check_names(&[
             ("app", Some(&app)),
             ("jobs", jobs.as_ref()),
             ("job", job.as_ref()),
-        ] {
-            if let Some(v) = value
-                && !name_ok(v)
-            {
-                return Err(invalid(format!("`{field}: {v}` is not a valid Azure name")));
-            }
-        }
+        ])?;
         let variable = match &c.maintenance_variable {
             Some(t) => resolver.text(t)?.trim().to_owned(),
             None => DEFAULT_MAINTENANCE_VARIABLE.to_owned(),
@@ -132,19 +111,17 @@ impl ContainerAppsPlatform {
                 "`maintenance_variable: {variable}` is not an environment variable name"
             )));
         }
-        let api_version = match &c.api_version {
-            Some(t) => resolver.text(t)?.trim().to_owned(),
-            None => DEFAULT_API_VERSION.to_owned(),
-        };
+        let api_version = setting(resolver, c.api_version.as_ref())?
+            .unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
         Ok(Self {
-            subscription,
-            resource_group,
+            subscription: site.subscription,
+            resource_group: site.resource_group,
             app,
             jobs,
             job,
             variable,
             api_version,
-            arm: LazyArm::new(auth),
+            arm: LazyArm::new(site.auth),
             scale_before: Mutex::default(),
             job_before: Mutex::default(),
             variable_before: Mutex::default(),

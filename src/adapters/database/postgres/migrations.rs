@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{ConnectOptions, Connection, Postgres};
+use sqlx::{Connection, Postgres};
 
 use super::super::{BatchError, Database, DatabaseError};
 use super::{PostgresDatabase, end_sessions};
@@ -85,14 +85,7 @@ impl PostgresDatabase {
         if pid == 0 {
             return Ok(());
         }
-        let mut conn = self
-            .options
-            .connect()
-            .await
-            .map_err(|source| DatabaseError::Connect {
-                target: self.describe(),
-                source,
-            })?;
+        let mut conn = super::shared::open(&self.options, self.describe()).await?;
         let ended = end_sessions(
             &mut conn,
             "SELECT pid FROM pg_stat_activity WHERE pid = CAST($1 AS integer)",

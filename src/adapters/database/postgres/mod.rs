@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 
+use super::sqlx_shared as shared;
 use super::{
     BatchError, BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DbLock,
     DumpInfo, Scratch,
@@ -118,34 +119,7 @@ impl PostgresDatabase {
         if let Some(pool) = &*guard {
             return Ok(pool.clone());
         }
-        // One direct connection first: a refused or unknown host fails at once with the
-        // driver's own reason, not a pool timeout.
-        let probe = self
-            .options
-            .connect()
-            .await
-            .map_err(|source| DatabaseError::Connect {
-                target: self.describe(),
-                source,
-            })?;
-        let _ = probe.close().await;
-        let session = self.session_sql();
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(15))
-            .after_connect(move |conn, _| {
-                let session = session.clone();
-                Box::pin(async move {
-                    sqlx::Executor::execute(conn, session.as_str()).await?;
-                    Ok(())
-                })
-            })
-            .connect_with(self.options.clone())
-            .await
-            .map_err(|source| DatabaseError::Connect {
-                target: self.describe(),
-                source,
-            })?;
+        let pool = shared::connect(&self.options, self.session_sql(), self.describe()).await?;
         *guard = Some(pool.clone());
         Ok(pool)
     }
@@ -188,18 +162,11 @@ impl PostgresDatabase {
     /// One connection to the maintenance database, for what cannot run connected to the
     /// database it acts on (renaming it).
     async fn maintenance(&self) -> Result<sqlx::PgConnection, DatabaseError> {
-        self.options
-            .clone()
-            .database(MAINTENANCE_DB)
-            .connect()
-            .await
-            .map_err(|source| DatabaseError::Connect {
-                target: format!(
-                    "the `{MAINTENANCE_DB}` database on the server of {} (`restore: swap` renames databases from there)",
-                    self.describe()
-                ),
-                source,
-            })
+        let target = format!(
+            "the `{MAINTENANCE_DB}` database on the server of {} (`restore: swap` renames databases from there)",
+            self.describe()
+        );
+        shared::open(&self.options.clone().database(MAINTENANCE_DB), target).await
     }
 }
 
@@ -306,23 +273,11 @@ impl Database for PostgresDatabase {
     }
 
     async fn state(&self) -> Result<DatabaseState, DatabaseError> {
-        let pool = &self.pool().await?;
-        let has_table: bool =
-            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-                .fetch_one(pool)
-                .await
-                .map_err(super::sql_err("cannot read the migration history"))?;
-        if !has_table {
-            return Ok(DatabaseState {
-                exists: true,
-                ..DatabaseState::default()
-            });
-        }
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(super::sql_err("cannot read the migration history"))?;
-        super::history::read(&mut *conn).await
+        shared::state(
+            &self.pool().await?,
+            "SELECT COUNT(to_regclass('_sqlx_migrations'))",
+        )
+        .await
     }
 
     async fn apply(
@@ -409,30 +364,11 @@ impl Database for PostgresDatabase {
     }
 
     async fn issues(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
-        let rows = sqlx::query(sql)
-            .fetch_all(&self.pool().await?)
-            .await
-            .map_err(super::sql_err("validation query failed"))?;
-        super::check_result(&rows).map_err(super::sql_err("cannot read the validation result"))
+        shared::issues(&self.pool().await?, sql, None).await
     }
 
     async fn issues_read_only(&self, sql: &str) -> Result<CheckResult, DatabaseError> {
-        let pool = self.pool().await?;
-        let mut tx = pool
-            .begin_with("BEGIN READ ONLY")
-            .await
-            .map_err(super::sql_err("cannot begin a read-only transaction"))?;
-        let rows = sqlx::query(sql)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(super::sql_err("validation query failed"))?;
-        let result =
-            super::check_result(&rows).map_err(super::sql_err("cannot read the validation result"));
-        // Nothing to keep: a read-only transaction has nothing to commit.
-        tx.rollback()
-            .await
-            .map_err(super::sql_err("cannot end the read-only transaction"))?;
-        result
+        shared::issues(&self.pool().await?, sql, Some("BEGIN READ ONLY")).await
     }
 
     async fn dump(
@@ -464,7 +400,7 @@ impl Database for PostgresDatabase {
         // Close the pipe before waiting: when the store failed, the dump tool is still
         // writing into it and would wait for a reader forever.
         drop(out);
-        let waited = Self::wait_tool(child, "pg_dump").await;
+        let waited = shared::wait_tool(child, "pg_dump").await;
         copied.map_err(|source| DatabaseError::Io {
             what: "cannot stream the dump to the backup store".into(),
             source,
@@ -562,58 +498,30 @@ impl Database for PostgresDatabase {
     }
 
     async fn scratch(&self) -> Result<Scratch, DatabaseError> {
-        // Named after its source, so a scratch copy left by a killed run says whose it is
-        // (PostgreSQL names are at most 63 bytes).
-        let source: String = self
-            .database_name()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(31)
-            .collect();
-        let name = format!(
-            "cutover_roundtrip_{source}_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
+        // PostgreSQL names are at most 63 bytes.
+        let name = shared::scratch_name(&self.database_name(), 31);
         // A scratch database is restored in place, whatever this database does.
         let database = self.sibling(&name)?;
-        let pool = self.pool().await?;
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&pool)
-            .await
-            .map_err(super::sql_err(format!(
-                "cannot create the scratch database {name} (the role needs CREATEDB)"
-            )))?;
-        let dropped = name.clone();
-        Ok(Scratch::new(
+        let statements = (
+            format!("CREATE DATABASE \"{name}\""),
+            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        );
+        shared::create_scratch(
+            self.pool().await?,
             Box::new(database),
             name,
-            Box::new(move || {
-                Box::pin(async move {
-                    sqlx::raw_sql(&format!(
-                        "DROP DATABASE IF EXISTS \"{dropped}\" WITH (FORCE)"
-                    ))
-                    .execute(&pool)
-                    .await
-                    .map_err(super::sql_err(format!(
-                        "cannot drop the scratch database {dropped}"
-                    )))?;
-                    Ok(())
-                })
-            }),
-        ))
+            statements,
+            "the role needs CREATEDB",
+        )
+        .await
     }
 
     async fn drop_scratch(&self, name: &str) -> Result<(), DatabaseError> {
         if !super::is_scratch_name(name) {
             return Err(super::not_scratch(name));
         }
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&self.pool().await?)
-            .await
-            .map_err(super::sql_err(format!(
-                "cannot drop the scratch database {name}"
-            )))?;
-        Ok(())
+        let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        shared::drop_scratch(&self.pool().await?, &statement, name).await
     }
 
     async fn lock(&self, name: &str) -> Result<Option<DbLock>, DatabaseError> {
@@ -623,13 +531,7 @@ impl Database for PostgresDatabase {
         let (key, mut conn) = match self.settings.restore {
             PgRestore::InPlace => (
                 lock_key(name),
-                self.options
-                    .connect()
-                    .await
-                    .map_err(|source| DatabaseError::Connect {
-                        target: self.describe(),
-                        source,
-                    })?,
+                shared::open(&self.options, self.describe()).await?,
             ),
             PgRestore::Swap => (
                 lock_key(&format!("{name}@{}", self.database_name())),

@@ -69,8 +69,8 @@ impl PostgresDatabase {
             r
         };
         let (fed, piped) = tokio::join!(feed, pipe);
-        let restored = Self::wait_tool(restore, "pg_restore").await;
-        let applied = Self::wait_tool(psql, "psql").await;
+        let restored = super::shared::wait_tool(restore, "pg_restore").await;
+        let applied = super::shared::wait_tool(psql, "psql").await;
         applied?;
         restored?;
         fed.map_err(|source| DatabaseError::Io {

@@ -82,38 +82,6 @@ impl PostgresDatabase {
             .await
             .cloned()
     }
-
-    pub(super) async fn wait_tool(
-        mut child: tokio::process::Child,
-        program: &str,
-    ) -> Result<(), DatabaseError> {
-        let mut stderr = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use tokio::io::AsyncReadExt;
-            let _ = e.read_to_string(&mut stderr).await;
-        }
-        let status = child.wait().await.map_err(|source| DatabaseError::Io {
-            what: format!("{program} did not finish"),
-            source,
-        })?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(DatabaseError::Other(format!(
-                "{program} failed ({status}): {}",
-                stderr
-                    .trim()
-                    .lines()
-                    .rev()
-                    .take(8)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )))
-        }
-    }
 }
 
 pub(super) fn percent_decode(text: &str) -> String {
