@@ -383,12 +383,17 @@ macro_rules! script_runners {
             script: &str,
             commit: bool,
         ) -> Result<(), sqlx::Error> {
+            let mut in_flight = InFlight {
+                conn,
+                landed: false,
+            };
+            let conn = &mut *in_flight.conn;
             // A string with no arguments: PostgreSQL gets it as one simple-protocol message.
             let done = match sqlx::Executor::execute(&mut **conn, script).await {
                 Ok(_) if commit => sqlx::Executor::execute(&mut **conn, "COMMIT").await,
                 done => done,
             };
-            match done {
+            let result = match done {
                 Ok(_) => Ok(()),
                 Err(failed) => {
                     if sqlx::Executor::execute(&mut **conn, "ROLLBACK")
@@ -399,9 +404,28 @@ macro_rules! script_runners {
                     }
                     Err(failed)
                 }
-            }
+            };
+            in_flight.landed = true;
+            result
         }
     };
+}
+
+/// A script on its way: when the future running it is dropped half-way (Ctrl-C, a
+/// timeout), the connection may hold the script's open transaction, so it is closed
+/// (which rolls the transaction back) instead of going back to the pool, where the undo
+/// would find it mid-transaction.
+struct InFlight<'c, DB: sqlx::Database> {
+    conn: &'c mut PoolConnection<DB>,
+    landed: bool,
+}
+
+impl<DB: sqlx::Database> Drop for InFlight<'_, DB> {
+    fn drop(&mut self) {
+        if !self.landed {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 /// How many migrations [`apply_postgres_batch`] sends in one message at most: few enough

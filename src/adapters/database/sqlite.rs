@@ -423,3 +423,51 @@ impl Database for SqliteDatabase {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::SqliteDatabase;
+    use crate::adapters::database::{Commit, Database};
+    use crate::migrate::MigrationFile;
+
+    /// A migration dropped half-way (Ctrl-C, a timeout) leaves no transaction open on the
+    /// adapter: the undo that follows runs, and nothing of the migration stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_migration_leaves_no_transaction_for_the_undo() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDatabase::new("sqlite://app.db", dir.path()).unwrap();
+        db.execute("CREATE TABLE kept (x INTEGER)").await.unwrap();
+        // Seconds of work after the table, so it is still running when dropped.
+        let up = "CREATE TABLE half (x INTEGER);\n\
+            WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000000)\n\
+            SELECT count(*) FROM c;\n";
+        let slow = MigrationFile {
+            version: 2,
+            description: "slow".into(),
+            up_path: "2_slow.up.sql".into(),
+            up_sql: up.into(),
+            down_path: None,
+            down_sql: None,
+            no_transaction: false,
+            checksum: vec![2],
+        };
+        let dropped =
+            tokio::time::timeout(Duration::from_millis(300), db.apply(&slow, Commit::Durable))
+                .await;
+        assert!(
+            dropped.is_err(),
+            "the migration ended before it was dropped"
+        );
+        assert_eq!(db.execute("INSERT INTO kept VALUES (1)").await.unwrap(), 1);
+        let half = db
+            .issues("SELECT COUNT(*) AS issues FROM sqlite_master WHERE name = 'half'")
+            .await
+            .unwrap();
+        assert_eq!(half.issues, 0, "the dropped migration's table stayed");
+        let state = db.state().await.unwrap();
+        assert!(state.applied.iter().all(|m| m.version != 2));
+        db.disconnect().await;
+    }
+}
