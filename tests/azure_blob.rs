@@ -8,46 +8,15 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use azure_storage_blob::models::{BlockBlobClientGetBlockListOptions, BlockListType};
-use futures::TryStreamExt;
 use sha2::Digest;
-use support::azurite::{self, KEY};
+use support::azurite::{self, KEY, blobs, download};
 use support::fault_proxy::{FaultProxy, Mode};
-use support::{Project, Run, exec_sql, replace_once};
-
-use cutover::adapters::azure_storage::{Account, Auth, Container};
-use cutover::secret::Secret;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A client for `container` in Azurite, for the test's own look at the blobs.
-fn container(name: &str) -> Container {
-    let account = Account::parse(&azurite::server().url()).unwrap();
-    Container::connect(account, name, Auth::Key(Secret::new(KEY))).unwrap()
-}
-
-/// Every committed blob in the container, by name.
-fn blobs(name: &str) -> Vec<String> {
-    rt().block_on(async {
-        let c = container(name);
-        let mut pager = c.client.list_blobs(None).unwrap();
-        let mut names = Vec::new();
-        while let Some(item) = pager.try_next().await.unwrap_or(None) {
-            names.push(item.name.unwrap_or_default());
-        }
-        names.sort();
-        names
-    })
-}
+use support::{Project, Run, exec_sql, replace_once, rt};
 
 /// Committed and uncommitted block counts of a blob (0, 0 when it does not exist).
 fn blocks(container_name: &str, blob: &str) -> (usize, usize) {
     rt().block_on(async {
-        let c = container(container_name);
+        let c = azurite::client(container_name);
         let list = c
             .client
             .blob_client(blob)
@@ -67,22 +36,6 @@ fn blocks(container_name: &str, blob: &str) -> (usize, usize) {
             }
             Err(_) => (0, 0),
         }
-    })
-}
-
-fn download(container_name: &str, blob: &str) -> Vec<u8> {
-    rt().block_on(async {
-        container(container_name)
-            .client
-            .blob_client(blob)
-            .download(None)
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .to_vec()
     })
 }
 
@@ -194,17 +147,11 @@ fn rollback_by_restore_reads_the_backup_from_blob_storage() {
         "ALTER TABLE recipes ADD COLUMN rating INTEGER NOT NULL DEFAULT 3;\n",
         None,
     );
-    let pipeline = replace_once(
-        &p.pipeline(),
-        "with: { queries: validations/ }",
-        "with: { queries: validations/, checks: [{ name: fails-after-migrating, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
-    );
-    let pipeline = replace_once(
-        &pipeline,
+    p.fail_validation_once_migrated("fails-after-migrating");
+    p.edit_pipeline(
         "with: { to: latest, rollback: auto }",
         "with: { to: latest, rollback: restore }",
     );
-    p.write_pipeline(&pipeline);
     let run = p.run(&["deploy"]);
     run.expect_code(1);
     let journal = p.journals().pop().unwrap();

@@ -9,59 +9,16 @@ mod support;
 
 use std::process::Command;
 
-use futures::TryStreamExt;
 use serde_json::{Value, json};
 use sha2::Digest;
 use support::azure_fake::{
     AzureFake, BACPAC_HEADER, CLIENT_ID, CLIENT_SECRET, SQL_ADMIN, SQL_PASSWORD, SUBSCRIPTION,
     TENANT, sql_path,
 };
-use support::azurite::{self, KEY};
+use support::azurite::{self, KEY, blobs, download};
 use support::{Project, Run, replace_once};
 
-use cutover::adapters::azure_storage::{Account, Auth, Container};
-use cutover::secret::Secret;
-
 const API: &str = "2023-08-01";
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Every committed blob in the Azurite container, by name.
-fn blobs(name: &str) -> Vec<String> {
-    rt().block_on(async {
-        let account = Account::parse(&azurite::server().url()).unwrap();
-        let c = Container::connect(account, name, Auth::Key(Secret::new(KEY))).unwrap();
-        let mut pager = c.client.list_blobs(None).unwrap();
-        let mut names = Vec::new();
-        while let Some(item) = pager.try_next().await.unwrap_or(None) {
-            names.push(item.name.unwrap_or_default());
-        }
-        names.sort();
-        names
-    })
-}
-
-fn download(container: &str, blob: &str) -> Vec<u8> {
-    rt().block_on(async {
-        let account = Account::parse(&azurite::server().url()).unwrap();
-        let c = Container::connect(account, container, Auth::Key(Secret::new(KEY))).unwrap();
-        c.client
-            .blob_client(blob)
-            .download(None)
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .to_vec()
-    })
-}
 
 /// A project whose `local` environment is the Azure SQL database `recipes`, with its
 /// backups in a fresh Azurite container, and no migrations of cutover's own.

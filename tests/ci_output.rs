@@ -13,34 +13,24 @@ use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::Value;
-use support::{Project, ROOT, Run};
+use support::{Project, ROOT, Run, replace_once};
 
 /// Resolved through `${secret:env:..}` into the platform's `env:` (a credential field); the
 /// failing restart command echoes it to stderr.
 const SECRET: &str = "ci-S3CRET-7f3a9b-token";
 
+/// The shared config with the product's default rehearsal, and a `restart` command that
+/// fails and echoes the secret it was given.
 fn config(health_url: &str) -> String {
-    format!(
-        r#"version: 1
-project: testapp
-pipeline: pipelines/deploy.yaml
-migrations: migrations
-environments:
-  local:
-    database: {{ kind: sqlite, url: "sqlite://state/app.db" }}
-    backups: {{ kind: local, path: state/backups }}
-    platform:
-      kind: command
-      status: "cat platform/*"
-      maintenance_on: "echo maintenance=true > platform/maintenance; echo maintenance_on >> calls.log"
-      maintenance_off: "echo maintenance=false > platform/maintenance; echo maintenance_off >> calls.log"
-      scale: "echo {{target}}={{replicas}} > platform/{{target}}; echo scale_{{target}}_{{replicas}} >> calls.log"
-      restart: "echo restart >> calls.log; echo \"restart refused: token=$API_TOKEN\" >&2; exit 1"
+    let config = replace_once(
+        &support::config(health_url),
+        "      restart: \"echo restart >> calls.log\"\n",
+        r#"      restart: "echo restart >> calls.log; echo \"restart refused: token=$API_TOKEN\" >&2; exit 1"
       env:
-        API_TOKEN: "${{secret:env:CUTOVER_TEST_CI_TOKEN}}"
-    health: {{ url: "{health_url}", timeout: 5s, healthy_for: 0s }}
-"#
-    )
+        API_TOKEN: "${secret:env:CUTOVER_TEST_CI_TOKEN}"
+"#,
+    );
+    replace_once(&config, "    rehearse: off\n", "")
 }
 
 /// A fresh project with the secret-bearing config and a failing pipeline beside the

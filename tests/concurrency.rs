@@ -18,13 +18,7 @@ const NEW_DOWN: &str = "DROP TABLE x_notes;\n";
 
 /// A deployed project with data and one pending migration; its state.
 fn prepared() -> (Project, State) {
-    let p = Project::new();
-    p.deployed_with_data();
-    p.add_migration(NEW, NEW_UP, Some(NEW_DOWN));
-    std::fs::remove_file(p.file("calls.log")).unwrap();
-    let before = p.state();
-    assert!(!before.db.contains_key("table x_notes"));
-    (p, before)
+    support::prepared(NEW, NEW_UP, NEW_DOWN)
 }
 
 /// The new migration is applied, the platform is back up and no lock is left.

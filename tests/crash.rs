@@ -13,14 +13,14 @@ mod support;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::backend::{Backend, Case};
 use support::fault_proxy::pg_fingerprint;
 use support::{
-    HealthServer, Project, State, assert_same_db, exec_sql, mysql as my, pg, replace_once,
+    HealthServer, Project, State, assert_nothing_to_recover, assert_same_db, last_journal,
+    mysql as my, pg, replace_once,
 };
 
 const SIGABRT: i32 = 6;
@@ -35,102 +35,16 @@ const NEW_DOWN: &str = "DROP TABLE x_notes;
 UPDATE users SET display_name = substr(display_name, 1, length(display_name) - 4);
 ";
 
-/// The database a case runs against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-    Mysql,
-}
-
-/// One case's project on one backend (`db`: the server's database, else empty).
-struct Case {
-    p: Project,
-    backend: Backend,
-    db: String,
-}
-
-impl std::ops::Deref for Case {
-    type Target = Project;
-
-    fn deref(&self) -> &Project {
-        &self.p
-    }
-}
-
-impl Case {
-    fn new(backend: Backend) -> Self {
-        let (p, db) = match backend {
-            Backend::Sqlite => (Project::new(), String::new()),
-            Backend::Postgres => pg::project(),
-            Backend::Mysql => my::project(),
-        };
-        Self { p, backend, db }
-    }
-
-    fn sql(&self, sql: &str) {
-        match self.backend {
-            Backend::Sqlite => exec_sql(&self.file("state/app.db"), sql),
-            Backend::Postgres => {
-                pg::server().psql(&self.db, sql);
-            }
-            Backend::Mysql => {
-                my::server().sql(&self.db, sql);
-            }
+/// Database (schema and every row, or a checksum of a big table's rows), platform and
+/// locks, including a server's deploy lock.
+fn read_state(c: &Case) -> State {
+    c.with_server_db(|backend, db| {
+        if backend == Backend::Postgres {
+            pg_fingerprint(db)
+        } else {
+            mysql_state(db)
         }
-    }
-
-    /// Database (schema and every row, or a checksum of a big table's rows), platform and
-    /// locks, including a server's deploy lock.
-    fn state(&self) -> State {
-        let mut state = self.p.state();
-        match self.backend {
-            Backend::Sqlite => {}
-            Backend::Postgres => {
-                state.db = pg_fingerprint(&self.db);
-                state.locks.extend(self.database_lock());
-            }
-            Backend::Mysql => {
-                state.db = mysql_state(&self.db);
-                state.locks.extend(self.database_lock());
-            }
-        }
-        state
-    }
-
-    /// The server's deploy lock (PostgreSQL advisory lock, MariaDB `GET_LOCK`), if someone
-    /// holds it. The lock of a process that just died may take a moment to go.
-    fn database_lock(&self) -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let held = match self.backend {
-                Backend::Sqlite => return None,
-                Backend::Postgres => pg::server().psql(
-                    "postgres",
-                    &format!(
-                        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE l.locktype = 'advisory' AND d.datname = '{}'",
-                        self.db
-                    ),
-                ),
-                Backend::Mysql => {
-                    use sha2::Digest;
-                    let name = format!("{}/testapp:local", self.db);
-                    let key = format!(
-                        "cutover:{}",
-                        &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..40]
-                    );
-                    my::server().sql("mysql", &format!("SELECT COUNT(IS_USED_LOCK('{key}'))"))
-                }
-            };
-            if held.trim() == "0" {
-                return None;
-            }
-            if Instant::now() > deadline {
-                return Some(format!("{:?} deploy lock", self.backend));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    })
 }
 
 /// Every MariaDB table's definition and rows, per table.
@@ -225,7 +139,7 @@ INSERT INTO recipes (id, user_id, title, servings, calories) VALUES (1, 1, 'Soup
 /// A project deployed once, with rows whose times are fixed, so two projects' states
 /// compare equal.
 fn deployed(backend: Backend) -> Case {
-    let c = Case::new(backend);
+    let c = Case::new(backend, read_state);
     match backend {
         Backend::Sqlite => {
             c.deployed_with_data();
@@ -252,12 +166,7 @@ fn prepared(backend: Backend, scenario: Scenario) -> (Case, State) {
         Backend::Mysql => p.add_migration(NEW, NEW_UP_MYSQL, Some(NEW_DOWN_MYSQL)),
     }
     if let Scenario::FailsAtValidate = scenario {
-        let text = replace_once(
-            &p.pipeline(),
-            "with: { queries: validations/ }",
-            "with: { queries: validations/, checks: [{ name: after-new, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
-        );
-        p.write_pipeline(&text);
+        p.fail_validation_once_migrated("after-new");
     }
     if let Scenario::LongCommand = scenario {
         add_long_step(&p, "    timeout: 1s\n");
@@ -302,10 +211,6 @@ fn reference(backend: Backend, scenario: Scenario) -> Reference {
             .collect(),
         after,
     }
-}
-
-fn last_journal(p: &Project) -> Vec<Value> {
-    p.journals().pop().expect("a journal")
 }
 
 /// Crashes the scenario's deploy after journal record `n`, then checks deploy, recover
@@ -360,13 +265,7 @@ fn crash_case(backend: Backend, scenario: Scenario, reference: &Reference, n: us
     if n == total {
         // The run was closed before the process died: nothing to recover; the lock it
         // left is stale and the next deploy takes it over.
-        let recover = p.run(&["recover"]);
-        recover.success();
-        assert!(
-            recover.all().contains("nothing to recover"),
-            "{}",
-            recover.all()
-        );
+        assert_nothing_to_recover(&p);
         let state = p.state();
         assert_same_db(&state.db, &reference.after.db, "after a crash once closed");
         assert_eq!(state.platform, reference.after.platform);
@@ -419,13 +318,7 @@ fn crash_case(backend: Backend, scenario: Scenario, reference: &Reference, n: us
     // A second recover has nothing to do and changes nothing.
     let journals = p.journals();
     let calls = p.calls();
-    let second = p.run(&["recover"]);
-    second.success();
-    assert!(
-        second.all().contains("nothing to recover"),
-        "{}",
-        second.all()
-    );
+    assert_nothing_to_recover(&p);
     assert_eq!(p.state(), state);
     assert_eq!(p.journals(), journals);
     assert_eq!(p.calls(), calls);
@@ -439,52 +332,27 @@ fn crash_case(backend: Backend, scenario: Scenario, reference: &Reference, n: us
 /// Runs `crash_case` for every `n` in `points` on a few threads and reports every
 /// failing crash point.
 fn crash_at_each(backend: Backend, scenario: Scenario, reference: &Reference, points: &[usize]) {
-    let next = AtomicUsize::new(0);
-    let failures = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..3 {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(&n) = points.get(i) else { return };
-                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        crash_case(backend, scenario, reference, n);
-                    }));
-                    if let Err(panic) = outcome {
-                        let message = panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                            .unwrap_or_default();
-                        failures.lock().unwrap().push((
-                            n,
-                            format!(
-                                "crash after record {n} ({}): {message}",
-                                reference.kinds[n - 1]
-                            ),
-                        ));
-                    }
-                }
-            });
-        }
-    });
-    let mut failures = failures.into_inner().unwrap();
+    let failures = support::failures_of_each(
+        points,
+        |n| crash_case(backend, scenario, reference, n),
+        |n, message| {
+            format!(
+                "crash after record {n} ({}): {message}",
+                reference.kinds[n - 1]
+            )
+        },
+    );
     println!(
         "{backend:?}: checked {} crash point(s), {} passed: {:?}",
-        next.load(Ordering::SeqCst).min(points.len()),
+        points.len(),
         points.len() - failures.len(),
         points
     );
-    failures.sort();
     assert!(
         failures.is_empty(),
         "{} crash point(s) failed:\n{}",
         failures.len(),
-        failures
-            .iter()
-            .map(|(_, m)| m.as_str())
-            .collect::<Vec<_>>()
-            .join("\n\n")
+        failures.join("\n\n")
     );
 }
 
@@ -725,13 +593,7 @@ fn kill_mid_step(c: &Case, before: &State, what: &str, now: impl Fn() -> bool) -
     );
     assert_eq!(state, *before);
 
-    let second = c.run(&["recover"]);
-    second.success();
-    assert!(
-        second.all().contains("nothing to recover"),
-        "{}",
-        second.all()
-    );
+    assert_nothing_to_recover(c);
     assert_eq!(c.state(), *before);
     run_id
 }
@@ -765,7 +627,7 @@ fn postgres_kill_during_the_backup_stream_then_recover() {
     ));
     let before = c.state();
     assert!(before.db["table big_events"][0].starts_with(&format!("{BIG_ROWS} rows")));
-    let listed_before = backups(&c);
+    let listed_before = c.backup_ids();
     assert_eq!(listed_before.len(), 1, "the first deploy's backup");
 
     let started = Instant::now();
@@ -783,27 +645,14 @@ fn postgres_kill_during_the_backup_stream_then_recover() {
             .exists()
     );
     // ...and is never offered as one.
-    assert_eq!(backups(&c), listed_before);
+    assert_eq!(c.backup_ids(), listed_before);
     let verify = c.run(&["backup", "verify", id]);
     assert_ne!(verify.code(), 0, "{}", verify.all());
     // The next deploy takes a new, complete backup and succeeds.
     c.run(&["deploy"]).success();
-    let listed = backups(&c);
+    let listed = c.backup_ids();
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(!listed.contains(id), "{listed:?}");
-}
-
-/// The ids `backup list` shows.
-fn backups(c: &Case) -> Vec<String> {
-    let list = c.run(&["backup", "list", "--output", "json"]);
-    list.success();
-    let value: Value = serde_json::from_str(&list.stdout()).unwrap();
-    value["result"]["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// True while the server runs a statement of the case's database (other than this query)

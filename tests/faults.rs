@@ -22,9 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::fault_proxy::{FaultProxy, Mode, pg_fingerprint};
-use support::{HealthServer, Project, Run, State, assert_same_db, ids, pg, replace_once};
+use support::{
+    HealthServer, Project, Run, State, assert_failed_at, assert_same_db, ids, last_journal, pg,
+    replace_once,
+};
 
 const SEED: &str = "INSERT INTO users (id, email, display_name) VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B');
 INSERT INTO recipes (id, user_id, title, servings, calories) VALUES (1, 1, 'Soup', 2, 300), (2, 2, 'Salad', 1, NULL);
@@ -133,31 +135,6 @@ impl Case {
         }
     }
 
-    fn edit_pipeline(&self, from: &str, to: &str) {
-        let text = replace_once(&self.pipeline(), from, to);
-        self.write_pipeline(&text);
-    }
-
-    fn fail_validation(&self) {
-        self.edit_pipeline(
-            "with: { queries: validations/ }",
-            "with: { queries: validations/, checks: [{ name: after-new, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
-        );
-    }
-
-    /// The ids `backup list` shows.
-    fn backups(&self) -> Vec<String> {
-        let list = self.run(&["backup", "list", "--output", "json"]);
-        list.success();
-        let value: Value = serde_json::from_str(&list.stdout()).unwrap();
-        value["result"]["backups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["id"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
     /// Files in the backup folder.
     fn backup_files(&self) -> Vec<String> {
         let mut files: Vec<String> = std::fs::read_dir(self.file("state/backups"))
@@ -198,19 +175,10 @@ fn finish(child: Child) -> Run {
     Run(child.wait_with_output().unwrap())
 }
 
-fn last_journal(p: &Project) -> Vec<Value> {
-    p.journals().pop().expect("a journal")
-}
-
 /// The run failed at `step`, exited 1, and database, platform and locks are as before.
 #[track_caller]
 fn assert_rolled_back(c: &Case, before: &State, run: &Run, step: &str) {
-    run.expect_code(1);
-    assert!(
-        run.all().contains(&format!("failed at step `{step}`")),
-        "{}",
-        run.all()
-    );
+    assert_failed_at(run, step);
     let records = last_journal(c);
     assert_eq!(records.last().unwrap()["status"], "rolled_back");
     assert!(ids(&records, "compensation_failed").is_empty());
@@ -336,7 +304,7 @@ fn connection_dropped_mid_backup_rolls_back_and_the_backup_is_never_listed() {
     let c = Case::new(BIG_UP, Some(BIG_DOWN));
     c.big_table();
     let before = c.state();
-    let listed = c.backups();
+    let listed = c.backup_ids();
     let files = c.backup_files();
     let mut child = c.deploy();
     let partial = || {
@@ -357,7 +325,7 @@ fn connection_dropped_mid_backup_rolls_back_and_the_backup_is_never_listed() {
     assert_rolled_back(&c, &before, &run, "backup");
     assert!(run.all().contains("pg_dump failed"), "{}", run.all());
     // The cut backup is gone, not listed, and nothing else changed in the store.
-    assert_eq!(c.backups(), listed);
+    assert_eq!(c.backup_ids(), listed);
     assert_eq!(c.backup_files(), files);
 }
 
@@ -366,7 +334,7 @@ fn connection_dropped_mid_verify_restore_rolls_back_and_leaves_no_scratch_databa
     let c = Case::new(BIG_UP, Some(BIG_DOWN));
     c.big_table();
     let before = c.state();
-    let listed = c.backups();
+    let listed = c.backup_ids();
     let mut child = c.deploy();
     let mut cut = 0;
     // The scratch database the restore (a psql client of this run, through this proxy)
@@ -402,7 +370,7 @@ fn connection_dropped_mid_verify_restore_rolls_back_and_leaves_no_scratch_databa
         scratch_databases()
     );
     // The dump itself was complete and is listed; it reads back and restores.
-    let now = c.backups();
+    let now = c.backup_ids();
     assert_eq!(now.len(), listed.len() + 1, "{now:?}");
     let new = now.iter().find(|id| !listed.contains(id)).unwrap();
     c.run(&["backup", "verify", new]).success();
@@ -417,7 +385,7 @@ fn connection_dropped_mid_restore_leaves_the_database_whole_and_recover_finishes
         "with: { to: latest, rollback: auto }",
         "with: { to: latest, rollback: restore }",
     );
-    c.fail_validation();
+    c.fail_validation_once_migrated("after-new");
     let before = c.state();
     let mut child = c.deploy();
     let mut cut = 0;
@@ -737,7 +705,7 @@ fn backup_store_full_mid_stream_rolls_back_and_lists_nothing() {
     std::os::unix::fs::symlink("/dev/full", c.file("state/backups/full-disk.dump.partial"))
         .unwrap();
     let before = c.state();
-    let listed = c.backups();
+    let listed = c.backup_ids();
     let started = Instant::now();
     let run = c.run(&["deploy"]);
     println!("disk full: deploy ended in {:?}", started.elapsed());
@@ -747,7 +715,7 @@ fn backup_store_full_mid_stream_rolls_back_and_lists_nothing() {
         "{}",
         run.all()
     );
-    assert_eq!(c.backups(), listed);
+    assert_eq!(c.backup_ids(), listed);
     assert!(!c.file("state/backups/full-disk.dump").exists());
     assert!(!c.file("state/backups/full-disk.manifest.json").exists());
 }

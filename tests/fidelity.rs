@@ -10,94 +10,56 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use support::{Project, State, pg, replace_once};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+use support::backend::{Backend, Case};
+use support::{State, pg, replace_once};
 
 /// A step that always fails, put after the migrations (and after any seed step).
 const FAILING_STEP: &str =
     "  - id: fail\n    uses: sql\n    with: { sql: \"INSERT INTO no_such_table VALUES (1)\" }\n";
 
-struct Case {
-    p: Project,
-    backend: Backend,
-    db: String,
+/// The shipped project deployed once, with two users.
+fn deployed(backend: Backend) -> Case {
+    let case = Case::new(backend, read_state);
+    case.run(&["deploy"]).success();
+    case.sql(
+        "INSERT INTO users (id, email, display_name) VALUES (1, 'a@example.com', 'Ann'), (2, 'b@example.com', 'Bob');",
+    );
+    case
 }
 
-impl std::ops::Deref for Case {
-    type Target = Project;
-
-    fn deref(&self) -> &Project {
-        &self.p
+/// Schema and every row, platform and locks, read from the real database.
+fn read_state(c: &Case) -> State {
+    let mut state = c.p.state();
+    if c.backend == Backend::Postgres {
+        state.db = BTreeMap::from([(
+            "pg_dump".to_owned(),
+            pg::server()
+                .snapshot(&c.db)
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+        )]);
     }
+    state
 }
 
-impl Case {
-    /// The shipped project deployed once, with two users.
-    fn deployed(backend: Backend) -> Self {
-        let (p, db) = match backend {
-            Backend::Sqlite => (Project::new(), String::new()),
-            Backend::Postgres => pg::project(),
-        };
-        let case = Self { p, backend, db };
-        case.run(&["deploy"]).success();
-        case.sql(
-            "INSERT INTO users (id, email, display_name) VALUES (1, 'a@example.com', 'Ann'), (2, 'b@example.com', 'Bob');",
-        );
-        case
-    }
+fn fail_after_migrating(c: &Case) {
+    c.edit_pipeline(
+        "  - uses: validate",
+        &format!("{FAILING_STEP}  - uses: validate"),
+    );
+}
 
-    fn sql(&self, sql: &str) {
-        match self.backend {
-            Backend::Sqlite => support::exec_sql(&self.file("state/app.db"), sql),
-            Backend::Postgres => {
-                pg::server().psql(&self.db, sql);
-            }
-        }
-    }
-
-    /// Schema and every row, platform and locks, read from the real database.
-    fn state(&self) -> State {
-        let mut state = self.p.state();
-        if self.backend == Backend::Postgres {
-            state.db = BTreeMap::from([(
-                "pg_dump".to_owned(),
-                pg::server()
-                    .snapshot(&self.db)
-                    .lines()
-                    .map(str::to_owned)
-                    .collect(),
-            )]);
-        }
-        state
-    }
-
-    fn fail_after_migrating(&self) {
-        self.set_pipeline(
-            "  - uses: validate",
-            &format!("{FAILING_STEP}  - uses: validate"),
-        );
-    }
-
-    fn set_pipeline(&self, from: &str, to: &str) {
-        self.write_pipeline(&replace_once(&self.pipeline(), from, to));
-    }
-
-    fn users(&self) -> String {
-        let sql = "SELECT id || ':' || email || ':' || display_name FROM users ORDER BY id";
-        match self.backend {
-            Backend::Sqlite => self
-                .p
-                .db_snapshot()
-                .get("table users")
-                .map(|rows| rows.join("\n"))
-                .unwrap_or_default(),
-            Backend::Postgres => pg::server().psql(&self.db, sql),
-        }
+fn users(c: &Case) -> String {
+    let sql = "SELECT id || ':' || email || ':' || display_name FROM users ORDER BY id";
+    match c.backend {
+        Backend::Sqlite => c
+            .db_snapshot()
+            .get("table users")
+            .map(|rows| rows.join("\n"))
+            .unwrap_or_default(),
+        Backend::Postgres => pg::server().psql(&c.db, sql),
+        Backend::Mysql => unreachable!("these cases run on SQLite and PostgreSQL"),
     }
 }
 
@@ -115,7 +77,7 @@ fn assert_verified_as_before(run: &support::Run) {
 
 /// Case 1: a migration numbered below the applied head (a branch merged late).
 fn late_migration_is_refused_by_default(backend: Backend) {
-    let c = Case::deployed(backend);
+    let c = deployed(backend);
     c.add_migration(
         "20240101120050_late",
         "CREATE TABLE late_notes (id INTEGER PRIMARY KEY, note TEXT NOT NULL);\nINSERT INTO late_notes (id, note) VALUES (1, 'late');\n",
@@ -142,7 +104,7 @@ fn late_migration_is_refused_by_default(backend: Backend) {
 /// Case 1, allowed: the late migration is shown in the plan and reverted exactly, even
 /// though its number is below the version the run started at.
 fn late_migration_allowed_is_reverted_exactly(backend: Backend) {
-    let c = Case::deployed(backend);
+    let c = deployed(backend);
     let config = c.read("deploy.yaml");
     c.write_config(&replace_once(
         &config,
@@ -154,8 +116,8 @@ fn late_migration_allowed_is_reverted_exactly(backend: Backend) {
         "CREATE TABLE late_notes (id INTEGER PRIMARY KEY, note TEXT NOT NULL);\nINSERT INTO late_notes (id, note) VALUES (1, 'late');\n",
         Some("DROP TABLE late_notes;\n"),
     );
-    c.set_pipeline("rollback: auto", "rollback: down");
-    c.fail_after_migrating();
+    c.edit_pipeline("rollback: auto", "rollback: down");
+    fail_after_migrating(&c);
     let plan = c.run(&["plan"]);
     plan.success();
     assert!(
@@ -176,16 +138,16 @@ fn late_migration_allowed_is_reverted_exactly(backend: Backend) {
 
 /// Case 2: an idempotent seed whose row was already there is not undone.
 fn seed_undo_keeps_rows_that_were_there(backend: Backend) {
-    let c = Case::deployed(backend);
-    c.set_pipeline(
+    let c = deployed(backend);
+    c.edit_pipeline(
         "  - uses: validate",
         "  - id: seed\n    uses: sql\n    with:\n      sql: \"INSERT INTO users (id, email, display_name) SELECT 1, 'a@example.com', 'Ann' WHERE NOT EXISTS (SELECT 1 FROM users WHERE email = 'a@example.com')\"\n      undo: \"DELETE FROM users WHERE email = 'a@example.com'\"\n  - uses: validate",
     );
-    c.fail_after_migrating();
+    fail_after_migrating(&c);
     let before = c.state();
     let run = c.run(&["deploy"]);
     assert_verified_as_before(&run);
-    assert!(c.users().contains("a@example.com"), "{}", c.users());
+    assert!(users(&c).contains("a@example.com"), "{}", users(&c));
     support::assert_same_db(&c.state().db, &before.db, "after the rollback");
 
     // When the seed did insert its row, the undo removes it again.
@@ -193,7 +155,7 @@ fn seed_undo_keeps_rows_that_were_there(backend: Backend) {
     let before = c.state();
     let run = c.run(&["deploy"]);
     assert_verified_as_before(&run);
-    assert!(!c.users().contains("a@example.com"), "{}", c.users());
+    assert!(!users(&c).contains("a@example.com"), "{}", users(&c));
     support::assert_same_db(&c.state().db, &before.db, "after the second rollback");
 }
 
@@ -204,9 +166,9 @@ const LOSSY_DOWN: &str =
 /// Case 3: with a backup in the run, `rollback: auto` restores it rather than trust a
 /// down migration that cannot give the data back.
 fn auto_prefers_the_backup_over_a_lossy_down(backend: Backend) {
-    let c = Case::deployed(backend);
+    let c = deployed(backend);
     c.add_migration("20250101000000_shout_names", LOSSY_UP, Some(LOSSY_DOWN));
-    c.fail_after_migrating();
+    fail_after_migrating(&c);
     let plan = c.run(&["plan"]);
     assert!(
         plan.stdout().contains("restore the backup taken before it")
@@ -217,20 +179,20 @@ fn auto_prefers_the_backup_over_a_lossy_down(backend: Backend) {
     let before = c.state();
     let run = c.run(&["deploy"]);
     assert_verified_as_before(&run);
-    assert!(c.users().contains("Ann"), "{}", c.users());
+    assert!(users(&c).contains("Ann"), "{}", users(&c));
     support::assert_same_db(&c.state().db, &before.db, "after the rollback");
 }
 
 /// Case 3 without a backup: the down runs, the comparison finds the changed rows, and the
 /// run says so and exits 3 instead of claiming "as before".
 fn lossy_down_is_caught_and_named(backend: Backend) {
-    let c = Case::deployed(backend);
-    c.set_pipeline(
+    let c = deployed(backend);
+    c.edit_pipeline(
         "  - uses: backup\n    with: { name: \"pre-{version}-{timestamp}\", verify: restore }\n",
         "",
     );
     c.add_migration("20250101000000_shout_names", LOSSY_UP, Some(LOSSY_DOWN));
-    c.fail_after_migrating();
+    fail_after_migrating(&c);
     let run = c.run(&["deploy"]);
     run.expect_code(3);
     let err = run.stderr();
@@ -240,7 +202,7 @@ fn lossy_down_is_caught_and_named(backend: Backend) {
     );
     assert!(!err.contains("state: as before"), "{err}");
     // The database really differs, as it said.
-    assert!(c.users().contains("ann"), "{}", c.users());
+    assert!(users(&c).contains("ann"), "{}", users(&c));
     // The journal holds both fingerprints' facts.
     let journal = c.journals().pop().unwrap();
     let facts: Vec<&str> = journal.iter().filter_map(|r| r["fact"].as_str()).collect();

@@ -2,7 +2,6 @@
 
 mod support;
 
-use support::Project;
 use support::mysql::{PASSWORD, project, server};
 
 fn seed(db: &str) {
@@ -11,18 +10,6 @@ fn seed(db: &str) {
         "INSERT INTO users VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B');
          INSERT INTO recipes VALUES (1, 1, 'Soup', 2, 300), (2, 2, 'Salad', 1, NULL);",
     );
-}
-
-/// The validate step with an inline check that reports an issue once migration
-/// 20250101000000 is applied. (A check that always failed would fail the backup's
-/// `verify: restore` first, which runs the checks on a restored copy before migrating.)
-fn failing_validation(p: &Project) {
-    let pipeline = support::replace_once(
-        &p.read("pipelines/deploy.yaml"),
-        "with: { queries: validations/ }",
-        "with: { queries: validations/, checks: [{ name: fails-after-migrating, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
-    );
-    p.write("pipelines/deploy.yaml", &pipeline);
 }
 
 #[test]
@@ -55,7 +42,7 @@ fn rollback_by_down_and_by_restore_leave_every_row_as_it_was() {
     p.run(&["deploy"]).success();
     seed(&db);
     let before = server().snapshot(&db);
-    failing_validation(&p);
+    p.fail_validation_once_migrated("fails-after-migrating");
 
     p.write(
         "migrations/20250101000000_add_rating.up.sql",

@@ -16,25 +16,6 @@ fn seed(db: &str) {
     );
 }
 
-fn add_migration(p: &Project, name: &str, up: &str, down: Option<&str>) {
-    p.write(&format!("migrations/{name}.up.sql"), up);
-    if let Some(down) = down {
-        p.write(&format!("migrations/{name}.down.sql"), down);
-    }
-}
-
-/// The validate step with an inline check that reports an issue once migration
-/// 20250101000000 is applied. (A check that always failed would fail the backup's
-/// `verify: restore` first, which runs the checks on a restored copy before migrating.)
-fn failing_validation(p: &Project) {
-    let pipeline = support::replace_once(
-        &p.read("pipelines/deploy.yaml"),
-        "with: { queries: validations/ }",
-        "with: { queries: validations/, checks: [{ name: fails-after-migrating, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
-    );
-    p.write("pipelines/deploy.yaml", &pipeline);
-}
-
 #[test]
 fn full_deploy_records_migrations_as_sqlx_does() {
     let (p, db) = project();
@@ -118,15 +99,13 @@ fn rollback_by_down_migrations_restores_schema_and_rows() {
     let (p, db) = project();
     p.run(&["deploy"]).success();
     seed(&db);
-    add_migration(
-        &p,
-        "20250101000000_add_rating",
+    p.add_migration("20250101000000_add_rating",
         "ALTER TABLE recipes ADD COLUMN rating INTEGER NOT NULL DEFAULT 3;\nUPDATE recipes SET title = title || '!';\n",
         Some(
             "UPDATE recipes SET title = rtrim(title, '!');\nALTER TABLE recipes DROP COLUMN rating;\n",
         ),
     );
-    failing_validation(&p);
+    p.fail_validation_once_migrated("fails-after-migrating");
     p.write_pipeline(&p.pipeline().replace("rollback: auto", "rollback: down"));
     let before = server().snapshot(&db);
     let run = p.run(&["deploy"]);
@@ -150,14 +129,11 @@ fn a_commit_refused_with_the_next_migration_is_blamed_on_its_own_migration() {
     let (p, db) = project();
     p.run(&["deploy"]).success();
     seed(&db);
-    add_migration(
-        &p,
-        "20250101000000_add_notes",
+    p.add_migration("20250101000000_add_notes",
         "CREATE TABLE notes (recipe_id INTEGER REFERENCES recipes (id) DEFERRABLE INITIALLY DEFERRED);\nINSERT INTO notes VALUES (999);\n",
         Some("DROP TABLE notes;\n"),
     );
-    add_migration(
-        &p,
+    p.add_migration(
         "20250101000100_add_note_tags",
         "CREATE TABLE note_tags (id INTEGER);\n",
         Some("DROP TABLE note_tags;\n"),
@@ -199,8 +175,7 @@ fn records_stay_honest_whether_or_not_a_migration_ends_its_transaction() {
             .trim()
             .to_owned()
     };
-    add_migration(
-        &p,
+    p.add_migration(
         "20250101000000_add_one_record",
         "CREATE TABLE one_record (id INTEGER);\n",
         None,
@@ -208,8 +183,7 @@ fn records_stay_honest_whether_or_not_a_migration_ends_its_transaction() {
     p.run(&["migrate", "up"]).success();
     assert_eq!(history("20250101000000"), "t|t");
 
-    add_migration(
-        &p,
+    p.add_migration(
         "20250101000100_unclosed",
         "INSERT INTO one_record VALUES (1); SELECT 'never closed\n",
         None,
@@ -222,8 +196,7 @@ fn records_stay_honest_whether_or_not_a_migration_ends_its_transaction() {
     assert_eq!(server().snapshot(&db), before);
     std::fs::remove_file(p.file("migrations/20250101000100_unclosed.up.sql")).unwrap();
 
-    add_migration(
-        &p,
+    p.add_migration(
         "20250101000200_half_committed",
         "CREATE TABLE committed_early (id INTEGER);\nCOMMIT;\nSELECT 1 / 0;\n",
         None,
@@ -279,7 +252,7 @@ fn a_failure_inside_a_batch_of_migrations_keeps_exactly_the_ones_before_it() {
         ),
         ("20250101000400_never", "CREATE TABLE batch_4 (id INTEGER);"),
     ] {
-        add_migration(&p, name, sql, None);
+        p.add_migration(name, sql, None);
     }
     let run = p.run(&["migrate", "up"]);
     assert_ne!(run.code(), 0, "{}", run.stderr());
@@ -305,8 +278,7 @@ fn a_failure_inside_a_batch_of_migrations_keeps_exactly_the_ones_before_it() {
         "migrations/20250101000300_fails.up.sql",
         "CREATE TABLE batch_3 (recipe_id INTEGER REFERENCES recipes (id) DEFERRABLE INITIALLY DEFERRED);\nINSERT INTO batch_3 VALUES (999);\n",
     );
-    add_migration(
-        &p,
+    p.add_migration(
         "20250101000250_before",
         "CREATE TABLE batch_25 (id INTEGER);",
         None,
@@ -344,8 +316,7 @@ fn a_failing_down_migration_inside_a_batch_stops_it_where_it_failed() {
     .iter()
     .enumerate()
     {
-        add_migration(
-            &p,
+        p.add_migration(
             &format!("2025010100{i}000_rev_{i}"),
             &format!("CREATE TABLE rev_{i} (id INTEGER);"),
             Some(down),
@@ -406,13 +377,11 @@ fn rollback_by_restore_brings_back_every_row_and_drops_new_objects() {
     p.run(&["deploy"]).success();
     seed(&db);
     // No down file: `rollback: auto` restores the backup taken by the pipeline.
-    add_migration(
-        &p,
-        "20250101000000_irreversible",
+    p.add_migration("20250101000000_irreversible",
         "CREATE TABLE audit (id BIGINT PRIMARY KEY, note TEXT);\nINSERT INTO audit VALUES (1, 'x');\nDELETE FROM recipes WHERE id = 2;\n",
         None,
     );
-    failing_validation(&p);
+    p.fail_validation_once_migrated("fails-after-migrating");
     let before = server().snapshot(&db);
     let run = p.run(&["deploy"]);
     run.expect_code(1);
@@ -530,8 +499,7 @@ fn pg_dump_missing_is_bad_input_and_touches_nothing() {
     let (p, db) = project();
     p.run(&["deploy"]).success();
     seed(&db);
-    add_migration(
-        &p,
+    p.add_migration(
         "20250101000000_add_rating",
         "ALTER TABLE recipes ADD COLUMN rating INTEGER NOT NULL DEFAULT 3;\n",
         Some("ALTER TABLE recipes DROP COLUMN rating;\n"),

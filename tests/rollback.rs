@@ -14,16 +14,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{HealthServer, Project, Run, State, ids, processes_in, replace_once};
+use support::backend::{Backend, Case};
+use support::{
+    HealthServer, MAINTENANCE_OFF, MAINTENANCE_ON, Project, Run, SCALE, State, assert_failed_at,
+    ids, last_journal, processes_in,
+};
 use support::{mysql as my, pg};
-
-/// The database a case runs against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-    Mysql,
-}
 
 /// Rows added after the first deploy, so every undo has data to keep.
 const SEED: &str = "INSERT INTO users (id, email, display_name) VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B');
@@ -71,128 +67,45 @@ const BROKEN_UP_MYSQL: &str =
     "CREATE TABLE y_half (id INT PRIMARY KEY);\nINSERT INTO no_such_table VALUES (1);\n";
 const BROKEN_DOWN_MYSQL: &str = "DROP TABLE IF EXISTS y_half;\n";
 
-/// The shipped platform commands, as `Project::default_config` writes them.
-const MAINTENANCE_ON: &str =
-    "\"echo maintenance=true > platform/maintenance; echo maintenance_on >> calls.log\"";
-const MAINTENANCE_OFF: &str =
-    "\"echo maintenance=false > platform/maintenance; echo maintenance_off >> calls.log\"";
-const SCALE: &str =
-    "\"echo {target}={replicas} > platform/{target}; echo scale_{target}_{replicas} >> calls.log\"";
-
-impl Backend {
-    /// A project on this backend and its database name (empty for SQLite).
-    fn project(self) -> (Project, String) {
-        match self {
-            Self::Sqlite => (Project::new(), String::new()),
-            Self::Postgres => pg::project(),
-            Self::Mysql => my::project(),
-        }
-    }
-
-    fn new_migration(self) -> (&'static str, &'static str) {
-        match self {
-            Self::Sqlite | Self::Postgres => (NEW_UP, NEW_DOWN),
-            Self::Mysql => (NEW_UP_MYSQL, NEW_DOWN_MYSQL),
-        }
-    }
-
-    fn broken_migration(self) -> (&'static str, &'static str) {
-        match self {
-            Self::Sqlite | Self::Postgres => (BROKEN_UP, BROKEN_DOWN),
-            Self::Mysql => (BROKEN_UP_MYSQL, BROKEN_DOWN_MYSQL),
-        }
+fn new_migration(backend: Backend) -> (&'static str, &'static str) {
+    match backend {
+        Backend::Sqlite | Backend::Postgres => (NEW_UP, NEW_DOWN),
+        Backend::Mysql => (NEW_UP_MYSQL, NEW_DOWN_MYSQL),
     }
 }
 
-/// One case's project on one backend.
-struct Case {
-    p: Project,
-    backend: Backend,
-    db: String,
-}
-
-impl std::ops::Deref for Case {
-    type Target = Project;
-
-    fn deref(&self) -> &Project {
-        &self.p
+fn broken_migration(backend: Backend) -> (&'static str, &'static str) {
+    match backend {
+        Backend::Sqlite | Backend::Postgres => (BROKEN_UP, BROKEN_DOWN),
+        Backend::Mysql => (BROKEN_UP_MYSQL, BROKEN_DOWN_MYSQL),
     }
 }
 
-impl Case {
-    /// Deploys the shipped pipeline once and adds rows.
-    fn deployed_with_data(backend: Backend) -> Self {
-        let (p, db) = backend.project();
-        match backend {
-            Backend::Sqlite => {
-                p.deployed_with_data();
-            }
-            Backend::Postgres => {
-                p.run(&["deploy"]).success();
-                pg::server().psql(&db, SEED);
-            }
-            Backend::Mysql => {
-                p.run(&["deploy"]).success();
-                my::server().sql(&db, SEED);
-            }
+/// Deploys the shipped pipeline once and adds rows.
+fn deployed_with_data(backend: Backend) -> Case {
+    let c = Case::new(backend, read_state);
+    match backend {
+        Backend::Sqlite => {
+            c.deployed_with_data();
         }
-        Self { p, backend, db }
+        Backend::Postgres | Backend::Mysql => {
+            c.run(&["deploy"]).success();
+            c.sql(SEED);
+        }
     }
+    c
+}
 
-    /// Database, platform and locks as they are now, read from the real database: a
-    /// server's schema and rows, and its deploy lock among the locks.
-    fn state(&self) -> State {
-        let mut state = self.p.state();
-        match self.backend {
-            Backend::Sqlite => {}
-            Backend::Postgres => {
-                state.db = snapshot_lines(&pg::server().snapshot(&self.db));
-                state.locks.extend(self.database_lock());
-            }
-            Backend::Mysql => {
-                state.db = snapshot_lines(&my::server().snapshot(&self.db));
-                state.locks.extend(self.database_lock());
-            }
-        }
-        state
-    }
-
-    /// The server-side deploy lock (PostgreSQL advisory lock, MySQL `GET_LOCK`) if someone
-    /// holds it. A lock of a process that just exited may take a moment to go away.
-    fn database_lock(&self) -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let held = match self.backend {
-                Backend::Sqlite => return None,
-                Backend::Postgres => pg::server().psql(
-                    "postgres",
-                    &format!(
-                        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE l.locktype = 'advisory' AND d.datname = '{}'",
-                        self.db
-                    ),
-                ),
-                Backend::Mysql => {
-                    use sha2::Digest;
-                    let name = format!("{}/testapp:local", self.db);
-                    let key = format!(
-                        "cutover:{}",
-                        &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..40]
-                    );
-                    my::server().sql(
-                        "mysql",
-                        &format!("SELECT COUNT(IS_USED_LOCK('{key}'))"),
-                    )
-                }
-            };
-            if held.trim() == "0" {
-                return None;
-            }
-            if Instant::now() > deadline {
-                return Some(format!("{:?} deploy lock", self.backend));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// Database, platform and locks as they are now, read from the real database: a
+/// server's schema and rows, and its deploy lock among the locks.
+fn read_state(c: &Case) -> State {
+    c.with_server_db(|backend, db| {
+        snapshot_lines(&if backend == Backend::Postgres {
+            pg::server().snapshot(db)
+        } else {
+            my::server().snapshot(db)
+        })
+    })
 }
 
 /// A server snapshot as one entry of lines, compared line by line.
@@ -237,8 +150,8 @@ fn assert_same_db(
 /// A deployed project with data and one new pending migration (reversible or not), and
 /// its state before the run under test.
 fn setup(backend: Backend, reversible: bool) -> (Case, State) {
-    let c = Case::deployed_with_data(backend);
-    let (up, down) = backend.new_migration();
+    let c = deployed_with_data(backend);
+    let (up, down) = new_migration(backend);
     c.add_migration(NEW, up, reversible.then_some(down));
     std::fs::remove_file(c.file("calls.log")).unwrap();
     let before = c.state();
@@ -251,47 +164,11 @@ fn setup(backend: Backend, reversible: bool) -> (Case, State) {
     (c, before)
 }
 
-/// Replaces one platform command in the project's config.
-fn set_command(p: &Project, key: &str, shipped: &str, replacement: &str) {
-    let config = replace_once(
-        &p.read("deploy.yaml"),
-        &format!("{key}: {shipped}"),
-        &format!("{key}: {replacement}"),
-    );
-    p.write_config(&config);
-}
-
-/// Replaces one piece of the project's pipeline.
-fn edit_pipeline(p: &Project, from: &str, to: &str) {
-    let text = replace_once(&p.pipeline(), from, to);
-    p.write_pipeline(&text);
-}
-
-/// The validate step with an inline check that reports an issue once the `NEW` migration
-/// is applied. (A check that always failed would fail the backup's `verify: restore`
-/// first, which runs the checks on a restored copy before migrating.)
-fn fail_validation(p: &Project) {
-    edit_pipeline(
-        p,
-        "with: { queries: validations/ }",
-        "with: { queries: validations/, checks: [{ name: after-new, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
-    );
-}
-
-fn last_journal(p: &Project) -> Vec<Value> {
-    p.journals().pop().expect("a journal")
-}
-
 /// The run failed at `step`, exited 1, undid exactly `undone` (newest first), and the
 /// database, platform and locks are what they were before it.
 #[track_caller]
 fn assert_rolled_back(c: &Case, before: &State, run: &Run, step: &str, undone: &[&str]) {
-    run.expect_code(1);
-    assert!(
-        run.all().contains(&format!("failed at step `{step}`")),
-        "{}",
-        run.all()
-    );
+    assert_failed_at(run, step);
     let records = last_journal(c);
     assert_eq!(ids(&records, "step_failed"), [step], "{records:#?}");
     assert_eq!(
@@ -343,8 +220,7 @@ fn preflight_failure_is_caught_by_the_plan_and_touches_nothing(b: Backend) {
 
 fn maintenance_on_failure_rolls_back(b: Backend) {
     let (c, before) = setup(b, true);
-    set_command(
-        &c,
+    c.set_command(
         "maintenance_on",
         MAINTENANCE_ON,
         "\"echo maintenance_on_refused >> calls.log; exit 1\"",
@@ -356,9 +232,7 @@ fn maintenance_on_failure_rolls_back(b: Backend) {
 
 fn jobs_down_failure_rolls_back(b: Backend) {
     let (c, before) = setup(b, true);
-    set_command(
-        &c,
-        "scale",
+    c.set_command("scale",
         SCALE,
         "\"if [ {replicas} = 0 ]; then echo refused >&2; exit 1; fi; echo {target}={replicas} > platform/{target}; echo scale_{target}_{replicas} >> calls.log\"",
     );
@@ -378,8 +252,7 @@ fn jobs_down_failure_rolls_back(b: Backend) {
 
 fn backup_failure_rolls_back_and_keeps_the_existing_backup(b: Backend) {
     let (c, before) = setup(b, true);
-    edit_pipeline(
-        &c,
+    c.edit_pipeline(
         "with: { name: \"pre-{version}-{timestamp}\", verify: restore }",
         "with: { name: fixed-name, verify: restore }",
     );
@@ -403,7 +276,7 @@ fn backup_failure_rolls_back_and_keeps_the_existing_backup(b: Backend) {
 fn migrate_failure_reverts_the_migrations_it_applied(b: Backend) {
     let (c, before) = setup(b, true);
     // The first new migration applies; the second fails half-way through its SQL.
-    let (up, down) = b.broken_migration();
+    let (up, down) = broken_migration(b);
     c.add_migration(BROKEN, up, Some(down));
     // Down files, not the backup (`auto` would restore it): exactly the applied ones.
     c.write_pipeline(&c.pipeline().replace("rollback: auto", "rollback: down"));
@@ -439,7 +312,7 @@ fn migrate_failure_reverts_the_migrations_it_applied(b: Backend) {
 
 fn validate_failure_reverts_the_new_migration(b: Backend) {
     let (c, before) = setup(b, true);
-    fail_validation(&c);
+    c.fail_validation_once_migrated("after-new");
     let run = c.run(&["deploy"]);
     assert_migrated(&c);
     assert_rolled_back(
@@ -468,9 +341,7 @@ fn validate_failure_reverts_the_new_migration(b: Backend) {
 fn maintenance_off_failure_rolls_back(b: Backend) {
     let (c, before) = setup(b, true);
     // Fails once: the undo of maintenance-on turns it off again later.
-    set_command(
-        &c,
-        "maintenance_off",
+    c.set_command("maintenance_off",
         MAINTENANCE_OFF,
         "\"if [ -f fail-once ]; then rm fail-once; exit 1; fi; echo maintenance=false > platform/maintenance; echo maintenance_off >> calls.log\"",
     );
@@ -488,9 +359,7 @@ fn maintenance_off_failure_rolls_back(b: Backend) {
 
 fn jobs_up_failure_rolls_back(b: Backend) {
     let (c, before) = setup(b, true);
-    set_command(
-        &c,
-        "scale",
+    c.set_command("scale",
         SCALE,
         "\"if [ {replicas} = 3 ] && [ -f fail-once ]; then rm fail-once; exit 1; fi; echo {target}={replicas} > platform/{target}; echo scale_{target}_{replicas} >> calls.log\"",
     );
@@ -528,8 +397,7 @@ fn health_failure_rolls_back_everything(b: Backend) {
     let (c, before) = setup(b, true);
     // Preflight (at plan time) polls the healthy server; the health step a broken one.
     let broken = HealthServer::start(500);
-    edit_pipeline(
-        &c,
+    c.edit_pipeline(
         "with: { expect: 200, interval: 1s, timeout: 2m }",
         &format!(
             "with: {{ url: \"{}\", expect: 200, interval: 100ms, timeout: 1s }}",
@@ -557,9 +425,7 @@ fn health_failure_rolls_back_everything(b: Backend) {
 
 fn step_timeout_kills_the_command_and_rolls_back(b: Backend) {
     let (c, before) = setup(b, true);
-    edit_pipeline(
-        &c,
-        "  - uses: validate\n",
+    c.edit_pipeline("  - uses: validate\n",
         "  - id: slow\n    uses: command\n    with: { run: \"sleep 20; echo too_late >> calls.log\" }\n    timeout: 500ms\n  - uses: validate\n",
     );
     let start = Instant::now();
@@ -583,12 +449,11 @@ fn step_timeout_kills_the_command_and_rolls_back(b: Backend) {
 fn restore_rollback_puts_back_every_row(b: Backend) {
     // The new migration has no down file: only the backup can undo it.
     let (c, before) = setup(b, false);
-    edit_pipeline(
-        &c,
+    c.edit_pipeline(
         "with: { to: latest, rollback: auto }",
         "with: { to: latest, rollback: restore }",
     );
-    fail_validation(&c);
+    c.fail_validation_once_migrated("after-new");
     let run = c.run(&["deploy"]);
     assert_migrated(&c);
     let records = last_journal(&c);
@@ -608,11 +473,9 @@ fn restore_rollback_puts_back_every_row(b: Backend) {
 
 fn failed_undo_stops_with_exit_3_and_recover_finishes_it(b: Backend) {
     let (c, before) = setup(b, true);
-    fail_validation(&c);
+    c.fail_validation_once_migrated("after-new");
     // maintenance_off fails while the marker exists: the undo of maintenance-on fails.
-    set_command(
-        &c,
-        "maintenance_off",
+    c.set_command("maintenance_off",
         MAINTENANCE_OFF,
         "\"if [ -f off-blocked ]; then echo maintenance API down >&2; exit 1; fi; echo maintenance=false > platform/maintenance; echo maintenance_off >> calls.log\"",
     );

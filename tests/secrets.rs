@@ -14,7 +14,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use support::{Project, Run};
+use support::{Project, Run, replace_once};
 
 /// Every sentinel starts with this; none of it may ever be printed or stored.
 const MARK: &str = "S3NT1NEL-hunter2";
@@ -64,29 +64,27 @@ impl RecordingServer {
     }
 }
 
+/// The shared config with the product's default rehearsal, and secrets of every kind in
+/// the platform's commands and `env:` and in the health URL: `maintenance_on` writes what
+/// it was given to `used/maintenance_on`, `restart` fails and echoes it.
 fn config(health_url: &str) -> String {
-    format!(
-        r#"version: 1
-project: testapp
-pipeline: pipelines/deploy.yaml
-migrations: migrations
-environments:
-  local:
-    database: {{ kind: sqlite, url: "sqlite://state/app.db" }}
-    backups: {{ kind: local, path: state/backups }}
-    platform:
-      kind: command
-      status: "cat platform/*"
-      maintenance_on: "echo maintenance=true > platform/maintenance; echo maintenance_on >> calls.log; printf '%s\n' \"$TOKEN_ENV\" \"$TOKEN_FILE\" '${{secret:file:secrets/template-token}}' > used/maintenance_on"
-      maintenance_off: "echo maintenance=false > platform/maintenance; echo maintenance_off >> calls.log"
-      scale: "echo {{target}}={{replicas}} > platform/{{target}}; echo scale_{{target}}_{{replicas}} >> calls.log"
-      restart: "echo restart >> calls.log; echo \"restart refused: env=$TOKEN_ENV file=$TOKEN_FILE template=${{secret:env:CUTOVER_TEST_TEMPLATE_TOKEN}}\" >&2; exit 1"
+    let config = replace_once(
+        &support::config(&format!(
+            "{health_url}?token=${{secret:env:CUTOVER_TEST_HEALTH_TOKEN}}"
+        )),
+        "echo maintenance_on >> calls.log\"",
+        r#"echo maintenance_on >> calls.log; printf '%s\n' \"$TOKEN_ENV\" \"$TOKEN_FILE\" '${secret:file:secrets/template-token}' > used/maintenance_on""#,
+    );
+    let config = replace_once(
+        &config,
+        "      restart: \"echo restart >> calls.log\"\n",
+        r#"      restart: "echo restart >> calls.log; echo \"restart refused: env=$TOKEN_ENV file=$TOKEN_FILE template=${secret:env:CUTOVER_TEST_TEMPLATE_TOKEN}\" >&2; exit 1"
       env:
-        TOKEN_ENV: "${{env:CUTOVER_TEST_PLATFORM_TOKEN}}"
-        TOKEN_FILE: "${{file:secrets/platform-token}}"
-    health: {{ url: "{health_url}?token=${{secret:env:CUTOVER_TEST_HEALTH_TOKEN}}", timeout: 5s, healthy_for: 0s }}
-"#
-    )
+        TOKEN_ENV: "${env:CUTOVER_TEST_PLATFORM_TOKEN}"
+        TOKEN_FILE: "${file:secrets/platform-token}"
+"#,
+    );
+    replace_once(&config, "    rehearse: off\n", "")
 }
 
 /// The shipped pipeline with a `restart` step after the migrations: its platform command

@@ -24,12 +24,13 @@ use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::{HealthServer, Project, Run, State, ids, processes_in, replace_once};
+use support::{
+    HealthServer, MAINTENANCE_OFF, MAINTENANCE_ON, Project, Run, SCALE, State,
+    assert_nothing_to_recover, ids, last_journal, processes_in, replace_once,
+};
 
 const NEW: &str = "20250101000000_add_x";
 const NEW_UP: &str =
@@ -40,14 +41,6 @@ UPDATE users SET display_name = display_name || ' (x)';
 const NEW_DOWN: &str = "DROP TABLE x_notes;
 UPDATE users SET display_name = substr(display_name, 1, length(display_name) - 4);
 ";
-
-/// The shipped platform commands, as `Project::default_config` writes them.
-const MAINTENANCE_ON: &str =
-    "\"echo maintenance=true > platform/maintenance; echo maintenance_on >> calls.log\"";
-const MAINTENANCE_OFF: &str =
-    "\"echo maintenance=false > platform/maintenance; echo maintenance_off >> calls.log\"";
-const SCALE: &str =
-    "\"echo {target}={replicas} > platform/{target}; echo scale_{target}_{replicas} >> calls.log\"";
 
 /// Shell that creates `held-NAME` and then waits, the first time only, until `go-NAME`
 /// exists (at most 60 s, so a broken test cannot hang the suite). A cancelled step's
@@ -83,27 +76,7 @@ enum At {
 
 /// A deployed project with data and one pending reversible migration, and its state.
 fn prepared() -> (Project, State) {
-    let p = Project::new();
-    p.deployed_with_data();
-    p.add_migration(NEW, NEW_UP, Some(NEW_DOWN));
-    std::fs::remove_file(p.file("calls.log")).unwrap();
-    let before = p.state();
-    assert!(!before.db.contains_key("table x_notes"));
-    (p, before)
-}
-
-fn set_command(p: &Project, key: &str, shipped: &str, replacement: &str) {
-    let config = replace_once(
-        &p.read("deploy.yaml"),
-        &format!("{key}: {shipped}"),
-        &format!("{key}: {replacement}"),
-    );
-    p.write_config(&config);
-}
-
-fn edit_pipeline(p: &Project, from: &str, to: &str) {
-    let text = replace_once(&p.pipeline(), from, to);
-    p.write_pipeline(&text);
+    support::prepared(NEW, NEW_UP, NEW_DOWN)
 }
 
 /// The pipeline's text from `step`'s entry to the next step (or the end).
@@ -133,12 +106,11 @@ fn hold(p: &Project, at: At) -> std::path::PathBuf {
                 "{entry}  - id: hold\n    uses: command\n    with: {{ run: '{}' }}\n",
                 hold_once("step")
             );
-            edit_pipeline(p, &entry, &held);
+            p.edit_pipeline(&entry, &held);
             p.file("held-step")
         }
         At::In("maintenance-on") => {
-            set_command(
-                p,
+            p.set_command(
                 "maintenance_on",
                 MAINTENANCE_ON,
                 &format!("\"{}; {}", hold_once("step"), &MAINTENANCE_ON[1..]),
@@ -146,8 +118,7 @@ fn hold(p: &Project, at: At) -> std::path::PathBuf {
             p.file("held-step")
         }
         At::In("maintenance-off") => {
-            set_command(
-                p,
+            p.set_command(
                 "maintenance_off",
                 MAINTENANCE_OFF,
                 &format!("\"{}; {}", hold_once("step"), &MAINTENANCE_OFF[1..]),
@@ -160,8 +131,7 @@ fn hold(p: &Project, at: At) -> std::path::PathBuf {
             } else {
                 3
             };
-            set_command(
-                p,
+            p.set_command(
                 "scale",
                 SCALE,
                 &format!(
@@ -320,10 +290,6 @@ fn wait_for(path: &Path) {
     }
 }
 
-fn last_journal(p: &Project) -> Vec<Value> {
-    p.journals().pop().expect("a journal")
-}
-
 /// The steps whose undo must have run, newest first, when the run is stopped at `at`.
 fn expected_undone(at: At) -> Vec<String> {
     let (step, inside) = match at {
@@ -352,8 +318,7 @@ fn signal_case(at: At, signal: &str) {
         At::In("health") => {
             // Preflight polls the healthy server; the health step one that never is.
             let broken = HealthServer::start(503);
-            edit_pipeline(
-                &p,
+            p.edit_pipeline(
                 "with: { expect: 200, interval: 1s, timeout: 2m }",
                 &format!(
                     "with: {{ url: \"{}\", expect: 200, interval: 50ms, timeout: 1m }}",
@@ -394,13 +359,7 @@ fn signal_case(at: At, signal: &str) {
     assert_eq!(after, before);
     assert_eq!(processes_in(p.path()), Vec::<String>::new());
     // Nothing left for recover, and the next deploy runs.
-    let recover = p.run(&["recover"]);
-    recover.success();
-    assert!(
-        recover.all().contains("nothing to recover"),
-        "{}",
-        recover.all()
-    );
+    assert_nothing_to_recover(&p);
     assert_eq!(p.state(), before);
 }
 
@@ -428,31 +387,11 @@ fn every_point(signal: &str) {
         1
     };
     let points: Vec<At> = (0..rounds).flat_map(|_| points()).collect();
-    let next = AtomicUsize::new(0);
-    let failures = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..3 {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(&at) = points.get(i) else { return };
-                    let outcome = std::panic::catch_unwind(|| signal_case(at, signal));
-                    if let Err(panic) = outcome {
-                        let message = panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                            .unwrap_or_default();
-                        failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("SIG{signal} {at:?}: {message}"));
-                    }
-                }
-            });
-        }
-    });
-    let failures = failures.into_inner().unwrap();
+    let failures = support::failures_of_each(
+        &points,
+        |at| signal_case(at, signal),
+        |at, message| format!("SIG{signal} {at:?}: {message}"),
+    );
     println!(
         "SIG{signal}: {} hold point(s), {} passed: {:?}",
         points.len(),
@@ -479,13 +418,8 @@ fn sigterm_at_every_step_rolls_back_and_exits_130() {
 
 /// A failing validation, and maintenance_off (the last undo action) held once.
 fn failing_run_held_in_rollback(p: &Project) {
-    edit_pipeline(
-        p,
-        "with: { queries: validations/ }",
-        "with: { queries: validations/, checks: [{ name: after-new, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }] }",
-    );
-    set_command(
-        p,
+    p.fail_validation_once_migrated("after-new");
+    p.set_command(
         "maintenance_off",
         MAINTENANCE_OFF,
         &format!("\"{}; {}", hold_once("undo"), &MAINTENANCE_OFF[1..]),
@@ -523,8 +457,7 @@ fn a_signal_during_the_rollback_of_a_failed_step_warns_and_the_run_exits_1() {
 fn a_second_signal_during_the_rollback_warns_and_the_rollback_finishes() {
     let (p, before) = prepared();
     hold(&p, At::After("migrate"));
-    set_command(
-        &p,
+    p.set_command(
         "maintenance_off",
         MAINTENANCE_OFF,
         &format!("\"{}; {}", hold_once("undo"), &MAINTENANCE_OFF[1..]),
@@ -557,8 +490,7 @@ fn a_third_signal_abandons_the_rollback_with_exit_3_and_recover_finishes_it() {
     let (p, before) = prepared();
     hold(&p, At::After("migrate"));
     // The undo of jobs-down (scale jobs back to 3) is held: one undo done, two left.
-    set_command(
-        &p,
+    p.set_command(
         "scale",
         SCALE,
         &format!(
@@ -733,9 +665,7 @@ fn postgres_signal_case(step: DbStep, signal: &str) -> (Duration, Duration) {
             );
         }
         DbStep::Migrate => up.push_str("SELECT pg_sleep(3);\n"),
-        DbStep::Validate => edit_pipeline(
-            &p,
-            "with: { queries: validations/ }",
+        DbStep::Validate => p.edit_pipeline("with: { queries: validations/ }",
             "with: { queries: validations/, checks: [{ name: slow, sql: \"SELECT 0 AS issues FROM pg_sleep(3)\" }] }",
         ),
     }

@@ -938,13 +938,6 @@ pub fn sql_path(name: &str) -> String {
     )
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// The container and blob a `storageUri` names, signed with `key` (Azurite's path-style
 /// URL: `http://host:port/account/container/blob`).
 fn blob_at(
@@ -967,7 +960,7 @@ fn blob_at(
 
 fn write_blob(uri: &str, key: &str, bytes: Vec<u8>) -> Result<(), String> {
     let (container, blob) = blob_at(uri, key)?;
-    rt().block_on(async {
+    super::rt().block_on(async {
         container
             .client
             .blob_client(&blob)
@@ -980,7 +973,7 @@ fn write_blob(uri: &str, key: &str, bytes: Vec<u8>) -> Result<(), String> {
 
 fn read_blob(uri: &str, key: &str) -> Result<Vec<u8>, String> {
     let (container, blob) = blob_at(uri, key)?;
-    rt().block_on(async {
+    super::rt().block_on(async {
         let response = container
             .client
             .blob_client(&blob)

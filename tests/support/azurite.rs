@@ -7,8 +7,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+
+use cutover::adapters::azure_storage::{Account, Auth, Container};
+use cutover::secret::Secret;
+use futures::TryStreamExt;
+
+use super::server::{free_port, quote, spawn_watched, temp_dir, unique_name, wait_ready};
 
 /// Azurite's well-known development account.
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -22,7 +26,6 @@ pub struct Azurite {
 }
 
 static SERVER: OnceLock<Azurite> = OnceLock::new();
-static NEXT_CONTAINER: AtomicU32 = AtomicU32::new(0);
 
 /// The `azurite-blob` program: `AZURITE_BLOB`, else on PATH (scripts/test installs it).
 fn program() -> String {
@@ -41,24 +44,8 @@ fn program() -> String {
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 fn start() -> Azurite {
-    let dir = tempfile::Builder::new()
-        .prefix("cutover-azurite-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = temp_dir("cutover-azurite-");
     let port = free_port();
     let server = [
         program(),
@@ -76,41 +63,16 @@ fn start() -> Azurite {
     .map(|a| quote(a))
     .collect::<Vec<_>>()
     .join(" ");
-    // The watchdog: runs Azurite, stops it when the test process is gone.
-    let watchdog = format!(
-        "{server} >{log} 2>&1 & az=$!; while kill -0 {parent} 2>/dev/null && kill -0 $az 2>/dev/null; do sleep 0.2; done; kill $az 2>/dev/null; wait $az; rm -rf {dir}",
-        log = quote(&dir.join("azurite.log").display().to_string()),
-        parent = std::process::id(),
-        dir = quote(&dir.display().to_string()),
-    );
-    // Not waited on: the watchdog outlives this function and ends with the process.
-    #[allow(clippy::zombie_processes)]
-    Command::new("sh")
-        .args(["-c", &watchdog])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the Azurite watchdog");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "Azurite did not start: {}",
-            std::fs::read_to_string(dir.join("azurite.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    spawn_watched("Azurite", &dir, &server, "kill $server 2>/dev/null");
+    wait_ready("Azurite", &dir, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     Azurite { port, dir }
 }
 
 /// A container name no other test uses (created by the first run that needs it).
 pub fn container() -> String {
-    format!(
-        "t{}-{}",
-        std::process::id(),
-        NEXT_CONTAINER.fetch_add(1, Ordering::SeqCst)
-    )
+    unique_name('-')
 }
 
 pub fn server() -> &'static Azurite {
@@ -130,4 +92,41 @@ impl Azurite {
             self.url()
         )
     }
+}
+
+/// A client for `name` in Azurite, for a test's own look at the blobs.
+pub fn client(name: &str) -> Container {
+    let account = Account::parse(&server().url()).unwrap();
+    Container::connect(account, name, Auth::Key(Secret::new(KEY))).unwrap()
+}
+
+/// Every committed blob in the container, by name.
+pub fn blobs(name: &str) -> Vec<String> {
+    super::rt().block_on(async {
+        let c = client(name);
+        let mut pager = c.client.list_blobs(None).unwrap();
+        let mut names = Vec::new();
+        while let Some(item) = pager.try_next().await.unwrap_or(None) {
+            names.push(item.name.unwrap_or_default());
+        }
+        names.sort();
+        names
+    })
+}
+
+/// A blob's bytes.
+pub fn download(container: &str, blob: &str) -> Vec<u8> {
+    super::rt().block_on(async {
+        client(container)
+            .client
+            .blob_client(blob)
+            .download(None)
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .to_vec()
+    })
 }

@@ -8,17 +8,19 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod azure_fake;
 pub mod azurite;
+pub mod backend;
 pub mod fault_proxy;
 pub mod heroku_fake;
 pub mod http;
 pub mod mysql;
 pub mod pg;
+pub mod server;
 pub mod webhook;
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -126,27 +128,7 @@ impl Project {
     }
 
     pub fn default_config(&self) -> String {
-        format!(
-            r#"version: 1
-project: testapp
-pipeline: pipelines/deploy.yaml
-migrations: migrations
-environments:
-  local:
-    database: {{ kind: sqlite, url: "sqlite://state/app.db" }}
-    backups: {{ kind: local, path: state/backups }}
-    platform:
-      kind: command
-      status: "cat platform/*"
-      maintenance_on: "echo maintenance=true > platform/maintenance; echo maintenance_on >> calls.log"
-      maintenance_off: "echo maintenance=false > platform/maintenance; echo maintenance_off >> calls.log"
-      scale: "echo {{target}}={{replicas}} > platform/{{target}}; echo scale_{{target}}_{{replicas}} >> calls.log"
-      restart: "echo restart >> calls.log"
-    health: {{ url: "{}", timeout: 5s, healthy_for: 0s }}
-    rehearse: off
-"#,
-            self.health.url
-        )
+        config(&self.health.url)
     }
 
     /// Turns off the rehearsal on a copy for the `local` environment (the last one in the
@@ -261,13 +243,51 @@ environments:
     }
 }
 
-/// Runs SQL against a SQLite file with sqlx (no CLI tool needed).
-pub fn exec_sql(path: &Path, sql: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// The config of a project with a `local` environment whose health endpoint is
+/// `health_url`: a SQLite database and local backups in `state/`, a `command` platform
+/// whose state lives in `platform/` and whose calls go to `calls.log`, no rehearsal.
+pub fn config(health_url: &str) -> String {
+    format!(
+        r#"version: 1
+project: testapp
+pipeline: pipelines/deploy.yaml
+migrations: migrations
+environments:
+  local:
+    database: {{ kind: sqlite, url: "sqlite://state/app.db" }}
+    backups: {{ kind: local, path: state/backups }}
+    platform:
+      kind: command
+      status: "cat platform/*"
+      maintenance_on: "echo maintenance=true > platform/maintenance; echo maintenance_on >> calls.log"
+      maintenance_off: "echo maintenance=false > platform/maintenance; echo maintenance_off >> calls.log"
+      scale: "echo {{target}}={{replicas}} > platform/{{target}}; echo scale_{{target}}_{{replicas}} >> calls.log"
+      restart: "echo restart >> calls.log"
+    health: {{ url: "{health_url}", timeout: 5s, healthy_for: 0s }}
+    rehearse: off
+"#
+    )
+}
+
+/// The shipped platform commands, as [`config`] writes them.
+pub const MAINTENANCE_ON: &str =
+    "\"echo maintenance=true > platform/maintenance; echo maintenance_on >> calls.log\"";
+pub const MAINTENANCE_OFF: &str =
+    "\"echo maintenance=false > platform/maintenance; echo maintenance_off >> calls.log\"";
+pub const SCALE: &str =
+    "\"echo {target}={replicas} > platform/{target}; echo scale_{target}_{replicas} >> calls.log\"";
+
+/// A runtime for a test's own async calls.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+}
+
+/// Runs SQL against a SQLite file with sqlx (no CLI tool needed).
+pub fn exec_sql(path: &Path, sql: &str) {
+    rt().block_on(async {
         use sqlx::Connection;
         let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
         let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
@@ -281,11 +301,7 @@ pub fn db_snapshot(path: &Path) -> BTreeMap<String, Vec<String>> {
     if !path.exists() {
         return out;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    rt().block_on(async {
         use sqlx::{Column, Connection, Row, ValueRef};
         let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path).read_only(true);
         let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
@@ -417,6 +433,88 @@ impl Project {
     pub fn lock_file(&self) -> PathBuf {
         self.file(".cutover/locks/local.lock.json")
     }
+
+    /// Replaces one piece of the project's pipeline.
+    pub fn edit_pipeline(&self, from: &str, to: &str) {
+        let text = replace_once(&self.pipeline(), from, to);
+        self.write_pipeline(&text);
+    }
+
+    /// Replaces one platform command (`shipped`: as [`config`] writes it) in the config.
+    pub fn set_command(&self, key: &str, shipped: &str, replacement: &str) {
+        let config = replace_once(
+            &self.read("deploy.yaml"),
+            &format!("{key}: {shipped}"),
+            &format!("{key}: {replacement}"),
+        );
+        self.write_config(&config);
+    }
+
+    /// The ids `backup list` shows.
+    pub fn backup_ids(&self) -> Vec<String> {
+        let list = self.run(&["backup", "list", "--output", "json"]);
+        list.success();
+        let value: serde_json::Value = serde_json::from_str(&list.stdout()).unwrap();
+        value["result"]["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Adds to the validate step an inline check `name` that reports an issue once
+    /// migration 20250101000000 is applied. (A check that always failed would fail the
+    /// backup's `verify: restore` first, which runs the checks on a restored copy before
+    /// migrating.)
+    pub fn fail_validation_once_migrated(&self, name: &str) {
+        self.edit_pipeline(
+            "with: { queries: validations/ }",
+            &format!(
+                "with: {{ queries: validations/, checks: [{{ name: {name}, sql: \"SELECT COUNT(*) AS issues FROM _sqlx_migrations WHERE version = 20250101000000\" }}] }}"
+            ),
+        );
+    }
+}
+
+/// A deployed project with data and one pending migration `name` (which adds the table
+/// `x_notes`), no platform call logged yet, and its state.
+pub fn prepared(name: &str, up: &str, down: &str) -> (Project, State) {
+    let p = Project::new();
+    p.deployed_with_data();
+    p.add_migration(name, up, Some(down));
+    std::fs::remove_file(p.file("calls.log")).unwrap();
+    let before = p.state();
+    assert!(!before.db.contains_key("table x_notes"));
+    (p, before)
+}
+
+/// The records of the newest run's journal.
+pub fn last_journal(p: &Project) -> Vec<serde_json::Value> {
+    p.journals().pop().expect("a journal")
+}
+
+/// The run failed at `step` and exited 1.
+#[track_caller]
+pub fn assert_failed_at(run: &Run, step: &str) {
+    run.expect_code(1);
+    assert!(
+        run.all().contains(&format!("failed at step `{step}`")),
+        "{}",
+        run.all()
+    );
+}
+
+/// A `recover` that finds nothing to do.
+#[track_caller]
+pub fn assert_nothing_to_recover(p: &Project) {
+    let recover = p.run(&["recover"]);
+    recover.success();
+    assert!(
+        recover.all().contains("nothing to recover"),
+        "{}",
+        recover.all()
+    );
 }
 
 /// `text` with `from` replaced by `to`, which must occur exactly once.
@@ -491,4 +589,42 @@ pub fn ids(records: &[serde_json::Value], kind: &str) -> Vec<String> {
         .filter(|r| r["record"] == kind)
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// Runs `case` for every point on a few threads and returns `describe(point, panic
+/// message)` for each point whose case panicked, in the points' order: a long list of
+/// cases reports every failing one, not just the first.
+pub fn failures_of_each<T: Copy + Sync>(
+    points: &[T],
+    case: impl Fn(T) + Sync,
+    describe: impl Fn(T, &str) -> String + Sync,
+) -> Vec<String> {
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&point) = points.get(i) else { return };
+                    let outcome =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(point)));
+                    if let Err(panic) = outcome {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_default();
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push((i, describe(point, &message)));
+                    }
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort();
+    failures.into_iter().map(|(_, message)| message).collect()
 }

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+
+use super::server::{free_port, quote, spawn_watched, temp_dir, unique_name, wait_ready};
 
 pub struct MysqlServer {
     pub port: u16,
@@ -18,7 +18,6 @@ pub const USER: &str = "app";
 pub const PASSWORD: &str = "app-pw-1";
 
 static SERVER: OnceLock<MysqlServer> = OnceLock::new();
-static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
 fn find(names: &[&str]) -> String {
     for name in names {
@@ -36,11 +35,7 @@ fn find(names: &[&str]) -> String {
 }
 
 fn start() -> MysqlServer {
-    let dir = tempfile::Builder::new()
-        .prefix("cutover-mariadb-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = temp_dir("cutover-mariadb-");
     let install = Command::new(find(&["mariadb-install-db", "mysql_install_db"]))
         .arg("--no-defaults")
         .arg(format!("--datadir={}", dir.join("data").display()))
@@ -53,55 +48,29 @@ fn start() -> MysqlServer {
         "mariadb-install-db failed: {}",
         String::from_utf8_lossy(&install.stderr)
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let sock = dir.join("sock");
     let server = format!(
-        "exec '{}' --no-defaults --datadir='{}' --user={} --socket='{}' --port={port} --bind-address=127.0.0.1 --skip-name-resolve --skip-log-bin --innodb-flush-log-at-trx-commit=0 --innodb-buffer-pool-size=64M",
-        find(&["mariadbd", "mysqld"]),
-        dir.join("data").display(),
+        "{} --no-defaults --datadir={} --user={} --socket={} --port={port} --bind-address=127.0.0.1 --skip-name-resolve --skip-log-bin --innodb-flush-log-at-trx-commit=0 --innodb-buffer-pool-size=64M",
+        quote(&find(&["mariadbd", "mysqld"])),
+        quote(&dir.join("data").display().to_string()),
         whoami(),
-        sock.display()
+        quote(&sock.display().to_string())
     );
-    let watchdog = format!(
-        "sh -c \"$0\" >'{log}' 2>&1 & db=$!; while kill -0 {parent} 2>/dev/null && kill -0 $db 2>/dev/null; do sleep 0.2; done; kill -TERM $db 2>/dev/null; wait $db; rm -rf '{dir}'",
-        log = dir.join("server.log").display(),
-        parent = std::process::id(),
-        dir = dir.display(),
-    );
-    // Not waited on: the watchdog outlives this function and ends with the process.
-    #[allow(clippy::zombie_processes)]
-    Command::new("sh")
-        .args(["-c", &watchdog, &server])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the MariaDB watchdog");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    spawn_watched("MariaDB", &dir, &server, "kill -TERM $server 2>/dev/null");
     let setup = format!(
         "CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON *.* TO '{USER}'@'%';"
     );
-    loop {
-        let out = Command::new(find(&["mariadb", "mysql"]))
+    wait_ready("MariaDB", &dir, || {
+        Command::new(find(&["mariadb", "mysql"]))
             .args(["--no-defaults", "-uroot"])
             .arg(format!("--socket={}", sock.display()))
             .args(["-e", &setup])
             .output()
-            .expect("mariadb client runs");
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "MariaDB did not start: {}",
-            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            .expect("mariadb client runs")
+            .status
+            .success()
+    });
     MysqlServer { port, dir }
 }
 
@@ -142,11 +111,7 @@ impl MysqlServer {
     }
 
     pub fn database(&self) -> String {
-        let name = format!(
-            "t{}_{}",
-            std::process::id(),
-            NEXT_DB.fetch_add(1, Ordering::SeqCst)
-        );
+        let name = unique_name('_');
         self.sql("mysql", &format!("CREATE DATABASE {name}"));
         name
     }

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+
+use super::server::{free_port, quote, spawn_watched, temp_dir, unique_name, wait_ready};
 
 pub struct PgServer {
     pub port: u16,
@@ -15,7 +15,6 @@ pub struct PgServer {
 }
 
 static SERVER: OnceLock<PgServer> = OnceLock::new();
-static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
 fn bin_dir() -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -73,21 +72,9 @@ fn run(args: &[String]) -> std::process::Output {
         .expect("command runs")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start() -> PgServer {
     let bin = bin_dir();
-    let dir = tempfile::Builder::new()
-        .prefix("cutover-pg-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = temp_dir("cutover-pg-");
     std::fs::create_dir_all(dir.join("sock")).unwrap();
     if is_root() {
         let ok = Command::new("chown")
@@ -117,30 +104,17 @@ fn start() -> PgServer {
     );
     let server_cmd = as_owner(&format!("exec {server}"))
         .iter()
-        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .map(|a| quote(a))
         .collect::<Vec<_>>()
         .join(" ");
-    // The watchdog: runs the server, stops it when the test process is gone. The
-    // postmaster is signalled by its pid file: `runuser` does not pass signals on.
-    let watchdog = format!(
-        "{server_cmd} >'{log}' 2>&1 & pg=$!; while kill -0 {parent} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 0.2; done; kill -INT $(head -1 '{data}/postmaster.pid' 2>/dev/null) $pg 2>/dev/null; wait $pg; rm -rf '{dir}'",
-        log = dir.join("server.log").display(),
-        parent = std::process::id(),
-        dir = dir.display(),
-        data = data.display(),
+    // The postmaster is signalled by its pid file: `runuser` does not pass signals on.
+    let stop = format!(
+        "kill -INT $(head -1 {} 2>/dev/null) $server 2>/dev/null",
+        quote(&data.join("postmaster.pid").display().to_string())
     );
-    // Not waited on: the watchdog outlives this function and ends with the process.
-    #[allow(clippy::zombie_processes)]
-    Command::new("sh")
-        .args(["-c", &watchdog])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the PostgreSQL watchdog");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = Command::new(bin.join("pg_isready"))
+    spawn_watched("PostgreSQL", &dir, &server_cmd, &stop);
+    wait_ready("PostgreSQL", &dir, || {
+        Command::new(bin.join("pg_isready"))
             .args([
                 "-h",
                 "127.0.0.1",
@@ -151,17 +125,8 @@ fn start() -> PgServer {
                 "-q",
             ])
             .status()
-            .is_ok_and(|s| s.success());
-        if ready {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "PostgreSQL did not start: {}",
-            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            .is_ok_and(|s| s.success())
+    });
     PgServer { port, dir }
 }
 
@@ -203,11 +168,7 @@ impl PgServer {
 
     /// A fresh, empty database for one test.
     pub fn database(&self) -> String {
-        let name = format!(
-            "t{}_{}",
-            std::process::id(),
-            NEXT_DB.fetch_add(1, Ordering::SeqCst)
-        );
+        let name = unique_name('_');
         self.psql("postgres", &format!("CREATE DATABASE {name}"));
         name
     }
