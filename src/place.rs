@@ -7,8 +7,6 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::secret::Redactor;
-
 /// A line (and column, when known) in a file, named as people read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Place {
@@ -75,15 +73,15 @@ impl Message {
         &self.text
     }
 
-    /// With every secret value the redactor knows masked.
+    /// With its texts passed through `redact` (the redactor's, which masks secrets).
     #[must_use]
-    pub fn redacted(&self, redactor: &Redactor) -> Self {
+    pub fn redacted(&self, redact: impl Fn(&str) -> String) -> Self {
         Self {
             place: self.place.as_ref().map(|p| Place {
-                file: redactor.redact(&p.file),
+                file: redact(&p.file),
                 ..p.clone()
             }),
-            text: redactor.redact(&self.text),
+            text: redact(&self.text),
             leads: self.leads,
         }
     }

@@ -314,7 +314,7 @@ pub fn render_event(event: &Event) -> Option<String> {
             )
         }
         Event::RollbackStarted { reason, actions } => {
-            format!("==> rolling back ({actions} action(s)): {reason}")
+            format!("==> {}", rollback_title(*actions, reason))
         }
         Event::CompensationStarted { .. } | Event::TargetStarted { .. } => return None,
         Event::CompensationFinished { id, action, error } => match error {
@@ -449,4 +449,9 @@ impl Reporter for Plain {
             self.redactor.redact(text.trim_end())
         );
     }
+}
+
+/// What a rollback's start says: its line, and a CI log's group title.
+pub fn rollback_title(actions: usize, reason: &str) -> String {
+    format!("rolling back ({actions} action(s)): {reason}")
 }

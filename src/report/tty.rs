@@ -1,6 +1,7 @@
 //! A terminal: a spinner per running step with its elapsed time (and bytes for backups),
 //! finished steps kept as lines above it.
 
+use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -125,10 +126,19 @@ impl Reporter for Tty {
     }
 
     fn plan(&self, plan: &Plan) {
-        print!("{}", self.redactor.redact(&render_plan(plan)));
+        // Not `print!`: a closed pipe (`| head`) must not panic.
+        let _ = write!(
+            std::io::stdout(),
+            "{}",
+            self.redactor.redact(&render_plan(plan))
+        );
     }
 
     fn result(&self, _value: &serde_json::Value, text: &str) {
-        println!("{}", self.redactor.redact(text.trim_end()));
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}",
+            self.redactor.redact(text.trim_end())
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use super::plain::{render_event, render_plan};
+use super::plain::{render_event, render_plan, rollback_title};
 use super::{Event, Reporter, source_path};
 use crate::place::{Message, Place};
 use crate::run::event::Finished;
@@ -182,9 +182,8 @@ impl<D: Dialect> Ci<D> {
                     Some(&format!("step `{id}` failed")),
                 ));
             }
-            Event::RollbackStarted { .. } if !self.quiet => {
-                let title = line.unwrap_or_default();
-                self.open_group(title.trim_start_matches("==> "), &mut out);
+            Event::RollbackStarted { reason, actions } if !self.quiet => {
+                self.open_group(&rollback_title(*actions, reason), &mut out);
             }
             Event::CompensationFinished {
                 id,

@@ -407,7 +407,7 @@ impl Recorder {
             error: error.map(|e| self.redactor.redact(e)),
             problems: problems
                 .iter()
-                .map(|m| m.redacted(&self.redactor))
+                .map(|m| m.redacted(|t| self.redactor.redact(t)))
                 .collect(),
             worth_summary: s.run_id.is_some() || exit_code != 0,
             run_id: s.run_id.clone(),
