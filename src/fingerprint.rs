@@ -212,7 +212,7 @@ impl Fingerprint {
 
 /// Adds one row's hash into a running content digest: order-independent, and two equal
 /// rows count twice (a plain XOR would cancel them out).
-pub fn accumulate(sum: &mut u128, row_hash: u64) {
+pub(crate) fn accumulate(sum: &mut u128, row_hash: u64) {
     *sum = sum.wrapping_add(u128::from(row_hash));
 }
 

@@ -5,23 +5,24 @@
 //! The library never prints: it reports through a `Reporter`. Only the CLI and the output
 //! sinks in `report` write to the terminal.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(unreachable_pub)]
 
 pub mod adapters;
-pub mod app;
+pub(crate) mod app;
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub mod cli;
 pub mod config;
 pub mod engine;
-pub mod fact;
-pub mod fingerprint;
-pub mod migrate;
-pub mod notify;
-pub mod place;
-pub mod rehearsal;
-pub mod rehearsal_record;
-pub mod report;
-pub mod run;
+pub(crate) mod fact;
+pub(crate) mod fingerprint;
+pub(crate) mod migrate;
+pub(crate) mod notify;
+pub(crate) mod place;
+pub(crate) mod rehearsal;
+pub(crate) mod rehearsal_record;
+pub(crate) mod report;
+pub(crate) mod run;
 pub mod secret;
-pub mod shell;
+pub(crate) mod shell;
 pub mod steps;
-pub mod units;
+pub(crate) mod units;

@@ -32,5 +32,5 @@ fn main() -> ExitCode {
     // Everything the run owes is written by now (journal fsynced, report out). Dropping the
     // runtime would wait without limit for stray blocking work; a release tool must exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    ExitCode::from(exit.code())
+    ExitCode::from(exit)
 }

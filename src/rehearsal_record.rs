@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Version of the stored shape.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rehearsal {
@@ -139,7 +139,7 @@ impl Standing {
 }
 
 /// Where an environment's latest rehearsal is kept.
-pub fn path(state_dir: &Path, environment: &str) -> PathBuf {
+pub(crate) fn path(state_dir: &Path, environment: &str) -> PathBuf {
     state_dir
         .join("rehearsals")
         .join(format!("{environment}.json"))
@@ -147,7 +147,7 @@ pub fn path(state_dir: &Path, environment: &str) -> PathBuf {
 
 /// The environment's latest rehearsal; `None` when there is none or it cannot be read
 /// (a result that cannot be read proves nothing, and the next deploy rehearses again).
-pub fn load(state_dir: &Path, environment: &str) -> Option<Rehearsal> {
+pub(crate) fn load(state_dir: &Path, environment: &str) -> Option<Rehearsal> {
     let text = std::fs::read_to_string(path(state_dir, environment)).ok()?;
     serde_json::from_str::<Rehearsal>(&text)
         .ok()
@@ -155,7 +155,7 @@ pub fn load(state_dir: &Path, environment: &str) -> Option<Rehearsal> {
 }
 
 /// Keeps `rehearsal` as the environment's latest (written whole, then renamed).
-pub fn save(state_dir: &Path, rehearsal: &Rehearsal) -> std::io::Result<PathBuf> {
+pub(crate) fn save(state_dir: &Path, rehearsal: &Rehearsal) -> std::io::Result<PathBuf> {
     let path = path(state_dir, &rehearsal.environment);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

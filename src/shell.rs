@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal};
 
 /// What a finished command printed.
-pub struct ShellOutput {
+pub(crate) struct ShellOutput {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
@@ -34,7 +34,7 @@ pub struct ShellOutput {
 
 impl ShellOutput {
     /// The last lines of stderr then stdout, for error messages.
-    pub fn tail(&self, lines: usize) -> String {
+    pub(crate) fn tail(&self, lines: usize) -> String {
         let all: Vec<&str> = self.stderr.lines().chain(self.stdout.lines()).collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -44,7 +44,7 @@ impl ShellOutput {
 /// start time in clock ticks after boot (`/proc/PID/stat` field 22), which tells a
 /// recycled pid apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Spawned {
+pub(crate) struct Spawned {
     pub pgid: u32,
     pub start_time: Option<u64>,
 }
@@ -54,7 +54,7 @@ tokio::task_local! {
 }
 
 /// Runs `work`, sending every process group [`run`] starts inside it to `to`.
-pub async fn watched<F: Future>(
+pub(crate) async fn watched<F: Future>(
     to: tokio::sync::mpsc::UnboundedSender<Spawned>,
     work: F,
 ) -> F::Output {
@@ -62,10 +62,14 @@ pub async fn watched<F: Future>(
 }
 
 /// The hidden subcommand that runs [`supervise`].
-pub const SUPERVISE: &str = "__supervise";
+pub(crate) const SUPERVISE: &str = "__supervise";
 
 /// Runs `sh -c command` in `dir` with extra environment variables.
-pub async fn run(command: &str, dir: &Path, env: &[(&str, &str)]) -> std::io::Result<ShellOutput> {
+pub(crate) async fn run(
+    command: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> std::io::Result<ShellOutput> {
     let mut child = tokio::process::Command::new(own_binary()?)
         .arg(SUPERVISE)
         .arg("--")
@@ -130,7 +134,7 @@ fn pid(id: u32) -> Option<Pid> {
 
 /// Why the supervisor could not run its command.
 #[derive(Debug, thiserror::Error)]
-pub enum SuperviseError {
+pub(crate) enum SuperviseError {
     #[error("`{SUPERVISE}` must lead its own process group (cutover starts it so)")]
     NotGroupLeader,
     #[error("`{SUPERVISE}` needs a command to run")]
@@ -149,7 +153,7 @@ pub enum SuperviseError {
 /// on this process, or reported as 128 + the signal). When this process's standard
 /// input reaches end-of-file (cutover closed the pipe, or died), it SIGKILLs the whole
 /// group, itself included.
-pub fn supervise(argv: &[OsString]) -> Result<ExitStatus, SuperviseError> {
+pub(crate) fn supervise(argv: &[OsString]) -> Result<ExitStatus, SuperviseError> {
     let me = rustix::process::getpid();
     if rustix::process::getpgrp() != me {
         return Err(SuperviseError::NotGroupLeader);
@@ -182,7 +186,7 @@ pub fn supervise(argv: &[OsString]) -> Result<ExitStatus, SuperviseError> {
 }
 
 /// Ends this process the way `status` says its command ended.
-pub fn exit_like(status: ExitStatus) -> std::process::ExitCode {
+pub(crate) fn exit_like(status: ExitStatus) -> std::process::ExitCode {
     use std::os::unix::process::ExitStatusExt;
     if let Some(code) = status.code() {
         return u8::try_from(code).map_or(std::process::ExitCode::FAILURE, Into::into);
@@ -197,7 +201,7 @@ pub fn exit_like(status: ExitStatus) -> std::process::ExitCode {
 
 /// The start time of process `pid` in clock ticks after boot (`/proc/PID/stat` field
 /// 22), where there is a `/proc`.
-pub fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = stat(pid)?;
     stat.get(19)?.parse().ok()
 }
@@ -213,7 +217,7 @@ fn stat(pid: u32) -> Option<Vec<String>> {
 /// Whether process group `spawned` is still running (zombies, which no longer run, do not
 /// count). A leader with another start time means the pid was recycled: a group id stays
 /// taken while its group has members, so the recorded group is gone.
-pub fn group_alive(spawned: Spawned) -> std::io::Result<bool> {
+pub(crate) fn group_alive(spawned: Spawned) -> std::io::Result<bool> {
     if let (Some(then), Some(now)) = (spawned.start_time, start_time(spawned.pgid))
         && then != now
     {
@@ -255,7 +259,7 @@ fn running_members(pgid: u32) -> Option<usize> {
 /// Kills process group `spawned` if it still runs and waits, at most `wait`, until no
 /// process of it runs. `Ok(true)`: it was running and is now gone; `Ok(false)`: it had
 /// already ended.
-pub async fn kill_group(spawned: Spawned, wait: Duration) -> std::io::Result<bool> {
+pub(crate) async fn kill_group(spawned: Spawned, wait: Duration) -> std::io::Result<bool> {
     if !group_alive(spawned)? {
         return Ok(false);
     }
@@ -280,7 +284,7 @@ pub async fn kill_group(spawned: Spawned, wait: Duration) -> std::io::Result<boo
 }
 
 /// Whether `version` can be pasted into a shell command as is.
-pub fn is_safe_version(version: &str) -> bool {
+pub(crate) fn is_safe_version(version: &str) -> bool {
     !version.is_empty()
         && version.len() <= 200
         && version

@@ -1,11 +1,11 @@
 //! How durations and sizes are written for humans and in reports.
 
 /// Milliseconds, for events.
-pub fn ms(d: std::time::Duration) -> u64 {
+pub(crate) fn ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;

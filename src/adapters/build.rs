@@ -8,16 +8,13 @@ use crate::secret::{Redactor, Secret};
 
 /// Expands the references inside config strings for the chosen environment, registering
 /// every secret it reads with the redactor.
-pub trait Resolve: Sync {
+pub(crate) trait Resolve: Sync {
     /// An ordinary field: secrets inside it are masked, the rest may be shown.
     fn text(&self, text: &Text) -> Result<String, ConfigError>;
     /// A credential field: the whole value is a secret.
     fn credential(&self, text: &Text) -> Result<Secret, ConfigError>;
     /// A connection URL: its password is a secret, the rest may be shown.
     fn url(&self, text: &Text) -> Result<Secret, ConfigError>;
-    /// A connection URL from outside the config (a catalog query): its password is a
-    /// secret; nothing in it is expanded.
-    fn plain_url(&self, value: &str) -> Secret;
     /// The environment's `azure:` block.
     fn azure(&self) -> Option<&AzureConfig>;
     fn redactor(&self) -> &Redactor;

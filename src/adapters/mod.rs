@@ -3,12 +3,12 @@
 //! Adapters are built through [`build::Resolve`], which [`reference::Resolver`] implements
 //! above them: the families never import the resolver that reads secrets through them.
 
-pub mod azure;
+pub(crate) mod azure;
 pub mod azure_storage;
-pub mod build;
-pub mod database;
-pub mod platform;
+pub(crate) mod build;
+pub(crate) mod database;
+pub(crate) mod platform;
 pub mod reference;
-pub mod secrets;
-pub mod state;
-pub mod store;
+pub(crate) mod secrets;
+pub(crate) mod state;
+pub(crate) mod store;

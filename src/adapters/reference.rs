@@ -146,9 +146,6 @@ impl Resolve for Resolver<'_> {
     fn url(&self, text: &Text) -> Result<Secret, ConfigError> {
         Resolver::url(self, text)
     }
-    fn plain_url(&self, value: &str) -> Secret {
-        Resolver::plain_url(self, value)
-    }
     fn azure(&self) -> Option<&AzureConfig> {
         self.azure
     }

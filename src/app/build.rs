@@ -1,7 +1,6 @@
 //! Building a run's [`Context`] from the config for one environment: resolve references,
 //! construct the adapters, read the migrations.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use crate::run::context::{Context, HealthTarget};
 use crate::run::event::Reporter;
 use crate::secret::Redactor;
 
-pub fn context(
+pub(crate) fn context(
     config: &Config,
     environment: &str,
     reporter: Arc<dyn Reporter>,
@@ -33,7 +32,7 @@ pub fn context(
 
 /// A fleet target's context: the environment's with the target's database URL, its own
 /// state folder (journal and lock), and no notifications (the fleet run notifies once).
-pub fn target_context(
+pub(crate) fn target_context(
     config: &Config,
     environment: &str,
     target: &crate::app::fleet::Target,
@@ -279,18 +278,9 @@ fn notifying(
 
 /// The Azure credential for adapters that authenticate with Entra ID (a blob store or lock
 /// without `key:` or `sas:`): the environment's sign-in chain, built on first use.
-pub fn azure_credential(
+pub(crate) fn azure_credential(
     resolver: &Resolver,
 ) -> Result<Arc<dyn azure_core::credentials::TokenCredential>, BuildError> {
     let auth = crate::adapters::azure::identity::AzureAuth::from_config(resolver.azure, resolver)?;
     Ok(crate::adapters::azure::identity::lazy(auth))
-}
-
-/// Where relative paths in a path-valued flag resolve.
-pub fn relative_to(base: &Path, path: &Path) -> std::path::PathBuf {
-    if path.is_absolute() {
-        path.to_owned()
-    } else {
-        base.join(path)
-    }
 }

@@ -10,7 +10,7 @@ use crate::config::{Pipeline, Step};
 use crate::run::plan::RollbackTarget;
 
 /// A step of a built-in pipeline.
-pub fn step(id: &str, with: StepWith) -> Step {
+pub(crate) fn step(id: &str, with: StepWith) -> Step {
     Step {
         id: id.into(),
         with,
@@ -26,7 +26,7 @@ pub fn step(id: &str, with: StepWith) -> Step {
 
 /// A pipeline of just the database part of a rollback: a safety backup first when a
 /// backup is restored, then the migrate step aimed at the target.
-pub fn database_pipeline(target: &RollbackTarget, name: &str) -> Pipeline {
+pub(crate) fn database_pipeline(target: &RollbackTarget, name: &str) -> Pipeline {
     let mut steps = Vec::new();
     if matches!(target, RollbackTarget::Backup(_)) {
         steps.push(step(
@@ -54,7 +54,7 @@ pub fn database_pipeline(target: &RollbackTarget, name: &str) -> Pipeline {
 }
 
 /// A pipeline made in code for a one-off command, run through the same engine.
-pub fn builtin(name: &str, steps: Vec<Step>) -> Pipeline {
+pub(crate) fn builtin(name: &str, steps: Vec<Step>) -> Pipeline {
     Pipeline {
         path: PathBuf::from("(built in)"),
         name: name.into(),

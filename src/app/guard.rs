@@ -9,7 +9,7 @@ use crate::engine::{Context, EngineError, lock, shared_state};
 /// Before the plan is shown: the shared journals copied in, and a refusal while another
 /// run holds the lock (here or, with a blob lock, on another runner) or an earlier run is
 /// unfinished or halted.
-pub async fn before_plan(ctx: &Context) -> Result<(), EngineError> {
+pub(crate) async fn before_plan(ctx: &Context) -> Result<(), EngineError> {
     shared_state::sync(ctx, true).await?;
     ensure_free(ctx)
 }
@@ -17,7 +17,7 @@ pub async fn before_plan(ctx: &Context) -> Result<(), EngineError> {
 /// Once confirmed: the run's id and its locks, taken; then, under them, the journals read
 /// again so a run that another runner started meanwhile is seen (`unfinished`: refuse a
 /// halted run too, as a new run must).
-pub async fn lock_for_run(
+pub(crate) async fn lock_for_run(
     ctx: &Context,
     run_id: &str,
     command: &str,
@@ -33,7 +33,7 @@ pub async fn lock_for_run(
 }
 
 /// Refuses to start while another run holds the lock or an earlier run is unfinished.
-pub fn ensure_free(ctx: &Context) -> Result<(), EngineError> {
+pub(crate) fn ensure_free(ctx: &Context) -> Result<(), EngineError> {
     let live_holder = || -> Result<Option<lock::LockInfo>, EngineError> {
         Ok(
             lock::read(&lock::lock_path(&ctx.state_dir, &ctx.environment))?
@@ -53,7 +53,7 @@ pub fn ensure_free(ctx: &Context) -> Result<(), EngineError> {
     }
 }
 
-pub fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {
+pub(crate) fn ensure_no_unfinished(ctx: &Context) -> Result<(), EngineError> {
     ensure_not_halted(ctx)?;
     ensure_none_open(ctx)
 }
@@ -86,7 +86,7 @@ fn ensure_none_open(ctx: &Context) -> Result<(), EngineError> {
 /// Applies the environment's `window:` to a command going `direction` (`what` names it):
 /// refuses a forward run outside the window unless forced with a `reason`, and returns what
 /// the run's journal records when it goes on outside the window.
-pub fn check_window(
+pub(crate) fn check_window(
     config: &Config,
     environment: &str,
     what: &str,

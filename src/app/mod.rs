@@ -2,8 +2,8 @@
 //! composition root), the checks every run passes before it starts, and the pipelines
 //! the one-off commands run.
 
-pub mod build;
-pub mod builtin;
-pub mod fleet;
-pub mod guard;
-pub mod outcome;
+pub(crate) mod build;
+pub(crate) mod builtin;
+pub(crate) mod fleet;
+pub(crate) mod guard;
+pub(crate) mod outcome;

@@ -6,7 +6,7 @@ use crate::engine::journal::RunStatus;
 
 /// The process exit code, as documented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// 0: deployed (or the command did what was asked).
     Ok,
     /// 1: failed and rolled back cleanly.
@@ -24,7 +24,7 @@ pub enum Exit {
 }
 
 impl Exit {
-    pub fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             Self::Ok => 0,
             Self::RolledBack => 1,
@@ -49,7 +49,7 @@ impl Exit {
 
     /// The worse of two endings.
     #[must_use]
-    pub fn worst(self, other: Exit) -> Exit {
+    pub(crate) fn worst(self, other: Exit) -> Exit {
         if other.severity() > self.severity() {
             other
         } else {
@@ -60,7 +60,7 @@ impl Exit {
 
 /// A run that moves production forward (deploy, release, rollback to a version, `recover`
 /// of such a run): it succeeds only when every step did.
-pub fn for_run(status: RunStatus, interrupted: bool) -> Exit {
+pub(crate) fn for_run(status: RunStatus, interrupted: bool) -> Exit {
     match status {
         RunStatus::Succeeded => Exit::Ok,
         RunStatus::RolledBack if interrupted => Exit::Interrupted,
@@ -70,14 +70,14 @@ pub fn for_run(status: RunStatus, interrupted: bool) -> Exit {
 }
 
 /// The rollback of a halted run: what was asked for is the rollback itself.
-pub fn for_undo(status: RunStatus) -> Exit {
+pub(crate) fn for_undo(status: RunStatus) -> Exit {
     match status {
         RunStatus::RolledBack => Exit::Ok,
         _ => Exit::RollbackIncomplete,
     }
 }
 
-pub fn exit_for(error: &EngineError) -> Exit {
+pub(crate) fn exit_for(error: &EngineError) -> Exit {
     match error {
         EngineError::Config(_)
         | EngineError::Build(_)

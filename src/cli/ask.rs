@@ -10,20 +10,20 @@ use super::exit::eprint;
 use crate::engine::decide::{Decider, Failure};
 use crate::engine::journal::Choice;
 
-pub struct Terminal {
+pub(crate) struct Terminal {
     pub cancel: CancellationToken,
 }
 
 impl Terminal {
     /// Whether someone can be asked: stdin and stderr are a terminal.
-    pub fn available() -> bool {
+    pub(crate) fn available() -> bool {
         std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
     }
 }
 
 /// Reads a typed answer: the whole word, in any case. No abbreviations: `r` could mean
 /// retry or rollback, and this answer changes production.
-pub fn parse(answer: &str) -> Option<Choice> {
+pub(crate) fn parse(answer: &str) -> Option<Choice> {
     match answer.trim().to_ascii_lowercase().as_str() {
         "retry" => Some(Choice::Retry),
         "rollback" | "roll back" => Some(Choice::Rollback),

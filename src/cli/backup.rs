@@ -14,7 +14,7 @@ use crate::run::plan::RollbackTarget;
 use crate::steps::backup::verify;
 use crate::units::human_bytes;
 
-pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, EngineError> {
+pub(crate) async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     match command {
         BackupCommand::List => {
@@ -120,7 +120,7 @@ pub async fn backup(global: &Global, command: BackupCommand) -> Result<Exit, Eng
 }
 
 /// Backups beyond the retention, given newest first. The newest backup is always kept.
-pub fn prune_candidates(
+pub(crate) fn prune_candidates(
     newest_first: &[crate::adapters::store::Manifest],
     keep: &crate::config::deploy_file::Keep,
     now: chrono::DateTime<chrono::Utc>,

@@ -10,7 +10,7 @@ use crate::adapters::azure::identity;
 use crate::adapters::reference::Resolver;
 use crate::engine::{EngineError, cancel, plan};
 
-pub async fn check(global: &Global) -> Result<Exit, EngineError> {
+pub(crate) async fn check(global: &Global) -> Result<Exit, EngineError> {
     let config = load_config(global)?;
     let envs: Vec<String> = match &global.env {
         Some(e) => vec![e.clone()],

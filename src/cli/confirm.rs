@@ -13,7 +13,7 @@ use crate::engine::EngineError;
 use crate::engine::window::Direction;
 use crate::run::window::OutsideWindow;
 
-pub struct Confirmation {
+pub(crate) struct Confirmation {
     /// `--confirm ENV`.
     pub named: Option<String>,
     /// `--yes`.
@@ -29,7 +29,7 @@ pub struct Confirmation {
 
 impl Confirmation {
     /// `--confirm ENV` and `--yes` as given: a person is asked unless they say enough.
-    pub fn asked(named: Option<String>, yes: bool) -> Self {
+    pub(crate) fn asked(named: Option<String>, yes: bool) -> Self {
         Self {
             named,
             yes,
@@ -41,7 +41,7 @@ impl Confirmation {
 
     /// For commands whose invocation is the decision (`migrate up`, `backup create`).
     /// Typed-confirmation environments still need `--confirm ENV` (or a typed CONFIRM).
-    pub fn automatic(named: Option<String>) -> Self {
+    pub(crate) fn automatic(named: Option<String>) -> Self {
         Self {
             named,
             yes: true,
@@ -56,7 +56,7 @@ impl Confirmation {
 /// environment's window for `what`, going `direction` (`reason`: `--outside-window
 /// --reason`), then the confirmation the environment asks for. Returns the record of a
 /// run outside the window.
-pub async fn window_then_confirm(
+pub(crate) async fn window_then_confirm(
     config: &Config,
     environment: &str,
     (what, direction, reason): (&str, Direction, Option<&str>),
@@ -74,7 +74,7 @@ pub async fn window_then_confirm(
     Ok(outside)
 }
 
-pub async fn confirm(
+pub(crate) async fn confirm(
     mode: ConfirmMode,
     environment: &str,
     given: &Confirmation,

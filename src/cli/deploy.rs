@@ -21,7 +21,7 @@ use crate::rehearsal_record::Standing;
 use crate::run::plan::Plan;
 use crate::run::plan::RollbackTarget;
 
-pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
+pub(crate) async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let pipeline = session.pipeline(args.pipeline.as_deref())?;
     let approved = args.plan.as_deref().map(read_approved).transpose()?;
@@ -43,7 +43,7 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
     .await
 }
 
-pub async fn release(global: &Global, args: ReleaseArgs) -> Result<Exit, EngineError> {
+pub(crate) async fn release(global: &Global, args: ReleaseArgs) -> Result<Exit, EngineError> {
     use crate::adapters::platform::heroku;
     let mut global = global.clone();
     if global.env.is_none() {
@@ -121,7 +121,7 @@ fn release_environment(config: &crate::config::Config) -> Result<String, EngineE
     }
 }
 
-pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, EngineError> {
+pub(crate) async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let target = match (args.to, args.backup) {
         (_, Some(id)) => RollbackTarget::Backup(id),
@@ -164,7 +164,7 @@ pub async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, Engin
 }
 
 /// Plans, confirms, locks, re-plans and executes a pipeline.
-pub async fn run_pipeline(
+pub(crate) async fn run_pipeline(
     session: &Session,
     pipeline: &Pipeline,
     confirmation: &Confirmation,
@@ -186,7 +186,7 @@ pub async fn run_pipeline(
 }
 
 /// [`run_pipeline`] in a context the caller already opened (and read from).
-pub async fn run_pipeline_in(
+pub(crate) async fn run_pipeline_in(
     session: &Session,
     mut ctx: Context,
     pipeline: &Pipeline,
@@ -275,7 +275,12 @@ pub async fn run_pipeline_in(
 }
 
 /// The closing message: what happened, what rollback did, the state left, what next.
-pub fn summarize(session: &Session, ctx: &Context, plan: &Plan, outcome: &RunOutcome) -> Exit {
+pub(crate) fn summarize(
+    session: &Session,
+    ctx: &Context,
+    plan: &Plan,
+    outcome: &RunOutcome,
+) -> Exit {
     // The run report (`--report`, the CI summary and outputs) gets the outcome first.
     super::session::record_outcome(ctx, plan, outcome);
     let env = &ctx.environment;
@@ -393,7 +398,7 @@ fn incomplete_next(env: &str, outcome: &RunOutcome) -> String {
 }
 
 /// The comparison after a rollback, for JSON output.
-pub fn state_check_json(check: Option<&StateCheck>) -> serde_json::Value {
+pub(crate) fn state_check_json(check: Option<&StateCheck>) -> serde_json::Value {
     match check {
         None => serde_json::Value::Null,
         Some(StateCheck::Same(c)) => {
@@ -452,7 +457,7 @@ fn the_halted_run(ctx: &Context, what: &str) -> Result<RunRecord, EngineError> {
 }
 
 /// `cutover resume`: continues the environment's halted run at the step it halted at.
-pub async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, EngineError> {
+pub(crate) async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let pipeline = session.pipeline(args.pipeline.as_deref())?;
     let mut ctx = session.context(cancel::on_signals())?;

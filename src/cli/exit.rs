@@ -7,12 +7,12 @@ use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::secret::Redactor;
 
-pub use crate::app::outcome::{Exit, exit_for};
+pub(crate) use crate::app::outcome::{Exit, exit_for};
 
 static REDACTOR: OnceLock<Redactor> = OnceLock::new();
 
 /// The redactor every error message passes through.
-pub fn redactor() -> Redactor {
+pub(crate) fn redactor() -> Redactor {
     REDACTOR.get_or_init(Redactor::default).clone()
 }
 
@@ -46,12 +46,12 @@ impl Drop for LogLine {
 }
 
 /// Prints to stderr, masked.
-pub fn eprint(text: &str) {
+pub(crate) fn eprint(text: &str) {
     eprintln!("{}", redactor().redact(text.trim_end()));
 }
 
 /// Shows an error that stopped a command, and returns its exit code.
-pub fn report_error(error: &EngineError) -> Exit {
+pub(crate) fn report_error(error: &EngineError) -> Exit {
     let exit = exit_for(error);
     match error {
         EngineError::Config(ConfigError::Yaml { located, snippet }) => {

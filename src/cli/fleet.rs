@@ -47,7 +47,7 @@ impl Delegate for Phase<'_> {
     }
 }
 
-pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
+pub(crate) async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let bad = |why: String| -> EngineError {
         ConfigError::Invalid(Located::file(&session.config.path, why)).into()
@@ -147,7 +147,7 @@ pub async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, EngineErr
             redactor: ctx.redactor.clone(),
             cancel: ctx.cancel.clone(),
             settings,
-            fleet_run: run_id.clone(),
+            run_id: run_id.clone(),
         },
         targets,
         outcome: Mutex::new(None),

@@ -12,7 +12,7 @@ use crate::engine::journal::{Record, all_runs};
 use crate::engine::liveness::{Holders, Liveness};
 use crate::engine::{EngineError, shared_state};
 
-pub async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, EngineError> {
+pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit, EngineError> {
     let mut global = global.clone();
     if args.json {
         global.output = Output::Json;

@@ -9,7 +9,7 @@ use super::{Global, LockCommand};
 use crate::config::deploy_file::LockKind;
 use crate::engine::{EngineError, lock};
 
-pub async fn lock(global: &Global, command: LockCommand) -> Result<Exit, EngineError> {
+pub(crate) async fn lock(global: &Global, command: LockCommand) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let state_dir = session.config.state_dir();
     let env = &session.environment;

@@ -21,7 +21,7 @@ use crate::rehearsal::roundtrip;
 use crate::run::event::Event;
 use crate::run::plan::RollbackTarget;
 
-pub async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, EngineError> {
+pub(crate) async fn migrate(global: &Global, command: MigrateCommand) -> Result<Exit, EngineError> {
     match command {
         MigrateCommand::New { name } => new(global, &name),
         MigrateCommand::Status => status(global, false).await,

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use exit::{Exit, log_writer};
+pub use exit::log_writer;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -417,7 +417,8 @@ pub fn supervise(cli: &Cli) -> Option<std::process::ExitCode> {
 }
 
 /// Runs a parsed command line.
-pub async fn run(cli: Cli) -> Exit {
+/// Runs the command; the process's exit code (see `app::outcome`).
+pub async fn run(cli: Cli) -> u8 {
     let command = session::command_name(&cli.command);
     let result = match cli.command {
         Command::Deploy(args) if args.fleet => fleet::deploy(&cli.global, args).await,
@@ -444,7 +445,7 @@ pub async fn run(cli: Cli) -> Exit {
     // Notifications still queued go out now, within their targets' time limits.
     crate::notify::drain_all().await;
     match result {
-        Ok(exit) => session::finish(&cli.global, &command, exit, None),
-        Err(e) => session::finish(&cli.global, &command, exit::report_error(&e), Some(&e)),
+        Ok(exit) => session::finish(&cli.global, &command, exit, None).code(),
+        Err(e) => session::finish(&cli.global, &command, exit::report_error(&e), Some(&e)).code(),
     }
 }

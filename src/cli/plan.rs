@@ -5,7 +5,7 @@ use super::session::Session;
 use super::{Global, Output, PlanArgs};
 use crate::engine::{EngineError, cancel, plan, preview};
 
-pub async fn plan(global: &Global, args: PlanArgs) -> Result<Exit, EngineError> {
+pub(crate) async fn plan(global: &Global, args: PlanArgs) -> Result<Exit, EngineError> {
     let mut global = global.clone();
     if args.json {
         global.output = Output::Json;

@@ -10,7 +10,7 @@ use crate::engine::liveness::{Holders, Liveness};
 use crate::engine::window::Direction;
 use crate::engine::{EngineError, cancel, lock, shared_state};
 
-pub async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, EngineError> {
+pub(crate) async fn recover(global: &Global, args: &RecoverArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let cancel = cancel::on_signals();
     let mut ctx = session.context(cancel.clone())?;

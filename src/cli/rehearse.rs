@@ -10,7 +10,7 @@ use super::{Global, RehearseArgs};
 use crate::engine::{EngineError, cancel};
 use crate::rehearsal::run;
 
-pub async fn rehearse(global: &Global, args: RehearseArgs) -> Result<Exit, EngineError> {
+pub(crate) async fn rehearse(global: &Global, args: RehearseArgs) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let pipeline = session.pipeline(args.pipeline.as_deref())?;
     let ctx = session.context(cancel::on_signals())?;

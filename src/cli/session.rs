@@ -24,7 +24,7 @@ use crate::report::tty::Tty;
 use crate::run::event::Reporter;
 use crate::run::plan::Plan;
 
-pub struct Session {
+pub(crate) struct Session {
     pub config: Config,
     pub environment: String,
     pub reporter: Arc<dyn Reporter>,
@@ -33,7 +33,7 @@ pub struct Session {
 
 /// The sink `--output` asks for, `auto` resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sink {
+pub(crate) enum Sink {
     Tty,
     Plain,
     Json,
@@ -43,7 +43,7 @@ pub enum Sink {
 
 /// `auto`: GitHub Actions (`GITHUB_ACTIONS=true`), then Azure Pipelines (`TF_BUILD=True`),
 /// then progress bars on a terminal, else plain lines.
-pub fn sink(global: &Global) -> Sink {
+pub(crate) fn sink(global: &Global) -> Sink {
     let env_is = |name: &str, value: &str| {
         std::env::var(name).is_ok_and(|v| v.trim().eq_ignore_ascii_case(value))
     };
@@ -66,7 +66,7 @@ pub fn sink(global: &Global) -> Sink {
 }
 
 /// The run report of this process: one command, one report.
-pub fn recorder() -> Arc<Recorder> {
+pub(crate) fn recorder() -> Arc<Recorder> {
     static RECORDER: OnceLock<Arc<Recorder>> = OnceLock::new();
     RECORDER
         .get_or_init(|| Arc::new(Recorder::new(redactor())))
@@ -86,7 +86,7 @@ fn config_folder(global: &Global) -> PathBuf {
 
 // Fallible for its callers: an output this build lacks is an error, not a panic.
 #[allow(clippy::unnecessary_wraps)]
-pub fn reporter(global: &Global) -> Result<(Arc<dyn Reporter>, bool), EngineError> {
+pub(crate) fn reporter(global: &Global) -> Result<(Arc<dyn Reporter>, bool), EngineError> {
     let redactor = redactor();
     let kind = sink(global);
     let inner: Arc<dyn Reporter> = match kind {
@@ -104,12 +104,12 @@ pub fn reporter(global: &Global) -> Result<(Arc<dyn Reporter>, bool), EngineErro
     Ok((reporter, kind == Sink::Json))
 }
 
-pub fn load_config(global: &Global) -> Result<Config, EngineError> {
+pub(crate) fn load_config(global: &Global) -> Result<Config, EngineError> {
     Ok(config::load(&global.config)?)
 }
 
 impl Session {
-    pub fn open(global: &Global) -> Result<Self, EngineError> {
+    pub(crate) fn open(global: &Global) -> Result<Self, EngineError> {
         let (reporter, json) = reporter(global)?;
         let config = load_config(global)?;
         recorder().set_config(config.project(), config.state_dir());
@@ -131,7 +131,7 @@ impl Session {
     }
 
     /// Builds the run context for the session's environment.
-    pub fn context(&self, cancel: CancellationToken) -> Result<Context, EngineError> {
+    pub(crate) fn context(&self, cancel: CancellationToken) -> Result<Context, EngineError> {
         let context = setup::context(
             &self.config,
             &self.environment,
@@ -145,7 +145,7 @@ impl Session {
         context
     }
 
-    pub fn pipeline(
+    pub(crate) fn pipeline(
         &self,
         explicit: Option<&std::path::Path>,
     ) -> Result<config::Pipeline, EngineError> {
@@ -165,13 +165,13 @@ impl Session {
     }
 
     /// Prints a result: JSON when asked, text otherwise.
-    pub fn result(&self, value: &serde_json::Value, text: &str) {
+    pub(crate) fn result(&self, value: &serde_json::Value, text: &str) {
         self.reporter.result(value, text);
     }
 }
 
 /// The command's name as the report shows it: `deploy`, `migrate up`, `backup create`...
-pub fn command_name(command: &Command) -> String {
+pub(crate) fn command_name(command: &Command) -> String {
     let sub = |name: &str, detail: &str| format!("{name} {detail}");
     match command {
         Command::Deploy(_) => "deploy".into(),
@@ -232,7 +232,7 @@ fn wait<F: std::future::Future>(limit: Duration, future: F) -> Option<F::Output>
 
 /// Adds a run's outcome to the report: status, failure, undo actions, the schema version
 /// before and after, and the manifest of the backup it took.
-pub fn record_outcome(ctx: &Context, plan: &Plan, outcome: &RunOutcome) {
+pub(crate) fn record_outcome(ctx: &Context, plan: &Plan, outcome: &RunOutcome) {
     let recorder = recorder();
     recorder.record_plan(plan);
     if let Some(id) = recorder.backup_id() {
@@ -271,7 +271,12 @@ pub fn record_outcome(ctx: &Context, plan: &Plan, outcome: &RunOutcome) {
 
 /// Ends the command: the run report is written to `--report` (on success, failure and bad
 /// input alike) and the CI sink writes its summary and outputs. Returns `exit` unchanged.
-pub fn finish(global: &Global, command: &str, exit: Exit, error: Option<&EngineError>) -> Exit {
+pub(crate) fn finish(
+    global: &Global,
+    command: &str,
+    exit: Exit,
+    error: Option<&EngineError>,
+) -> Exit {
     let problems = error.map(EngineError::messages).unwrap_or_default();
     let error = error.map(|e| redactor().redact(&e.to_string()));
     let finished = recorder().finish(command, exit.code(), error.as_deref(), &problems);

@@ -12,7 +12,7 @@ use crate::engine::EngineError;
 use crate::engine::journal::{all_runs, halted_runs, open_runs};
 use crate::engine::liveness::{Holders, Liveness};
 
-pub async fn status(global: &Global) -> Result<Exit, EngineError> {
+pub(crate) async fn status(global: &Global) -> Result<Exit, EngineError> {
     let session = Session::open(global)?;
     let env = &session.environment;
     let state_dir = session.config.state_dir();

@@ -15,7 +15,7 @@ use crate::engine::{EngineError, cancel};
 use crate::report::plain::sample_rows;
 use crate::steps::validate::{self, StepChecks};
 
-pub async fn validate(global: &Global, args: ValidateArgs) -> Result<Exit, EngineError> {
+pub(crate) async fn validate(global: &Global, args: ValidateArgs) -> Result<Exit, EngineError> {
     let mut global = global.clone();
     if args.json {
         global.output = Output::Json;

@@ -49,7 +49,7 @@ fn record_signal() {
 
 /// Returns a token cancelled on the first Ctrl-C or SIGTERM, and keeps counting the signals
 /// after it for [`RollbackSignals`]. Must be called inside the Tokio runtime.
-pub fn on_signals() -> CancellationToken {
+pub(crate) fn on_signals() -> CancellationToken {
     let s = signals();
     if !s.listening.swap(true, Ordering::SeqCst) {
         tokio::spawn(listen());
@@ -83,7 +83,7 @@ async fn listen() {
 }
 
 /// Signals received so far by this process.
-pub fn received() -> usize {
+pub(crate) fn received() -> usize {
     signals().count.load(Ordering::SeqCst)
 }
 
@@ -103,7 +103,7 @@ async fn more_than(n: usize) {
 
 /// Watches the signals that arrive while a rollback runs: the first one warns, the next
 /// abandons (see the module documentation).
-pub struct RollbackSignals {
+pub(crate) struct RollbackSignals {
     /// Signals that do not count against the rollback: the one that interrupted the run.
     baseline: usize,
     /// Signals received when the warning was printed.
@@ -112,7 +112,7 @@ pub struct RollbackSignals {
 
 impl RollbackSignals {
     /// Starts watching, as a rollback starts.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self {
             baseline: received().min(1),
             warned_at: None,
@@ -122,7 +122,7 @@ impl RollbackSignals {
     /// Resolves when the operator asks to abandon the rollback. Before that it calls `warn`
     /// once, when the first signal arrives during the rollback. Dropping the future loses
     /// nothing: signals are counted, and the warning is printed only once.
-    pub async fn abandoned(&mut self, mut warn: impl FnMut()) {
+    pub(crate) async fn abandoned(&mut self, mut warn: impl FnMut()) {
         if self.warned_at.is_none() {
             more_than(self.baseline).await;
             warn();

@@ -11,7 +11,7 @@ use crate::config::{Pipeline, Step};
 
 /// What the person deciding is shown.
 #[derive(Debug, Clone)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub step: String,
     pub error: String,
     /// Steps that finished, in order.
@@ -24,13 +24,13 @@ pub struct Failure {
 
 /// Asks someone what to do about a failed step.
 #[async_trait]
-pub trait Decider: Send + Sync {
+pub(crate) trait Decider: Send + Sync {
     /// The choice, or `None` when nobody can be asked (no terminal).
     async fn ask(&self, failure: &Failure) -> Option<Choice>;
 }
 
 /// Nobody to ask: `ask` takes the pipeline's `unattended` choice.
-pub struct Nobody;
+pub(crate) struct Nobody;
 
 #[async_trait]
 impl Decider for Nobody {
@@ -40,12 +40,12 @@ impl Decider for Nobody {
 }
 
 /// The policy for a failed step: the step's own, else the pipeline's.
-pub fn policy(pipeline: &Pipeline, step: &Step) -> OnFailure {
+pub(crate) fn policy(pipeline: &Pipeline, step: &Step) -> OnFailure {
     step.on_failure.unwrap_or(pipeline.on_failure)
 }
 
 /// What `ask` becomes without anyone to ask.
-pub fn unattended(pipeline: &Pipeline) -> Choice {
+pub(crate) fn unattended(pipeline: &Pipeline) -> Choice {
     match pipeline.unattended {
         Unattended::Rollback => Choice::Rollback,
         Unattended::Halt => Choice::Halt,

@@ -38,7 +38,7 @@ fn last_run(ctx: &Context) -> Option<(String, BTreeMap<String, u64>)> {
 }
 
 /// Predicts the run of `steps` (as planned, applying `pending`).
-pub fn forecast(
+pub(crate) fn forecast(
     ctx: &Context,
     steps: &[PlannedStep],
     pending: &[PendingMigration],

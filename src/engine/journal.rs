@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use super::error::JournalError;
+pub(crate) use super::error::JournalError;
 use crate::run::compensation::Compensation;
 use crate::secret::Redactor;
 
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
-pub enum Record {
+pub(crate) enum Record {
     RunStarted {
         at: DateTime<Utc>,
         run_id: String,
@@ -162,7 +162,7 @@ pub enum Record {
 /// What happens after a step failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Choice {
+pub(crate) enum Choice {
     /// Run the step again.
     Retry,
     /// Undo what the run did.
@@ -172,7 +172,7 @@ pub enum Choice {
 }
 
 impl Choice {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Retry => "retry",
             Self::Rollback => "rollback",
@@ -183,7 +183,7 @@ impl Choice {
 
 /// Where a halted run stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Halt {
+pub(crate) struct Halt {
     pub resume_from: usize,
     pub step: String,
     pub reason: String,
@@ -193,7 +193,7 @@ pub struct Halt {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RunStatus {
+pub(crate) enum RunStatus {
     Succeeded,
     RolledBack,
     RollbackFailed,
@@ -203,7 +203,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Succeeded => "succeeded",
             Self::RolledBack => "rolled_back",
@@ -228,7 +228,7 @@ fn crash_point() {
 }
 
 /// An open journal file, appended to.
-pub struct Journal {
+pub(crate) struct Journal {
     path: PathBuf,
     file: std::fs::File,
     redactor: Redactor,
@@ -237,12 +237,12 @@ pub struct Journal {
 }
 
 impl Journal {
-    pub fn dir(state_dir: &Path) -> PathBuf {
+    pub(crate) fn dir(state_dir: &Path) -> PathBuf {
         state_dir.join("journal")
     }
 
     /// Creates the journal of a new run.
-    pub fn create(
+    pub(crate) fn create(
         state_dir: &Path,
         run_id: &str,
         redactor: Redactor,
@@ -268,7 +268,7 @@ impl Journal {
     }
 
     /// Reopens an existing run's journal to append to it (recover).
-    pub fn reopen(path: &Path, redactor: Redactor) -> Result<Self, JournalError> {
+    pub(crate) fn reopen(path: &Path, redactor: Redactor) -> Result<Self, JournalError> {
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(path)
@@ -284,17 +284,17 @@ impl Journal {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Also appends every record to `remote`, after the local file.
-    pub fn mirror_to(&mut self, remote: crate::adapters::state::azure_blob::RemoteJournal) {
+    pub(crate) fn mirror_to(&mut self, remote: crate::adapters::state::azure_blob::RemoteJournal) {
         self.remote = Some(remote);
     }
 
     /// Appends a record and syncs it to disk (and to the blob copy, when there is one).
-    pub async fn write(&mut self, record: &Record) -> Result<(), JournalError> {
+    pub(crate) async fn write(&mut self, record: &Record) -> Result<(), JournalError> {
         let line = serde_json::to_string(record).expect("journal records serialize");
         let line = self.redactor.redact(&line);
         let err = |source| JournalError::Write {
@@ -318,13 +318,13 @@ impl Journal {
 
 /// A run read back from its journal.
 #[derive(Debug, Clone)]
-pub struct RunRecord {
+pub(crate) struct RunRecord {
     pub path: PathBuf,
     pub records: Vec<Record>,
 }
 
 impl RunRecord {
-    pub fn read(path: &Path) -> Result<Self, JournalError> {
+    pub(crate) fn read(path: &Path) -> Result<Self, JournalError> {
         let text = std::fs::read_to_string(path).map_err(|source| JournalError::Read {
             path: path.to_owned(),
             source,
@@ -355,7 +355,7 @@ impl RunRecord {
         })
     }
 
-    pub fn run_id(&self) -> String {
+    pub(crate) fn run_id(&self) -> String {
         match self.records.first() {
             Some(Record::RunStarted { run_id, .. }) => run_id.clone(),
             _ => self
@@ -366,7 +366,7 @@ impl RunRecord {
         }
     }
 
-    pub fn environment(&self) -> Option<&str> {
+    pub(crate) fn environment(&self) -> Option<&str> {
         match self.records.first() {
             Some(Record::RunStarted { environment, .. }) => Some(environment),
             _ => None,
@@ -374,42 +374,38 @@ impl RunRecord {
     }
 
     /// The command that started the run (`deploy`, `rollback`, `migrate down`, ...).
-    pub fn command(&self) -> Option<&str> {
+    pub(crate) fn command(&self) -> Option<&str> {
         match self.records.first() {
             Some(Record::RunStarted { command, .. }) => Some(command),
             _ => None,
         }
     }
 
-    pub fn started_at(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn started_at(&self) -> Option<DateTime<Utc>> {
         match self.records.first() {
             Some(Record::RunStarted { at, .. }) => Some(*at),
             _ => None,
         }
     }
 
-    pub fn status(&self) -> Option<RunStatus> {
+    pub(crate) fn status(&self) -> Option<RunStatus> {
         self.records.iter().rev().find_map(|r| match r {
             Record::RunFinished { status, .. } => Some(*status),
             _ => None,
         })
     }
 
-    pub fn finished_at(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.records.iter().rev().find_map(|r| match r {
             Record::RunFinished { at, .. } => Some(*at),
             _ => None,
         })
     }
 
-    pub fn is_open(&self) -> bool {
-        self.status().is_none()
-    }
-
     /// True when `recover` has work to do: the run is open (its process died), or its
     /// rollback stopped part-way (`rollback_failed`) and the rest is still to undo. A
     /// halted run waits for a human's `resume` or `rollback` instead.
-    pub fn needs_recover(&self) -> bool {
+    pub(crate) fn needs_recover(&self) -> bool {
         match self.status() {
             None => self.halted().is_none(),
             Some(status) => status == RunStatus::RollbackFailed,
@@ -417,7 +413,7 @@ impl RunRecord {
     }
 
     /// Where the run halted, while it is halted (not finished, not resumed since).
-    pub fn halted(&self) -> Option<Halt> {
+    pub(crate) fn halted(&self) -> Option<Halt> {
         if self.status().is_some() {
             return None;
         }
@@ -442,7 +438,7 @@ impl RunRecord {
     }
 
     /// The step ids the run was started with.
-    pub fn steps(&self) -> Vec<String> {
+    pub(crate) fn steps(&self) -> Vec<String> {
         match self.records.first() {
             Some(Record::RunStarted { steps, .. }) => steps.clone(),
             _ => Vec::new(),
@@ -451,7 +447,7 @@ impl RunRecord {
 }
 
 /// Every run in the journal folder, oldest first.
-pub fn all_runs(state_dir: &Path) -> Result<Vec<RunRecord>, JournalError> {
+pub(crate) fn all_runs(state_dir: &Path) -> Result<Vec<RunRecord>, JournalError> {
     let dir = Journal::dir(state_dir);
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
@@ -468,7 +464,10 @@ pub fn all_runs(state_dir: &Path) -> Result<Vec<RunRecord>, JournalError> {
 
 /// Runs of an environment that never finished, or whose rollback is incomplete: each
 /// blocks new runs until `recover` finishes it.
-pub fn open_runs(state_dir: &Path, environment: &str) -> Result<Vec<RunRecord>, JournalError> {
+pub(crate) fn open_runs(
+    state_dir: &Path,
+    environment: &str,
+) -> Result<Vec<RunRecord>, JournalError> {
     Ok(all_runs(state_dir)?
         .into_iter()
         .filter(|r| r.needs_recover() && r.environment().is_none_or(|e| e == environment))
@@ -477,7 +476,10 @@ pub fn open_runs(state_dir: &Path, environment: &str) -> Result<Vec<RunRecord>, 
 
 /// Halted runs of an environment: each waits for `cutover resume` or `cutover rollback`,
 /// and blocks new runs until then.
-pub fn halted_runs(state_dir: &Path, environment: &str) -> Result<Vec<RunRecord>, JournalError> {
+pub(crate) fn halted_runs(
+    state_dir: &Path,
+    environment: &str,
+) -> Result<Vec<RunRecord>, JournalError> {
     Ok(all_runs(state_dir)?
         .into_iter()
         .filter(|r| r.halted().is_some() && r.environment().is_none_or(|e| e == environment))
@@ -485,7 +487,7 @@ pub fn halted_runs(state_dir: &Path, environment: &str) -> Result<Vec<RunRecord>
 }
 
 /// A new run id: sortable by time, unique.
-pub fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%S%3fZ"), &id[..6])
 }

@@ -16,7 +16,7 @@ use super::lock::LockInfo;
 
 /// Who holds the environment's deploy lock now, as far as this runner can see.
 #[derive(Debug, Clone, Default)]
-pub struct Holders {
+pub(crate) struct Holders {
     /// The lock file in the state folder.
     pub file: Option<LockInfo>,
     /// The holder named in the blob lock, while its lease is held (`lock: azure-blob`).
@@ -25,7 +25,7 @@ pub struct Holders {
 
 impl Holders {
     /// The lock file of `environment` in `state_dir`.
-    pub fn read(
+    pub(crate) fn read(
         state_dir: &std::path::Path,
         environment: &str,
     ) -> Result<Self, super::lock::LockError> {
@@ -36,7 +36,7 @@ impl Holders {
     }
 
     /// The lock file, and the blob lease when the environment shares its state.
-    pub async fn read_with_lease(ctx: &super::Context) -> Result<Self, super::EngineError> {
+    pub(crate) async fn read_with_lease(ctx: &super::Context) -> Result<Self, super::EngineError> {
         let mut holders = Self::read(&ctx.state_dir, &ctx.environment)?;
         if let Some(shared) = &ctx.shared {
             holders.lease = shared.current_holder().await?;
@@ -47,7 +47,7 @@ impl Holders {
 
 /// How an open run's liveness was established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Evidence {
+pub(crate) enum Evidence {
     /// On this host: its pid exists and started when the lock was taken.
     Process,
     /// On another host: its lock's lease, renewed by its heartbeat, has not expired.
@@ -58,7 +58,7 @@ pub enum Evidence {
 
 /// What a live run is doing, from its journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Activity {
+pub(crate) enum Activity {
     /// A step started and has not finished.
     Step(String),
     /// Undoing a step (its compensation started and has not finished).
@@ -69,7 +69,7 @@ pub enum Activity {
 
 impl Activity {
     /// The step it is at, whether doing or undoing it.
-    pub fn step(&self) -> Option<&str> {
+    pub(crate) fn step(&self) -> Option<&str> {
         match self {
             Self::Step(id) | Self::Undoing(id) => Some(id),
             Self::Between => None,
@@ -77,7 +77,7 @@ impl Activity {
     }
 
     /// Reads it from the journal: the last step or compensation started without a finish.
-    pub fn of(run: &RunRecord) -> Self {
+    pub(crate) fn of(run: &RunRecord) -> Self {
         let mut now = Self::Between;
         for record in &run.records {
             match record {
@@ -101,7 +101,7 @@ impl Activity {
 
 /// A run whose process is alive.
 #[derive(Debug, Clone)]
-pub struct Running {
+pub(crate) struct Running {
     pub run_id: String,
     pub activity: Activity,
     pub holder: LockInfo,
@@ -110,7 +110,7 @@ pub struct Running {
 
 impl Running {
     /// `run … at step `migrate` (pid 1234 on host, since …)`: the wording every command uses.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let at = match &self.activity {
             Activity::Step(id) => format!("at step `{id}`"),
             Activity::Undoing(id) => format!("undoing step `{id}`"),
@@ -135,7 +135,7 @@ impl Running {
     }
 
     /// The short form for a table: `running (step migrate)`.
-    pub fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         match &self.activity {
             Activity::Step(id) => format!("running (step {id})"),
             Activity::Undoing(id) => format!("running (undoing {id})"),
@@ -143,7 +143,7 @@ impl Running {
         }
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         json!({
             "run_id": self.run_id,
             "step": self.activity.step(),
@@ -163,7 +163,7 @@ impl Running {
 
 /// Whether an open run's process is alive.
 #[derive(Debug, Clone)]
-pub enum Liveness {
+pub(crate) enum Liveness {
     Running(Box<Running>),
     /// Nothing alive holds the lock in its name: it died (or finished, or halted).
     Dead,
@@ -172,7 +172,7 @@ pub enum Liveness {
 impl Liveness {
     /// The one decision. A finished or halted run is never running; an open one is while a
     /// live holder of the lock names it.
-    pub fn of(run: &RunRecord, holders: &Holders) -> Self {
+    pub(crate) fn of(run: &RunRecord, holders: &Holders) -> Self {
         if run.status().is_some() || run.halted().is_some() {
             return Self::Dead;
         }
@@ -197,7 +197,7 @@ impl Liveness {
         }
     }
 
-    pub fn running(&self) -> Option<&Running> {
+    pub(crate) fn running(&self) -> Option<&Running> {
         match self {
             Self::Running(r) => Some(r),
             Self::Dead => None,

@@ -1,22 +1,21 @@
 //! The step engine: plan with no side effects, then execute under a lock with a journal
 //! written ahead of every side effect and a stack of compensations that a failure unwinds.
 
-pub mod cancel;
-pub mod decide;
+pub(crate) mod cancel;
+pub(crate) mod decide;
 pub mod error;
-pub mod forecast;
-pub mod journal;
-pub mod liveness;
+pub(crate) mod forecast;
+pub(crate) mod journal;
+pub(crate) mod liveness;
 pub mod lock;
-pub mod plan;
-pub mod preview;
-pub mod recover;
-pub mod rollback;
-pub mod run;
-pub mod shared_state;
-pub mod verify;
-pub mod window;
+pub(crate) mod plan;
+pub(crate) mod preview;
+pub(crate) mod recover;
+pub(crate) mod rollback;
+pub(crate) mod run;
+pub(crate) mod shared_state;
+pub(crate) mod verify;
+pub(crate) mod window;
 
-pub use crate::run::context::Context;
-pub use crate::run::error::StepError;
+pub(crate) use crate::run::context::Context;
 pub use error::EngineError;

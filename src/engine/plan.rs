@@ -17,7 +17,7 @@ use crate::run::plan::{
 use crate::steps;
 
 /// Computes the plan. Errors are problems that would make the run fail: nothing is touched.
-pub async fn build(
+pub(crate) async fn build(
     ctx: &Context,
     pipeline: &Pipeline,
     rollback_target: Option<&crate::run::plan::RollbackTarget>,
@@ -274,7 +274,7 @@ fn step_problem(pipeline: &Pipeline, step: &Step, why: &dyn std::fmt::Display) -
 }
 
 /// Applied migrations must still match their files, and none may be half-applied.
-pub fn check_history(ctx: &Context, database: &DatabaseState) -> Vec<String> {
+pub(crate) fn check_history(ctx: &Context, database: &DatabaseState) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(v) = database.dirty {
         problems.push(format!(
@@ -299,7 +299,7 @@ pub fn check_history(ctx: &Context, database: &DatabaseState) -> Vec<String> {
 }
 
 /// Migrations that would be applied to reach `target` (all when `None`).
-pub fn pending(
+pub(crate) fn pending(
     ctx: &Context,
     database: &DatabaseState,
     target: Option<i64>,
@@ -347,7 +347,7 @@ fn digest(plan: &Plan, database: &DatabaseState) -> String {
 }
 
 /// Lists how two plans differ, for the "plan changed" error.
-pub fn differences(shown: &Plan, now: &Plan) -> Vec<String> {
+pub(crate) fn differences(shown: &Plan, now: &Plan) -> Vec<String> {
     let mut out = Vec::new();
     if shown.database.current_version != now.database.current_version {
         out.push(format!(

@@ -27,7 +27,7 @@ fn shown_path(ctx: &Context, path: &std::path::Path) -> String {
 
 /// Adds the preview to `plan`, built from the same pipeline: what the steps that will run
 /// send to the database, and the down files its undo would run.
-pub fn fill(ctx: &Context, pipeline: &Pipeline, plan: &mut Plan) -> Result<(), String> {
+pub(crate) fn fill(ctx: &Context, pipeline: &Pipeline, plan: &mut Plan) -> Result<(), String> {
     let mut applies_migrations = false;
     for (step, planned) in pipeline.steps.iter().zip(plan.steps.iter_mut()) {
         if planned.skipped.is_some() {

@@ -80,7 +80,7 @@ async fn stop_leftover_processes(ctx: &Context, run: &RunRecord) -> Result<(), E
 /// Finishes a run that died: rolls back what it did (back to its point of no return, if it
 /// passed one, where it then halts), or closes it if every step had finished. Running it on
 /// a finished or halted run does nothing.
-pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, EngineError> {
+pub(crate) async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, EngineError> {
     let mut outcome = RunOutcome {
         run_id: run.run_id(),
         status: run.status().unwrap_or(RunStatus::RolledBack),
@@ -170,7 +170,10 @@ pub async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, Engin
 
 /// Undoes a halted run, all of it (past a point of no return too: a person asked for it),
 /// and closes it as rolled back, or `rollback_failed` when an undo action fails.
-pub async fn roll_back_halted(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, EngineError> {
+pub(crate) async fn roll_back_halted(
+    ctx: &Context,
+    run: &RunRecord,
+) -> Result<RunOutcome, EngineError> {
     let Some(halt) = run.halted() else {
         return Err(EngineError::Plan(format!(
             "run {} is not halted; nothing to roll back",

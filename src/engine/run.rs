@@ -27,7 +27,7 @@ use crate::units::ms;
 
 /// How a run ended.
 #[derive(Debug, Clone)]
-pub struct RunOutcome {
+pub(crate) struct RunOutcome {
     pub run_id: String,
     pub status: RunStatus,
     pub journal: std::path::PathBuf,
@@ -55,7 +55,7 @@ pub struct RunOutcome {
 
 /// Runs the pipeline the plan was made from.
 #[instrument(skip_all, fields(environment = %ctx.environment))]
-pub async fn execute(
+pub(crate) async fn execute(
     ctx: &Context,
     pipeline: &Pipeline,
     plan: &Plan,
@@ -87,7 +87,7 @@ pub async fn execute(
 /// Continues a halted run from the step it halted at, with the undo actions its journal
 /// holds, in the same journal. The pipeline must have the steps the run started with.
 #[instrument(skip_all, fields(environment = %ctx.environment))]
-pub async fn resume(
+pub(crate) async fn resume(
     ctx: &Context,
     pipeline: &Pipeline,
     plan: &Plan,
@@ -163,7 +163,7 @@ pub async fn resume(
 /// Work the engine hands a step over to: a fleet run's per-target phase, which stands in
 /// the fleet's own run as one step with no undo of its own.
 #[async_trait::async_trait]
-pub trait Delegate: Send + Sync {
+pub(crate) trait Delegate: Send + Sync {
     /// Does the work; `Err` fails the step (and the run rolls back its own steps).
     async fn run(&self) -> Result<String, StepError>;
 }
@@ -229,7 +229,7 @@ pub(super) async fn outside_window(
 /// Runs a pipeline whose step `index` is done by `delegate` instead of the step itself.
 #[instrument(skip_all, fields(environment = %ctx.environment))]
 #[allow(clippy::too_many_arguments)]
-pub async fn execute_delegating(
+pub(crate) async fn execute_delegating(
     ctx: &Context,
     pipeline: &Pipeline,
     plan: &Plan,

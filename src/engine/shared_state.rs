@@ -5,7 +5,7 @@ use super::error::EngineError;
 
 /// Before a command reads the journal: refuses while another runner holds the blob lock
 /// (when `check_lock`), and copies the container's journals into the state folder.
-pub async fn sync(ctx: &super::Context, check_lock: bool) -> Result<(), EngineError> {
+pub(crate) async fn sync(ctx: &super::Context, check_lock: bool) -> Result<(), EngineError> {
     if let Some(shared) = &ctx.shared {
         if check_lock {
             shared.ensure_free().await?;

@@ -19,18 +19,18 @@ use crate::run::plan::RollbackTarget;
 use crate::units::ms;
 
 /// The history table is always digested: it says which migrations are applied.
-pub const HISTORY: &str = "_sqlx_migrations";
+pub(crate) const HISTORY: &str = "_sqlx_migrations";
 
 /// The fingerprint from before the run, and the scope it was taken with.
 #[derive(Debug, Clone)]
-pub struct Before {
+pub(crate) struct Before {
     pub scope: Scope,
     pub fingerprint: Fingerprint,
 }
 
 /// What the comparison after a rollback found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateCheck {
+pub(crate) enum StateCheck {
     /// Schema and the digested tables identical to before the run.
     Same(Comparison),
     /// Something differs.
@@ -40,10 +40,6 @@ pub enum StateCheck {
 }
 
 impl StateCheck {
-    pub fn is_same(&self) -> bool {
-        matches!(self, Self::Same(_))
-    }
-
     fn fact(&self, took_ms: u64) -> Fact {
         match self {
             Self::Same(c) | Self::Differs(c) => Fact::StateCompared {
@@ -60,7 +56,7 @@ impl StateCheck {
 /// Which tables the run may change: those named by the SQL of the migrations it may
 /// apply or revert and of its `sql` steps. Every table when a step runs a command or the
 /// team's own migrator, or when some SQL cannot be parsed.
-pub async fn scope(
+pub(crate) async fn scope(
     ctx: &Context,
     pipeline: &Pipeline,
     rollback_target: Option<&RollbackTarget>,
@@ -99,7 +95,7 @@ pub async fn scope(
 
 /// The tables `scripts` name, with the history table; every table when some SQL cannot be
 /// parsed in the `kind` database's dialect.
-pub fn touched_scope<'a>(kind: &str, scripts: impl IntoIterator<Item = &'a str>) -> Scope {
+pub(crate) fn touched_scope<'a>(kind: &str, scripts: impl IntoIterator<Item = &'a str>) -> Scope {
     match crate::migrate::tables::touched(kind, scripts) {
         Some(mut tables) => {
             tables.push(HISTORY.to_owned());
@@ -114,7 +110,7 @@ pub fn touched_scope<'a>(kind: &str, scripts: impl IntoIterator<Item = &'a str>)
 /// Takes the fingerprint before the first side effect, journals and reports it. `None`
 /// (with a warning) when the database cannot be fingerprinted: the rollback then cannot
 /// claim the state is as before.
-pub async fn before(
+pub(crate) async fn before(
     ctx: &Context,
     journal: &mut Journal,
     scope: Scope,
@@ -150,7 +146,7 @@ pub async fn before(
 }
 
 /// Compares the database now with `before`; journals and reports the result.
-pub async fn after(
+pub(crate) async fn after(
     ctx: &Context,
     journal: &mut Journal,
     before: Option<&Before>,
@@ -183,7 +179,7 @@ pub async fn after(
 }
 
 /// The fingerprint a run's journal holds from before its first side effect.
-pub fn journaled(records: &[Record]) -> Option<Before> {
+pub(crate) fn journaled(records: &[Record]) -> Option<Before> {
     records.iter().find_map(|r| match r {
         Record::Fact {
             fact: Fact::FingerprintTaken {

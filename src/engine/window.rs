@@ -9,11 +9,11 @@
 use chrono::{NaiveTime, Timelike, Utc};
 
 use crate::config::window::Window;
-pub use crate::run::window::OutsideWindow;
+pub(crate) use crate::run::window::OutsideWindow;
 
 /// Which way a command moves production, as far as the window is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     /// Applies something new: held back outside the window unless forced.
     Forward,
     /// Takes production back, or only reads it: runs at any hour.
@@ -24,7 +24,7 @@ impl Direction {
     /// A run to schema version `target` (`None`: the empty schema) from `current`: a
     /// version newer than the current one applies migrations, so it moves forward; an
     /// older one, or the current one, goes back (or nowhere).
-    pub fn toward(target: Option<i64>, current: Option<i64>) -> Self {
+    pub(crate) fn toward(target: Option<i64>, current: Option<i64>) -> Self {
         match target {
             Some(v) if current.is_none_or(|c| v > c) => Self::Forward,
             _ => Self::Back,
@@ -36,7 +36,7 @@ impl Direction {
 /// text): `Ok(None)` inside it (or with no window), `Ok(Some(..))` outside it for the way
 /// back or a forced forward run, and the refusal, saying how to force it, otherwise.
 /// `what` names the command in the refusal (`deploy`, "`rollback --to 5` (newer than 3)").
-pub fn admit(
+pub(crate) fn admit(
     window: Option<&str>,
     environment: &str,
     what: &str,
@@ -71,7 +71,7 @@ pub fn admit(
 }
 
 /// The time now in UTC, to the minute, as windows are written.
-pub fn now() -> NaiveTime {
+pub(crate) fn now() -> NaiveTime {
     let now = Utc::now().time();
     NaiveTime::from_hms_opt(now.hour(), now.minute(), 0).unwrap_or(now)
 }

@@ -37,74 +37,74 @@ use crate::place::{Message, Place};
 
 /// A rule: its id, why the operation hurts and what to do instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub id: &'static str,
     pub why: &'static str,
     pub safe: &'static str,
 }
 
-pub const CREATE_INDEX: Rule = Rule {
+pub(crate) const CREATE_INDEX: Rule = Rule {
     id: "create-index-not-concurrently",
     why: "CREATE INDEX holds a SHARE lock until the whole table is indexed: every INSERT, UPDATE and DELETE on it waits",
     safe: "CREATE INDEX CONCURRENTLY, in a migration of its own whose first line is `-- cutover:no-transaction` (CONCURRENTLY cannot run inside a transaction)",
 };
 
-pub const ADD_COLUMN_NOT_NULL: Rule = Rule {
+pub(crate) const ADD_COLUMN_NOT_NULL: Rule = Rule {
     id: "add-column-not-null-without-default",
     why: "adding a NOT NULL column without a DEFAULT fails on a table that has rows, and the previous release, still running, inserts rows without the column",
     safe: "add it with a DEFAULT (PostgreSQL 11+ stores a constant default without rewriting the table), or add it nullable, backfill in batches, then make it NOT NULL",
 };
 
-pub const CONSTRAINT_NOT_VALID: Rule = Rule {
+pub(crate) const CONSTRAINT_NOT_VALID: Rule = Rule {
     id: "add-constraint-without-not-valid",
     why: "adding a foreign key or CHECK checks every existing row while holding a lock that blocks writes (to both tables for a foreign key)",
     safe: "ADD CONSTRAINT ... NOT VALID (instant; new rows are checked), then ALTER TABLE ... VALIDATE CONSTRAINT ... in a later migration, which does not block writes",
 };
 
-pub const ALTER_COLUMN_TYPE: Rule = Rule {
+pub(crate) const ALTER_COLUMN_TYPE: Rule = Rule {
     id: "alter-column-type",
     why: "changing a column's type takes an ACCESS EXCLUSIVE lock (no reads or writes) and, unless the types are binary-compatible such as varchar(n) to text, rewrites the table and its indexes; the previous release still uses the old type",
     safe: "add a column of the new type, write to both, backfill in batches, switch reads, and drop the old column in a later release",
 };
 
-pub const RENAME_COLUMN: Rule = Rule {
+pub(crate) const RENAME_COLUMN: Rule = Rule {
     id: "rename-column",
     why: "the previous release, still running during the deploy, keeps using the old column name and fails",
     safe: "add the new column, write to both and backfill, switch the code to it, and drop the old column in a later release",
 };
 
-pub const RENAME_TABLE: Rule = Rule {
+pub(crate) const RENAME_TABLE: Rule = Rule {
     id: "rename-table",
     why: "the previous release, still running during the deploy, keeps using the old table name and fails",
     safe: "rename in two releases: keep the old name working meanwhile (e.g. a view `CREATE VIEW old AS SELECT * FROM new`), switch the code, then drop the view",
 };
 
-pub const DROP_COLUMN: Rule = Rule {
+pub(crate) const DROP_COLUMN: Rule = Rule {
     id: "drop-column",
     why: "the previous release may still read or write the column until the new release is fully out (including ORMs that list every column)",
     safe: "first ship a release that no longer uses the column, then drop it in a migration of a later release",
 };
 
-pub const SET_NOT_NULL: Rule = Rule {
+pub(crate) const SET_NOT_NULL: Rule = Rule {
     id: "set-not-null",
     why: "SET NOT NULL scans the whole table for NULLs while holding an ACCESS EXCLUSIVE lock (no reads or writes)",
     safe: "ADD CONSTRAINT c CHECK (col IS NOT NULL) NOT VALID; VALIDATE CONSTRAINT c in a later migration; then SET NOT NULL (PostgreSQL 12+ skips the scan) and drop the CHECK",
 };
 
-pub const VACUUM_FULL: Rule = Rule {
+pub(crate) const VACUUM_FULL: Rule = Rule {
     id: "vacuum-full",
     why: "VACUUM FULL rewrites the whole table under an ACCESS EXCLUSIVE lock: no reads or writes until it finishes",
     safe: "plain VACUUM (no lock on reads or writes), or pg_repack outside the deploy",
 };
 
-pub const CLUSTER: Rule = Rule {
+pub(crate) const CLUSTER: Rule = Rule {
     id: "cluster",
     why: "CLUSTER rewrites the whole table under an ACCESS EXCLUSIVE lock: no reads or writes until it finishes",
     safe: "pg_repack (which can also reorder rows) outside the deploy, or leave the physical order alone",
 };
 
 /// Every rule, in the order they are documented.
-pub const RULES: &[Rule] = &[
+pub(crate) const RULES: &[Rule] = &[
     CREATE_INDEX,
     ADD_COLUMN_NOT_NULL,
     CONSTRAINT_NOT_VALID,
@@ -119,7 +119,7 @@ pub const RULES: &[Rule] = &[
 
 /// A rule broken by one statement of a file's SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hit {
+pub(crate) struct Hit {
     /// 1-based line of the statement's first token.
     pub line: u64,
     pub rule: Rule,
@@ -129,14 +129,14 @@ pub struct Hit {
 
 /// A statement the parser could not read, so no rule was checked on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unparsed {
+pub(crate) struct Unparsed {
     pub line: u64,
     pub error: String,
 }
 
 /// What linting one SQL text found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SqlLint {
+pub(crate) struct SqlLint {
     pub hits: Vec<Hit>,
     /// Hits that a `-- cutover:allow <rule>` comment before their statement allows.
     pub allowed: Vec<Hit>,
@@ -149,7 +149,7 @@ pub struct SqlLint {
 
 /// A rule broken in a migration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// The file, relative to the config folder when it is inside it.
     pub file: String,
     pub line: u64,
@@ -161,12 +161,12 @@ pub struct Finding {
 
 impl Finding {
     /// Where it is.
-    pub fn place(&self) -> Place {
+    pub(crate) fn place(&self) -> Place {
         place(&self.file, self.line)
     }
 
     /// What it says after its place, on one line, for a plan's warnings and errors.
-    pub fn said(&self) -> String {
+    pub(crate) fn said(&self) -> String {
         format!(
             "[{}] {}: {}; safe: {}",
             self.rule, self.message, self.why, self.safe
@@ -186,7 +186,7 @@ impl fmt::Display for Finding {
 
 /// A statement that was not linted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Note {
+pub(crate) struct Note {
     pub file: String,
     pub line: u64,
     pub message: String,
@@ -200,7 +200,7 @@ impl fmt::Display for Note {
 
 /// What linting a set of migration files found.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Files linted.
     pub files: usize,
     pub findings: Vec<Finding>,
@@ -210,7 +210,10 @@ pub struct Report {
 }
 
 /// Lints the up files of `migrations`; paths are shown relative to `base` when inside it.
-pub fn lint<'a>(migrations: impl IntoIterator<Item = &'a MigrationFile>, base: &Path) -> Report {
+pub(crate) fn lint<'a>(
+    migrations: impl IntoIterator<Item = &'a MigrationFile>,
+    base: &Path,
+) -> Report {
     let mut report = Report::default();
     for m in migrations {
         report.files += 1;
@@ -257,7 +260,7 @@ pub fn lint<'a>(migrations: impl IntoIterator<Item = &'a MigrationFile>, base: &
 /// For a plan: lints the migrations it applies when the database is PostgreSQL. Returns
 /// the problems (findings under `lint: error`) and the warnings (findings otherwise, and
 /// notes about statements that could not be linted).
-pub fn plan_messages(
+pub(crate) fn plan_messages(
     database_kind: &str,
     lint_errors: bool,
     migrations: &MigrationSet,
@@ -308,7 +311,7 @@ struct Scope {
 }
 
 /// Lints one SQL text (a migration's up file) with the PostgreSQL rules.
-pub fn lint_sql(sql: &str) -> SqlLint {
+pub(crate) fn lint_sql(sql: &str) -> SqlLint {
     let dialect = PostgreSqlDialect {};
     let mut out = SqlLint::default();
     let tokens = match Tokenizer::new(&dialect, sql).tokenize_with_location() {

@@ -3,8 +3,8 @@
 //! with the same description and SHA-384 checksum, so a project already on sqlx-cli adopts
 //! cutover with nothing re-applied.
 
-pub mod lint;
-pub mod source;
-pub mod tables;
+pub(crate) mod lint;
+pub(crate) mod source;
+pub(crate) mod tables;
 
-pub use source::{MigrationFile, MigrationSet, SourceError};
+pub(crate) use source::{MigrationFile, MigrationSet};

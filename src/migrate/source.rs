@@ -83,7 +83,7 @@ impl MigrationSet {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub(crate) enum SourceError {
     #[error("cannot read migrations folder {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -108,7 +108,7 @@ fn no_transaction(sql: &str) -> bool {
 }
 
 /// Reads every migration in `dir`. A missing folder is an empty set.
-pub fn read_dir(dir: &Path) -> Result<MigrationSet, SourceError> {
+pub(crate) fn read_dir(dir: &Path) -> Result<MigrationSet, SourceError> {
     let read_err = |source| SourceError::Read {
         path: dir.to_owned(),
         source,

@@ -15,7 +15,10 @@ use sqlparser::parser::Parser;
 
 /// The tables the scripts name, lower-case and unqualified; `None` when one of them cannot
 /// be parsed in the database's dialect (`kind`: `postgres`, `mysql`, `sqlite`).
-pub fn touched<'a>(kind: &str, scripts: impl IntoIterator<Item = &'a str>) -> Option<Vec<String>> {
+pub(crate) fn touched<'a>(
+    kind: &str,
+    scripts: impl IntoIterator<Item = &'a str>,
+) -> Option<Vec<String>> {
     let dialect: Box<dyn Dialect> = match kind {
         "postgres" => Box::new(PostgreSqlDialect {}),
         "mysql" => Box::new(MySqlDialect {}),

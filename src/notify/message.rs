@@ -8,7 +8,7 @@ use crate::config::deploy_file::{NotifyEvent, NotifyKind};
 
 /// One run event, as every target hears about it. Texts are already masked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub(crate) struct Message {
     pub event: NotifyEvent,
     pub at: DateTime<Utc>,
     pub project: String,
@@ -25,7 +25,7 @@ pub struct Message {
 
 impl Message {
     /// One line for people.
-    pub fn title(&self) -> String {
+    pub(crate) fn title(&self) -> String {
         let what = match self.event {
             NotifyEvent::Started => "started",
             NotifyEvent::Succeeded => "succeeded",
@@ -38,7 +38,7 @@ impl Message {
     }
 
     /// The details under the title: where it failed, what state is left, what next.
-    pub fn details(&self) -> String {
+    pub(crate) fn details(&self) -> String {
         let mut lines = vec![format!("run {}", self.run_id)];
         if let Some(pipeline) = &self.pipeline {
             lines[0].push_str(&format!(", pipeline {pipeline}"));
@@ -75,7 +75,7 @@ impl Message {
     }
 
     /// The request body for a target of `kind`.
-    pub fn body(&self, kind: NotifyKind) -> Value {
+    pub(crate) fn body(&self, kind: NotifyKind) -> Value {
         match kind {
             NotifyKind::Webhook => self.webhook(),
             NotifyKind::Slack => self.slack(),

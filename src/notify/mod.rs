@@ -8,7 +8,7 @@
 //! URLs carry their token, so they are credentials: registered with the redactor, and
 //! never part of an error message.
 
-pub mod message;
+pub(crate) mod message;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,16 +22,16 @@ use crate::run::event::{Event, Finished, Reporter};
 use crate::run::plan::Plan;
 use crate::secret::{Redactor, Secret};
 
-pub use message::Message;
+pub(crate) use message::Message;
 
 /// Attempts per message and target: the first and two retries.
-pub const ATTEMPTS: u32 = 3;
+pub(crate) const ATTEMPTS: u32 = 3;
 /// Per-attempt limit and exit wait when a target sets none.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One configured target, resolved.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub kind: NotifyKind,
     pub url: Secret,
     pub events: Vec<NotifyEvent>,
@@ -52,7 +52,7 @@ impl Target {
 
 /// Sends messages to every target that wants them, in the background: one worker per
 /// target, so each target gets its messages in order and a slow one delays only itself.
-pub struct Notifier {
+pub(crate) struct Notifier {
     targets: Vec<Target>,
     redactor: Redactor,
     reporter: Arc<dyn Reporter>,
@@ -66,7 +66,7 @@ static ACTIVE: Mutex<Vec<Arc<Notifier>>> = Mutex::new(Vec::new());
 impl Notifier {
     /// Starts a worker per target; warnings about failed deliveries go to `reporter`.
     /// Must be called inside the tokio runtime.
-    pub fn start(
+    pub(crate) fn start(
         targets: Vec<Target>,
         http: reqwest::Client,
         reporter: Arc<dyn Reporter>,
@@ -112,7 +112,7 @@ impl Notifier {
     }
 
     /// Queues `message` for every target that wants its event; returns at once.
-    pub fn send(&self, message: &Message) {
+    pub(crate) fn send(&self, message: &Message) {
         let queues = self
             .queues
             .lock()
@@ -162,7 +162,7 @@ impl Notifier {
 
 /// Waits, bounded by each notifier's targets' `timeout`, for queued messages to go out;
 /// what is still pending after that is dropped with a warning.
-pub async fn drain_all() {
+pub(crate) async fn drain_all() {
     let active = std::mem::take(
         &mut *ACTIVE
             .lock()
@@ -202,7 +202,7 @@ async fn deliver(http: &reqwest::Client, target: &Target, body: String) -> Resul
 }
 
 /// A reporter that passes every event on and turns run events into notifications.
-pub struct Notifying {
+pub(crate) struct Notifying {
     inner: Arc<dyn Reporter>,
     notifier: Arc<Notifier>,
     project: String,
@@ -221,7 +221,7 @@ struct RunSeen {
 }
 
 impl Notifying {
-    pub fn new(
+    pub(crate) fn new(
         inner: Arc<dyn Reporter>,
         notifier: Arc<Notifier>,
         project: &str,

@@ -27,10 +27,10 @@ fn dir(state_dir: &Path, environment: &str) -> PathBuf {
 
 /// Records that this process owns the copy `name`; dropping the returned guard's file
 /// (by [`Claim::release`]) says the copy is gone.
-pub struct Claim(PathBuf);
+pub(crate) struct Claim(PathBuf);
 
 impl Claim {
-    pub fn write(state_dir: &Path, environment: &str, name: &str) -> std::io::Result<Self> {
+    pub(crate) fn write(state_dir: &Path, environment: &str, name: &str) -> std::io::Result<Self> {
         let dir = dir(state_dir, environment);
         std::fs::create_dir_all(&dir)?;
         let pid = std::process::id();
@@ -49,14 +49,18 @@ impl Claim {
     }
 
     /// The copy is gone: forget it.
-    pub fn release(self) {
+    pub(crate) fn release(self) {
         let _ = std::fs::remove_file(&self.0);
     }
 }
 
 /// Drops the copies of rehearsals whose process is gone; returns one line per copy
 /// dropped, or left because it could not be.
-pub async fn sweep(state_dir: &Path, environment: &str, database: &dyn Database) -> Vec<String> {
+pub(crate) async fn sweep(
+    state_dir: &Path,
+    environment: &str,
+    database: &dyn Database,
+) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir(state_dir, environment)) else {
         return Vec::new();
     };

@@ -9,6 +9,6 @@
 //! [`roundtrip`] is `cutover migrate test`: every migration up, down and up again on a
 //! scratch database, schemas compared.
 
-pub mod leftover;
-pub mod roundtrip;
-pub mod run;
+pub(crate) mod leftover;
+pub(crate) mod roundtrip;
+pub(crate) mod run;

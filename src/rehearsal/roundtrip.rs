@@ -30,7 +30,7 @@ use crate::migrate::{MigrationFile, MigrationSet};
 
 /// Why the round trip failed.
 #[derive(Debug, Clone, Serialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// The migration at fault, when one is.
     pub version: Option<i64>,
     /// Its up and down file names.
@@ -43,7 +43,7 @@ pub struct Failure {
 
 /// The outcome of a round trip.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Migrations whose up, down, up was checked.
     pub checked: Vec<i64>,
     /// Migrations applied but not checked (no down file).
@@ -54,14 +54,14 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn clean(&self) -> bool {
+    pub(crate) fn clean(&self) -> bool {
         self.failure.is_none()
     }
 }
 
 /// `schema` (from [`Database::schema`] of a `kind` database) with the columns and
 /// constraints of every `CREATE TABLE` sorted, one statement after another.
-pub fn canonical(kind: &str, schema: &str) -> String {
+pub(crate) fn canonical(kind: &str, schema: &str) -> String {
     let dialect: Box<dyn Dialect> = match kind {
         "postgres" => Box::new(PostgreSqlDialect {}),
         "mysql" => Box::new(MySqlDialect {}),
@@ -105,7 +105,7 @@ fn shown(path: &Path, base: &Path) -> String {
 }
 
 /// The lines only in `expected` (`- `) and only in `actual` (`+ `), each side in order.
-pub fn diff(expected: &str, actual: &str) -> Vec<String> {
+pub(crate) fn diff(expected: &str, actual: &str) -> Vec<String> {
     fn counts(text: &str) -> HashMap<&str, usize> {
         let mut m = HashMap::new();
         for l in text.lines() {
@@ -186,7 +186,7 @@ impl Runner<'_> {
 /// Runs the round trip on `db`, which must be an empty scratch database. `Err` is a
 /// problem reading the schema; a migration that fails or a down that does not undo its up
 /// is a [`Failure`] in the outcome.
-pub async fn run(
+pub(crate) async fn run(
     db: &dyn Database,
     migrations: &MigrationSet,
     base: &Path,

@@ -117,7 +117,7 @@ fn pending<'a>(ctx: &'a Context, state: &DatabaseState, to: Option<i64>) -> Vec<
 
 /// Whether the pipeline gives the rehearsal anything to do against `state`: pending
 /// migrations or `sql` steps. Validation checks alone prove nothing new on a copy.
-pub fn has_work(ctx: &Context, pipeline: &Pipeline, state: &DatabaseState) -> bool {
+pub(crate) fn has_work(ctx: &Context, pipeline: &Pipeline, state: &DatabaseState) -> bool {
     parts(ctx, pipeline).0.iter().any(|p| match p {
         Part::Migrate { to, .. } => !pending(ctx, state, *to).is_empty(),
         Part::Sql { .. } => true,
@@ -126,7 +126,7 @@ pub fn has_work(ctx: &Context, pipeline: &Pipeline, state: &DatabaseState) -> bo
 }
 
 /// Digest of everything a rehearsal's result depends on (see [`Rehearsal::key`]).
-pub fn key(ctx: &Context, pipeline: &Pipeline, state: &DatabaseState) -> String {
+pub(crate) fn key(ctx: &Context, pipeline: &Pipeline, state: &DatabaseState) -> String {
     let applied: Vec<_> = state
         .applied
         .iter()
@@ -172,7 +172,7 @@ pub fn key(ctx: &Context, pipeline: &Pipeline, state: &DatabaseState) -> String 
 }
 
 /// Where the environment's stored rehearsal stands for `pipeline` against `state`.
-pub fn standing(
+pub(crate) fn standing(
     ctx: &Context,
     config: RehearseConfig,
     pipeline: &Pipeline,
@@ -238,7 +238,11 @@ pub fn standing(
 
 /// Where the stored rehearsal stands now, reading the database's migrations (`plan`,
 /// `--dry-run`: nothing is rehearsed).
-pub async fn standing_now(ctx: &Context, config: RehearseConfig, pipeline: &Pipeline) -> Standing {
+pub(crate) async fn standing_now(
+    ctx: &Context,
+    config: RehearseConfig,
+    pipeline: &Pipeline,
+) -> Standing {
     match ctx.database.state().await {
         Ok(state) => standing(ctx, config, pipeline, &state),
         Err(_) if !config.enabled => Standing::Off,
@@ -250,7 +254,7 @@ pub async fn standing_now(ctx: &Context, config: RehearseConfig, pipeline: &Pipe
 /// uses the stored rehearsal when it still applies, else rehearses now when there is
 /// something to rehearse. A rehearsal that found a failure stops the deploy here, before
 /// the window: exit 2, nothing on production touched.
-pub async fn before_deploy(
+pub(crate) async fn before_deploy(
     ctx: &Context,
     config: RehearseConfig,
     pipeline: &Pipeline,
@@ -278,7 +282,7 @@ pub async fn before_deploy(
 }
 
 /// The error a failed rehearsal stops a deploy with.
-pub fn stopped(rehearsal: &Rehearsal, failure: &Failure) -> EngineError {
+pub(crate) fn stopped(rehearsal: &Rehearsal, failure: &Failure) -> EngineError {
     EngineError::Plan(format!(
         "the rehearsal on a copy of the data ({}) failed, so the deploy stops before the window opens and nothing on production was touched:\n  {failure}\nfix it and deploy again; `cutover rehearse -e {}` rehearses without deploying",
         rehearsal.source, rehearsal.environment
@@ -286,14 +290,14 @@ pub fn stopped(rehearsal: &Rehearsal, failure: &Failure) -> EngineError {
 }
 
 /// Whether rehearsals can run on this kind of database.
-pub fn supported(database: &dyn Database) -> bool {
+pub(crate) fn supported(database: &dyn Database) -> bool {
     // No scratch database on Azure SQL without a driver; see the README.
     database.kind() != "azure-sql"
 }
 
 /// Rehearses `pipeline` on a copy, stores the result, and returns it (a failure on the
 /// copy is in [`Rehearsal::failure`]; an error is the rehearsal itself not running).
-pub async fn rehearse(
+pub(crate) async fn rehearse(
     ctx: &Context,
     config: RehearseConfig,
     pipeline: &Pipeline,

@@ -10,15 +10,15 @@ use super::{Event, Reporter};
 use crate::run::plan::Plan;
 use crate::secret::Redactor;
 
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
-pub struct Json {
+pub(crate) struct Json {
     redactor: Redactor,
     out: Mutex<()>,
 }
 
 impl Json {
-    pub fn new(redactor: Redactor) -> Self {
+    pub(crate) fn new(redactor: Redactor) -> Self {
         Self {
             redactor,
             out: Mutex::new(()),

@@ -3,21 +3,21 @@
 //! DevOps log commands). Every sink passes its text through the redactor so no secret
 //! value can reach the terminal or a log.
 
-pub mod ci;
-pub mod json;
-pub mod plain;
-pub mod run_report;
-pub mod tty;
+pub(crate) mod ci;
+pub(crate) mod json;
+pub(crate) mod plain;
+pub(crate) mod run_report;
+pub(crate) mod tty;
 
 use std::path::{Path, PathBuf};
 
-pub use crate::run::event::{Event, Reporter, Silent};
-pub use crate::units::ms;
+pub(crate) use crate::run::event::{Event, Reporter, Silent};
+pub(crate) use crate::units::ms;
 
 /// A file named in a message, as the CI wants it: relative to the checkout (`root_var`,
 /// e.g. `GITHUB_WORKSPACE`) when it is inside it. Relative names are tried against the
 /// working directory, then the config folder `base` (lint findings are relative to it).
-pub fn source_path(file: &str, base: &Path, root_var: &str) -> String {
+pub(crate) fn source_path(file: &str, base: &Path, root_var: &str) -> String {
     let given = Path::new(file);
     let cwd = std::env::current_dir().unwrap_or_default();
     let found: PathBuf = if given.is_absolute() || given.exists() || base.as_os_str().is_empty() {

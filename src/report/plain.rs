@@ -7,14 +7,14 @@ use super::{Event, Reporter};
 use crate::run::plan::Plan;
 use crate::secret::Redactor;
 
-pub struct Plain {
+pub(crate) struct Plain {
     redactor: Redactor,
     quiet: bool,
     out: Mutex<()>,
 }
 
 impl Plain {
-    pub fn new(redactor: Redactor, quiet: bool) -> Self {
+    pub(crate) fn new(redactor: Redactor, quiet: bool) -> Self {
         Self {
             redactor,
             quiet,
@@ -29,7 +29,7 @@ impl Plain {
 }
 
 /// Renders a plan as text (also used by the TTY sink).
-pub fn render_plan(plan: &Plan) -> String {
+pub(crate) fn render_plan(plan: &Plan) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let db = &plan.database;
@@ -244,7 +244,7 @@ fn render_preview(plan: &Plan, s: &mut String) {
 }
 
 /// One line per event, for plain and TTY sinks alike.
-pub fn render_event(event: &Event) -> Option<String> {
+pub(crate) fn render_event(event: &Event) -> Option<String> {
     Some(match event {
         Event::RunStarted {
             run_id,
@@ -404,7 +404,12 @@ fn seconds(ms: u64) -> String {
 /// A check's sample rows, one line each after a line of column names, each line starting
 /// with a newline and `indent`; "… and N more" when `issues` counts more rows than shown.
 /// Empty when there are no rows (a count).
-pub fn sample_rows(columns: &[String], rows: &[Vec<String>], issues: i64, indent: &str) -> String {
+pub(crate) fn sample_rows(
+    columns: &[String],
+    rows: &[Vec<String>],
+    issues: i64,
+    indent: &str,
+) -> String {
     let mut text = String::new();
     if rows.is_empty() {
         return text;
@@ -452,6 +457,6 @@ impl Reporter for Plain {
 }
 
 /// What a rollback's start says: its line, and a CI log's group title.
-pub fn rollback_title(actions: usize, reason: &str) -> String {
+pub(crate) fn rollback_title(actions: usize, reason: &str) -> String {
     format!("rolling back ({actions} action(s)): {reason}")
 }

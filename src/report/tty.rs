@@ -12,7 +12,7 @@ use super::{Event, Reporter};
 use crate::run::plan::Plan;
 use crate::secret::Redactor;
 
-pub struct Tty {
+pub(crate) struct Tty {
     redactor: Redactor,
     multi: MultiProgress,
     current: Mutex<Option<ProgressBar>>,
@@ -22,7 +22,7 @@ pub struct Tty {
 }
 
 impl Tty {
-    pub fn new(redactor: Redactor) -> Self {
+    pub(crate) fn new(redactor: Redactor) -> Self {
         Self {
             redactor,
             multi: MultiProgress::new(),

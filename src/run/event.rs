@@ -166,7 +166,7 @@ pub trait Reporter: Send + Sync {
 }
 
 /// Discards everything; for library callers that want no output.
-pub struct Silent;
+pub(crate) struct Silent;
 
 impl Reporter for Silent {
     fn event(&self, _: &Event) {}

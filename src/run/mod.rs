@@ -2,9 +2,9 @@
 //! the events its reporters receive, a step's error, the compensations that undo steps,
 //! and the plan's data. No I/O here.
 
-pub mod compensation;
-pub mod context;
-pub mod error;
-pub mod event;
-pub mod plan;
-pub mod window;
+pub(crate) mod compensation;
+pub(crate) mod context;
+pub(crate) mod error;
+pub(crate) mod event;
+pub(crate) mod plan;
+pub(crate) mod window;

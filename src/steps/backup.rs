@@ -34,7 +34,7 @@ use crate::units::human_bytes;
 const DEFAULT_NAME: &str = "pre-{version}-{timestamp}";
 
 /// Fills in the backup name template.
-pub fn backup_id(
+pub(crate) fn backup_id(
     template: &str,
     environment: &str,
     version: Option<i64>,
@@ -49,11 +49,11 @@ pub fn backup_id(
         .replace("{environment}", environment)
 }
 
-pub fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
 }
 
-pub async fn plan(
+pub(crate) async fn plan(
     ctx: &Context,
     with: &BackupWith,
     scratch: &mut PlanScratch<'_>,
@@ -93,7 +93,7 @@ pub async fn plan(
     ))
 }
 
-pub async fn prepare(
+pub(crate) async fn prepare(
     ctx: &Context,
     with: &BackupWith,
     state: &mut RunState,
@@ -118,7 +118,7 @@ pub async fn prepare(
     Ok(None)
 }
 
-pub async fn run(
+pub(crate) async fn run(
     ctx: &Context,
     step_id: &str,
     with: &BackupWith,
@@ -164,7 +164,7 @@ pub async fn run(
 /// Dumps the database into a new backup and returns its manifest. Three things run at
 /// once: the dump tool writing into the compressor's pipe, the compressor thread (which
 /// also hashes), and the copy of its output into the store.
-pub async fn create(ctx: &Context, step_id: &str, id: &str) -> Result<Manifest, StepError> {
+pub(crate) async fn create(ctx: &Context, step_id: &str, id: &str) -> Result<Manifest, StepError> {
     let version = ctx.database.state().await?.version();
     let mut upload = ctx.store.create(id).await?;
     let compression = ctx.store.compression();
@@ -224,7 +224,7 @@ pub async fn create(ctx: &Context, step_id: &str, id: &str) -> Result<Manifest, 
 }
 
 /// The dump in backup `id`, decompressed as its manifest says.
-pub async fn open_dump(
+pub(crate) async fn open_dump(
     ctx: &Context,
     id: &str,
     manifest: &Manifest,
@@ -234,7 +234,7 @@ pub async fn open_dump(
 }
 
 /// Checks a backup's checksum, then restores it into a scratch database.
-pub async fn verify(ctx: &Context, id: &str) -> Result<Manifest, StepError> {
+pub(crate) async fn verify(ctx: &Context, id: &str) -> Result<Manifest, StepError> {
     let manifest = verify_checksum(ctx, id).await?;
     restore_and_check(ctx, "backup verify", id, &[]).await?;
     Ok(manifest)
@@ -312,19 +312,19 @@ async fn restore_and_check(
 /// Owns a scratch database until it is removed: by [`ScratchGuard::discard`], or, when
 /// the step is dropped half-way (Ctrl-C, a timeout), by `Drop`, which waits for the removal
 /// (up to 30 seconds) so the process cannot exit first.
-pub struct ScratchGuard(Option<Scratch>);
+pub(crate) struct ScratchGuard(Option<Scratch>);
 
 impl ScratchGuard {
-    pub fn new(scratch: Scratch) -> Self {
+    pub(crate) fn new(scratch: Scratch) -> Self {
         Self(Some(scratch))
     }
 
     /// The scratch database's name, for messages.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.0.as_ref().expect("not yet discarded").name
     }
 
-    pub fn database(&self) -> &dyn Database {
+    pub(crate) fn database(&self) -> &dyn Database {
         self.0
             .as_ref()
             .expect("not yet discarded")
@@ -332,7 +332,7 @@ impl ScratchGuard {
             .as_ref()
     }
 
-    pub async fn discard(mut self) -> Result<(), crate::adapters::database::DatabaseError> {
+    pub(crate) async fn discard(mut self) -> Result<(), crate::adapters::database::DatabaseError> {
         match self.0.take() {
             Some(scratch) => scratch.discard().await,
             None => Ok(()),
@@ -351,7 +351,7 @@ impl Drop for ScratchGuard {
 }
 
 /// Re-reads a backup and compares its size and sha256 with the manifest.
-pub async fn verify_checksum(ctx: &Context, id: &str) -> Result<Manifest, StepError> {
+pub(crate) async fn verify_checksum(ctx: &Context, id: &str) -> Result<Manifest, StepError> {
     use tokio::io::AsyncReadExt;
     let manifest = ctx.store.manifest(id).await?;
     let mut reader = ctx.store.open(id).await?;
@@ -380,7 +380,7 @@ pub async fn verify_checksum(ctx: &Context, id: &str) -> Result<Manifest, StepEr
 }
 
 /// Restores a backup over the database, after checking its checksum.
-pub async fn restore(ctx: &Context, step_id: &str, id: &str) -> Result<String, StepError> {
+pub(crate) async fn restore(ctx: &Context, step_id: &str, id: &str) -> Result<String, StepError> {
     let manifest = verify_checksum(ctx, id).await?;
     if manifest.database_kind != ctx.database.kind() {
         return Err(StepError::Failed(format!(

@@ -5,7 +5,7 @@ use crate::config::pipeline::CommandWith;
 use crate::run::context::Context;
 use crate::run::error::StepError;
 
-pub fn plan(with: &CommandWith) -> (String, Option<String>) {
+pub(crate) fn plan(with: &CommandWith) -> (String, Option<String>) {
     (
         format!("run `{}`", with.run),
         // cutover cannot see what a command changed, so its undo runs whenever the step
@@ -16,7 +16,7 @@ pub fn plan(with: &CommandWith) -> (String, Option<String>) {
     )
 }
 
-pub async fn run(ctx: &Context, id: &str, with: &CommandWith) -> Result<String, StepError> {
+pub(crate) async fn run(ctx: &Context, id: &str, with: &CommandWith) -> Result<String, StepError> {
     let output = run_shell(ctx, &with.run).await?;
     for line in output.lines().filter(|l| !l.trim().is_empty()).take(50) {
         ctx.note(id, line);
@@ -26,7 +26,7 @@ pub async fn run(ctx: &Context, id: &str, with: &CommandWith) -> Result<String, 
 
 /// Runs `sh -c command` in the config folder; returns stdout, or an error with the tail of
 /// the output. A timeout or cancellation kills everything the command started.
-pub async fn run_shell(ctx: &Context, command: &str) -> Result<String, StepError> {
+pub(crate) async fn run_shell(ctx: &Context, command: &str) -> Result<String, StepError> {
     let output = crate::shell::run(
         command,
         &ctx.base_dir,

@@ -67,10 +67,10 @@ fn target(ctx: &Context, with: &HealthWith) -> Result<HealthTarget, String> {
 /// How long the app must stay healthy unless configured: long enough for an app that
 /// crashes on its first real requests, or a probe that fails a few seconds after start-up,
 /// to show it, short enough not to stretch the release.
-pub const DEFAULT_HEALTHY_FOR: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_HEALTHY_FOR: Duration = Duration::from_secs(10);
 
 /// Good answers in a row needed unless configured: one lucky answer is not health.
-pub const DEFAULT_SUCCESSES: u32 = 3;
+pub(crate) const DEFAULT_SUCCESSES: u32 = 3;
 
 /// What the step requires, as the plan shows it: "healthy for 10s, at least 3 good answers
 /// in a row".
@@ -94,7 +94,7 @@ fn plural(n: u32, what: &str) -> String {
     }
 }
 
-pub fn plan(ctx: &Context, with: &HealthWith) -> Result<(String, Option<String>), String> {
+pub(crate) fn plan(ctx: &Context, with: &HealthWith) -> Result<(String, Option<String>), String> {
     let t = target(ctx, with)?;
     Ok((
         format!(
@@ -164,7 +164,11 @@ impl Streak {
 }
 
 /// One probe: `Ok(())` when healthy, else what was wrong.
-pub async fn probe(ctx: &Context, target: &HealthTarget, timeout: Duration) -> Result<(), String> {
+pub(crate) async fn probe(
+    ctx: &Context,
+    target: &HealthTarget,
+    timeout: Duration,
+) -> Result<(), String> {
     let response = ctx
         .http()?
         .get(&target.url)
@@ -212,7 +216,7 @@ impl WithoutUrl for reqwest::Error {
 
 /// The steady wait between polls unless the step sets `interval`: ten requests a second at most
 /// to one endpoint while a release waits on it.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The first wait: an app that is already up, or comes up quickly, is seen at once.
 const FIRST_WAIT: Duration = Duration::from_millis(25);
@@ -247,7 +251,7 @@ impl Backoff {
     }
 }
 
-pub async fn run(ctx: &Context, id: &str, with: &HealthWith) -> Result<String, StepError> {
+pub(crate) async fn run(ctx: &Context, id: &str, with: &HealthWith) -> Result<String, StepError> {
     let target = target(ctx, with).map_err(StepError::Failed)?;
     let start = Instant::now();
     let interval = with.interval.map_or(

@@ -12,7 +12,7 @@ fn word(enabled: bool) -> &'static str {
     if enabled { "on" } else { "off" }
 }
 
-pub fn plan(
+pub(crate) fn plan(
     ctx: &Context,
     with: &MaintenanceWith,
     scratch: &mut PlanScratch<'_>,
@@ -31,7 +31,7 @@ pub fn plan(
     (summary, undo)
 }
 
-pub async fn prepare(ctx: &Context) -> Result<Option<Compensation>, StepError> {
+pub(crate) async fn prepare(ctx: &Context) -> Result<Option<Compensation>, StepError> {
     let state = ctx.platform.state().await?;
     let Some(enabled) = state.maintenance else {
         return Ok(None);
@@ -40,6 +40,6 @@ pub async fn prepare(ctx: &Context) -> Result<Option<Compensation>, StepError> {
     Ok(Some(Compensation::Maintenance { enabled, prior }))
 }
 
-pub async fn run(ctx: &Context, with: &MaintenanceWith) -> Result<String, StepError> {
+pub(crate) async fn run(ctx: &Context, with: &MaintenanceWith) -> Result<String, StepError> {
     Ok(ctx.platform.set_maintenance(with.enabled).await?)
 }

@@ -308,7 +308,7 @@ fn out_of_order(
     )))
 }
 
-pub async fn plan(
+pub(crate) async fn plan(
     ctx: &Context,
     with: &MigrateWith,
     scratch: &mut PlanScratch<'_>,
@@ -420,7 +420,7 @@ pub async fn plan(
     }
 }
 
-pub async fn prepare(
+pub(crate) async fn prepare(
     ctx: &Context,
     with: &MigrateWith,
     state: &RunState,
@@ -457,7 +457,7 @@ pub async fn prepare(
     }
 }
 
-pub async fn run(
+pub(crate) async fn run(
     ctx: &Context,
     id: &str,
     with: &MigrateWith,
@@ -523,7 +523,7 @@ async fn apply_watched(
 
 /// Applies every pending migration up to `to`, whether or not the run was cancelled: it is
 /// also the undo of a migrate-down, which the rollback of a cancelled run must carry out.
-pub async fn up_to(
+pub(crate) async fn up_to(
     ctx: &Context,
     id: &str,
     to: i64,
@@ -626,7 +626,7 @@ async fn revert_files(ctx: &Context, id: &str, revert: &[&MigrationFile]) -> Res
 }
 
 /// Reverts every applied migration above `to`, newest first.
-pub async fn down_to(ctx: &Context, id: &str, to: Option<i64>) -> Result<String, StepError> {
+pub(crate) async fn down_to(ctx: &Context, id: &str, to: Option<i64>) -> Result<String, StepError> {
     let db = ctx.database.state().await?;
     let applied: Vec<i64> = db.applied.iter().map(|m| m.version).collect();
     let revert = above(ctx, &applied, to).map_err(StepError::Failed)?;
@@ -642,7 +642,7 @@ pub async fn down_to(ctx: &Context, id: &str, to: Option<i64>) -> Result<String,
 /// Reverts exactly `migrations` (listed in the order they were applied), newest first,
 /// skipping those not applied. One applied with another checksum is not this run's: it
 /// stops the undo rather than revert someone else's migration.
-pub async fn revert_exactly(
+pub(crate) async fn revert_exactly(
     ctx: &Context,
     id: &str,
     migrations: &[MigrationRef],

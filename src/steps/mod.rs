@@ -2,18 +2,18 @@
 //! `prepare` (read the prior state and return the compensation that restores it, before
 //! anything is touched) and `run`.
 
-pub mod backup;
-pub mod command;
+pub(crate) mod backup;
+pub(crate) mod command;
 pub mod external_migrator;
-pub mod health;
-pub mod maintenance;
-pub mod migrate;
-pub mod preflight;
-pub mod restart;
-pub mod scale;
-pub mod sql;
-pub mod undo;
-pub mod validate;
+pub(crate) mod health;
+pub(crate) mod maintenance;
+pub(crate) mod migrate;
+pub(crate) mod preflight;
+pub(crate) mod restart;
+pub(crate) mod scale;
+pub(crate) mod sql;
+pub(crate) mod undo;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 

@@ -37,12 +37,15 @@ async fn checks(ctx: &Context, with: &PreflightWith) -> Result<Vec<String>, Stri
     Ok(done)
 }
 
-pub async fn plan(ctx: &Context, with: &PreflightWith) -> Result<(String, Option<String>), String> {
+pub(crate) async fn plan(
+    ctx: &Context,
+    with: &PreflightWith,
+) -> Result<(String, Option<String>), String> {
     let done = checks(ctx, with).await?;
     Ok((format!("check: {}", done.join(", ")), None))
 }
 
-pub async fn run(ctx: &Context, with: &PreflightWith) -> Result<String, StepError> {
+pub(crate) async fn run(ctx: &Context, with: &PreflightWith) -> Result<String, StepError> {
     let done = checks(ctx, with).await.map_err(StepError::Failed)?;
     Ok(done.join(", "))
 }

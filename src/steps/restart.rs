@@ -2,6 +2,6 @@
 
 use crate::run::context::Context;
 
-pub fn plan(ctx: &Context) -> (String, Option<String>) {
+pub(crate) fn plan(ctx: &Context) -> (String, Option<String>) {
     (format!("restart the app ({})", ctx.platform.kind()), None)
 }

@@ -9,7 +9,7 @@ use crate::run::context::Context;
 use crate::run::error::StepError;
 use crate::run::plan::PlanScratch;
 
-pub fn plan(
+pub(crate) fn plan(
     ctx: &Context,
     with: &ScaleWith,
     scratch: &mut PlanScratch<'_>,
@@ -62,7 +62,7 @@ pub fn plan(
     ))
 }
 
-pub async fn prepare(
+pub(crate) async fn prepare(
     ctx: &Context,
     with: &ScaleWith,
     state: &mut RunState,
@@ -89,7 +89,11 @@ pub async fn prepare(
     }))
 }
 
-pub async fn run(ctx: &Context, with: &ScaleWith, state: &RunState) -> Result<String, StepError> {
+pub(crate) async fn run(
+    ctx: &Context,
+    with: &ScaleWith,
+    state: &RunState,
+) -> Result<String, StepError> {
     let replicas = match with.replicas {
         Replicas::Count(n) => n,
         Replicas::Previous => state.first_replicas.get(&with.target).copied().unwrap_or(0),

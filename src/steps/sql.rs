@@ -23,13 +23,13 @@ fn text(ctx: &Context, with: &SqlWith) -> Result<String, String> {
 }
 
 /// The SQL the step may run: its statements and its undo.
-pub fn scripts(ctx: &Context, with: &SqlWith) -> Result<Vec<String>, String> {
+pub(crate) fn scripts(ctx: &Context, with: &SqlWith) -> Result<Vec<String>, String> {
     let mut out = vec![text(ctx, with)?];
     out.extend(with.undo.clone());
     Ok(out)
 }
 
-pub fn plan(ctx: &Context, with: &SqlWith) -> Result<(String, Option<String>), String> {
+pub(crate) fn plan(ctx: &Context, with: &SqlWith) -> Result<(String, Option<String>), String> {
     let sql = text(ctx, with)?;
     let first = sql
         .lines()
@@ -47,7 +47,7 @@ pub fn plan(ctx: &Context, with: &SqlWith) -> Result<(String, Option<String>), S
     ))
 }
 
-pub async fn run(ctx: &Context, id: &str, with: &SqlWith) -> Result<String, StepError> {
+pub(crate) async fn run(ctx: &Context, id: &str, with: &SqlWith) -> Result<String, StepError> {
     let sql = text(ctx, with).map_err(StepError::Failed)?;
     let rows = ctx.database.execute(&sql).await?;
     ctx.fact(id, Fact::RowsChanged { rows });

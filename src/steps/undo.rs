@@ -5,7 +5,7 @@ use crate::run::context::Context;
 use crate::run::error::StepError;
 
 /// Runs one compensation of step `step_id`; returns what it did, for humans.
-pub async fn run(
+pub(crate) async fn run(
     compensation: &Compensation,
     ctx: &Context,
     step_id: &str,

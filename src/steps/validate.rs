@@ -36,7 +36,7 @@ pub struct PipelineChecks {
 
 /// Loads the checks of the pipeline's `validate` steps, leaving out those the plan skips
 /// in this environment.
-pub fn pipeline_checks(ctx: &Context, pipeline: &Pipeline, plan: &Plan) -> PipelineChecks {
+pub(crate) fn pipeline_checks(ctx: &Context, pipeline: &Pipeline, plan: &Plan) -> PipelineChecks {
     let mut out = PipelineChecks::default();
     for (index, step) in pipeline.steps.iter().enumerate() {
         let StepWith::Validate(with) = &step.with else {
@@ -57,7 +57,7 @@ pub fn pipeline_checks(ctx: &Context, pipeline: &Pipeline, plan: &Plan) -> Pipel
 }
 
 /// One `validate` step's checks, for `cutover validate`.
-pub struct StepChecks {
+pub(crate) struct StepChecks {
     pub id: String,
     pub queries: Vec<Query>,
 }
@@ -65,7 +65,10 @@ pub struct StepChecks {
 /// The checks of every `validate` step that runs in the context's environment (its `when:`
 /// allows it), each step's checks held to the same rules as at plan time: an error names
 /// the step, its file and line, and the check file and line.
-pub fn environment_checks(ctx: &Context, pipeline: &Pipeline) -> Result<Vec<StepChecks>, String> {
+pub(crate) fn environment_checks(
+    ctx: &Context,
+    pipeline: &Pipeline,
+) -> Result<Vec<StepChecks>, String> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for step in &pipeline.steps {
@@ -101,7 +104,7 @@ pub fn environment_checks(ctx: &Context, pipeline: &Pipeline) -> Result<Vec<Step
 
 /// Runs each query read-only (see [`Database::issues_read_only`]): what it found, or why
 /// it could not run. A query that fails does not stop the others.
-pub async fn check_read_only(
+pub(crate) async fn check_read_only(
     database: &dyn Database,
     queries: &[Query],
 ) -> Vec<Result<CheckResult, DatabaseError>> {
@@ -113,7 +116,7 @@ pub async fn check_read_only(
 }
 
 /// What running checks found.
-pub struct Checked {
+pub(crate) struct Checked {
     /// Checks that ran.
     pub ran: usize,
     /// One line per check with more issues than allowed: "`name` found N issue(s) ...".
@@ -125,7 +128,7 @@ pub struct Checked {
 /// Runs `queries` against `database`, reporting each result under step `id`. A query that
 /// fails stops with an error when `errors_fail`; otherwise it is listed in
 /// [`Checked::errors`] and the others still run.
-pub async fn check(
+pub(crate) async fn check(
     ctx: &Context,
     id: &str,
     database: &dyn Database,
@@ -182,7 +185,7 @@ pub async fn check(
     Ok(checked)
 }
 
-pub fn queries(ctx: &Context, with: &ValidateWith) -> Result<Vec<Query>, String> {
+pub(crate) fn queries(ctx: &Context, with: &ValidateWith) -> Result<Vec<Query>, String> {
     Ok(queries_with_files(ctx, with)?
         .into_iter()
         .map(|(q, _)| q)
@@ -247,7 +250,7 @@ fn queries_with_files(
 /// `mysql`, `sqlite`), with the line (from 1) it is about: it is empty, holds more than one
 /// statement, or does not parse. `None` when it is one statement, or the dialect is one the
 /// parser does not know.
-pub fn statement_problem(kind: &str, sql: &str) -> Option<(u64, String)> {
+pub(crate) fn statement_problem(kind: &str, sql: &str) -> Option<(u64, String)> {
     use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
     use sqlparser::parser::Parser;
     use sqlparser::tokenizer::{Token, Tokenizer};
@@ -318,7 +321,7 @@ pub fn statement_problem(kind: &str, sql: &str) -> Option<(u64, String)> {
     }
 }
 
-pub fn plan(ctx: &Context, with: &ValidateWith) -> Result<(String, Option<String>), String> {
+pub(crate) fn plan(ctx: &Context, with: &ValidateWith) -> Result<(String, Option<String>), String> {
     let loaded = queries_with_files(ctx, with)?;
     let kind = ctx.database.kind();
     let problems: Vec<String> = loaded
@@ -349,7 +352,7 @@ pub fn plan(ctx: &Context, with: &ValidateWith) -> Result<(String, Option<String
     ))
 }
 
-pub async fn run(ctx: &Context, id: &str, with: &ValidateWith) -> Result<String, StepError> {
+pub(crate) async fn run(ctx: &Context, id: &str, with: &ValidateWith) -> Result<String, StepError> {
     let queries = queries(ctx, with).map_err(StepError::Failed)?;
     let checked = check(ctx, id, ctx.database.as_ref(), &queries, true).await?;
     if checked.failed.is_empty() {

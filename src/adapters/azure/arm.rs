@@ -43,20 +43,20 @@ pub struct ArmError {
 }
 
 /// An [`Arm`] client made on first use, so building an adapter never signs in.
-pub struct LazyArm {
+pub(crate) struct LazyArm {
     auth: AzureAuth,
     cell: tokio::sync::OnceCell<Arm>,
 }
 
 impl LazyArm {
-    pub fn new(auth: AzureAuth) -> Self {
+    pub(crate) fn new(auth: AzureAuth) -> Self {
         Self {
             auth,
             cell: tokio::sync::OnceCell::new(),
         }
     }
 
-    pub async fn get(&self) -> Result<&Arm, ArmError> {
+    pub(crate) async fn get(&self) -> Result<&Arm, ArmError> {
         self.cell
             .get_or_try_init(|| async {
                 let fail = |message: String| ArmError {
@@ -73,14 +73,14 @@ impl LazyArm {
     }
 }
 
-pub struct Arm {
+pub(crate) struct Arm {
     http: reqwest::Client,
     base: Url,
     credential: Arc<dyn TokenCredential>,
 }
 
 impl Arm {
-    pub fn new(credential: Arc<dyn TokenCredential>) -> Result<Self, String> {
+    pub(crate) fn new(credential: Arc<dyn TokenCredential>) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
@@ -97,7 +97,7 @@ impl Arm {
     }
 
     /// `base + path?api-version=..`.
-    pub fn url(&self, path: &str, api_version: &str) -> Url {
+    pub(crate) fn url(&self, path: &str, api_version: &str) -> Url {
         let mut url = self.base.clone();
         url.set_path(path);
         url.query_pairs_mut()
@@ -222,7 +222,12 @@ impl Arm {
     }
 
     /// `GET path`.
-    pub async fn get(&self, what: &str, path: &str, api_version: &str) -> Result<Value, ArmError> {
+    pub(crate) async fn get(
+        &self,
+        what: &str,
+        path: &str,
+        api_version: &str,
+    ) -> Result<Value, ArmError> {
         let url = self.url(path, api_version);
         Ok(self.once(what, &Method::GET, &url, None).await?.2)
     }
@@ -230,7 +235,7 @@ impl Arm {
     /// A request that may start a long-running operation, followed until it ends or
     /// `deadline` passes. Returns the final resource (PUT/PATCH), the operation's result
     /// (POST), or `Null`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         what: &str,
         method: Method,
@@ -365,7 +370,7 @@ fn header_url(headers: &HeaderMap, name: &str) -> Option<Url> {
 
 /// `Retry-After` in seconds or as an HTTP date, else `retry-after-ms` /
 /// `x-ms-retry-after-ms`.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let text = |name: &str| {
         headers
             .get(name)

@@ -44,7 +44,7 @@ const IMDS_URL: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
 /// An environment's Azure sign-in settings, resolved (references expanded, defaults from
 /// the `AZURE_*` environment variables applied when the credential is built).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct AzureAuth {
+pub(crate) struct AzureAuth {
     pub credential: AzureCredentialKind,
     pub tenant: Option<String>,
     pub client_id: Option<String>,
@@ -55,7 +55,7 @@ pub struct AzureAuth {
 
 impl AzureAuth {
     /// Resolves an `azure:` block (none: `credential: auto` and the environment variables).
-    pub fn from_config(
+    pub(crate) fn from_config(
         config: Option<&AzureConfig>,
         resolver: &dyn Resolve,
     ) -> Result<Self, BuildError> {
@@ -88,12 +88,14 @@ fn env(name: &str) -> Option<String> {
 }
 
 /// The token credential for these settings, shared by every client of the process.
-pub async fn credential(auth: &AzureAuth) -> Result<Arc<dyn TokenCredential>, IdentityError> {
+pub(crate) async fn credential(
+    auth: &AzureAuth,
+) -> Result<Arc<dyn TokenCredential>, IdentityError> {
     Ok(chain(auth).await?)
 }
 
 /// Like [`credential`], as the chain itself, which can say which credential it used.
-pub async fn chain(auth: &AzureAuth) -> Result<Arc<Chain>, IdentityError> {
+pub(crate) async fn chain(auth: &AzureAuth) -> Result<Arc<Chain>, IdentityError> {
     static CACHE: OnceLock<Mutex<HashMap<AzureAuth, Arc<Chain>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Mutex::default);
     if let Some(found) = cache.lock().expect("not poisoned").get(auth) {
@@ -110,7 +112,7 @@ pub async fn chain(auth: &AzureAuth) -> Result<Arc<Chain>, IdentityError> {
 
 /// The credential for `auth`, built on first use: for adapters made in synchronous setup
 /// code (the blob store and lock) that must not sign in unless they are used.
-pub fn lazy(auth: AzureAuth) -> Arc<dyn TokenCredential> {
+pub(crate) fn lazy(auth: AzureAuth) -> Arc<dyn TokenCredential> {
     Arc::new(Lazy {
         auth,
         chain: tokio::sync::OnceCell::new(),
@@ -140,7 +142,7 @@ impl TokenCredential for Lazy {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
+pub(crate) enum IdentityError {
     /// The settings cannot make the chosen credential.
     #[error("Azure credential `{kind}`: {message}")]
     Invalid { kind: &'static str, message: String },
@@ -153,7 +155,7 @@ enum Link {
 }
 
 /// The credentials to try, in order; the first to return a token is kept.
-pub struct Chain {
+pub(crate) struct Chain {
     setting: &'static str,
     links: Vec<Link>,
     chosen: Mutex<Option<usize>>,
@@ -170,7 +172,7 @@ impl fmt::Debug for Chain {
 
 impl Chain {
     /// The credential that returned the last token, if any did yet.
-    pub fn chosen(&self) -> Option<&'static str> {
+    pub(crate) fn chosen(&self) -> Option<&'static str> {
         let index = (*self.chosen.lock().expect("not poisoned"))?;
         match &self.links[index] {
             Link::Ready(name, _) => Some(name),
@@ -179,7 +181,7 @@ impl Chain {
     }
 
     /// The configured setting: `auto`, `managed-identity`...
-    pub fn setting(&self) -> &'static str {
+    pub(crate) fn setting(&self) -> &'static str {
         self.setting
     }
 }
@@ -240,7 +242,7 @@ fn failure(message: &str) -> azure_core::Error {
 }
 
 /// An SDK error as one readable text: its message and its causes, without repeats.
-pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
@@ -494,7 +496,7 @@ async fn imds_answers() -> bool {
 /// For `cutover check`: when the environment uses Azure (an `azure:` block or an Azure
 /// platform), signs in for Resource Manager and names the credential that returned a
 /// token. Never shows the token.
-pub async fn check_environment(
+pub(crate) async fn check_environment(
     config: &crate::config::Config,
     environment: &str,
     resolver: &dyn Resolve,

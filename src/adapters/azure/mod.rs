@@ -2,19 +2,19 @@
 //! uses ([`transport`], with its redirect for local emulators), and the Resource Manager
 //! client ([`arm`]) that the Azure platforms drive.
 
-pub mod arm;
-pub mod identity;
-pub mod transport;
+pub(crate) mod arm;
+pub(crate) mod identity;
+pub(crate) mod transport;
 
 use crate::adapters::build::{BuildError, Resolve};
 use crate::config::deploy_file::Text;
 
 /// Token scope of Azure Resource Manager.
-pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
+pub(crate) const ARM_SCOPE: &str = "https://management.azure.com/.default";
 /// Where Azure Resource Manager lives.
-pub const ARM_URL: &str = "https://management.azure.com";
+pub(crate) const ARM_URL: &str = "https://management.azure.com";
 /// The environment variable holding the default subscription id.
-pub const SUBSCRIPTION_ENV: &str = "AZURE_SUBSCRIPTION_ID";
+pub(crate) const SUBSCRIPTION_ENV: &str = "AZURE_SUBSCRIPTION_ID";
 
 /// The subscription an Azure adapter works in: its own setting, else `azure.subscription`,
 /// else [`SUBSCRIPTION_ENV`].
@@ -27,7 +27,7 @@ fn subscription(own: Option<String>, auth: &identity::AzureAuth) -> Option<Strin
 
 /// Whether `name` can be an Azure subscription id, resource group or resource name as
 /// used in a Resource Manager path.
-pub fn name_ok(name: &str) -> bool {
+pub(crate) fn name_ok(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()
@@ -36,7 +36,7 @@ pub fn name_ok(name: &str) -> bool {
 
 /// Where an Azure adapter's resources are: the sign-in, the subscription and the resource
 /// group, read from its settings and checked.
-pub struct Site {
+pub(crate) struct Site {
     pub auth: identity::AzureAuth,
     pub subscription: String,
     pub resource_group: String,
@@ -45,7 +45,7 @@ pub struct Site {
 }
 
 impl Site {
-    pub fn read(
+    pub(crate) fn read(
         adapter: &'static str,
         resolver: &dyn Resolve,
         subscription_setting: Option<&Text>,
@@ -73,7 +73,7 @@ impl Site {
     }
 
     /// Refuses a resource name a Resource Manager path cannot hold.
-    pub fn check_names(&self, names: &[(&str, Option<&String>)]) -> Result<(), BuildError> {
+    pub(crate) fn check_names(&self, names: &[(&str, Option<&String>)]) -> Result<(), BuildError> {
         for (field, value) in names {
             if let Some(v) = value
                 && !name_ok(v)
@@ -85,13 +85,16 @@ impl Site {
     }
 
     /// A setting the adapter refuses, named with the adapter.
-    pub fn invalid(&self, why: &str) -> BuildError {
+    pub(crate) fn invalid(&self, why: &str) -> BuildError {
         BuildError::Invalid(format!("{}: {why}", self.adapter))
     }
 }
 
 /// A setting's text, resolved and trimmed, when it is set.
-pub fn setting(resolver: &dyn Resolve, text: Option<&Text>) -> Result<Option<String>, BuildError> {
+pub(crate) fn setting(
+    resolver: &dyn Resolve,
+    text: Option<&Text>,
+) -> Result<Option<String>, BuildError> {
     Ok(match text {
         Some(t) => Some(resolver.text(t)?.trim().to_owned()),
         None => None,

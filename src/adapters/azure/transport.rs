@@ -15,15 +15,15 @@ use azure_core::http::{AsyncRawResponse, ClientOptions, HttpClient, Request, Tra
 use url::Url;
 
 /// The environment variable read for redirects.
-pub const REDIRECT_ENV: &str = "CUTOVER_AZURE_REDIRECT";
+pub(crate) const REDIRECT_ENV: &str = "CUTOVER_AZURE_REDIRECT";
 
 /// Host → local base URL pairs from [`REDIRECT_ENV`].
 #[derive(Debug, Default, Clone)]
-pub struct Redirects(Vec<(String, Url)>);
+pub(crate) struct Redirects(Vec<(String, Url)>);
 
 impl Redirects {
     /// Parses `host=http://127.0.0.1:port,...`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let mut pairs = Vec::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (host, target) = item.split_once('=').ok_or_else(|| {
@@ -43,7 +43,7 @@ impl Redirects {
     }
 
     /// The redirects of this process, read once.
-    pub fn current() -> &'static Self {
+    pub(crate) fn current() -> &'static Self {
         static CURRENT: OnceLock<Redirects> = OnceLock::new();
         CURRENT.get_or_init(|| match std::env::var(REDIRECT_ENV) {
             Ok(text) => Self::parse(&text).unwrap_or_else(|e| {
@@ -54,12 +54,12 @@ impl Redirects {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// Rewrites `url` in place when its host is redirected.
-    pub fn apply(&self, url: &mut Url) {
+    pub(crate) fn apply(&self, url: &mut Url) {
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let Some((_, base)) = self
             .0
@@ -94,7 +94,7 @@ impl HttpClient for RedirectingClient {
 
 /// Client options for every Azure SDK client: the SDK's own transport, or the redirecting
 /// one when [`REDIRECT_ENV`] is set.
-pub fn client_options() -> ClientOptions {
+pub(crate) fn client_options() -> ClientOptions {
     static CLIENT: OnceLock<Arc<RedirectingClient>> = OnceLock::new();
     let redirects = Redirects::current();
     if redirects.is_empty() {

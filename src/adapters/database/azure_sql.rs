@@ -30,7 +30,7 @@ use crate::config::deploy_file::AzureSqlConfig;
 use crate::migrate::MigrationFile;
 use crate::secret::Secret;
 
-pub const DEFAULT_API_VERSION: &str = "2023-08-01";
+pub(crate) const DEFAULT_API_VERSION: &str = "2023-08-01";
 /// Longest an export or import may run.
 const OPERATION_LIMIT: Duration = Duration::from_secs(6 * 60 * 60);
 /// Longest a rename may take.
@@ -38,14 +38,14 @@ const RENAME_LIMIT: Duration = Duration::from_secs(10 * 60);
 const BLOCK_SIZE: usize = 8 << 20;
 
 /// How the export and import reach the backup container.
-pub enum StorageKey {
+pub(crate) enum StorageKey {
     /// The account key: `storageKeyType: StorageAccessKey`.
     AccountKey(Secret),
     /// A SAS token: `storageKeyType: SharedAccessKey`.
     Sas(Secret),
 }
 
-pub struct AzureSqlDatabase {
+pub(crate) struct AzureSqlDatabase {
     subscription: String,
     resource_group: String,
     server: String,
@@ -69,7 +69,7 @@ fn arm_error(e: ArmError) -> DatabaseError {
 }
 
 impl AzureSqlDatabase {
-    pub fn new(
+    pub(crate) fn new(
         c: &AzureSqlConfig,
         resolver: &dyn Resolve,
         container: Container,

@@ -58,7 +58,7 @@ fn quote_ident(name: &str, quote: char) -> String {
 }
 
 /// SQLite. The caller makes sure the file exists.
-pub async fn sqlite(
+pub(crate) async fn sqlite(
     pool: &SqlitePool,
     scope: &Scope,
     budget: u64,
@@ -185,7 +185,7 @@ const PG_USER_SCHEMA: &str = "n.nspname NOT IN ('pg_catalog', 'information_schem
     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
 
 /// PostgreSQL: the catalog in one query, contents with `hashtextextended` in the server.
-pub async fn postgres(
+pub(crate) async fn postgres(
     pool: &PgPool,
     scope: &Scope,
     budget: u64,
@@ -300,7 +300,7 @@ pub async fn postgres(
 
 /// MySQL and MariaDB: the catalog from `information_schema`, contents hashed with `MD5`
 /// in the server (pt-table-checksum's way, summed instead of XORed so duplicates count).
-pub async fn mysql(
+pub(crate) async fn mysql(
     pool: &MySqlPool,
     scope: &Scope,
     budget: u64,

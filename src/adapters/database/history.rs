@@ -25,7 +25,7 @@ fn history_error(e: MigrateError) -> DatabaseError {
 }
 
 /// The history of a database whose `_sqlx_migrations` table exists.
-pub async fn read<C: Migrate + Send + ?Sized>(
+pub(crate) async fn read<C: Migrate + Send + ?Sized>(
     conn: &mut C,
 ) -> Result<DatabaseState, DatabaseError> {
     let dirty = conn.dirty_version().await.map_err(history_error)?;
@@ -47,7 +47,7 @@ pub async fn read<C: Migrate + Send + ?Sized>(
 }
 
 /// Applies one migration and records it; returns how long it took.
-pub async fn apply<C: Migrate + Send + ?Sized>(
+pub(crate) async fn apply<C: Migrate + Send + ?Sized>(
     conn: &mut C,
     migration: &MigrationFile,
 ) -> Result<Duration, DatabaseError> {
@@ -63,7 +63,7 @@ pub async fn apply<C: Migrate + Send + ?Sized>(
 }
 
 /// Runs a migration's down file and removes its record.
-pub async fn revert<C: Migrate + Send + ?Sized>(
+pub(crate) async fn revert<C: Migrate + Send + ?Sized>(
     conn: &mut C,
     migration: &MigrationFile,
 ) -> Result<(), DatabaseError> {
@@ -85,7 +85,7 @@ pub async fn revert<C: Migrate + Send + ?Sized>(
 
 /// The SQL dialect of a one-message migration script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
+pub(crate) enum Dialect {
     Postgres,
     Sqlite,
 }
@@ -102,7 +102,7 @@ const RECORD_APPLIED: &str = "cutover_migration_applied";
 /// for the second and later migrations of one message ([`apply_postgres_batch`]), from
 /// the previous one's record (`cutover.recorded`, which [`RECORD_APPLIED`] returns with
 /// the time).
-pub const PREPARE_RECORD: &str = "PREPARE cutover_migration_started(bigint, text, bytea) AS INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, FALSE, $3, -1);
+pub(crate) const PREPARE_RECORD: &str = "PREPARE cutover_migration_started(bigint, text, bytea) AS INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, FALSE, $3, -1);
 PREPARE cutover_migration_done(bigint) AS UPDATE _sqlx_migrations SET success = TRUE, execution_time = CAST(EXTRACT(EPOCH FROM clock_timestamp() - statement_timestamp()) * 1000000000 AS BIGINT) WHERE version = $1;
 PREPARE cutover_migration_applied(bigint, text, bytea) AS INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, CAST(EXTRACT(EPOCH FROM clock_timestamp() - GREATEST(statement_timestamp(), CAST(NULLIF(current_setting('cutover.recorded', TRUE), '') AS timestamptz))) * 1000000000 AS BIGINT)) RETURNING execution_time, set_config('cutover.recorded', CAST(clock_timestamp() AS text), FALSE);";
 
@@ -200,7 +200,7 @@ fn sqlite_elapsed_ns() -> String {
 /// no `$` but a dollar-quote tag ([`TAG`]) the SQL does not contain: a migration that
 /// leaves a string, identifier or comment open swallows the closing statements and fails
 /// to parse, so nothing is committed. After a failure the runner rolls back.
-pub fn apply_script(dialect: Dialect, migration: &MigrationFile, commit: Commit) -> String {
+pub(crate) fn apply_script(dialect: Dialect, migration: &MigrationFile, commit: Commit) -> String {
     let v = migration.version;
     let sql = &migration.up_sql;
     let deferred = commit == Commit::Deferred;
@@ -238,7 +238,7 @@ pub fn apply_script(dialect: Dialect, migration: &MigrationFile, commit: Commit)
 
 /// A down migration and the removal of its record as one script, like [`apply_script`]:
 /// the record is marked unfinished first and removed after the down SQL.
-pub fn revert_script(migration: &MigrationFile, down_sql: &str) -> String {
+pub(crate) fn revert_script(migration: &MigrationFile, down_sql: &str) -> String {
     format!(
         "BEGIN;\nUPDATE _sqlx_migrations SET success = FALSE WHERE version = {v};\n{down_sql}\n;\nDELETE FROM _sqlx_migrations WHERE version = {v};",
         v = migration.version,
@@ -247,7 +247,7 @@ pub fn revert_script(migration: &MigrationFile, down_sql: &str) -> String {
 
 /// A migration left waiting for its `COMMIT` (see `pending` of the script runners) that
 /// did not get it.
-pub fn not_committed(version: i64, e: &dyn std::fmt::Display) -> DatabaseError {
+pub(crate) fn not_committed(version: i64, e: &dyn std::fmt::Display) -> DatabaseError {
     DatabaseError::Other(format!("migration {version} could not be committed: {e}"))
 }
 
@@ -278,7 +278,7 @@ macro_rules! script_runners {
         /// committed is learned with the next message. A migration this leaves pending
         /// (deferred, on PostgreSQL) is the caller's to commit ([`commit_pending`]) before
         /// the connection is used for anything else or given up.
-        pub async fn $apply(
+        pub(crate) async fn $apply(
             conn: &mut PoolConnection<$db>,
             migration: &MigrationFile,
             commit: Commit,
@@ -356,7 +356,7 @@ macro_rules! script_runners {
         /// Reverts one migration as one script ([`revert_script`]), after committing the
         /// one `pending` on the connection; a down migration that runs outside a
         /// transaction goes through sqlx's migrator instead.
-        pub async fn $revert(
+        pub(crate) async fn $revert(
             conn: &mut PoolConnection<$db>,
             migration: &MigrationFile,
             pending: &mut Option<i64>,
@@ -430,7 +430,7 @@ impl<DB: sqlx::Database> Drop for InFlight<'_, DB> {
 
 /// How many migrations [`apply_postgres_batch`] sends in one message at most: few enough
 /// that a cancelled run stops soon, enough that round trips stop mattering.
-pub const POSTGRES_BATCH: usize = 25;
+pub(crate) const POSTGRES_BATCH: usize = 25;
 
 /// Applies migrations on PostgreSQL, sending each run of migrations recorded by one
 /// statement ([`one_record`]) as one message: every migration still its own transaction
@@ -444,7 +444,7 @@ pub const POSTGRES_BATCH: usize = 25;
 /// message after its client is gone: the caller must not trust the history after a batch
 /// that did not come back until the session that ran it has ended (the PostgreSQL
 /// adapter ends it and waits, see `PostgresDatabase::settle`).
-pub async fn apply_postgres_batch(
+pub(crate) async fn apply_postgres_batch(
     conn: &mut PoolConnection<sqlx::Postgres>,
     batch: &[&MigrationFile],
     commit: Commit,
@@ -594,7 +594,7 @@ async fn send(
 /// [`revert_postgres`]. Like [`apply_postgres_batch`], a failure stops the message, and a
 /// message that did not come back must be settled before the history is trusted. On
 /// failure `took` holds one (unmeasured, zero) entry per migration reverted.
-pub async fn revert_postgres_batch(
+pub(crate) async fn revert_postgres_batch(
     conn: &mut PoolConnection<sqlx::Postgres>,
     batch: &[&MigrationFile],
     pending: &mut Option<i64>,

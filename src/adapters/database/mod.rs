@@ -1,12 +1,12 @@
 //! The database family: migrations, SQL, validation queries, dump and restore.
 
-pub mod azure_sql;
-pub mod fingerprint;
-pub mod history;
-pub mod mysql;
-pub mod postgres;
-pub mod sqlite;
-pub mod sqlx_shared;
+pub(crate) mod azure_sql;
+pub(crate) mod fingerprint;
+pub(crate) mod history;
+pub(crate) mod mysql;
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
+pub(crate) mod sqlx_shared;
 
 use std::path::Path;
 use std::time::Duration;
@@ -54,7 +54,7 @@ pub struct CheckResult {
 }
 
 /// How many offending rows a check shows.
-pub const SAMPLE_ROWS: usize = 10;
+pub(crate) const SAMPLE_ROWS: usize = 10;
 
 /// The words of a column name that say it holds a count of issues.
 const COUNT_WORDS: &[&str] = &[
@@ -85,7 +85,7 @@ const NOT_COUNTS: &[&str] = &["account", "discount", "viscount"];
 /// `orphan_count`, `cnt`, `num_orphans`, `XMLErrors`, and `count`, `COUNT(*)` or
 /// `count(id)` as drivers name an unaliased count, all say so; `account`, `counter`, `id`
 /// do not.
-pub fn names_a_count(name: &str) -> bool {
+pub(crate) fn names_a_count(name: &str) -> bool {
     words(name).iter().any(|w| {
         let w = w.to_lowercase();
         COUNT_WORDS.contains(&w.as_str())
@@ -131,7 +131,7 @@ fn words(name: &str) -> Vec<String> {
 /// exactly one row of exactly one integer column whose name [says it is a
 /// count](names_a_count) is that many issues; any other result is the offending rows, each
 /// an issue.
-pub fn check_result<R>(rows: &[R]) -> Result<CheckResult, sqlx::Error>
+pub(crate) fn check_result<R>(rows: &[R]) -> CheckResult
 where
     R: sqlx::Row,
     usize: sqlx::ColumnIndex<R>,
@@ -152,10 +152,10 @@ where
             .or_else(|_| row.try_get::<i32, _>(0).map(i64::from))
             .or_else(|_| row.try_get::<i16, _>(0).map(i64::from))
     {
-        return Ok(CheckResult {
+        return CheckResult {
             issues,
             ..CheckResult::default()
-        });
+        };
     }
     let columns = rows.first().map_or_else(Vec::new, |r| {
         r.columns().iter().map(|c| c.name().to_owned()).collect()
@@ -179,11 +179,11 @@ where
                 .collect()
         })
         .collect();
-    Ok(CheckResult {
+    CheckResult {
         issues: rows.len() as i64,
         columns,
         rows: sample,
-    })
+    }
 }
 
 /// Facts about a dump, for the backup manifest.
@@ -229,16 +229,16 @@ pub enum DatabaseError {
 }
 
 /// Wraps a driver error with what was being done, for `map_err`.
-pub fn sql_err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatabaseError {
+pub(crate) fn sql_err(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatabaseError {
     let what = what.into();
     move |source| DatabaseError::Sql { what, source }
 }
 
 /// A database-side lock, released when dropped.
-pub type DbLock = Box<dyn std::any::Any + Send + Sync>;
+pub(crate) type DbLock = Box<dyn std::any::Any + Send + Sync>;
 
 /// Removes a scratch database.
-pub type Discard = Box<
+pub(crate) type Discard = Box<
     dyn FnOnce() -> futures::future::BoxFuture<'static, Result<(), DatabaseError>> + Send + Sync,
 >;
 
@@ -274,7 +274,7 @@ impl Scratch {
 /// Runs cleanup from a `Drop` (a scratch database a step made, when the step is dropped
 /// half-way by Ctrl-C or a timeout): to its end, for at most 30 seconds, on the
 /// multi-threaded runtime, so the process cannot exit first; otherwise as a task.
-pub fn finish_on_drop(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+pub(crate) fn finish_on_drop(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -477,19 +477,8 @@ pub trait Database: Send + Sync {
     }
 }
 
-/// Builds the database adapter for an environment; `backups` is its backup store's config
-/// (`azure-sql` exports and imports through it).
-pub fn build(
-    config: &DatabaseConfig,
-    resolver: &dyn Resolve,
-    base_dir: &Path,
-    backups: Option<&StoreConfig>,
-) -> Result<Box<dyn Database>, BuildError> {
-    build_at(config, resolver, base_dir, None, backups)
-}
-
 /// Builds the adapter with `url` in place of the configured one (a fleet target).
-pub fn build_at(
+pub(crate) fn build_at(
     config: &DatabaseConfig,
     resolver: &dyn Resolve,
     base_dir: &Path,
@@ -580,14 +569,14 @@ pub fn build_at(
 
 /// Whether `name` is one [`Database::scratch`] makes on a server: the prefix, then only
 /// letters, digits and `_` (so it needs no quoting and cannot name another database).
-pub fn is_scratch_name(name: &str) -> bool {
+pub(crate) fn is_scratch_name(name: &str) -> bool {
     name.strip_prefix(SCRATCH_PREFIX).is_some_and(|rest| {
         !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     })
 }
 
 /// How every scratch database's name begins.
-pub const SCRATCH_PREFIX: &str = "cutover_roundtrip_";
+pub(crate) const SCRATCH_PREFIX: &str = "cutover_roundtrip_";
 
 fn not_scratch(name: &str) -> DatabaseError {
     DatabaseError::Other(format!(
@@ -596,7 +585,7 @@ fn not_scratch(name: &str) -> DatabaseError {
 }
 
 /// Shows a URL safely.
-pub fn display_url(url: &str) -> String {
+pub(crate) fn display_url(url: &str) -> String {
     mask_url_password(url)
 }
 

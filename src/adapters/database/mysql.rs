@@ -28,7 +28,7 @@ use super::{
 use crate::migrate::MigrationFile;
 use crate::secret::Secret;
 
-pub struct MysqlDatabase {
+pub(crate) struct MysqlDatabase {
     url: Secret,
     options: MySqlConnectOptions,
     lock_wait_timeout: Duration,
@@ -46,7 +46,7 @@ struct ToolTarget {
 }
 
 impl MysqlDatabase {
-    pub fn new(url: Secret, lock_wait_timeout: Duration) -> Result<Self, BuildError> {
+    pub(crate) fn new(url: Secret, lock_wait_timeout: Duration) -> Result<Self, BuildError> {
         let text = url.expose();
         let normalized = text
             .strip_prefix("mariadb://")

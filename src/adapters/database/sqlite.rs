@@ -21,7 +21,7 @@ use super::{
 };
 use crate::migrate::MigrationFile;
 
-pub struct SqliteDatabase {
+pub(crate) struct SqliteDatabase {
     url: String,
     path: PathBuf,
     pool: Mutex<Option<SqlitePool>>,
@@ -31,7 +31,7 @@ pub struct SqliteDatabase {
 
 impl SqliteDatabase {
     /// `sqlite://relative/or/absolute.db`; relative paths resolve against the config folder.
-    pub fn new(url: &str, base_dir: &Path) -> Result<Self, BuildError> {
+    pub(crate) fn new(url: &str, base_dir: &Path) -> Result<Self, BuildError> {
         let rest = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -52,10 +52,6 @@ impl SqliteDatabase {
             pool: Mutex::new(None),
             history_ready: AtomicBool::new(false),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn options(path: &Path) -> SqliteConnectOptions {
@@ -229,7 +225,7 @@ impl Database for SqliteDatabase {
             .await
             .map_err(super::sql_err("validation query failed"));
         let _ = conn.close().await;
-        super::check_result(&rows?).map_err(super::sql_err("cannot read the validation result"))
+        Ok(super::check_result(&rows?))
     }
 
     async fn dump(

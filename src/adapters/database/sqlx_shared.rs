@@ -15,7 +15,7 @@ use super::{
 /// A pool of two connections, each running `session` (lock timeouts) as it opens. One
 /// direct connection first: a refused or unknown host fails at once with the driver's
 /// own reason, not a pool timeout.
-pub async fn connect<DB>(
+pub(crate) async fn connect<DB>(
     options: &<DB::Connection as Connection>::Options,
     session: String,
     target: String,
@@ -44,7 +44,7 @@ where
 }
 
 /// One connection of its own, outside the pool; `target` names it in the error.
-pub async fn open<O>(options: &O, target: String) -> Result<O::Connection, DatabaseError>
+pub(crate) async fn open<O>(options: &O, target: String) -> Result<O::Connection, DatabaseError>
 where
     O: ConnectOptions,
     O::Connection: Sized,
@@ -56,7 +56,7 @@ where
 }
 
 /// A connection of the pool, for a migration.
-pub async fn connection<DB: Database>(
+pub(crate) async fn connection<DB: Database>(
     pool: &Pool<DB>,
 ) -> Result<PoolConnection<DB>, DatabaseError> {
     pool.acquire().await.map_err(sql_err("cannot connect"))
@@ -64,7 +64,10 @@ pub async fn connection<DB: Database>(
 
 /// The migration history; `has_history` counts the `_sqlx_migrations` tables the
 /// database has (0 or 1), in the dialect's catalog.
-pub async fn state<DB>(pool: &Pool<DB>, has_history: &str) -> Result<DatabaseState, DatabaseError>
+pub(crate) async fn state<DB>(
+    pool: &Pool<DB>,
+    has_history: &str,
+) -> Result<DatabaseState, DatabaseError>
 where
     DB: Database,
     DB::Connection: sqlx::migrate::Migrate,
@@ -90,7 +93,10 @@ where
 }
 
 /// Runs `sql` (one or more statements) in one transaction; the rows it changed.
-pub async fn execute_in_transaction<DB>(pool: &Pool<DB>, sql: &str) -> Result<u64, DatabaseError>
+pub(crate) async fn execute_in_transaction<DB>(
+    pool: &Pool<DB>,
+    sql: &str,
+) -> Result<u64, DatabaseError>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -106,7 +112,7 @@ where
 }
 
 /// A validation query's result; in a read-only transaction opened by `begin` when given.
-pub async fn issues<DB>(
+pub(crate) async fn issues<DB>(
     pool: &Pool<DB>,
     sql: &str,
     begin: Option<&str>,
@@ -124,8 +130,7 @@ where
     for<'r> bool: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
 {
     let read = |rows: Result<Vec<DB::Row>, sqlx::Error>| {
-        check_result(&rows.map_err(sql_err("validation query failed"))?)
-            .map_err(sql_err("cannot read the validation result"))
+        Ok(check_result(&rows.map_err(sql_err("validation query failed"))?))
     };
     let Some(begin) = begin else {
         return read(sqlx::query(sql).fetch_all(pool).await);
@@ -144,7 +149,7 @@ where
 
 /// A new scratch database's name, after its source (`keep` characters of it, for the
 /// dialect's name limit), so one left by a killed run says whose it is.
-pub fn scratch_name(source: &str, keep: usize) -> String {
+pub(crate) fn scratch_name(source: &str, keep: usize) -> String {
     let source: String = source
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -159,7 +164,7 @@ pub fn scratch_name(source: &str, keep: usize) -> String {
 /// Creates the scratch database `name` with the dialect's `create` statement (`needs`: the
 /// privilege that takes, for the error); discarding the scratch runs `drop`. `database`
 /// is the adapter connected to it.
-pub async fn create_scratch<DB>(
+pub(crate) async fn create_scratch<DB>(
     pool: Pool<DB>,
     database: Box<dyn super::Database>,
     name: String,
@@ -185,7 +190,7 @@ where
 }
 
 /// Drops a scratch database (a rehearsal's copy) with the dialect's `statement`.
-pub async fn drop_scratch<DB>(
+pub(crate) async fn drop_scratch<DB>(
     pool: &Pool<DB>,
     statement: &str,
     name: &str,
@@ -202,7 +207,7 @@ where
 }
 
 /// The rows a statement changed, whatever the driver.
-pub trait RowsAffected {
+pub(crate) trait RowsAffected {
     fn rows_affected(&self) -> u64;
 }
 
@@ -226,7 +231,7 @@ impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
 
 /// Waits for a client tool (`pg_dump`, `mysql`...); when it fails, the error carries the
 /// last lines it wrote to stderr.
-pub async fn wait_tool(
+pub(crate) async fn wait_tool(
     mut child: tokio::process::Child,
     program: &str,
 ) -> Result<(), DatabaseError> {

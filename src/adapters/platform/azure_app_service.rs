@@ -29,12 +29,12 @@ use crate::adapters::build::BuildError;
 use crate::adapters::build::Resolve;
 use crate::config::deploy_file::AppServiceConfig;
 
-pub const DEFAULT_API_VERSION: &str = "2024-04-01";
-pub const DEFAULT_MAINTENANCE_SETTING: &str = "MAINTENANCE_MODE";
+pub(crate) const DEFAULT_API_VERSION: &str = "2024-04-01";
+pub(crate) const DEFAULT_MAINTENANCE_SETTING: &str = "MAINTENANCE_MODE";
 /// Longest one request (and any operation it starts) may take.
 const CHANGE_LIMIT: Duration = Duration::from_secs(10 * 60);
 
-pub struct AppServicePlatform {
+pub(crate) struct AppServicePlatform {
     /// `/subscriptions/../sites/{app}[/slots/{slot}]`.
     path: String,
     shown: String,
@@ -46,7 +46,7 @@ pub struct AppServicePlatform {
 }
 
 impl AppServicePlatform {
-    pub fn new(c: &AppServiceConfig, resolver: &dyn Resolve) -> Result<Self, BuildError> {
+    pub(crate) fn new(c: &AppServiceConfig, resolver: &dyn Resolve) -> Result<Self, BuildError> {
         let site = Site::read(
             "platform `azure-app-service`",
             resolver,

@@ -48,10 +48,10 @@ use crate::adapters::build::BuildError;
 use crate::adapters::build::Resolve;
 use crate::config::deploy_file::ContainerAppsConfig;
 
-pub const DEFAULT_API_VERSION: &str = "2025-01-01";
-pub const DEFAULT_MAINTENANCE_VARIABLE: &str = "MAINTENANCE_MODE";
+pub(crate) const DEFAULT_API_VERSION: &str = "2025-01-01";
+pub(crate) const DEFAULT_MAINTENANCE_VARIABLE: &str = "MAINTENANCE_MODE";
 /// Longest a change (the operation and the new revision) may take.
-pub const CHANGE_LIMIT: Duration = Duration::from_secs(15 * 60);
+pub(crate) const CHANGE_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// How often a new revision is looked at while it starts.
 const REVISION_POLL: Duration = Duration::from_secs(1);
 /// Azure's `maxReplicas` when the template does not set one.
@@ -61,7 +61,7 @@ const DEFAULT_MAX_EXECUTIONS: u32 = 100;
 /// The scale target of a Container Apps job.
 const JOB_TARGET: &str = "job";
 
-pub struct ContainerAppsPlatform {
+pub(crate) struct ContainerAppsPlatform {
     subscription: String,
     resource_group: String,
     app: String,
@@ -82,7 +82,7 @@ pub struct ContainerAppsPlatform {
 }
 
 impl ContainerAppsPlatform {
-    pub fn new(c: &ContainerAppsConfig, resolver: &dyn Resolve) -> Result<Self, BuildError> {
+    pub(crate) fn new(c: &ContainerAppsConfig, resolver: &dyn Resolve) -> Result<Self, BuildError> {
         let site = Site::read(
             "platform `azure-container-apps`",
             resolver,

@@ -15,7 +15,7 @@ use crate::adapters::build::Resolve;
 use crate::config::deploy_file::CommandPlatformConfig;
 use crate::secret::Secret;
 
-pub struct CommandPlatform {
+pub(crate) struct CommandPlatform {
     status: String,
     maintenance_on: Option<String>,
     maintenance_off: Option<String>,
@@ -26,7 +26,7 @@ pub struct CommandPlatform {
 }
 
 impl CommandPlatform {
-    pub fn new(
+    pub(crate) fn new(
         config: &CommandPlatformConfig,
         resolver: &dyn Resolve,
         base_dir: &Path,
@@ -82,7 +82,7 @@ impl CommandPlatform {
 }
 
 /// Parses `status` output.
-pub fn parse_status(text: &str) -> Result<PlatformState, PlatformError> {
+pub(crate) fn parse_status(text: &str) -> Result<PlatformState, PlatformError> {
     let mut state = PlatformState::default();
     for line in text
         .lines()

@@ -31,17 +31,17 @@ use crate::config::deploy_file::Text;
 use crate::secret::Secret;
 
 /// Where the Platform API lives unless `api_url` says otherwise.
-pub const DEFAULT_API_URL: &str = "https://api.heroku.com";
+pub(crate) const DEFAULT_API_URL: &str = "https://api.heroku.com";
 /// The media type every request asks for; Heroku answers 406 to anything else.
-pub const ACCEPT: &str = "application/vnd.heroku+json; version=3";
+pub(crate) const ACCEPT: &str = "application/vnd.heroku+json; version=3";
 /// The environment variable read when `api_key` is not set.
-pub const API_KEY_ENV: &str = "HEROKU_API_KEY";
+pub(crate) const API_KEY_ENV: &str = "HEROKU_API_KEY";
 /// Heroku stops a release phase (`release:` in the Procfile) after one hour.
-pub const RELEASE_PHASE_LIMIT: Duration = Duration::from_secs(60 * 60);
+pub(crate) const RELEASE_PHASE_LIMIT: Duration = Duration::from_secs(60 * 60);
 /// What `cutover release` limits a pipeline without a `timeout:` to: five minutes short
 /// of [`RELEASE_PHASE_LIMIT`], so a run that runs out of time still has time to roll back
 /// before Heroku kills the release dyno.
-pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(55 * 60);
+pub(crate) const RELEASE_TIMEOUT: Duration = Duration::from_secs(55 * 60);
 
 /// Tries per request (the first and three retries) for 429, 5xx and lost connections.
 const ATTEMPTS: u32 = 4;
@@ -57,7 +57,7 @@ const REFILL_INTERVAL: Duration = Duration::from_millis(800);
 /// Most pages read from a list endpoint (`206 Partial Content` + `Next-Range`).
 const MAX_PAGES: usize = 50;
 
-pub struct HerokuPlatform {
+pub(crate) struct HerokuPlatform {
     app: String,
     api: Url,
     token: Secret,
@@ -76,7 +76,7 @@ struct Call<'a> {
 }
 
 impl HerokuPlatform {
-    pub fn new(
+    pub(crate) fn new(
         app: &Text,
         api_key: Option<&Text>,
         api_url: Option<&Text>,

@@ -1,10 +1,10 @@
 //! The platform family: maintenance mode, replica counts and restarts of the running app.
 
-pub mod azure_app_service;
-pub mod azure_container_apps;
-pub mod command;
-pub mod heroku;
-pub mod none;
+pub(crate) mod azure_app_service;
+pub(crate) mod azure_container_apps;
+pub(crate) mod command;
+pub(crate) mod heroku;
+pub(crate) mod none;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -116,7 +116,7 @@ pub enum Subject<'a> {
     Target(&'a str),
 }
 
-pub fn build(
+pub(crate) fn build(
     config: Option<&PlatformConfig>,
     resolver: &dyn Resolve,
     base_dir: &Path,

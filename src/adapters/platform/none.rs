@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::{Platform, PlatformError, PlatformState};
 
-pub struct NoPlatform;
+pub(crate) struct NoPlatform;
 
 #[async_trait]
 impl Platform for NoPlatform {

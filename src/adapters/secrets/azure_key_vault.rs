@@ -25,7 +25,7 @@ const READ_LIMIT: Duration = Duration::from_secs(120);
 
 /// A parsed `keyvault://` reference.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct KeyVaultRef {
+pub(crate) struct KeyVaultRef {
     /// The vault's host name.
     pub host: String,
     pub name: String,
@@ -33,7 +33,7 @@ pub struct KeyVaultRef {
 }
 
 impl KeyVaultRef {
-    pub fn parse(reference: &str) -> Result<Self, SecretError> {
+    pub(crate) fn parse(reference: &str) -> Result<Self, SecretError> {
         let invalid = |why: &str| {
             SecretError::InvalidReference(format!(
                 "`${{secret:{reference}}}` {why}: expected `keyvault://<vault>/<name>` or `keyvault://<vault>/<name>/<version>`"
@@ -94,7 +94,7 @@ impl KeyVaultRef {
 
 /// Resolves a reference: signs in with `auth` (the environment's `azure:` settings, built
 /// only on a cache miss) and reads the secret (or takes it from this run's cache).
-pub fn resolve(
+pub(crate) fn resolve(
     auth: impl FnOnce() -> Result<AzureAuth, BuildError>,
     reference: &str,
 ) -> Result<Secret, SecretError> {
@@ -129,7 +129,7 @@ fn cache() -> &'static Mutex<HashMap<KeyVaultRef, Secret>> {
 }
 
 /// Reads one secret.
-pub async fn fetch(auth: &AzureAuth, r: &KeyVaultRef) -> Result<Secret, SecretError> {
+pub(crate) async fn fetch(auth: &AzureAuth, r: &KeyVaultRef) -> Result<Secret, SecretError> {
     let credential = identity::credential(auth)
         .await
         .map_err(|e| r.error(e.to_string()))?;

@@ -3,7 +3,7 @@
 use super::{SecretError, SecretSource};
 use crate::secret::Secret;
 
-pub struct EnvSource;
+pub(crate) struct EnvSource;
 
 impl SecretSource for EnvSource {
     fn fetch(&self, name: &str) -> Result<Secret, SecretError> {
@@ -11,7 +11,7 @@ impl SecretSource for EnvSource {
     }
 }
 
-pub fn read(name: &str) -> Result<Secret, SecretError> {
+pub(crate) fn read(name: &str) -> Result<Secret, SecretError> {
     match std::env::var(name) {
         Ok(value) => Ok(Secret::new(value)),
         Err(std::env::VarError::NotPresent) => Err(SecretError::EnvMissing(name.to_owned())),

@@ -5,7 +5,7 @@ use std::path::Path;
 use super::{SecretError, SecretSource};
 use crate::secret::Secret;
 
-pub struct FileSource<'a> {
+pub(crate) struct FileSource<'a> {
     pub base_dir: &'a Path,
 }
 
@@ -15,7 +15,7 @@ impl SecretSource for FileSource<'_> {
     }
 }
 
-pub fn read(path: &Path) -> Result<Secret, SecretError> {
+pub(crate) fn read(path: &Path) -> Result<Secret, SecretError> {
     let mut value = std::fs::read_to_string(path).map_err(|source| SecretError::File {
         path: path.to_owned(),
         source,

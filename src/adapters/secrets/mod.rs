@@ -1,15 +1,15 @@
 //! Secret sources behind `${secret:SOURCE:...}`: the environment, files and Azure Key Vault.
 
-pub mod azure_key_vault;
-pub mod env;
-pub mod file;
+pub(crate) mod azure_key_vault;
+pub(crate) mod env;
+pub(crate) mod file;
 
 use std::path::{Path, PathBuf};
 
 use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     #[error("environment variable `{0}` is not set")]
     EnvMissing(String),
     #[error("environment variable `{0}` is not valid UTF-8")]
@@ -35,13 +35,13 @@ pub enum SecretError {
 }
 
 /// A place secrets are read from.
-pub trait SecretSource {
+pub(crate) trait SecretSource {
     /// Reads one secret by the part of the reference after the source name.
     fn fetch(&self, name: &str) -> Result<Secret, SecretError>;
 }
 
 /// Resolves the argument of `${secret:...}`.
-pub fn fetch(reference: &str, base_dir: &Path) -> Result<Secret, SecretError> {
+pub(crate) fn fetch(reference: &str, base_dir: &Path) -> Result<Secret, SecretError> {
     if let Some(name) = reference.strip_prefix("env:") {
         env::EnvSource.fetch(name)
     } else if let Some(path) = reference.strip_prefix("file:") {

@@ -32,7 +32,7 @@ use crate::adapters::azure_storage::{Container, error_code, is_code};
 
 /// Where one environment's lock and journal live in blob storage.
 /// Told why the lease was lost, just before the run is cancelled.
-pub type Lost = Arc<dyn Fn(String) + Send + Sync>;
+pub(crate) type Lost = Arc<dyn Fn(String) + Send + Sync>;
 
 pub struct SharedState {
     container: Container,

@@ -2,7 +2,7 @@
 //! see them (`lock: { kind: azure-blob, ... }`): the lock holder's record, and how the
 //! shared store fails. The local lock file and journal are the engine's own.
 
-pub mod azure_blob;
+pub(crate) mod azure_blob;
 
 use std::path::Path;
 

@@ -41,7 +41,7 @@ const IN_FLIGHT: usize = 2;
 const DUMP_SUFFIX: &str = ".dump";
 const MANIFEST_SUFFIX: &str = ".manifest.json";
 
-pub struct AzureBlobStore {
+pub(crate) struct AzureBlobStore {
     container: Container,
     keep: Option<Keep>,
     compression: Compression,
@@ -51,7 +51,7 @@ pub struct AzureBlobStore {
 }
 
 impl AzureBlobStore {
-    pub fn new(container: Container, keep: Option<Keep>, compression: Compression) -> Self {
+    pub(crate) fn new(container: Container, keep: Option<Keep>, compression: Compression) -> Self {
         Self {
             container,
             keep,
@@ -62,7 +62,7 @@ impl AzureBlobStore {
 
     /// The store of one fleet target: its backups under `targets/<target>/`.
     #[must_use]
-    pub fn within(mut self, target: &str) -> Self {
+    pub(crate) fn within(mut self, target: &str) -> Self {
         self.prefix = format!("targets/{target}/");
         self
     }

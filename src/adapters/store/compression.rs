@@ -22,11 +22,11 @@ use tokio_util::io::SyncIoBridge;
 /// Bytes buffered between the dump, the compressor and the store, each way.
 const PIPE: usize = 1 << 20;
 
-pub use crate::config::compression::Compression;
+pub(crate) use crate::config::compression::Compression;
 
 /// What went into the store: its size and sha256, as the manifest records them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
+pub(crate) struct Stored {
     pub size: u64,
     pub sha256: String,
 }
@@ -66,12 +66,12 @@ fn pump(reader: &mut impl Read, writer: &mut impl Write) -> std::io::Result<()> 
 
 /// The compressor thread, started by [`encode`]. Await [`Encoding::finish`] once the
 /// dump has been written into its input and its output copied into the store.
-pub struct Encoding(JoinHandle<std::io::Result<Stored>>);
+pub(crate) struct Encoding(JoinHandle<std::io::Result<Stored>>);
 
 /// Starts the compressor thread (inside the tokio runtime). Returns the pipe to write the
 /// dump into (shut it down or drop it at the end of the dump), the pipe of bytes to store
 /// (drop it if the store fails, so the thread stops too), and the thread.
-pub fn encode(compression: Compression) -> (DuplexStream, DuplexStream, Encoding) {
+pub(crate) fn encode(compression: Compression) -> (DuplexStream, DuplexStream, Encoding) {
     let (input, raw) = tokio::io::duplex(PIPE);
     let (stored, output) = tokio::io::duplex(PIPE);
     let task = tokio::task::spawn_blocking(move || {
@@ -113,7 +113,7 @@ pub fn encode(compression: Compression) -> (DuplexStream, DuplexStream, Encoding
 
 impl Encoding {
     /// Waits for the compressor thread: the size and sha256 of what it produced.
-    pub async fn finish(self) -> std::io::Result<Stored> {
+    pub(crate) async fn finish(self) -> std::io::Result<Stored> {
         self.0
             .await
             .map_err(|e| std::io::Error::other(format!("the compressor thread failed: {e}")))?
@@ -123,7 +123,7 @@ impl Encoding {
 /// A stored dump as the database reads it back: decompressed per the manifest's
 /// `compression`, in a thread of its own. A read error or damaged data surfaces as a read
 /// error at the end, never as a quietly shortened dump.
-pub fn decode(
+pub(crate) fn decode(
     stored: Box<dyn AsyncRead + Unpin + Send>,
     compression: &str,
 ) -> Result<Box<dyn AsyncRead + Unpin + Send>, String> {

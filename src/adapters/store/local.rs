@@ -13,14 +13,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{BackupStore, Compression, Manifest, StoreError, Upload, validate_id};
 use crate::config::deploy_file::Keep;
 
-pub struct LocalStore {
+pub(crate) struct LocalStore {
     dir: PathBuf,
     keep: Option<Keep>,
     compression: Compression,
 }
 
 impl LocalStore {
-    pub fn new(dir: PathBuf, keep: Option<Keep>, compression: Compression) -> Self {
+    pub(crate) fn new(dir: PathBuf, keep: Option<Keep>, compression: Compression) -> Self {
         Self {
             dir,
             keep,
@@ -191,7 +191,7 @@ impl Upload for LocalUpload {
 }
 
 /// Writes a file so that readers see either nothing or all of it.
-pub async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub(crate) async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     use tokio::io::AsyncWriteExt;
     let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
     let mut file = tokio::fs::File::create(&tmp)

@@ -3,9 +3,9 @@
 //! A backup exists only once its manifest does. An upload that fails or is interrupted
 //! leaves at most a partial object that `list` never shows.
 
-pub mod azure_blob;
-pub mod compression;
-pub mod local;
+pub(crate) mod azure_blob;
+pub(crate) mod compression;
+pub(crate) mod local;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use crate::adapters::azure_storage;
 use crate::adapters::build::BuildError;
 use crate::adapters::build::Resolve;
 use crate::config::deploy_file::{AzureBlobConfig, Keep, StoreConfig, Text};
-pub use compression::Compression;
+pub(crate) use compression::Compression;
 
 /// What is known about a finished backup. Written as JSON beside the dump.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,29 +94,12 @@ pub trait BackupStore: Send + Sync {
 }
 
 /// Supplies the Azure credential for stores that authenticate with Entra ID.
-pub type AzureCredential<'a> =
+pub(crate) type AzureCredential<'a> =
     &'a dyn Fn() -> Result<Arc<dyn azure_core::credentials::TokenCredential>, BuildError>;
-
-pub fn build(
-    config: Option<&StoreConfig>,
-    resolver: &dyn Resolve,
-    base_dir: &Path,
-    default_dir: &Path,
-    azure_credential: AzureCredential<'_>,
-) -> Result<Box<dyn BackupStore>, BuildError> {
-    build_within(
-        config,
-        resolver,
-        base_dir,
-        default_dir,
-        None,
-        azure_credential,
-    )
-}
 
 /// Builds the store with its backups under `within` (a fleet target's name), so targets
 /// sharing one configured store never share a backup id.
-pub fn build_within(
+pub(crate) fn build_within(
     config: Option<&StoreConfig>,
     resolver: &dyn Resolve,
     base_dir: &Path,
@@ -161,7 +144,7 @@ pub fn build_within(
 }
 
 /// Connects to the container an `azure-blob` section names, with the auth it gives.
-pub fn azure_container(
+pub(crate) fn azure_container(
     resolver: &dyn Resolve,
     config: &AzureBlobConfig,
     azure_credential: AzureCredential<'_>,
@@ -178,7 +161,7 @@ pub fn azure_container(
 
 /// Connects to a container given its account, name and (at most one of) key and SAS;
 /// with neither, an Entra ID token.
-pub fn azure_container_of(
+pub(crate) fn azure_container_of(
     resolver: &dyn Resolve,
     account: &Text,
     container: &Text,
@@ -214,7 +197,7 @@ pub fn azure_container_of(
 }
 
 /// Backup ids name files and blobs: keep them to a safe alphabet.
-pub fn validate_id(id: &str) -> Result<(), StoreError> {
+pub(crate) fn validate_id(id: &str) -> Result<(), StoreError> {
     if id.is_empty()
         || id.len() > 200
         || id.starts_with('.')

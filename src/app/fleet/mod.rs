@@ -6,8 +6,8 @@
 //! damage a bad release can do. Nothing here schedules work across machines: `--shard i/n`
 //! picks a slice of the targets, and runners coordinate through the targets' locks.
 
-pub mod runner;
-pub mod targets;
+pub(crate) mod runner;
+pub(crate) mod targets;
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +15,8 @@ use crate::config::Pipeline;
 use crate::config::pipeline::StepKind;
 use crate::secret::Secret;
 
-pub use runner::{FleetOutcome, FleetSettings, TargetOutcome, TargetStatus};
-pub use targets::resolve;
+pub(crate) use runner::{FleetOutcome, FleetSettings, TargetStatus};
+pub(crate) use targets::resolve;
 
 /// One database of the fleet.
 #[derive(Debug, Clone)]
@@ -26,12 +26,12 @@ pub struct Target {
 }
 
 /// Where a target's journal and lock live.
-pub fn target_state_dir(state_dir: &Path, environment: &str, target: &str) -> PathBuf {
+pub(crate) fn target_state_dir(state_dir: &Path, environment: &str, target: &str) -> PathBuf {
     state_dir.join("targets").join(environment).join(target)
 }
 
 /// Names of the targets that have a state folder (they ran at least once).
-pub fn known_targets(state_dir: &Path, environment: &str) -> Vec<String> {
+pub(crate) fn known_targets(state_dir: &Path, environment: &str) -> Vec<String> {
     let dir = state_dir.join("targets").join(environment);
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
@@ -93,7 +93,7 @@ fn is_database_step(kind: StepKind) -> bool {
 
 /// The indices of the steps that run per target: from the first database step to the
 /// last. `None` when the pipeline has none.
-pub fn per_target_range(pipeline: &Pipeline) -> Option<std::ops::Range<usize>> {
+pub(crate) fn per_target_range(pipeline: &Pipeline) -> Option<std::ops::Range<usize>> {
     let first = pipeline
         .steps
         .iter()

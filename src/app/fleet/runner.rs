@@ -24,14 +24,14 @@ use crate::secret::Redactor;
 
 /// How the fleet runs.
 #[derive(Debug, Clone, Copy)]
-pub struct FleetSettings {
+pub(crate) struct FleetSettings {
     pub concurrency: usize,
     pub canary: usize,
     pub max_failures: FailureBudget,
 }
 
 impl FleetSettings {
-    pub fn from_config(spec: &crate::config::deploy_file::TargetsConfig) -> Self {
+    pub(crate) fn from_config(spec: &crate::config::deploy_file::TargetsConfig) -> Self {
         Self {
             concurrency: spec.concurrency.map_or(4, |c| c.max(1) as usize),
             canary: spec.canary.map_or(1, |c| c as usize),
@@ -42,7 +42,7 @@ impl FleetSettings {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TargetStatus {
+pub(crate) enum TargetStatus {
     Succeeded,
     /// Already at the version the pipeline brings it to.
     Skipped,
@@ -56,7 +56,7 @@ pub enum TargetStatus {
 }
 
 impl TargetStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Succeeded => "succeeded",
             Self::Skipped => "skipped",
@@ -68,7 +68,7 @@ impl TargetStatus {
         }
     }
 
-    pub fn failed(self) -> bool {
+    pub(crate) fn failed(self) -> bool {
         matches!(
             self,
             Self::RolledBack | Self::RollbackFailed | Self::Halted | Self::Refused
@@ -77,7 +77,7 @@ impl TargetStatus {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TargetOutcome {
+pub(crate) struct TargetOutcome {
     pub target: String,
     pub status: TargetStatus,
     pub run_id: Option<String>,
@@ -89,23 +89,23 @@ pub struct TargetOutcome {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct FleetOutcome {
+pub(crate) struct FleetOutcome {
     pub targets: Vec<TargetOutcome>,
     /// Why no new targets were started, if that happened.
     pub stopped: Option<String>,
 }
 
 impl FleetOutcome {
-    pub fn count(&self, status: TargetStatus) -> usize {
+    pub(crate) fn count(&self, status: TargetStatus) -> usize {
         self.targets.iter().filter(|t| t.status == status).count()
     }
 
-    pub fn failures(&self) -> usize {
+    pub(crate) fn failures(&self) -> usize {
         self.targets.iter().filter(|t| t.status.failed()).count()
     }
 
     /// One line for the fleet's journal and output.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!(
             "{} target(s): {} succeeded, {} skipped (already at the version), {} failed, {} not started",
             self.targets.len(),
@@ -129,7 +129,7 @@ struct Progress {
 }
 
 /// Runs the per-target pipeline over the targets.
-pub struct Fleet<'a> {
+pub(crate) struct Fleet<'a> {
     pub config: &'a Config,
     pub environment: &'a str,
     /// The per-target part of the pipeline.
@@ -139,11 +139,11 @@ pub struct Fleet<'a> {
     pub cancel: CancellationToken,
     pub settings: FleetSettings,
     /// The fleet run's id, recorded in each target's journal command.
-    pub fleet_run: String,
+    pub run_id: String,
 }
 
 impl Fleet<'_> {
-    pub async fn run(&self, targets: &[Target]) -> FleetOutcome {
+    pub(crate) async fn run(&self, targets: &[Target]) -> FleetOutcome {
         let total = targets.len();
         let shared = Progress {
             total,
@@ -310,7 +310,7 @@ impl Fleet<'_> {
         let run_id = new_run_id();
         let (guard, db_lock) = lock::acquire_for_run(&ctx, &run_id, "deploy --fleet").await?;
         outcome.run_id = Some(run_id.clone());
-        let command = format!("deploy --fleet (fleet run {})", self.fleet_run);
+        let command = format!("deploy --fleet (fleet run {})", self.run_id);
         let result =
             run::execute(&ctx, self.pipeline, &plan, &command, run_id, None, &Nobody).await;
         drop(db_lock);

@@ -13,7 +13,7 @@ use crate::config::{Config, ConfigError, Located};
 use crate::engine::EngineError;
 
 /// All targets of an environment, in the order they were given (list, file, query).
-pub async fn resolve(
+pub(crate) async fn resolve(
     config: &Config,
     environment: &str,
     resolver: &Resolver<'_>,

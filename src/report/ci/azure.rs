@@ -18,20 +18,20 @@ use crate::place::Place;
 use crate::run::event::Finished;
 
 /// The Azure Pipelines sink.
-pub type Azure = Ci<AzurePipelines>;
+pub(crate) type Azure = Ci<AzurePipelines>;
 
 /// Values set as secret variables so far, for the whole process: each once.
 static MASKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Message data: `%`, `\r`, `\n` escaped.
-pub fn escape_data(text: &str) -> String {
+pub(crate) fn escape_data(text: &str) -> String {
     text.replace('%', "%AZP25")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
 }
 
 /// Property values: as data, plus `]` and `;`.
-pub fn escape_property(text: &str) -> String {
+pub(crate) fn escape_property(text: &str) -> String {
     escape_data(text).replace(']', "%5D").replace(';', "%3B")
 }
 
@@ -42,7 +42,7 @@ fn defuse(line: &str) -> String {
 }
 
 /// Azure Pipelines' logging commands.
-pub struct AzurePipelines;
+pub(crate) struct AzurePipelines;
 
 impl Dialect for AzurePipelines {
     const ROOT_VAR: &'static str = "BUILD_SOURCESDIRECTORY";

@@ -19,25 +19,25 @@ use crate::place::Place;
 use crate::run::event::Finished;
 
 /// The GitHub Actions sink.
-pub type Github = Ci<GithubActions>;
+pub(crate) type Github = Ci<GithubActions>;
 
 /// Values announced with `::add-mask::` so far, for the whole process: each once.
 static MASKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Message data: `%`, `\r`, `\n` escaped.
-pub fn escape_data(text: &str) -> String {
+pub(crate) fn escape_data(text: &str) -> String {
     text.replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
 }
 
 /// Property values: as data, plus `:` and `,`.
-pub fn escape_property(text: &str) -> String {
+pub(crate) fn escape_property(text: &str) -> String {
     escape_data(text).replace(':', "%3A").replace(',', "%2C")
 }
 
 /// GitHub Actions' workflow commands.
-pub struct GithubActions;
+pub(crate) struct GithubActions;
 
 impl Dialect for GithubActions {
     const ROOT_VAR: &'static str = "GITHUB_WORKSPACE";
@@ -142,7 +142,7 @@ fn append(var: &str, text: &str) -> Result<(), String> {
 }
 
 /// `name=value` lines for `$GITHUB_OUTPUT`; a multi-line value uses a heredoc delimiter.
-pub fn output_lines(outputs: &[(&str, String)]) -> String {
+pub(crate) fn output_lines(outputs: &[(&str, String)]) -> String {
     let mut text = String::new();
     for (name, value) in outputs {
         if value.contains('\n') || value.contains('\r') {

@@ -3,8 +3,8 @@
 //! when a message names one, every secret masked before any other line), written in a
 //! [`Dialect`]: GitHub Actions' workflow commands or Azure Pipelines' logging commands.
 
-pub mod azure;
-pub mod github;
+pub(crate) mod azure;
+pub(crate) mod github;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use crate::run::plan::Plan;
 use crate::secret::Redactor;
 
 /// A lint finding as a result carries it, for an annotation (its place is passed apart).
-pub struct FindingText<'a> {
+pub(crate) struct FindingText<'a> {
     pub rule: &'a str,
     pub message: &'a str,
     pub why: &'a str,
@@ -28,7 +28,7 @@ pub struct FindingText<'a> {
 }
 
 /// How one CI system writes what the sink has to say.
-pub trait Dialect: Send + Sync {
+pub(crate) trait Dialect: Send + Sync {
     /// The variable naming the checkout root, for annotation paths.
     const ROOT_VAR: &'static str;
     /// The values announced as secrets so far, for the whole process: each once.
@@ -56,7 +56,7 @@ pub trait Dialect: Send + Sync {
     fn finish(finished: &Finished, warn: &dyn Fn(&str) -> String) -> Vec<String>;
 }
 
-pub struct Ci<D: Dialect> {
+pub(crate) struct Ci<D: Dialect> {
     redactor: Redactor,
     quiet: bool,
     /// The config folder: lint findings name files relative to it.
@@ -66,7 +66,7 @@ pub struct Ci<D: Dialect> {
 }
 
 impl<D: Dialect> Ci<D> {
-    pub fn new(redactor: Redactor, quiet: bool, base: PathBuf) -> Self {
+    pub(crate) fn new(redactor: Redactor, quiet: bool, base: PathBuf) -> Self {
         Self {
             redactor,
             quiet,
@@ -77,7 +77,7 @@ impl<D: Dialect> Ci<D> {
     }
 
     /// The masking lines for every registered value not announced yet.
-    pub fn mask_lines(&self) -> Vec<String> {
+    pub(crate) fn mask_lines(&self) -> Vec<String> {
         let mut masked = D::masked()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -102,7 +102,7 @@ impl<D: Dialect> Ci<D> {
     }
 
     /// Plain text, masked, unable to run as a command.
-    pub fn text(&self, text: &str, out: &mut Vec<String>) {
+    pub(crate) fn text(&self, text: &str, out: &mut Vec<String>) {
         let text = self.redactor.redact(text);
         for line in text.lines() {
             D::text(line, out);
@@ -111,14 +111,14 @@ impl<D: Dialect> Ci<D> {
 
     /// An `error` or `warning` annotation, masked, linked to the place the message is
     /// about when it is about one.
-    pub fn annotation(&self, kind: &str, message: &Message, title: Option<&str>) -> String {
+    pub(crate) fn annotation(&self, kind: &str, message: &Message, title: Option<&str>) -> String {
         let whole = self.redactor.redact(&message.to_string());
         let text = self.redactor.redact(message.text());
         self.annotation_at(kind, &whole, &text, message.place(), title)
     }
 
     /// An annotation of a text about no place in particular, masked.
-    pub fn annotation_text(&self, kind: &str, text: &str, title: Option<&str>) -> String {
+    pub(crate) fn annotation_text(&self, kind: &str, text: &str, title: Option<&str>) -> String {
         let text = self.redactor.redact(text);
         self.annotation_at(kind, &text, &text, None, title)
     }
@@ -159,7 +159,7 @@ impl<D: Dialect> Ci<D> {
     }
 
     /// The lines one event becomes.
-    pub fn render(&self, event: &Event) -> Vec<String> {
+    pub(crate) fn render(&self, event: &Event) -> Vec<String> {
         let mut out = Vec::new();
         if self.quiet && !event.essential() {
             return out;
@@ -215,7 +215,7 @@ impl<D: Dialect> Ci<D> {
     }
 
     /// The lines a plan becomes: a group, then an annotation per warning.
-    pub fn render_plan(&self, plan: &Plan) -> Vec<String> {
+    pub(crate) fn render_plan(&self, plan: &Plan) -> Vec<String> {
         let mut out = Vec::new();
         let text = render_plan(plan);
         let mut lines = text.lines();
@@ -231,7 +231,7 @@ impl<D: Dialect> Ci<D> {
     }
 
     /// The lines a result becomes: its text, and an annotation per lint finding.
-    pub fn render_result(&self, value: &Value, text: &str) -> Vec<String> {
+    pub(crate) fn render_result(&self, value: &Value, text: &str) -> Vec<String> {
         let mut out = Vec::new();
         self.close_group(&mut out);
         self.text(text.trim_end(), &mut out);
@@ -268,7 +268,7 @@ impl<D: Dialect> Ci<D> {
 
     /// The lines the end of a command becomes: the error that stopped it, annotated, then
     /// what the dialect adds (outputs, summary, result).
-    pub fn render_finish(&self, finished: &Finished) -> Vec<String> {
+    pub(crate) fn render_finish(&self, finished: &Finished) -> Vec<String> {
         let mut out = Vec::new();
         self.close_group(&mut out);
         if let Some(error) = &finished.error {

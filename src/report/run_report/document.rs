@@ -9,7 +9,7 @@ use crate::run::window::OutsideWindow;
 
 /// How the run ended, as the CLI knows it once the engine returns.
 #[derive(Debug, Clone, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// `succeeded`, `rolled_back` or `rollback_failed`.
     pub status: String,
     pub interrupted: bool,
@@ -26,7 +26,7 @@ pub struct Outcome {
 
 /// The report document (`--report FILE`), field by field as docs/report.md describes it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Document {
+pub(crate) struct Document {
     pub v: u32,
     /// Always `report`: the document is one more member of the `--output json` family.
     pub event: String,
@@ -64,19 +64,19 @@ pub struct Document {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub step: Option<String>,
     pub message: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SchemaVersion {
+pub(crate) struct SchemaVersion {
     pub before: Option<i64>,
     pub after: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Step {
+pub(crate) struct Step {
     pub index: Option<usize>,
     pub id: String,
     pub uses: String,
@@ -114,28 +114,28 @@ impl Step {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Migration {
+pub(crate) struct Migration {
     pub version: i64,
     pub description: String,
     pub duration_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Migrations {
+pub(crate) struct Migrations {
     pub applied: Vec<Migration>,
     pub reverted: Vec<Migration>,
 }
 
 /// The backup a run took, from its manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Backup {
+pub(crate) struct Backup {
     pub id: String,
     pub sha256: Option<String>,
     pub size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Validation {
+pub(crate) struct Validation {
     pub step: String,
     pub check: String,
     pub issues: i64,
@@ -146,7 +146,7 @@ pub struct Validation {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Rollback {
+pub(crate) struct Rollback {
     pub reason: String,
     pub planned_actions: usize,
     pub actions: Vec<RollbackAction>,
@@ -155,7 +155,7 @@ pub struct Rollback {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RollbackAction {
+pub(crate) struct RollbackAction {
     pub step: String,
     pub action: String,
     /// `succeeded` or `failed`.
@@ -163,4 +163,4 @@ pub struct RollbackAction {
     pub error: Option<String>,
 }
 
-pub use crate::run::event::Finished;
+pub(crate) use crate::run::event::Finished;

@@ -8,7 +8,7 @@ use serde_json::Value;
 const MARKDOWN_LIMIT: usize = 900 * 1024;
 
 /// `850 ms`, `12.3s`.
-pub fn duration_text(ms: u64) -> String {
+pub(crate) fn duration_text(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms} ms")
     } else {
@@ -49,7 +49,7 @@ fn status_badge(status: &str) -> String {
 
 /// The document as Markdown: a heading with the result, the steps, migrations, backup,
 /// validations, rollback and warnings.
-pub fn markdown(doc: &Value) -> String {
+pub(crate) fn markdown(doc: &Value) -> String {
     let mut md = String::new();
     let status = str_of(&doc["status"]);
     let mut scope = vec![str_of(&doc["project"]), str_of(&doc["environment"])];

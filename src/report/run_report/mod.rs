@@ -22,11 +22,11 @@ use crate::secret::Redactor;
 mod document;
 mod markdown;
 
-pub use document::*;
-pub use markdown::{duration_text, markdown};
+pub(crate) use document::*;
+pub(crate) use markdown::markdown;
 
 /// Version of the report document, as `v` in `--output json` events.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 #[derive(Debug, Clone)]
 struct PlannedStep {
@@ -82,14 +82,14 @@ impl State {
 }
 
 /// Gathers a command's events. One per process: one command, one report.
-pub struct Recorder {
+pub(crate) struct Recorder {
     redactor: Redactor,
     started: DateTime<Utc>,
     state: Mutex<State>,
 }
 
 impl Recorder {
-    pub fn new(redactor: Redactor) -> Self {
+    pub(crate) fn new(redactor: Redactor) -> Self {
         Self {
             redactor,
             started: Utc::now(),
@@ -104,18 +104,18 @@ impl Recorder {
     }
 
     /// What the session knows once the config is read.
-    pub fn set_config(&self, project: &str, state_dir: PathBuf) {
+    pub(crate) fn set_config(&self, project: &str, state_dir: PathBuf) {
         let mut s = self.state();
         s.project = Some(project.to_owned());
         s.folder = Some(state_dir);
     }
 
     /// The environment acted on (as asked for, until it is known to exist).
-    pub fn set_environment(&self, environment: &str) {
+    pub(crate) fn set_environment(&self, environment: &str) {
         self.state().environment = Some(environment.to_owned());
     }
 
-    pub fn record(&self, event: &Event) {
+    pub(crate) fn record(&self, event: &Event) {
         let now = time(Utc::now());
         let mut s = self.state();
         match event {
@@ -276,7 +276,7 @@ impl Recorder {
         }
     }
 
-    pub fn record_plan(&self, plan: &Plan) {
+    pub(crate) fn record_plan(&self, plan: &Plan) {
         let mut s = self.state();
         s.project = Some(plan.project.clone());
         s.environment = Some(plan.environment.clone());
@@ -296,26 +296,26 @@ impl Recorder {
         }
     }
 
-    pub fn record_result(&self, value: &Value) {
+    pub(crate) fn record_result(&self, value: &Value) {
         self.state().result = Some(value.clone());
     }
 
-    pub fn set_outcome(&self, outcome: Outcome) {
+    pub(crate) fn set_outcome(&self, outcome: Outcome) {
         self.state().outcome = Some(outcome);
     }
 
     /// The id of the backup the run took, if it took one.
-    pub fn backup_id(&self) -> Option<String> {
+    pub(crate) fn backup_id(&self) -> Option<String> {
         self.state().backup.as_ref().map(|b| b.id.clone())
     }
 
-    pub fn set_backup(&self, backup: Backup) {
+    pub(crate) fn set_backup(&self, backup: Backup) {
         self.state().backup = Some(backup);
     }
 
     /// Closes the report: the document, its Markdown and the outputs, all redacted.
     /// `problems`: the error as messages with their places (see [`Finished::problems`]).
-    pub fn finish(
+    pub(crate) fn finish(
         &self,
         command: &str,
         exit_code: u8,
@@ -418,7 +418,7 @@ impl Recorder {
 }
 
 /// The status word for a command that ended without a run outcome.
-pub fn status_for_exit(code: u8) -> &'static str {
+pub(crate) fn status_for_exit(code: u8) -> &'static str {
     match code {
         0 => "succeeded",
         2 => "bad_input",
@@ -463,7 +463,7 @@ fn time(at: DateTime<Utc>) -> String {
 }
 
 /// Masks every string in a JSON value.
-pub fn redact_value(value: &mut Value, redactor: &Redactor) {
+pub(crate) fn redact_value(value: &mut Value, redactor: &Redactor) {
     match value {
         Value::String(s) => {
             let masked = redactor.redact(s);
@@ -486,13 +486,13 @@ pub fn redact_value(value: &mut Value, redactor: &Redactor) {
 }
 
 /// Wraps a sink: every event is recorded, then passed on.
-pub struct Recording {
+pub(crate) struct Recording {
     inner: Arc<dyn Reporter>,
     recorder: Arc<Recorder>,
 }
 
 impl Recording {
-    pub fn new(inner: Arc<dyn Reporter>, recorder: Arc<Recorder>) -> Self {
+    pub(crate) fn new(inner: Arc<dyn Reporter>, recorder: Arc<Recorder>) -> Self {
         Self { inner, recorder }
     }
 }

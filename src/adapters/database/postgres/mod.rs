@@ -29,7 +29,7 @@ use super::{
     BatchError, BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DbLock,
     DumpInfo, Scratch,
 };
-pub use crate::config::deploy_file::PgRestore;
+pub(crate) use crate::config::deploy_file::PgRestore;
 use crate::migrate::MigrationFile;
 use crate::secret::Secret;
 
@@ -50,7 +50,7 @@ const MAX_NAME: usize = 63;
 
 /// Session settings applied to every connection.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub lock_timeout: Duration,
     pub statement_timeout: Option<Duration>,
     /// `lint: error`: migration lint findings are plan errors.
@@ -59,7 +59,7 @@ pub struct Settings {
     pub restore: PgRestore,
 }
 
-pub struct PostgresDatabase {
+pub(crate) struct PostgresDatabase {
     url: Secret,
     options: PgConnectOptions,
     settings: Settings,
@@ -78,7 +78,7 @@ pub struct PostgresDatabase {
 }
 
 impl PostgresDatabase {
-    pub fn new(url: Secret, settings: Settings) -> Result<Self, BuildError> {
+    pub(crate) fn new(url: Secret, settings: Settings) -> Result<Self, BuildError> {
         let text = url.expose();
         if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
             return Err(BuildError::Invalid(format!(

@@ -57,7 +57,7 @@ impl PostgresDatabase {
     /// not halfway through a deploy. Returns the server's version and pg_dump's. Checked
     /// once per process (the tools are often wrappers that take tens of milliseconds to
     /// answer `--version`); a failed check is tried again.
-    pub async fn check_tools(&self) -> Result<(String, String), DatabaseError> {
+    pub(crate) async fn check_tools(&self) -> Result<(String, String), DatabaseError> {
         self.tools
             .get_or_try_init(|| async {
                 let (server_num, server) = self.server_version_num().await?;
