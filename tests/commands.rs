@@ -22,8 +22,15 @@ fn result(out: &str) -> serde_json::Value {
 #[test]
 fn migrate_up_down_status_and_verify() {
     let p = Project::new();
-    p.run(&["migrate", "up", "--to", "20240101120200"])
-        .success();
+    let up = p.run(&["migrate", "up", "--to", "20240101120200"]);
+    up.success();
+    // The closing line says what the command did, and the version the database reports.
+    assert!(
+        up.stdout()
+            .contains("migrated local up, schema at 20240101120200 (run "),
+        "{}",
+        up.stdout()
+    );
     let status = p.run(&["migrate", "status", "--output", "json"]);
     status.success();
     let rows = result(&status.stdout())["migrations"]
@@ -36,8 +43,14 @@ fn migrate_up_down_status_and_verify() {
 
     p.run(&["migrate", "up"]).success();
     assert!(p.db_snapshot().contains_key("table tags"));
-    p.run(&["migrate", "down", "--to", "20240101120200"])
-        .success();
+    let down = p.run(&["migrate", "down", "--to", "20240101120200"]);
+    down.success();
+    assert!(
+        down.stdout()
+            .contains("migrated local down, schema at 20240101120200 (run "),
+        "{}",
+        down.stdout()
+    );
     // The example's last down re-adds `cuisine` at the end of the table (SQLite cannot add a
     // column in place), so compare objects and rows rather than the DDL text.
     let after = p.db_snapshot();
@@ -94,9 +107,26 @@ fn backup_create_verify_restore_round_trip() {
     let p = Project::new();
     p.deployed_with_data();
     let before = p.db_snapshot();
-    p.run(&["backup", "create", "--name", "known-good"])
-        .success();
+    let create = p.run(&["backup", "create", "--name", "known-good"]);
+    create.success();
+    assert!(
+        create
+            .stdout()
+            .contains("took backup known-good of local (run "),
+        "{}",
+        create.stdout()
+    );
     p.run(&["backup", "verify", "known-good"]).success();
+    // A backup that does not exist is bad input: exit 2, named.
+    let missing = p.run(&["backup", "verify", "no-such-backup"]);
+    missing.expect_code(2);
+    assert!(
+        missing
+            .stderr()
+            .contains("backup `no-such-backup` not found"),
+        "{}",
+        missing.stderr()
+    );
 
     exec_sql(
         &p.file("state/app.db"),
@@ -139,7 +169,15 @@ fn rollback_to_a_version_runs_the_rollback_pipeline() {
     let at_four = p.db_snapshot();
     p.run(&["deploy"]).success();
     let calls_before = p.calls().len();
-    p.run(&["rollback", "--to", "20240215090000"]).success();
+    let rollback = p.run(&["rollback", "--to", "20240215090000"]);
+    rollback.success();
+    assert!(
+        rollback
+            .stdout()
+            .contains("rolled back local, schema at 20240215090000 (run "),
+        "{}",
+        rollback.stdout()
+    );
     assert_eq!(
         p.db_snapshot().keys().collect::<Vec<_>>(),
         at_four.keys().collect::<Vec<_>>()

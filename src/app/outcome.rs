@@ -1,8 +1,10 @@
 //! The one place a command's end becomes an exit code: a run's status, an error that
 //! stopped a command, the worst of several endings.
 
+use crate::adapters::store::StoreError;
 use crate::engine::EngineError;
 use crate::engine::journal::RunStatus;
+use crate::run::error::StepError;
 
 /// The process exit code, as documented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +85,9 @@ pub(crate) fn exit_for(error: &EngineError) -> Exit {
         | EngineError::Build(_)
         | EngineError::Plan(_)
         | EngineError::Problems(_)
-        | EngineError::PlanChanged(_) => Exit::BadInput,
+        | EngineError::PlanChanged(_)
+        // A backup named on the command line that does not exist is bad input.
+        | EngineError::Step(StepError::Store(StoreError::NotFound(_))) => Exit::BadInput,
         EngineError::Lock(_) | EngineError::Unfinished { .. } | EngineError::Halted { .. } => {
             Exit::Locked
         }

@@ -271,7 +271,7 @@ pub(crate) async fn run_pipeline_in(
     };
     let outcome = run::execute(&ctx, pipeline, &now, command, run_id, target, &decider).await?;
     locks.release().await;
-    Ok(summarize(session, &ctx, &now, &outcome))
+    Ok(summarize(session, &ctx, &now, &outcome, command))
 }
 
 /// The closing message: what happened, what rollback did, the state left, what next.
@@ -280,9 +280,10 @@ pub(crate) fn summarize(
     ctx: &Context,
     plan: &Plan,
     outcome: &RunOutcome,
+    command: &str,
 ) -> Exit {
     // The run report (`--report`, the CI summary and outputs) gets the outcome first.
-    super::session::record_outcome(ctx, plan, outcome);
+    let schema_now = super::session::record_outcome(ctx, plan, outcome);
     let env = &ctx.environment;
     let value = json!({
         "run_id": outcome.run_id,
@@ -302,7 +303,13 @@ pub(crate) fn summarize(
     let exit = outcome::for_run(outcome.status, outcome.interrupted);
     let text = match outcome.status {
         RunStatus::Succeeded => format!(
-            "deployed to {env} (run {}, journal {journal})",
+            "{} (run {}, journal {journal})",
+            done(
+                command,
+                env,
+                outcome.backup.as_deref(),
+                schema_now.as_deref()
+            ),
             outcome.run_id
         ),
         RunStatus::RolledBack => {
@@ -343,6 +350,23 @@ pub(crate) fn summarize(
         eprint(&format!("error: {text}"));
     }
     exit
+}
+
+/// What a run that succeeded did, in the words of its command; the schema version only as
+/// the database said it after the run.
+fn done(command: &str, env: &str, backup: Option<&str>, schema_now: Option<&str>) -> String {
+    let schema = schema_now.map(|s| format!(", {s}")).unwrap_or_default();
+    match command {
+        "rollback" => format!("rolled back {env}{schema}"),
+        "migrate up" => format!("migrated {env} up{schema}"),
+        "migrate down" => format!("migrated {env} down{schema}"),
+        "backup restore" => format!("restored {env} from the backup{schema}"),
+        "backup create" => match backup {
+            Some(id) => format!("took backup {id} of {env}"),
+            None => format!("took a backup of {env}"),
+        },
+        _ => format!("deployed to {env}"),
+    }
 }
 
 /// The state a clean rollback left, as far as the comparison with the fingerprint from
@@ -488,7 +512,7 @@ pub(crate) async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, En
     };
     let outcome = run::resume(&ctx, &pipeline, &plan, &halted, &decider).await?;
     locks.release().await;
-    Ok(summarize(&session, &ctx, &plan, &outcome))
+    Ok(summarize(&session, &ctx, &plan, &outcome, "resume"))
 }
 
 /// `cutover rollback` with no target: undoes the environment's halted run.

@@ -232,7 +232,8 @@ fn wait<F: std::future::Future>(limit: Duration, future: F) -> Option<F::Output>
 
 /// Adds a run's outcome to the report: status, failure, undo actions, the schema version
 /// before and after, and the manifest of the backup it took.
-pub(crate) fn record_outcome(ctx: &Context, plan: &Plan, outcome: &RunOutcome) {
+/// Returns the schema as the database reports it now (`schema at V`), when it could say.
+pub(crate) fn record_outcome(ctx: &Context, plan: &Plan, outcome: &RunOutcome) -> Option<String> {
     let recorder = recorder();
     recorder.record_plan(plan);
     if let Some(id) = recorder.backup_id() {
@@ -244,18 +245,16 @@ pub(crate) fn record_outcome(ctx: &Context, plan: &Plan, outcome: &RunOutcome) {
         });
     }
     let before = plan.database.current_version;
-    let after = wait(Duration::from_secs(5), ctx.database.state())
+    let read = wait(Duration::from_secs(5), ctx.database.state())
         .and_then(Result::ok)
-        .map_or_else(
-            // The database cannot say: what the run meant to leave.
-            || match outcome.status {
-                crate::engine::journal::RunStatus::Succeeded => {
-                    plan.database.target_version.or(before)
-                }
-                _ => before,
-            },
-            |state| state.version(),
-        );
+        .map(|state| state.version());
+    let after = read.unwrap_or_else(
+        // The database cannot say: what the run meant to leave.
+        || match outcome.status {
+            crate::engine::journal::RunStatus::Succeeded => plan.database.target_version.or(before),
+            _ => before,
+        },
+    );
     recorder.set_outcome(Outcome {
         status: outcome.status.as_str().to_owned(),
         interrupted: outcome.interrupted,
@@ -267,6 +266,9 @@ pub(crate) fn record_outcome(ctx: &Context, plan: &Plan, outcome: &RunOutcome) {
         schema_before: before,
         schema_after: after,
     });
+    read.map(|version| {
+        version.map_or_else(|| "schema empty".to_owned(), |v| format!("schema at {v}"))
+    })
 }
 
 /// Ends the command: the run report is written to `--report` (on success, failure and bad

@@ -130,7 +130,9 @@ where
     for<'r> bool: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
 {
     let read = |rows: Result<Vec<DB::Row>, sqlx::Error>| {
-        Ok(check_result(&rows.map_err(sql_err("validation query failed"))?))
+        Ok(check_result(
+            &rows.map_err(sql_err("validation query failed"))?,
+        ))
     };
     let Some(begin) = begin else {
         return read(sqlx::query(sql).fetch_all(pool).await);
