@@ -25,4 +25,5 @@ pub(crate) mod run;
 pub mod secret;
 pub(crate) mod shell;
 pub mod steps;
+pub(crate) mod suggest;
 pub(crate) mod units;

@@ -118,6 +118,15 @@ fn backup_create_verify_restore_round_trip() {
     );
     p.run(&["backup", "verify", "known-good"]).success();
     // A backup that does not exist is bad input: exit 2, named.
+    // So is a misspelt environment, everywhere, with the name it probably meant.
+    let typo = p.run(&["history", "-e", "lcoal"]);
+    typo.expect_code(2);
+    assert!(
+        typo.stderr()
+            .contains("unknown environment `lcoal`; did you mean `local`?"),
+        "{}",
+        typo.stderr()
+    );
     let missing = p.run(&["backup", "verify", "no-such-backup"]);
     missing.expect_code(2);
     assert!(

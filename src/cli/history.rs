@@ -18,6 +18,10 @@ pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit,
         global.output = Output::Json;
     }
     let config = load_config(&global)?;
+    // A misspelt environment is an error, not an empty history.
+    if let Some(name) = &global.env {
+        config.environment(name)?;
+    }
     let (reporter, _) = super::session::reporter(&global)?;
     // Environments whose journal lives in blob storage: their runs, from every runner,
     // are copied into the state folder first, and the blob lease names the live one.

@@ -59,7 +59,8 @@ impl Config {
             ConfigError::Invalid(Located::file(
                 &self.path,
                 format!(
-                    "unknown environment `{name}`; this file defines: {}",
+                    "unknown environment `{name}`{}; this file defines: {}",
+                    crate::suggest::did_you_mean(name, known.iter().copied()),
                     known.join(", ")
                 ),
             ))
