@@ -1,6 +1,7 @@
 //! `confirm: typed`: on a terminal a person must type `CONFIRM`; without one only
 //! `--confirm <that environment>` proceeds. The terminal cases run the real binary in a
-//! pseudo-terminal. Every refusal exits 5 and touches nothing.
+//! pseudo-terminal. Every refusal exits 5 and touches nothing; Ctrl-C at the prompt exits
+//! 130 and touches nothing.
 
 mod support;
 
@@ -95,6 +96,24 @@ fn terminal_wrong_word_is_refused_and_touches_nothing() {
         "says what was typed: {rest}"
     );
     assert_eq!(exit_code(&session), 5, "{rest}");
+    assert_untouched(&p, &before);
+}
+
+#[test]
+fn ctrl_c_at_the_prompt_cancels_with_130_and_touches_nothing() {
+    let p = typed_project();
+    let before = touched(&p);
+    let mut session = spawn_deploy(&p);
+    session.exp_string("Type CONFIRM to proceed").unwrap();
+    // The terminal turns ^C into SIGINT for cutover, as a person's Ctrl-C does.
+    session.send_control('c').unwrap();
+    let rest = session.exp_eof().unwrap();
+    assert!(
+        rest.contains("cancelled at the confirmation prompt; nothing was touched"),
+        "{rest}"
+    );
+    assert!(!rest.contains("IO error"), "{rest}");
+    assert_eq!(exit_code(&session), 130, "{rest}");
     assert_untouched(&p, &before);
 }
 

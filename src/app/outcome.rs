@@ -92,6 +92,7 @@ pub(crate) fn exit_for(error: &EngineError) -> Exit {
             Exit::Locked
         }
         EngineError::NotConfirmed(_) => Exit::NotConfirmed,
+        EngineError::Cancelled(_) => Exit::Interrupted,
         EngineError::Journal(_) | EngineError::ProcessesLeft(_) => Exit::RollbackIncomplete,
         EngineError::Step(_) => Exit::RolledBack,
     }

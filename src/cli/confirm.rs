@@ -113,10 +113,17 @@ pub(crate) async fn confirm(
         a = answer => a.map_err(|e| EngineError::NotConfirmed(format!("prompt failed: {e}")))?,
         () = cancel.cancelled() => {
             let _ = console_restore();
-            return Err(EngineError::NotConfirmed("interrupted at the prompt; not confirmed".into()));
+            return Err(EngineError::Cancelled(AT_THE_PROMPT));
         }
     };
     match answer {
+        // Ctrl-C interrupts the read before the signal is seen by the select.
+        Err(dialoguer::Error::IO(e))
+            if e.kind() == std::io::ErrorKind::Interrupted || cancel.is_cancelled() =>
+        {
+            let _ = console_restore();
+            Err(EngineError::Cancelled(AT_THE_PROMPT))
+        }
         Ok(text) if text.trim() == "CONFIRM" => Ok(()),
         Ok(text) => Err(EngineError::NotConfirmed(format!(
             "typed `{}`, not `CONFIRM`; not confirmed",
@@ -127,6 +134,8 @@ pub(crate) async fn confirm(
         ))),
     }
 }
+
+const AT_THE_PROMPT: &str = "at the confirmation prompt";
 
 fn console_restore() -> std::io::Result<()> {
     use std::io::Write;

@@ -52,6 +52,9 @@ pub enum EngineError {
     /// Not confirmed. Exit 5.
     #[error("{0}")]
     NotConfirmed(String),
+    /// Interrupted (Ctrl-C) before anything was touched, at a prompt. Exit 130.
+    #[error("cancelled {0}; nothing was touched")]
+    Cancelled(&'static str),
     #[error(transparent)]
     Journal(#[from] JournalError),
     /// A one-off operation (migrate, backup) failed. Exit 1.
