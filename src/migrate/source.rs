@@ -92,6 +92,10 @@ pub(crate) enum SourceError {
     },
     #[error("{}: migration file name must look like `<version>_<name>.up.sql`, `.down.sql` or `.sql` with a numeric version", path.display())]
     BadName { path: PathBuf },
+    #[error("{}: `.{suffix}.sql` is not a migration direction cutover reads; a reversible migration is the pair `<version>_<name>.up.sql` and `<version>_<name>.down.sql`, in lowercase", path.display())]
+    BadDirection { path: PathBuf, suffix: String },
+    #[error("{}: the `.sql` suffix must be lowercase", path.display())]
+    BadSuffix { path: PathBuf },
     #[error("{}: a down migration without its up migration", path.display())]
     DownWithoutUp { path: PathBuf },
     #[error("{} and {}: two migrations share version {version}", first.display(), second.display())]
@@ -105,6 +109,34 @@ pub(crate) enum SourceError {
 fn no_transaction(sql: &str) -> bool {
     let first = sql.lines().next().unwrap_or_default().trim();
     first == "-- cutover:no-transaction" || first.starts_with("-- no-transaction")
+}
+
+/// Words that name a direction: a file `x.dn.sql` or `x.UP.sql` is a migration someone
+/// meant to be an up or a down, not a one-way migration whose name ends in `.dn`.
+const DIRECTIONS: [&str; 8] = [
+    "up", "down", "dn", "undo", "rollback", "revert", "reverse", "rev",
+];
+
+/// Refuses a name that is almost a migration's: `.SQL`, `.UP.sql`, `.dn.sql`.
+fn check_suffix(name: &str, path: &Path) -> Result<(), SourceError> {
+    let Some(stem) = name.strip_suffix(".sql") else {
+        return Err(SourceError::BadSuffix {
+            path: path.to_owned(),
+        });
+    };
+    match stem.rsplit_once('.') {
+        Some((_, last))
+            if last != "up"
+                && last != "down"
+                && DIRECTIONS.contains(&last.to_ascii_lowercase().as_str()) =>
+        {
+            Err(SourceError::BadDirection {
+                path: path.to_owned(),
+                suffix: last.to_owned(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Reads every migration in `dir`. A missing folder is an empty set.
@@ -134,9 +166,10 @@ pub(crate) fn read_dir(dir: &Path) -> Result<MigrationSet, SourceError> {
         let is_file = entry
             .file_type()
             .is_ok_and(|t| t.is_file() || t.is_symlink() && path.is_file());
-        if !name.ends_with(".sql") || !is_file {
+        if !is_file || !name.to_ascii_lowercase().ends_with(".sql") {
             continue;
         }
+        check_suffix(&name, &path)?;
         let (stem, is_down) = if let Some(s) = name.strip_suffix(".down.sql") {
             (s, true)
         } else if let Some(s) = name.strip_suffix(".up.sql") {
@@ -191,4 +224,50 @@ pub(crate) fn read_dir(dir: &Path) -> Result<MigrationSet, SourceError> {
         dir: dir.to_owned(),
         migrations,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SourceError, read_dir};
+
+    fn read(files: &[&str]) -> Result<Vec<(i64, bool)>, SourceError> {
+        let dir = tempfile::tempdir().unwrap();
+        for f in files {
+            std::fs::write(dir.path().join(f), "SELECT 1;").unwrap();
+        }
+        read_dir(dir.path()).map(|set| {
+            set.migrations
+                .iter()
+                .map(|m| (m.version, m.reversible()))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn pairs_and_one_way_files_are_read() {
+        let got = read(&[
+            "1_a.up.sql",
+            "1_a.down.sql",
+            "2_b.sql",
+            "3_v1.2_c.sql",
+            "notes.md",
+        ]);
+        assert_eq!(got.unwrap(), vec![(1, true), (2, false), (3, false)]);
+    }
+
+    #[test]
+    fn names_that_are_almost_a_migrations_are_refused() {
+        for (file, says) in [
+            ("1_a.UP.sql", "`.UP.sql` is not a migration direction"),
+            ("1_a.dn.sql", "`.dn.sql` is not a migration direction"),
+            ("1_a.Down.sql", "`.Down.sql` is not a migration direction"),
+            ("1_a.up.SQL", "the `.sql` suffix must be lowercase"),
+        ] {
+            let error = read(&["1_a.up.sql", file]).unwrap_err().to_string();
+            assert!(
+                error.contains(file) && error.contains(says),
+                "{file}: {error}"
+            );
+        }
+    }
 }
