@@ -81,6 +81,8 @@ async fn stop_leftover_processes(ctx: &Context, run: &RunRecord) -> Result<(), E
 /// passed one, where it then halts), or closes it if every step had finished. Running it on
 /// a finished or halted run does nothing.
 pub(crate) async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome, EngineError> {
+    // The recovery's own time, for its closing line.
+    let started = Instant::now();
     let mut outcome = RunOutcome {
         run_id: run.run_id(),
         status: run.status().unwrap_or(RunStatus::RolledBack),
@@ -165,7 +167,7 @@ pub(crate) async fn recover(ctx: &Context, run: &RunRecord) -> Result<RunOutcome
     }
     let before = verify::journaled(&run.records);
     check_state(ctx, &mut journal, before.as_ref(), &mut outcome).await?;
-    finish(ctx, &mut journal, outcome, Instant::now()).await
+    finish(ctx, &mut journal, outcome, started).await
 }
 
 /// Undoes a halted run, all of it (past a point of no return too: a person asked for it),
@@ -174,6 +176,7 @@ pub(crate) async fn roll_back_halted(
     ctx: &Context,
     run: &RunRecord,
 ) -> Result<RunOutcome, EngineError> {
+    let started = Instant::now();
     let Some(halt) = run.halted() else {
         return Err(EngineError::Plan(format!(
             "run {} is not halted; nothing to roll back",
@@ -209,5 +212,5 @@ pub(crate) async fn roll_back_halted(
     };
     let before = verify::journaled(&run.records);
     check_state(ctx, &mut journal, before.as_ref(), &mut outcome).await?;
-    finish(ctx, &mut journal, outcome, Instant::now()).await
+    finish(ctx, &mut journal, outcome, started).await
 }
