@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{Project, exec_sql};
+use support::{Project, Run, exec_sql};
 
 fn json_lines(out: &str) -> Vec<serde_json::Value> {
     out.lines()
@@ -339,4 +339,44 @@ fn a_check_returning_rows_shows_them_and_fails_the_deploy() {
     assert_eq!(check["issues"], 1);
     assert_eq!(check["columns"], serde_json::json!(["id", "title"]));
     assert_eq!(check["rows"], serde_json::json!([["1", "Soup"]]));
+}
+
+#[test]
+fn a_missing_config_names_the_folder_and_the_one_above() {
+    let p = Project::new();
+    // One folder too deep: the project's deploy.yaml is named, not used.
+    let below = Run(p
+        .cmd()
+        .current_dir(p.file("migrations"))
+        .args(["migrate", "status"])
+        .output()
+        .unwrap());
+    below.expect_code(2);
+    let above = p.file("deploy.yaml").canonicalize().unwrap();
+    assert!(
+        below.stderr().contains(&format!(
+            "no such file in {}; there is one in a folder above, {}: run cutover there, or pass `-c {}`",
+            p.file("migrations").canonicalize().unwrap().display(),
+            above.display(),
+            above.display()
+        )),
+        "{}",
+        below.stderr()
+    );
+    // Nowhere near a project.
+    let empty = tempfile::tempdir().unwrap();
+    let nowhere = Run(p
+        .cmd()
+        .current_dir(empty.path())
+        .args(["migrate", "status"])
+        .output()
+        .unwrap());
+    nowhere.expect_code(2);
+    assert!(
+        nowhere
+            .stderr()
+            .contains("run cutover in the project's folder, or pass `-c PATH`"),
+        "{}",
+        nowhere.stderr()
+    );
 }

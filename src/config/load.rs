@@ -123,6 +123,33 @@ impl Step {
     }
 }
 
+/// A config file that is not there: the folder looked in, and a config file of the same
+/// name in a folder above (where the command was probably meant to run), never used
+/// without being asked.
+fn missing(path: &Path) -> ConfigError {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let name = absolute.file_name().unwrap_or_default().to_owned();
+    let folder = absolute.parent().unwrap_or(Path::new("/"));
+    let above = folder
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join(&name))
+        .find(|candidate| candidate.is_file());
+    let hint = match above {
+        Some(found) => format!(
+            "there is one in a folder above, {}: run cutover there, or pass `-c {}`",
+            found.display(),
+            found.display()
+        ),
+        None => "run cutover in the project's folder, or pass `-c PATH` to name the config file"
+            .to_owned(),
+    };
+    ConfigError::Invalid(Located::file(
+        path,
+        format!("no such file in {}; {hint}", folder.display()),
+    ))
+}
+
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -136,6 +163,9 @@ fn options() -> serde_saphyr::Options {
 
 /// Loads `deploy.yaml`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    if !path.exists() {
+        return Err(missing(path));
+    }
     let text = read(path)?;
     let file: DeployFile = serde_saphyr::from_str_with_options(&text, options())
         .map_err(|e| ConfigError::yaml(path, &e))?;
