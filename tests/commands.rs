@@ -380,3 +380,34 @@ fn a_missing_config_names_the_folder_and_the_one_above() {
         nowhere.stderr()
     );
 }
+
+#[test]
+fn check_does_not_tell_you_to_run_check() {
+    let p = Project::new();
+    p.write_config(&p.default_config().replace(
+        "project: testapp",
+        "project: testapp
+projcet: x",
+    ));
+    let check = p.run(&["check"]);
+    check.expect_code(2);
+    assert!(
+        check.stderr().contains("unknown field `projcet`"),
+        "{}",
+        check.stderr()
+    );
+    assert!(
+        check
+            .stderr()
+            .contains("hint: nothing was touched; fix the input")
+    );
+    assert!(
+        !check.stderr().contains("`cutover check`"),
+        "{}",
+        check.stderr()
+    );
+    // Other commands still point at it.
+    let plan = p.run(&["plan"]);
+    plan.expect_code(2);
+    assert!(plan.stderr().contains("`cutover check` checks everything"));
+}

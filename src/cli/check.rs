@@ -58,7 +58,7 @@ pub(crate) async fn check(global: &Global) -> Result<Exit, EngineError> {
             }
             Err(e) => {
                 eprint(&format!("environment `{env}`:"));
-                let code = report_error(&e);
+                let code = report_error(&e, "check");
                 if exit == Exit::Ok {
                     exit = code;
                 }

@@ -51,7 +51,8 @@ pub(crate) fn eprint(text: &str) {
 }
 
 /// Shows an error that stopped a command, and returns its exit code.
-pub(crate) fn report_error(error: &EngineError) -> Exit {
+/// `command`: the command that failed; `check` is not told to run `check`.
+pub(crate) fn report_error(error: &EngineError, command: &str) -> Exit {
     let exit = exit_for(error);
     match error {
         EngineError::Config(ConfigError::Yaml { located, snippet }) => {
@@ -60,6 +61,7 @@ pub(crate) fn report_error(error: &EngineError) -> Exit {
         other => eprint(&format!("error: {other}")),
     }
     let hint = match exit {
+        Exit::BadInput if command == "check" => Some("nothing was touched; fix the input"),
         Exit::BadInput => Some(
             "nothing was touched; fix the input and run again (`cutover check` checks everything)",
         ),

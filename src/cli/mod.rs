@@ -446,6 +446,12 @@ pub async fn run(cli: Cli) -> u8 {
     crate::notify::drain_all().await;
     match result {
         Ok(exit) => session::finish(&cli.global, &command, exit, None).code(),
-        Err(e) => session::finish(&cli.global, &command, exit::report_error(&e), Some(&e)).code(),
+        Err(e) => session::finish(
+            &cli.global,
+            &command,
+            exit::report_error(&e, &command),
+            Some(&e),
+        )
+        .code(),
     }
 }
