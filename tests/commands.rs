@@ -109,6 +109,16 @@ fn backup_create_verify_restore_round_trip() {
     let before = p.db_snapshot();
     let create = p.run(&["backup", "create", "--name", "known-good"]);
     create.success();
+    let table = p.run(&["backup", "list"]).stdout();
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("BACKUP ") && header.contains(" SHA256"),
+        "{table}"
+    );
+    assert!(
+        table.lines().nth(1).unwrap().starts_with("known-good "),
+        "{table}"
+    );
     assert!(
         create
             .stdout()
@@ -230,6 +240,20 @@ fn history_and_plan_json_have_a_stable_shape() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["status"], "succeeded");
     assert_eq!(runs[0]["command"], "deploy");
+    // For people: a table with its header.
+    let table = p.run(&["history"]).stdout();
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("RUN ") && header.contains(" STATUS "),
+        "{table}"
+    );
+    let first = lines.next().unwrap();
+    assert_eq!(
+        first.find("succeeded"),
+        header.find("STATUS"),
+        "the status sits under its header: {table}"
+    );
 
     // JSON events during a deploy: versioned, one object per line.
     let deploy = p.run(&["deploy", "--output", "json"]);

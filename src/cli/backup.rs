@@ -24,7 +24,10 @@ pub(crate) async fn backup(global: &Global, command: BackupCommand) -> Result<Ex
                 .list()
                 .await
                 .map_err(|e| EngineError::Plan(e.to_string()))?;
-            let mut text = String::new();
+            let mut text = format!(
+                "{:<44} {:<19}  {:>10}  {:<23} {}\n",
+                "BACKUP", "CREATED (UTC)", "SIZE", "SCHEMA", "SHA256"
+            );
             for m in &list {
                 text.push_str(&format!(
                     "{:<44} {}  {:>10}  schema {:<16} sha256 {}\n",

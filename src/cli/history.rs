@@ -110,19 +110,31 @@ pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit,
             "seconds": seconds, "failed_step": failed.as_ref().map(|f| &f.0), "error": failed.as_ref().map(|f| &f.1),
             "journal": run.path.display().to_string(),
         }));
-        text.push_str(&format!(
-            "{:<28} {:<12} {:<14} {:<12} {}{}\n",
-            run.run_id(),
-            environment,
-            command,
-            status,
-            seconds.map_or_else(String::new, |s| format!("{s:.1}s")),
-            failed.map_or_else(String::new, |(id, e)| format!("  failed at `{id}`: {e}"))
+        text.push_str(&row(
+            [
+                &run.run_id(),
+                &environment,
+                &command,
+                &status,
+                &seconds.map_or_else(String::new, |s| format!("{s:.1}s")),
+            ],
+            &failed.map_or_else(String::new, |(id, e)| format!("  failed at `{id}`: {e}")),
         ));
     }
     if rows.is_empty() {
         text = "no runs yet".into();
+    } else {
+        text.insert_str(
+            0,
+            &row(["RUN", "ENVIRONMENT", "COMMAND", "STATUS", "TIME"], ""),
+        );
     }
     reporter.result(&json!({"runs": rows}), &text);
     Ok(Exit::Ok)
+}
+
+/// One line of the table, the header included; `after`: what follows the last column.
+fn row(columns: [&str; 5], after: &str) -> String {
+    let [run, environment, command, status, time] = columns;
+    format!("{run:<28} {environment:<12} {command:<14} {status:<12} {time}{after}\n")
 }
