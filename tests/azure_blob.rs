@@ -217,7 +217,8 @@ fn a_killed_upload_never_shows_as_a_backup() {
     );
     assert_eq!(backup_ids(&p), before);
     let verify = p.run(&["backup", "verify", "killed"]);
-    verify.expect_code(1);
+    // No such backup: bad input.
+    verify.expect_code(2);
     assert!(verify.stderr().contains("not found"), "{}", verify.stderr());
     // The dead run is recovered (a backup has nothing to undo); then the same name works:
     // the abandoned blocks are replaced, not mixed in.
