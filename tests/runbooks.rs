@@ -437,7 +437,7 @@ fn deploy() {
     assert!(!status.stdout().contains("pending"));
     assert!(status.stdout().contains(&format!("at {LATEST}")));
     let list = book.expect("cutover backup list -e <ENV>", 0);
-    assert!(list.stdout().starts_with("pre-empty-"));
+    assert!(newest_row(&list.stdout()).starts_with("pre-empty-"));
     book.finish();
 }
 
@@ -529,7 +529,7 @@ fn rollback_by_hand() {
     let newest = history
         .stdout()
         .lines()
-        .next()
+        .nth(1)
         .unwrap_or_default()
         .to_owned();
     assert!(
@@ -588,7 +588,7 @@ fn recover_after_crash() {
         history
             .stdout()
             .lines()
-            .next()
+            .nth(1)
             .unwrap()
             .contains("rolled_back")
     );
@@ -625,7 +625,7 @@ fn restore_backup() {
     let mut book = Runbook::open("restore-backup.md", &p);
     book.set("BACKUP_ID", "with-data");
     let list = book.expect("cutover backup list -e <ENV>", 0);
-    assert!(list.stdout().starts_with("with-data "));
+    assert!(newest_row(&list.stdout()).starts_with("with-data "));
     let verified = book.expect("cutover backup verify <BACKUP_ID> -e <ENV>", 0);
     assert!(verified.stdout().contains("is intact"));
     assert_same_db(&p.db_snapshot(), &damaged, "verify touches nothing");
@@ -651,7 +651,7 @@ fn restore_backup() {
     let status = book.expect("cutover migrate status -e <ENV>", 0);
     assert!(status.stdout().contains(&format!("at {LATEST}")));
     let list = book.expect("cutover backup list -e <ENV>", 0);
-    assert!(list.stdout().starts_with("pre-restore-"));
+    assert!(newest_row(&list.stdout()).starts_with("pre-restore-"));
 
     // Undo: the safety backup holds the damaged data the restore replaced.
     book.set("SAFETY_BACKUP_ID", newest_backup(&p, "pre-restore-"));
@@ -768,4 +768,9 @@ fn halted_run() {
         status.stdout()
     );
     book.finish();
+}
+
+/// The first row of a table under its header line (`history`, `backup list`): the newest.
+fn newest_row(table: &str) -> &str {
+    table.lines().nth(1).unwrap_or_default()
 }
