@@ -99,34 +99,38 @@ fn build(
     .map_err(located)?;
     let platform =
         platform::build(env.platform.as_ref(), &resolver, &config.dir).map_err(located)?;
+    // The URL is resolved now, but an unresolved reference only fails a step that polls it:
+    // `migrate status` needs no health URL.
     let health = match &env.health {
-        Some(h) => {
-            let url = resolver.text(&h.url)?;
-            if let Err(e) = reqwest::Url::parse(&url) {
-                return Err(ConfigError::Invalid(Located::at(
-                    &config.path,
-                    &h.url.referenced,
-                    format!("invalid health URL: {e}"),
-                ))
-                .into());
+        Some(h) => Some(match resolver.text(&h.url) {
+            Ok(url) => {
+                if let Err(e) = reqwest::Url::parse(&url) {
+                    return Err(ConfigError::Invalid(Located::at(
+                        &config.path,
+                        &h.url.referenced,
+                        format!("invalid health URL: {e}"),
+                    ))
+                    .into());
+                }
+                Ok(HealthTarget {
+                    url,
+                    expect: h.expect.unwrap_or(200),
+                    body: h.body.clone(),
+                    timeout: h.timeout.map_or(
+                        Duration::from_secs(300),
+                        super::super::config::duration::Duration::get,
+                    ),
+                    healthy_for: h.healthy_for.map_or(
+                        crate::steps::health::DEFAULT_HEALTHY_FOR,
+                        super::super::config::duration::Duration::get,
+                    ),
+                    successes: h
+                        .successes
+                        .unwrap_or(crate::steps::health::DEFAULT_SUCCESSES),
+                })
             }
-            Some(HealthTarget {
-                url,
-                expect: h.expect.unwrap_or(200),
-                body: h.body.clone(),
-                timeout: h.timeout.map_or(
-                    Duration::from_secs(300),
-                    super::super::config::duration::Duration::get,
-                ),
-                healthy_for: h.healthy_for.map_or(
-                    crate::steps::health::DEFAULT_HEALTHY_FOR,
-                    super::super::config::duration::Duration::get,
-                ),
-                successes: h
-                    .successes
-                    .unwrap_or(crate::steps::health::DEFAULT_SUCCESSES),
-            })
-        }
+            Err(e) => Err(e.to_string()),
+        }),
         None => None,
     };
     let migrations =

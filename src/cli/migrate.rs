@@ -128,7 +128,21 @@ fn new(global: &Global, name: &str) -> Result<Exit, EngineError> {
     let dir = config.migrations_dir();
     std::fs::create_dir_all(&dir)
         .map_err(|e| EngineError::Plan(format!("cannot create {}: {e}", dir.display())))?;
-    let version = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
+    // A timestamp, after every migration already there: two `migrate new` in the same
+    // second, or a clock behind a colleague's, must not share or precede a version.
+    let now: i64 = chrono::Utc::now()
+        .format("%Y%m%d%H%M%S")
+        .to_string()
+        .parse()
+        .expect("digits");
+    let newest = crate::migrate::source::read_dir(&dir)
+        .ok()
+        .and_then(|set| set.migrations.iter().map(|m| m.version).max());
+    let version = match newest {
+        Some(v) if v >= now => v + 1,
+        _ => now,
+    }
+    .to_string();
     let up = dir.join(format!("{version}_{slug}.up.sql"));
     let down = dir.join(format!("{version}_{slug}.down.sql"));
     if up.exists() || down.exists() {

@@ -9,6 +9,7 @@ mod deploy;
 mod exit;
 mod fleet;
 mod history;
+mod init;
 mod lock;
 mod migrate;
 mod plan;
@@ -88,6 +89,9 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a project in this folder: deploy.yaml with a `local` SQLite environment, a
+    /// pipeline, `migrations/`, `validations/`; never overwrites a file.
+    Init(InitArgs),
     /// Plan, confirm, then run the pipeline; roll back on failure.
     Deploy(DeployArgs),
     /// Show what a deploy would do, touching nothing.
@@ -121,10 +125,28 @@ pub enum Command {
     Check(CheckArgs),
     /// Run the pipeline's validation checks against the live database, read-only.
     Validate(ValidateArgs),
+    /// Print a shell completion script: `cutover completions bash > /etc/bash_completion.d/cutover`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff): `cutover man > ~/.local/share/man/man1/cutover.1`.
+    Man,
     /// Internal: how cutover runs a shell command, so that the command's process group
     /// dies with cutover (see `shell::supervise`).
     #[command(name = "__supervise", hide = true)]
     Supervise(SuperviseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Project name for plans and the journal (default: the folder's name).
+    #[arg(long)]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -416,7 +438,15 @@ pub fn supervise(cli: &Cli) -> Option<std::process::ExitCode> {
     })
 }
 
-/// Runs a parsed command line.
+/// The manual page, from the same definitions as `--help`.
+fn man() -> Result<exit::Exit, crate::engine::EngineError> {
+    let command = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(command)
+        .render(&mut std::io::stdout())
+        .map_err(|e| crate::engine::EngineError::Plan(format!("cannot write the manual page: {e}")))?;
+    Ok(exit::Exit::Ok)
+}
+
 /// Runs the command; the process's exit code (see `app::outcome`).
 pub async fn run(cli: Cli) -> u8 {
     let command = session::command_name(&cli.command);
@@ -435,6 +465,13 @@ pub async fn run(cli: Cli) -> u8 {
         Command::History(args) => history::history(&cli.global, &args).await,
         Command::Lock(cmd) => lock::lock(&cli.global, cmd).await,
         Command::Check(_) => check::check(&cli.global).await,
+        Command::Init(args) => init::init(&cli.global, args.project.as_deref()),
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut command, "cutover", &mut std::io::stdout());
+            Ok(exit::Exit::Ok)
+        }
+        Command::Man => man(),
         Command::Validate(args) => validate::validate(&cli.global, args).await,
         // `main` runs it before anything else starts; it has no place in a session.
         Command::Supervise(_) => Err(crate::engine::EngineError::Plan(format!(

@@ -216,6 +216,9 @@ pub(crate) fn command_name(command: &Command) -> String {
         ),
         Command::Check(_) => "check".into(),
         Command::Validate(_) => "validate".into(),
+        Command::Init(_) => "init".into(),
+        Command::Completions(_) => "completions".into(),
+        Command::Man => "man".into(),
         Command::Supervise(_) => crate::shell::SUPERVISE.into(),
     }
 }

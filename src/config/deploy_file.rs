@@ -30,6 +30,10 @@ pub struct DeployFile {
     /// Folder for the journal and the lock, relative to this file (default `.cutover`).
     #[serde(default)]
     pub state_dir: Option<String>,
+    /// The environment a command acts on when neither `-e` nor `CUTOVER_ENV` names one
+    /// (with a single environment, that one).
+    #[serde(default)]
+    pub default_environment: Option<Spanned<String>>,
     /// Where to send run notifications, for every environment (each environment may add
     /// its own under its `notify:`).
     #[serde(default)]
@@ -276,6 +280,11 @@ pub enum DatabaseConfig {
     Sqlite {
         /// Connection URL; a credential field.
         url: Text,
+        /// Create the file, and its folder, when missing. Without it a missing file is
+        /// created only in a folder that exists, so that a typo in the path is an error
+        /// instead of a new, empty database.
+        #[serde(default)]
+        create: bool,
     },
     /// PostgreSQL: `postgres://user:password@host:5432/db?sslmode=require`.
     Postgres {

@@ -67,15 +67,20 @@ impl Config {
         })
     }
 
-    /// Picks the environment when none was named: the only one, or an error.
+    /// Picks the environment when none was named: `default_environment`, the only one, or
+    /// an error.
     pub fn default_environment(&self) -> Result<&str, ConfigError> {
+        if let Some(name) = &self.file.default_environment {
+            return Ok(name.value.as_str());
+        }
         let names: Vec<_> = self.file.environments.keys().collect();
         match names.as_slice() {
             [only] => Ok(only.as_str()),
             _ => Err(ConfigError::Invalid(Located::file(
                 &self.path,
                 format!(
-                    "several environments are defined ({}); choose one with -e ENV or CUTOVER_ENV",
+                    "several environments are defined ({}); choose one with -e ENV or CUTOVER_ENV, \
+                     or name it in `default_environment:`",
                     names
                         .iter()
                         .map(|n| n.as_str())
@@ -210,6 +215,21 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
                 format!("migrations folder `{}` does not exist", dir.display()),
             ));
         }
+    }
+    if let Some(name) = &config.file.default_environment
+        && !config.file.environments.contains_key(&name.value)
+    {
+        let known: Vec<_> = config.file.environments.keys().map(String::as_str).collect();
+        problems.push(Located::at(
+            &config.path,
+            &name.referenced,
+            format!(
+                "default_environment `{}` is not defined{}; this file defines: {}",
+                name.value,
+                crate::suggest::did_you_mean(&name.value, known.iter().copied()),
+                known.join(", ")
+            ),
+        ));
     }
     for env in config.file.environments.values() {
         if let Some(window) = &env.window

@@ -79,7 +79,7 @@ pub(crate) fn forecast(
         {
             (ms, format!("run {}", last.as_ref().map_or("", |l| &l.0)))
         } else if step.uses == "health"
-            && let Some(h) = &ctx.health
+            && let Ok(Some(h)) = ctx.health()
         {
             (
                 crate::units::ms(h.healthy_for),

@@ -166,7 +166,11 @@ pub(crate) async fn build(
             state: platform,
         },
         backups: ctx.store.describe(),
-        health: ctx.health.as_ref().map(|h| ctx.redactor.redact(&h.url)),
+        health: ctx
+            .health()
+            .ok()
+            .flatten()
+            .map(|h| ctx.redactor.redact(&h.url)),
         steps: planned,
         warnings,
         rehearsal,

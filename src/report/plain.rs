@@ -130,17 +130,25 @@ pub(crate) fn render_plan(plan: &Plan) -> String {
                 .iter()
                 .map(|p| format!("{} {} ({})", p.id, seconds(p.ms), p.from))
                 .collect();
-            let _ = writeln!(
-                s,
-                "  window     predicted {}{}: {}",
-                seconds(w.total_ms),
-                if w.unknown.is_empty() {
-                    String::new()
-                } else {
-                    format!(" plus {} (no figures yet)", w.unknown.join(", "))
-                },
-                parts.join(", ")
-            );
+            if parts.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  window     no prediction yet: no run or rehearsal has timed {}",
+                    w.unknown.join(", ")
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "  window     predicted {}{}: {}",
+                    seconds(w.total_ms),
+                    if w.unknown.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" plus {} (no figures yet)", w.unknown.join(", "))
+                    },
+                    parts.join(", ")
+                );
+            }
         }
     }
     for w in &plan.warnings {

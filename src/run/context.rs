@@ -36,7 +36,9 @@ pub struct Context {
     pub database: Box<dyn Database>,
     pub store: Box<dyn BackupStore>,
     pub platform: Box<dyn Platform>,
-    pub health: Option<HealthTarget>,
+    /// The environment's health endpoint; `Err` holds why its URL could not be resolved (an
+    /// unset variable, say), which only a step that polls it reports.
+    pub health: Option<Result<HealthTarget, String>>,
     pub migrations: MigrationSet,
     pub lock_lease: std::time::Duration,
     /// The lock and journal in blob storage (`lock: { kind: azure-blob, ... }`), shared by
@@ -65,6 +67,11 @@ pub struct Context {
 }
 
 impl Context {
+    /// The environment's health endpoint, if it has one; an error when its URL names a
+    /// reference that could not be resolved.
+    pub fn health(&self) -> Result<Option<&HealthTarget>, String> {
+        self.health.as_ref().map(|h| h.as_ref().map_err(Clone::clone)).transpose()
+    }
     pub fn report(&self, event: Event) {
         self.reporter.event(&event);
     }

@@ -12,7 +12,11 @@ use crate::run::context::{Context, HealthTarget};
 use crate::run::error::StepError;
 
 fn target(ctx: &Context, with: &HealthWith) -> Result<HealthTarget, String> {
-    let base = ctx.health.clone();
+    let base = match &with.url {
+        // A step with its own URL does not need the environment's to resolve.
+        Some(_) => ctx.health().ok().flatten().cloned(),
+        None => ctx.health()?.cloned(),
+    };
     let url = match (&with.url, &base) {
         (Some(url), _) => url.value.clone(),
         (None, Some(h)) => h.url.clone(),

@@ -20,7 +20,7 @@ async fn checks(ctx: &Context, with: &PreflightWith) -> Result<Vec<String>, Stri
         .map_err(|e| format!("the backup store cannot be written: {e}"))?;
     done.push("backup store writable".to_owned());
     if with.health != Some(false) {
-        if let Some(target) = &ctx.health {
+        if let Some(target) = ctx.health()? {
             super::health::probe(ctx, target, Duration::from_secs(10))
                 .await
                 .map_err(|e| {

@@ -492,11 +492,12 @@ pub(crate) fn build_at(
         }
     };
     match config {
-        DatabaseConfig::Sqlite { url } => {
+        DatabaseConfig::Sqlite { url, create } => {
             let url = resolve(url)?;
             Ok(Box::new(sqlite::SqliteDatabase::new(
                 url.expose(),
                 base_dir,
+                *create,
             )?))
         }
         DatabaseConfig::Postgres {

@@ -27,11 +27,13 @@ pub(crate) struct SqliteDatabase {
     pool: Mutex<Option<SqlitePool>>,
     /// `_sqlx_migrations` is known to exist (until the pool closes).
     history_ready: AtomicBool,
+    /// `create: true`: a missing file may be created even where no folder exists yet.
+    create: bool,
 }
 
 impl SqliteDatabase {
     /// `sqlite://relative/or/absolute.db`; relative paths resolve against the config folder.
-    pub(crate) fn new(url: &str, base_dir: &Path) -> Result<Self, BuildError> {
+    pub(crate) fn new(url: &str, base_dir: &Path, create: bool) -> Result<Self, BuildError> {
         let rest = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -51,7 +53,30 @@ impl SqliteDatabase {
             path: base_dir.join(file),
             pool: Mutex::new(None),
             history_ready: AtomicBool::new(false),
+            create,
         })
+    }
+
+    /// A typo in the path must not become a new, empty database that every migration is
+    /// then applied to: a missing file is created only in a folder that exists, or
+    /// anywhere with `create: true`.
+    fn may_open(&self) -> Result<(), DatabaseError> {
+        if self.create || self.path.exists() {
+            return Ok(());
+        }
+        match self.path.parent() {
+            Some(folder) if !folder.as_os_str().is_empty() && !folder.is_dir() => {
+                Err(DatabaseError::Other(format!(
+                    "SQLite database {} does not exist, and neither does its folder {}: is the \
+                     URL `{}` right? To start a new database there, set `create: true` on the \
+                     database",
+                    self.path.display(),
+                    folder.display(),
+                    self.url
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn options(path: &Path) -> SqliteConnectOptions {
@@ -68,6 +93,7 @@ impl SqliteDatabase {
         if let Some(pool) = guard.as_ref() {
             return Ok(pool.clone());
         }
+        self.may_open()?;
         if let Some(parent) = self.path.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
@@ -169,6 +195,7 @@ impl Database for SqliteDatabase {
 
     async fn state(&self) -> Result<DatabaseState, DatabaseError> {
         // Planning must not create the database file.
+        self.may_open()?;
         if self.pool.lock().await.is_none() && !self.path.exists() {
             return Ok(DatabaseState::default());
         }
@@ -360,6 +387,7 @@ impl Database for SqliteDatabase {
             path: path.clone(),
             pool: Mutex::new(None),
             history_ready: AtomicBool::new(false),
+            create: true,
         };
         let shown = path.display().to_string();
         Ok(Scratch::new(
@@ -408,6 +436,7 @@ impl Database for SqliteDatabase {
     }
 
     async fn ping(&self) -> Result<(), DatabaseError> {
+        self.may_open()?;
         if !self.path.exists() {
             return Ok(());
         }
@@ -433,7 +462,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_interrupted_migration_leaves_no_transaction_for_the_undo() {
         let dir = tempfile::tempdir().unwrap();
-        let db = SqliteDatabase::new("sqlite://app.db", dir.path()).unwrap();
+        let db = SqliteDatabase::new("sqlite://app.db", dir.path(), false).unwrap();
         db.execute("CREATE TABLE kept (x INTEGER)").await.unwrap();
         // Seconds of work after the table, so it is still running when dropped.
         let up = "CREATE TABLE half (x INTEGER);\n\
