@@ -443,7 +443,9 @@ fn man() -> Result<exit::Exit, crate::engine::EngineError> {
     let command = <Cli as clap::CommandFactory>::command();
     clap_mangen::Man::new(command)
         .render(&mut std::io::stdout())
-        .map_err(|e| crate::engine::EngineError::Plan(format!("cannot write the manual page: {e}")))?;
+        .map_err(|e| {
+            crate::engine::EngineError::Plan(format!("cannot write the manual page: {e}"))
+        })?;
     Ok(exit::Exit::Ok)
 }
 

@@ -219,7 +219,12 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     if let Some(name) = &config.file.default_environment
         && !config.file.environments.contains_key(&name.value)
     {
-        let known: Vec<_> = config.file.environments.keys().map(String::as_str).collect();
+        let known: Vec<_> = config
+            .file
+            .environments
+            .keys()
+            .map(String::as_str)
+            .collect();
         problems.push(Located::at(
             &config.path,
             &name.referenced,

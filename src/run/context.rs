@@ -70,7 +70,10 @@ impl Context {
     /// The environment's health endpoint, if it has one; an error when its URL names a
     /// reference that could not be resolved.
     pub fn health(&self) -> Result<Option<&HealthTarget>, String> {
-        self.health.as_ref().map(|h| h.as_ref().map_err(Clone::clone)).transpose()
+        self.health
+            .as_ref()
+            .map(|h| h.as_ref().map_err(Clone::clone))
+            .transpose()
     }
     pub fn report(&self, event: Event) {
         self.reporter.event(&event);

@@ -102,6 +102,9 @@ impl Project {
         for sub in ["migrations", "validations", "pipelines"] {
             copy_dir(&Path::new(ROOT).join(sub), &dir.path().join(sub));
         }
+        // The database's folder exists, as it does where a database is deployed to; a
+        // missing folder is a typo cutover refuses (tests/first_minutes.rs).
+        std::fs::create_dir(dir.path().join("state")).unwrap();
         let health = HealthServer::start(200);
         let project = Self { dir, health };
         project.write_config(&project.default_config());
