@@ -397,6 +397,38 @@ fn key_vault_values_arrive_masked_read_once_and_errors_name_vault_and_secret() {
     );
 }
 
+/// A vault that takes the connection and never answers is an error within the
+/// environment's `azure.timeout`, naming the vault and the setting, with nothing touched.
+#[test]
+fn a_silent_vault_is_an_error_within_the_timeout() {
+    let fake = AzureFake::start();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    // Connections are accepted (by the backlog) and never answered.
+    let p = kv_project(
+        &format!(
+            "      tenant: {TENANT}\n      client_id: {CLIENT_ID}\n      credential: client-secret\n      timeout: 1s"
+        ),
+        "${secret:keyvault://kv-silent/api-token}",
+    );
+    let mut c = cmd(&p, &fake);
+    c.env("AZURE_CLIENT_SECRET", CLIENT_SECRET).env(
+        "CUTOVER_AZURE_REDIRECT",
+        format!("kv-silent.vault.azure.net={silent_url},{}", fake.redirect()),
+    );
+    let out = run(c, &["deploy", "-e", "azure"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr().contains(
+            "Key Vault `kv-silent`, secret `api-token`: no answer within 1s (set `azure: { timeout: ... }` to wait longer)"
+        ),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(p.read("platform/maintenance"), "maintenance=false\n");
+    drop(silent);
+}
+
 // ---- Container Apps ----
 
 fn web_containers() -> Value {

@@ -2,8 +2,8 @@
 //! pipeline in `pipelines/` load and validate through the binary, the cloud environments
 //! are refused without touching anything when there is no cloud to reach (they check out
 //! against local fakes in tests/azure.rs), the README's commands
-//! exist and the demo works, and the README names every command, flag, config field and
-//! JSON event the code has.
+//! exist and the demo works, and the README with the reference in docs/ names every
+//! command, flag, config field and JSON event the code has.
 
 mod support;
 
@@ -155,10 +155,30 @@ fn every_shipped_pipeline_runs_on_the_example() {
     );
 }
 
-// ---- The README ----
+// ---- The README and the reference in docs/ ----
 
-fn readme() -> String {
+/// README.md alone.
+fn readme_md() -> String {
     std::fs::read_to_string(Path::new(ROOT).join("README.md")).expect("README.md")
+}
+
+/// What a reader can find: README.md, then every docs/*.md (in name order), concatenated.
+fn readme() -> String {
+    let mut pages: Vec<_> = std::fs::read_dir(Path::new(ROOT).join("docs"))
+        .expect("docs/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    pages.sort();
+    assert!(!pages.is_empty(), "docs/ has no .md pages");
+    let mut text = readme_md();
+    for page in pages {
+        text.push('\n');
+        text.push_str(
+            &std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display())),
+        );
+    }
+    text
 }
 
 /// The lines of the first ```sh block after `heading`.
@@ -194,7 +214,7 @@ fn executable(rel: &str) {
 
 #[test]
 fn readme_quick_start_commands_exist() {
-    let text = readme();
+    let text = readme_md();
     assert_eq!(
         sh_block_after(&text, "## Quick start"),
         ["scripts/demo", "scripts/test"]
@@ -346,7 +366,7 @@ fn readme_names_every_command_and_flag() {
     }
     assert!(
         missing.is_empty(),
-        "README.md does not document:\n  {}",
+        "README.md or docs/ does not document:\n  {}",
         missing.join("\n  ")
     );
 }
@@ -387,7 +407,7 @@ fn readme_names_every_config_field() {
     }
     assert!(
         missing.is_empty(),
-        "README.md does not document:\n  {}",
+        "README.md or docs/ does not document:\n  {}",
         missing.join("\n  ")
     );
 }
@@ -426,6 +446,6 @@ fn readme_names_every_json_event() {
         .collect();
     assert!(
         missing.is_empty(),
-        "README.md's JSON event table lacks {missing:?}"
+        "the JSON event table of README.md or docs/ lacks {missing:?}"
     );
 }

@@ -96,7 +96,11 @@ impl Resolver<'_> {
                     ..*self
                 };
                 let auth = || AzureAuth::from_config(self.azure, &plain);
-                let value = secrets::azure_key_vault::resolve(auth, arg)
+                let limit = self
+                    .azure
+                    .and_then(|a| a.timeout)
+                    .map_or(secrets::azure_key_vault::READ_LIMIT, |d| d.get());
+                let value = secrets::azure_key_vault::resolve(auth, arg, limit)
                     .map_err(|e| self.error(text, e.to_string()))?;
                 self.redactor.register(value.expose());
                 return Ok(value.expose().to_owned());

@@ -133,6 +133,10 @@ pub struct AzureConfig {
     /// `AZURESUBSCRIPTION_SERVICE_CONNECTION_ID`).
     #[serde(default)]
     pub service_connection: Option<Text>,
+    /// Longest reading one Key Vault secret may take, sign-in and retries included
+    /// (default 20s): an unreachable vault is an error in seconds, not minutes.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
 }
 
 /// The Azure credential an environment signs in with.

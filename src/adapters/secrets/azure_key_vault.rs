@@ -20,8 +20,8 @@ use crate::adapters::azure::transport::client_options;
 use crate::adapters::build::BuildError;
 use crate::secret::Secret;
 
-/// Longest a read may take, sign-in included.
-const READ_LIMIT: Duration = Duration::from_secs(120);
+/// Longest a read may take, sign-in and retries included, unless `azure.timeout` says.
+pub(crate) const READ_LIMIT: Duration = Duration::from_secs(20);
 
 /// A parsed `keyvault://` reference.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -97,6 +97,7 @@ impl KeyVaultRef {
 pub(crate) fn resolve(
     auth: impl FnOnce() -> Result<AzureAuth, BuildError>,
     reference: &str,
+    limit: Duration,
 ) -> Result<Secret, SecretError> {
     let r = KeyVaultRef::parse(reference)?;
     if let Some(hit) = cache().lock().expect("not poisoned").get(&r) {
@@ -107,15 +108,34 @@ pub(crate) fn resolve(
         .ok()
         .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
         .ok_or_else(|| r.error("Key Vault can only be read while cutover runs a command".into()))?;
+    // A read can take seconds (sign-in, a slow network): a terminal shows that cutover is
+    // waiting, and on what.
+    let waiting =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+            .with_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            )
+            .with_message(format!(
+                "reading secret `{}` from Key Vault `{}`",
+                r.name,
+                r.vault()
+            ));
+    waiting.enable_steady_tick(Duration::from_millis(120));
     let value = tokio::task::block_in_place(|| {
         handle.block_on(async {
-            tokio::time::timeout(READ_LIMIT, fetch(&auth, &r))
+            tokio::time::timeout(limit, fetch(&auth, &r, limit))
                 .await
                 .unwrap_or_else(|_| {
-                    Err(r.error(format!("no answer within {}s", READ_LIMIT.as_secs())))
+                    Err(r.error(format!(
+                        "no answer within {} (set `azure: {{ timeout: ... }}` to wait longer)",
+                        humantime::format_duration(limit)
+                    )))
                 })
         })
-    })?;
+    });
+    waiting.finish_and_clear();
+    let value = value?;
     cache()
         .lock()
         .expect("not poisoned")
@@ -129,7 +149,11 @@ fn cache() -> &'static Mutex<HashMap<KeyVaultRef, Secret>> {
 }
 
 /// Reads one secret.
-pub(crate) async fn fetch(auth: &AzureAuth, r: &KeyVaultRef) -> Result<Secret, SecretError> {
+pub(crate) async fn fetch(
+    auth: &AzureAuth,
+    r: &KeyVaultRef,
+    limit: Duration,
+) -> Result<Secret, SecretError> {
     let credential = identity::credential(auth)
         .await
         .map_err(|e| r.error(e.to_string()))?;
@@ -137,7 +161,19 @@ pub(crate) async fn fetch(auth: &AzureAuth, r: &KeyVaultRef) -> Result<Secret, S
         &format!("https://{}/", r.host),
         credential,
         Some(SecretClientOptions {
-            client_options: client_options(),
+            client_options: azure_core::http::ClientOptions {
+                // A few quick retries inside the read's limit, instead of the SDK's eight
+                // over a minute: a vault that cannot be reached is reported in seconds.
+                retry: azure_core::http::RetryOptions::exponential(
+                    azure_core::http::ExponentialRetryOptions {
+                        max_retries: 3,
+                        max_total_elapsed: azure_core::time::Duration::try_from(limit / 2)
+                            .unwrap_or(azure_core::time::Duration::seconds(10)),
+                        ..Default::default()
+                    },
+                ),
+                ..client_options()
+            },
             ..Default::default()
         }),
     )
@@ -180,7 +216,18 @@ fn describe(e: &azure_core::Error) -> String {
             error_text(e)
         ),
         Some(status) => format!("Key Vault answered {status} {}", code.unwrap_or_default()),
-        None => error_text(e),
+        None => {
+            let text = error_text(e);
+            if text.contains("dns error") || text.contains("failed to lookup address") {
+                // The chain of wrappers says nothing the last cause does not.
+                let cause = text.rsplit(": ").next().unwrap_or(&text);
+                format!(
+                    "the vault's address cannot be found ({cause}): check the vault's name and this machine's network"
+                )
+            } else {
+                text
+            }
+        }
     }
 }
 
