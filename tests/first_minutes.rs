@@ -345,3 +345,33 @@ fn completions_and_the_manual_page_are_generated() {
     );
     assert!(man.stdout().contains(".TH cutover 1"), "{}", man.stdout());
 }
+
+/// `cutover completions bash | head` is not an error: the script (more than a pipe's
+/// 64 KiB) meets a reader that stopped early.
+#[test]
+fn generated_text_into_a_closed_pipe_is_not_an_error() {
+    use std::io::Read;
+    let bash = cutover(
+        tempfile::tempdir().unwrap().path(),
+        &["completions", "bash"],
+    );
+    assert!(bash.0.stdout.len() > 64 * 1024, "{}", bash.0.stdout.len());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -441,12 +441,25 @@ pub fn supervise(cli: &Cli) -> Option<std::process::ExitCode> {
 /// The manual page, from the same definitions as `--help`.
 fn man() -> Result<exit::Exit, crate::engine::EngineError> {
     let command = <Cli as clap::CommandFactory>::command();
+    let mut page = Vec::new();
     clap_mangen::Man::new(command)
-        .render(&mut std::io::stdout())
+        .render(&mut page)
         .map_err(|e| {
-            crate::engine::EngineError::Plan(format!("cannot write the manual page: {e}"))
+            crate::engine::EngineError::Plan(format!("cannot render the manual page: {e}"))
         })?;
-    Ok(exit::Exit::Ok)
+    emit(&page)
+}
+
+/// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn emit(bytes: &[u8]) -> Result<exit::Exit, crate::engine::EngineError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(
+            crate::engine::EngineError::Plan(format!("cannot write to stdout: {e}")),
+        ),
+        _ => Ok(exit::Exit::Ok),
+    }
 }
 
 /// Runs the command; the process's exit code (see `app::outcome`).
@@ -470,8 +483,9 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Init(args) => init::init(&cli.global, args.project.as_deref()),
         Command::Completions(args) => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(args.shell, &mut command, "cutover", &mut std::io::stdout());
-            Ok(exit::Exit::Ok)
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut command, "cutover", &mut script);
+            emit(&script)
         }
         Command::Man => man(),
         Command::Validate(args) => validate::validate(&cli.global, args).await,
