@@ -375,3 +375,57 @@ fn generated_text_into_a_closed_pipe_is_not_an_error() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Status words are coloured when asked (`--color always`, `CLICOLOR_FORCE`), never with
+/// `NO_COLOR` or `--color never`, and never in JSON.
+#[test]
+fn colour_follows_the_flag_and_the_conventions() {
+    let p = Project::new();
+    let green_ok = "\u{1b}[32mok\u{1b}[0m";
+    let run = |args: &[&str], vars: &[(&str, &str)]| {
+        let mut c = p.cmd();
+        c.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let out = Run(c.args(args).output().unwrap());
+        out.expect_code(0);
+        out
+    };
+    for (args, vars) in [
+        (
+            &["deploy", "-y", "--color", "always"][..],
+            &[("NO_COLOR", "1")][..],
+        ),
+        (&["deploy", "-y"], &[("CLICOLOR_FORCE", "1")]),
+    ] {
+        let out = run(args, vars);
+        assert!(
+            out.all().contains(green_ok),
+            "{args:?} {vars:?}: {}",
+            out.all()
+        );
+    }
+    for (args, vars) in [
+        (
+            &["deploy", "-y", "--color", "never"][..],
+            &[("CLICOLOR_FORCE", "1")][..],
+        ),
+        (
+            &["deploy", "-y"],
+            &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")],
+        ),
+        (
+            &["deploy", "-y", "--output", "json", "--color", "always"],
+            &[],
+        ),
+        (&["deploy", "-y"], &[]),
+    ] {
+        let out = run(args, vars);
+        assert!(
+            !out.all().contains('\u{1b}'),
+            "{args:?} {vars:?}: {}",
+            out.all()
+        );
+    }
+}

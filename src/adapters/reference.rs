@@ -96,10 +96,10 @@ impl Resolver<'_> {
                     ..*self
                 };
                 let auth = || AzureAuth::from_config(self.azure, &plain);
-                let limit = self
-                    .azure
-                    .and_then(|a| a.timeout)
-                    .map_or(secrets::azure_key_vault::READ_LIMIT, |d| d.get());
+                let limit = self.azure.and_then(|a| a.timeout).map_or(
+                    secrets::azure_key_vault::READ_LIMIT,
+                    crate::config::duration::Duration::get,
+                );
                 let value = secrets::azure_key_vault::resolve(auth, arg, limit)
                     .map_err(|e| self.error(text, e.to_string()))?;
                 self.redactor.register(value.expose());

@@ -84,6 +84,7 @@ pub(crate) fn exit_for(error: &EngineError) -> Exit {
         EngineError::Config(_)
         | EngineError::Build(_)
         | EngineError::Plan(_)
+        | EngineError::RehearsalFailed(_)
         | EngineError::Problems(_)
         | EngineError::PlanChanged(_)
         // A backup named on the command line that does not exist is bad input.

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use crate::config::ConfigError;
 use crate::engine::EngineError;
+use crate::report::paint::Tone;
 use crate::secret::Redactor;
 
 pub(crate) use crate::app::outcome::{Exit, exit_for};
@@ -54,13 +55,16 @@ pub(crate) fn eprint(text: &str) {
 /// `command`: the command that failed; `check` is not told to run `check`.
 pub(crate) fn report_error(error: &EngineError, command: &str) -> Exit {
     let exit = exit_for(error);
+    let label = crate::report::paint::err(Tone::Bad, "error");
     match error {
         EngineError::Config(ConfigError::Yaml { located, snippet }) => {
-            eprint(&format!("error: {located}\n{snippet}"));
+            eprint(&format!("{label}: {located}\n{snippet}"));
         }
-        other => eprint(&format!("error: {other}")),
+        other => eprint(&format!("{label}: {other}")),
     }
     let hint = match exit {
+        // Its message already says what to do.
+        Exit::BadInput if matches!(error, EngineError::RehearsalFailed(_)) => None,
         Exit::BadInput if command == "check" => Some("nothing was touched; fix the input"),
         Exit::BadInput => Some(
             "nothing was touched; fix the input and run again (`cutover check` checks everything)",
@@ -79,7 +83,10 @@ pub(crate) fn report_error(error: &EngineError, command: &str) -> Exit {
         _ => None,
     };
     if let Some(hint) = hint {
-        eprint(&format!("hint: {hint}"));
+        eprint(&format!(
+            "{}: {hint}",
+            crate::report::paint::err(Tone::Strong, "hint")
+        ));
     }
     exit
 }

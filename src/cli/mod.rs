@@ -67,10 +67,27 @@ pub struct Global {
     /// Only errors and the final result.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Colour on a terminal: `auto` (NO_COLOR turns it off, CLICOLOR_FORCE on), `always`
+    /// or `never`. JSON and CI logs never get colour.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        default_value = "auto",
+        global = true
+    )]
+    pub color: ColorChoice,
     /// Also write one JSON document for the whole run to FILE (success, failure and bad
     /// input alike); see docs/report.md.
     #[arg(long, value_name = "FILE", env = "CUTOVER_REPORT", global = true)]
     pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -465,6 +482,7 @@ fn emit(bytes: &[u8]) -> Result<exit::Exit, crate::engine::EngineError> {
 /// Runs the command; the process's exit code (see `app::outcome`).
 pub async fn run(cli: Cli) -> u8 {
     let command = session::command_name(&cli.command);
+    session::colour(&cli.global);
     let result = match cli.command {
         Command::Deploy(args) if args.fleet => fleet::deploy(&cli.global, args).await,
         Command::Deploy(args) => deploy::deploy(&cli.global, args).await,

@@ -65,6 +65,23 @@ pub(crate) fn sink(global: &Global) -> Sink {
     }
 }
 
+/// Colour for the streams a person reads: the terminal and plain sinks' stdout and the
+/// errors on stderr; never JSON or a CI log.
+pub(crate) fn colour(global: &Global) {
+    use crate::report::paint::{self, Choice};
+    let choice = match global.color {
+        super::ColorChoice::Auto => Choice::Auto,
+        super::ColorChoice::Always => Choice::Always,
+        super::ColorChoice::Never => Choice::Never,
+    };
+    let var = |name: &str| std::env::var(name).ok();
+    let people = matches!(sink(global), Sink::Tty | Sink::Plain);
+    paint::set(
+        people && paint::decide(choice, std::io::stdout().is_terminal(), var),
+        people && paint::decide(choice, std::io::stderr().is_terminal(), var),
+    );
+}
+
 /// The run report of this process: one command, one report.
 pub(crate) fn recorder() -> Arc<Recorder> {
     static RECORDER: OnceLock<Arc<Recorder>> = OnceLock::new();

@@ -20,6 +20,10 @@ pub enum EngineError {
     /// Something the plan found that would fail; nothing was touched. Exit 2.
     #[error("{0}")]
     Plan(String),
+    /// The rehearsal on a copy failed: the message says what failed and what to do;
+    /// nothing on the environment was touched. Exit 2.
+    #[error("{0}")]
+    RehearsalFailed(String),
     /// What the plan found wrong in the pipeline and the migrations, each with its place;
     /// nothing was touched. Exit 2.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]

@@ -283,7 +283,7 @@ pub(crate) async fn before_deploy(
 
 /// The error a failed rehearsal stops a deploy with.
 pub(crate) fn stopped(rehearsal: &Rehearsal, failure: &Failure) -> EngineError {
-    EngineError::Plan(format!(
+    EngineError::RehearsalFailed(format!(
         "the rehearsal on a copy of the data ({}) failed, so the deploy stops before the window opens and nothing on production was touched:\n  {failure}\nfix it and deploy again; `cutover rehearse -e {}` rehearses without deploying",
         rehearsal.source, rehearsal.environment
     ))

@@ -5,6 +5,7 @@
 
 pub(crate) mod ci;
 pub(crate) mod json;
+pub(crate) mod paint;
 pub(crate) mod plain;
 pub(crate) mod run_report;
 pub(crate) mod tty;

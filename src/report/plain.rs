@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::sync::Mutex;
 
+use super::paint::{self, Tone};
 use super::{Event, Reporter};
 use crate::run::plan::Plan;
 use crate::secret::Redactor;
@@ -125,11 +126,15 @@ pub(crate) fn render_plan(plan: &Plan) -> String {
             let _ = writeln!(s, "             not rehearsed: {left}");
         }
         if let Some(w) = &plan.rehearsal.window {
-            let parts: Vec<String> = w
-                .steps
-                .iter()
-                .map(|p| format!("{} {} ({})", p.id, seconds(p.ms), p.from))
-                .collect();
+            // Steps timed by the same source name it once, after the last of them.
+            let mut parts: Vec<String> = Vec::new();
+            for (i, p) in w.steps.iter().enumerate() {
+                let mut part = format!("{} {}", p.id, seconds(p.ms));
+                if w.steps.get(i + 1).is_none_or(|next| next.from != p.from) {
+                    part.push_str(&format!(" ({})", p.from));
+                }
+                parts.push(part);
+            }
             if parts.is_empty() {
                 let _ = writeln!(
                     s,
@@ -152,7 +157,7 @@ pub(crate) fn render_plan(plan: &Plan) -> String {
         }
     }
     for w in &plan.warnings {
-        let _ = writeln!(s, "  warning: {w}");
+        let _ = writeln!(s, "  {}: {w}", paint::out(Tone::Warn, "warning"));
     }
     render_preview(plan, &mut s);
     s
@@ -251,7 +256,7 @@ fn render_preview(plan: &Plan, s: &mut String) {
     }
 }
 
-/// One line per event, for plain and TTY sinks alike.
+/// One line per event, for plain and TTY sinks alike; both write events to stderr.
 pub(crate) fn render_event(event: &Event) -> Option<String> {
     Some(match event {
         Event::RunStarted {
@@ -268,7 +273,11 @@ pub(crate) fn render_event(event: &Event) -> Option<String> {
             summary,
             ..
         } => {
-            format!("[{}/{total}] {id}: {summary}", index + 1)
+            format!(
+                "[{}/{total}] {}: {summary}",
+                index + 1,
+                paint::err(Tone::Strong, id)
+            )
         }
         Event::StepSkipped { id, reason } => format!("      {id}: skipped ({reason})"),
         Event::StepProgress { id, bytes } => {
@@ -291,7 +300,11 @@ pub(crate) fn render_event(event: &Event) -> Option<String> {
             rows,
             ..
         } => {
-            let verdict = if issues > max_issues { "FAIL" } else { "ok" };
+            let verdict = if issues > max_issues {
+                paint::err(Tone::Bad, "FAIL")
+            } else {
+                paint::err(Tone::Good, "ok")
+            };
             let mut text = format!("      {check}: {issues} issue(s) [{verdict}]");
             text.push_str(&sample_rows(columns, rows, *issues, "        "));
             text
@@ -309,7 +322,11 @@ pub(crate) fn render_event(event: &Event) -> Option<String> {
             elapsed_ms,
             message,
         } => {
-            format!("      {id}: ok in {} — {message}", seconds(*elapsed_ms))
+            format!(
+                "      {id}: {} in {} — {message}",
+                paint::err(Tone::Good, "ok"),
+                seconds(*elapsed_ms)
+            )
         }
         Event::StepFailed {
             id,
@@ -317,24 +334,43 @@ pub(crate) fn render_event(event: &Event) -> Option<String> {
             error,
         } => {
             format!(
-                "      {id}: FAILED after {} — {error}",
+                "      {id}: {} after {} — {error}",
+                paint::err(Tone::Bad, "FAILED"),
                 seconds(*elapsed_ms)
             )
         }
         Event::RollbackStarted { reason, actions } => {
-            format!("==> {}", rollback_title(*actions, reason))
+            format!(
+                "==> {}",
+                paint::err(Tone::Warn, &rollback_title(*actions, reason))
+            )
         }
         Event::CompensationStarted { .. } | Event::TargetStarted { .. } => return None,
         Event::CompensationFinished { id, action, error } => match error {
-            None => format!("      undo {id}: {action} — ok"),
-            Some(e) => format!("      undo {id}: {action} — FAILED: {e}"),
+            None => format!(
+                "      undo {id}: {action} — {}",
+                paint::err(Tone::Good, "ok")
+            ),
+            Some(e) => format!(
+                "      undo {id}: {action} — {}: {e}",
+                paint::err(Tone::Bad, "FAILED")
+            ),
         },
         Event::RunFinished {
             run_id,
             status,
             elapsed_ms,
         } => {
-            format!("==> run {run_id} {status} in {}", seconds(*elapsed_ms))
+            let tone = match status.as_str() {
+                "succeeded" => Tone::Good,
+                "rolled_back" | "halted" => Tone::Warn,
+                _ => Tone::Bad,
+            };
+            format!(
+                "==> run {run_id} {} in {}",
+                paint::err(tone, status),
+                seconds(*elapsed_ms)
+            )
         }
         Event::Decision {
             id,
@@ -382,7 +418,9 @@ pub(crate) fn render_event(event: &Event) -> Option<String> {
             line.push(')');
             line
         }
-        Event::Warning { message } => format!("warning: {message}"),
+        Event::Warning { message } => {
+            format!("{}: {message}", paint::err(Tone::Warn, "warning"))
+        }
         Event::OutsideWindow(outside) => {
             let mut line = format!("==> outside the window {}: ", outside.window);
             if outside.forced {

@@ -59,7 +59,13 @@ pub(crate) async fn plan(
     scratch: &mut PlanScratch<'_>,
 ) -> Result<(String, Option<String>), String> {
     let template = with.name.as_deref().unwrap_or(DEFAULT_NAME);
-    let example = backup_id(template, &ctx.environment, scratch.version, "{timestamp}");
+    // The time is the backup's own, so the plan (and its digest) shows its shape.
+    let example = backup_id(
+        template,
+        &ctx.environment,
+        scratch.version,
+        "YYYYMMDDTHHMMSSZ",
+    );
     validate_id(&backup_id(
         template,
         &ctx.environment,
@@ -287,10 +293,16 @@ async fn restore_and_check(
         )));
     }
     let verified = "verified: the backup restores into a scratch database";
+    // Usually the tables this release's migrations add: say which checks, and the first
+    // reason; the `validate` step reports each in full after migrating.
     let not_run = || {
         format!(
-            "(the `validate` step runs them after migrating; the copy probably lacks what this release's migrations add): {}",
-            checked.errors.join("; ")
+            "yet (the `validate` step runs them after migrating): {}{}",
+            checked.errors.first().map_or("", String::as_str),
+            match checked.errors.len() {
+                0 | 1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            }
         )
     };
     Ok(match (checks.len(), checked.ran) {

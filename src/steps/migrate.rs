@@ -392,11 +392,13 @@ pub(crate) async fn plan(
                     pending.len()
                 )));
             }
-            let list = pending
-                .iter()
-                .map(|m| format!("{} {}", m.version, m.description))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = crate::units::summarise(
+                &pending
+                    .iter()
+                    .map(|m| format!("{} {}", m.version, m.description))
+                    .collect::<Vec<_>>(),
+                "the plan's database section lists them all",
+            );
             Ok((
                 format!(
                     "apply {} migration(s): {list}{}",
@@ -681,11 +683,13 @@ pub(crate) async fn revert_exactly(
         format!(
             "reverted {} migration(s): {}",
             revert.len(),
-            revert
-                .iter()
-                .map(|m| m.version.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::units::summarise(
+                &revert
+                    .iter()
+                    .map(|m| m.version.to_string())
+                    .collect::<Vec<_>>(),
+                "`cutover migrate status` shows each",
+            )
         )
     })
 }
