@@ -231,6 +231,10 @@ cases! {
     invalid_window => config("config_invalid_window.yaml", &["deploy.yaml:8:13", "25:00-26:00"]);
     unsupported_version => config("config_version_2.yaml", &["deploy.yaml:2:10", "version 2"]);
     unknown_adapter_kind => config("config_unknown_adapter_kind.yaml", &["deploy.yaml:11:7", "kubernetes"]);
+    // Inside a `kind:` block the key itself is shown, not the block.
+    unknown_key_inside_a_kind_block => config("config_unknown_platform_key.yaml", &["deploy.yaml:14:7", "`maintenance_of`", "did you mean `maintenance_off`?"]);
+    misspelled_database_kind => config("config_misspelled_database_kind.yaml", &["deploy.yaml:8:17", "`postgress`", "did you mean `postgres`?"]);
+    dedented_setting => config("config_dedented_backups.yaml", &["deploy.yaml:10:14", "`backups:` on line 10 is read as a name, not as a setting: is it indented too little?"]);
     invalid_duration_in_config => config("config_invalid_duration.yaml", &["deploy.yaml:8:20", "forever"]);
     invalid_health_url => config("config_invalid_health_url.yaml", &["deploy.yaml:17:20", "health URL"]);
     postgres_invalid_url => config("config_postgres_invalid_url.yaml", &["deploy.yaml", "`local`", "postgres://app:***@db.example:notaport/app", "port"]);
@@ -248,6 +252,7 @@ cases! {
     unknown_step_key => pipeline("pipeline_unknown_step_key.yaml", &["pipelines/deploy.yaml:6:5", "`retry`"]);
     unknown_with_key => pipeline("pipeline_unknown_with_key.yaml", &["pipelines/deploy.yaml:7:28", "`force`"]);
     unknown_step_kind => pipeline("pipeline_unknown_step_kind.yaml", &["pipelines/deploy.yaml:5:11", "deploy-magic"]);
+    misspelled_step_kind => pipeline("pipeline_misspelled_step_kind.yaml", &["pipelines/deploy.yaml:5:11", "did you mean `migrate`?"]);
     wrong_type_string_for_bool_in_with => pipeline("pipeline_wrong_type_bool.yaml", &["pipelines/deploy.yaml:6:22", "boolean"]);
     duplicate_step_ids => pipeline("pipeline_duplicate_ids.yaml", &["pipelines/deploy.yaml:9:9", "`toggle`"]);
     with_before_uses => pipeline("pipeline_with_before_uses.yaml", &["pipelines/deploy.yaml:5:5", "`uses:`"]);

@@ -125,6 +125,7 @@ fn settings(p: &Project, extra_dirs: &[&Path]) -> insta::Settings {
         "\"${1}\":${2}[MS]",
     );
     s.add_filter(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "[WHEN]");
+    s.add_filter(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", "[CREATED]");
     // Row digests: the history table's rows hold install times.
     s.add_filter(r#""digest":( ?)"\d+""#, "\"digest\":${1}\"[ROWS]\"");
     s.add_filter(r"\d+(\.\d)? (B|KiB|MiB|GiB)\b", "[SIZE]");
@@ -169,6 +170,48 @@ fn plain_output() {
     assert!(failed.stderr().contains("restart refused: token=***"));
     settings(&p, &[]).bind(|| insta::assert_snapshot!("plain_rolled_back", streams(&failed)));
     assert_never_printed("plain", &failed.all());
+}
+
+/// What a person reads at a terminal after a deploy and a failed one: the tables of the
+/// read-only commands, and the failed deploy in colour (`--color always`).
+#[test]
+fn terminal_tables_and_colour() {
+    let p = project();
+    let run = |args: &[&str]| {
+        let mut c = cmd(&p);
+        c.args(args);
+        Run(c.output().expect("cutover runs"))
+    };
+    run(&["--output", "plain", "deploy"]).success();
+    let failed = run(&[
+        "--output",
+        "plain",
+        "--color",
+        "always",
+        "deploy",
+        "-p",
+        "pipelines/failing.yaml",
+    ]);
+    failed.expect_code(1);
+    let mut shown = String::new();
+    for args in [
+        &["history"][..],
+        &["backup", "list"],
+        &["migrate", "status"],
+        &["status"],
+    ] {
+        let out = run(args);
+        out.success();
+        shown.push_str(&format!(
+            "$ cutover {}\n{}\n",
+            args.join(" "),
+            out.stdout().trim_end()
+        ));
+    }
+    settings(&p, &[]).bind(|| {
+        insta::assert_snapshot!("terminal_tables", shown);
+        insta::assert_snapshot!("terminal_colour_rolled_back", streams(&failed));
+    });
 }
 
 #[test]

@@ -399,7 +399,7 @@ fn a_missing_config_names_the_folder_and_the_one_above() {
     assert!(
         nowhere
             .stderr()
-            .contains("run cutover in the project's folder, or pass `-c PATH`"),
+            .contains("run cutover in the project's folder, pass `-c PATH` to name the config file, or start a project here with `cutover init`"),
         "{}",
         nowhere.stderr()
     );

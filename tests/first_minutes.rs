@@ -429,3 +429,68 @@ fn colour_follows_the_flag_and_the_conventions() {
         );
     }
 }
+
+/// A SQLite file that is gone after a deploy succeeded on it is not taken for a first
+/// deploy: the plan stops (exit 2) naming the file and the run; `create: true` starts over.
+#[test]
+fn a_database_file_gone_after_a_deploy_is_not_a_first_deploy() {
+    let p = Project::new();
+    p.run(&["deploy", "-y"]).expect_code(0);
+    std::fs::remove_file(p.file("state/app.db")).unwrap();
+    let again = p.run(&["deploy", "-y"]);
+    again.expect_code(2);
+    assert!(
+        again
+            .stderr()
+            .contains("state/app.db does not exist, but run ")
+            && again
+                .stderr()
+                .contains("deployed to it: was it moved or deleted?"),
+        "{}",
+        again.stderr()
+    );
+    assert!(!p.file("state/app.db").exists());
+    p.write_config(&p.default_config().replace(
+        "url: \"sqlite://state/app.db\"",
+        "url: \"sqlite://state/app.db\", create: true",
+    ));
+    p.run(&["deploy", "-y"]).expect_code(0);
+}
+
+/// A variable set to nothing is named at its line, not passed on as an empty URL; a
+/// health URL that is not http(s) is refused where it is written.
+#[test]
+fn an_empty_variable_and_a_health_url_that_is_not_http_are_named_at_their_lines() {
+    let p = Project::new();
+    p.write_config(&p.default_config().replace(
+        "url: \"sqlite://state/app.db\"",
+        "url: \"${env:CUTOVER_TEST_EMPTY_URL}\"",
+    ));
+    let run = Run(p
+        .cmd()
+        .args(["migrate", "status"])
+        .env("CUTOVER_TEST_EMPTY_URL", "")
+        .output()
+        .unwrap());
+    run.expect_code(2);
+    assert!(
+        run.stderr().contains("deploy.yaml:7:37:")
+            && run
+                .stderr()
+                .contains("environment variable `CUTOVER_TEST_EMPTY_URL` is set but empty"),
+        "{}",
+        run.stderr()
+    );
+    let url = p.health.url.clone();
+    p.write_config(&p.default_config().replace(&url, "htp:/127.0.0.1/health"));
+    let run = p.run(&["migrate", "status"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr().contains("deploy.yaml:16:20:")
+            && run
+                .stderr()
+                .contains("invalid health URL: `htp:` is not http or https"),
+        "{}",
+        run.stderr()
+    );
+}

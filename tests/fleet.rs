@@ -31,6 +31,8 @@ fn fleet(settings: &str) -> Project {
         list.push_str(&format!("{} sqlite://tenants/{}.db\n", name(i), name(i)));
     }
     p.write("tenants.txt", &list);
+    // The tenants' folder exists, as where tenants' databases are provisioned.
+    std::fs::create_dir(p.file("tenants")).unwrap();
     p.write_config(&replace_once(
         &p.default_config(),
         "    health: {",
@@ -331,6 +333,7 @@ fn shards_split_the_targets_between_runners() {
 #[test]
 fn targets_from_a_list_and_a_catalog_query_with_passwords_masked() {
     let p = Project::new();
+    std::fs::create_dir(p.file("tenants")).unwrap();
     p.write("catalog.db", "");
     exec_sql(
         &p.file("catalog.db"),

@@ -150,3 +150,22 @@ fn wrong_password_is_bad_input_and_is_never_shown() {
     assert!(!run.all().contains("Wr0ng-Passw0rd"));
     assert!(p.calls().is_empty() && p.journals().is_empty());
 }
+
+/// A database name with a typo is exit 2 naming the statement that would create it;
+/// cutover itself never creates it.
+#[test]
+fn a_database_that_does_not_exist_is_bad_input_with_the_create_statement() {
+    let (p, db) = project();
+    let typo = format!("{db}_typo");
+    p.write_config(
+        &p.read("deploy.yaml")
+            .replace(&format!("/{db}\""), &format!("/{typo}\"")),
+    );
+    let run = p.run(&["migrate", "status"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr().contains(&format!("CREATE DATABASE `{typo}`;")),
+        "{}",
+        run.stderr()
+    );
+}

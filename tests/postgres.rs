@@ -542,3 +542,30 @@ fn pg_dump_missing_is_bad_input_and_touches_nothing() {
     deploy(&p).success();
     assert_ne!(server().snapshot(&db), before);
 }
+
+/// A database name with a typo is exit 2 naming the command that would create it;
+/// cutover itself never creates it.
+#[test]
+fn a_database_that_does_not_exist_is_bad_input_with_the_createdb_line() {
+    let (p, db) = project();
+    let typo = format!("{db}_typo");
+    p.write_config(
+        &p.read("deploy.yaml")
+            .replace(&format!("/{db}?"), &format!("/{typo}?")),
+    );
+    for args in [&["plan"][..], &["migrate", "status"]] {
+        let run = p.run(args);
+        run.expect_code(2);
+        assert!(
+            run.stderr()
+                .contains(&format!("create it with `createdb {typo}`")),
+            "{args:?}: {}",
+            run.stderr()
+        );
+    }
+    assert!(
+        !server()
+            .psql("postgres", "SELECT datname FROM pg_database")
+            .contains(&typo)
+    );
+}

@@ -87,7 +87,16 @@ fn build(
         target.map(|t| &t.url),
         env.backups.as_ref(),
     )
-    .map_err(located)?;
+    .map_err(|e| match (&e, env.database.url(), target) {
+        // A URL the adapter cannot use is shown at the line that gives it.
+        (BuildError::Invalid(_), Some(url), None) => ConfigError::Invalid(Located::at(
+            &config.path,
+            &url.referenced,
+            format!("environment `{environment}`: {e}"),
+        ))
+        .into(),
+        _ => located(e),
+    })?;
     let store = store::build_within(
         env.backups.as_ref(),
         &resolver,
@@ -104,11 +113,18 @@ fn build(
     let health = match &env.health {
         Some(h) => Some(match resolver.text(&h.url) {
             Ok(url) => {
-                if let Err(e) = reqwest::Url::parse(&url) {
+                let why = match reqwest::Url::parse(&url) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                        Some(format!("`{}:` is not http or https", u.scheme()))
+                    }
+                    Ok(_) => None,
+                };
+                if let Some(why) = why {
                     return Err(ConfigError::Invalid(Located::at(
                         &config.path,
                         &h.url.referenced,
-                        format!("invalid health URL: {e}"),
+                        format!("invalid health URL: {why}"),
                     ))
                     .into());
                 }

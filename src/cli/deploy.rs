@@ -347,7 +347,7 @@ pub(crate) fn summarize(
     if session.json || exit == Exit::Ok {
         session.result(&value, &text);
     } else {
-        eprint(&format!("error: {text}"));
+        eprint(&format!("{}: {text}", super::exit::error_label()));
     }
     exit
 }
@@ -564,7 +564,8 @@ async fn roll_back_halted(
         );
     } else {
         eprint(&format!(
-            "error: rolling back halted run {}: ROLLBACK INCOMPLETE — a human is needed.\nundone: {undone}\nstill to undo: {}\nnext: follow runbooks/rollback-by-hand.md, then run `cutover recover -e {}`",
+            "{}: rolling back halted run {}: ROLLBACK INCOMPLETE — a human is needed.\nundone: {undone}\nstill to undo: {}\nnext: follow runbooks/rollback-by-hand.md, then run `cutover recover -e {}`",
+            super::exit::error_label(),
             outcome.run_id,
             outcome.left.join("; "),
             ctx.environment

@@ -51,11 +51,16 @@ pub(crate) fn eprint(text: &str) {
     eprintln!("{}", redactor().redact(text.trim_end()));
 }
 
+/// `error`, in red where the terminal has colour: the start of every error line.
+pub(crate) fn error_label() -> String {
+    crate::report::paint::err(Tone::Bad, "error")
+}
+
 /// Shows an error that stopped a command, and returns its exit code.
 /// `command`: the command that failed; `check` is not told to run `check`.
 pub(crate) fn report_error(error: &EngineError, command: &str) -> Exit {
     let exit = exit_for(error);
-    let label = crate::report::paint::err(Tone::Bad, "error");
+    let label = error_label();
     match error {
         EngineError::Config(ConfigError::Yaml { located, snippet }) => {
             eprint(&format!("{label}: {located}\n{snippet}"));

@@ -250,7 +250,7 @@ fn summarize(
         session.result(&value, &text);
     } else {
         session.result(&value, "");
-        eprint(&format!("error: {text}"));
+        eprint(&format!("{}: {text}", super::exit::error_label()));
     }
     exit
 }

@@ -174,6 +174,10 @@ async fn status(global: &Global, verify_only: bool) -> Result<Exit, EngineError>
     let mut text = String::new();
     let head = state.version();
     let mut late = Vec::new();
+    let any = !(ctx.migrations.migrations.is_empty() && state.applied.is_empty());
+    if !verify_only && any {
+        text.push_str(&format!("{:<18} {:<14} DESCRIPTION\n", "STATUS", "VERSION"));
+    }
     for m in &ctx.migrations.migrations {
         let applied = state.applied.iter().find(|a| a.version == m.version);
         let status = match applied {
@@ -189,7 +193,7 @@ async fn status(global: &Global, verify_only: bool) -> Result<Exit, EngineError>
         rows.push(json!({"version": m.version, "description": m.description, "status": status, "reversible": m.reversible()}));
         if !verify_only {
             text.push_str(&format!(
-                "{:<18} {:<8} {}{}\n",
+                "{:<18} {:<14} {}{}\n",
                 status,
                 m.version,
                 m.description,
@@ -202,7 +206,7 @@ async fn status(global: &Global, verify_only: bool) -> Result<Exit, EngineError>
             rows.push(json!({"version": a.version, "status": "applied, file missing"}));
             if !verify_only {
                 text.push_str(&format!(
-                    "{:<18} {:<8} (file missing)\n",
+                    "{:<18} {:<14} (file missing)\n",
                     "applied", a.version
                 ));
             }

@@ -174,7 +174,8 @@ async fn recover_runs(
             }
             RunStatus::RollbackFailed => {
                 eprint(&format!(
-                    "error: run {}: rollback incomplete; still to undo: {}\nhint: follow runbooks/rollback-by-hand.md, then run `cutover recover -e {}` again",
+                    "{}: run {}: rollback incomplete; still to undo: {}\nhint: follow runbooks/rollback-by-hand.md, then run `cutover recover -e {}` again",
+                    super::exit::error_label(),
                     outcome.run_id,
                     outcome.left.join("; "),
                     ctx.environment

@@ -325,6 +325,18 @@ pub enum DatabaseConfig {
     AzureSql(Box<AzureSqlConfig>),
 }
 
+impl DatabaseConfig {
+    /// The connection URL as written, where the kind has one.
+    pub fn url(&self) -> Option<&Text> {
+        match self {
+            Self::Sqlite { url, .. } | Self::Postgres { url, .. } | Self::Mysql { url, .. } => {
+                Some(url)
+            }
+            Self::AzureSql(_) => None,
+        }
+    }
+}
+
 /// An Azure SQL database, reached through Azure Resource Manager with the environment's
 /// Azure credential. Backups are `.bacpac` exports through the `azure-blob` backup
 /// container (which must have `key:` or `sas:`, handed to the export); a restore imports

@@ -146,7 +146,8 @@ fn missing(path: &Path) -> ConfigError {
             found.display(),
             found.display()
         ),
-        None => "run cutover in the project's folder, or pass `-c PATH` to name the config file"
+        None => "run cutover in the project's folder, pass `-c PATH` to name the config file, \
+                 or start a project here with `cutover init`"
             .to_owned(),
     };
     ConfigError::Invalid(Located::file(
@@ -173,7 +174,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     }
     let text = read(path)?;
     let file: DeployFile = serde_saphyr::from_str_with_options(&text, options())
-        .map_err(|e| ConfigError::yaml(path, &e))?;
+        .map_err(|e| ConfigError::yaml(path, &text, &e))?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -260,7 +261,7 @@ fn finish(problems: Vec<Located>) -> Result<(), ConfigError> {
 pub fn load_pipeline(path: &Path, base_dir: &Path) -> Result<Pipeline, ConfigError> {
     let text = read(path)?;
     let file: PipelineFile = serde_saphyr::from_str_with_options(&text, options())
-        .map_err(|e| ConfigError::yaml(path, &e))?;
+        .map_err(|e| ConfigError::yaml(path, &text, &e))?;
     let mut problems = Vec::new();
     let mut seen = HashSet::new();
     let mut counts = std::collections::HashMap::<&str, u32>::new();

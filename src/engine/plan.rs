@@ -36,6 +36,15 @@ pub(crate) async fn build(
         .into_iter()
         .map(Message::plain)
         .collect();
+    if rollback_target.is_none()
+        && pipeline
+            .steps
+            .iter()
+            .any(|s| matches!(s.with, crate::config::pipeline::StepWith::Migrate(_)))
+        && let Some(gone) = vanished(ctx)
+    {
+        problems.push(Message::plain(gone));
+    }
     if let Some(crate::run::plan::RollbackTarget::Backup(id)) = rollback_target {
         match ctx.store.manifest(id).await {
             Ok(m) if m.database_kind != ctx.database.kind() => {
@@ -384,4 +393,23 @@ fn list(pending: &[PendingMigration]) -> String {
         .map(|p| p.version.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A database file that is gone after a run of this environment succeeded on it was moved
+/// or deleted: migrating a new, empty one in its place would look like a first deploy.
+fn vanished(ctx: &Context) -> Option<String> {
+    let file = ctx.database.missing_file()?;
+    let run = crate::engine::journal::all_runs(&ctx.state_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .find(|r| {
+            r.environment() == Some(ctx.environment.as_str())
+                && r.status() == Some(crate::engine::journal::RunStatus::Succeeded)
+        })?;
+    Some(format!(
+        "the database file {} does not exist, but run {} deployed to it: was it moved or deleted? Restore it (`cutover backup list`, then `cutover backup restore`), or set `create: true` on the database to start again from an empty one",
+        file.display(),
+        run.run_id()
+    ))
 }

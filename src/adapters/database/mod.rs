@@ -194,9 +194,39 @@ pub struct DumpInfo {
     pub tool: String,
 }
 
+/// What to run when the server says the database itself does not exist: cutover never
+/// creates a PostgreSQL or MySQL database (a typo in its name must not become a new one).
+fn missing_database_hint(error: &sqlx::Error) -> String {
+    let sqlx::Error::Database(db) = error else {
+        return String::new();
+    };
+    let message = db.message();
+    let quoted = |open: char, close: char| {
+        let start = message.find(open)? + open.len_utf8();
+        let end = start + message[start..].find(close)?;
+        Some(message[start..end].to_owned())
+    };
+    if message.starts_with("database \"")
+        && message.ends_with("does not exist")
+        && let Some(name) = quoted('"', '"')
+    {
+        return format!(
+            "; cutover does not create databases: if the name is right, create it with `createdb {name}` (or `CREATE DATABASE \"{name}\";`)"
+        );
+    }
+    if message.starts_with("Unknown database '")
+        && let Some(name) = quoted('\'', '\'')
+    {
+        return format!(
+            "; cutover does not create databases: if the name is right, create it with the statement CREATE DATABASE `{name}`;"
+        );
+    }
+    String::new()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
-    #[error("cannot connect to {target}: {source}")]
+    #[error("cannot connect to {target}: {source}{}", missing_database_hint(.source))]
     Connect {
         target: String,
         #[source]
@@ -335,6 +365,11 @@ pub trait Database: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Where it is, with any password masked.
     fn describe(&self) -> String;
+    /// A database that is a file the adapter would create on first use (SQLite), when that
+    /// file does not exist yet and `create: true` does not ask for it.
+    fn missing_file(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     /// The connection URL as configured, references resolved, for a migrator cutover runs
     /// (`migrate` with `tool: command` exports it as `DATABASE_URL`). Whoever takes it
     /// registers it with the redactor: it is never printed.

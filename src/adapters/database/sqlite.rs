@@ -193,6 +193,10 @@ impl Database for SqliteDatabase {
         self.close().await;
     }
 
+    fn missing_file(&self) -> Option<PathBuf> {
+        (!self.create && !self.path.exists()).then(|| self.path.clone())
+    }
+
     async fn state(&self) -> Result<DatabaseState, DatabaseError> {
         // Planning must not create the database file.
         self.may_open()?;

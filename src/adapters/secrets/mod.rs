@@ -12,6 +12,10 @@ use crate::secret::Secret;
 pub(crate) enum SecretError {
     #[error("environment variable `{0}` is not set")]
     EnvMissing(String),
+    /// Set to nothing: a value left out by mistake (`export DATABASE_URL=` in a script),
+    /// which no setting can use.
+    #[error("environment variable `{0}` is set but empty")]
+    EnvEmpty(String),
     #[error("environment variable `{0}` is not valid UTF-8")]
     EnvNotUnicode(String),
     #[error("cannot read secret file {}: {source}", path.display())]
