@@ -494,3 +494,29 @@ fn an_empty_variable_and_a_health_url_that_is_not_http_are_named_at_their_lines(
         run.stderr()
     );
 }
+
+/// A version a digit short is not a version: going "down to" it would take back every
+/// migration above it. The plan stops (exit 2) with the nearest version and touches nothing.
+#[test]
+fn a_version_to_go_back_to_must_exist() {
+    let p = Project::new();
+    p.run(&["deploy", "-y"]).expect_code(0);
+    let before = p.db_snapshot();
+    for args in [
+        &["migrate", "down", "--to", "2024030110000"][..],
+        &["rollback", "--to", "2024030110000", "-y"],
+    ] {
+        let run = p.run(args);
+        run.expect_code(2);
+        assert!(
+            run.stderr()
+                .contains("version 2024030110000 is not a migration of this project")
+                && run.stderr().contains("did you mean `20240301100"),
+            "{args:?}: {}",
+            run.stderr()
+        );
+    }
+    assert_eq!(p.db_snapshot(), before);
+    p.run(&["migrate", "down", "--to", "20240301100000"])
+        .expect_code(0);
+}

@@ -36,6 +36,11 @@ pub(crate) async fn build(
         .into_iter()
         .map(Message::plain)
         .collect();
+    if let Some(crate::run::plan::RollbackTarget::Version(Some(v))) = rollback_target
+        && let Some(unknown) = unknown_version(ctx, &database, *v)
+    {
+        problems.push(Message::plain(unknown));
+    }
     if rollback_target.is_none()
         && pipeline
             .steps
@@ -411,5 +416,27 @@ fn vanished(ctx: &Context) -> Option<String> {
         "the database file {} does not exist, but run {} deployed to it: was it moved or deleted? Restore it (`cutover backup list`, then `cutover backup restore`), or set `create: true` on the database to start again from an empty one",
         file.display(),
         run.run_id()
+    ))
+}
+
+/// A version to go back to must be one this project has (a file, or a row of the history):
+/// a typo in it (a digit short) would otherwise take back every migration above it.
+fn unknown_version(ctx: &Context, database: &DatabaseState, version: i64) -> Option<String> {
+    if ctx.migrations.get(version).is_some()
+        || database.applied.iter().any(|a| a.version == version)
+    {
+        return None;
+    }
+    let known: Vec<String> = ctx
+        .migrations
+        .migrations
+        .iter()
+        .map(|m| m.version)
+        .chain(database.applied.iter().map(|a| a.version))
+        .map(|v| v.to_string())
+        .collect();
+    Some(format!(
+        "version {version} is not a migration of this project (`cutover migrate status` lists them; `--to 0` goes back to an empty schema){}",
+        crate::suggest::did_you_mean(&version.to_string(), known.iter().map(String::as_str))
     ))
 }
