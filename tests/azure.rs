@@ -488,6 +488,32 @@ fn app_path(app: &str) -> String {
     )
 }
 
+/// `check` against a Resource Manager that takes the connection and never answers ends
+/// within `--timeout`, saying what could not be reached; nothing is changed.
+#[test]
+fn check_against_a_silent_resource_manager_ends_within_its_timeout() {
+    let fake = AzureFake::start();
+    let p = apps_project(&fake, "");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let mut c = app_cmd(&p, &fake);
+    c.env(
+        "CUTOVER_AZURE_REDIRECT",
+        format!("management.azure.com={silent_url},{}", fake.redirect()),
+    );
+    let out = run(c, &["check", "-e", "aca", "--timeout", "2s"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr().contains(
+            "no answer within 2s: a database, platform, backup store or vault of `aca` cannot be reached"
+        ),
+        "{}",
+        out.stderr()
+    );
+    assert!(changes(&fake).is_empty());
+    drop(silent);
+}
+
 /// `(method, path, body)` of every change sent to Resource Manager.
 fn changes(fake: &AzureFake) -> Vec<(String, String, Value)> {
     fake.requests()

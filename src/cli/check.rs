@@ -10,7 +10,10 @@ use crate::adapters::azure::identity;
 use crate::adapters::reference::Resolver;
 use crate::engine::{EngineError, cancel, plan};
 
-pub(crate) async fn check(global: &Global) -> Result<Exit, EngineError> {
+pub(crate) async fn check(
+    global: &Global,
+    limit: std::time::Duration,
+) -> Result<Exit, EngineError> {
     let config = load_config(global)?;
     let envs: Vec<String> = match &global.env {
         Some(e) => vec![e.clone()],
@@ -38,8 +41,20 @@ pub(crate) async fn check(global: &Global) -> Result<Exit, EngineError> {
                 .await
                 .map_err(|e| EngineError::Plan(format!("Azure sign-in: {e}")))?;
             Ok::<_, EngineError>((session, plan, azure))
-        }
-        .await;
+        };
+        // Remote reads can take seconds each: a terminal shows what is being waited on,
+        // and the whole check of an environment has a limit.
+        let waiting = spinner(&format!(
+            "checking `{env}`: references, database, platform, backups"
+        ));
+        let outcome = match tokio::time::timeout(limit, outcome).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(EngineError::Plan(format!(
+                "no answer within {}: a database, platform, backup store or vault of `{env}` cannot be reached (`--timeout` waits longer; `-v` shows the requests)",
+                humantime::format_duration(limit)
+            ))),
+        };
+        waiting.finish_and_clear();
         match outcome {
             Ok((session, plan, azure)) => {
                 let signed_in = azure
@@ -66,4 +81,17 @@ pub(crate) async fn check(global: &Global) -> Result<Exit, EngineError> {
         }
     }
     Ok(exit)
+}
+
+/// A spinner on stderr with what is being waited for; drawn only on a terminal.
+fn spinner(message: &str) -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+            .with_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            )
+            .with_message(message.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
 }

@@ -428,7 +428,12 @@ pub enum LockCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {}
+pub struct CheckArgs {
+    /// Longest one environment's check may take, every remote read included (a database,
+    /// a platform, a store or a vault that cannot be reached is reported then).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -497,7 +502,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Backup(cmd) => backup::backup(&cli.global, cmd).await,
         Command::History(args) => history::history(&cli.global, &args).await,
         Command::Lock(cmd) => lock::lock(&cli.global, cmd).await,
-        Command::Check(_) => check::check(&cli.global).await,
+        Command::Check(args) => check::check(&cli.global, args.timeout).await,
         Command::Init(args) => init::init(&cli.global, args.project.as_deref()),
         Command::Completions(args) => {
             let mut command = <Cli as clap::CommandFactory>::command();
