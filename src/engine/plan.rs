@@ -402,7 +402,12 @@ fn list(pending: &[PendingMigration]) -> String {
 
 /// A database file that is gone after a run of this environment succeeded on it was moved
 /// or deleted: migrating a new, empty one in its place would look like a first deploy.
+/// Only with a journal of this machine: a shared one (`lock: { kind: azure-blob }`) holds
+/// runs of other runners, whose files this one cannot see.
 fn vanished(ctx: &Context) -> Option<String> {
+    if ctx.shared.is_some() {
+        return None;
+    }
     let file = ctx.database.missing_file()?;
     let run = crate::engine::journal::all_runs(&ctx.state_dir)
         .unwrap_or_default()
