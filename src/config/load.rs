@@ -52,10 +52,15 @@ impl Config {
         }
     }
 
+    /// The names of the environments, as the file lists them.
+    pub fn environment_names(&self) -> Vec<&str> {
+        self.file.environments.keys().map(String::as_str).collect()
+    }
+
     /// The environment by name, or an error listing the ones that exist.
     pub fn environment(&self, name: &str) -> Result<&Environment, ConfigError> {
         self.file.environments.get(name).ok_or_else(|| {
-            let known: Vec<_> = self.file.environments.keys().map(String::as_str).collect();
+            let known = self.environment_names();
             ConfigError::Invalid(Located::file(
                 &self.path,
                 format!(
@@ -220,12 +225,7 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     if let Some(name) = &config.file.default_environment
         && !config.file.environments.contains_key(&name.value)
     {
-        let known: Vec<_> = config
-            .file
-            .environments
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let known = config.environment_names();
         problems.push(Located::at(
             &config.path,
             &name.referenced,
@@ -364,12 +364,7 @@ pub fn check_when_environments(config: &Config, pipeline: &Pipeline) -> Result<(
                 if config.file.environments.contains_key(&name.value) {
                     continue;
                 }
-                let known: Vec<_> = config
-                    .file
-                    .environments
-                    .keys()
-                    .map(String::as_str)
-                    .collect();
+                let known = config.environment_names();
                 let message = format!(
                     "step `{}`: `when: {{ {key}: ... }}` names environment `{}`, which {} does not define (defined: {})",
                     step.id,
