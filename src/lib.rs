@@ -27,3 +27,4 @@ pub(crate) mod shell;
 pub mod steps;
 pub(crate) mod suggest;
 pub(crate) mod units;
+pub(crate) mod waiting;

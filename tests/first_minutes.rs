@@ -7,22 +7,10 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{Project, ROOT, Run};
+use support::{Project, ROOT, Run, command_in};
 
 fn cutover(dir: &Path, args: &[&str]) -> Run {
-    Run(Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("CUTOVER_ENV")
-        .env_remove("CUTOVER_CONFIG")
-        .env_remove("CUTOVER_OUTPUT")
-        .env_remove("CUTOVER_REPORT")
-        .env_remove("GITHUB_ACTIONS")
-        .env_remove("TF_BUILD")
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("cutover runs"))
+    Run(command_in(dir).args(args).output().expect("cutover runs"))
 }
 
 #[test]

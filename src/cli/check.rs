@@ -44,7 +44,7 @@ pub(crate) async fn check(
         };
         // Remote reads can take seconds each: a terminal shows what is being waited on,
         // and the whole check of an environment has a limit.
-        let waiting = spinner(&format!(
+        let waiting = crate::waiting::spinner(format!(
             "checking `{env}`: references, database, platform, backups"
         ));
         let outcome = match tokio::time::timeout(limit, outcome).await {
@@ -81,17 +81,4 @@ pub(crate) async fn check(
         }
     }
     Ok(exit)
-}
-
-/// A spinner on stderr with what is being waited for; drawn only on a terminal.
-fn spinner(message: &str) -> indicatif::ProgressBar {
-    let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
-            .with_style(
-                indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-            )
-            .with_message(message.to_owned());
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    bar
 }

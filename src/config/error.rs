@@ -130,9 +130,7 @@ impl ConfigError {
     /// Turns a serde-saphyr error into one naming the file, the line and the column of
     /// what is wrong (`text` is the file's text).
     pub fn yaml(path: &Path, text: &str, error: &serde_saphyr::Error) -> Self {
-        let Self::Yaml { located, snippet } = Self::yaml_as_given(path, error) else {
-            unreachable!("yaml_as_given makes a Yaml error")
-        };
+        let (located, snippet) = as_given(path, error);
         match refine(text, &located) {
             Some(better) => {
                 let snippet = snippet_at(text, &better);
@@ -144,32 +142,33 @@ impl ConfigError {
             None => Self::Yaml { located, snippet },
         }
     }
+}
 
-    fn yaml_as_given(path: &Path, error: &serde_saphyr::Error) -> Self {
-        // serde-saphyr's advice on duplicate keys is meant for programmers, not config authors.
-        let rendered = error
-            .to_string()
-            .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
-        let mut lines = rendered.lines();
-        let first = lines.next().unwrap_or_default();
-        // serde-saphyr starts with `error: line L column C: message`; keep only the message.
-        let message = first
-            .strip_prefix("error: ")
-            .unwrap_or(first)
-            .split_once(": ")
-            .filter(|(head, _)| head.starts_with("line "))
-            .map_or(first, |(_, message)| message)
-            .to_owned();
-        let snippet = lines
-            .filter(|l| !l.trim_start().starts_with("-->"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let located = match error.location() {
-            Some(location) => Located::at(path, &location, message),
-            None => Located::file(path, message),
-        };
-        Self::Yaml { located, snippet }
-    }
+/// serde-saphyr's message, place and snippet, as it gives them.
+fn as_given(path: &Path, error: &serde_saphyr::Error) -> (Located, String) {
+    // serde-saphyr's advice on duplicate keys is meant for programmers, not config authors.
+    let rendered = error
+        .to_string()
+        .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or_default();
+    // serde-saphyr starts with `error: line L column C: message`; keep only the message.
+    let message = first
+        .strip_prefix("error: ")
+        .unwrap_or(first)
+        .split_once(": ")
+        .filter(|(head, _)| head.starts_with("line "))
+        .map_or(first, |(_, message)| message)
+        .to_owned();
+    let snippet = lines
+        .filter(|l| !l.trim_start().starts_with("-->"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let located = match error.location() {
+        Some(location) => Located::at(path, &location, message),
+        None => Located::file(path, message),
+    };
+    (located, snippet)
 }
 
 /// The names serde lists after `expected`: "one of a, b, c", "`a` or `b`", "`a`".

@@ -179,19 +179,7 @@ impl Project {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
-        cmd.current_dir(self.path())
-            .env_remove("CUTOVER_ENV")
-            .env_remove("CUTOVER_CONFIG")
-            .env_remove("CUTOVER_OUTPUT")
-            .env_remove("CUTOVER_REPORT")
-            .env_remove("CUTOVER_TEST_CRASH_AFTER_RECORD")
-            .env_remove("GITHUB_ACTIONS")
-            .env_remove("TF_BUILD")
-            .env("NO_COLOR", "1")
-            .env("CI", "1")
-            .stdin(std::process::Stdio::null());
-        cmd
+        command_in(self.path())
     }
 
     /// Runs `cutover ARGS` in the project and returns its output.
@@ -353,6 +341,23 @@ pub fn db_snapshot(path: &Path) -> BTreeMap<String, Vec<String>> {
 }
 
 /// A finished command.
+/// `cutover` run in `dir`, away from the settings of the shell running the tests.
+pub fn command_in(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
+    cmd.current_dir(dir)
+        .env_remove("CUTOVER_ENV")
+        .env_remove("CUTOVER_CONFIG")
+        .env_remove("CUTOVER_OUTPUT")
+        .env_remove("CUTOVER_REPORT")
+        .env_remove("CUTOVER_TEST_CRASH_AFTER_RECORD")
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("TF_BUILD")
+        .env("NO_COLOR", "1")
+        .env("CI", "1")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
 pub struct Run(pub Output);
 
 impl Run {

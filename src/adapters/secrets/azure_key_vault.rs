@@ -110,18 +110,11 @@ pub(crate) fn resolve(
         .ok_or_else(|| r.error("Key Vault can only be read while cutover runs a command".into()))?;
     // A read can take seconds (sign-in, a slow network): a terminal shows that cutover is
     // waiting, and on what.
-    let waiting =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
-            .with_style(
-                indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-            )
-            .with_message(format!(
-                "reading secret `{}` from Key Vault `{}`",
-                r.name,
-                r.vault()
-            ));
-    waiting.enable_steady_tick(Duration::from_millis(120));
+    let waiting = crate::waiting::spinner(format!(
+        "reading secret `{}` from Key Vault `{}`",
+        r.name,
+        r.vault()
+    ));
     let value = tokio::task::block_in_place(|| {
         handle.block_on(async {
             tokio::time::timeout(limit, fetch(&auth, &r, limit))
