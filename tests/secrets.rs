@@ -222,6 +222,14 @@ fn secrets_reach_their_destinations_and_no_output() {
 
     // A successful deploy, in JSON and with trace logging.
     s.run(&["-vv", "deploy", "--output", "json"]).success();
+    // Read now: the crash below may kill `maintenance_on` between the shell's truncating
+    // this file and its writing it (the supervisor ends the group when cutover dies).
+    let used = s.p.read("used/maintenance_on");
+    assert_eq!(
+        used,
+        format!("{VIA_ENV}\n{VIA_FILE}\n{VIA_SECRET_FILE}\n"),
+        "maintenance_on received the platform env and its template secret"
+    );
 
     // A run that dies part-way (like kill -9), finished by `recover`.
     s.p.add_migration(
@@ -256,12 +264,6 @@ fn secrets_reach_their_destinations_and_no_output() {
     s.run(&["lock", "status"]).success();
 
     // The secrets were used: the platform commands got them...
-    let used = s.p.read("used/maintenance_on");
-    assert_eq!(
-        used,
-        format!("{VIA_ENV}\n{VIA_FILE}\n{VIA_SECRET_FILE}\n"),
-        "maintenance_on received the platform env and its template secret"
-    );
     assert!(
         s.p.calls().iter().any(|c| c == "restart"),
         "the restart command ran: {:?}",
