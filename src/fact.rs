@@ -36,6 +36,12 @@ pub enum Fact {
     },
     /// The state after the rollback could not be compared, and why.
     StateNotCompared { reason: String },
+    /// Backups the retention (`keep:`) let go after the run succeeded.
+    BackupsPruned {
+        deleted: Vec<String>,
+        /// The retention, in words (`the newest 10`).
+        kept: String,
+    },
     /// A rehearsal's copy of the data is ready.
     RehearsalCopied { source: String, took_ms: u64 },
     /// A migration applied on the rehearsal's copy, and what its down did there.
@@ -101,6 +107,11 @@ impl Fact {
             Self::StateNotCompared { reason } => {
                 format!("the state after the rollback was not verified: {reason}")
             }
+            Self::BackupsPruned { deleted, kept } => format!(
+                "{} old backup(s) pruned, keeping {kept} and any a halted or unfinished run names: {}",
+                deleted.len(),
+                crate::units::summarise(deleted, "the journal lists them all")
+            ),
             Self::RehearsalCopied { source, took_ms } => {
                 format!("rehearsal: copy made from {source} in {took_ms} ms")
             }

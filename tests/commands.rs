@@ -304,6 +304,120 @@ fn backup_prune_keeps_the_newest() {
     );
 }
 
+/// The backup ids in the store, newest first.
+fn backup_ids(p: &Project) -> Vec<String> {
+    let list = p.run(&["backup", "list", "--output", "json"]);
+    result(&list.stdout())["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_successful_deploy_prunes_by_keep_and_spares_what_runs_may_need() {
+    let p = Project::new();
+    p.write_config(&p.default_config().replace(
+        "backups: { kind: local, path: state/backups }",
+        "backups: { kind: local, path: state/backups, keep: 2 }",
+    ));
+    p.deployed_with_data();
+    for name in ["b1", "b2", "b3"] {
+        p.run(&["backup", "create", "--name", name]).success();
+    }
+    // `backup create` leaves retention to `backup prune`.
+    assert_eq!(backup_ids(&p).len(), 4, "{:?}", backup_ids(&p));
+
+    // A deploy that halts after its backup: that backup is what `rollback` restores.
+    p.write(
+        "pipelines/halting.yaml",
+        &p.read("pipelines/deploy.yaml").replace(
+            "    with: { to: latest, rollback: auto }\n",
+            "    with: { to: latest, rollback: auto }\n    on_failure: halt\n",
+        ),
+    );
+    p.add_migration(
+        "20250101000000_broken",
+        "ALTER TABLE users ADD COLUMN flag INTEGER; SELECT * FROM no_such_table;",
+        Some("ALTER TABLE users DROP COLUMN flag;"),
+    );
+    p.run(&["deploy", "-p", "pipelines/halting.yaml"])
+        .expect_code(3);
+    let halted_backup = backup_ids(&p)[0].clone();
+    assert!(halted_backup.starts_with("pre-"), "{halted_backup}");
+    // Two backups by another runner, newer than the halted run's (a halted run blocks
+    // `backup create` here): the halted run's backup is no longer among the newest two.
+    let halted_at: chrono::DateTime<chrono::Utc> = serde_json::from_value(
+        serde_json::from_str::<serde_json::Value>(
+            &p.read(&format!("state/backups/{halted_backup}.manifest.json")),
+        )
+        .unwrap()["created_at"]
+            .clone(),
+    )
+    .unwrap();
+    for (name, ms) in [("b4", 1), ("b5", 2)] {
+        let mut manifest: serde_json::Value =
+            serde_json::from_str(&p.read("state/backups/b3.manifest.json")).unwrap();
+        manifest["id"] = name.into();
+        manifest["created_at"] = (halted_at + chrono::Duration::milliseconds(ms))
+            .to_rfc3339()
+            .into();
+        p.write(
+            &format!("state/backups/{name}.manifest.json"),
+            &manifest.to_string(),
+        );
+        std::fs::copy(
+            p.file("state/backups/b3.dump"),
+            p.file(&format!("state/backups/{name}.dump")),
+        )
+        .unwrap();
+    }
+    let pruned = p.run(&["backup", "prune"]);
+    pruned.success();
+    assert!(
+        pruned
+            .stdout()
+            .contains("and 1 a halted or unfinished run may still restore"),
+        "{}",
+        pruned.stdout()
+    );
+    let ids = backup_ids(&p);
+    assert_eq!(
+        ids,
+        ["b5", "b4", halted_backup.as_str()],
+        "the newest two, and the halted run's backup"
+    );
+
+    // Undo the halted run, fix the migration, deploy: the retention runs by itself.
+    p.run(&["rollback", "--yes"]).success();
+    p.add_migration(
+        "20250101000000_broken",
+        "ALTER TABLE users ADD COLUMN flag INTEGER;",
+        Some("ALTER TABLE users DROP COLUMN flag;"),
+    );
+    let deploy = p.run(&["deploy", "--output", "json"]);
+    deploy.success();
+    let ids = backup_ids(&p);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[1], "b5", "the newest two are kept");
+    let pruned: Vec<serde_json::Value> = json_lines(&deploy.stdout())
+        .into_iter()
+        .filter(|e| e["fact"] == "backups_pruned")
+        .collect();
+    assert_eq!(pruned.len(), 1, "{}", deploy.stdout());
+    assert_eq!(
+        pruned[0]["deleted"],
+        serde_json::json!(["b4", halted_backup])
+    );
+    assert!(
+        p.journals().iter().flatten().any(|r| r["record"] == "fact"
+            && r["fact"] == "backups_pruned"
+            && r["deleted"] == serde_json::json!(["b4", halted_backup])),
+        "the journal records the prune"
+    );
+}
+
 #[test]
 fn deploy_applies_exactly_the_approved_plan_or_refuses() {
     let p = Project::new();

@@ -9,7 +9,7 @@ use super::session::Session;
 use super::{BackupCommand, Global};
 use crate::app::builtin::{builtin, database_pipeline, step};
 use crate::config::pipeline::{BackupWith, StepWith};
-use crate::engine::{EngineError, cancel};
+use crate::engine::{EngineError, cancel, retention};
 use crate::run::plan::RollbackTarget;
 use crate::steps::backup::verify;
 use crate::units::human_bytes;
@@ -88,7 +88,8 @@ pub(crate) async fn backup(global: &Global, command: BackupCommand) -> Result<Ex
                 .list()
                 .await
                 .map_err(|e| EngineError::Plan(e.to_string()))?;
-            let doomed = prune_candidates(&list, &keep, chrono::Utc::now());
+            let protected = retention::protected(&ctx)?;
+            let doomed = retention::candidates(&list, &keep, chrono::Utc::now(), &protected);
             let mut text = String::new();
             for id in &doomed {
                 if !dry_run {
@@ -102,7 +103,16 @@ pub(crate) async fn backup(global: &Global, command: BackupCommand) -> Result<Ex
                     if dry_run { "would delete" } else { "deleted" }
                 ));
             }
-            text.push_str(&format!("{} backup(s) kept", list.len() - doomed.len()));
+            let spared = list.iter().filter(|m| protected.contains(&m.id)).count();
+            text.push_str(&format!(
+                "{} backup(s) kept: {keep}{}",
+                list.len() - doomed.len(),
+                if spared > 0 {
+                    format!(", and {spared} a halted or unfinished run may still restore")
+                } else {
+                    String::new()
+                }
+            ));
             session.result(&json!({"deleted": if dry_run { Vec::new() } else { doomed.clone() }, "would_delete": if dry_run { doomed.clone() } else { Vec::new() }}), &text);
             Ok(Exit::Ok)
         }
@@ -120,25 +130,4 @@ pub(crate) async fn backup(global: &Global, command: BackupCommand) -> Result<Ex
             .await
         }
     }
-}
-
-/// Backups beyond the retention, given newest first. The newest backup is always kept.
-pub(crate) fn prune_candidates(
-    newest_first: &[crate::adapters::store::Manifest],
-    keep: &crate::config::deploy_file::Keep,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Vec<String> {
-    use crate::config::deploy_file::Keep;
-    newest_first
-        .iter()
-        .enumerate()
-        .skip(1)
-        .filter(|(i, m)| match keep {
-            Keep::Count(n) => *i >= (*n as usize).max(1),
-            Keep::Age(age) => {
-                chrono::Duration::from_std(age.get()).is_ok_and(|age| now - m.created_at > age)
-            }
-        })
-        .map(|(_, m)| m.id.clone())
-        .collect()
 }

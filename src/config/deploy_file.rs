@@ -413,6 +413,15 @@ pub enum Keep {
     Age(Duration),
 }
 
+impl std::fmt::Display for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Count(n) => write!(f, "the newest {n}"),
+            Self::Age(age) => write!(f, "those younger than {age}"),
+        }
+    }
+}
+
 /// The backup store, by `kind`.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]

@@ -11,6 +11,7 @@ pub mod lock;
 pub(crate) mod plan;
 pub(crate) mod preview;
 pub(crate) mod recover;
+pub(crate) mod retention;
 pub(crate) mod rollback;
 pub(crate) mod run;
 pub(crate) mod shared_state;

@@ -80,6 +80,7 @@ pub(crate) async fn execute(
         run_id,
         delegate: None,
         before,
+        prunes: prunes(command),
     };
     run.drive(journal, state, Vec::new(), 0, None).await
 }
@@ -147,6 +148,7 @@ pub(crate) async fn resume(
         run_id,
         delegate: None,
         before: verify::journaled(&run.records),
+        prunes: run.command().is_some_and(prunes),
     };
     let stack = journaled.stack(None);
     drive
@@ -249,6 +251,7 @@ pub(crate) async fn execute_delegating(
         delegate: Some((index, delegate)),
         // The fleet's own run changes no database: each target's run checks its own.
         before: None,
+        prunes: false,
     };
     run.drive(journal, state, Vec::new(), 0, None).await
 }
@@ -277,6 +280,15 @@ struct Drive<'a> {
     delegate: Option<(usize, &'a dyn Delegate)>,
     /// The database before the run, to compare with after a rollback.
     before: Option<Before>,
+    /// Whether the store's retention runs when the run succeeds.
+    prunes: bool,
+}
+
+/// Deploys (a fleet's target runs and release phases included) apply the store's
+/// retention when they succeed; a `backup create` or a rollback leaves it to
+/// `backup prune`.
+fn prunes(command: &str) -> bool {
+    command == "release" || command == "deploy" || command.starts_with("deploy --fleet (")
 }
 
 impl Drive<'_> {
@@ -553,6 +565,9 @@ impl Drive<'_> {
             kept,
         };
         let Some((id, error)) = &failure else {
+            if let Some(taken) = state.backup.as_ref().filter(|_| self.prunes) {
+                super::retention::prune_after_run(ctx, &mut journal, taken).await?;
+            }
             return finish(ctx, &mut journal, outcome, started).await;
         };
         let reason = format!("step `{id}` failed: {error}");

@@ -48,6 +48,9 @@ pub(crate) struct Document {
     pub steps: Vec<Step>,
     pub migrations: Migrations,
     pub backup: Option<Backup>,
+    /// Old backups the retention deleted after the run succeeded.
+    #[serde(default)]
+    pub backups_pruned: Vec<String>,
     /// The database's fingerprint before the run's first side effect.
     #[serde(default)]
     pub fingerprint: Option<Fact>,

@@ -128,6 +128,20 @@ pub(crate) fn markdown(doc: &Value) -> String {
         }
         let _ = writeln!(md, "| Backup | {line} |");
     }
+    if let Some(pruned) = doc["backups_pruned"].as_array()
+        && !pruned.is_empty()
+    {
+        let _ = writeln!(
+            md,
+            "| Pruned | {} old backup(s): {} |",
+            pruned.len(),
+            pruned
+                .iter()
+                .map(|id| format!("`{}`", str_of(id)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if let Some(j) = doc["journal"].as_str() {
         let _ = writeln!(md, "| Journal | `{}` |", cell(j));
     }

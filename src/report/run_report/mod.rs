@@ -52,6 +52,7 @@ struct State {
     actions: Vec<RollbackAction>,
     warnings: Vec<String>,
     backup: Option<Backup>,
+    backups_pruned: Vec<String>,
     fingerprint: Option<Fact>,
     rollback_check: Option<Fact>,
     outcome: Option<Outcome>,
@@ -179,6 +180,9 @@ impl Recorder {
                             sha256: None,
                             size: None,
                         });
+                    }
+                    Fact::BackupsPruned { deleted, .. } => {
+                        s.backups_pruned.extend(deleted.iter().cloned());
                     }
                     Fact::FingerprintTaken { .. } => s.fingerprint = Some(fact.clone()),
                     Fact::StateCompared { .. } | Fact::StateNotCompared { .. } => {
@@ -366,6 +370,7 @@ impl Recorder {
             steps: steps_in_order(&s),
             migrations: s.migrations.clone(),
             backup: s.backup.clone(),
+            backups_pruned: s.backups_pruned.clone(),
             fingerprint: s.fingerprint.clone(),
             state_check: s.rollback_check.clone(),
             validations: s.validations.clone(),
