@@ -304,17 +304,6 @@ fn backup_prune_keeps_the_newest() {
     );
 }
 
-/// The backup ids in the store, newest first.
-fn backup_ids(p: &Project) -> Vec<String> {
-    let list = p.run(&["backup", "list", "--output", "json"]);
-    result(&list.stdout())["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn a_successful_deploy_prunes_by_keep_and_spares_what_runs_may_need() {
     let p = Project::new();
@@ -327,7 +316,7 @@ fn a_successful_deploy_prunes_by_keep_and_spares_what_runs_may_need() {
         p.run(&["backup", "create", "--name", name]).success();
     }
     // `backup create` leaves retention to `backup prune`.
-    assert_eq!(backup_ids(&p).len(), 4, "{:?}", backup_ids(&p));
+    assert_eq!(p.backup_ids().len(), 4, "{:?}", p.backup_ids());
 
     // A deploy that halts after its backup: that backup is what `rollback` restores.
     p.write(
@@ -344,7 +333,7 @@ fn a_successful_deploy_prunes_by_keep_and_spares_what_runs_may_need() {
     );
     p.run(&["deploy", "-p", "pipelines/halting.yaml"])
         .expect_code(3);
-    let halted_backup = backup_ids(&p)[0].clone();
+    let halted_backup = p.backup_ids()[0].clone();
     assert!(halted_backup.starts_with("pre-"), "{halted_backup}");
     // Two backups by another runner, newer than the halted run's (a halted run blocks
     // `backup create` here): the halted run's backup is no longer among the newest two.
@@ -382,7 +371,7 @@ fn a_successful_deploy_prunes_by_keep_and_spares_what_runs_may_need() {
         "{}",
         pruned.stdout()
     );
-    let ids = backup_ids(&p);
+    let ids = p.backup_ids();
     assert_eq!(
         ids,
         ["b5", "b4", halted_backup.as_str()],
@@ -398,7 +387,7 @@ fn a_successful_deploy_prunes_by_keep_and_spares_what_runs_may_need() {
     );
     let deploy = p.run(&["deploy", "--output", "json"]);
     deploy.success();
-    let ids = backup_ids(&p);
+    let ids = p.backup_ids();
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert_eq!(ids[1], "b5", "the newest two are kept");
     let pruned: Vec<serde_json::Value> = json_lines(&deploy.stdout())

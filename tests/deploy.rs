@@ -45,3 +45,63 @@ fn full_deploy_applies_migrations_backs_up_and_polls_health() {
     assert!(p.health.hits() >= 2, "preflight and health step both poll");
     assert!(p.locks().is_empty());
 }
+
+/// `-- cutover:no-transaction` on SQLite: `VACUUM` runs (it cannot inside a transaction),
+/// and a migration that fails part-way is recorded as dirty, then undone by its down
+/// file, which also removes the record: the state after the rollback is as before.
+#[test]
+fn sqlite_migrations_outside_a_transaction() {
+    let p = Project::new();
+    p.run(&["deploy"]).success();
+    p.add_migration(
+        "20250101000000_vacuum",
+        "-- cutover:no-transaction\nCREATE TABLE scratch (id INTEGER);\nDROP TABLE scratch;\nVACUUM;\n",
+        Some("-- cutover:no-transaction\nVACUUM;\n"),
+    );
+    let run = p.run(&["deploy"]);
+    run.success();
+    let db = p.db_snapshot();
+    assert!(
+        db["table _sqlx_migrations"]
+            .iter()
+            .any(|r| r.starts_with("20250101000000 | vacuum | <time> | 1 |")),
+        "recorded as applied: {db:?}"
+    );
+    p.run(&["migrate", "down", "--to", "20240301100100"])
+        .success();
+    assert_eq!(p.db_snapshot()["table _sqlx_migrations"].len(), 1 + 6);
+
+    // Half-way: the table is made (and committed), then a statement fails.
+    p.edit_pipeline("rollback: auto", "rollback: down");
+    let before = p.state();
+    p.add_migration(
+        "20250101000000_vacuum",
+        "-- cutover:no-transaction\nCREATE TABLE half (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n",
+        Some("-- cutover:no-transaction\nDROP TABLE IF EXISTS half;\n"),
+    );
+    let failed = p.run(&["deploy"]);
+    failed.expect_code(1);
+    assert!(
+        failed.stderr().contains("no such table: no_such_table"),
+        "{}",
+        failed.stderr()
+    );
+    assert!(
+        failed.stderr().contains("as before the run, checked"),
+        "{}",
+        failed.stderr()
+    );
+    assert_eq!(p.state(), before);
+
+    // Without an undo the migration stays dirty, and the next plan says so.
+    p.edit_pipeline("rollback: down", "rollback: none");
+    p.run(&["deploy"]).expect_code(1);
+    assert!(p.db_snapshot().contains_key("table half"));
+    let refused = p.run(&["deploy"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr().contains("migrate resolve 20250101000000"),
+        "{}",
+        refused.stderr()
+    );
+}

@@ -169,3 +169,47 @@ fn a_database_that_does_not_exist_is_bad_input_with_the_create_statement() {
         run.stderr()
     );
 }
+
+/// `-- cutover:no-transaction` on MySQL/MariaDB, whose DDL commits on its own anyway: the
+/// migration is applied and recorded like any other, and reverted by its down file.
+#[test]
+fn a_migration_marked_no_transaction_applies_and_reverts() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    let latest = std::fs::read_dir(p.file("migrations"))
+        .unwrap()
+        .filter_map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()?
+                .split('_')
+                .next()?
+                .parse::<i64>()
+                .ok()
+        })
+        .max()
+        .unwrap()
+        .to_string();
+    p.add_migration(
+        "20250101000000_optimize",
+        "-- cutover:no-transaction\nCREATE INDEX idx_users_name ON users (display_name);\nOPTIMIZE TABLE users;\n",
+        Some("-- cutover:no-transaction\nDROP INDEX idx_users_name ON users;\n"),
+    );
+    p.run(&["deploy"]).success();
+    assert_eq!(
+        server().sql(
+            &db,
+            "SELECT success FROM _sqlx_migrations WHERE version = 20250101000000"
+        ),
+        "1\n"
+    );
+    assert_eq!(
+        server().sql(&db, "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND index_name = 'idx_users_name'"),
+        "1\n"
+    );
+    p.run(&["migrate", "down", "--to", &latest]).success();
+    assert_eq!(
+        server().sql(&db, "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND index_name = 'idx_users_name'"),
+        "0\n"
+    );
+}

@@ -569,3 +569,92 @@ fn a_database_that_does_not_exist_is_bad_input_with_the_createdb_line() {
             .contains(&typo)
     );
 }
+
+/// `-- cutover:no-transaction` on PostgreSQL: `CREATE INDEX CONCURRENTLY` on a table with
+/// rows runs (its statements go to the server one by one, outside any transaction). A
+/// unique one that fails on duplicates leaves an INVALID index behind; the migration
+/// stays dirty, and the undo (its down file) drops the index: the state is as before.
+#[test]
+fn create_index_concurrently_and_its_invalid_leftover() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    server().psql(
+        &db,
+        "INSERT INTO users (id, email, display_name) VALUES (1, 'a@example.com', 'Same'), (2, 'b@example.com', 'Same');",
+    );
+    p.add_migration(
+        "20250101000000_index_names",
+        "-- cutover:no-transaction\nCREATE INDEX CONCURRENTLY idx_users_name ON users (display_name);\nCREATE INDEX CONCURRENTLY idx_users_created ON users (created_at);\n",
+        Some("-- cutover:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS idx_users_created;\nDROP INDEX CONCURRENTLY IF EXISTS idx_users_name;\n"),
+    );
+    p.run(&["deploy"]).success();
+    assert_eq!(
+        server().psql(
+            &db,
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE 'idx_users_%' ORDER BY 1"
+        ),
+        "idx_users_created|t\nidx_users_name|t\n"
+    );
+    p.run(&["migrate", "down", "--to", "20240301100100"])
+        .success();
+    assert_eq!(
+        server().psql(
+            &db,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'idx_users_%'"
+        ),
+        "0\n"
+    );
+
+    // Unique on duplicate names: the build fails and leaves the index INVALID.
+    let unique = (
+        "-- cutover:no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY idx_users_name ON users (display_name);\n",
+        "-- cutover:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS idx_users_name;\n",
+    );
+    p.add_migration("20250101000000_index_names", unique.0, Some(unique.1));
+    p.edit_pipeline("rollback: auto", "rollback: down");
+    let failed = p.run(&["deploy"]);
+    failed.expect_code(1);
+    assert!(
+        failed.stderr().contains("could not create unique index"),
+        "{}",
+        failed.stderr()
+    );
+    assert!(
+        failed.stderr().contains("as before the run, checked"),
+        "{}",
+        failed.stderr()
+    );
+    assert_eq!(
+        server().psql(
+            &db,
+            "SELECT count(*) FROM pg_class WHERE relname = 'idx_users_name'"
+        ),
+        "0\n",
+        "the undo dropped the INVALID index"
+    );
+
+    // With no undo, what the failure leaves: the INVALID index and a dirty record.
+    p.edit_pipeline("rollback: down", "rollback: none");
+    p.run(&["deploy"]).expect_code(1);
+    assert_eq!(
+        server().psql(
+            &db,
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'idx_users_name'"
+        ),
+        "f\n"
+    );
+    assert_eq!(
+        server().psql(
+            &db,
+            "SELECT success FROM _sqlx_migrations WHERE version = 20250101000000"
+        ),
+        "f\n"
+    );
+    let refused = p.run(&["deploy"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr().contains("migrate resolve 20250101000000"),
+        "{}",
+        refused.stderr()
+    );
+}

@@ -5,6 +5,7 @@
 
 pub(crate) mod lint;
 pub(crate) mod source;
+pub(crate) mod statements;
 pub(crate) mod tables;
 
 pub(crate) use source::{MigrationFile, MigrationSet};

@@ -643,7 +643,10 @@ pub(crate) async fn down_to(ctx: &Context, id: &str, to: Option<i64>) -> Result<
 
 /// Reverts exactly `migrations` (listed in the order they were applied), newest first,
 /// skipping those not applied. One applied with another checksum is not this run's: it
-/// stops the undo rather than revert someone else's migration.
+/// stops the undo rather than revert someone else's migration. One recorded as unfinished
+/// (dirty) is the one this run failed part-way (the plan refuses to start on a dirty
+/// history): a migration outside a transaction leaves what its earlier statements did, so
+/// its down file runs too, and removes the record.
 pub(crate) async fn revert_exactly(
     ctx: &Context,
     id: &str,
@@ -651,6 +654,7 @@ pub(crate) async fn revert_exactly(
 ) -> Result<String, StepError> {
     let db = ctx.database.state().await?;
     let mut revert = Vec::new();
+    // sqlx lists a dirty migration with the applied ones.
     for m in migrations.iter().rev() {
         let Some(applied) = db.applied.iter().find(|a| a.version == m.version) else {
             continue;

@@ -1,8 +1,11 @@
 //! The migration history in sqlx's `_sqlx_migrations` table, the same for every dialect:
 //! reading it, applying and reverting one migration. Each adapter hands in a connection
 //! of its kind. PostgreSQL and SQLite apply a migration and its record as one script and a
-//! commit ([`apply_script`]); MySQL, whose DDL commits on its own, and migrations
-//! that run outside a transaction go through sqlx's own migrator.
+//! commit ([`apply_script`]); MySQL, whose DDL commits on its own, goes through sqlx's
+//! own migrator. A migration that runs outside a transaction (`-- cutover:no-transaction`)
+//! is recorded as unfinished first, its statements run one by one, each committing on its
+//! own, and its record is marked done last ([`no_transaction_runners`]): a failure
+//! part-way leaves it dirty, never looking applied or never run.
 //!
 //! Every migration is its own transaction, but only the last one of a step has to wait
 //! for the disk ([`Commit`]): the ones before it are flushed by it. On a slow disk that
@@ -266,7 +269,7 @@ macro_rules! commit_pending {
 /// The script runners of one driver. Written once as a macro: generic over the driver,
 /// the futures cannot be proven `Send` for the adapters' `async_trait` methods.
 macro_rules! script_runners {
-    ($apply:ident, $revert:ident, $run:ident, $db:ty, $dialect:expr) => {
+    ($apply:ident, $revert:ident, $run:ident, $apply_alone:ident, $revert_alone:ident, $db:ty, $dialect:expr) => {
         /// Applies one migration as one script ([`apply_script`]), creating the history
         /// table first when `ready` says it may be missing and preparing the connection
         /// unless `prepared` says it is; a migration that runs outside a transaction goes
@@ -288,7 +291,7 @@ macro_rules! script_runners {
         ) -> Result<Duration, DatabaseError> {
             if migration.no_transaction {
                 commit_pending!(&mut **conn, pending);
-                return apply(&mut **conn, migration).await;
+                return $apply_alone(conn, migration).await;
             }
             let to_err = |source| DatabaseError::Migration {
                 version: migration.version,
@@ -370,7 +373,8 @@ macro_rules! script_runners {
                         description: format!("{} (down)", migration.description),
                         source: MigrateError::ExecuteMigration(e, migration.version),
                     }),
-                _ => revert(&mut **conn, migration).await,
+                Some(down) => $revert_alone(conn, migration, &down.sql).await,
+                None => revert(&mut **conn, migration).await,
             }
         }
 
@@ -673,10 +677,117 @@ pub(crate) async fn revert_postgres_batch(
     Ok(())
 }
 
+/// The statements of a migration that runs outside a transaction, to run one by one:
+/// PostgreSQL makes one implicit transaction of a message with several statements, so
+/// they are sent apart; SQLite's driver runs each statement of a string on its own.
+fn alone(dialect: Dialect, sql: &str) -> Vec<&str> {
+    match dialect {
+        Dialect::Postgres => crate::migrate::statements::split(sql),
+        Dialect::Sqlite => vec![sql],
+    }
+}
+
+/// A migration's record, in `dialect`'s placeholders: inserted unfinished, then marked
+/// done with its execution time.
+fn record_alone(dialect: Dialect) -> (&'static str, &'static str) {
+    match dialect {
+        Dialect::Postgres => (
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, FALSE, $3, -1)",
+            "UPDATE _sqlx_migrations SET success = TRUE, execution_time = $1 WHERE version = $2",
+        ),
+        Dialect::Sqlite => (
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, ?, FALSE, ?, -1)",
+            "UPDATE _sqlx_migrations SET success = TRUE, execution_time = ? WHERE version = ?",
+        ),
+    }
+}
+
+/// Applying and reverting a migration outside a transaction, per driver (a macro for the
+/// same reason as [`script_runners`]). The record goes in unfinished before the first
+/// statement and is marked done after the last; a down marks it unfinished first and
+/// deletes it last. Whatever fails in between leaves the migration dirty (the plan
+/// refuses until it is settled) with what the earlier statements did: a run's undo runs
+/// its down file, which should therefore cope with a half-done up (`IF EXISTS`).
+macro_rules! no_transaction_runners {
+    ($apply_alone:ident, $revert_alone:ident, $db:ty, $dialect:expr) => {
+        async fn $apply_alone(
+            conn: &mut PoolConnection<$db>,
+            migration: &MigrationFile,
+        ) -> Result<Duration, DatabaseError> {
+            let to_err = |source| DatabaseError::Migration {
+                version: migration.version,
+                description: migration.description.clone(),
+                source,
+            };
+            conn.ensure_migrations_table().await.map_err(to_err)?;
+            let (started, done) = record_alone($dialect);
+            sqlx::query(started)
+                .bind(migration.version)
+                .bind(&migration.description)
+                .bind(&migration.checksum)
+                .execute(&mut **conn)
+                .await
+                .map_err(|e| to_err(MigrateError::Execute(e)))?;
+            let start = Instant::now();
+            for statement in alone($dialect, &migration.up_sql) {
+                sqlx::Executor::execute(&mut **conn, statement)
+                    .await
+                    .map_err(|e| to_err(MigrateError::ExecuteMigration(e, migration.version)))?;
+            }
+            let took = start.elapsed();
+            sqlx::query(done)
+                .bind(i64::try_from(took.as_nanos()).unwrap_or(i64::MAX))
+                .bind(migration.version)
+                .execute(&mut **conn)
+                .await
+                .map_err(|e| to_err(MigrateError::Execute(e)))?;
+            Ok(took)
+        }
+
+        async fn $revert_alone(
+            conn: &mut PoolConnection<$db>,
+            migration: &MigrationFile,
+            down_sql: &str,
+        ) -> Result<(), DatabaseError> {
+            let to_err = |source| DatabaseError::Migration {
+                version: migration.version,
+                description: format!("{} (down)", migration.description),
+                source,
+            };
+            let v = migration.version;
+            let mut script = vec![format!(
+                "UPDATE _sqlx_migrations SET success = FALSE WHERE version = {v}"
+            )];
+            script.extend(alone($dialect, down_sql).into_iter().map(str::to_owned));
+            script.push(format!("DELETE FROM _sqlx_migrations WHERE version = {v}"));
+            for statement in &script {
+                sqlx::Executor::execute(&mut **conn, statement.as_str())
+                    .await
+                    .map_err(|e| to_err(MigrateError::ExecuteMigration(e, v)))?;
+            }
+            Ok(())
+        }
+    };
+}
+
+no_transaction_runners!(
+    apply_postgres_alone,
+    revert_postgres_alone,
+    sqlx::Postgres,
+    Dialect::Postgres
+);
+no_transaction_runners!(
+    apply_sqlite_alone,
+    revert_sqlite_alone,
+    sqlx::Sqlite,
+    Dialect::Sqlite
+);
 script_runners!(
     apply_postgres,
     revert_postgres,
     run_postgres,
+    apply_postgres_alone,
+    revert_postgres_alone,
     sqlx::Postgres,
     Dialect::Postgres
 );
@@ -684,6 +795,8 @@ script_runners!(
     apply_sqlite,
     revert_sqlite,
     run_sqlite,
+    apply_sqlite_alone,
+    revert_sqlite_alone,
     sqlx::Sqlite,
     Dialect::Sqlite
 );
