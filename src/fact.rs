@@ -36,6 +36,22 @@ pub enum Fact {
     },
     /// The state after the rollback could not be compared, and why.
     StateNotCompared { reason: String },
+    /// Migrations recorded as applied without running them (`migrate baseline`): the
+    /// database's schema was already at `version`.
+    MigrationsBaselined {
+        version: i64,
+        versions: Vec<i64>,
+        reason: Option<String>,
+    },
+    /// An applied migration's recorded checksum replaced by its file's (`migrate repair`),
+    /// and what showed the edit harmless: the statements compared (`same_statements`) or a
+    /// person's reason (`--force`).
+    ChecksumAccepted {
+        version: i64,
+        old_checksum: String,
+        new_checksum: String,
+        how: String,
+    },
     /// Backups the retention (`keep:`) let go after the run succeeded.
     BackupsPruned {
         deleted: Vec<String>,
@@ -106,6 +122,15 @@ impl Fact {
             ),
             Self::StateNotCompared { reason } => {
                 format!("the state after the rollback was not verified: {reason}")
+            }
+            Self::MigrationsBaselined {
+                version, versions, ..
+            } => format!(
+                "baseline at {version}: {} migration(s) recorded as applied without running them",
+                versions.len()
+            ),
+            Self::ChecksumAccepted { version, how, .. } => {
+                format!("migration {version}: the edited file's checksum accepted ({how})")
             }
             Self::BackupsPruned { deleted, kept } => format!(
                 "{} old backup(s) pruned, keeping {kept} and any a halted or unfinished run names: {}",

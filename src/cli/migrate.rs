@@ -30,6 +30,14 @@ pub(crate) async fn migrate(global: &Global, command: MigrateCommand) -> Result<
             version,
             resolution,
         } => resolve(global, version, resolution).await,
+        MigrateCommand::Baseline { version, reason } => {
+            super::adopt::baseline(global, version, reason).await
+        }
+        MigrateCommand::Repair {
+            version,
+            force,
+            reason,
+        } => super::adopt::repair(global, version, force, reason).await,
         MigrateCommand::Lint { pending } => lint(global, pending).await,
         MigrateCommand::Test => roundtrip(global).await,
         MigrateCommand::Fingerprint { tables } => fingerprint(global, tables).await,

@@ -1,6 +1,7 @@
 //! The command line: argument parsing, output selection, and one file per subcommand.
 //! Every command returns an [`Exit`]; `main` turns it into the process exit code.
 
+mod adopt;
 mod ask;
 mod backup;
 mod check;
@@ -336,6 +337,30 @@ pub enum MigrateCommand {
         version: i64,
         #[arg(long = "as", value_enum)]
         resolution: Resolution,
+    },
+    /// Adopt a database whose schema is already at VERSION (made by hand, or by another
+    /// tool): record the migrations up to it as applied, with today's files' checksums,
+    /// without running them. Only into an empty history; journaled with who did it.
+    Baseline {
+        /// The migration the database's schema already matches.
+        #[arg(long)]
+        version: i64,
+        /// Why, for the journal (how the schema was checked).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Accept the edited file of an applied migration (a comment, whitespace): only when
+    /// the applied text, found in the folder's git history by its checksum, has the same
+    /// statements; otherwise with `--force --reason`. Journaled. No VERSION: every applied
+    /// migration whose file no longer matches.
+    Repair {
+        version: Option<i64>,
+        /// Accept even when the edit cannot be shown harmless; needs `--reason`.
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why, for the journal.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Check migrations for PostgreSQL operations that lock or rewrite big tables or break
     /// the release still running (CREATE INDEX without CONCURRENTLY, DROP COLUMN, ...).

@@ -208,6 +208,8 @@ pub(crate) fn command_name(command: &Command) -> String {
                 MigrateCommand::New { .. } => "new",
                 MigrateCommand::Verify => "verify",
                 MigrateCommand::Resolve { .. } => "resolve",
+                MigrateCommand::Baseline { .. } => "baseline",
+                MigrateCommand::Repair { .. } => "repair",
                 MigrateCommand::Lint { .. } => "lint",
                 MigrateCommand::Test => "test",
                 MigrateCommand::Fingerprint { .. } => "fingerprint",

@@ -5,6 +5,7 @@ pub(crate) mod cancel;
 pub(crate) mod decide;
 pub mod error;
 pub(crate) mod forecast;
+pub(crate) mod history_edit;
 pub(crate) mod journal;
 pub(crate) mod liveness;
 pub mod lock;

@@ -307,8 +307,9 @@ pub(crate) fn check_history(ctx: &Context, database: &DatabaseState) -> Vec<Stri
                 ctx.migrations.dir.display()
             )),
             Some(file) if file.checksum != applied.checksum => problems.push(format!(
-                "{} was edited after it was applied (checksum mismatch); restore the original file and put the change in a new migration",
-                file.up_path.display()
+                "{} was edited after it was applied (checksum mismatch); restore the original file and put the change in a new migration (or, for a comment or whitespace edit, `cutover migrate repair {}` accepts it)",
+                file.up_path.display(),
+                file.version
             )),
             Some(_) => {}
         }

@@ -3,6 +3,7 @@
 //! with the same description and SHA-384 checksum, so a project already on sqlx-cli adopts
 //! cutover with nothing re-applied.
 
+pub(crate) mod equivalence;
 pub(crate) mod lint;
 pub(crate) mod source;
 pub(crate) mod statements;

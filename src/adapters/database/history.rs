@@ -770,6 +770,78 @@ macro_rules! no_transaction_runners {
     };
 }
 
+/// Edits of the history that run no migration, per driver: `$baseline` records migrations
+/// as applied (adopting a database whose schema is already there), in one transaction and
+/// only into an empty history; `$accept` replaces an applied migration's checksum.
+macro_rules! history_edits {
+    ($baseline:ident, $accept:ident, $db:ty, $insert:expr, $update:expr) => {
+        pub(crate) async fn $baseline(
+            pool: &sqlx::Pool<$db>,
+            migrations: &[&MigrationFile],
+        ) -> Result<(), DatabaseError> {
+            let err = |e| super::sql_err("cannot record the baseline in the migration history")(e);
+            let mut conn = pool.acquire().await.map_err(&err)?;
+            conn.ensure_migrations_table().await.map_err(history_error)?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(&err)?;
+            let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(&err)?;
+            if count > 0 {
+                return Err(DatabaseError::Other(format!(
+                    "the migration history already holds {count} migration(s); a baseline adopts a database with none (`cutover migrate status` shows them)"
+                )));
+            }
+            for m in migrations {
+                sqlx::query($insert)
+                    .bind(m.version)
+                    .bind(&m.description)
+                    .bind(&m.checksum)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&err)?;
+            }
+            tx.commit().await.map_err(&err)
+        }
+
+        pub(crate) async fn $accept(
+            pool: &sqlx::Pool<$db>,
+            version: i64,
+            checksum: &[u8],
+        ) -> Result<bool, DatabaseError> {
+            let done = sqlx::query($update)
+                .bind(checksum)
+                .bind(version)
+                .execute(pool)
+                .await
+                .map_err(super::sql_err("cannot update the migration history"))?;
+            Ok(done.rows_affected() == 1)
+        }
+    };
+}
+
+history_edits!(
+    baseline_postgres,
+    accept_checksum_postgres,
+    sqlx::Postgres,
+    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, 0)",
+    "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND success"
+);
+history_edits!(
+    baseline_sqlite,
+    accept_checksum_sqlite,
+    sqlx::Sqlite,
+    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, ?, TRUE, ?, 0)",
+    "UPDATE _sqlx_migrations SET checksum = ? WHERE version = ? AND success"
+);
+history_edits!(
+    baseline_mysql,
+    accept_checksum_mysql,
+    sqlx::MySql,
+    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, ?, TRUE, ?, 0)",
+    "UPDATE _sqlx_migrations SET checksum = ? WHERE version = ? AND success"
+);
+
 no_transaction_runners!(
     apply_postgres_alone,
     revert_postgres_alone,

@@ -467,6 +467,26 @@ pub trait Database: Send + Sync {
     /// (someone finished it by hand), otherwise its record is removed (someone undid it).
     /// Returns false when that version was not dirty.
     async fn resolve_dirty(&self, version: i64, applied: bool) -> Result<bool, DatabaseError>;
+    /// Records `migrations` as applied without running them, into an empty history
+    /// (`migrate baseline`: the schema is already there).
+    async fn baseline(&self, _migrations: &[&MigrationFile]) -> Result<(), DatabaseError> {
+        Err(DatabaseError::Other(format!(
+            "a `{}` database keeps no migration history of cutover's to record a baseline in",
+            self.kind()
+        )))
+    }
+    /// Replaces the checksum recorded for applied migration `version` (`migrate repair`).
+    /// Returns false when that version is not recorded as applied.
+    async fn accept_checksum(
+        &self,
+        _version: i64,
+        _checksum: &[u8],
+    ) -> Result<bool, DatabaseError> {
+        Err(DatabaseError::Other(format!(
+            "a `{}` database keeps no migration history of cutover's to repair",
+            self.kind()
+        )))
+    }
     /// Checks that the database answers and its tools are usable (creating nothing).
     async fn ping(&self) -> Result<(), DatabaseError>;
     /// Takes a lock inside the database, held until the guard drops, so runners on other

@@ -293,6 +293,14 @@ impl Database for MysqlDatabase {
         self.load(&self.tool.database.clone(), source).await
     }
 
+    async fn baseline(&self, migrations: &[&MigrationFile]) -> Result<(), DatabaseError> {
+        super::history::baseline_mysql(self.pool().await?, migrations).await
+    }
+
+    async fn accept_checksum(&self, version: i64, checksum: &[u8]) -> Result<bool, DatabaseError> {
+        super::history::accept_checksum_mysql(self.pool().await?, version, checksum).await
+    }
+
     async fn resolve_dirty(&self, version: i64, applied: bool) -> Result<bool, DatabaseError> {
         let sql = if applied {
             "UPDATE _sqlx_migrations SET success = TRUE WHERE version = ? AND success = FALSE"

@@ -190,6 +190,8 @@ impl Recorder {
                     }
                     // The plan in the report carries the rehearsal's result.
                     Fact::RowsChanged { .. }
+                    | Fact::MigrationsBaselined { .. }
+                    | Fact::ChecksumAccepted { .. }
                     | Fact::RehearsalCopied { .. }
                     | Fact::MigrationRehearsed { .. } => {}
                 }

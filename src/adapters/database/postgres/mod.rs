@@ -436,6 +436,14 @@ impl Database for PostgresDatabase {
         }
     }
 
+    async fn baseline(&self, migrations: &[&MigrationFile]) -> Result<(), DatabaseError> {
+        super::history::baseline_postgres(&self.pool().await?, migrations).await
+    }
+
+    async fn accept_checksum(&self, version: i64, checksum: &[u8]) -> Result<bool, DatabaseError> {
+        super::history::accept_checksum_postgres(&self.pool().await?, version, checksum).await
+    }
+
     async fn resolve_dirty(&self, version: i64, applied: bool) -> Result<bool, DatabaseError> {
         let sql = if applied {
             "UPDATE _sqlx_migrations SET success = TRUE WHERE version = $1 AND success = FALSE"
