@@ -52,6 +52,8 @@ pub enum Fact {
         new_checksum: String,
         how: String,
     },
+    /// How a person confirmed the run, and who ran it (the OS user or CI identity).
+    Confirmed { how: String, by: String },
     /// Backups the retention (`keep:`) let go after the run succeeded.
     BackupsPruned {
         deleted: Vec<String>,
@@ -132,6 +134,7 @@ impl Fact {
             Self::ChecksumAccepted { version, how, .. } => {
                 format!("migration {version}: the edited file's checksum accepted ({how})")
             }
+            Self::Confirmed { how, by } => format!("confirmed by {by} ({how})"),
             Self::BackupsPruned { deleted, kept } => format!(
                 "{} old backup(s) pruned, keeping {kept} and any a halted or unfinished run names: {}",
                 deleted.len(),

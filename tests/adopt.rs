@@ -109,9 +109,33 @@ fn baseline_adopts_a_schema_made_without_cutover() {
         "{}",
         again.stderr()
     );
-    // The deploy applies the rest, and nothing twice.
+    // The deploy applies the rest, and nothing twice; the status tells them apart.
     p.run(&["deploy"]).success();
     assert_eq!(history(&p).len(), 6);
+    let status = p.run(&["migrate", "status", "--output", "json"]);
+    let rows: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
+    let commands: Vec<&str> = rows["result"]["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "migrate baseline",
+            "migrate baseline",
+            "migrate baseline",
+            "deploy",
+            "deploy",
+            "deploy"
+        ]
+    );
+    assert!(
+        p.run(&["migrate", "status"])
+            .stdout()
+            .contains("(baseline)")
+    );
 }
 
 fn git(p: &Project, args: &[&str]) {

@@ -110,7 +110,14 @@ fn settings(p: &Project, extra_dirs: &[&Path]) -> insta::Settings {
         r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})",
         "[TIME]",
     );
-    s.add_filter(r"\b\d+ ms\b|\b\d+\.\d+s\b", "[DURATION]");
+    s.add_filter(r"\b\d+(\.\d+)? ms\b|\b\d+\.\d+s\b", "[DURATION]");
+    // Who ran it: the OS user and this machine's name.
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        s.add_filter(
+            &format!("[\\w.:-]+@{}\\b", regex_escape(host.trim())),
+            "[USER]@[HOST]",
+        );
+    }
     s.add_filter(
         r#""(elapsed_ms|duration_ms|run_duration_ms|wait_ms)":( ?)\d+"#,
         "\"$1\":${2}[MS]",

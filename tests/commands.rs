@@ -538,3 +538,73 @@ projcet: x",
     plan.expect_code(2);
     assert!(plan.stderr().contains("`cutover check` checks everything"));
 }
+
+/// Who ran what: `migrate status` names, per applied migration, when it was installed, how
+/// long it took, and the run (and its user) that applied it; `history` names each run's
+/// user and how it was confirmed.
+#[test]
+fn migration_info_and_history_name_who_ran_and_who_confirmed() {
+    let p = Project::new();
+    p.write_config(
+        &p.default_config()
+            .replace("\n  local:\n", "\n  local:\n    confirm: typed\n"),
+    );
+    let run =
+        |args: &[&str]| support::Run(p.cmd().args(args).env("USER", "alice").output().unwrap());
+    run(&["deploy", "--confirm", "local"]).success();
+    let status = run(&["migrate", "status", "--output", "json"]);
+    status.success();
+    let rows = result(&status.stdout())["migrations"].clone();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    let run_id = rows[0]["run_id"].as_str().unwrap().to_owned();
+    for row in rows {
+        assert!(
+            row["installed_by"].as_str().unwrap().starts_with("alice@"),
+            "{row}"
+        );
+        assert_eq!(row["run_id"], run_id.as_str(), "{row}");
+        assert_eq!(row["command"], "deploy");
+        assert!(row["installed_on"].as_str().unwrap().len() >= 19, "{row}");
+        assert!(row["execution_ms"].as_f64().unwrap() >= 0.0, "{row}");
+    }
+    let table = run(&["migrate", "status"]).stdout();
+    assert!(table.contains("INSTALLED"), "{table}");
+    assert!(table.contains("alice@"), "{table}");
+
+    // The run that reverted it removes the claim.
+    run(&[
+        "migrate",
+        "down",
+        "--to",
+        "20240301100000",
+        "--confirm",
+        "local",
+    ])
+    .success();
+    let status = run(&["migrate", "status", "--output", "json"]);
+    let rows = result(&status.stdout())["migrations"].clone();
+    assert_eq!(rows[5]["status"], "pending");
+    assert!(rows[5]["run_id"].is_null(), "{}", rows[5]);
+
+    let history = run(&["history", "--json"]);
+    let runs = result(&history.stdout())["runs"].clone();
+    let deploy = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["run_id"] == run_id.as_str())
+        .unwrap()
+        .clone();
+    assert!(
+        deploy["user"].as_str().unwrap().starts_with("alice@"),
+        "{deploy}"
+    );
+    assert_eq!(deploy["confirmed"], "alice, `--confirm local`");
+    assert!(
+        run(&["history"])
+            .stdout()
+            .contains("confirmed by alice, `--confirm local`"),
+        "the table says it too"
+    );
+}

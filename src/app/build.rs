@@ -239,6 +239,7 @@ fn build(
             .saturating_mul(1 << 20),
         facts: std::sync::Mutex::default(),
         rehearsal: crate::rehearsal_record::Standing::None,
+        confirmed: None,
     })
 }
 

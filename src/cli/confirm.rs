@@ -55,23 +55,23 @@ impl Confirmation {
 /// For a run that goes ahead with no plan confirmed first (a resume, a fleet): the
 /// environment's window for `what`, going `direction` (`reason`: `--outside-window
 /// --reason`), then the confirmation the environment asks for. Returns the record of a
-/// run outside the window.
+/// run outside the window and how the run was confirmed (see [`confirm`]).
 pub(crate) async fn window_then_confirm(
     config: &Config,
     environment: &str,
     (what, direction, reason): (&str, Direction, Option<&str>),
     given: &Confirmation,
     cancel: &CancellationToken,
-) -> Result<Option<OutsideWindow>, EngineError> {
+) -> Result<(Option<OutsideWindow>, Option<String>), EngineError> {
     let outside = check_window(config, environment, what, direction, reason)?;
-    confirm(
+    let confirmed = confirm(
         config.environment(environment)?.confirm,
         environment,
         given,
         cancel,
     )
     .await?;
-    Ok(outside)
+    Ok((outside, confirmed))
 }
 
 pub(crate) async fn confirm(
@@ -79,13 +79,13 @@ pub(crate) async fn confirm(
     environment: &str,
     given: &Confirmation,
     cancel: &CancellationToken,
-) -> Result<(), EngineError> {
+) -> Result<Option<String>, EngineError> {
     if mode == ConfirmMode::None || given.implied {
-        return Ok(());
+        return Ok(None);
     }
     if let Some(named) = &given.named {
         return if named == environment {
-            Ok(())
+            Ok(Some(format!("`--confirm {named}`")))
         } else {
             Err(EngineError::NotConfirmed(format!(
                 "`--confirm {named}` does not name this environment (`{environment}`); not confirmed"
@@ -124,7 +124,7 @@ pub(crate) async fn confirm(
             let _ = console_restore();
             Err(EngineError::Cancelled(AT_THE_PROMPT))
         }
-        Ok(text) if text.trim() == "CONFIRM" => Ok(()),
+        Ok(text) if text.trim() == "CONFIRM" => Ok(Some("typed CONFIRM".into())),
         Ok(text) => Err(EngineError::NotConfirmed(format!(
             "typed `{}`, not `CONFIRM`; not confirmed",
             text.trim()

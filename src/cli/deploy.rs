@@ -251,8 +251,10 @@ pub(crate) async fn run_pipeline_in(
                 session.environment, shown.digest
             )));
         }
+        ctx.confirmed = Some(format!("the approved plan {digest}"));
     } else {
-        confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
+        ctx.confirmed =
+            confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
     }
     let run_id = crate::engine::journal::new_run_id();
     let locks = guard::lock_for_run(&ctx, &run_id, command, true).await?;
@@ -496,7 +498,7 @@ pub(crate) async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, En
         Some("rollback" | "migrate down" | "backup restore") => Direction::Back,
         _ => Direction::Forward,
     };
-    ctx.outside_window = confirm::window_then_confirm(
+    (ctx.outside_window, ctx.confirmed) = confirm::window_then_confirm(
         &session.config,
         &session.environment,
         ("`resume`", direction, args.window.reason.as_deref()),
@@ -523,7 +525,7 @@ async fn roll_back_halted(
     let mut ctx = session.context(cancel::on_signals())?;
     shared_state::sync(&ctx, true).await?;
     let halted = the_halted_run(&ctx, "roll back")?;
-    ctx.outside_window = confirm::window_then_confirm(
+    (ctx.outside_window, ctx.confirmed) = confirm::window_then_confirm(
         &session.config,
         &session.environment,
         (

@@ -124,7 +124,7 @@ pub(crate) async fn deploy(global: &Global, args: DeployArgs) -> Result<Exit, En
     if args.dry_run {
         return Ok(Exit::Ok);
     }
-    ctx.outside_window = confirm::window_then_confirm(
+    (ctx.outside_window, ctx.confirmed) = confirm::window_then_confirm(
         &session.config,
         &session.environment,
         (

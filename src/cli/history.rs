@@ -66,14 +66,27 @@ pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit,
         })
         .take(args.limit)
     {
-        let (command, environment) = match run.records.first() {
+        let (command, environment, user) = match run.records.first() {
             Some(Record::RunStarted {
                 command,
                 environment,
+                user,
+                host,
                 ..
-            }) => (command.clone(), environment.clone()),
-            _ => ("?".into(), "?".into()),
+            }) => (
+                command.clone(),
+                environment.clone(),
+                format!("{user}@{host}"),
+            ),
+            _ => ("?".into(), "?".into(), "?".into()),
         };
+        let confirmed = run.records.iter().find_map(|r| match r {
+            Record::Fact {
+                fact: crate::fact::Fact::Confirmed { how, by },
+                ..
+            } => Some(format!("{by}, {how}")),
+            _ => None,
+        });
         let failed = run.records.iter().find_map(|r| match r {
             Record::StepFailed { id, error, .. } => Some((id.clone(), error.clone())),
             _ => None,
@@ -108,7 +121,7 @@ pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit,
             "status": if halted { Some("halted") } else if live.is_some() { Some("running") } else { run.status().map(super::super::engine::journal::RunStatus::as_str) }, "started_at": started,
             "step": live.as_ref().and_then(|l| l.activity.step()),
             "seconds": seconds, "failed_step": failed.as_ref().map(|f| &f.0), "error": failed.as_ref().map(|f| &f.1),
-            "journal": run.path.display().to_string(),
+            "journal": run.path.display().to_string(), "user": user, "confirmed": confirmed,
         }));
         text.push_str(&row(
             [
@@ -116,9 +129,16 @@ pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit,
                 &environment,
                 &command,
                 &status,
+                &user,
                 &seconds.map_or_else(String::new, |s| format!("{s:.1}s")),
             ],
-            &failed.map_or_else(String::new, |(id, e)| format!("  failed at `{id}`: {e}")),
+            &format!(
+                "{}{}",
+                confirmed
+                    .as_ref()
+                    .map_or_else(String::new, |c| format!("  confirmed by {c}")),
+                failed.map_or_else(String::new, |(id, e)| format!("  failed at `{id}`: {e}"))
+            ),
         ));
     }
     if rows.is_empty() {
@@ -126,7 +146,10 @@ pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit,
     } else {
         text.insert_str(
             0,
-            &row(["RUN", "ENVIRONMENT", "COMMAND", "STATUS", "TIME"], ""),
+            &row(
+                ["RUN", "ENVIRONMENT", "COMMAND", "STATUS", "BY", "TIME"],
+                "",
+            ),
         );
     }
     reporter.result(&json!({"runs": rows}), &text);
@@ -134,7 +157,7 @@ pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit,
 }
 
 /// One line of the table, the header included; `after`: what follows the last column.
-fn row(columns: [&str; 5], after: &str) -> String {
-    let [run, environment, command, status, time] = columns;
-    format!("{run:<28} {environment:<12} {command:<14} {status:<12} {time}{after}\n")
+fn row(columns: [&str; 6], after: &str) -> String {
+    let [run, environment, command, status, by, time] = columns;
+    format!("{run:<28} {environment:<12} {command:<14} {status:<12} {by:<16} {time}{after}\n")
 }

@@ -183,8 +183,25 @@ async fn status(global: &Global, verify_only: bool) -> Result<Exit, EngineError>
     let head = state.version();
     let mut late = Vec::new();
     let any = !(ctx.migrations.migrations.is_empty() && state.applied.is_empty());
+    // When and by whom: the history table says when, the journals which run.
+    let installed = if state.applied.is_empty() {
+        Vec::new()
+    } else {
+        ctx.database.installed().await.unwrap_or_default()
+    };
+    let origins = crate::engine::provenance::origins(&ctx.state_dir, &ctx.environment)?;
+    let when = |v: i64| {
+        let row = installed.iter().find(|i| i.version == v);
+        let on = row
+            .and_then(|i| i.on.as_deref())
+            .map(|t| t.chars().take(19).collect::<String>());
+        (on, row.and_then(|i| i.took))
+    };
     if !verify_only && any {
-        text.push_str(&format!("{:<18} {:<14} DESCRIPTION\n", "STATUS", "VERSION"));
+        text.push_str(&format!(
+            "{:<18} {:<14} {:<19}  {:<20} {:>9}  DESCRIPTION\n",
+            "STATUS", "VERSION", "INSTALLED", "BY (RUN IN JOURNAL)", "TOOK"
+        ));
     }
     for m in &ctx.migrations.migrations {
         let applied = state.applied.iter().find(|a| a.version == m.version);
@@ -198,12 +215,32 @@ async fn status(global: &Global, verify_only: bool) -> Result<Exit, EngineError>
             }
             None => "pending",
         };
-        rows.push(json!({"version": m.version, "description": m.description, "status": status, "reversible": m.reversible()}));
+        let (on, took) = applied.map_or((None, None), |_| when(m.version));
+        let origin = applied.and_then(|_| origins.get(&m.version));
+        rows.push(json!({"version": m.version, "description": m.description, "status": status, "reversible": m.reversible(),
+            "installed_on": on, "execution_ms": took.map(|t| t.as_secs_f64() * 1000.0), "installed_by": origin.map(|o| &o.by), "run_id": origin.map(|o| &o.run_id), "command": origin.map(|o| &o.command)}));
         if !verify_only {
             text.push_str(&format!(
-                "{:<18} {:<14} {}{}\n",
+                "{:<18} {:<14} {:<19}  {:<20} {:>9}  {}{}\n",
                 status,
                 m.version,
+                on.unwrap_or_default(),
+                origin.map_or_else(
+                    || if applied.is_some() {
+                        "(no run here)".to_owned()
+                    } else {
+                        String::new()
+                    },
+                    |o| if o.command == "migrate baseline" {
+                        format!("{} (baseline)", o.by)
+                    } else {
+                        o.by.clone()
+                    }
+                ),
+                took.map_or_else(String::new, |t| format!(
+                    "{:.1} ms",
+                    t.as_secs_f64() * 1000.0
+                )),
                 m.description,
                 if m.reversible() { "" } else { " (no down)" }
             ));

@@ -11,6 +11,7 @@ pub(crate) mod liveness;
 pub mod lock;
 pub(crate) mod plan;
 pub(crate) mod preview;
+pub(crate) mod provenance;
 pub(crate) mod recover;
 pub(crate) mod retention;
 pub(crate) mod rollback;

@@ -202,6 +202,21 @@ async fn start(
         environment: ctx.environment.clone(),
         pipeline: pipeline.name.clone(),
     });
+    if let Some(how) = &ctx.confirmed {
+        let fact = Fact::Confirmed {
+            how: how.clone(),
+            by: username(),
+        };
+        journal
+            .write(&Record::Fact {
+                at: Utc::now(),
+                index: None,
+                id: None,
+                fact: fact.clone(),
+            })
+            .await?;
+        ctx.report(Event::Fact { id: None, fact });
+    }
     outside_window(ctx, &mut journal).await?;
     Ok(journal)
 }

@@ -64,6 +64,9 @@ pub struct Context {
     /// Where the rehearsal on a copy stands for this run's plan; `rollback: auto` uses the
     /// down files only where it proved them lossless.
     pub rehearsal: crate::rehearsal_record::Standing,
+    /// How a person confirmed this run (`typed CONFIRM`, `--confirm production`, an
+    /// approved plan), when the environment asked; journaled with the run.
+    pub confirmed: Option<String>,
 }
 
 impl Context {

@@ -177,7 +177,9 @@ fn sqlite_elapsed_ns() -> String {
         .unwrap_or_default()
         .as_secs_f64();
     let julian_day = unix / 86_400.0 + 2_440_587.5;
-    format!("CAST((julianday() - {julian_day}) * 86400000000000 AS INTEGER)")
+    // julianday() counts whole milliseconds: a faster migration may come out a little
+    // below zero, which is "under a millisecond".
+    format!("MAX(0, CAST((julianday() - {julian_day}) * 86400000000000 AS INTEGER))")
 }
 
 /// One migration and its bookkeeping as a single script, sent in one message and then
@@ -774,7 +776,25 @@ macro_rules! no_transaction_runners {
 /// as applied (adopting a database whose schema is already there), in one transaction and
 /// only into an empty history; `$accept` replaces an applied migration's checksum.
 macro_rules! history_edits {
-    ($baseline:ident, $accept:ident, $db:ty, $insert:expr, $update:expr) => {
+    ($baseline:ident, $accept:ident, $installed:ident, $db:ty, $insert:expr, $update:expr, $details:expr) => {
+        pub(crate) async fn $installed(
+            pool: &sqlx::Pool<$db>,
+        ) -> Result<Vec<super::Installed>, DatabaseError> {
+            let rows: Vec<(i64, Option<String>, i64)> = sqlx::query_as($details)
+                .fetch_all(pool)
+                .await
+                .map_err(super::sql_err("cannot read the migration history"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(version, on, nanos)| super::Installed {
+                    version,
+                    on,
+                            // sqlx writes -1 until it knows, and so does a baseline.
+                    took: u64::try_from(nanos).ok().map(Duration::from_nanos),
+                })
+                .collect())
+        }
+
         pub(crate) async fn $baseline(
             pool: &sqlx::Pool<$db>,
             migrations: &[&MigrationFile],
@@ -823,23 +843,29 @@ macro_rules! history_edits {
 history_edits!(
     baseline_postgres,
     accept_checksum_postgres,
+    installed_postgres,
     sqlx::Postgres,
-    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, 0)",
-    "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND success"
+    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, -1)",
+    "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND success",
+    "SELECT version, CAST(installed_on AS TEXT), execution_time FROM _sqlx_migrations ORDER BY version"
 );
 history_edits!(
     baseline_sqlite,
     accept_checksum_sqlite,
+    installed_sqlite,
     sqlx::Sqlite,
-    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, ?, TRUE, ?, 0)",
-    "UPDATE _sqlx_migrations SET checksum = ? WHERE version = ? AND success"
+    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, ?, TRUE, ?, -1)",
+    "UPDATE _sqlx_migrations SET checksum = ? WHERE version = ? AND success",
+    "SELECT version, CAST(installed_on AS TEXT), execution_time FROM _sqlx_migrations ORDER BY version"
 );
 history_edits!(
     baseline_mysql,
     accept_checksum_mysql,
+    installed_mysql,
     sqlx::MySql,
-    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, ?, TRUE, ?, 0)",
-    "UPDATE _sqlx_migrations SET checksum = ? WHERE version = ? AND success"
+    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, ?, TRUE, ?, -1)",
+    "UPDATE _sqlx_migrations SET checksum = ? WHERE version = ? AND success",
+    "SELECT version, CAST(installed_on AS CHAR), execution_time FROM _sqlx_migrations ORDER BY version"
 );
 
 no_transaction_runners!(

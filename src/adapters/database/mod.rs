@@ -20,6 +20,16 @@ use crate::secret::mask_url_password;
 
 use super::build::{BuildError, Resolve};
 
+/// A row of the history table, as `migrate status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub version: i64,
+    /// As the history table holds it (its type and zone vary by database).
+    pub on: Option<String>,
+    /// How long it ran, when the history knows (not for a baseline, nor while it runs).
+    pub took: Option<Duration>,
+}
+
 /// A migration the database says is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedMigration {
@@ -474,6 +484,10 @@ pub trait Database: Send + Sync {
             "a `{}` database keeps no migration history of cutover's to record a baseline in",
             self.kind()
         )))
+    }
+    /// When each migration of the history table was installed and how long it took.
+    async fn installed(&self) -> Result<Vec<Installed>, DatabaseError> {
+        Ok(Vec::new())
     }
     /// Replaces the checksum recorded for applied migration `version` (`migrate repair`).
     /// Returns false when that version is not recorded as applied.

@@ -297,6 +297,10 @@ impl Database for MysqlDatabase {
         super::history::baseline_mysql(self.pool().await?, migrations).await
     }
 
+    async fn installed(&self) -> Result<Vec<super::Installed>, DatabaseError> {
+        super::history::installed_mysql(self.pool().await?).await
+    }
+
     async fn accept_checksum(&self, version: i64, checksum: &[u8]) -> Result<bool, DatabaseError> {
         super::history::accept_checksum_mysql(self.pool().await?, version, checksum).await
     }

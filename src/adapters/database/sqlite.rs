@@ -337,6 +337,10 @@ impl Database for SqliteDatabase {
         super::history::baseline_sqlite(&self.pool().await?, migrations).await
     }
 
+    async fn installed(&self) -> Result<Vec<super::Installed>, DatabaseError> {
+        super::history::installed_sqlite(&self.pool().await?).await
+    }
+
     async fn accept_checksum(&self, version: i64, checksum: &[u8]) -> Result<bool, DatabaseError> {
         super::history::accept_checksum_sqlite(&self.pool().await?, version, checksum).await
     }

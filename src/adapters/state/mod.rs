@@ -106,8 +106,18 @@ pub fn process_started(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Who runs cutover: in a CI job the identity that started it (GitHub Actions' actor,
+/// Azure DevOps' "requested for"), otherwise the OS user.
 pub fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let ci = if set("GITHUB_ACTIONS").as_deref() == Some("true") {
+        set("GITHUB_ACTOR").map(|a| format!("github:{a}"))
+    } else if set("TF_BUILD").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        set("BUILD_REQUESTEDFOR").map(|a| format!("azure-devops:{a}"))
+    } else {
+        None
+    };
+    ci.or_else(|| set("USER"))
+        .or_else(|| set("USERNAME"))
+        .unwrap_or_else(|| "unknown".into())
 }

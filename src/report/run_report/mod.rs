@@ -191,6 +191,7 @@ impl Recorder {
                     // The plan in the report carries the rehearsal's result.
                     Fact::RowsChanged { .. }
                     | Fact::MigrationsBaselined { .. }
+                    | Fact::Confirmed { .. }
                     | Fact::ChecksumAccepted { .. }
                     | Fact::RehearsalCopied { .. }
                     | Fact::MigrationRehearsed { .. } => {}

@@ -440,6 +440,10 @@ impl Database for PostgresDatabase {
         super::history::baseline_postgres(&self.pool().await?, migrations).await
     }
 
+    async fn installed(&self) -> Result<Vec<super::Installed>, DatabaseError> {
+        super::history::installed_postgres(&self.pool().await?).await
+    }
+
     async fn accept_checksum(&self, version: i64, checksum: &[u8]) -> Result<bool, DatabaseError> {
         super::history::accept_checksum_postgres(&self.pool().await?, version, checksum).await
     }
