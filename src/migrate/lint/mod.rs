@@ -595,12 +595,6 @@ mod tests {
             ),
             (
                 Postgres,
-                DROP_NOT_NULL.id,
-                "ALTER TABLE recipes ALTER COLUMN title DROP NOT NULL;",
-                "ALTER TABLE recipes ADD COLUMN note text NOT NULL DEFAULT '';\nALTER TABLE recipes ALTER COLUMN note DROP NOT NULL;",
-            ),
-            (
-                Postgres,
                 PREFER_BIGINT.id,
                 "CREATE TABLE notes (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);",
                 "CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, rating int);",

@@ -10,9 +10,9 @@ use sqlparser::ast::{
 
 use super::rules::{
     ADD_COLUMN_NOT_NULL, ADD_COLUMN_VOLATILE_DEFAULT, ALTER_COLUMN_TYPE, CHAR_COLUMN,
-    CONCURRENTLY_IN_TRANSACTION, CONSTRAINT_NOT_VALID, CREATE_INDEX, DROP_COLUMN, DROP_NOT_NULL,
-    LOCK_TIMEOUT_OFF, PREFER_BIGINT, PREFER_IDENTITY, RENAME_COLUMN, RENAME_TABLE, Rule,
-    SET_NOT_NULL, TRANSACTION_NESTING, UNIQUE_WITHOUT_INDEX, VACUUM_FULL,
+    CONCURRENTLY_IN_TRANSACTION, CONSTRAINT_NOT_VALID, CREATE_INDEX, DROP_COLUMN, LOCK_TIMEOUT_OFF,
+    PREFER_BIGINT, PREFER_IDENTITY, RENAME_COLUMN, RENAME_TABLE, Rule, SET_NOT_NULL,
+    TRANSACTION_NESTING, UNIQUE_WITHOUT_INDEX, VACUUM_FULL,
 };
 use super::{Scope, drops, ident_key, table_key};
 
@@ -150,14 +150,6 @@ pub(super) fn check(statement: &Statement, scope: &mut Scope) -> Vec<(Rule, Stri
                                     SET_NOT_NULL,
                                     format!(
                                         "ALTER COLUMN {column_name} SET NOT NULL on existing column `{shown}.{column_name}`"
-                                    ),
-                                ));
-                            }
-                            AlterColumnOperation::DropNotNull if !added && !new_table => {
-                                hits.push((
-                                    DROP_NOT_NULL,
-                                    format!(
-                                        "ALTER COLUMN {column_name} DROP NOT NULL on existing column `{shown}.{column_name}`"
                                     ),
                                 ));
                             }

@@ -127,13 +127,6 @@ pub(crate) const SET_NOT_NULL: Rule = Rule {
     safe: "ADD CONSTRAINT c CHECK (col IS NOT NULL) NOT VALID; VALIDATE CONSTRAINT c in a later migration; then SET NOT NULL (PostgreSQL 12+ skips the scan) and drop the CHECK",
 };
 
-pub(crate) const DROP_NOT_NULL: Rule = Rule {
-    id: "drop-not-null",
-    databases: PG,
-    why: "the previous release, still running during the deploy, may assume the column is never NULL and fail on the first NULL the new release writes",
-    safe: "first ship a release that handles NULL in the column, then drop NOT NULL in a later release",
-};
-
 pub(crate) const PREFER_BIGINT: Rule = Rule {
     id: "prefer-bigint",
     databases: PG,
@@ -225,7 +218,6 @@ pub(crate) const RULES: &[Rule] = &[
     DROP_TABLE,
     DROP_DATABASE,
     SET_NOT_NULL,
-    DROP_NOT_NULL,
     PREFER_BIGINT,
     PREFER_IDENTITY,
     CHAR_COLUMN,
