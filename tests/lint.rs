@@ -167,6 +167,112 @@ fn cluster() {
     );
 }
 
+/// The rules that came from squawk's set, each through the binary.
+#[test]
+fn squawk_rules() {
+    check_rule(
+        "add-column-volatile-default",
+        "ALTER TABLE recipes ADD COLUMN token uuid DEFAULT gen_random_uuid();\n",
+        "ALTER TABLE recipes ADD COLUMN added_at timestamptz DEFAULT now();\n",
+    );
+    check_rule(
+        "add-constraint-without-not-valid",
+        "ALTER TABLE recipes ADD COLUMN author_id bigint REFERENCES users (id);\n",
+        "ALTER TABLE recipes ADD COLUMN author_id bigint;\n",
+    );
+    check_rule(
+        "unique-constraint-without-index",
+        "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);\n",
+        "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_idx;\n",
+    );
+    check_rule(
+        "drop-table",
+        "DROP TABLE recipe_tags;\n",
+        "-- cutover:allow drop-table -- unused since release 41\nDROP TABLE recipe_tags;\n",
+    );
+    check_rule(
+        "drop-database",
+        "DROP DATABASE app;\n",
+        "DROP VIEW IF EXISTS recipe_titles;\n",
+    );
+    check_rule(
+        "prefer-identity",
+        "CREATE TABLE notes (id bigserial PRIMARY KEY);\n",
+        "CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY);\n",
+    );
+    check_rule(
+        "prefer-bigint",
+        "CREATE TABLE notes (id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY);\n",
+        "CREATE TABLE notes (id integer PRIMARY KEY);\n",
+    );
+    check_rule(
+        "char-column",
+        "CREATE TABLE countries (code char(2) PRIMARY KEY);\n",
+        "CREATE TABLE countries (code text PRIMARY KEY);\n",
+    );
+    check_rule(
+        "concurrently-in-transaction",
+        "CREATE INDEX CONCURRENTLY idx_recipes_title ON recipes (title);\n",
+        "-- cutover:no-transaction\nCREATE INDEX CONCURRENTLY idx_recipes_title ON recipes (title);\n",
+    );
+    check_rule(
+        "transaction-nesting",
+        "BEGIN;\nUPDATE recipes SET servings = 1 WHERE servings IS NULL;\n",
+        "UPDATE recipes SET servings = 1 WHERE servings IS NULL;\n",
+    );
+    check_rule(
+        "lock-timeout-off",
+        "SET lock_timeout = 0;\nALTER TABLE recipes ADD COLUMN note text;\n",
+        "SET lock_timeout = '30s';\nALTER TABLE recipes ADD COLUMN note text;\n",
+    );
+}
+
+#[test]
+fn rules_prints_the_documented_table_without_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = support::command_in(dir.path())
+        .args(["migrate", "lint", "--rules"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    let table = String::from_utf8(run.stdout).unwrap();
+    assert!(
+        table.starts_with("| Rule | Databases | Why | Fix |\n"),
+        "{table}"
+    );
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/migrations.md"))
+        .unwrap();
+    assert!(
+        doc.contains(&table),
+        "docs/migrations.md lacks the table:\n{table}"
+    );
+    assert!(
+        table.contains("| `mysql-add-unique-index` | MySQL/MariaDB |"),
+        "{table}"
+    );
+}
+
+#[test]
+fn lint_off_lints_nothing() {
+    let p = offline_project(", lint: off");
+    p.write(
+        "migrations/20250101000000_change.up.sql",
+        "DROP TABLE recipes;\n",
+    );
+    let run = p.run(&["migrate", "lint", "--output", "json"]);
+    run.success();
+    let r = result(&run.stdout());
+    assert_eq!(r["level"], "off", "{r}");
+    assert_eq!(r["findings"], serde_json::json!([]), "{r}");
+    let run = p.run(&["migrate", "lint"]);
+    run.success();
+    assert!(
+        run.stdout().contains("`lint: off`: nothing linted"),
+        "{}",
+        run.stdout()
+    );
+}
+
 #[test]
 fn findings_have_file_line_why_and_safe_pattern() {
     let p = offline_project("");
@@ -296,7 +402,8 @@ fn other_databases_are_not_linted() {
     let run = p.run(&["migrate", "lint"]);
     run.success();
     assert!(
-        run.stdout().contains("PostgreSQL-specific"),
+        run.stdout()
+            .contains("the lint rules are for PostgreSQL and MySQL/MariaDB"),
         "{}",
         run.stdout()
     );
@@ -404,5 +511,98 @@ fn lint_error_stops_the_deploy_with_nothing_touched() {
                 "SELECT indexname FROM pg_indexes WHERE tablename = 'recipes'"
             )
             .contains("idx_recipes_title")
+    );
+}
+
+// ---- Against a real MariaDB. ----
+
+#[test]
+fn mariadb_migrations_are_linted_with_the_mysql_rules() {
+    use support::mysql;
+    let (p, db) = mysql::project();
+    p.run(&["deploy"]).success();
+    p.write(
+        "migrations/20250101000000_longer_title.up.sql",
+        "-- Titles up to 500 characters.\nALTER TABLE recipes MODIFY COLUMN title VARCHAR(500) NOT NULL;\nCREATE UNIQUE INDEX idx_users_email ON users (email);\n",
+    );
+    p.write(
+        "migrations/20250101000000_longer_title.down.sql",
+        "DROP INDEX idx_users_email ON users;\nALTER TABLE recipes MODIFY COLUMN title VARCHAR(255) NOT NULL;\n",
+    );
+    let plan = p.run(&["plan"]);
+    plan.success();
+    let out = plan.stdout();
+    let file = "migrations/20250101000000_longer_title.up.sql";
+    assert!(
+        out.contains(&format!(
+            "warning: {file}:2: [mysql-alter-without-algorithm]"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("warning: {file}:3: [mysql-add-unique-index]")),
+        "{out}"
+    );
+    // PostgreSQL's rules are not MySQL's: no create-index-not-concurrently here.
+    assert!(!out.contains("create-index"), "{out}");
+    let pending = result(
+        &p.run(&["migrate", "lint", "--pending", "--output", "json"])
+            .stdout(),
+    );
+    assert_eq!(pending["database"], "mysql");
+    let rules: Vec<&str> = pending["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        vec!["mysql-alter-without-algorithm", "mysql-add-unique-index"]
+    );
+
+    // `lint: error` stops the deploy before anything runs; in CI, at the file and line.
+    let config = p.read("deploy.yaml");
+    p.write_config(&replace_once(
+        &config,
+        "kind: mysql,",
+        "kind: mysql, lint: error,",
+    ));
+    let before = mysql::server().snapshot(&db);
+    let run = p.run(&["deploy"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr()
+            .contains(&format!("{file}:2: [mysql-alter-without-algorithm]")),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(mysql::server().snapshot(&db), before);
+    let run = p.run(&["--output", "github", "migrate", "lint", "--pending"]);
+    run.expect_code(2);
+    assert!(
+        run.stdout().lines().any(|l| l.starts_with(&format!(
+            "::error file={file},line=3,title=migration lint%3A mysql-add-unique-index::"
+        ))),
+        "{}",
+        run.stdout()
+    );
+
+    // `lint: off`: the plan says so once, and the deploy goes on.
+    p.write_config(&replace_once(
+        &config,
+        "kind: mysql,",
+        "kind: mysql, lint: off,",
+    ));
+    let plan = p.run(&["plan"]);
+    plan.success();
+    let out = plan.stdout();
+    assert_eq!(out.matches("lint: off").count(), 1, "{out}");
+    assert!(!out.contains("mysql-"), "{out}");
+    p.run(&["deploy"]).success();
+    assert!(
+        mysql::server()
+            .sql(&db, "SHOW INDEX FROM users")
+            .contains("idx_users_email")
     );
 }

@@ -14,6 +14,7 @@ use super::session::Session;
 use super::{Global, MigrateCommand, Resolution};
 use crate::app::builtin::{builtin, step};
 use crate::config::Pipeline;
+use crate::config::deploy_file::LintLevel;
 use crate::config::pipeline::{MigrateRollback, MigrateWith, StepWith};
 use crate::engine::{EngineError, cancel, plan};
 use crate::migrate::{MigrationFile, lint};
@@ -38,7 +39,11 @@ pub(crate) async fn migrate(global: &Global, command: MigrateCommand) -> Result<
             force,
             reason,
         } => super::adopt::repair(global, version, force, reason).await,
-        MigrateCommand::Lint { pending } => lint(global, pending).await,
+        MigrateCommand::Lint { rules: true, .. } => {
+            print!("{}", lint::rules::markdown_table());
+            Ok(Exit::Ok)
+        }
+        MigrateCommand::Lint { pending, .. } => lint(global, pending).await,
         MigrateCommand::Test => roundtrip(global).await,
         MigrateCommand::Fingerprint { tables } => fingerprint(global, tables).await,
         MigrateCommand::Up {
@@ -343,11 +348,22 @@ async fn lint(global: &Global, pending_only: bool) -> Result<Exit, EngineError> 
     let session = Session::open(global)?;
     let ctx = session.context(cancel::on_signals())?;
     let kind = ctx.database.kind();
-    if kind != "postgres" {
+    let Some(db) = lint::Db::from_kind(kind) else {
         session.result(
-            &json!({"database": kind, "files": 0, "findings": [], "allowed": [], "notes": [], "skipped": "the lint rules are PostgreSQL-specific"}),
+            &json!({"database": kind, "files": 0, "findings": [], "allowed": [], "notes": [], "skipped": "the lint rules are for PostgreSQL and MySQL/MariaDB"}),
             &format!(
-                "the lint rules are PostgreSQL-specific; environment `{}` uses {kind}: nothing to lint",
+                "the lint rules are for PostgreSQL and MySQL/MariaDB; environment `{}` uses {kind}: nothing to lint",
+                ctx.environment
+            ),
+        );
+        return Ok(Exit::Ok);
+    };
+    let level = ctx.database.lint_level();
+    if level == LintLevel::Off {
+        session.result(
+            &json!({"database": kind, "level": "off", "files": 0, "findings": [], "allowed": [], "notes": [], "skipped": "lint: off"}),
+            &format!(
+                "environment `{}` has `lint: off`: nothing linted",
                 ctx.environment
             ),
         );
@@ -366,8 +382,8 @@ async fn lint(global: &Global, pending_only: bool) -> Result<Exit, EngineError> 
     } else {
         ctx.migrations.migrations.iter().collect()
     };
-    let report = lint::lint(files, &ctx.base_dir);
-    let errors = ctx.database.lint_errors();
+    let report = lint::lint(files, &ctx.base_dir, db);
+    let errors = level == LintLevel::Error;
     let mut text = String::new();
     for f in &report.findings {
         text.push_str(&format!("{f}\n"));

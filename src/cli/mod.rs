@@ -362,13 +362,18 @@ pub enum MigrateCommand {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Check migrations for PostgreSQL operations that lock or rewrite big tables or break
-    /// the release still running (CREATE INDEX without CONCURRENTLY, DROP COLUMN, ...).
-    /// Exit 2 when the environment has `lint: error` and something is found.
+    /// Check migrations for PostgreSQL and MySQL/MariaDB operations that lock or rewrite
+    /// big tables or break the release still running (CREATE INDEX without CONCURRENTLY,
+    /// DROP COLUMN, an ALTER TABLE that copies the table, ...). Exit 2 when the environment
+    /// has `lint: error` and something is found.
     Lint {
         /// Only the migrations not applied to the database yet (as `plan` does).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "rules")]
         pending: bool,
+        /// Print the rules as a Markdown table (id, databases, why, fix) and lint nothing;
+        /// needs no config.
+        #[arg(long)]
+        rules: bool,
     },
     /// Check that every down migration undoes its up, in a scratch database (up, down, up
     /// each; then all down and up again); the real database is not touched. Exit 1 names

@@ -303,8 +303,8 @@ pub enum DatabaseConfig {
         statement_timeout: Option<Duration>,
         /// What the migration linter's findings (statements that lock or rewrite big
         /// tables, or break the previous release) do to a plan: `warning` (default) shows
-        /// them, `error` stops the plan (exit 2) until the migration is changed. See
-        /// `cutover migrate lint`.
+        /// them, `error` stops the plan (exit 2) until the migration is changed, `off`
+        /// lints nothing. See `cutover migrate lint`.
         #[serde(default)]
         lint: Option<LintLevel>,
         /// How a backup is restored over the database (a rollback by restore, `cutover
@@ -320,6 +320,10 @@ pub enum DatabaseConfig {
         /// instead of queueing behind a long transaction with the app queued behind it.
         #[serde(default)]
         lock_wait_timeout: Option<Duration>,
+        /// What the migration linter's findings do to a plan, as for PostgreSQL:
+        /// `warning` (default), `error` or `off`.
+        #[serde(default)]
+        lint: Option<LintLevel>,
     },
     /// Azure SQL Database, through Azure Resource Manager.
     AzureSql(Box<AzureSqlConfig>),
@@ -403,6 +407,8 @@ pub enum LintLevel {
     Warning,
     /// Plan errors: nothing runs until the migration is fixed.
     Error,
+    /// Not linted: a plan says once that its migrations were not.
+    Off,
 }
 
 /// Retention: a count (`10`) or an age (`35d`).

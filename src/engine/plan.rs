@@ -120,14 +120,14 @@ pub(crate) async fn build(
         planned.push(entry);
     }
     if rollback_target.is_none() {
-        // PostgreSQL lint findings on the migrations this run applies.
+        // Lint findings on the migrations this run applies.
         let versions: Vec<i64> = pending(ctx, &database, scratch.target_version)
             .iter()
             .map(|p| p.version)
             .collect();
         let (errors, warnings) = crate::migrate::lint::plan_messages(
             ctx.database.kind(),
-            ctx.database.lint_errors(),
+            ctx.database.lint_level(),
             &ctx.migrations,
             &versions,
             &ctx.base_dir,

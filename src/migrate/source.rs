@@ -106,7 +106,7 @@ pub(crate) enum SourceError {
     },
 }
 
-fn no_transaction(sql: &str) -> bool {
+pub(crate) fn no_transaction(sql: &str) -> bool {
     let first = sql.lines().next().unwrap_or_default().trim();
     first == "-- cutover:no-transaction" || first.starts_with("-- no-transaction")
 }

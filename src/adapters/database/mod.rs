@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::config::deploy_file::{DatabaseConfig, StoreConfig};
+use crate::config::deploy_file::{DatabaseConfig, LintLevel, StoreConfig};
 use crate::migrate::MigrationFile;
 use crate::secret::mask_url_password;
 
@@ -539,10 +539,10 @@ pub trait Database: Send + Sync {
             self.kind()
         )))
     }
-    /// True when the migration linter's findings stop a plan (`lint: error`) rather than
-    /// being warnings. Only PostgreSQL has lint rules.
-    fn lint_errors(&self) -> bool {
-        false
+    /// What the migration linter's findings do to a plan (`lint:`), for the databases
+    /// that have lint rules (PostgreSQL, MySQL/MariaDB).
+    fn lint_level(&self) -> LintLevel {
+        LintLevel::Warning
     }
 }
 
@@ -586,7 +586,7 @@ pub(crate) fn build_at(
                     ),
                     statement_timeout: statement_timeout
                         .map(crate::config::duration::Duration::get),
-                    lint_errors: *lint == Some(crate::config::deploy_file::LintLevel::Error),
+                    lint: lint.unwrap_or_default(),
                     restore: restore.unwrap_or_default(),
                 },
             )?))
@@ -594,15 +594,19 @@ pub(crate) fn build_at(
         DatabaseConfig::Mysql {
             url,
             lock_wait_timeout,
+            lint,
         } => {
             let url = resolve(url)?;
-            Ok(Box::new(mysql::MysqlDatabase::new(
-                url,
-                lock_wait_timeout.map_or(
-                    Duration::from_secs(5),
-                    crate::config::duration::Duration::get,
-                ),
-            )?))
+            Ok(Box::new(
+                mysql::MysqlDatabase::new(
+                    url,
+                    lock_wait_timeout.map_or(
+                        Duration::from_secs(5),
+                        crate::config::duration::Duration::get,
+                    ),
+                )?
+                .with_lint(lint.unwrap_or_default()),
+            ))
         }
         DatabaseConfig::AzureSql(c) => {
             if url.is_some() {

@@ -25,6 +25,7 @@ use super::{
     BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DbLock, DumpInfo,
     Scratch,
 };
+use crate::config::deploy_file::LintLevel;
 use crate::migrate::MigrationFile;
 use crate::secret::Secret;
 
@@ -32,6 +33,8 @@ pub(crate) struct MysqlDatabase {
     url: Secret,
     options: MySqlConnectOptions,
     lock_wait_timeout: Duration,
+    /// `lint:`: what migration lint findings do to a plan.
+    lint: LintLevel,
     pool: OnceCell<MySqlPool>,
     /// Host, port, user, password and database for the command-line tools.
     tool: ToolTarget,
@@ -81,9 +84,14 @@ impl MysqlDatabase {
             url,
             options: options.disable_statement_logging(),
             lock_wait_timeout,
+            lint: LintLevel::default(),
             pool: OnceCell::new(),
             tool,
         })
+    }
+
+    pub(crate) fn with_lint(self, lint: LintLevel) -> Self {
+        Self { lint, ..self }
     }
 
     async fn pool(&self) -> Result<&MySqlPool, DatabaseError> {
@@ -190,6 +198,10 @@ struct NamedLock(#[allow(dead_code)] sqlx::MySqlConnection);
 
 #[async_trait]
 impl Database for MysqlDatabase {
+    fn lint_level(&self) -> LintLevel {
+        self.lint
+    }
+
     fn kind(&self) -> &'static str {
         "mysql"
     }

@@ -53,8 +53,8 @@ const MAX_NAME: usize = 63;
 pub(crate) struct Settings {
     pub lock_timeout: Duration,
     pub statement_timeout: Option<Duration>,
-    /// `lint: error`: migration lint findings are plan errors.
-    pub lint_errors: bool,
+    /// `lint:`: what migration lint findings do to a plan.
+    pub lint: crate::config::deploy_file::LintLevel,
     /// How a backup is restored over the database.
     pub restore: PgRestore,
 }
@@ -268,8 +268,8 @@ impl Database for PostgresDatabase {
         self.close().await;
     }
 
-    fn lint_errors(&self) -> bool {
-        self.settings.lint_errors
+    fn lint_level(&self) -> crate::config::deploy_file::LintLevel {
+        self.settings.lint
     }
 
     async fn state(&self) -> Result<DatabaseState, DatabaseError> {

@@ -1,13 +1,14 @@
-//! Lint rules for PostgreSQL migrations: statements that lock or rewrite a big table while
-//! the application waits, or that break the previous release, which keeps running until
-//! the new one is out.
+//! Lint rules for PostgreSQL and MySQL/MariaDB migrations: statements that lock or rewrite
+//! a big table while the application waits, or that break the previous release, which
+//! keeps running until the new one is out. The database's kind picks the SQL dialect and
+//! the rule set ([`rules`]); other databases are not linted.
 //!
-//! Every statement is parsed with `sqlparser` (PostgreSQL dialect) and the rules look at
-//! the syntax tree, never at the text. The file is tokenized once and split on top-level
-//! semicolons (the tokenizer knows strings, quoted names, comments and `$$` bodies), so one
-//! statement the parser cannot read does not hide the others: it is reported as a note.
-//! The parser's own spans start at a statement's first name rather than its first keyword,
-//! and some statements have none, so a statement's line is that of its first token.
+//! Every statement is parsed with `sqlparser` and the rules look at the syntax tree, never
+//! at the text. The file is tokenized once and split on top-level semicolons (the
+//! tokenizer knows strings, quoted names, comments and `$$` bodies), so one statement the
+//! parser cannot read does not hide the others: it is reported as a note. The parser's own
+//! spans start at a statement's first name rather than its first keyword, and some
+//! statements have none, so a statement's line is that of its first token.
 //!
 //! Statements on a table created earlier in the same migration are never flagged: the
 //! table is new and empty, and no running release uses it yet.
@@ -18,104 +19,26 @@
 //! covers that one statement only, is listed as allowed by `migrate lint`, and no longer
 //! stops a plan under `lint: error`. An id that names no rule is a note, so a typo shows.
 
+mod mysql;
+mod postgres;
+pub(crate) mod rules;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
 use serde::Serialize;
-use sqlparser::ast::{
-    AlterColumnOperation, AlterTableOperation, ColumnOption, Ident, ObjectName,
-    RenameTableNameKind, Statement, TableConstraint,
-};
-use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::ast::{Ident, ObjectName, ObjectType, Statement};
+use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect};
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use super::{MigrationFile, MigrationSet};
+use crate::config::deploy_file::LintLevel;
 use crate::place::{Message, Place};
-
-/// A rule: its id, why the operation hurts and what to do instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub(crate) struct Rule {
-    pub id: &'static str,
-    pub why: &'static str,
-    pub safe: &'static str,
-}
-
-pub(crate) const CREATE_INDEX: Rule = Rule {
-    id: "create-index-not-concurrently",
-    why: "CREATE INDEX holds a SHARE lock until the whole table is indexed: every INSERT, UPDATE and DELETE on it waits",
-    safe: "CREATE INDEX CONCURRENTLY, in a migration of its own whose first line is `-- cutover:no-transaction` (CONCURRENTLY cannot run inside a transaction)",
-};
-
-pub(crate) const ADD_COLUMN_NOT_NULL: Rule = Rule {
-    id: "add-column-not-null-without-default",
-    why: "adding a NOT NULL column without a DEFAULT fails on a table that has rows, and the previous release, still running, inserts rows without the column",
-    safe: "add it with a DEFAULT (PostgreSQL 11+ stores a constant default without rewriting the table), or add it nullable, backfill in batches, then make it NOT NULL",
-};
-
-pub(crate) const CONSTRAINT_NOT_VALID: Rule = Rule {
-    id: "add-constraint-without-not-valid",
-    why: "adding a foreign key or CHECK checks every existing row while holding a lock that blocks writes (to both tables for a foreign key)",
-    safe: "ADD CONSTRAINT ... NOT VALID (instant; new rows are checked), then ALTER TABLE ... VALIDATE CONSTRAINT ... in a later migration, which does not block writes",
-};
-
-pub(crate) const ALTER_COLUMN_TYPE: Rule = Rule {
-    id: "alter-column-type",
-    why: "changing a column's type takes an ACCESS EXCLUSIVE lock (no reads or writes) and, unless the types are binary-compatible such as varchar(n) to text, rewrites the table and its indexes; the previous release still uses the old type",
-    safe: "add a column of the new type, write to both, backfill in batches, switch reads, and drop the old column in a later release",
-};
-
-pub(crate) const RENAME_COLUMN: Rule = Rule {
-    id: "rename-column",
-    why: "the previous release, still running during the deploy, keeps using the old column name and fails",
-    safe: "add the new column, write to both and backfill, switch the code to it, and drop the old column in a later release",
-};
-
-pub(crate) const RENAME_TABLE: Rule = Rule {
-    id: "rename-table",
-    why: "the previous release, still running during the deploy, keeps using the old table name and fails",
-    safe: "rename in two releases: keep the old name working meanwhile (e.g. a view `CREATE VIEW old AS SELECT * FROM new`), switch the code, then drop the view",
-};
-
-pub(crate) const DROP_COLUMN: Rule = Rule {
-    id: "drop-column",
-    why: "the previous release may still read or write the column until the new release is fully out (including ORMs that list every column)",
-    safe: "first ship a release that no longer uses the column, then drop it in a migration of a later release",
-};
-
-pub(crate) const SET_NOT_NULL: Rule = Rule {
-    id: "set-not-null",
-    why: "SET NOT NULL scans the whole table for NULLs while holding an ACCESS EXCLUSIVE lock (no reads or writes)",
-    safe: "ADD CONSTRAINT c CHECK (col IS NOT NULL) NOT VALID; VALIDATE CONSTRAINT c in a later migration; then SET NOT NULL (PostgreSQL 12+ skips the scan) and drop the CHECK",
-};
-
-pub(crate) const VACUUM_FULL: Rule = Rule {
-    id: "vacuum-full",
-    why: "VACUUM FULL rewrites the whole table under an ACCESS EXCLUSIVE lock: no reads or writes until it finishes",
-    safe: "plain VACUUM (no lock on reads or writes), or pg_repack outside the deploy",
-};
-
-pub(crate) const CLUSTER: Rule = Rule {
-    id: "cluster",
-    why: "CLUSTER rewrites the whole table under an ACCESS EXCLUSIVE lock: no reads or writes until it finishes",
-    safe: "pg_repack (which can also reorder rows) outside the deploy, or leave the physical order alone",
-};
-
-/// Every rule, in the order they are documented.
-pub(crate) const RULES: &[Rule] = &[
-    CREATE_INDEX,
-    ADD_COLUMN_NOT_NULL,
-    CONSTRAINT_NOT_VALID,
-    ALTER_COLUMN_TYPE,
-    RENAME_COLUMN,
-    RENAME_TABLE,
-    DROP_COLUMN,
-    SET_NOT_NULL,
-    VACUUM_FULL,
-    CLUSTER,
-];
+use rules::{CLUSTER, VACUUM_FULL};
+pub(crate) use rules::{Db, RULES, Rule};
 
 /// A rule broken by one statement of a file's SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,10 +132,12 @@ pub(crate) struct Report {
     pub notes: Vec<Note>,
 }
 
-/// Lints the up files of `migrations`; paths are shown relative to `base` when inside it.
+/// Lints the up files of `migrations` with `db`'s rules; paths are shown relative to `base`
+/// when inside it.
 pub(crate) fn lint<'a>(
     migrations: impl IntoIterator<Item = &'a MigrationFile>,
     base: &Path,
+    db: Db,
 ) -> Report {
     let mut report = Report::default();
     for m in migrations {
@@ -223,7 +148,7 @@ pub(crate) fn lint<'a>(
             .unwrap_or(&m.up_path)
             .display()
             .to_string();
-        let result = lint_sql(&m.up_sql);
+        let result = lint_sql(&m.up_sql, db);
         let finding = |h: Hit| Finding {
             file: file.clone(),
             line: h.line,
@@ -257,23 +182,32 @@ pub(crate) fn lint<'a>(
     report
 }
 
-/// For a plan: lints the migrations it applies when the database is PostgreSQL. Returns
-/// the problems (findings under `lint: error`) and the warnings (findings otherwise, and
-/// notes about statements that could not be linted).
+/// For a plan: lints the migrations it applies when the database has lint rules. Returns
+/// the problems (findings under `lint: error`) and the warnings (findings otherwise, notes
+/// about statements that could not be linted, and under `lint: off` that nothing was).
 pub(crate) fn plan_messages(
     database_kind: &str,
-    lint_errors: bool,
+    level: LintLevel,
     migrations: &MigrationSet,
     versions: &[i64],
     base: &Path,
 ) -> (Vec<Message>, Vec<Message>) {
-    if database_kind != "postgres" {
+    let Some(db) = Db::from_kind(database_kind) else {
         return (Vec::new(), Vec::new());
+    };
+    if level == LintLevel::Off {
+        let said = (!versions.is_empty()).then(|| {
+            Message::plain(format!(
+                "lint: off: the {} migration(s) this run applies were not linted",
+                versions.len()
+            ))
+        });
+        return (Vec::new(), said.into_iter().collect());
     }
-    let report = lint(versions.iter().filter_map(|v| migrations.get(*v)), base);
+    let report = lint(versions.iter().filter_map(|v| migrations.get(*v)), base, db);
     let findings = report.findings.iter();
     let mut warnings = Vec::new();
-    let problems = if lint_errors {
+    let problems = if level == LintLevel::Error {
         findings
             .map(|f| {
                 Message::at(
@@ -303,18 +237,38 @@ fn place(file: &str, line: u64) -> Place {
     }
 }
 
-/// Tables and columns created earlier in the same file.
+/// What the rules know of the file beyond the statement at hand.
 #[derive(Default)]
 struct Scope {
+    /// Tables and columns created earlier in the same file.
     tables: HashSet<String>,
     columns: HashSet<(String, String)>,
+    /// The file runs outside a transaction (`-- cutover:no-transaction` first).
+    no_transaction: bool,
 }
 
-/// Lints one SQL text (a migration's up file) with the PostgreSQL rules.
-pub(crate) fn lint_sql(sql: &str) -> SqlLint {
-    let dialect = PostgreSqlDialect {};
+/// Lints one SQL text (a migration's up file) with `db`'s rules.
+pub(crate) fn lint_sql(sql: &str, db: Db) -> SqlLint {
+    match db {
+        Db::Postgres => lint_with(
+            sql,
+            &PostgreSqlDialect {},
+            postgres::check,
+            keyword_fallback,
+        ),
+        // MySQL has neither CLUSTER nor VACUUM: every statement it cannot parse is a note.
+        Db::Mysql => lint_with(sql, &MySqlDialect {}, mysql::check, |_| Fallback::Unknown),
+    }
+}
+
+fn lint_with(
+    sql: &str,
+    dialect: &dyn Dialect,
+    check: fn(&Statement, &mut Scope) -> Vec<(Rule, String)>,
+    fallback: fn(&[TokenWithSpan]) -> Fallback,
+) -> SqlLint {
     let mut out = SqlLint::default();
-    let tokens = match Tokenizer::new(&dialect, sql).tokenize_with_location() {
+    let tokens = match Tokenizer::new(dialect, sql).tokenize_with_location() {
         Ok(t) => t,
         Err(e) => {
             out.unparsed.push(Unparsed {
@@ -324,15 +278,22 @@ pub(crate) fn lint_sql(sql: &str) -> SqlLint {
             return out;
         }
     };
-    let mut scope = Scope::default();
-    for statement in split(tokens) {
+    let statements: Vec<_> = split(tokens)
+        .into_iter()
+        .filter(|s| s.iter().any(|t| !is_trivia(&t.token)))
+        .collect();
+    let mut scope = Scope {
+        no_transaction: super::source::no_transaction(sql),
+        ..Scope::default()
+    };
+    for statement in statements {
         let Some(first) = statement.iter().find(|t| !is_trivia(&t.token)) else {
             continue;
         };
         let line = first.span.start.line;
         out.statements += 1;
         let allow = allowed_rules(&statement, &mut out.unknown_allows);
-        let mut parser = Parser::new(&dialect).with_tokens_with_locations(statement.clone());
+        let mut parser = Parser::new(dialect).with_tokens_with_locations(statement.clone());
         let parsed = parser.parse_statement().and_then(|s| {
             if parser.peek_token_ref().token == Token::EOF {
                 Ok(s)
@@ -357,7 +318,7 @@ pub(crate) fn lint_sql(sql: &str) -> SqlLint {
                     );
                 }
             }
-            Err(e) => match keyword_fallback(&statement) {
+            Err(e) => match fallback(&statement) {
                 Fallback::Hit(rule, message) => out.record(
                     &allow,
                     Hit {
@@ -491,254 +452,357 @@ fn table_key(name: &ObjectName) -> String {
         .map_or_else(|| name.to_string().to_lowercase(), ident_key)
 }
 
-/// The rules broken by one statement; records the tables and columns it creates.
-fn check(statement: &Statement, scope: &mut Scope) -> Vec<(Rule, String)> {
-    let mut hits = Vec::new();
-    match statement {
-        Statement::CreateTable(create) => {
-            let table = table_key(&create.name);
-            for c in &create.columns {
-                scope.columns.insert((table.clone(), ident_key(&c.name)));
-            }
-            scope.tables.insert(table);
-        }
-        Statement::CreateIndex(index)
-            if !index.concurrently && !scope.tables.contains(&table_key(&index.table_name)) =>
-        {
-            hits.push((
-                CREATE_INDEX,
-                format!(
-                    "CREATE {}INDEX{} on `{}` without CONCURRENTLY",
-                    if index.unique { "UNIQUE " } else { "" },
-                    index
-                        .name
-                        .as_ref()
-                        .map(|n| format!(" {n}"))
-                        .unwrap_or_default(),
-                    index.table_name
-                ),
-            ));
-        }
-        Statement::AlterTable(alter) => {
-            let table = table_key(&alter.name);
-            let new_table = scope.tables.contains(&table);
-            let shown = &alter.name;
-            for op in &alter.operations {
-                match op {
-                    AlterTableOperation::AddColumn { column_def, .. } => {
-                        let column = ident_key(&column_def.name);
-                        let options = || column_def.options.iter().map(|o| &o.option);
-                        let not_null = options().any(|o| {
-                            matches!(o, ColumnOption::NotNull | ColumnOption::PrimaryKey(_))
-                        });
-                        let filled = options().any(|o| {
-                            matches!(
-                                o,
-                                ColumnOption::Default(_)
-                                    | ColumnOption::Generated { .. }
-                                    | ColumnOption::Identity(_)
-                            )
-                        });
-                        if not_null && !filled && !new_table {
-                            hits.push((
-                                ADD_COLUMN_NOT_NULL,
-                                format!(
-                                    "ADD COLUMN {} ... NOT NULL without a DEFAULT on `{shown}`",
-                                    column_def.name
-                                ),
-                            ));
-                        }
-                        scope.columns.insert((table.clone(), column));
-                    }
-                    AlterTableOperation::AddConstraint {
-                        constraint,
-                        not_valid,
-                    } if !not_valid && !new_table => {
-                        let kind = match constraint {
-                            TableConstraint::ForeignKey(_) => "FOREIGN KEY",
-                            TableConstraint::Check(_) => "CHECK",
-                            _ => continue,
-                        };
-                        let name = constraint_name(constraint)
-                            .map(|n| format!(" {n}"))
-                            .unwrap_or_default();
-                        hits.push((
-                            CONSTRAINT_NOT_VALID,
-                            format!("ADD CONSTRAINT{name} {kind} on `{shown}` without NOT VALID"),
-                        ));
-                    }
-                    AlterTableOperation::AlterColumn { column_name, op } => match op {
-                        AlterColumnOperation::SetDataType { data_type, .. } if !new_table => {
-                            hits.push((
-                                ALTER_COLUMN_TYPE,
-                                format!("ALTER COLUMN {column_name} TYPE {data_type} on `{shown}`"),
-                            ));
-                        }
-                        AlterColumnOperation::SetNotNull
-                            if !scope
-                                .columns
-                                .contains(&(table.clone(), ident_key(column_name))) =>
-                        {
-                            hits.push((
-                                SET_NOT_NULL,
-                                format!(
-                                    "ALTER COLUMN {column_name} SET NOT NULL on existing column `{shown}.{column_name}`"
-                                ),
-                            ));
-                        }
-                        _ => {}
-                    },
-                    AlterTableOperation::RenameColumn {
-                        old_column_name,
-                        new_column_name,
-                    } => {
-                        let old = (table.clone(), ident_key(old_column_name));
-                        if scope.columns.contains(&old) {
-                            scope
-                                .columns
-                                .insert((table.clone(), ident_key(new_column_name)));
-                        } else if !new_table {
-                            hits.push((
-                                RENAME_COLUMN,
-                                format!(
-                                    "RENAME COLUMN {old_column_name} TO {new_column_name} on `{shown}`"
-                                ),
-                            ));
-                        }
-                    }
-                    AlterTableOperation::RenameTable { table_name } => {
-                        let (RenameTableNameKind::To(to) | RenameTableNameKind::As(to)) =
-                            table_name;
-                        if new_table {
-                            scope.tables.insert(table_key(to));
-                        } else {
-                            hits.push((RENAME_TABLE, format!("RENAME `{shown}` TO `{to}`")));
-                        }
-                    }
-                    AlterTableOperation::DropColumn { column_names, .. } => {
-                        for column in column_names {
-                            let added = scope.columns.contains(&(table.clone(), ident_key(column)));
-                            if !added && !new_table {
-                                hits.push((
-                                    DROP_COLUMN,
-                                    format!("DROP COLUMN {column} on `{shown}`"),
-                                ));
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Statement::Vacuum(vacuum) if vacuum.full => {
-            hits.push((
-                VACUUM_FULL,
-                format!(
-                    "VACUUM FULL{} rewrites the table",
-                    vacuum
-                        .table_name
-                        .as_ref()
-                        .map(|t| format!(" `{t}`"))
-                        .unwrap_or_default()
-                ),
-            ));
-        }
-        _ => {}
-    }
-    hits
-}
-
-fn constraint_name(constraint: &TableConstraint) -> Option<&Ident> {
-    match constraint {
-        TableConstraint::ForeignKey(c) => c.name.as_ref(),
-        TableConstraint::Check(c) => c.name.as_ref(),
-        _ => None,
+/// The rules of DROP TABLE and DROP DATABASE, the same on every database.
+fn drops(statement: &Statement, scope: &Scope) -> Vec<(Rule, String)> {
+    let Statement::Drop {
+        object_type, names, ..
+    } = statement
+    else {
+        return Vec::new();
+    };
+    match object_type {
+        ObjectType::Table => names
+            .iter()
+            .filter(|n| !scope.tables.contains(&table_key(n)))
+            .map(|n| (rules::DROP_TABLE, format!("DROP TABLE `{n}`")))
+            .collect(),
+        ObjectType::Database => names
+            .iter()
+            .map(|n| (rules::DROP_DATABASE, format!("DROP DATABASE `{n}`")))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::rules::*;
     use super::*;
 
     fn rules(sql: &str) -> Vec<&'static str> {
-        let out = lint_sql(sql);
+        let out = lint_sql(sql, Db::Postgres);
         assert!(out.unparsed.is_empty(), "unparsed: {:?}", out.unparsed);
         out.hits.iter().map(|h| h.rule.id).collect()
     }
 
     #[test]
     fn every_rule_has_a_trigger_and_a_safe_form() {
-        let cases: &[(&str, &str, &str)] = &[
+        use Db::{Mysql, Postgres};
+        let cases: &[(Db, &str, &str, &str)] = &[
             (
+                Postgres,
                 CREATE_INDEX.id,
                 "CREATE INDEX idx ON recipes (title);",
-                "CREATE INDEX CONCURRENTLY idx ON recipes (title);",
+                "-- cutover:no-transaction\nCREATE INDEX CONCURRENTLY idx ON recipes (title);",
             ),
             (
+                Postgres,
                 ADD_COLUMN_NOT_NULL.id,
                 "ALTER TABLE recipes ADD COLUMN rating int NOT NULL;",
                 "ALTER TABLE recipes ADD COLUMN rating int NOT NULL DEFAULT 0;",
             ),
             (
+                Postgres,
+                ADD_COLUMN_VOLATILE_DEFAULT.id,
+                "ALTER TABLE recipes ADD COLUMN token uuid DEFAULT gen_random_uuid();",
+                "ALTER TABLE recipes ADD COLUMN added_at timestamptz NOT NULL DEFAULT now();",
+            ),
+            (
+                Postgres,
+                ADD_COLUMN_VOLATILE_DEFAULT.id,
+                "ALTER TABLE recipes ADD COLUMN score float8 NOT NULL DEFAULT (random() * 10)::int;",
+                "ALTER TABLE recipes ADD COLUMN score float8;\nALTER TABLE recipes ALTER COLUMN score SET DEFAULT random();",
+            ),
+            (
+                Postgres,
+                ADD_COLUMN_VOLATILE_DEFAULT.id,
+                "ALTER TABLE recipes ADD COLUMN n bigint GENERATED ALWAYS AS IDENTITY;",
+                "CREATE TABLE notes (n bigint GENERATED ALWAYS AS IDENTITY, at timestamptz DEFAULT clock_timestamp());",
+            ),
+            (
+                Postgres,
                 CONSTRAINT_NOT_VALID.id,
                 "ALTER TABLE recipes ADD CONSTRAINT fk FOREIGN KEY (user_id) REFERENCES users (id);",
                 "ALTER TABLE recipes ADD CONSTRAINT fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
             ),
             (
+                Postgres,
                 CONSTRAINT_NOT_VALID.id,
                 "ALTER TABLE recipes ADD CONSTRAINT positive CHECK (servings > 0);",
                 "ALTER TABLE recipes ADD CONSTRAINT positive CHECK (servings > 0) NOT VALID;\nALTER TABLE recipes VALIDATE CONSTRAINT positive;",
             ),
             (
+                Postgres,
+                CONSTRAINT_NOT_VALID.id,
+                "ALTER TABLE recipes ADD COLUMN author_id bigint REFERENCES users (id);",
+                "ALTER TABLE recipes ADD COLUMN author_id bigint;\nALTER TABLE recipes ADD CONSTRAINT fk_author FOREIGN KEY (author_id) REFERENCES users (id) NOT VALID;",
+            ),
+            (
+                Postgres,
+                UNIQUE_WITHOUT_INDEX.id,
+                "ALTER TABLE recipes ADD CONSTRAINT recipes_slug_key UNIQUE (slug);",
+                "ALTER TABLE recipes ADD CONSTRAINT recipes_slug_key UNIQUE USING INDEX recipes_slug_idx;",
+            ),
+            (
+                Postgres,
+                UNIQUE_WITHOUT_INDEX.id,
+                "ALTER TABLE recipes ADD PRIMARY KEY (id);",
+                "ALTER TABLE recipes ADD CONSTRAINT recipes_pkey PRIMARY KEY USING INDEX recipes_id_idx;",
+            ),
+            (
+                Postgres,
+                UNIQUE_WITHOUT_INDEX.id,
+                "ALTER TABLE recipes ADD COLUMN slug text UNIQUE;",
+                "CREATE TABLE labels (id bigint PRIMARY KEY);\nALTER TABLE labels ADD COLUMN slug text UNIQUE;",
+            ),
+            (
+                Postgres,
                 ALTER_COLUMN_TYPE.id,
                 "ALTER TABLE recipes ALTER COLUMN servings TYPE bigint;",
                 "ALTER TABLE recipes ALTER COLUMN servings SET DEFAULT 1;",
             ),
             (
+                Postgres,
                 RENAME_COLUMN.id,
                 "ALTER TABLE recipes RENAME COLUMN title TO name;",
                 "ALTER INDEX idx_a RENAME TO idx_b;",
             ),
             (
+                Postgres,
                 RENAME_TABLE.id,
                 "ALTER TABLE recipes RENAME TO dishes;",
                 "CREATE TABLE dishes_new (id int);\nALTER TABLE dishes_new RENAME TO dishes;",
             ),
             (
+                Postgres,
                 DROP_COLUMN.id,
                 "ALTER TABLE recipes DROP COLUMN cuisine;",
                 "ALTER TABLE recipes DROP CONSTRAINT positive;",
             ),
             (
+                Postgres,
+                DROP_TABLE.id,
+                "DROP TABLE IF EXISTS recipes;",
+                "CREATE TABLE scratch (id bigint);\nDROP TABLE scratch;",
+            ),
+            (
+                Postgres,
+                DROP_DATABASE.id,
+                "DROP DATABASE app;",
+                "DROP VIEW IF EXISTS recipe_titles;",
+            ),
+            (
+                Postgres,
                 SET_NOT_NULL.id,
                 "ALTER TABLE recipes ALTER COLUMN title SET NOT NULL;",
                 "ALTER TABLE recipes ADD CONSTRAINT title_nn CHECK (title IS NOT NULL) NOT VALID;",
             ),
-            (VACUUM_FULL.id, "VACUUM FULL recipes;", "VACUUM recipes;"),
             (
+                Postgres,
+                PREFER_BIGINT.id,
+                "CREATE TABLE notes (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);",
+                "CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, rating int);",
+            ),
+            (
+                Postgres,
+                PREFER_IDENTITY.id,
+                "CREATE TABLE notes (id bigserial PRIMARY KEY);",
+                "CREATE TABLE notes (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY);",
+            ),
+            (
+                Postgres,
+                CHAR_COLUMN.id,
+                "CREATE TABLE countries (code char(2) PRIMARY KEY);",
+                "CREATE TABLE countries (code text PRIMARY KEY CHECK (length(code) = 2), name varchar(80));",
+            ),
+            (
+                Postgres,
+                CONCURRENTLY_IN_TRANSACTION.id,
+                "CREATE INDEX CONCURRENTLY idx ON recipes (title);",
+                "-- cutover:no-transaction\n-- Its own migration.\nCREATE UNIQUE INDEX CONCURRENTLY idx ON recipes (title);",
+            ),
+            (
+                Postgres,
+                CONCURRENTLY_IN_TRANSACTION.id,
+                "SELECT 1;\nCREATE INDEX CONCURRENTLY idx ON recipes (title);",
+                "-- no-transaction\nSELECT 1;\nCREATE INDEX CONCURRENTLY idx ON recipes (title);",
+            ),
+            (
+                Postgres,
+                TRANSACTION_NESTING.id,
+                "ALTER TABLE recipes ADD COLUMN note text;\nCOMMIT;",
+                "-- cutover:no-transaction\nBEGIN;\nUPDATE recipes SET note = '';\nCOMMIT;",
+            ),
+            (
+                Postgres,
+                LOCK_TIMEOUT_OFF.id,
+                "SET lock_timeout = 0;",
+                "SET lock_timeout = '30s';\nSET statement_timeout = 0;",
+            ),
+            (
+                Postgres,
+                LOCK_TIMEOUT_OFF.id,
+                "SET LOCAL lock_timeout TO DEFAULT;",
+                "SET LOCAL lock_timeout TO '1min';",
+            ),
+            (
+                Postgres,
+                LOCK_TIMEOUT_OFF.id,
+                "RESET lock_timeout;",
+                "RESET statement_timeout;",
+            ),
+            (
+                Postgres,
+                VACUUM_FULL.id,
+                "VACUUM FULL recipes;",
+                "VACUUM recipes;",
+            ),
+            (
+                Postgres,
                 VACUUM_FULL.id,
                 "VACUUM (FULL, VERBOSE) recipes;",
                 "VACUUM ANALYZE recipes;",
             ),
             (
+                Postgres,
                 CLUSTER.id,
                 "CLUSTER recipes USING idx_recipes_user_id;",
                 "INSERT INTO cluster (id) VALUES (1);",
             ),
+            (
+                Mysql,
+                MYSQL_ALGORITHM.id,
+                "ALTER TABLE recipes MODIFY COLUMN title VARCHAR(500) NOT NULL;",
+                "ALTER TABLE recipes MODIFY COLUMN title VARCHAR(500) NOT NULL, ALGORITHM=INPLACE, LOCK=NONE;",
+            ),
+            (
+                Mysql,
+                MYSQL_ALGORITHM.id,
+                "ALTER TABLE recipes DROP PRIMARY KEY, ADD PRIMARY KEY (id, user_id), ALGORITHM=INPLACE;",
+                "ALTER TABLE recipes ADD COLUMN rating INT, ALGORITHM=INSTANT;",
+            ),
+            (
+                Mysql,
+                MYSQL_ALGORITHM.id,
+                "ALTER TABLE recipes ADD COLUMN rating INT AFTER title;",
+                "ALTER TABLE recipes ADD COLUMN rating INT;",
+            ),
+            (
+                Mysql,
+                MYSQL_ALGORITHM.id,
+                "ALTER TABLE recipes ADD INDEX idx_title (title), ALGORITHM=COPY;",
+                "ALTER TABLE recipes ADD INDEX idx_title (title);",
+            ),
+            (
+                Mysql,
+                MYSQL_LOCK.id,
+                "ALTER TABLE recipes ADD INDEX idx_title (title), LOCK=SHARED;",
+                "ALTER TABLE recipes ADD INDEX idx_title (title), LOCK=NONE;",
+            ),
+            (
+                Mysql,
+                MYSQL_UNIQUE_INDEX.id,
+                "CREATE UNIQUE INDEX idx_email ON users (email);",
+                "CREATE INDEX idx_email ON users (email);",
+            ),
+            (
+                Mysql,
+                MYSQL_UNIQUE_INDEX.id,
+                "ALTER TABLE users ADD UNIQUE KEY uq_email (email);",
+                "CREATE TABLE t (id BIGINT PRIMARY KEY, email VARCHAR(200));\nALTER TABLE t ADD UNIQUE KEY uq_email (email);",
+            ),
+            (
+                Mysql,
+                RENAME_COLUMN.id,
+                "ALTER TABLE recipes CHANGE COLUMN title name VARCHAR(200), ALGORITHM=INPLACE, LOCK=NONE;",
+                "ALTER TABLE recipes ALTER COLUMN servings SET DEFAULT 1;",
+            ),
+            (
+                Mysql,
+                RENAME_TABLE.id,
+                "RENAME TABLE recipes TO dishes;",
+                "CREATE TABLE dishes_new (id INT);\nRENAME TABLE dishes_new TO dishes;",
+            ),
+            (
+                Mysql,
+                DROP_COLUMN.id,
+                "ALTER TABLE recipes DROP COLUMN cuisine;",
+                "ALTER TABLE recipes DROP INDEX idx_title;",
+            ),
+            (
+                Mysql,
+                DROP_TABLE.id,
+                "DROP TABLE recipes;",
+                "CREATE TABLE tmp (id INT);\nDROP TABLE tmp;",
+            ),
+            (
+                Mysql,
+                DROP_DATABASE.id,
+                "DROP DATABASE app;",
+                "DROP INDEX idx_title ON recipes;",
+            ),
         ];
-        for (rule, bad, good) in cases {
-            let hits = lint_sql(bad).hits;
+        for (db, rule, bad, good) in cases {
+            let out = lint_sql(bad, *db);
+            assert!(out.unparsed.is_empty(), "{bad}: {:?}", out.unparsed);
             assert_eq!(
-                hits.iter().map(|h| h.rule.id).collect::<Vec<_>>(),
+                out.hits.iter().map(|h| h.rule.id).collect::<Vec<_>>(),
                 vec![*rule],
                 "{bad}"
             );
-            assert_eq!(rules(good), Vec::<&str>::new(), "{good}");
+            let out = lint_sql(good, *db);
+            assert!(out.unparsed.is_empty(), "{good}: {:?}", out.unparsed);
+            assert_eq!(
+                out.hits.iter().map(|h| h.rule.id).collect::<Vec<_>>(),
+                Vec::<&str>::new(),
+                "{good}"
+            );
         }
-        // Every rule is covered above.
+        // Every rule is covered above, on each of its databases.
         for rule in RULES {
-            assert!(cases.iter().any(|c| c.0 == rule.id), "{} untested", rule.id);
+            for db in rule.databases {
+                assert!(
+                    cases.iter().any(|c| c.0 == *db && c.1 == rule.id),
+                    "{} untested on {db:?}",
+                    rule.id
+                );
+            }
         }
+    }
+
+    #[test]
+    fn a_serial_key_breaks_both_type_rules_and_only_postgres_rules_apply_to_postgres() {
+        assert_eq!(
+            rules("CREATE TABLE notes (id serial PRIMARY KEY, body text);"),
+            vec![PREFER_BIGINT.id, PREFER_IDENTITY.id]
+        );
+        // The MySQL rules read MySQL only: a type change there is not `alter-column-type`,
+        // and PostgreSQL's CREATE INDEX rule is not MySQL's (InnoDB builds indexes online).
+        let mysql = |sql| {
+            let out = lint_sql(sql, Db::Mysql);
+            assert!(out.unparsed.is_empty(), "{:?}", out.unparsed);
+            out.hits.iter().map(|h| h.rule.id).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            mysql(
+                "CREATE INDEX idx ON recipes (title);\nCREATE TABLE n (id INT AUTO_INCREMENT PRIMARY KEY, code CHAR(2));"
+            ),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            mysql("ALTER TABLE recipes MODIFY title TEXT, LOCK=EXCLUSIVE;"),
+            vec![MYSQL_ALGORITHM.id, MYSQL_LOCK.id]
+        );
+        let out = lint_sql("VACUUM (FULL) recipes;", Db::Mysql);
+        assert!(out.hits.is_empty(), "{:?}", out.hits);
+        assert_eq!(out.unparsed.len(), 1);
+        // A table created in the same migration is exempt there too.
+        assert_eq!(
+            mysql(
+                "CREATE TABLE n (id INT);\nALTER TABLE n MODIFY id BIGINT, ADD UNIQUE (id), DROP COLUMN id, LOCK=SHARED;"
+            ),
+            Vec::<&str>::new()
+        );
     }
 
     #[test]
@@ -772,7 +836,7 @@ ALTER TABLE recipes ALTER COLUMN rating SET NOT NULL;";
     #[test]
     fn lines_are_those_of_each_statements_first_keyword() {
         let sql = "-- a comment; with a semicolon\n\nCREATE TABLE t (id int);\n\n/* block; comment */\nINSERT INTO t VALUES (1); CREATE INDEX i\n  ON recipes (id);\nSELECT ';', $$;$$;\n\n  ALTER TABLE recipes\n    DROP COLUMN x;\n";
-        let out = lint_sql(sql);
+        let out = lint_sql(sql, Db::Postgres);
         assert!(out.unparsed.is_empty(), "{:?}", out.unparsed);
         let lines: Vec<(u64, &str)> = out.hits.iter().map(|h| (h.line, h.rule.id)).collect();
         assert_eq!(lines, vec![(6, CREATE_INDEX.id), (10, DROP_COLUMN.id)]);
@@ -791,7 +855,7 @@ ALTER TABLE recipes ALTER COLUMN rating SET NOT NULL;";
     #[test]
     fn unparsable_statements_are_notes_and_do_not_hide_the_rest() {
         let sql = "DO $$ BEGIN RAISE NOTICE 'x; y'; END $$;\nCREATE INDEX i ON recipes (id);\nREINDEX TABLE recipes;\n";
-        let out = lint_sql(sql);
+        let out = lint_sql(sql, Db::Postgres);
         assert_eq!(
             out.unparsed.iter().map(|u| u.line).collect::<Vec<_>>(),
             vec![1, 3]
@@ -805,7 +869,10 @@ ALTER TABLE recipes ALTER COLUMN rating SET NOT NULL;";
             vec![(2, CREATE_INDEX.id)]
         );
         // A file the tokenizer cannot read at all is one note.
-        let out = lint_sql("CREATE INDEX i ON t (a);\nSELECT 'unterminated;\n");
+        let out = lint_sql(
+            "CREATE INDEX i ON t (a);\nSELECT 'unterminated;\n",
+            Db::Postgres,
+        );
         assert_eq!(out.unparsed.len(), 1);
         assert!(out.hits.is_empty());
     }
@@ -814,7 +881,11 @@ ALTER TABLE recipes ALTER COLUMN rating SET NOT NULL;";
     fn the_shipped_example_migrations_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
         let set = crate::migrate::source::read_dir(&dir).unwrap();
-        let report = lint(&set.migrations, Path::new(env!("CARGO_MANIFEST_DIR")));
+        let report = lint(
+            &set.migrations,
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            Db::Postgres,
+        );
         assert!(report.notes.is_empty(), "{:?}", report.notes);
         // The tags migration drops recipes.cuisine; nothing else is flagged.
         let rules: Vec<_> = report.findings.iter().map(|f| f.rule).collect();
