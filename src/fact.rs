@@ -52,6 +52,15 @@ pub enum Fact {
         new_checksum: String,
         how: String,
     },
+    /// The schema (a digest per object) the run left the database in, at `version`:
+    /// what drift is measured against. `reason`: why it was accepted as it is
+    /// (`migrate accept-drift`).
+    SchemaRecorded {
+        version: Option<i64>,
+        schema: std::collections::BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// How a person confirmed the run, and who ran it (the OS user or CI identity).
     Confirmed { how: String, by: String },
     /// Backups the retention (`keep:`) let go after the run succeeded.
@@ -134,6 +143,18 @@ impl Fact {
             Self::ChecksumAccepted { version, how, .. } => {
                 format!("migration {version}: the edited file's checksum accepted ({how})")
             }
+            Self::SchemaRecorded {
+                version,
+                schema,
+                reason,
+            } => format!(
+                "schema recorded at {}: {} object(s){}",
+                version.map_or_else(|| "an empty history".to_owned(), |v| v.to_string()),
+                schema.len(),
+                reason
+                    .as_ref()
+                    .map_or_else(String::new, |r| format!(", accepted as it is: {r}"))
+            ),
             Self::Confirmed { how, by } => format!("confirmed by {by} ({how})"),
             Self::BackupsPruned { deleted, kept } => format!(
                 "{} old backup(s) pruned, keeping {kept} and any a halted or unfinished run names: {}",

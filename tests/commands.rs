@@ -608,3 +608,56 @@ fn migration_info_and_history_name_who_ran_and_who_confirmed() {
         "the table says it too"
     );
 }
+
+/// A saved plan records who approved it and until when: `deploy --plan` names the
+/// approver in the journal and refuses an expired approval, touching nothing.
+#[test]
+fn an_approved_plan_names_its_approver_and_expires() {
+    let p = Project::new();
+    p.run(&[
+        "plan",
+        "--out",
+        "approved.json",
+        "--approved-by",
+        "dana",
+        "--expires-in",
+        "2h",
+    ])
+    .success();
+    let saved: serde_json::Value = serde_json::from_str(&p.read("approved.json")).unwrap();
+    assert_eq!(saved["approval"]["by"], "dana");
+    let at =
+        chrono::DateTime::parse_from_rfc3339(saved["approval"]["at"].as_str().unwrap()).unwrap();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(saved["approval"]["expires_at"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(expires - at, chrono::Duration::hours(2));
+
+    // Expired: refused, nothing touched.
+    let mut old = saved.clone();
+    old["approval"]["expires_at"] = "2026-01-01T00:00:00Z".into();
+    p.write("expired.json", &old.to_string());
+    let before = p.state();
+    let refused = p.run(&["deploy", "--plan", "expired.json"]);
+    refused.expect_code(2);
+    assert!(
+        refused
+            .stderr()
+            .contains("the approval by dana expired at 2026-01-01 00:00 UTC"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(p.state(), before);
+
+    p.run(&["deploy", "--plan", "approved.json"]).success();
+    let history = p.run(&["history", "--json"]);
+    let runs = result(&history.stdout())["runs"].clone();
+    let confirmed = runs[0]["confirmed"].as_str().unwrap().to_owned();
+    assert!(
+        confirmed.ends_with(&format!(
+            "the plan {} approved by dana",
+            saved["digest"].as_str().unwrap()
+        )),
+        "{confirmed}"
+    );
+}

@@ -658,3 +658,43 @@ fn create_index_concurrently_and_its_invalid_leftover() {
         refused.stderr()
     );
 }
+
+/// Drift on PostgreSQL: a column and an index added by hand between two deploys are
+/// named and refused; accepted with a reason, the next deploy goes on.
+#[test]
+fn a_hand_made_alter_table_is_drift() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    server().psql(
+        &db,
+        "ALTER TABLE users ADD COLUMN hotfix text; CREATE INDEX idx_users_hotfix ON users (hotfix);",
+    );
+    p.add_migration(
+        "20250101000000_add_flag",
+        "ALTER TABLE users ADD COLUMN flag integer;",
+        Some("ALTER TABLE users DROP COLUMN flag;"),
+    );
+    let refused = p.run(&["deploy"]);
+    refused.expect_code(2);
+    for named in [
+        "table public.users: its definition differs from the recorded one",
+        "index public.idx_users_hotfix: in the database, not in the recorded schema",
+    ] {
+        assert!(
+            refused.stderr().contains(named),
+            "{named}:\n{}",
+            refused.stderr()
+        );
+    }
+    assert_eq!(
+        server().psql(
+            &db,
+            "SELECT count(*) FROM _sqlx_migrations WHERE version = 20250101000000"
+        ),
+        "0\n"
+    );
+    p.run(&["migrate", "accept-drift", "--reason", "hot-fix kept"])
+        .success();
+    p.run(&["deploy"]).success();
+    assert!(p.run(&["migrate", "diff"]).stdout().contains("no drift"));
+}

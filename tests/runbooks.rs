@@ -558,7 +558,7 @@ fn recover_after_crash() {
     p.add_migration(NOTES, NOTES_UP, Some(NOTES_DOWN));
     let before = p.state();
     next_second();
-    let journal = crashed_deploy(&p, 16);
+    let journal = crashed_deploy(&p, 17);
     let last = journal.last().unwrap();
     assert_eq!(
         (last["record"].as_str(), last["id"].as_str()),
@@ -674,7 +674,7 @@ fn stuck_lock() {
     p.add_migration(NOTES, NOTES_UP, Some(NOTES_DOWN));
     let before = p.state();
     next_second();
-    crashed_deploy(&p, 7);
+    crashed_deploy(&p, 8);
     platform_is(&p, true, 3);
     // As if it had run on another machine with `lock: { lease: 2h }`.
     let mut lock: Value = serde_json::from_str(&p.read(".cutover/locks/local.lock.json")).unwrap();

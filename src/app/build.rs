@@ -231,6 +231,7 @@ fn build(
         outside_window: None,
         http: std::sync::OnceLock::new(),
         out_of_order: env.out_of_order,
+        drift: env.drift,
         fingerprint_budget: env
             .fingerprint
             .as_ref()

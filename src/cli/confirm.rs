@@ -20,8 +20,9 @@ pub(crate) struct Confirmation {
     pub yes: bool,
     /// The command itself is the confirmation (`release`).
     pub implied: bool,
-    /// `deploy --plan FILE`: the environment and digest of the plan a human approved.
-    pub approved: Option<(String, String)>,
+    /// `deploy --plan FILE`: the environment and digest of the plan a human approved, and
+    /// who approved it.
+    pub approved: Option<(String, String, String)>,
     /// `--outside-window --reason R`: start a forward run outside the environment's
     /// window, for the reason R.
     pub outside_window: Option<String>,

@@ -81,8 +81,10 @@ pub(crate) async fn release(global: &Global, args: ReleaseArgs) -> Result<Exit, 
     run_pipeline(&session, &pipeline, &confirmation, "release", None, false).await
 }
 
-/// Reads a plan saved by `plan --out`: its environment and digest are what was approved.
-fn read_approved(path: &std::path::Path) -> Result<(String, String), EngineError> {
+/// Reads a plan saved by `plan --out`: its environment and digest are what was approved,
+/// by whom its `approval` says (plans saved before approvals were recorded: by whoever
+/// passes the file). An approval past its expiry is refused.
+fn read_approved(path: &std::path::Path) -> Result<(String, String, String), EngineError> {
     let bad = |why: String| EngineError::Config(ConfigError::Invalid(Located::file(path, why)));
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad(format!("cannot read the approved plan: {e}")))?;
@@ -93,7 +95,25 @@ fn read_approved(path: &std::path::Path) -> Result<(String, String), EngineError
         value["digest"].as_str(),
         value["format"].as_u64(),
     ) {
-        (Some(env), Some(digest), Some(1)) => Ok((env.to_owned(), digest.to_owned())),
+        (Some(env), Some(digest), Some(1)) => {
+            let approval = &value["approval"];
+            let by = approval["by"]
+                .as_str()
+                .map_or_else(|| "whoever passed the file".to_owned(), str::to_owned);
+            if let Some(expires) = approval["expires_at"].as_str() {
+                let expires = chrono::DateTime::parse_from_rfc3339(expires)
+                    .map_err(|e| bad(format!("`approval.expires_at` is not a time: {e}")))?;
+                if expires < chrono::Utc::now() {
+                    return Err(bad(format!(
+                        "the approval by {by} expired at {}; make a new plan (`cutover plan --out FILE --approved-by NAME`) and have it approved",
+                        expires
+                            .with_timezone(&chrono::Utc)
+                            .format("%Y-%m-%d %H:%M UTC")
+                    )));
+                }
+            }
+            Ok((env.to_owned(), digest.to_owned(), by))
+        }
         _ => Err(bad(
             "not a plan written by `cutover plan --out` (format 1)".into()
         )),
@@ -244,14 +264,14 @@ pub(crate) async fn run_pipeline_in(
         confirmation.outside_window.as_deref(),
     )?;
     let env = session.config.environment(&session.environment)?;
-    if let Some((environment, digest)) = &confirmation.approved {
+    if let Some((environment, digest, by)) = &confirmation.approved {
         if *environment != session.environment || *digest != shown.digest {
             return Err(EngineError::PlanChanged(format!(
                 "  - the approved plan was for `{environment}` with digest {digest}; the plan now is for `{}` with digest {}\n  - run `cutover plan` again and have the new plan approved",
                 session.environment, shown.digest
             )));
         }
-        ctx.confirmed = Some(format!("the approved plan {digest}"));
+        ctx.confirmed = Some(format!("the plan {digest} approved by {by}"));
     } else {
         ctx.confirmed =
             confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;

@@ -34,6 +34,8 @@ pub(crate) async fn migrate(global: &Global, command: MigrateCommand) -> Result<
         MigrateCommand::Baseline { version, reason } => {
             super::adopt::baseline(global, version, reason).await
         }
+        MigrateCommand::Diff => super::drift::diff(global).await,
+        MigrateCommand::AcceptDrift { reason } => super::drift::accept(global, reason).await,
         MigrateCommand::Repair {
             version,
             force,

@@ -7,6 +7,7 @@ mod backup;
 mod check;
 mod confirm;
 mod deploy;
+mod drift;
 mod exit;
 mod fleet;
 mod history;
@@ -233,6 +234,14 @@ pub struct PlanArgs {
     /// Also write the plan as JSON to FILE, for `deploy --plan FILE` after an approval.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Who approves the plan saved with `--out` (default: the CI identity or OS user),
+    /// shown and journaled when `deploy --plan` applies it.
+    #[arg(long, value_name = "NAME", requires = "out")]
+    pub approved_by: Option<String>,
+    /// How long the approval saved with `--out` holds (default 24h); `deploy --plan`
+    /// refuses it after.
+    #[arg(long, value_name = "DURATION", requires = "out", default_value = "24h")]
+    pub expires_in: humantime::Duration,
     /// Also show what runs: the SQL of each pending migration and `sql` step, the down SQL
     /// a rollback by the down files would run, and a `tool: command` migrator's command
     /// line (secrets masked); in the JSON plan too. The digest stays the same.
@@ -348,6 +357,18 @@ pub enum MigrateCommand {
         /// Why, for the journal (how the schema was checked).
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Compare the live schema with the one recorded after the last run that left the
+    /// database at its current version: what was added, removed or changed by hand.
+    /// Reads only; exit 0 either way.
+    Diff,
+    /// Record the live schema as the expected one for the current version (after a
+    /// deliberate hot-fix), so the next plan no longer refuses it. Journaled with the
+    /// reason and who gave it.
+    AcceptDrift {
+        /// Why the live schema is right, for the journal.
+        #[arg(long)]
+        reason: String,
     },
     /// Accept the edited file of an applied migration (a comment, whitespace): only when
     /// the applied text, found in the folder's git history by its checksum, has the same

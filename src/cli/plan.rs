@@ -20,8 +20,17 @@ pub(crate) async fn plan(global: &Global, args: PlanArgs) -> Result<Exit, Engine
         preview::fill(&ctx, &pipeline, &mut plan).map_err(EngineError::Plan)?;
     }
     if let Some(out) = &args.out {
+        let mut saved = serde_json::to_value(&plan).expect("plan serializes");
+        let now = chrono::Utc::now();
+        let expires = chrono::Duration::from_std(*args.expires_in)
+            .map_err(|e| EngineError::Plan(format!("`--expires-in` is too long: {e}")))?;
+        saved["approval"] = serde_json::json!({
+            "by": args.approved_by.clone().unwrap_or_else(crate::adapters::state::username),
+            "at": now,
+            "expires_at": now + expires,
+        });
         let text = super::exit::redactor()
-            .redact(&serde_json::to_string_pretty(&plan).expect("plan serializes"));
+            .redact(&serde_json::to_string_pretty(&saved).expect("plan serializes"));
         std::fs::write(out, text + "\n")
             .map_err(|e| EngineError::Plan(format!("cannot write {}: {e}", out.display())))?;
     }

@@ -210,6 +210,8 @@ pub(crate) fn command_name(command: &Command) -> String {
                 MigrateCommand::Resolve { .. } => "resolve",
                 MigrateCommand::Baseline { .. } => "baseline",
                 MigrateCommand::Repair { .. } => "repair",
+                MigrateCommand::Diff => "diff",
+                MigrateCommand::AcceptDrift { .. } => "accept-drift",
                 MigrateCommand::Lint { .. } => "lint",
                 MigrateCommand::Test => "test",
                 MigrateCommand::Fingerprint { .. } => "fingerprint",

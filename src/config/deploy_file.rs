@@ -86,6 +86,11 @@ pub struct Environment {
     /// migrations the run applied.
     #[serde(default)]
     pub out_of_order: bool,
+    /// What a difference between the live schema and the one recorded after the last
+    /// run does: `refuse` (the default) stops a forward plan, `warn` shows it, `off`
+    /// neither records nor compares.
+    #[serde(default)]
+    pub drift: DriftPolicy,
     /// The fingerprint a run takes before its first side effect and compares after a
     /// rollback.
     #[serde(default)]
@@ -408,6 +413,16 @@ pub enum LintLevel {
     /// Plan errors: nothing runs until the migration is fixed.
     Error,
     /// Not linted: a plan says once that its migrations were not.
+    Off,
+}
+
+/// `drift:` of an environment (see `engine::drift`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriftPolicy {
+    #[default]
+    Refuse,
+    Warn,
     Off,
 }
 

@@ -3,6 +3,7 @@
 
 pub(crate) mod cancel;
 pub(crate) mod decide;
+pub(crate) mod drift;
 pub mod error;
 pub(crate) mod forecast;
 pub(crate) mod history_edit;

@@ -50,6 +50,34 @@ pub(crate) async fn build(
     {
         problems.push(Message::plain(gone));
     }
+    let mut drift_warning = None;
+    if ctx.drift != crate::config::deploy_file::DriftPolicy::Off
+        && database.dirty.is_none()
+        && let Some((recorded, differences)) =
+            super::drift::compare(ctx, database.version()).await?
+        && !differences.is_empty()
+    {
+        let text = format!(
+            "the schema has drifted from the one run {} recorded at version {} ({}): {}; `cutover migrate diff -e {env}` shows it, `cutover migrate accept-drift -e {env} --reason \"...\"` accepts it as it is",
+            recorded.run_id,
+            database
+                .version()
+                .map_or_else(|| "none".to_owned(), |v| v.to_string()),
+            recorded.at.format("%Y-%m-%d %H:%M UTC"),
+            crate::units::summarise(
+                &super::drift::describe(&differences),
+                "`cutover migrate diff` lists them all"
+            ),
+            env = ctx.environment
+        );
+        // A way back (rollback, restore) is never blocked by drift: it is said.
+        if ctx.drift == crate::config::deploy_file::DriftPolicy::Refuse && rollback_target.is_none()
+        {
+            problems.push(Message::plain(format!("{text}, or set `drift: warn`")));
+        } else {
+            drift_warning = Some(Message::plain(text));
+        }
+    }
     if let Some(crate::run::plan::RollbackTarget::Backup(id)) = rollback_target {
         match ctx.store.manifest(id).await {
             Ok(m) if m.database_kind != ctx.database.kind() => {
@@ -75,7 +103,7 @@ pub(crate) async fn build(
         first_replicas: std::collections::BTreeMap::new(),
         target_version: None,
         rollback_target,
-        warnings: Vec::new(),
+        warnings: drift_warning.into_iter().collect(),
         rollback_methods: std::collections::BTreeMap::new(),
         reverts: Vec::new(),
     };

@@ -580,6 +580,7 @@ impl Drive<'_> {
             kept,
         };
         let Some((id, error)) = &failure else {
+            super::drift::record_after_run(ctx, &mut journal).await?;
             if let Some(taken) = state.backup.as_ref().filter(|_| self.prunes) {
                 super::retention::prune_after_run(ctx, &mut journal, taken).await?;
             }

@@ -56,6 +56,8 @@ pub struct Context {
     /// Whether a migration numbered below the applied head may be applied
     /// (`out_of_order: true`).
     pub out_of_order: bool,
+    /// What drift from the recorded schema does (`drift:`).
+    pub drift: crate::config::deploy_file::DriftPolicy,
     /// Tables bigger than this (bytes) get no content digest in the run's fingerprint.
     pub fingerprint_budget: u64,
     /// Facts steps established, reported at once and journaled by the engine when the

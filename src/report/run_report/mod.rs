@@ -192,6 +192,7 @@ impl Recorder {
                     Fact::RowsChanged { .. }
                     | Fact::MigrationsBaselined { .. }
                     | Fact::Confirmed { .. }
+                    | Fact::SchemaRecorded { .. }
                     | Fact::ChecksumAccepted { .. }
                     | Fact::RehearsalCopied { .. }
                     | Fact::MigrationRehearsed { .. } => {}
