@@ -92,6 +92,10 @@ impl Case {
             "CREATE TABLE big_events (id BIGINT PRIMARY KEY, payload TEXT NOT NULL);
              INSERT INTO big_events SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) FROM generate_series(1, {BIG_ROWS}) g;"
         ));
+        // A table made by hand is drift: accepted, as an operator would.
+        self.p
+            .run(&["migrate", "accept-drift", "--reason", "test data"])
+            .success();
     }
 
     fn state(&self) -> State {

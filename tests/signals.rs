@@ -663,6 +663,9 @@ fn postgres_signal_case(step: DbStep, signal: &str) -> (Duration, Duration) {
                 "CREATE TABLE big_events (id BIGINT PRIMARY KEY, payload TEXT NOT NULL);
                  INSERT INTO big_events SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) FROM generate_series(1, 300000) g;",
             );
+            // A table made by hand is drift: accepted, as an operator would.
+            p.run(&["migrate", "accept-drift", "--reason", "test data"])
+                .success();
         }
         DbStep::Migrate => up.push_str("SELECT pg_sleep(3);\n"),
         DbStep::Validate => p.edit_pipeline("with: { queries: validations/ }",

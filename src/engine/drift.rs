@@ -16,7 +16,6 @@ use super::journal::{Journal, Record, RunStatus, all_runs};
 use crate::fact::Fact;
 use crate::fingerprint::{Difference, Fingerprint, Scope};
 use crate::run::context::Context;
-use crate::run::event::Event;
 
 /// The schema recorded for a version, and by which run.
 #[derive(Debug, Clone)]
@@ -139,14 +138,5 @@ pub(crate) async fn record_after_run(
         schema,
         reason: None,
     };
-    journal
-        .write(&Record::Fact {
-            at: Utc::now(),
-            index: None,
-            id: None,
-            fact: fact.clone(),
-        })
-        .await?;
-    ctx.report(Event::Fact { id: None, fact });
-    Ok(())
+    super::verify::record(ctx, journal, fact).await
 }

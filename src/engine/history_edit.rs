@@ -10,7 +10,6 @@ use super::journal::{Journal, Record, RunStatus, new_run_id};
 use super::lock::{RunLocks, hostname, username};
 use crate::fact::Fact;
 use crate::run::context::Context;
-use crate::run::event::Event;
 
 /// Runs `edit` under the locks with a journal for `command`; on success journals and
 /// reports `fact` (what the edit did). Returns the run id.
@@ -46,15 +45,7 @@ where
             .await?;
         let done = edit.await;
         if done.is_ok() {
-            journal
-                .write(&Record::Fact {
-                    at: Utc::now(),
-                    index: None,
-                    id: None,
-                    fact: fact.clone(),
-                })
-                .await?;
-            ctx.report(Event::Fact { id: None, fact });
+            super::verify::record(ctx, &mut journal, fact).await?;
         }
         journal
             .write(&Record::RunFinished {

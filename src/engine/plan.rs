@@ -51,31 +51,51 @@ pub(crate) async fn build(
         problems.push(Message::plain(gone));
     }
     let mut drift_warning = None;
-    if ctx.drift != crate::config::deploy_file::DriftPolicy::Off
-        && database.dirty.is_none()
-        && let Some((recorded, differences)) =
-            super::drift::compare(ctx, database.version()).await?
-        && !differences.is_empty()
-    {
-        let text = format!(
-            "the schema has drifted from the one run {} recorded at version {} ({}): {}; `cutover migrate diff -e {env}` shows it, `cutover migrate accept-drift -e {env} --reason \"...\"` accepts it as it is",
-            recorded.run_id,
-            database
-                .version()
-                .map_or_else(|| "none".to_owned(), |v| v.to_string()),
-            recorded.at.format("%Y-%m-%d %H:%M UTC"),
-            crate::units::summarise(
-                &super::drift::describe(&differences),
-                "`cutover migrate diff` lists them all"
-            ),
-            env = ctx.environment
-        );
-        // A way back (rollback, restore) is never blocked by drift: it is said.
-        if ctx.drift == crate::config::deploy_file::DriftPolicy::Refuse && rollback_target.is_none()
-        {
-            problems.push(Message::plain(format!("{text}, or set `drift: warn`")));
+    let drifted =
+        if ctx.drift == crate::config::deploy_file::DriftPolicy::Off || database.dirty.is_some() {
+            Ok(None)
         } else {
-            drift_warning = Some(Message::plain(text));
+            super::drift::compare(ctx, database.version()).await
+        };
+    match drifted {
+        Ok(Some((recorded, differences))) if !differences.is_empty() => {
+            let text = format!(
+                "the schema has drifted from the one run {} recorded at version {} ({}): {}; `cutover migrate diff -e {env}` shows it, `cutover migrate accept-drift -e {env} --reason \"...\"` accepts it as it is",
+                recorded.run_id,
+                database
+                    .version()
+                    .map_or_else(|| "none".to_owned(), |v| v.to_string()),
+                recorded.at.format("%Y-%m-%d %H:%M UTC"),
+                crate::units::summarise(
+                    &super::drift::describe(&differences),
+                    "`cutover migrate diff` lists them all"
+                ),
+                env = ctx.environment
+            );
+            // Only a run that would build on the schema (migrations, SQL) is refused: a
+            // way back (rollback, restore) or a backup is never blocked by drift, it is
+            // said.
+            let builds_on_it = pipeline.steps.iter().any(|s| {
+                matches!(
+                    s.with,
+                    crate::config::pipeline::StepWith::Migrate(_)
+                        | crate::config::pipeline::StepWith::Sql(_)
+                )
+            });
+            if ctx.drift == crate::config::deploy_file::DriftPolicy::Refuse
+                && rollback_target.is_none()
+                && builds_on_it
+            {
+                problems.push(Message::plain(format!("{text}, or set `drift: warn`")));
+            } else {
+                drift_warning = Some(Message::plain(text));
+            }
+        }
+        Ok(_) => {}
+        // The comparison is a safeguard, not a step: when it cannot be made, the plan
+        // says so and claims nothing.
+        Err(e) => {
+            drift_warning = Some(Message::plain(format!("drift was not checked: {e}")));
         }
     }
     if let Some(crate::run::plan::RollbackTarget::Backup(id)) = rollback_target {

@@ -123,15 +123,7 @@ pub(crate) async fn prune_after_run(
             deleted,
             kept: keep.to_string(),
         };
-        journal
-            .write(&Record::Fact {
-                at: Utc::now(),
-                index: None,
-                id: None,
-                fact: fact.clone(),
-            })
-            .await?;
-        ctx.report(Event::Fact { id: None, fact });
+        super::verify::record(ctx, journal, fact).await?;
     }
     if let Some(reason) = failure {
         warn(reason);

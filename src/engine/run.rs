@@ -207,15 +207,7 @@ async fn start(
             how: how.clone(),
             by: username(),
         };
-        journal
-            .write(&Record::Fact {
-                at: Utc::now(),
-                index: None,
-                id: None,
-                fact: fact.clone(),
-            })
-            .await?;
-        ctx.report(Event::Fact { id: None, fact });
+        verify::record(ctx, &mut journal, fact).await?;
     }
     outside_window(ctx, &mut journal).await?;
     Ok(journal)

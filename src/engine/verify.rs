@@ -194,7 +194,12 @@ pub(crate) fn journaled(records: &[Record]) -> Option<Before> {
     })
 }
 
-async fn record(ctx: &Context, journal: &mut Journal, fact: Fact) -> Result<(), EngineError> {
+/// Journals a fact of the run as a whole (no step) and reports it.
+pub(super) async fn record(
+    ctx: &Context,
+    journal: &mut Journal,
+    fact: Fact,
+) -> Result<(), EngineError> {
     journal
         .write(&Record::Fact {
             at: Utc::now(),
