@@ -423,3 +423,140 @@ fn at_a_terminal_the_person_rolls_back_or_halts() {
     p.write("fixed", "");
     p.run(&["resume"]).success();
 }
+
+/// The shipped pipeline with a `pause` step after the validation, and a pending migration.
+fn pausing(timeout: &str) -> Project {
+    let p = project(|text| {
+        replace_once(
+            text,
+            "  - id: maintenance-off\n",
+            &format!(
+                "  - id: approve\n    uses: pause\n    with: {{ message: \"look at the dashboard\", timeout: {timeout} }}\n  - id: maintenance-off\n"
+            ),
+        )
+    });
+    p.add_migration(BROKEN, GOOD_UP, Some(DOWN));
+    p
+}
+
+/// Without a terminal a `pause` halts the run for `resume --approve --by NAME`, which
+/// journals the approver; `resume` alone, or `--approve` of a run not at a pause, is refused.
+#[test]
+fn in_ci_a_pause_halts_until_approved_by_name() {
+    let p = pausing("2h");
+    let halted = p.run(&["deploy"]);
+    halted.expect_code(3);
+    assert!(
+        halted
+            .stderr()
+            .contains("waiting for approval: look at the dashboard")
+            && halted
+                .stderr()
+                .contains("`cutover resume -e local --approve --by NAME`"),
+        "{}",
+        halted.stderr()
+    );
+    platform_is(&p, true, 0);
+    let plain = p.run(&["resume"]);
+    plain.expect_code(2);
+    assert!(
+        plain
+            .stderr()
+            .contains("waits for approval at step `approve`"),
+        "{}",
+        plain.stderr()
+    );
+    p.run(&["resume", "--approve"]).expect_code(2);
+
+    p.run(&["resume", "--approve", "--by", "dana"]).success();
+    platform_is(&p, false, 3);
+    let journal = last_journal(&p);
+    let decisions = records(&journal, "decision");
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    assert_eq!(decisions[0]["choice"], "halt");
+    assert_eq!(decisions[1]["choice"], "approve");
+    assert_eq!(decisions[1]["user"], "dana");
+    assert!(
+        records(&journal, "step_finished")
+            .iter()
+            .any(|r| r["id"] == "approve" && r["message"] == "approved by dana")
+    );
+    assert_eq!(records(&journal, "run_finished")[0]["status"], "succeeded");
+}
+
+/// An approval that comes after the pause's timeout rolls the run back instead.
+#[test]
+fn a_late_approval_rolls_back() {
+    let p = pausing("30m");
+    let before = p.state();
+    p.run(&["deploy"]).expect_code(3);
+    // As if it had halted an hour ago.
+    let dir = p.file(".cutover/journal");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let path = paths.pop().unwrap();
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let text: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut record: Value = serde_json::from_str(line).unwrap();
+            if record["record"] == "run_halted" {
+                record["at"] = hour_ago.clone().into();
+            }
+            record.to_string()
+        })
+        .collect();
+    std::fs::write(&path, text.join("\n") + "\n").unwrap();
+
+    let late = p.run(&["resume", "--approve", "--by", "dana"]);
+    late.expect_code(1);
+    assert!(
+        late.stderr()
+            .contains("the approval by dana came after the pause's timeout (30m after it halted"),
+        "{}",
+        late.stderr()
+    );
+    assert_eq!(p.state(), before);
+}
+
+/// At a terminal the person is shown what happened and types continue or rollback.
+#[test]
+fn at_a_terminal_a_pause_asks_continue_or_rollback() {
+    let p = pausing("2h");
+    let mut session = spawn(&p, &["deploy"]);
+    session
+        .exp_string("step `approve` waits for approval: look at the dashboard")
+        .unwrap();
+    session.exp_string("done so far: preflight").unwrap();
+    session.exp_string("Type continue or rollback").unwrap();
+    session.send_line("maybe").unwrap();
+    session.exp_string("type continue or rollback").unwrap();
+    session.send_line("continue").unwrap();
+    let rest = session.exp_eof().unwrap();
+    assert_eq!(exit_code(&session), 0, "{rest}");
+    let decision = records(&last_journal(&p), "decision")
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(decision.len(), 1);
+    assert_eq!(decision[0]["choice"], "approve");
+    assert_eq!(decision[0]["user"], user().as_str());
+
+    // The next release's pause, answered with rollback: everything undone.
+    p.add_migration(
+        "20250201000000_more",
+        "CREATE TABLE more (id INTEGER);",
+        Some("DROP TABLE more;"),
+    );
+    let before = p.state();
+    let mut session = spawn(&p, &["deploy"]);
+    session.exp_string("Type continue or rollback").unwrap();
+    session.send_line("rollback").unwrap();
+    let rest = session.exp_eof().unwrap();
+    assert_eq!(exit_code(&session), 1, "{rest}");
+    assert_eq!(p.state(), before);
+}

@@ -241,6 +241,7 @@ fn build(
         facts: std::sync::Mutex::default(),
         rehearsal: crate::rehearsal_record::Standing::None,
         confirmed: None,
+        approved: None,
     })
 }
 

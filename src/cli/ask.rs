@@ -7,7 +7,7 @@ use is_terminal::IsTerminal;
 use tokio_util::sync::CancellationToken;
 
 use super::exit::eprint;
-use crate::engine::decide::{Decider, Failure};
+use crate::engine::decide::{Approval, Decider, Failure, Pause};
 use crate::engine::journal::Choice;
 
 pub(crate) struct Terminal {
@@ -80,6 +80,59 @@ impl Decider for Terminal {
             () = self.cancel.cancelled() => return None,
         };
         parse(&answer)
+    }
+
+    async fn approve(&self, pause: &Pause) -> Option<Approval> {
+        if !Self::available() {
+            return None;
+        }
+        let list = |items: &[String], sep: &str| {
+            if items.is_empty() {
+                "nothing".to_owned()
+            } else {
+                items.join(sep)
+            }
+        };
+        eprint(&format!(
+            "\nstep `{}` waits for approval: {}\ndone so far: {}\na rollback would undo: {}\nchoices: continue (go on with the run), rollback (undo the run); no answer within {}: rollback",
+            pause.step,
+            pause.message,
+            list(&pause.done, ", "),
+            list(&pause.undo, "; "),
+            humantime::format_duration(pause.timeout)
+        ));
+        let answer = tokio::task::spawn_blocking(|| {
+            dialoguer::Input::<String>::new()
+                .with_prompt("Type continue or rollback")
+                .validate_with(|a: &String| -> Result<(), String> {
+                    approval(a)
+                        .map(|_| ())
+                        .ok_or_else(|| format!("`{}`: type continue or rollback", a.trim()))
+                })
+                .interact_text()
+        });
+        let by = crate::adapters::state::username();
+        tokio::select! {
+            a = tokio::time::timeout(pause.timeout, answer) => match a {
+                Err(_) => Some(Approval::NoAnswer),
+                Ok(a) => Some(if approval(&a.ok()?.ok()?)? {
+                    Approval::Continue(by)
+                } else {
+                    Approval::RollBack(by)
+                }),
+            },
+            // Interrupted: the run rolls back, as after any Ctrl-C.
+            () = self.cancel.cancelled() => Some(Approval::RollBack(by)),
+        }
+    }
+}
+
+/// Reads the answer at a pause: `continue` (true) or `rollback` (false), whole words.
+fn approval(answer: &str) -> Option<bool> {
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "continue" => Some(true),
+        "rollback" | "roll back" => Some(false),
+        _ => None,
     }
 }
 

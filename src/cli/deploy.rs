@@ -510,6 +510,64 @@ pub(crate) async fn resume(global: &Global, args: ResumeArgs) -> Result<Exit, En
     // A halted run of another runner sharing the state is in the shared journals.
     shared_state::sync(&ctx, true).await?;
     let halted = the_halted_run(&ctx, "resume")?;
+    if let Some(halt) = halted.halted() {
+        let pause = pipeline
+            .steps
+            .get(halt.resume_from)
+            .and_then(|s| match &s.with {
+                crate::config::pipeline::StepWith::Pause(w) => Some(w),
+                _ => None,
+            });
+        match (pause, args.approve) {
+            (Some(_), false) => {
+                return Err(EngineError::Plan(format!(
+                    "run {} waits for approval at step `{}`: `cutover resume -e {env} --approve --by NAME` goes on, `cutover rollback -e {env}` undoes it",
+                    halted.run_id(),
+                    halt.step,
+                    env = ctx.environment
+                )));
+            }
+            (None, true) => {
+                return Err(EngineError::Plan(format!(
+                    "run {} halted at step `{}` ({}), not at a `pause`: there is nothing to approve; `cutover resume` without `--approve` goes on",
+                    halted.run_id(),
+                    halt.step,
+                    halt.reason
+                )));
+            }
+            (Some(with), true) => {
+                let by = args.by.clone().unwrap_or_default();
+                let deadline = halt.at
+                    + chrono::Duration::from_std(with.timeout()).unwrap_or(chrono::Duration::MAX);
+                if chrono::Utc::now() > deadline {
+                    // Too late: the pause's timeout has passed, and a pause that times
+                    // out rolls back.
+                    session.reporter.event(&crate::run::event::Event::Warning {
+                        message: format!(
+                            "the approval by {by} came after the pause's timeout ({} after it halted, at {}): the run is rolled back instead",
+                            humantime::format_duration(with.timeout()),
+                            deadline.format("%Y-%m-%d %H:%M:%S UTC")
+                        ),
+                    });
+                    // The release did not go on: exit as a rolled-back run does.
+                    return roll_back_halted(
+                        &session,
+                        &Confirmation::asked(args.confirm.clone(), args.yes),
+                    )
+                    .await
+                    .map(|exit| {
+                        if exit == Exit::Ok {
+                            Exit::RolledBack
+                        } else {
+                            exit
+                        }
+                    });
+                }
+                ctx.approved = Some(by);
+            }
+            (None, false) => {}
+        }
+    }
     let plan = plan::build(&ctx, &pipeline, None).await?;
     session.reporter.plan(&plan);
     // Resuming goes on the way the run was going: a rollback, `migrate down` or restore

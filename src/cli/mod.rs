@@ -303,6 +303,12 @@ pub struct ResumeArgs {
     pub confirm: Option<String>,
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Approve the `pause` step the run waits at (needs `--by`): journaled with the name.
+    #[arg(long, requires = "by")]
+    pub approve: bool,
+    /// Who approves.
+    #[arg(long, value_name = "NAME", requires = "approve")]
+    pub by: Option<String>,
     #[command(flatten)]
     pub window: WindowArgs,
 }

@@ -70,6 +70,7 @@ pub enum StepKind {
     Command,
     Health,
     Restart,
+    Pause,
 }
 
 impl StepKind {
@@ -85,6 +86,7 @@ impl StepKind {
             Self::Command => "command",
             Self::Health => "health",
             Self::Restart => "restart",
+            Self::Pause => "pause",
         }
     }
 }
@@ -146,6 +148,7 @@ pub enum StepWith {
     Command(CommandWith),
     Health(HealthWith),
     Restart(RestartWith),
+    Pause(PauseWith),
 }
 
 impl StepWith {
@@ -161,6 +164,7 @@ impl StepWith {
             Self::Command(_) => StepKind::Command,
             Self::Health(_) => StepKind::Health,
             Self::Restart(_) => StepKind::Restart,
+            Self::Pause(_) => StepKind::Pause,
         }
     }
 }
@@ -482,6 +486,27 @@ pub struct HealthWith {
 #[serde(deny_unknown_fields)]
 pub struct RestartWith {}
 
+/// `pause`: a person approves before the run goes on (Octopus' manual intervention).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseWith {
+    /// What the person is asked to look at.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// How long an approval may take (default 1h): at a terminal the run rolls back
+    /// when nobody answers in time; a halted run approved later rolls back instead.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+}
+
+impl PauseWith {
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout.map_or(Self::DEFAULT_TIMEOUT, Duration::get)
+    }
+}
+
 const STEP_FIELDS: &[&str] = &[
     "id",
     "uses",
@@ -584,6 +609,7 @@ fn next_with<'de, A: MapAccess<'de>>(kind: StepKind, map: &mut A) -> Result<Step
         StepKind::Command => StepWith::Command(map.next_value()?),
         StepKind::Health => StepWith::Health(map.next_value()?),
         StepKind::Restart => StepWith::Restart(map.next_value()?),
+        StepKind::Pause => StepWith::Pause(map.next_value()?),
     })
 }
 
@@ -595,6 +621,7 @@ fn default_with(kind: StepKind) -> Result<StepWith, String> {
         StepKind::Validate => StepWith::Validate(ValidateWith::default()),
         StepKind::Health => StepWith::Health(HealthWith::default()),
         StepKind::Restart => StepWith::Restart(RestartWith::default()),
+        StepKind::Pause => StepWith::Pause(PauseWith::default()),
         StepKind::Maintenance => {
             return Err("`maintenance` needs `with: { enabled: true|false }`".into());
         }

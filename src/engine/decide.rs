@@ -22,11 +22,40 @@ pub(crate) struct Failure {
     pub point_of_no_return: Option<String>,
 }
 
-/// Asks someone what to do about a failed step.
+/// What the person at a `pause` step is shown.
+#[derive(Debug, Clone)]
+pub(crate) struct Pause {
+    pub step: String,
+    pub message: String,
+    /// Steps that finished, in order.
+    pub done: Vec<String>,
+    /// What a rollback would undo, newest first.
+    pub undo: Vec<String>,
+    /// How long the answer may take.
+    pub timeout: std::time::Duration,
+}
+
+/// The answer at a `pause` step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Approval {
+    /// Go on; who said so.
+    Continue(String),
+    /// Undo the run; who said so.
+    RollBack(String),
+    /// Nobody answered within the timeout.
+    NoAnswer,
+}
+
+/// Asks someone what to do about a failed step, or whether a paused run goes on.
 #[async_trait]
 pub(crate) trait Decider: Send + Sync {
     /// The choice, or `None` when nobody can be asked (no terminal).
     async fn ask(&self, failure: &Failure) -> Option<Choice>;
+    /// The answer at a `pause` step, or `None` when nobody can be asked (no terminal):
+    /// the run then halts for `cutover resume --approve`.
+    async fn approve(&self, _pause: &Pause) -> Option<Approval> {
+        None
+    }
 }
 
 /// Nobody to ask: `ask` takes the pipeline's `unattended` choice.

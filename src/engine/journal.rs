@@ -169,6 +169,8 @@ pub(crate) enum Choice {
     Rollback,
     /// Stop and leave things as they are for a human.
     Halt,
+    /// A person approved a `pause` step: the run goes on.
+    Approve,
 }
 
 impl Choice {
@@ -177,6 +179,7 @@ impl Choice {
             Self::Retry => "retry",
             Self::Rollback => "rollback",
             Self::Halt => "halt",
+            Self::Approve => "approve",
         }
     }
 }
@@ -184,6 +187,8 @@ impl Choice {
 /// Where a halted run stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Halt {
+    /// When it halted.
+    pub at: DateTime<Utc>,
     pub resume_from: usize,
     pub step: String,
     pub reason: String,
@@ -420,13 +425,14 @@ impl RunRecord {
         self.records.iter().rev().find_map(|r| match r {
             Record::RunResumed { .. } => Some(None),
             Record::RunHalted {
+                at,
                 resume_from,
                 id,
                 reason,
                 backup,
                 first_replicas,
-                ..
             } => Some(Some(Halt {
+                at: *at,
                 resume_from: *resume_from,
                 step: id.clone(),
                 reason: reason.clone(),

@@ -134,10 +134,29 @@ pub(crate) async fn resume(
     outside_window(ctx, &mut journal).await?;
     let mut first_replicas = journaled.first_replicas.clone();
     first_replicas.extend(halt.first_replicas);
+    if let Some(by) = &ctx.approved {
+        journal
+            .write(&Record::Decision {
+                at: Utc::now(),
+                index: halt.resume_from,
+                id: halt.step.clone(),
+                choice: Choice::Approve,
+                asked: true,
+                user: by.clone(),
+            })
+            .await?;
+        ctx.report(Event::Decision {
+            id: halt.step.clone(),
+            choice: Choice::Approve.as_str().to_owned(),
+            asked: true,
+            user: by.clone(),
+        });
+    }
     let state = RunState {
         backup: halt.backup,
         first_replicas,
         validations: steps::validate::pipeline_checks(ctx, pipeline, plan),
+        approved: ctx.approved.clone(),
         ..RunState::default()
     };
     let drive = Drive {
@@ -416,6 +435,89 @@ impl Drive<'_> {
                     }
                     index += 1;
                 }
+                (Err(StepError::AwaitingApproval(what)), _) if !ctx.cancel.is_cancelled() => {
+                    let crate::config::pipeline::StepWith::Pause(with) = &step.with else {
+                        unreachable!("only a pause step waits for approval")
+                    };
+                    let pause = decide::Pause {
+                        step: step.id.clone(),
+                        message: what.clone(),
+                        done: results.iter().map(|(id, _)| id.clone()).collect(),
+                        undo: stack
+                            .iter()
+                            .rev()
+                            .filter(|p| {
+                                point_of_no_return
+                                    .as_ref()
+                                    .is_none_or(|(at, _)| p.index > *at)
+                            })
+                            .map(|p| format!("{} (step `{}`)", p.action.describe(), p.id))
+                            .collect(),
+                        timeout: with.timeout(),
+                    };
+                    let (choice, user, error) = match self.decider.approve(&pause).await {
+                        Some(decide::Approval::Continue(by)) => (Choice::Approve, by, None),
+                        Some(decide::Approval::RollBack(by)) => (
+                            Choice::Rollback,
+                            by.clone(),
+                            Some(format!("not approved: {by} chose to roll back")),
+                        ),
+                        Some(decide::Approval::NoAnswer) => (
+                            Choice::Rollback,
+                            "nobody".to_owned(),
+                            Some(format!(
+                                "not approved: no answer within {}",
+                                humantime::format_duration(pause.timeout)
+                            )),
+                        ),
+                        None => (
+                            Choice::Halt,
+                            username(),
+                            Some(format!(
+                                "waiting for approval: {what}; `cutover resume -e {} --approve --by NAME` goes on (within {} of now), `cutover rollback -e {}` undoes the run",
+                                ctx.environment,
+                                humantime::format_duration(pause.timeout),
+                                ctx.environment
+                            )),
+                        ),
+                    };
+                    let asked = choice != Choice::Halt;
+                    journal
+                        .write(&Record::Decision {
+                            at: Utc::now(),
+                            index,
+                            id: step.id.clone(),
+                            choice,
+                            asked,
+                            user: user.clone(),
+                        })
+                        .await?;
+                    ctx.report(Event::Decision {
+                        id: step.id.clone(),
+                        choice: choice.as_str().to_owned(),
+                        asked,
+                        user: user.clone(),
+                    });
+                    match error {
+                        None => state.approved = Some(user),
+                        Some(error) => {
+                            let failed = step_failed(
+                                ctx,
+                                &mut journal,
+                                index,
+                                &step.id,
+                                step_start,
+                                &StepError::Failed(error),
+                            )
+                            .await?;
+                            failure = Some(failed);
+                            if choice == Choice::Halt {
+                                halt_at = Some(index);
+                            }
+                            break;
+                        }
+                    }
+                }
                 (Err(e), compensation) => {
                     let cancelled = matches!(e, StepError::Cancelled) || ctx.cancel.is_cancelled();
                     let failed =
@@ -444,7 +546,8 @@ impl Drive<'_> {
                         .await?
                     };
                     match choice {
-                        Choice::Retry => {}
+                        // A failed step is never approved: `ask` offers retry instead.
+                        Choice::Retry | Choice::Approve => {}
                         Choice::Rollback => {
                             failure = Some(failed);
                             break;

@@ -69,6 +69,8 @@ pub struct Context {
     /// How a person confirmed this run (`typed CONFIRM`, `--confirm production`, an
     /// approved plan), when the environment asked; journaled with the run.
     pub confirmed: Option<String>,
+    /// Who approved the `pause` step a halted run waits at (`resume --approve --by`).
+    pub approved: Option<String>,
 }
 
 impl Context {

@@ -22,6 +22,9 @@ pub enum StepError {
     Transient(String),
     #[error("{0}")]
     Failed(String),
+    /// A `pause` step that nobody approved yet; what it waits for.
+    #[error("waiting for approval: {0}")]
+    AwaitingApproval(String),
 }
 
 impl StepError {

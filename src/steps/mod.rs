@@ -8,6 +8,7 @@ pub mod external_migrator;
 pub(crate) mod health;
 pub(crate) mod maintenance;
 pub(crate) mod migrate;
+pub(crate) mod pause;
 pub(crate) mod preflight;
 pub(crate) mod restart;
 pub(crate) mod scale;
@@ -36,6 +37,9 @@ pub struct RunState {
     /// The checks of the run's `validate` steps, loaded when it starts: `backup` with
     /// `verify: restore` runs them on the restored copy.
     pub validations: validate::PipelineChecks,
+    /// Who approved the `pause` step the run is at (a person at the terminal, or
+    /// `cutover resume --approve --by NAME`); the step takes it.
+    pub approved: Option<String>,
 }
 
 /// Plans one step: a summary and the undo it will have, or why it cannot run.
@@ -55,6 +59,7 @@ pub async fn plan(
         StepWith::Command(w) => Ok(command::plan(w)),
         StepWith::Health(w) => health::plan(ctx, w),
         StepWith::Restart(_) => Ok(restart::plan(ctx)),
+        StepWith::Pause(w) => Ok(pause::plan(w)),
     }
 }
 
@@ -74,7 +79,8 @@ pub async fn prepare(
         StepWith::Preflight(_)
         | StepWith::Validate(_)
         | StepWith::Health(_)
-        | StepWith::Restart(_) => Ok(None),
+        | StepWith::Restart(_)
+        | StepWith::Pause(_) => Ok(None),
     }
 }
 
@@ -91,5 +97,6 @@ pub async fn run(ctx: &Context, step: &Step, state: &mut RunState) -> Result<Str
         StepWith::Command(w) => command::run(ctx, &step.id, w).await,
         StepWith::Health(w) => health::run(ctx, &step.id, w).await,
         StepWith::Restart(_) => Ok(ctx.platform.restart().await?),
+        StepWith::Pause(w) => pause::run(w, state),
     }
 }
