@@ -551,7 +551,14 @@ fn migration_info_and_history_name_who_ran_and_who_confirmed() {
     );
     let run =
         |args: &[&str]| support::Run(p.cmd().args(args).env("USER", "alice").output().unwrap());
-    run(&["deploy", "--confirm", "local"]).success();
+    run(&["deploy", "--confirm", "local", "--report", "report.json"]).success();
+    let report: serde_json::Value = serde_json::from_str(&p.read("report.json")).unwrap();
+    assert!(
+        report["run_by"].as_str().unwrap().starts_with("alice@"),
+        "{}",
+        report["run_by"]
+    );
+    assert_eq!(report["confirmed"], "alice, `--confirm local`");
     let status = run(&["migrate", "status", "--output", "json"]);
     status.success();
     let rows = result(&status.stdout())["migrations"].clone();

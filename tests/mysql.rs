@@ -213,3 +213,64 @@ fn a_migration_marked_no_transaction_applies_and_reverts() {
         "0\n"
     );
 }
+
+/// Adopting and repairing on MariaDB: `migrate baseline` records the first migration,
+/// made by hand, as sqlx-cli would; `migrate status` names when, how long and who;
+/// `migrate repair --force --reason` accepts an edited applied file.
+#[test]
+fn baseline_status_and_repair() {
+    let (p, db) = project();
+    server().sql(
+        &db,
+        &p.read("migrations/20240101120000_create_users.up.sql"),
+    );
+    p.run(&[
+        "migrate",
+        "baseline",
+        "--version",
+        "20240101120000",
+        "--reason",
+        "made by hand",
+    ])
+    .success();
+    assert_eq!(
+        server().sql(
+            &db,
+            "SELECT version, success, execution_time FROM _sqlx_migrations"
+        ),
+        "20240101120000\t1\t-1\n"
+    );
+    p.run(&["deploy"]).success();
+    let status = p.run(&["migrate", "status", "--output", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
+    let rows = value["result"]["migrations"].as_array().unwrap();
+    assert_eq!(rows[0]["command"], "migrate baseline");
+    assert!(rows[0]["execution_ms"].is_null(), "a baseline has no time");
+    assert_eq!(rows[1]["command"], "deploy");
+    assert!(
+        rows[1]["execution_ms"].as_f64().unwrap() >= 0.0,
+        "{}",
+        rows[1]
+    );
+    for row in rows {
+        assert!(row["installed_on"].as_str().unwrap().len() >= 19, "{row}");
+        assert!(row["installed_by"].as_str().unwrap().contains('@'), "{row}");
+    }
+
+    let file = "migrations/20240101120100_create_recipes.up.sql";
+    p.write(file, &format!("-- recipes\n{}", p.read(file)));
+    p.run(&["deploy"]).expect_code(2);
+    // No git history here: the edit cannot be shown harmless without `--force`.
+    let refused = p.run(&["migrate", "repair"]);
+    refused.expect_code(2);
+    assert!(
+        refused
+            .stderr()
+            .contains("not in this folder's git history"),
+        "{}",
+        refused.stderr()
+    );
+    p.run(&["migrate", "repair", "--force", "--reason", "comment added"])
+        .success();
+    p.run(&["deploy"]).success();
+}

@@ -698,3 +698,68 @@ fn a_hand_made_alter_table_is_drift() {
     p.run(&["deploy"]).success();
     assert!(p.run(&["migrate", "diff"]).stdout().contains("no drift"));
 }
+
+/// Adopting and repairing on PostgreSQL: a schema made by hand adopted by `migrate
+/// baseline`; `migrate status` names when, how long and who; an applied file edited by a
+/// comment is accepted by `migrate repair` after comparing it with the text in git.
+#[test]
+fn baseline_status_and_repair() {
+    let (p, db) = project();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(p.path())
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "migrations"]);
+    git(&["commit", "-q", "-m", "migrations"]);
+    for file in [
+        "migrations/20240101120000_create_users.up.sql",
+        "migrations/20240101120100_create_recipes.up.sql",
+    ] {
+        server().psql(&db, &p.read(file));
+    }
+    p.run(&["migrate", "baseline", "--version", "20240101120100"])
+        .success();
+    assert_eq!(
+        server().psql(
+            &db,
+            "SELECT version, success, execution_time FROM _sqlx_migrations ORDER BY version"
+        ),
+        "20240101120000|t|-1\n20240101120100|t|-1\n"
+    );
+    p.run(&["deploy"]).success();
+    let status = p.run(&["migrate", "status", "--output", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
+    let rows = value["result"]["migrations"].as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    assert_eq!(rows[1]["command"], "migrate baseline");
+    assert_eq!(rows[2]["command"], "deploy");
+    assert!(
+        rows[2]["execution_ms"].as_f64().unwrap() >= 0.0,
+        "{}",
+        rows[2]
+    );
+    for row in rows {
+        assert!(row["installed_on"].as_str().unwrap().len() >= 19, "{row}");
+        assert!(row["installed_by"].as_str().unwrap().contains('@'), "{row}");
+    }
+
+    let file = "migrations/20240101120100_create_recipes.up.sql";
+    p.write(file, &format!("-- Recipes, by user.\n\n{}", p.read(file)));
+    p.run(&["deploy"]).expect_code(2);
+    let repaired = p.run(&["migrate", "repair", "20240101120100"]);
+    repaired.success();
+    assert!(
+        repaired
+            .stdout()
+            .contains("same statements as the applied text"),
+        "{}",
+        repaired.stdout()
+    );
+    p.run(&["deploy"]).success();
+}

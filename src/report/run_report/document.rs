@@ -61,6 +61,14 @@ pub(crate) struct Document {
     pub rollback: Option<Rollback>,
     pub warnings: Vec<String>,
     pub journal: Option<String>,
+    /// Who ran the command: `user@host` (the CI identity in GitHub Actions and Azure
+    /// DevOps).
+    #[serde(default)]
+    pub run_by: String,
+    /// Who confirmed the run and how (`typed CONFIRM`, `--confirm ENV`, an approved plan),
+    /// where the environment asks.
+    #[serde(default)]
+    pub confirmed: Option<String>,
     pub result: Option<Value>,
     /// The run went on outside the environment's window (the way back, or forced).
     pub outside_window: Option<OutsideWindow>,

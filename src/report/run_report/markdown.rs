@@ -114,6 +114,12 @@ pub(crate) fn markdown(doc: &Value) -> String {
         }
         let _ = writeln!(md, "| Window | {line} |");
     }
+    if let Some(by) = doc["run_by"].as_str().filter(|b| !b.is_empty()) {
+        let _ = writeln!(md, "| Run by | {} |", cell(by));
+    }
+    if let Some(confirmed) = doc["confirmed"].as_str() {
+        let _ = writeln!(md, "| Confirmed | {} |", cell(confirmed));
+    }
     if let Some(b) = doc["backup"].as_object() {
         let mut line = format!("`{}`", str_of(&b["id"]));
         let mut details = Vec::new();

@@ -53,6 +53,7 @@ struct State {
     warnings: Vec<String>,
     backup: Option<Backup>,
     backups_pruned: Vec<String>,
+    confirmed: Option<String>,
     fingerprint: Option<Fact>,
     rollback_check: Option<Fact>,
     outcome: Option<Outcome>,
@@ -181,6 +182,7 @@ impl Recorder {
                             size: None,
                         });
                     }
+                    Fact::Confirmed { how, by } => s.confirmed = Some(format!("{by}, {how}")),
                     Fact::BackupsPruned { deleted, .. } => {
                         s.backups_pruned.extend(deleted.iter().cloned());
                     }
@@ -191,7 +193,6 @@ impl Recorder {
                     // The plan in the report carries the rehearsal's result.
                     Fact::RowsChanged { .. }
                     | Fact::MigrationsBaselined { .. }
-                    | Fact::Confirmed { .. }
                     | Fact::SchemaRecorded { .. }
                     | Fact::ChecksumAccepted { .. }
                     | Fact::RehearsalCopied { .. }
@@ -387,6 +388,12 @@ impl Recorder {
             }),
             warnings: s.warnings.clone(),
             journal: outcome.journal.clone(),
+            run_by: format!(
+                "{}@{}",
+                crate::adapters::state::username(),
+                crate::adapters::state::hostname()
+            ),
+            confirmed: s.confirmed.clone(),
             result: s.result.clone(),
             outside_window: s.outside_window.clone(),
         };
