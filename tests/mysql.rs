@@ -274,3 +274,34 @@ fn baseline_status_and_repair() {
         .success();
     p.run(&["deploy"]).success();
 }
+
+/// Drift on MariaDB: an index added by hand between two deploys is named and refused;
+/// rows the app wrote meanwhile are not drift.
+#[test]
+fn a_hand_made_index_is_drift_and_new_rows_are_not() {
+    let (p, db) = project();
+    p.run(&["deploy"]).success();
+    server().sql(
+        &db,
+        "INSERT INTO users (id, email, display_name) VALUES (7, 'x@example.com', 'X');",
+    );
+    assert!(p.run(&["migrate", "diff"]).stdout().contains("no drift"));
+    server().sql(&db, "CREATE INDEX idx_users_name ON users (display_name);");
+    p.add_migration(
+        "20250101000000_add_flag",
+        "ALTER TABLE users ADD COLUMN flag INT NULL;",
+        Some("ALTER TABLE users DROP COLUMN flag;"),
+    );
+    let refused = p.run(&["deploy"]);
+    refused.expect_code(2);
+    assert!(
+        refused
+            .stderr()
+            .contains("index users.idx_users_name: in the database, not in the recorded schema"),
+        "{}",
+        refused.stderr()
+    );
+    p.run(&["migrate", "accept-drift", "--reason", "index kept"])
+        .success();
+    p.run(&["deploy"]).success();
+}
