@@ -135,22 +135,15 @@ pub(crate) async fn resume(
     let mut first_replicas = journaled.first_replicas.clone();
     first_replicas.extend(halt.first_replicas);
     if let Some(by) = &ctx.approved {
-        journal
-            .write(&Record::Decision {
-                at: Utc::now(),
-                index: halt.resume_from,
-                id: halt.step.clone(),
-                choice: Choice::Approve,
-                asked: true,
-                user: by.clone(),
-            })
-            .await?;
-        ctx.report(Event::Decision {
-            id: halt.step.clone(),
-            choice: Choice::Approve.as_str().to_owned(),
-            asked: true,
-            user: by.clone(),
-        });
+        decided(
+            ctx,
+            &mut journal,
+            (halt.resume_from, &halt.step),
+            Choice::Approve,
+            true,
+            by,
+        )
+        .await?;
     }
     let state = RunState {
         backup: halt.backup,
@@ -482,22 +475,7 @@ impl Drive<'_> {
                         ),
                     };
                     let asked = choice != Choice::Halt;
-                    journal
-                        .write(&Record::Decision {
-                            at: Utc::now(),
-                            index,
-                            id: step.id.clone(),
-                            choice,
-                            asked,
-                            user: user.clone(),
-                        })
-                        .await?;
-                    ctx.report(Event::Decision {
-                        id: step.id.clone(),
-                        choice: choice.as_str().to_owned(),
-                        asked,
-                        user: user.clone(),
-                    });
+                    decided(ctx, &mut journal, (index, &step.id), choice, asked, &user).await?;
                     match error {
                         None => state.approved = Some(user),
                         Some(error) => {
@@ -770,25 +748,45 @@ impl Drive<'_> {
                 }
             }
         };
-        let user = username();
-        journal
-            .write(&Record::Decision {
-                at: Utc::now(),
-                index,
-                id: step.id.clone(),
-                choice,
-                asked,
-                user: user.clone(),
-            })
-            .await?;
-        self.ctx.report(Event::Decision {
-            id: step.id.clone(),
-            choice: choice.as_str().to_owned(),
+        decided(
+            self.ctx,
+            journal,
+            (index, &step.id),
+            choice,
             asked,
-            user,
-        });
+            &username(),
+        )
+        .await?;
         Ok(choice)
     }
+}
+
+/// Journals and reports a decision about step `(index, id)` and who made it.
+async fn decided(
+    ctx: &Context,
+    journal: &mut Journal,
+    (index, id): (usize, &str),
+    choice: Choice,
+    asked: bool,
+    user: &str,
+) -> Result<(), EngineError> {
+    journal
+        .write(&Record::Decision {
+            at: Utc::now(),
+            index,
+            id: id.to_owned(),
+            choice,
+            asked,
+            user: user.to_owned(),
+        })
+        .await?;
+    ctx.report(Event::Decision {
+        id: id.to_owned(),
+        choice: choice.as_str().to_owned(),
+        asked,
+        user: user.to_owned(),
+    });
+    Ok(())
 }
 
 /// Journals the facts step `index` reported while it ran; returns them.
