@@ -69,6 +69,21 @@ pub enum Fact {
         /// The retention, in words (`the newest 10`).
         kept: String,
     },
+    /// A code version put beside the live one without traffic (`release`).
+    CodeStaged {
+        version: String,
+        /// The platform's name for it (a revision, a slot).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Traffic moved to a code version (`traffic`, or a rollback's `traffic` step):
+    /// `previous` is the version that had the most traffic before.
+    CodeReleased {
+        version: String,
+        previous: Option<String>,
+        /// Where the traffic went, as the platform reported it afterwards.
+        routes: Vec<crate::adapters::platform::Route>,
+    },
     /// A rehearsal's copy of the data is ready.
     RehearsalCopied { source: String, took_ms: u64 },
     /// A migration applied on the rehearsal's copy, and what its down did there.
@@ -160,6 +175,19 @@ impl Fact {
                 "{} old backup(s) pruned, keeping {kept} and any a halted or unfinished run names: {}",
                 deleted.len(),
                 crate::units::summarise(deleted, "the journal lists them all")
+            ),
+            Self::CodeStaged { version, name } => format!(
+                "code {version} staged without traffic{}",
+                name.as_ref()
+                    .map_or_else(String::new, |n| format!(" as {n}"))
+            ),
+            Self::CodeReleased {
+                version, previous, ..
+            } => format!(
+                "code {version} gets the traffic{}",
+                previous
+                    .as_ref()
+                    .map_or_else(String::new, |p| format!(" (was {p})"))
             ),
             Self::RehearsalCopied { source, took_ms } => {
                 format!("rehearsal: copy made from {source} in {took_ms} ms")

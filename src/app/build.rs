@@ -242,6 +242,7 @@ fn build(
         rehearsal: crate::rehearsal_record::Standing::None,
         confirmed: None,
         approved: None,
+        code_version: None,
     })
 }
 

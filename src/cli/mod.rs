@@ -83,6 +83,15 @@ pub struct Global {
     /// input alike); see docs/report.md.
     #[arg(long, value_name = "FILE", env = "CUTOVER_REPORT", global = true)]
     pub report: Option<PathBuf>,
+    /// The code version `release` and `traffic` steps put live (an image tag), where the
+    /// step names none.
+    #[arg(
+        long,
+        value_name = "VERSION",
+        env = "CUTOVER_CODE_VERSION",
+        global = true
+    )]
+    pub code_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

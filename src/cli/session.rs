@@ -29,6 +29,8 @@ pub(crate) struct Session {
     pub environment: String,
     pub reporter: Arc<dyn Reporter>,
     pub json: bool,
+    /// `--code-version`.
+    pub code_version: Option<String>,
 }
 
 /// The sink `--output` asks for, `auto` resolved.
@@ -144,6 +146,7 @@ impl Session {
             environment,
             reporter,
             json,
+            code_version: global.code_version.clone(),
         })
     }
 
@@ -159,7 +162,10 @@ impl Session {
         // Resolving the config's references registered its secrets: a CI must learn them
         // before anything else is printed, failed or not.
         self.reporter.sync_secrets();
-        context
+        context.map(|mut c| {
+            c.code_version.clone_from(&self.code_version);
+            c
+        })
     }
 
     pub(crate) fn pipeline(

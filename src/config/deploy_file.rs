@@ -592,6 +592,17 @@ pub struct CommandPlatformConfig {
     /// Restarts the app.
     #[serde(default)]
     pub restart: Option<Text>,
+    /// Prints the code version the app runs (one line, an image tag): what a `traffic`
+    /// step's undo goes back to.
+    #[serde(default)]
+    pub current_version: Option<Text>,
+    /// Puts code version `{version}` live (`traffic`); `{from}` is the version it replaces.
+    #[serde(default)]
+    pub release: Option<Text>,
+    /// Puts the earlier version `{version}` back (a rollback; `{from}` is the version it
+    /// replaces). Default: the `release` command.
+    #[serde(default)]
+    pub release_undo: Option<Text>,
     /// Environment variables for every command; credential fields.
     #[serde(default)]
     pub env: IndexMap<String, Text>,

@@ -71,6 +71,8 @@ pub enum StepKind {
     Health,
     Restart,
     Pause,
+    Release,
+    Traffic,
 }
 
 impl StepKind {
@@ -87,6 +89,8 @@ impl StepKind {
             Self::Health => "health",
             Self::Restart => "restart",
             Self::Pause => "pause",
+            Self::Release => "release",
+            Self::Traffic => "traffic",
         }
     }
 }
@@ -149,6 +153,8 @@ pub enum StepWith {
     Health(HealthWith),
     Restart(RestartWith),
     Pause(PauseWith),
+    Release(ReleaseWith),
+    Traffic(TrafficWith),
 }
 
 impl StepWith {
@@ -165,6 +171,8 @@ impl StepWith {
             Self::Health(_) => StepKind::Health,
             Self::Restart(_) => StepKind::Restart,
             Self::Pause(_) => StepKind::Pause,
+            Self::Release(_) => StepKind::Release,
+            Self::Traffic(_) => StepKind::Traffic,
         }
     }
 }
@@ -507,6 +515,62 @@ impl PauseWith {
     }
 }
 
+/// `release`: put the new code version beside the live one, without traffic (a new
+/// Container Apps revision at 0 %, the App Service staging slot, warmed).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseWith {
+    /// The version to release (an image tag); `${env:NAME}` reads it from the
+    /// environment. Default: `--code-version` (`CUTOVER_CODE_VERSION`).
+    #[serde(default)]
+    pub version: Option<Spanned<String>>,
+}
+
+/// `traffic`: send the traffic to the released version, in stages, with the health of each
+/// stage held before the next.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficWith {
+    /// The version to send traffic to (default: as `release`).
+    #[serde(default)]
+    pub version: Option<Spanned<String>>,
+    /// Percent of the traffic at each stage, rising, ending at 100 (default `[100]`).
+    #[serde(default)]
+    pub stages: Option<Spanned<Vec<u32>>>,
+    /// How long each stage below 100 % must stay healthy (the sustained-health rule on the
+    /// environment's `health:`) before the next (default 1m).
+    #[serde(default)]
+    pub bake: Option<Duration>,
+}
+
+impl TrafficWith {
+    pub const DEFAULT_BAKE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    pub fn stages(&self) -> Vec<u32> {
+        self.stages
+            .as_ref()
+            .map_or_else(|| vec![100], |s| s.value.clone())
+    }
+
+    pub fn bake(&self) -> std::time::Duration {
+        self.bake.map_or(Self::DEFAULT_BAKE, Duration::get)
+    }
+
+    /// Stages must rise, stay within 1..=100 and end at 100.
+    fn check(&self) -> Result<(), String> {
+        let stages = self.stages();
+        if stages.last() != Some(&100)
+            || stages.iter().any(|s| *s == 0 || *s > 100)
+            || stages.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(format!(
+                "`stages: {stages:?}` must rise from above 0 and end at 100, like [10, 50, 100]"
+            ));
+        }
+        Ok(())
+    }
+}
+
 const STEP_FIELDS: &[&str] = &[
     "id",
     "uses",
@@ -610,6 +674,12 @@ fn next_with<'de, A: MapAccess<'de>>(kind: StepKind, map: &mut A) -> Result<Step
         StepKind::Health => StepWith::Health(map.next_value()?),
         StepKind::Restart => StepWith::Restart(map.next_value()?),
         StepKind::Pause => StepWith::Pause(map.next_value()?),
+        StepKind::Release => StepWith::Release(map.next_value()?),
+        StepKind::Traffic => {
+            let with: TrafficWith = map.next_value()?;
+            with.check().map_err(de::Error::custom)?;
+            StepWith::Traffic(with)
+        }
     })
 }
 
@@ -622,6 +692,8 @@ fn default_with(kind: StepKind) -> Result<StepWith, String> {
         StepKind::Health => StepWith::Health(HealthWith::default()),
         StepKind::Restart => StepWith::Restart(RestartWith::default()),
         StepKind::Pause => StepWith::Pause(PauseWith::default()),
+        StepKind::Release => StepWith::Release(ReleaseWith::default()),
+        StepKind::Traffic => StepWith::Traffic(TrafficWith::default()),
         StepKind::Maintenance => {
             return Err("`maintenance` needs `with: { enabled: true|false }`".into());
         }

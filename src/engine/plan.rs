@@ -27,11 +27,25 @@ pub(crate) async fn build(
         .state()
         .await
         .map_err(|e| EngineError::Plan(format!("cannot read the database: {e}")))?;
-    let platform = ctx
+    let mut platform = ctx
         .platform
         .state()
         .await
         .map_err(|e| EngineError::Plan(format!("cannot read the platform state: {e}")))?;
+    if pipeline.steps.iter().any(|s| {
+        matches!(
+            s.with,
+            crate::config::pipeline::StepWith::Release(_)
+                | crate::config::pipeline::StepWith::Traffic(_)
+        )
+    }) && ctx.platform.code_actions().traffic.is_ok()
+    {
+        platform.code = ctx
+            .platform
+            .code()
+            .await
+            .map_err(|e| EngineError::Plan(format!("cannot read the platform's code: {e}")))?;
+    }
     let mut problems: Vec<Message> = check_history(ctx, &database)
         .into_iter()
         .map(Message::plain)
@@ -126,6 +140,7 @@ pub(crate) async fn build(
         warnings: drift_warning.into_iter().collect(),
         rollback_methods: std::collections::BTreeMap::new(),
         reverts: Vec::new(),
+        code: platform.code.clone(),
     };
     let mut planned = Vec::with_capacity(pipeline.steps.len());
     for (index, step) in pipeline.steps.iter().enumerate() {
@@ -182,6 +197,9 @@ pub(crate) async fn build(
         );
         problems.extend(errors);
         scratch.warnings.extend(warnings);
+    }
+    if rollback_target.is_none() {
+        problems.extend(code_order(ctx, pipeline, &database, scratch.target_version));
     }
     if !problems.is_empty() {
         return Err(EngineError::Problems(problems));
@@ -240,6 +258,56 @@ pub(crate) async fn build(
     };
     plan.digest = digest(&plan, &database);
     Ok(plan)
+}
+
+/// The order of code and schema, safe by construction: the new code gets traffic only
+/// after the migrations it needs are applied, so a `traffic` step before a `migrate` step
+/// is refused; and a migration marked `-- cutover:contract` (it removes what the old code
+/// still uses) cannot be applied by a run that also moves the traffic, because the old
+/// code serves until the traffic has moved: it waits for a later release.
+fn code_order(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    database: &DatabaseState,
+    target: Option<i64>,
+) -> Vec<Message> {
+    use crate::config::pipeline::StepWith;
+    let runs = |s: &&Step| s.when.as_ref().is_none_or(|w| w.allows(&ctx.environment));
+    let Some(traffic) = pipeline
+        .steps
+        .iter()
+        .filter(runs)
+        .find(|s| matches!(s.with, StepWith::Traffic(_)))
+    else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    let traffic_at = pipeline.steps.iter().position(|s| s.id == traffic.id);
+    for (i, step) in pipeline.steps.iter().enumerate().filter(|(_, s)| runs(s)) {
+        if matches!(step.with, StepWith::Migrate(_)) && Some(i) > traffic_at {
+            problems.push(step_problem(
+                pipeline,
+                step,
+                &format!(
+                    "step `{}` sends traffic to the new code before this step applies its migrations: the new code would run on the old schema; move `{}` before `{}`",
+                    traffic.id, step.id, traffic.id
+                ),
+            ));
+        }
+    }
+    for p in pending(ctx, database, target) {
+        if ctx.migrations.get(p.version).is_some_and(|m| m.contract) {
+            problems.push(step_problem(
+                pipeline,
+                traffic,
+                &format!(
+                    "migration {} {} is marked `contract`: the old code, which serves until this step has moved the traffic, may still need what it removes; apply it in a later release (`migrate` with `to:` below {} here)",
+                    p.version, p.description, p.version
+                ),
+            ));
+        }
+    }
+    problems
 }
 
 /// The rehearsal's part of the plan, from `ctx.rehearsal`.

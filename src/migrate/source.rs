@@ -19,6 +19,10 @@ pub struct MigrationFile {
     pub down_sql: Option<String>,
     /// First line `-- cutover:no-transaction` (or sqlx's `-- no-transaction`).
     pub no_transaction: bool,
+    /// A leading comment line `-- cutover:contract`: the migration removes what the code
+    /// before this release still uses (a column, a table), so it must wait for a release
+    /// after the one that moved the traffic off that code.
+    pub contract: bool,
     pub checksum: Vec<u8>,
 }
 
@@ -109,6 +113,15 @@ pub(crate) enum SourceError {
 pub(crate) fn no_transaction(sql: &str) -> bool {
     let first = sql.lines().next().unwrap_or_default().trim();
     first == "-- cutover:no-transaction" || first.starts_with("-- no-transaction")
+}
+
+/// Whether the header (the comment lines before the first statement) marks the migration
+/// `-- cutover:contract`.
+pub(crate) fn contract(sql: &str) -> bool {
+    sql.lines()
+        .map(str::trim)
+        .take_while(|l| l.is_empty() || l.starts_with("--"))
+        .any(|l| l == "-- cutover:contract")
 }
 
 /// Words that name a direction: a file `x.dn.sql` or `x.UP.sql` is a migration someone
@@ -212,6 +225,7 @@ pub(crate) fn read_dir(dir: &Path) -> Result<MigrationSet, SourceError> {
                 version,
                 description,
                 no_transaction: no_transaction(&up_sql),
+                contract: contract(&up_sql),
                 checksum: Sha384::digest(up_sql.as_bytes()).to_vec(),
                 up_path,
                 up_sql,

@@ -38,6 +38,10 @@ pub enum Compensation {
     Sql { sql: String },
     /// Run the undo command of a `command` step.
     Command { run: String },
+    /// Put the code and its traffic back exactly as `prior` (from `Platform::code_prior`)
+    /// describes: the weights each revision had, the slot images, the release.
+    /// `before`: that state in words, for people.
+    Code { prior: Value, before: String },
     /// Run an external migrator's `down` command with the version from before the step
     /// filled in (`alembic downgrade 1a2b3c4d5e6f`). Going to a named version is
     /// idempotent: once there, running it again changes nothing.
@@ -77,6 +81,7 @@ impl Compensation {
             ),
             Self::RestoreBackup { backup } => format!("restore backup {backup}"),
             Self::Sql { .. } => "run the step's undo SQL".into(),
+            Self::Code { before, .. } => format!("code and traffic back to {before}"),
             Self::Command { run } | Self::ExternalDown { run } => format!("run `{run}`"),
         }
     }

@@ -71,6 +71,9 @@ pub struct Context {
     pub confirmed: Option<String>,
     /// Who approved the `pause` step a halted run waits at (`resume --approve --by`).
     pub approved: Option<String>,
+    /// `--code-version`: what `release` and `traffic` steps put live where they name no
+    /// version.
+    pub code_version: Option<String>,
 }
 
 impl Context {

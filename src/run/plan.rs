@@ -129,6 +129,8 @@ pub struct PlanScratch<'a> {
     pub rollback_methods: std::collections::BTreeMap<i64, String>,
     /// Migrations whose down files the step being planned would run as its undo.
     pub reverts: Vec<i64>,
+    /// The code and its traffic once the steps so far have run (`release`, `traffic`).
+    pub code: Option<crate::adapters::platform::CodeState>,
 }
 
 /// The predicted window (`engine::forecast`).

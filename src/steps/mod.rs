@@ -10,9 +10,11 @@ pub(crate) mod maintenance;
 pub(crate) mod migrate;
 pub(crate) mod pause;
 pub(crate) mod preflight;
+pub(crate) mod release;
 pub(crate) mod restart;
 pub(crate) mod scale;
 pub(crate) mod sql;
+pub(crate) mod traffic;
 pub(crate) mod undo;
 pub(crate) mod validate;
 
@@ -60,6 +62,8 @@ pub async fn plan(
         StepWith::Health(w) => health::plan(ctx, w),
         StepWith::Restart(_) => Ok(restart::plan(ctx)),
         StepWith::Pause(w) => Ok(pause::plan(w)),
+        StepWith::Release(w) => release::plan(ctx, w, scratch),
+        StepWith::Traffic(w) => traffic::plan(ctx, w, scratch),
     }
 }
 
@@ -76,6 +80,8 @@ pub async fn prepare(
         StepWith::Migrate(w) => migrate::prepare(ctx, w, state).await,
         StepWith::Sql(w) => Ok(w.undo.clone().map(|sql| Compensation::Sql { sql })),
         StepWith::Command(w) => Ok(w.undo.clone().map(|run| Compensation::Command { run })),
+        StepWith::Release(_) => release::prepare(ctx).await,
+        StepWith::Traffic(_) => traffic::prepare(ctx).await,
         StepWith::Preflight(_)
         | StepWith::Validate(_)
         | StepWith::Health(_)
@@ -98,5 +104,7 @@ pub async fn run(ctx: &Context, step: &Step, state: &mut RunState) -> Result<Str
         StepWith::Health(w) => health::run(ctx, &step.id, w).await,
         StepWith::Restart(_) => Ok(ctx.platform.restart().await?),
         StepWith::Pause(w) => pause::run(w, state),
+        StepWith::Release(w) => release::run(ctx, &step.id, w).await,
+        StepWith::Traffic(w) => traffic::run(ctx, &step.id, w).await,
     }
 }

@@ -23,6 +23,7 @@ pub(crate) async fn run(
             .platform
             .restore_scale(target, *replicas, prior.as_ref())
             .await?),
+        Compensation::Code { prior, .. } => Ok(ctx.platform.restore_code(prior).await?),
         Compensation::MigrateDown { to } => super::migrate::down_to(ctx, step_id, *to).await,
         Compensation::RevertMigrations { migrations } => {
             super::migrate::revert_exactly(ctx, step_id, migrations).await

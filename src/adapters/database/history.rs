@@ -912,6 +912,7 @@ mod tests {
             down_path: None,
             down_sql: None,
             no_transaction: false,
+            contract: false,
             checksum: vec![0xab, 0x01],
         }
     }

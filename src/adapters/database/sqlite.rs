@@ -492,6 +492,7 @@ mod tests {
             down_path: None,
             down_sql: None,
             no_transaction: false,
+            contract: false,
             checksum: vec![2],
         };
         let dropped =

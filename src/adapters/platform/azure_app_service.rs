@@ -206,6 +206,7 @@ impl Platform for AppServicePlatform {
         Ok(PlatformState {
             maintenance: Some(maintenance),
             replicas,
+            code: None,
         })
     }
 

@@ -612,6 +612,7 @@ impl Platform for ContainerAppsPlatform {
         Ok(PlatformState {
             maintenance: Some(maintenance),
             replicas,
+            code: None,
         })
     }
 

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use indexmap::IndexMap;
 
-use super::{Platform, PlatformError, PlatformState};
+use serde_json::{Value, json};
+
+use super::{CodeActions, CodeState, Platform, PlatformError, PlatformState, Route};
 use crate::adapters::build::BuildError;
 use crate::adapters::build::Resolve;
 use crate::config::deploy_file::CommandPlatformConfig;
@@ -21,6 +23,9 @@ pub(crate) struct CommandPlatform {
     maintenance_off: Option<String>,
     scale: Option<String>,
     restart: Option<String>,
+    current_version: Option<String>,
+    release: Option<String>,
+    release_undo: Option<String>,
     env: IndexMap<String, Secret>,
     dir: PathBuf,
 }
@@ -44,6 +49,9 @@ impl CommandPlatform {
             maintenance_off: opt(&config.maintenance_off)?,
             scale: opt(&config.scale)?,
             restart: opt(&config.restart)?,
+            current_version: opt(&config.current_version)?,
+            release: opt(&config.release)?,
+            release_undo: opt(&config.release_undo)?,
             env,
             dir: base_dir.to_owned(),
         })
@@ -78,6 +86,47 @@ impl CommandPlatform {
                 "the command platform has no `{action}` command; add it under `platform:`"
             ))
         })
+    }
+}
+
+impl CommandPlatform {
+    /// The version `current_version` prints.
+    async fn current(&self) -> Result<String, PlatformError> {
+        let command = Self::needs("current_version", self.current_version.as_ref())?;
+        let out = self.run("current_version", command).await?;
+        let version = out.trim();
+        checked_version(version).map_err(|why| {
+            PlatformError::Invalid(format!("current_version printed `{version}`: {why}"))
+        })?;
+        Ok(version.to_owned())
+    }
+
+    /// Runs the `release` (or, going back, `release_undo`) template to put `version`
+    /// live in place of `from`.
+    async fn switch(&self, version: &str, from: &str, undo: bool) -> Result<(), PlatformError> {
+        checked_version(version).map_err(PlatformError::Invalid)?;
+        let (name, template) = match (undo, &self.release_undo) {
+            (true, Some(t)) => ("release_undo", t.as_str()),
+            _ => ("release", Self::needs("release", self.release.as_ref())?),
+        };
+        let command = template
+            .replace("{version}", version)
+            .replace("{from}", from);
+        self.run(name, &command).await?;
+        Ok(())
+    }
+}
+
+/// A version goes into a shell command: only the characters of an image tag.
+fn checked_version(version: &str) -> Result<(), String> {
+    if !version.is_empty()
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
+    {
+        Ok(())
+    } else {
+        Err("a code version must be letters, digits and . - _ + (an image tag)".into())
     }
 }
 
@@ -165,6 +214,78 @@ impl Platform for CommandPlatform {
         self.run("restart", Self::needs("restart", self.restart.as_ref())?)
             .await?;
         Ok("app restarted".into())
+    }
+
+    fn code_actions(&self) -> CodeActions {
+        let traffic = match (&self.current_version, &self.release) {
+            (Some(_), Some(_)) => Ok(()),
+            _ => Err(
+                "the command platform releases code with its `current_version` and `release` commands (and `release_undo`); add them under `platform:`"
+                    .to_owned(),
+            ),
+        };
+        CodeActions {
+            stage: Err(
+                "the command platform puts code live in one go with its `release` command: use a `traffic` step alone".into(),
+            ),
+            traffic,
+            split: false,
+        }
+    }
+
+    async fn code(&self) -> Result<Option<CodeState>, PlatformError> {
+        if self.code_actions().traffic.is_err() {
+            return Ok(None);
+        }
+        let version = self.current().await?;
+        Ok(Some(CodeState {
+            live: Some(version.clone()),
+            routes: vec![Route {
+                name: version.clone(),
+                version: Some(version),
+                weight: 100,
+            }],
+        }))
+    }
+
+    async fn code_prior(&self) -> Result<Value, PlatformError> {
+        Ok(json!({ "version": self.current().await? }))
+    }
+
+    async fn route(&self, version: &str, percent: u32) -> Result<String, PlatformError> {
+        if percent != 100 {
+            return Err(PlatformError::Unsupported(
+                "the command platform moves all the traffic at once".into(),
+            ));
+        }
+        let current = self.current().await?;
+        if current == version {
+            return Ok(format!("{version} is already live"));
+        }
+        self.switch(version, &current, false).await?;
+        Ok(format!("{version} released (was {current})"))
+    }
+
+    async fn restore_code(&self, prior: &Value) -> Result<String, PlatformError> {
+        let Some(previous) = prior["version"].as_str() else {
+            return Err(PlatformError::Invalid(format!(
+                "the journal's earlier code state has no version: {prior}"
+            )));
+        };
+        let current = self.current().await?;
+        if current == previous {
+            return Ok(format!("{previous} is live, as before"));
+        }
+        self.switch(previous, &current, true).await?;
+        let now = self.current().await?;
+        if now != previous {
+            return Err(PlatformError::Invalid(format!(
+                "release_undo ran, but current_version prints {now}, not {previous}"
+            )));
+        }
+        Ok(format!(
+            "{previous} is live again (checked: current_version prints it)"
+        ))
     }
 }
 

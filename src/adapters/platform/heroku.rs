@@ -506,6 +506,7 @@ impl Platform for HerokuPlatform {
         Ok(PlatformState {
             maintenance: Some(maintenance),
             replicas,
+            code: None,
         })
     }
 

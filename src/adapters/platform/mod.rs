@@ -24,6 +24,82 @@ pub struct PlatformState {
     pub maintenance: Option<bool>,
     /// Replica counts by target name.
     pub replicas: BTreeMap<String, u32>,
+    /// The code the platform serves and where its traffic goes, read by the plan of a
+    /// pipeline with `release` or `traffic` steps (so the plan a person confirmed binds it
+    /// too); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeState>,
+}
+
+/// The code versions a platform runs and their share of the traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeState {
+    /// The version with the most traffic, when the platform can tell.
+    pub live: Option<String>,
+    /// Where traffic goes: every revision, slot or release that is running, with its
+    /// share (0 for one staged without traffic).
+    pub routes: Vec<Route>,
+}
+
+impl CodeState {
+    /// The route running `version`, if any.
+    pub fn route(&self, version: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.version.as_deref() == Some(version))
+    }
+
+    /// `v41 100%` or `rev-a 90%, rev-b 10%`, for plans and notes.
+    pub fn describe(&self) -> String {
+        if self.routes.is_empty() {
+            return self.live.clone().unwrap_or_else(|| "unknown".into());
+        }
+        self.routes
+            .iter()
+            .map(|r| match &r.version {
+                Some(v) if *v != r.name => format!("{} ({v}) {}%", r.name, r.weight),
+                _ => format!("{} {}%", r.name, r.weight),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One place code runs: a Container Apps revision, an App Service slot, a Heroku release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The platform's name for it (`api--v42`, `staging`, `v12`).
+    pub name: String,
+    /// The code version it runs, when known.
+    pub version: Option<String>,
+    /// Percent of the traffic it gets.
+    pub weight: u32,
+}
+
+/// What a platform can do with code: why it cannot, for each action, so the plan refuses
+/// a `release` or `traffic` step it could not carry out and says why.
+#[derive(Debug, Clone)]
+pub struct CodeActions {
+    /// Put a new version beside the live one without traffic (`release`).
+    pub stage: Result<(), String>,
+    /// Send traffic to a version (`traffic`).
+    pub traffic: Result<(), String>,
+    /// Whether traffic can be split between versions (stages below 100 %).
+    pub split: bool,
+}
+
+impl CodeActions {
+    /// A platform that does not release code.
+    pub fn none(kind: &str) -> Self {
+        let why = format!(
+            "the `{kind}` platform does not release code (`release` and `traffic` steps run on azure-container-apps, azure-app-service, heroku and command platforms)"
+        );
+        Self {
+            stage: Err(why.clone()),
+            traffic: Err(why),
+            split: false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +171,54 @@ pub trait Platform: Send + Sync {
     ) -> Result<String, PlatformError> {
         let _ = prior;
         self.set_maintenance(enabled).await
+    }
+
+    /// What this platform can do with code versions.
+    fn code_actions(&self) -> CodeActions {
+        CodeActions::none(self.kind())
+    }
+
+    /// The code it runs and where the traffic goes; `None` on a platform that does not
+    /// release code.
+    async fn code(&self) -> Result<Option<CodeState>, PlatformError> {
+        Ok(None)
+    }
+
+    /// The exact code state a `release` or `traffic` step is about to change, for the
+    /// journal: what [`Platform::restore_code`] needs to put it back (each revision's
+    /// weight and whether it was active, the slots' images, the release id).
+    async fn code_prior(&self) -> Result<Value, PlatformError> {
+        Err(PlatformError::Unsupported(
+            self.code_actions().traffic.err().unwrap_or_default(),
+        ))
+    }
+
+    /// Puts `version` beside the live code without traffic: a new revision at 0 %, a
+    /// staging slot, warmed. Idempotent: staging a version already staged changes nothing.
+    async fn stage(&self, version: &str) -> Result<String, PlatformError> {
+        let _ = version;
+        Err(PlatformError::Unsupported(
+            self.code_actions().stage.err().unwrap_or_default(),
+        ))
+    }
+
+    /// Sends `percent` of the traffic to `version` and the rest to the version live
+    /// before. Idempotent.
+    async fn route(&self, version: &str, percent: u32) -> Result<String, PlatformError> {
+        let _ = (version, percent);
+        Err(PlatformError::Unsupported(
+            self.code_actions().traffic.err().unwrap_or_default(),
+        ))
+    }
+
+    /// Puts the code and its traffic back exactly as `prior` (from
+    /// [`Platform::code_prior`]) describes. Idempotent: run again, or where the step never
+    /// got to act, it changes nothing.
+    async fn restore_code(&self, prior: &Value) -> Result<String, PlatformError> {
+        let _ = prior;
+        Err(PlatformError::Unsupported(
+            self.code_actions().traffic.err().unwrap_or_default(),
+        ))
     }
 
     /// Puts a target back: exactly as `prior` describes, or else to the plain count.

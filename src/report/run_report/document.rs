@@ -51,6 +51,9 @@ pub(crate) struct Document {
     /// Old backups the retention deleted after the run succeeded.
     #[serde(default)]
     pub backups_pruned: Vec<String>,
+    /// The code version the run sent the traffic to, and the one before.
+    #[serde(default)]
+    pub code: Option<Code>,
     /// The database's fingerprint before the run's first side effect.
     #[serde(default)]
     pub fingerprint: Option<Fact>,
@@ -72,6 +75,15 @@ pub(crate) struct Document {
     pub result: Option<Value>,
     /// The run went on outside the environment's window (the way back, or forced).
     pub outside_window: Option<OutsideWindow>,
+}
+
+/// The code a run released: the version that got the traffic, the one that had it before,
+/// and where the traffic went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Code {
+    pub version: String,
+    pub previous: Option<String>,
+    pub routes: Vec<crate::adapters::platform::Route>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -120,6 +120,13 @@ pub(crate) fn markdown(doc: &Value) -> String {
     if let Some(confirmed) = doc["confirmed"].as_str() {
         let _ = writeln!(md, "| Confirmed | {} |", cell(confirmed));
     }
+    if let Some(code) = doc["code"].as_object() {
+        let mut line = format!("`{}`", str_of(&code["version"]));
+        if let Some(previous) = code["previous"].as_str() {
+            let _ = write!(line, " (was `{}`)", cell(previous));
+        }
+        let _ = writeln!(md, "| Code | {line} |");
+    }
     if let Some(b) = doc["backup"].as_object() {
         let mut line = format!("`{}`", str_of(&b["id"]));
         let mut details = Vec::new();

@@ -54,6 +54,7 @@ struct State {
     backup: Option<Backup>,
     backups_pruned: Vec<String>,
     confirmed: Option<String>,
+    code: Option<document::Code>,
     fingerprint: Option<Fact>,
     rollback_check: Option<Fact>,
     outcome: Option<Outcome>,
@@ -186,6 +187,17 @@ impl Recorder {
                     Fact::BackupsPruned { deleted, .. } => {
                         s.backups_pruned.extend(deleted.iter().cloned());
                     }
+                    Fact::CodeReleased {
+                        version,
+                        previous,
+                        routes,
+                    } => {
+                        s.code = Some(document::Code {
+                            version: version.clone(),
+                            previous: previous.clone(),
+                            routes: routes.clone(),
+                        });
+                    }
                     Fact::FingerprintTaken { .. } => s.fingerprint = Some(fact.clone()),
                     Fact::StateCompared { .. } | Fact::StateNotCompared { .. } => {
                         s.rollback_check = Some(fact.clone());
@@ -195,6 +207,7 @@ impl Recorder {
                     | Fact::MigrationsBaselined { .. }
                     | Fact::SchemaRecorded { .. }
                     | Fact::ChecksumAccepted { .. }
+                    | Fact::CodeStaged { .. }
                     | Fact::RehearsalCopied { .. }
                     | Fact::MigrationRehearsed { .. } => {}
                 }
@@ -376,6 +389,7 @@ impl Recorder {
             migrations: s.migrations.clone(),
             backup: s.backup.clone(),
             backups_pruned: s.backups_pruned.clone(),
+            code: s.code.clone(),
             fingerprint: s.fingerprint.clone(),
             state_check: s.rollback_check.clone(),
             validations: s.validations.clone(),
