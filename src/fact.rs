@@ -83,6 +83,10 @@ pub enum Fact {
         previous: Option<String>,
         /// Where the traffic went, as the platform reported it afterwards.
         routes: Vec<crate::adapters::platform::Route>,
+        /// The schema version the code went live on (migrations never follow a `traffic`
+        /// step): what `cutover rollback --release` takes the database back to.
+        #[serde(default)]
+        schema_version: Option<i64>,
     },
     /// A rehearsal's copy of the data is ready.
     RehearsalCopied { source: String, took_ms: u64 },

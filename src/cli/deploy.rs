@@ -142,7 +142,13 @@ fn release_environment(config: &crate::config::Config) -> Result<String, EngineE
 }
 
 pub(crate) async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit, EngineError> {
-    let session = Session::open(global)?;
+    let mut session = Session::open(global)?;
+    if let Some(release) = &args.release {
+        let schema = release_schema(&session, release).await?;
+        // Every `traffic` step of the rollback pipeline that names no version goes to it.
+        session.code_version = Some(release.clone());
+        return roll_back_release(&session, &args, release, schema).await;
+    }
     let target = match (args.to, args.backup) {
         (_, Some(id)) => RollbackTarget::Backup(id),
         (Some(0), None) => RollbackTarget::Version(None),
@@ -174,6 +180,85 @@ pub(crate) async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit
     };
     run_pipeline(
         &session,
+        &pipeline,
+        &confirmation,
+        "rollback",
+        Some(target),
+        false,
+    )
+    .await
+}
+
+/// The schema version code `release` ran on, from the journal of the run that released
+/// it.
+async fn release_schema(session: &Session, release: &str) -> Result<Option<i64>, EngineError> {
+    let ctx = session.context(tokio_util::sync::CancellationToken::new())?;
+    let applied: Vec<i64> = ctx
+        .database
+        .state()
+        .await
+        .map_err(|e| EngineError::Plan(format!("cannot read the database: {e}")))?
+        .applied
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    crate::engine::provenance::release_schema(&ctx.state_dir, &ctx.environment, release, &applied)
+        .map_err(|e| EngineError::Plan(e.to_string()))?
+        .ok_or_else(|| {
+            EngineError::Plan(format!(
+                "no run in `{env}` released code {release} or moved the traffic off it, so the schema it ran on is not known: `cutover history -e {env}` lists the releases; `cutover rollback --to VERSION` goes back by schema alone",
+                env = ctx.environment
+            ))
+        })
+}
+
+/// `rollback --release`: the code first (the earlier code runs on the newer schema,
+/// which only added to it), then the schema back to the version that code ran on. The
+/// rollback pipeline beside the deploy pipeline is used when there is one; a `traffic`
+/// step is put first when it has none.
+async fn roll_back_release(
+    session: &Session,
+    args: &RollbackArgs,
+    release: &str,
+    schema: Option<i64>,
+) -> Result<Exit, EngineError> {
+    let target = RollbackTarget::Version(schema);
+    let mut pipeline = match &args.pipeline {
+        Some(p) => session.pipeline(Some(p))?,
+        None => {
+            let beside = session
+                .config
+                .pipeline_path(None)
+                .with_file_name("rollback.yaml");
+            if beside.exists() {
+                session.pipeline(Some(&beside))?
+            } else {
+                database_pipeline(&target, "rollback")
+            }
+        }
+    };
+    if !pipeline
+        .steps
+        .iter()
+        .any(|s| matches!(s.with, crate::config::pipeline::StepWith::Traffic(_)))
+    {
+        pipeline.steps.insert(
+            0,
+            crate::app::builtin::step(
+                "code",
+                crate::config::pipeline::StepWith::Traffic(
+                    crate::config::pipeline::TrafficWith::default(),
+                ),
+            ),
+        );
+    }
+    tracing::debug!(release, ?schema, "rolling back a release");
+    let confirmation = Confirmation {
+        outside_window: args.window.reason.clone(),
+        ..Confirmation::asked(args.confirm.clone(), args.yes)
+    };
+    run_pipeline(
+        session,
         &pipeline,
         &confirmation,
         "rollback",

@@ -87,6 +87,16 @@ pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit,
             } => Some(format!("{by}, {how}")),
             _ => None,
         });
+        let code = run.records.iter().rev().find_map(|r| match r {
+            Record::Fact {
+                fact:
+                    crate::fact::Fact::CodeReleased {
+                        version, previous, ..
+                    },
+                ..
+            } => Some((version.clone(), previous.clone())),
+            _ => None,
+        });
         let failed = run.records.iter().find_map(|r| match r {
             Record::StepFailed { id, error, .. } => Some((id.clone(), error.clone())),
             _ => None,
@@ -122,7 +132,11 @@ pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit,
             "step": live.as_ref().and_then(|l| l.activity.step()),
             "seconds": seconds, "failed_step": failed.as_ref().map(|f| &f.0), "error": failed.as_ref().map(|f| &f.1),
             "journal": run.path.display().to_string(), "user": user, "confirmed": confirmed,
+            "code": code.as_ref().map(|(v, p)| json!({"version": v, "previous": p})),
         }));
+        // A run that did not succeed put the code back (or left it for `recover`): the
+        // version it released is not live because of it.
+        let kept = run.status() == Some(crate::engine::journal::RunStatus::Succeeded);
         text.push_str(&row(
             [
                 &run.run_id(),
@@ -133,7 +147,14 @@ pub(crate) async fn history(global: &Global, args: &HistoryArgs) -> Result<Exit,
                 &seconds.map_or_else(String::new, |s| format!("{s:.1}s")),
             ],
             &format!(
-                "{}{}",
+                "{}{}{}",
+                code.as_ref().map_or_else(String::new, |(v, p)| format!(
+                    "  code {v}{}{}",
+                    p.as_ref()
+                        .filter(|p| *p != v)
+                        .map_or_else(String::new, |p| format!(" (was {p})")),
+                    if kept { "" } else { ", not kept" }
+                )),
                 confirmed
                     .as_ref()
                     .map_or_else(String::new, |c| format!("  confirmed by {c}")),

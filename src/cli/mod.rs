@@ -281,6 +281,11 @@ pub struct RollbackArgs {
     /// Backup to restore (a safety backup is taken first).
     #[arg(long)]
     pub backup: Option<String>,
+    /// Code version to go back to, with its schema: the traffic goes to it first, then
+    /// the database goes back to the schema version it ran on (as the journal of the run
+    /// that released it recorded).
+    #[arg(long, value_name = "VERSION", conflicts_with_all = ["to", "backup"])]
+    pub release: Option<String>,
     /// Rollback pipeline (default: `pipelines/rollback.yaml` beside the deploy pipeline,
     /// else just the database step).
     #[arg(short, long)]

@@ -76,3 +76,56 @@ fn claim(run: &RunRecord, out: &mut BTreeMap<i64, Origin>) {
         }
     }
 }
+
+/// The schema version code `version` ran on, from the runs of `environment` that
+/// released it: the newest succeeded run that sent the traffic to it, else the newest
+/// that moved the traffic off it (its schema before that run's migrations: the highest
+/// of `applied` below the first one it applied). `Ok(None)`: no run here released it.
+pub(crate) fn release_schema(
+    state_dir: &Path,
+    environment: &str,
+    version: &str,
+    applied: &[i64],
+) -> Result<Option<Option<i64>>, JournalError> {
+    let runs: Vec<RunRecord> = all_runs(state_dir)?
+        .into_iter()
+        .filter(|r| {
+            r.environment() == Some(environment) && r.status() == Some(RunStatus::Succeeded)
+        })
+        .collect();
+    let released = |run: &RunRecord| {
+        run.records.iter().rev().find_map(|r| match r {
+            Record::Fact {
+                fact:
+                    Fact::CodeReleased {
+                        version,
+                        previous,
+                        schema_version,
+                        ..
+                    },
+                ..
+            } => Some((version.clone(), previous.clone(), *schema_version)),
+            _ => None,
+        })
+    };
+    for run in runs.iter().rev() {
+        match released(run) {
+            Some((v, _, schema)) if v == version => return Ok(Some(schema)),
+            Some((_, Some(p), schema)) if p == version => {
+                let first_applied = run.records.iter().find_map(|r| match r {
+                    Record::Fact {
+                        fact: Fact::MigrationApplied { version, .. },
+                        ..
+                    } => Some(*version),
+                    _ => None,
+                });
+                return Ok(Some(match first_applied {
+                    Some(first) => applied.iter().copied().filter(|v| *v < first).max(),
+                    None => schema,
+                }));
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
+}

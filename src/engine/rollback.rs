@@ -85,7 +85,12 @@ pub(super) async fn roll_back(
             )),
         };
         match result {
-            Ok(_) => {
+            Ok(note) => {
+                // Putting code back reads the platform afterwards: its note says what
+                // was checked.
+                if matches!(pending.action, Compensation::Code { .. }) {
+                    ctx.note(&pending.id, note);
+                }
                 journal
                     .write(&Record::CompensationFinished {
                         at: Utc::now(),

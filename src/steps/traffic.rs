@@ -87,12 +87,14 @@ pub(crate) async fn run(ctx: &Context, id: &str, with: &TrafficWith) -> Result<S
         .await?
         .map(|c| c.routes)
         .unwrap_or_default();
+    let schema_version = ctx.database.state().await?.version();
     ctx.fact(
         id,
         Fact::CodeReleased {
             version: version.clone(),
             previous: previous.clone(),
             routes,
+            schema_version,
         },
     );
     Ok(match previous {

@@ -191,6 +191,7 @@ impl Recorder {
                         version,
                         previous,
                         routes,
+                        ..
                     } => {
                         s.code = Some(document::Code {
                             version: version.clone(),
