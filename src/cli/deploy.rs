@@ -204,6 +204,7 @@ async fn release_schema(session: &Session, release: &str) -> Result<Option<i64>,
         .collect();
     crate::engine::provenance::release_schema(&ctx.state_dir, &ctx.environment, release, &applied)
         .map_err(|e| EngineError::Plan(e.to_string()))?
+        .map(|r| r.schema)
         .ok_or_else(|| {
             EngineError::Plan(format!(
                 "no run in `{env}` released code {release} or moved the traffic off it, so the schema it ran on is not known: `cutover history -e {env}` lists the releases; `cutover rollback --to VERSION` goes back by schema alone",
@@ -223,18 +224,17 @@ async fn roll_back_release(
     schema: Option<i64>,
 ) -> Result<Exit, EngineError> {
     let target = RollbackTarget::Version(schema);
-    let mut pipeline = match &args.pipeline {
-        Some(p) => session.pipeline(Some(p))?,
-        None => {
-            let beside = session
-                .config
-                .pipeline_path(None)
-                .with_file_name("rollback.yaml");
-            if beside.exists() {
-                session.pipeline(Some(&beside))?
-            } else {
-                database_pipeline(&target, "rollback")
-            }
+    let mut pipeline = if let Some(p) = &args.pipeline {
+        session.pipeline(Some(p))?
+    } else {
+        let beside = session
+            .config
+            .pipeline_path(None)
+            .with_file_name("rollback.yaml");
+        if beside.exists() {
+            session.pipeline(Some(&beside))?
+        } else {
+            database_pipeline(&target, "rollback")
         }
     };
     if !pipeline

@@ -77,6 +77,12 @@ fn claim(run: &RunRecord, out: &mut BTreeMap<i64, Origin>) {
     }
 }
 
+/// The schema a code version ran on: `None` is an empty history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReleasedOn {
+    pub schema: Option<i64>,
+}
+
 /// The schema version code `version` ran on, from the runs of `environment` that
 /// released it: the newest succeeded run that sent the traffic to it, else the newest
 /// that moved the traffic off it (its schema before that run's migrations: the highest
@@ -86,7 +92,7 @@ pub(crate) fn release_schema(
     environment: &str,
     version: &str,
     applied: &[i64],
-) -> Result<Option<Option<i64>>, JournalError> {
+) -> Result<Option<ReleasedOn>, JournalError> {
     let runs: Vec<RunRecord> = all_runs(state_dir)?
         .into_iter()
         .filter(|r| {
@@ -110,7 +116,7 @@ pub(crate) fn release_schema(
     };
     for run in runs.iter().rev() {
         match released(run) {
-            Some((v, _, schema)) if v == version => return Ok(Some(schema)),
+            Some((v, _, schema)) if v == version => return Ok(Some(ReleasedOn { schema })),
             Some((_, Some(p), schema)) if p == version => {
                 let first_applied = run.records.iter().find_map(|r| match r {
                     Record::Fact {
@@ -119,10 +125,11 @@ pub(crate) fn release_schema(
                     } => Some(*version),
                     _ => None,
                 });
-                return Ok(Some(match first_applied {
+                let schema = match first_applied {
                     Some(first) => applied.iter().copied().filter(|v| *v < first).max(),
                     None => schema,
-                }));
+                };
+                return Ok(Some(ReleasedOn { schema }));
             }
             _ => {}
         }
