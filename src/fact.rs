@@ -88,6 +88,11 @@ pub enum Fact {
         #[serde(default)]
         schema_version: Option<i64>,
     },
+    /// A snapshot of the database taken beside it (`backup` with `snapshot: true`), in
+    /// `took_ms` of the window.
+    SnapshotTaken { name: String, took_ms: u64 },
+    /// The snapshot removed once the run succeeded and its backup was stored.
+    SnapshotDropped { name: String },
     /// A rehearsal's copy of the data is ready.
     RehearsalCopied { source: String, took_ms: u64 },
     /// A migration applied on the rehearsal's copy, and what its down did there.
@@ -193,6 +198,12 @@ impl Fact {
                     .as_ref()
                     .map_or_else(String::new, |p| format!(" (was {p})"))
             ),
+            Self::SnapshotDropped { name } => {
+                format!("snapshot {name} removed: the run succeeded and its backup is stored")
+            }
+            Self::SnapshotTaken { name, took_ms } => {
+                format!("snapshot {name} taken in {took_ms} ms")
+            }
             Self::RehearsalCopied { source, took_ms } => {
                 format!("rehearsal: copy made from {source} in {took_ms} ms")
             }

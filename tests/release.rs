@@ -87,7 +87,10 @@ fn a_deploy_puts_the_new_code_live_after_its_migrations_and_history_names_both_v
     assert_eq!(released.len(), 1, "{journal:#?}");
     assert_eq!(released[0]["version"], "v2");
     assert_eq!(released[0]["previous"], "v1");
-    assert_eq!(released[0]["schema_version"].as_i64(), Some(20_250_101_000_000));
+    assert_eq!(
+        released[0]["schema_version"].as_i64(),
+        Some(20_250_101_000_000)
+    );
     let doc: serde_json::Value = serde_json::from_str(&p.read("report.json")).unwrap();
     assert_eq!(doc["code"]["version"], "v2");
     assert_eq!(doc["code"]["previous"], "v1");

@@ -219,7 +219,7 @@ fn build(
         base_dir: config.dir.clone(),
         state_dir,
         database,
-        store,
+        store: store.into(),
         platform,
         health,
         migrations,
@@ -243,6 +243,7 @@ fn build(
         confirmed: None,
         approved: None,
         code_version: None,
+        background: tokio::sync::Mutex::default(),
     })
 }
 

@@ -34,6 +34,7 @@ pub(crate) fn database_pipeline(target: &RollbackTarget, name: &str) -> Pipeline
             StepWith::Backup(BackupWith {
                 name: Some("pre-restore-{timestamp}".into()),
                 verify: None,
+                snapshot: false,
             }),
         ));
     }

@@ -49,6 +49,7 @@ pub(crate) async fn backup(global: &Global, command: BackupCommand) -> Result<Ex
             let with = BackupWith {
                 name: Some(name.unwrap_or_else(|| "manual-{timestamp}".into())),
                 verify: None,
+                snapshot: false,
             };
             let pipeline = builtin("backup", vec![step("backup", StepWith::Backup(with))]);
             run_pipeline(

@@ -570,7 +570,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Resume(args) => deploy::resume(&cli.global, args).await,
         Command::Status(_) => status::status(&cli.global).await,
         Command::Migrate(cmd) => Box::pin(migrate::migrate(&cli.global, cmd)).await,
-        Command::Backup(cmd) => backup::backup(&cli.global, cmd).await,
+        Command::Backup(cmd) => Box::pin(backup::backup(&cli.global, cmd)).await,
         Command::History(args) => history::history(&cli.global, &args).await,
         Command::Lock(cmd) => lock::lock(&cli.global, cmd).await,
         Command::Check(args) => check::check(&cli.global, args.timeout).await,

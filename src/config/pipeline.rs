@@ -257,6 +257,11 @@ pub struct BackupWith {
     /// stored backup and compare its sha256. `none` (default): no check.
     #[serde(default)]
     pub verify: Option<BackupVerify>,
+    /// `true`: first copy the database beside itself (PostgreSQL `CREATE DATABASE ...
+    /// TEMPLATE`, a SQLite copy), in seconds; the backup to the store is then streamed from
+    /// that copy while the next steps run, and a rollback that restores swaps the copy in.
+    #[serde(default)]
+    pub snapshot: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -381,6 +381,19 @@ impl Drive<'_> {
                 });
                 break;
             }
+            // The traffic comes back only once the backup streaming from a snapshot is
+            // stored and verified: a failed one fails the run before it does.
+            if brings_traffic_back(step)
+                && let Err(e) = self.finish_background(&mut journal).await?
+            {
+                ctx.report(Event::StepFailed {
+                    id: step.id.clone(),
+                    elapsed_ms: 0,
+                    error: e.clone(),
+                });
+                failure = Some((step.id.clone(), e));
+                break;
+            }
             let outcome = self
                 .attempt(
                     &mut journal,
@@ -539,6 +552,24 @@ impl Drive<'_> {
                 }
             }
         }
+        // A run whose steps all went through succeeds only with its backup stored; a
+        // run that halts for a human keeps it for `resume`.
+        if failure.is_none() || halt_at.is_some() {
+            if let Err(e) = self.finish_background(&mut journal).await? {
+                if failure.is_none() {
+                    let step = self
+                        .pipeline
+                        .steps
+                        .iter()
+                        .rev()
+                        .find(|s| matches!(s.with, crate::config::pipeline::StepWith::Backup(_)))
+                        .map_or_else(|| "backup".to_owned(), |s| s.id.clone());
+                    failure = Some((step, e));
+                } else {
+                    ctx.report(Event::Warning { message: e });
+                }
+            }
+        }
         Ok(Walked {
             journal,
             state,
@@ -548,6 +579,41 @@ impl Drive<'_> {
             halt_at,
             results,
             kept,
+        })
+    }
+
+    /// Waits for the backup streaming from a snapshot, if one is, and journals it as the
+    /// `backup` step's fact; `Err` says why it failed.
+    async fn finish_background(
+        &self,
+        journal: &mut Journal,
+    ) -> Result<Result<(), String>, EngineError> {
+        let ctx = self.ctx;
+        let Some((step, result)) = ctx.finish_background().await else {
+            return Ok(Ok(()));
+        };
+        let index = self.pipeline.steps.iter().position(|s| s.id == step);
+        Ok(match result {
+            Ok(manifest) => {
+                ctx.fact(
+                    &step,
+                    Fact::BackupTaken {
+                        backup: manifest.id.clone(),
+                    },
+                );
+                ctx.note(
+                    &step,
+                    format!(
+                        "backup {} stored from the snapshot ({}, sha256 {}), checksum verified",
+                        manifest.id,
+                        crate::units::human_bytes(manifest.size),
+                        &manifest.sha256[..16]
+                    ),
+                );
+                journal_facts(ctx, journal, index.unwrap_or_default()).await?;
+                Ok(())
+            }
+            Err(e) => Err(e),
         })
     }
 
@@ -653,6 +719,9 @@ impl Drive<'_> {
             kept,
         };
         let Some((id, error)) = &failure else {
+            if let Some(names) = &state.snapshot {
+                drop_snapshot(ctx, &mut journal, &names.snapshot).await?;
+            }
             super::drift::record_after_run(ctx, &mut journal).await?;
             if let Some(taken) = state.backup.as_ref().filter(|_| self.prunes) {
                 super::retention::prune_after_run(ctx, &mut journal, taken).await?;
@@ -660,6 +729,9 @@ impl Drive<'_> {
             return finish(ctx, &mut journal, outcome, started).await;
         };
         let reason = format!("step `{id}` failed: {error}");
+        // A backup still streaming from the snapshot stops: the rollback swaps the
+        // snapshot in, which needs no session on it.
+        ctx.stop_background().await;
         if let Some(index) = halt_at {
             halt(
                 ctx,
@@ -786,6 +858,50 @@ async fn decided(
         asked,
         user: user.to_owned(),
     });
+    Ok(())
+}
+
+/// Steps after which the app serves traffic again (maintenance off, traffic moved to the
+/// new code): the backup from a snapshot must be stored before them.
+fn brings_traffic_back(step: &Step) -> bool {
+    use crate::config::pipeline::StepWith;
+    match &step.with {
+        StepWith::Maintenance(m) => !m.enabled,
+        StepWith::Traffic(_) => true,
+        _ => false,
+    }
+}
+
+/// Removes the snapshot of a run that succeeded: its backup is in the store by then.
+async fn drop_snapshot(
+    ctx: &Context,
+    journal: &mut Journal,
+    name: &str,
+) -> Result<(), EngineError> {
+    match ctx.database.drop_snapshot(name).await {
+        Ok(_) => {
+            let fact = Fact::SnapshotDropped {
+                name: name.to_owned(),
+            };
+            ctx.report(Event::Fact {
+                id: None,
+                fact: fact.clone(),
+            });
+            journal
+                .write(&Record::Fact {
+                    at: Utc::now(),
+                    index: None,
+                    id: None,
+                    fact,
+                })
+                .await?;
+        }
+        Err(e) => ctx.report(Event::Warning {
+            message: format!(
+                "snapshot {name} is left beside the database ({e}); `cutover backup prune` removes it"
+            ),
+        }),
+    }
     Ok(())
 }
 

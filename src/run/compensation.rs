@@ -32,8 +32,16 @@ pub enum Compensation {
     RevertMigrations { migrations: Vec<MigrationRef> },
     /// Re-apply migrations up to `to` (undoes a migrate-down).
     MigrateUp { to: i64 },
-    /// Restore the database from a backup taken earlier in the run.
-    RestoreBackup { backup: String },
+    /// Restore the database from a backup taken earlier in the run: by swapping in the
+    /// `snapshot` taken with it, while that exists, else from the store.
+    RestoreBackup {
+        backup: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<crate::adapters::database::SnapshotNames>,
+    },
+    /// Remove the snapshot a `backup` step took, if it is still there (a rollback that
+    /// swapped it in leaves nothing to remove).
+    DropSnapshot { name: String },
     /// Run the undo SQL of a `sql` step.
     Sql { sql: String },
     /// Run the undo command of a `command` step.
@@ -79,7 +87,18 @@ impl Compensation {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Self::RestoreBackup { backup } => format!("restore backup {backup}"),
+            Self::RestoreBackup {
+                backup,
+                snapshot: None,
+            } => format!("restore backup {backup}"),
+            Self::RestoreBackup {
+                backup,
+                snapshot: Some(s),
+            } => format!(
+                "swap snapshot {} back in (else restore backup {backup})",
+                s.snapshot
+            ),
+            Self::DropSnapshot { name } => format!("remove snapshot {name}"),
             Self::Sql { .. } => "run the step's undo SQL".into(),
             Self::Code { before, .. } => format!("code and traffic back to {before}"),
             Self::Command { run } | Self::ExternalDown { run } => format!("run `{run}`"),

@@ -34,7 +34,7 @@ pub struct Context {
     pub base_dir: PathBuf,
     pub state_dir: PathBuf,
     pub database: Box<dyn Database>,
-    pub store: Box<dyn BackupStore>,
+    pub store: Arc<dyn BackupStore>,
     pub platform: Box<dyn Platform>,
     /// The environment's health endpoint; `Err` holds why its URL could not be resolved (an
     /// unset variable, say), which only a step that polls it reports.
@@ -74,6 +74,17 @@ pub struct Context {
     /// `--code-version`: what `release` and `traffic` steps put live where they name no
     /// version.
     pub code_version: Option<String>,
+    /// The backup a `backup` step with `snapshot: true` streams from its snapshot while
+    /// the next steps run.
+    pub background: tokio::sync::Mutex<Option<Background>>,
+}
+
+/// A backup on its way to the store from a snapshot, beside the steps that follow.
+pub struct Background {
+    /// The `backup` step that started it.
+    pub step: String,
+    pub backup: String,
+    pub task: tokio::task::JoinHandle<Result<crate::adapters::store::Manifest, String>>,
 }
 
 impl Context {
@@ -122,6 +133,36 @@ impl Context {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
+    }
+
+    /// Waits for the backup streaming from a snapshot, if one is: `Some((step, result))`.
+    pub async fn finish_background(
+        &self,
+    ) -> Option<(String, Result<crate::adapters::store::Manifest, String>)> {
+        let background = self.background.lock().await.take()?;
+        let result = match background.task.await {
+            Ok(r) => r,
+            Err(e) => Err(format!("the backup task ended: {e}")),
+        };
+        Some((
+            background.step,
+            result.map_err(|e| {
+                format!(
+                    "backup {} (streamed from the snapshot) failed: {e}",
+                    background.backup
+                )
+            }),
+        ))
+    }
+
+    /// Stops the backup streaming from a snapshot, if one is still running (a rollback
+    /// swaps the snapshot in, which needs no session on it); waits until its dump
+    /// process is gone. A backup already complete is kept.
+    pub async fn stop_background(&self) {
+        if let Some(background) = self.background.lock().await.take() {
+            background.task.abort();
+            let _ = background.task.await;
+        }
     }
 
     pub fn note(&self, id: &str, message: impl Into<String>) {

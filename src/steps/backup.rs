@@ -84,6 +84,9 @@ pub(crate) async fn plan(
         .await
         .map_err(|e| format!("the database cannot be backed up: {e}"))?;
     scratch.backup_before = true;
+    if with.snapshot {
+        return plan_snapshot(ctx, with, &example).await;
+    }
     let verify = match with.verify {
         Some(BackupVerify::Restore) => {
             ", verified by a scratch restore and the pipeline's validation checks on it"
@@ -96,6 +99,45 @@ pub(crate) async fn plan(
             ctx.store.describe()
         ),
         None,
+    ))
+}
+
+/// A backup from a snapshot: what the plan says, and why it cannot be, if it cannot.
+async fn plan_snapshot(
+    ctx: &Context,
+    with: &BackupWith,
+    example: &str,
+) -> Result<(String, Option<String>), String> {
+    ctx.database.snapshot_support()?;
+    if with.verify == Some(BackupVerify::Restore) {
+        return Err(
+            "`verify: restore` is not available yet with `snapshot: true` (the backup is still on its way while the next steps run); its checksum is always verified"
+                .into(),
+        );
+    }
+    let sessions = ctx
+        .database
+        .other_sessions()
+        .await
+        .map_err(|e| format!("cannot list the sessions on the database: {e}"))?;
+    let ending = if ctx.database.kind() == "postgres" {
+        format!(
+            ", ending every other session on it first ({})",
+            if sessions.is_empty() {
+                "none now".to_owned()
+            } else {
+                format!("now: {}", sessions.join(", "))
+            }
+        )
+    } else {
+        String::new()
+    };
+    Ok((
+        format!(
+            "snapshot the database beside itself{ending}; then stream backup {example} from the snapshot to {} while the next steps run (traffic waits until it is stored and its checksum verified)",
+            ctx.store.describe()
+        ),
+        Some("remove the snapshot (unless a rollback swapped it in)".into()),
     ))
 }
 
@@ -120,6 +162,15 @@ pub(crate) async fn prepare(
         id = format!("{base}-{n}");
     }
     state.backup = Some(id);
+    if with.snapshot {
+        let token = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let names = ctx.database.snapshot_names(&token);
+        let undo = Compensation::DropSnapshot {
+            name: names.snapshot.clone(),
+        };
+        state.snapshot = Some(names);
+        return Ok(Some(undo));
+    }
     // Backups are kept on rollback: there is nothing to undo.
     Ok(None)
 }
@@ -134,6 +185,9 @@ pub(crate) async fn run(
         .backup
         .clone()
         .ok_or_else(|| StepError::Failed("backup id was not prepared".into()))?;
+    if let Some(names) = state.snapshot.as_ref().filter(|_| with.snapshot) {
+        return snapshot_then_stream(ctx, step_id, &id, &names.snapshot).await;
+    }
     let manifest = create(ctx, step_id, &id).await?;
     ctx.fact(
         step_id,
@@ -167,17 +221,101 @@ pub(crate) async fn run(
     ))
 }
 
+/// Takes the snapshot, then starts the backup from it to the store, which goes on beside
+/// the next steps (the engine waits for it before the traffic comes back).
+async fn snapshot_then_stream(
+    ctx: &Context,
+    step_id: &str,
+    id: &str,
+    name: &str,
+) -> Result<String, StepError> {
+    let started = std::time::Instant::now();
+    ctx.database.snapshot(name).await?;
+    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    ctx.fact(
+        step_id,
+        crate::fact::Fact::SnapshotTaken {
+            name: name.to_owned(),
+            took_ms,
+        },
+    );
+    let source = ctx.database.snapshot_database(name)?;
+    let store = ctx.store.clone();
+    let reporter = ctx.reporter.clone();
+    let (project, environment) = (ctx.project.clone(), ctx.environment.clone());
+    let (step, backup) = (step_id.to_owned(), id.to_owned());
+    let task = tokio::spawn(async move {
+        let made = create_from(
+            Source {
+                database: source.as_ref(),
+                store: store.as_ref(),
+                reporter,
+                project: &project,
+                environment: &environment,
+            },
+            &step,
+            &backup,
+        )
+        .await;
+        source.disconnect().await;
+        let manifest = made.map_err(|e| e.to_string())?;
+        verify_checksum_in(store.as_ref(), &backup)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(manifest)
+    });
+    *ctx.background.lock().await = Some(crate::run::context::Background {
+        step: step_id.to_owned(),
+        backup: id.to_owned(),
+        task,
+    });
+    Ok(format!(
+        "snapshot {name} in {took_ms} ms; backup {id} streams from it to {} while the next steps run",
+        ctx.store.describe()
+    ))
+}
+
 /// Dumps the database into a new backup and returns its manifest. Three things run at
 /// once: the dump tool writing into the compressor's pipe, the compressor thread (which
 /// also hashes), and the copy of its output into the store.
 pub(crate) async fn create(ctx: &Context, step_id: &str, id: &str) -> Result<Manifest, StepError> {
-    let version = ctx.database.state().await?.version();
-    let mut upload = ctx.store.create(id).await?;
-    let compression = ctx.store.compression();
+    create_from(
+        Source {
+            database: ctx.database.as_ref(),
+            store: ctx.store.as_ref(),
+            reporter: ctx.reporter.clone(),
+            project: &ctx.project,
+            environment: &ctx.environment,
+        },
+        step_id,
+        id,
+    )
+    .await
+}
+
+/// What a backup is made from and where it goes: the run's own database, or a snapshot
+/// of it on its way to the store beside the next steps.
+pub(crate) struct Source<'a> {
+    pub database: &'a dyn Database,
+    pub store: &'a dyn crate::adapters::store::BackupStore,
+    pub reporter: Arc<dyn Reporter>,
+    pub project: &'a str,
+    pub environment: &'a str,
+}
+
+/// [`create`], from any database into any store.
+pub(crate) async fn create_from(
+    src: Source<'_>,
+    step_id: &str,
+    id: &str,
+) -> Result<Manifest, StepError> {
+    let version = src.database.state().await?.version();
+    let mut upload = src.store.create(id).await?;
+    let compression = src.store.compression();
     let (input, output, encoding) = compression::encode(compression);
     let dump = async {
-        let mut sink = Progress::new(input, step_id, ctx.reporter.clone());
-        let dumped = ctx.database.dump(&mut sink).await;
+        let mut sink = Progress::new(input, step_id, src.reporter.clone());
+        let dumped = src.database.dump(&mut sink).await;
         // The end of the dump for the compressor (dropping the pipe says the same).
         let _ = sink.shutdown().await;
         dumped
@@ -212,10 +350,10 @@ pub(crate) async fn create(ctx: &Context, step_id: &str, id: &str) -> Result<Man
     };
     let manifest = Manifest {
         id: id.to_owned(),
-        project: ctx.project.clone(),
-        environment: ctx.environment.clone(),
+        project: src.project.to_owned(),
+        environment: src.environment.to_owned(),
         created_at: chrono::Utc::now(),
-        database_kind: ctx.database.kind().to_owned(),
+        database_kind: src.database.kind().to_owned(),
         format: info.format,
         schema_version: version,
         size: encoded.size,
@@ -364,9 +502,17 @@ impl Drop for ScratchGuard {
 
 /// Re-reads a backup and compares its size and sha256 with the manifest.
 pub(crate) async fn verify_checksum(ctx: &Context, id: &str) -> Result<Manifest, StepError> {
+    verify_checksum_in(ctx.store.as_ref(), id).await
+}
+
+/// [`verify_checksum`] in any store.
+async fn verify_checksum_in(
+    store: &dyn crate::adapters::store::BackupStore,
+    id: &str,
+) -> Result<Manifest, StepError> {
     use tokio::io::AsyncReadExt;
-    let manifest = ctx.store.manifest(id).await?;
-    let mut reader = ctx.store.open(id).await?;
+    let manifest = store.manifest(id).await?;
+    let mut reader = store.open(id).await?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; 1 << 16];

@@ -270,7 +270,10 @@ pub async fn prepare(
             Undo::Restore => state
                 .backup
                 .clone()
-                .map(|backup| Compensation::RestoreBackup { backup }),
+                .map(|backup| Compensation::RestoreBackup {
+                    backup,
+                    snapshot: None,
+                }),
             Undo::None => None,
         },
     )

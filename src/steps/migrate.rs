@@ -233,7 +233,10 @@ fn choose_undo(
         },
         MigrateRollback::Restore => match backup {
             Some(backup) => chosen(
-                Compensation::RestoreBackup { backup },
+                Compensation::RestoreBackup {
+                    backup,
+                    snapshot: None,
+                },
                 "`rollback: restore`".into(),
             ),
             None => Err(no_backup()),
@@ -244,18 +247,27 @@ fn choose_undo(
                 "`rollback: auto`: the rehearsal on a copy proved every down lossless".into(),
             ),
             (Proof::NotLossless(not), Some(backup)) => chosen(
-                Compensation::RestoreBackup { backup },
+                Compensation::RestoreBackup {
+                    backup,
+                    snapshot: None,
+                },
                 format!(
                     "`rollback: auto`: on the rehearsal's copy not every down gave the data back ({}); the backup holds it as it was",
                     not.join("; ")
                 ),
             ),
             (Proof::Unproven(why), Some(backup)) => chosen(
-                Compensation::RestoreBackup { backup },
+                Compensation::RestoreBackup {
+                    backup,
+                    snapshot: None,
+                },
                 format!("`rollback: auto`: {why}; the backup holds the data as it was"),
             ),
             (_, Some(backup)) => chosen(
-                Compensation::RestoreBackup { backup },
+                Compensation::RestoreBackup {
+                    backup,
+                    snapshot: None,
+                },
                 "`rollback: auto`: the backup holds the data as it was".into(),
             ),
             (_, None) if !irreversible.is_empty() => Err(format!(
@@ -425,6 +437,29 @@ pub(crate) async fn plan(
 pub(crate) async fn prepare(
     ctx: &Context,
     with: &MigrateWith,
+    state: &mut RunState,
+) -> Result<Option<Compensation>, StepError> {
+    let undo = prepare_undo(ctx, with, state).await?;
+    Ok(undo.map(|c| with_snapshot(c, state)))
+}
+
+/// A restore of the backup swaps in the snapshot taken with it, while there is one.
+pub(crate) fn with_snapshot(undo: Compensation, state: &RunState) -> Compensation {
+    match undo {
+        Compensation::RestoreBackup {
+            backup,
+            snapshot: None,
+        } => Compensation::RestoreBackup {
+            backup,
+            snapshot: state.snapshot.clone(),
+        },
+        other => other,
+    }
+}
+
+async fn prepare_undo(
+    ctx: &Context,
+    with: &MigrateWith,
     state: &RunState,
 ) -> Result<Option<Compensation>, StepError> {
     if with.is_external() {
@@ -438,7 +473,10 @@ pub(crate) async fn prepare(
         Target::Backup(_) => Ok(state
             .backup
             .clone()
-            .map(|backup| Compensation::RestoreBackup { backup })),
+            .map(|backup| Compensation::RestoreBackup {
+                backup,
+                snapshot: None,
+            })),
         Target::Version(to) => {
             if to.is_some_and(|t| current.is_some_and(|c| t < c))
                 || to.is_none() && current.is_some()

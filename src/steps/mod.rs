@@ -32,6 +32,9 @@ use crate::run::plan::PlanScratch;
 pub struct RunState {
     /// The backup taken by this run, if any.
     pub backup: Option<String>,
+    /// The snapshot a `backup` step with `snapshot: true` took, and where a swap would
+    /// keep the database it replaces.
+    pub snapshot: Option<crate::adapters::database::SnapshotNames>,
     /// Replica counts before the first scale of each target in this run.
     pub first_replicas: BTreeMap<String, u32>,
     /// What `cutover rollback` was asked to go back to.

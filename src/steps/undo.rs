@@ -1,5 +1,6 @@
 //! Running a compensation: each undo is carried out by the step that recorded it.
 
+use crate::adapters::database::Swap;
 use crate::run::compensation::Compensation;
 use crate::run::context::Context;
 use crate::run::error::StepError;
@@ -37,8 +38,44 @@ pub(crate) async fn run(
             )
             .await
         }
-        Compensation::RestoreBackup { backup } => {
+        Compensation::RestoreBackup { backup, snapshot } => {
+            if let Some(names) = snapshot {
+                // The snapshot's own backup stops: the swap needs no session on it.
+                ctx.stop_background().await;
+                match ctx
+                    .database
+                    .swap_in(&names.snapshot, &names.replaced)
+                    .await
+                {
+                    Ok(Swap::Done { note }) => {
+                        ctx.note(step_id, note.clone());
+                        return Ok(format!("snapshot {} swapped back in", names.snapshot));
+                    }
+                    Ok(Swap::Gone) => ctx.note(
+                        step_id,
+                        format!(
+                            "snapshot {} is gone: restoring backup {backup} from the store",
+                            names.snapshot
+                        ),
+                    ),
+                    Err(e) => ctx.note(
+                        step_id,
+                        format!(
+                            "snapshot {} cannot be swapped in ({e}): restoring backup {backup} from the store instead",
+                            names.snapshot
+                        ),
+                    ),
+                }
+            }
             super::backup::restore(ctx, step_id, backup).await
+        }
+        Compensation::DropSnapshot { name } => {
+            ctx.stop_background().await;
+            Ok(if ctx.database.drop_snapshot(name).await? {
+                format!("snapshot {name} removed")
+            } else {
+                format!("snapshot {name} is not there (swapped in, or never taken)")
+            })
         }
         Compensation::Sql { sql } => {
             ctx.database.execute(sql).await?;

@@ -544,6 +544,93 @@ pub trait Database: Send + Sync {
     fn lint_level(&self) -> LintLevel {
         LintLevel::Warning
     }
+
+    /// Why a snapshot (a copy beside the database, made at the storage's speed, swapped
+    /// in on rollback) cannot be taken here, if it cannot.
+    fn snapshot_support(&self) -> Result<(), String> {
+        Err(format!(
+            "not available yet for `{}` databases: no cheap copy is built for them (the dump runs in the window)",
+            self.kind()
+        ))
+    }
+
+    /// The names a snapshot taken under `token` (a run's short id) and the database a swap
+    /// replaces get: beside the database, recognisable as cutover's.
+    fn snapshot_names(&self, token: &str) -> SnapshotNames {
+        SnapshotNames {
+            snapshot: format!("cutover_{token}"),
+            replaced: format!("replaced_{token}"),
+        }
+    }
+
+    /// The other sessions on the database that taking a snapshot ends, for the plan:
+    /// `pid 123 app@10.0.0.5 (puma)`.
+    async fn other_sessions(&self) -> Result<Vec<String>, DatabaseError> {
+        Ok(Vec::new())
+    }
+
+    /// Copies the database to `name` beside it, consistently, ending the other sessions
+    /// on it first where the copy needs that. A copy that fails is removed: nothing is
+    /// left behind.
+    async fn snapshot(&self, name: &str) -> Result<(), DatabaseError> {
+        let _ = name;
+        Err(DatabaseError::Other(
+            self.snapshot_support().err().unwrap_or_default(),
+        ))
+    }
+
+    /// An adapter for snapshot `name`, to dump it.
+    fn snapshot_database(&self, name: &str) -> Result<Box<dyn Database>, DatabaseError> {
+        let _ = name;
+        Err(DatabaseError::Other(
+            self.snapshot_support().err().unwrap_or_default(),
+        ))
+    }
+
+    /// Puts snapshot `name` in the database's place, keeping the database as `replaced`.
+    /// Finds where an earlier attempt stopped from the names that exist, so running it
+    /// again (after a kill -9) finishes a half-done swap and changes nothing after a
+    /// whole one. [`Swap::Gone`] when the snapshot is gone and was never swapped in.
+    async fn swap_in(&self, name: &str, replaced: &str) -> Result<Swap, DatabaseError> {
+        let _ = (name, replaced);
+        Err(DatabaseError::Other(
+            self.snapshot_support().err().unwrap_or_default(),
+        ))
+    }
+
+    /// Removes snapshot `name` (or a database a swap replaced) if it exists; whether it
+    /// did.
+    async fn drop_snapshot(&self, name: &str) -> Result<bool, DatabaseError> {
+        let _ = name;
+        Err(DatabaseError::Other(
+            self.snapshot_support().err().unwrap_or_default(),
+        ))
+    }
+}
+
+/// Test hook: `CUTOVER_TEST_CRASH_IN_SWAP=1` aborts the process in the middle of a swap
+/// (like kill -9), to show that `recover` finishes it.
+pub(crate) fn swap_crash_point() {
+    if std::env::var_os("CUTOVER_TEST_CRASH_IN_SWAP").is_some() {
+        std::process::abort();
+    }
+}
+
+/// Where a snapshot and the database it would replace go.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotNames {
+    pub snapshot: String,
+    pub replaced: String,
+}
+
+/// What [`Database::swap_in`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swap {
+    /// The snapshot is in place now (or was already): `note` says where the replaced
+    /// database is kept and how to drop it.
+    Done { note: String },
+    /// The snapshot is gone and the database was never replaced by it.
+    Gone,
 }
 
 /// Builds the adapter with `url` in place of the configured one (a fleet target).

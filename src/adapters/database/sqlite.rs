@@ -29,6 +29,9 @@ pub(crate) struct SqliteDatabase {
     history_ready: AtomicBool,
     /// `create: true`: a missing file may be created even where no folder exists yet.
     create: bool,
+    /// A snapshot nothing writes to: its dump is the file itself, read without opening it
+    /// for writing (no log or shared-memory file is made beside it).
+    frozen: bool,
 }
 
 impl SqliteDatabase {
@@ -54,6 +57,7 @@ impl SqliteDatabase {
             pool: Mutex::new(None),
             history_ready: AtomicBool::new(false),
             create,
+            frozen: false,
         })
     }
 
@@ -119,6 +123,65 @@ impl SqliteDatabase {
         if let Some(pool) = self.pool.lock().await.take() {
             pool.close().await;
         }
+    }
+
+    /// The dump of a snapshot: its file as it is (a consistent copy nothing writes to).
+    async fn dump_file(
+        &self,
+        sink: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<DumpInfo, DatabaseError> {
+        use sqlx::{ConnectOptions, Connection};
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&self.path)
+            .immutable(true)
+            .connect()
+            .await
+            .map_err(super::sql_err(format!(
+                "cannot open {}",
+                self.path.display()
+            )))?;
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(super::sql_err("cannot read the SQLite version"))?;
+        let _ = conn.close().await;
+        let mut file =
+            tokio::fs::File::open(&self.path)
+                .await
+                .map_err(|source| DatabaseError::Io {
+                    what: format!("cannot open {}", self.path.display()),
+                    source,
+                })?;
+        tokio::io::copy(&mut file, sink)
+            .await
+            .map_err(|source| DatabaseError::Io {
+                what: "cannot write the dump to the backup store".into(),
+                source,
+            })?;
+        Ok(DumpInfo {
+            format: "sqlite-database-file".into(),
+            server_version: format!("SQLite {version}"),
+            tool: "VACUUM INTO".into(),
+        })
+    }
+
+    /// A file `name` in the database's folder; a name that would leave it is refused.
+    fn beside(&self, name: &str) -> Result<PathBuf, DatabaseError> {
+        let own = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        if name.is_empty()
+            || name.contains('/')
+            || name.starts_with('.')
+            || own.as_deref() == Some(name)
+        {
+            return Err(DatabaseError::Other(format!(
+                "`{name}` is not a snapshot beside {}",
+                self.path.display()
+            )));
+        }
+        Ok(self.path.with_file_name(name))
     }
 
     fn scratch_path(&self, purpose: &str) -> PathBuf {
@@ -263,6 +326,9 @@ impl Database for SqliteDatabase {
         &self,
         sink: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<DumpInfo, DatabaseError> {
+        if self.frozen {
+            return self.dump_file(sink).await;
+        }
         let pool = self.pool().await?;
         let version: String = sqlx::query_scalar("SELECT sqlite_version()")
             .fetch_one(&pool)
@@ -331,6 +397,127 @@ impl Database for SqliteDatabase {
                 source,
             })?;
         Ok(())
+    }
+
+    fn snapshot_support(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn snapshot_names(&self, token: &str) -> super::SnapshotNames {
+        let name = self
+            .path
+            .file_name()
+            .map_or_else(|| "db".into(), |n| n.to_string_lossy().into_owned());
+        super::SnapshotNames {
+            snapshot: format!("{name}.cutover-{token}"),
+            replaced: format!("{name}.replaced-{token}"),
+        }
+    }
+
+    async fn snapshot(&self, name: &str) -> Result<(), DatabaseError> {
+        let path = self.beside(name)?;
+        // VACUUM INTO writes a consistent copy through SQLite itself, whatever the
+        // journal mode and whoever else has the file open.
+        let copied = sqlx::query("VACUUM INTO ?")
+            .bind(path.to_string_lossy().into_owned())
+            .execute(&self.pool().await?)
+            .await
+            .map_err(super::sql_err(format!(
+                "cannot copy the database to {}",
+                path.display()
+            )));
+        if copied.is_err() {
+            tokio::fs::remove_file(&path).await.ok();
+        }
+        copied.map(|_| ())
+    }
+
+    fn snapshot_database(&self, name: &str) -> Result<Box<dyn Database>, DatabaseError> {
+        let path = self.beside(name)?;
+        Ok(Box::new(Self {
+            url: format!("sqlite://{}", path.display()),
+            path,
+            pool: Mutex::new(None),
+            history_ready: AtomicBool::new(false),
+            create: false,
+            frozen: true,
+        }))
+    }
+
+    async fn swap_in(&self, name: &str, replaced: &str) -> Result<super::Swap, DatabaseError> {
+        let snapshot = self.beside(name)?;
+        let kept = self.beside(replaced)?;
+        let exists = |p: &Path| p.try_exists().unwrap_or(false);
+        let note = || super::Swap::Done {
+            note: format!(
+                "snapshot {} swapped in; the database it replaced is kept as {}: `cutover backup prune` removes it",
+                snapshot.display(),
+                kept.display()
+            ),
+        };
+        let rename = |from: PathBuf, to: PathBuf| async move {
+            tokio::fs::rename(&from, &to)
+                .await
+                .map_err(|source| DatabaseError::Io {
+                    what: format!("cannot rename {} to {}", from.display(), to.display()),
+                    source,
+                })
+        };
+        match (exists(&self.path), exists(&snapshot), exists(&kept)) {
+            (true, false, true) => return Ok(note()),
+            (true, false, false) => return Ok(super::Swap::Gone),
+            (true, true, false) => {
+                // Every connection closed first: the last one checkpoints and removes
+                // the write-ahead log, so the file renamed is the whole database.
+                self.close().await;
+                for suffix in ["-wal", "-shm"] {
+                    let mut side = self.path.clone().into_os_string();
+                    side.push(suffix);
+                    let side = PathBuf::from(side);
+                    if exists(&side) {
+                        let mut to = kept.clone().into_os_string();
+                        to.push(suffix);
+                        rename(side, PathBuf::from(to)).await?;
+                    }
+                }
+                rename(self.path.clone(), kept.clone()).await?;
+                super::swap_crash_point();
+                rename(snapshot.clone(), self.path.clone()).await?;
+            }
+            (false, true, true) => rename(snapshot.clone(), self.path.clone()).await?,
+            (live, snap, old) => {
+                return Err(DatabaseError::Other(format!(
+                    "cannot tell where the swap of {} for {} stands: the database {}, the snapshot {}, the replaced copy {}",
+                    snapshot.display(),
+                    self.path.display(),
+                    if live { "exists" } else { "is missing" },
+                    if snap { "exists" } else { "is missing" },
+                    if old { "exists" } else { "is missing" },
+                )));
+            }
+        }
+        self.history_ready.store(false, Ordering::Relaxed);
+        Ok(note())
+    }
+
+    async fn drop_snapshot(&self, name: &str) -> Result<bool, DatabaseError> {
+        let path = self.beside(name)?;
+        let mut existed = false;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            match tokio::fs::remove_file(PathBuf::from(p)).await {
+                Ok(()) => existed |= suffix.is_empty(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(DatabaseError::Io {
+                        what: format!("cannot remove {}", path.display()),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(existed)
     }
 
     async fn baseline(&self, migrations: &[&MigrationFile]) -> Result<(), DatabaseError> {
@@ -404,6 +591,7 @@ impl Database for SqliteDatabase {
             pool: Mutex::new(None),
             history_ready: AtomicBool::new(false),
             create: true,
+            frozen: false,
         };
         let shown = path.display().to_string();
         Ok(Scratch::new(

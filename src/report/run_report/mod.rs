@@ -209,6 +209,8 @@ impl Recorder {
                     | Fact::SchemaRecorded { .. }
                     | Fact::ChecksumAccepted { .. }
                     | Fact::CodeStaged { .. }
+                    | Fact::SnapshotTaken { .. }
+                    | Fact::SnapshotDropped { .. }
                     | Fact::RehearsalCopied { .. }
                     | Fact::MigrationRehearsed { .. } => {}
                 }

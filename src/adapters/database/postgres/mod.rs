@@ -27,7 +27,7 @@ use tokio::sync::Mutex;
 use super::sqlx_shared as shared;
 use super::{
     BatchError, BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DbLock,
-    DumpInfo, Scratch,
+    DumpInfo, Scratch, Swap,
 };
 pub(crate) use crate::config::deploy_file::PgRestore;
 use crate::migrate::MigrationFile;
@@ -35,6 +35,7 @@ use crate::secret::Secret;
 
 mod migrations;
 mod restore;
+mod snapshot;
 mod tools;
 
 use migrations::{MIGRATION_SESSIONS, MigrationConnection, SETTLE_LIMIT, migration_session_name};
@@ -534,6 +535,52 @@ impl Database for PostgresDatabase {
         }
         let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
         shared::drop_scratch(&self.pool().await?, &statement, name).await
+    }
+
+    fn snapshot_support(&self) -> Result<(), String> {
+        self.snapshot_support_pg()
+    }
+
+    async fn other_sessions(&self) -> Result<Vec<String>, DatabaseError> {
+        let mut admin = self.maintenance().await?;
+        let pool = self.pool().await?;
+        // Our own pool's sessions are ours to close, not the app's.
+        let ours: Vec<i32> = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+        let all = Self::sessions_on(&mut admin, &self.database_name()).await?;
+        let _ = admin.close().await;
+        Ok(all
+            .into_iter()
+            .filter(|s| !ours.iter().any(|p| s.starts_with(&format!("pid {p} "))))
+            .collect())
+    }
+
+    fn snapshot_names(&self, token: &str) -> super::SnapshotNames {
+        let base = self.database_name();
+        super::SnapshotNames {
+            snapshot: restore::with_suffix(&base, &format!("_cutover_{token}")),
+            replaced: restore::with_suffix(&base, &format!("_replaced_{token}")),
+        }
+    }
+
+    async fn snapshot(&self, name: &str) -> Result<(), DatabaseError> {
+        self.snapshot_pg(name).await
+    }
+
+    fn snapshot_database(&self, name: &str) -> Result<Box<dyn Database>, DatabaseError> {
+        Ok(Box::new(self.sibling(name)?))
+    }
+
+    async fn swap_in(&self, name: &str, replaced: &str) -> Result<Swap, DatabaseError> {
+        self.commit_pending().await?;
+        self.history_ready.store(false, Ordering::Relaxed);
+        self.swap_in_pg(name, replaced).await
+    }
+
+    async fn drop_snapshot(&self, name: &str) -> Result<bool, DatabaseError> {
+        self.drop_snapshot_pg(name).await
     }
 
     async fn lock(&self, name: &str) -> Result<Option<DbLock>, DatabaseError> {
