@@ -262,3 +262,214 @@ fn fs_free(path: &std::path::Path) -> u64 {
         .parse()
         .unwrap()
 }
+
+// PostgreSQL: `CREATE DATABASE ... TEMPLATE` and two renames.
+
+use support::pg::server;
+
+/// Names of the databases on the server matching a `LIKE` pattern.
+fn databases(like: &str) -> Vec<String> {
+    server()
+        .psql(
+            "postgres",
+            &format!("SELECT datname FROM pg_database WHERE datname LIKE '{like}' ORDER BY 1"),
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A deployed project on a fresh PostgreSQL database (`restore: swap`, which snapshots
+/// need) with rows, one pending migration that changes them, and the snapshot pipeline;
+/// `role`: connect as this role (made the database's owner) instead of the superuser.
+fn pg_project(role: Option<&str>) -> (Project, String) {
+    let (p, db) = support::pg::project();
+    let mut url = server().url(&db);
+    if let Some(role) = role {
+        server().psql(
+            "postgres",
+            &format!(
+                "DO $$ BEGIN CREATE ROLE {role} LOGIN CREATEDB; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+                 ALTER DATABASE {db} OWNER TO {role}"
+            ),
+        );
+        server().psql(&db, &format!("ALTER SCHEMA public OWNER TO {role}"));
+        url = url.replace("postgres@", &format!("{role}@"));
+    }
+    let config = p.read("deploy.yaml").replace(
+        &format!("url: \"{}\" }}", server().url(&db)),
+        &format!("url: \"{url}\", restore: swap }}"),
+    );
+    p.write_config(&config);
+    p.run(&["deploy"]).success();
+    server().psql(
+        &db,
+        "INSERT INTO users (id, email, display_name) VALUES (1, 'a@example.com', 'A'), (2, 'b@example.com', 'B');
+         INSERT INTO recipes (id, user_id, title, servings, calories) VALUES (1, 1, 'Soup', 2, 300), (2, 2, 'Salad', 1, NULL);",
+    );
+    p.add_migration(
+        "20250101000000_add_notes",
+        "CREATE TABLE x_notes (id BIGINT PRIMARY KEY, body TEXT);
+         INSERT INTO x_notes VALUES (1, 'one');
+         UPDATE recipes SET servings = servings + 10;",
+        Some("DROP TABLE x_notes;"),
+    );
+    p.write_pipeline(&project_pipeline());
+    (p, db)
+}
+
+fn project_pipeline() -> String {
+    "name: deploy
+steps:
+  - id: maintenance-on
+    uses: maintenance
+    with: { enabled: true }
+  - uses: backup
+    with: { snapshot: true }
+  - uses: migrate
+    with: { rollback: restore }
+  - id: maintenance-off
+    uses: maintenance
+    with: { enabled: false }
+  - uses: health
+"
+    .to_owned()
+}
+
+/// A psql session on `db` as `role` that stays until killed, started once it is there.
+fn app_session(db: &str, role: &str) -> std::process::Child {
+    let url = server().url(db).replace("postgres@", &format!("{role}@"));
+    let child = std::process::Command::new("psql")
+        .args(["-X", "-q", &url, "-c", "SELECT pg_sleep(600)"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server()
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()"),
+        )
+        .trim()
+        == "0"
+    {
+        assert!(std::time::Instant::now() < deadline, "the app session never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn postgres_a_rollback_swaps_the_snapshot_back_in_and_the_data_is_as_before() {
+    let (p, db) = pg_project(None);
+    let before = server().snapshot(&db);
+    // An app session the plan names and the snapshot ends.
+    let mut app = app_session(&db, "postgres");
+    let plan = p.run(&["plan"]);
+    assert!(
+        plan.stdout()
+            .contains("ending every other session on it first"),
+        "{}",
+        plan.all()
+    );
+    assert!(
+        plan.all().contains("the snapshot ends every other session on the database when it runs (the app should be in maintenance by then); now: pid "),
+        "{}",
+        plan.all()
+    );
+    p.health.set_status(500);
+    let run = p.run(&["deploy"]);
+    let _ = app.kill();
+    let _ = app.wait();
+    run.expect_code(1);
+    assert!(run.all().contains("swapped in for"), "{}", run.all());
+    assert!(
+        run.all().contains("as before the run, checked"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(server().snapshot(&db), before);
+    assert_eq!(
+        databases(&format!("{db}\\_cutover\\_%")),
+        Vec::<String>::new()
+    );
+    let replaced = databases(&format!("{db}\\_replaced\\_%"));
+    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    // The replaced database is the migrated one, kept for a human to look at.
+    assert!(server().snapshot(&replaced[0]).contains("x_notes"));
+    // The backup streamed from the snapshot is complete and holds the data as before.
+    let journal = last_journal(&p);
+    assert_eq!(facts(&journal, "backup_taken").len(), 1, "{journal:#?}");
+}
+
+#[test]
+fn postgres_a_run_that_succeeds_removes_its_snapshot() {
+    let (p, db) = pg_project(None);
+    p.run(&["deploy"]).success();
+    assert_eq!(
+        databases(&format!("{db}\\_cutover\\_%")),
+        Vec::<String>::new()
+    );
+    assert!(server().snapshot(&db).contains("x_notes"));
+    let journal = last_journal(&p);
+    assert_eq!(facts(&journal, "snapshot_dropped").len(), 1, "{journal:#?}");
+    assert_eq!(facts(&journal, "backup_taken").len(), 1, "{journal:#?}");
+}
+
+#[test]
+fn postgres_a_run_killed_in_the_swap_is_finished_by_recover() {
+    let (p, db) = pg_project(None);
+    let before = server().snapshot(&db);
+    p.health.set_status(500);
+    let run = Run(p
+        .cmd()
+        .arg("deploy")
+        .env("CUTOVER_TEST_CRASH_IN_SWAP", "1")
+        .output()
+        .unwrap());
+    assert!(![0, 1].contains(&run.code()), "{}", run.all());
+    // The renames run in one transaction: the process died inside it, so nothing was
+    // renamed, and the snapshot is still there.
+    assert_eq!(
+        databases(&format!("{db}\\_cutover\\_%")).len(),
+        1,
+        "databases: {:?}\n{}",
+        databases(&format!("{db}%")),
+        run.all()
+    );
+    p.run(&["recover"]).expect_code(1);
+    assert_eq!(server().snapshot(&db), before);
+    assert_eq!(
+        databases(&format!("{db}\\_cutover\\_%")),
+        Vec::<String>::new()
+    );
+    assert_nothing_to_recover(&p);
+}
+
+#[test]
+fn postgres_a_session_that_will_not_end_is_named_and_the_rollback_restores_from_the_store() {
+    let (p, db) = pg_project(Some("deployer"));
+    let before = server().snapshot(&db);
+    // After the migration, a superuser's session opens on the database: a role that is
+    // not superuser cannot end it, so the snapshot cannot be renamed into place.
+    let url = server().url(&db);
+    p.write_pipeline(&project_pipeline().replace(
+        "  - id: maintenance-off\n",
+        &format!(
+            "  - uses: command\n    with: {{ run: \"psql -X -q '{url}' -c 'SELECT pg_sleep(600)' >/dev/null 2>&1 & echo $! > admin.pid; until psql -X -tA '{url}' -c \\\"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()\\\" | grep -q 1; do sleep 0.05; done\" }}\n  - id: maintenance-off\n"
+        ),
+    ));
+    p.health.set_status(500);
+    let run = p.run(&["deploy"]);
+    let admin = p.read("admin.pid");
+    let _ = std::process::Command::new("kill")
+        .arg(admin.trim())
+        .status();
+    run.expect_code(1);
+    let out = run.all();
+    assert!(out.contains("cannot be swapped in"), "{out}");
+    assert!(out.contains("did not end: pid "), "{out}");
+    assert!(out.contains("restored backup"), "{out}");
+    assert_eq!(server().snapshot(&db), before);
+}

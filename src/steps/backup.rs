@@ -85,7 +85,7 @@ pub(crate) async fn plan(
         .map_err(|e| format!("the database cannot be backed up: {e}"))?;
     scratch.backup_before = true;
     if with.snapshot {
-        return plan_snapshot(ctx, with, &example).await;
+        return plan_snapshot(ctx, with, &example, scratch).await;
     }
     let verify = match with.verify {
         Some(BackupVerify::Restore) => {
@@ -107,6 +107,7 @@ async fn plan_snapshot(
     ctx: &Context,
     with: &BackupWith,
     example: &str,
+    scratch: &mut PlanScratch<'_>,
 ) -> Result<(String, Option<String>), String> {
     ctx.database.snapshot_support()?;
     if with.verify == Some(BackupVerify::Restore) {
@@ -120,17 +121,18 @@ async fn plan_snapshot(
         .other_sessions()
         .await
         .map_err(|e| format!("cannot list the sessions on the database: {e}"))?;
+    // Which sessions are there changes from one look to the next: a warning, outside
+    // the plan's digest.
     let ending = if ctx.database.kind() == "postgres" {
-        format!(
-            ", ending every other session on it first ({})",
-            if sessions.is_empty() {
-                "none now".to_owned()
-            } else {
-                format!("now: {}", sessions.join(", "))
-            }
-        )
+        if !sessions.is_empty() {
+            scratch.warnings.push(crate::place::Message::plain(format!(
+                "the snapshot ends every other session on the database when it runs (the app should be in maintenance by then); now: {}",
+                crate::units::summarise(&sessions, "`SELECT * FROM pg_stat_activity` lists them")
+            )));
+        }
+        ", ending every other session on it first"
     } else {
-        String::new()
+        ""
     };
     Ok((
         format!(
@@ -539,6 +541,16 @@ async fn verify_checksum_in(
 
 /// Restores a backup over the database, after checking its checksum.
 pub(crate) async fn restore(ctx: &Context, step_id: &str, id: &str) -> Result<String, StepError> {
+    restore_as(ctx, step_id, id, false).await
+}
+
+/// [`restore`]; `in_place`: into the database itself, whatever its `restore:` says.
+pub(crate) async fn restore_as(
+    ctx: &Context,
+    step_id: &str,
+    id: &str,
+    in_place: bool,
+) -> Result<String, StepError> {
     let manifest = verify_checksum(ctx, id).await?;
     if manifest.database_kind != ctx.database.kind() {
         return Err(StepError::Failed(format!(
@@ -548,7 +560,12 @@ pub(crate) async fn restore(ctx: &Context, step_id: &str, id: &str) -> Result<St
         )));
     }
     let mut reader = open_dump(ctx, id, &manifest).await?;
-    let kept = ctx.database.restore_with_note(&mut reader).await?;
+    let kept = if in_place {
+        ctx.database.restore_in_place(&mut reader).await?;
+        None
+    } else {
+        ctx.database.restore_with_note(&mut reader).await?
+    };
     ctx.note(
         step_id,
         format!("restored backup {id} ({})", human_bytes(manifest.size)),

@@ -39,6 +39,9 @@ pub(crate) async fn run(
             .await
         }
         Compensation::RestoreBackup { backup, snapshot } => {
+            // Without its snapshot, the backup goes back into the database itself: a
+            // swap would need the same sessions gone that kept the snapshot out.
+            let in_place = snapshot.is_some();
             if let Some(names) = snapshot {
                 // The snapshot's own backup stops: the swap needs no session on it.
                 ctx.stop_background().await;
@@ -67,7 +70,7 @@ pub(crate) async fn run(
                     ),
                 }
             }
-            super::backup::restore(ctx, step_id, backup).await
+            super::backup::restore_as(ctx, step_id, backup, in_place).await
         }
         Compensation::DropSnapshot { name } => {
             ctx.stop_background().await;

@@ -598,6 +598,15 @@ pub trait Database: Send + Sync {
         ))
     }
 
+    /// Restores a backup over the database itself, whatever `restore:` says: the way back
+    /// when a snapshot could not be swapped in (a session on it would not end, say).
+    async fn restore_in_place(
+        &self,
+        source: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), DatabaseError> {
+        self.restore(source).await
+    }
+
     /// Removes snapshot `name` (or a database a swap replaced) if it exists; whether it
     /// did.
     async fn drop_snapshot(&self, name: &str) -> Result<bool, DatabaseError> {

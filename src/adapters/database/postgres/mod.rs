@@ -583,6 +583,15 @@ impl Database for PostgresDatabase {
         self.drop_snapshot_pg(name).await
     }
 
+    async fn restore_in_place(
+        &self,
+        source: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), DatabaseError> {
+        self.commit_pending().await?;
+        self.history_ready.store(false, Ordering::Relaxed);
+        self.restore_into(None, source, &reset_schemas(None)).await
+    }
+
     async fn lock(&self, name: &str) -> Result<Option<DbLock>, DatabaseError> {
         // Advisory locks belong to the database they are taken in. A swap must rename the
         // database with no session left on it, so with `restore: swap` the lock is taken
