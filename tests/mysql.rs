@@ -305,3 +305,23 @@ fn a_hand_made_index_is_drift_and_new_rows_are_not() {
         .success();
     p.run(&["deploy"]).success();
 }
+
+#[test]
+fn a_snapshot_on_mariadb_is_said_to_be_a_dump_and_the_dump_runs() {
+    let (p, _db) = project();
+    p.edit_pipeline(
+        "with: { name: \"pre-{version}-{timestamp}\", verify: restore }",
+        "with: { name: \"pre-{version}-{timestamp}\", snapshot: true }",
+    );
+    let plan = p.run(&["plan"]);
+    plan.success();
+    assert!(
+        plan.all()
+            .contains("`snapshot: true`: MySQL and MariaDB have no cheap copy on the same server"),
+        "{}",
+        plan.all()
+    );
+    p.run(&["deploy"]).success();
+    let list = p.run(&["backup", "list", "--output", "json"]);
+    assert!(list.stdout().contains("mysql-sql"), "{}", list.stdout());
+}

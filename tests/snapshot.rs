@@ -116,6 +116,27 @@ fn a_rollback_swaps_the_snapshot_back_in_and_keeps_the_replaced_database() {
     // The replaced database is the one the migration changed.
     let replaced = support::db_snapshot(&p.file(&format!("state/{}", left[0])));
     assert!(replaced.contains_key("table x_notes"));
+    // `backup prune` removes it.
+    let dry = p.run(&["backup", "prune", "--dry-run"]);
+    dry.success();
+    assert!(
+        dry.stdout()
+            .contains(&format!("would remove copy {}", left[0])),
+        "{}",
+        dry.all()
+    );
+    assert_eq!(beside(&p), left);
+    let pruned = p.run(&["backup", "prune"]);
+    pruned.success();
+    assert!(
+        pruned
+            .stdout()
+            .contains(&format!("removed copy {}", left[0])),
+        "{}",
+        pruned.all()
+    );
+    assert!(beside(&p).is_empty(), "{:?}", beside(&p));
+    assert_same_db(&p.db_snapshot(), &before, "after the prune");
 }
 
 #[test]

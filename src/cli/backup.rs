@@ -78,7 +78,40 @@ pub(crate) async fn backup(global: &Global, command: BackupCommand) -> Result<Ex
         }
         BackupCommand::Prune { dry_run } => {
             let ctx = session.context(cancel::on_signals())?;
-            let keep = ctx.store.keep().cloned().ok_or_else(|| {
+            // The copies swaps and snapshots left beside the database go first: they
+            // are not backups, and `keep:` does not count them.
+            let mut copies = Vec::new();
+            for name in retention::leftover_copies(&ctx)? {
+                let there = if dry_run {
+                    copy_exists(&ctx, &name).await
+                } else {
+                    ctx.database
+                        .drop_snapshot(&name)
+                        .await
+                        .map_err(|e| EngineError::Plan(format!("cannot remove {name}: {e}")))?
+                };
+                if there {
+                    copies.push(name);
+                }
+            }
+            let copies_text: String = copies
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} copy {c} (kept beside the database by a swap or snapshot)\n",
+                        if dry_run { "would remove" } else { "removed" }
+                    )
+                })
+                .collect();
+            let keep = ctx.store.keep().cloned();
+            if keep.is_none() && !copies.is_empty() {
+                session.result(
+                    &json!({"copies_removed": if dry_run { Vec::new() } else { copies.clone() }, "copies_to_remove": if dry_run { copies.clone() } else { Vec::new() }}),
+                    &format!("{copies_text}backups not pruned: environment `{}` has no `backups.keep:`", ctx.environment),
+                );
+                return Ok(Exit::Ok);
+            }
+            let keep = keep.ok_or_else(|| {
                 EngineError::Plan(format!(
                     "environment `{}` has no `backups.keep:`; set a count (`keep: 10`) or an age (`keep: 35d`) to prune",
                     ctx.environment
@@ -91,7 +124,7 @@ pub(crate) async fn backup(global: &Global, command: BackupCommand) -> Result<Ex
                 .map_err(|e| EngineError::Plan(e.to_string()))?;
             let protected = retention::protected(&ctx)?;
             let doomed = retention::candidates(&list, &keep, chrono::Utc::now(), &protected);
-            let mut text = String::new();
+            let mut text = copies_text;
             for id in &doomed {
                 if !dry_run {
                     ctx.store
@@ -114,7 +147,7 @@ pub(crate) async fn backup(global: &Global, command: BackupCommand) -> Result<Ex
                     String::new()
                 }
             ));
-            session.result(&json!({"deleted": if dry_run { Vec::new() } else { doomed.clone() }, "would_delete": if dry_run { doomed.clone() } else { Vec::new() }}), &text);
+            session.result(&json!({"deleted": if dry_run { Vec::new() } else { doomed.clone() }, "would_delete": if dry_run { doomed.clone() } else { Vec::new() }, "copies_removed": if dry_run { Vec::new() } else { copies.clone() }, "copies_to_remove": if dry_run { copies } else { Vec::new() }}), &text);
             Ok(Exit::Ok)
         }
         BackupCommand::Restore { id, confirm, yes } => {
@@ -130,5 +163,17 @@ pub(crate) async fn backup(global: &Global, command: BackupCommand) -> Result<Ex
             )
             .await
         }
+    }
+}
+
+/// Whether a copy a swap or snapshot left is still there: its database answers.
+async fn copy_exists(ctx: &crate::run::context::Context, name: &str) -> bool {
+    match ctx.database.snapshot_database(name) {
+        Ok(db) => {
+            let there = db.ping().await.is_ok() && db.state().await.is_ok();
+            db.disconnect().await;
+            there
+        }
+        Err(_) => false,
     }
 }

@@ -85,7 +85,16 @@ pub(crate) async fn plan(
         .map_err(|e| format!("the database cannot be backed up: {e}"))?;
     scratch.backup_before = true;
     if with.snapshot {
-        return plan_snapshot(ctx, with, &example, scratch).await;
+        match ctx.database.snapshot_support() {
+            Ok(()) => return plan_snapshot(ctx, with, &example, scratch).await,
+            // MySQL/MariaDB: no copy is cheaper than the dump, which then runs as usual.
+            Err(why) if ctx.database.kind() == "mysql" => {
+                scratch.warnings.push(crate::place::Message::plain(format!(
+                    "`snapshot: true`: {why}"
+                )));
+            }
+            Err(why) => return Err(format!("`snapshot: true`: {why}")),
+        }
     }
     let verify = match with.verify {
         Some(BackupVerify::Restore) => {
@@ -109,7 +118,6 @@ async fn plan_snapshot(
     example: &str,
     scratch: &mut PlanScratch<'_>,
 ) -> Result<(String, Option<String>), String> {
-    ctx.database.snapshot_support()?;
     if with.verify == Some(BackupVerify::Restore) {
         return Err(
             "`verify: restore` is not available yet with `snapshot: true` (the backup is still on its way while the next steps run); its checksum is always verified"
@@ -164,7 +172,7 @@ pub(crate) async fn prepare(
         id = format!("{base}-{n}");
     }
     state.backup = Some(id);
-    if with.snapshot {
+    if with.snapshot && ctx.database.snapshot_support().is_ok() {
         let token = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         let names = ctx.database.snapshot_names(&token);
         let undo = Compensation::DropSnapshot {

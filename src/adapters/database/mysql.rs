@@ -206,6 +206,13 @@ impl Database for MysqlDatabase {
         "mysql"
     }
 
+    fn snapshot_support(&self) -> Result<(), String> {
+        Err(
+            "MySQL and MariaDB have no cheap copy on the same server (no file-level template copy): the backup is a dump inside the window"
+                .into(),
+        )
+    }
+
     fn describe(&self) -> String {
         super::display_url(self.url.expose())
     }
