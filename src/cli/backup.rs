@@ -1,5 +1,7 @@
 //! `backup list|create|verify|restore`.
 
+use std::fmt::Write as _;
+
 use serde_json::json;
 
 use super::confirm::Confirmation;
@@ -94,15 +96,14 @@ pub(crate) async fn backup(global: &Global, command: BackupCommand) -> Result<Ex
                     copies.push(name);
                 }
             }
-            let copies_text: String = copies
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{} copy {c} (kept beside the database by a swap or snapshot)\n",
-                        if dry_run { "would remove" } else { "removed" }
-                    )
-                })
-                .collect();
+            let copies_text = copies.iter().fold(String::new(), |mut text, c| {
+                let _ = writeln!(
+                    text,
+                    "{} copy {c} (kept beside the database by a swap or snapshot)",
+                    if dry_run { "would remove" } else { "removed" }
+                );
+                text
+            });
             let keep = ctx.store.keep().cloned();
             if keep.is_none() && !copies.is_empty() {
                 session.result(

@@ -131,6 +131,47 @@ pub(crate) async fn prune_after_run(
     Ok(())
 }
 
+/// The copies finished runs left beside the database: the databases a swap replaced, and
+/// snapshots a killed run never removed. A run that is open, halted or whose rollback
+/// failed keeps its copies: a human may still need them.
+pub(crate) fn leftover_copies(ctx: &Context) -> Result<BTreeSet<String>, EngineError> {
+    use super::journal::RunStatus;
+    use crate::run::compensation::Compensation;
+    let mut names = BTreeSet::new();
+    for run in super::journal::all_runs(&ctx.state_dir)? {
+        if run.environment() != Some(ctx.environment.as_str())
+            || !matches!(
+                run.status(),
+                Some(RunStatus::Succeeded | RunStatus::RolledBack)
+            )
+        {
+            continue;
+        }
+        for record in &run.records {
+            match record {
+                Record::StepStarted {
+                    compensation:
+                        Some(Compensation::RestoreBackup {
+                            snapshot: Some(s), ..
+                        }),
+                    ..
+                } => {
+                    names.insert(s.snapshot.clone());
+                    names.insert(s.replaced.clone());
+                }
+                Record::StepStarted {
+                    compensation: Some(Compensation::DropSnapshot { name }),
+                    ..
+                } => {
+                    names.insert(name.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,45 +213,4 @@ mod tests {
             ["b1", "b2", "b3", "b4"]
         );
     }
-}
-
-/// The copies finished runs left beside the database: the databases a swap replaced, and
-/// snapshots a killed run never removed. A run that is open, halted or whose rollback
-/// failed keeps its copies: a human may still need them.
-pub(crate) fn leftover_copies(ctx: &Context) -> Result<BTreeSet<String>, EngineError> {
-    use super::journal::RunStatus;
-    use crate::run::compensation::Compensation;
-    let mut names = BTreeSet::new();
-    for run in super::journal::all_runs(&ctx.state_dir)? {
-        if run.environment() != Some(ctx.environment.as_str())
-            || !matches!(
-                run.status(),
-                Some(RunStatus::Succeeded | RunStatus::RolledBack)
-            )
-        {
-            continue;
-        }
-        for record in &run.records {
-            match record {
-                Record::StepStarted {
-                    compensation:
-                        Some(Compensation::RestoreBackup {
-                            snapshot: Some(s), ..
-                        }),
-                    ..
-                } => {
-                    names.insert(s.snapshot.clone());
-                    names.insert(s.replaced.clone());
-                }
-                Record::StepStarted {
-                    compensation: Some(Compensation::DropSnapshot { name }),
-                    ..
-                } => {
-                    names.insert(name.clone());
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(names)
 }
