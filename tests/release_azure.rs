@@ -321,6 +321,34 @@ fn a_failing_bake_puts_the_exact_split_back_and_deactivates_the_new_revision() {
     assert_eq!(fake.weights("api"), weights(&[("api--v42", 100)]));
 }
 
+#[test]
+fn a_failing_bake_inside_maintenance_leaves_the_old_code_serving_without_maintenance() {
+    let fake = AzureFake::start();
+    let p = project(&fake, &full_pipeline());
+    fake.set_multiple("api", json!([{"latestRevision": true, "weight": 100}]));
+    p.health.set_status(503);
+    let out = run(&p, &fake, &["deploy", "-e", "aca", "--code-version", "v42"]);
+    support::assert_failed_at(&out, "shift");
+    // Maintenance on had made `api--r2` (v41, maintenance on), which served; turning it off
+    // again is a revision of that one (not of the released v42, the app's latest), and
+    // it takes the traffic.
+    assert_eq!(fake.weights("api"), weights(&[("api--r4", 100)]));
+    let serving = fake.revision_template("api", "api--r4").unwrap();
+    assert_eq!(
+        serving["containers"][0]["image"],
+        "mealprep.azurecr.io/api:v41"
+    );
+    assert_eq!(
+        env_names(&serving["containers"][0]),
+        ["DB_URL", "FEATURE_X"]
+    );
+    assert!(
+        !fake
+            .active_revisions("api")
+            .contains(&"api--v42".to_owned())
+    );
+}
+
 /// Deploys until the journal has `records` records on disk, then aborts (as kill -9
 /// would); returns the journal.
 fn crash_deploy(p: &Project, fake: &AzureFake, records: usize) -> Vec<Value> {
