@@ -548,6 +548,11 @@ pub struct ContainerAppsConfig {
     /// Microsoft.App api-version (default `2025-01-01`).
     #[serde(default)]
     pub api_version: Option<Text>,
+    /// The image a `release` step gives the app's first container, with `{version}` for
+    /// the code version (`myregistry.azurecr.io/api:{version}`). Default: the live
+    /// revision's image with its tag replaced by the version.
+    #[serde(default)]
+    pub image: Option<Text>,
 }
 
 /// An Azure App Service web app (or one of its deployment slots).

@@ -15,7 +15,14 @@
 //!   `InProgress` once, revisions and their restart, `POST .../stop` and `.../start` (the
 //!   same kind of operation; `runningStatus` becomes `Stopped` / `Running`). A scale with
 //!   `maxReplicas` below 1 is refused (400 `ContainerAppInvalidScaleSpec`, as Azure and
-//!   its CLI refuse it). `Microsoft.App/jobs`: GET, PATCH (merge patch) and `POST .../stop`
+//!   its CLI refuse it). Revisions: list, get, restart, activate and deactivate (refused
+//!   while the revision has traffic); a `template` change named by `revisionSuffix` (which
+//!   stays in the template, as in Azure) makes `<app>--<suffix>`, refused (400) when that
+//!   revision exists or the suffix is invalid; `configuration.ingress.traffic` is checked
+//!   (weights add up to 100, each names an existing, active revision or
+//!   `latestRevision: true`, labels unique; else 400) and read back by GET and in each
+//!   revision's `trafficWeight`; in `activeRevisionsMode: Single` a new revision, once
+//!   provisioned, deactivates the others. `Microsoft.App/jobs`: GET, PATCH (merge patch) and `POST .../stop`
 //!   (every running execution `Stopped`), each an operation as above. `api-version` is
 //!   required (400
 //!   `MissingApiVersionParameter`), a bearer token from this fake too (401), GET omits
@@ -82,6 +89,18 @@ impl Request {
     }
 }
 
+/// A Container Apps revision.
+#[derive(Debug, Clone)]
+struct Revision {
+    /// `Provisioning` (until read once), `Provisioned` or `Failed`.
+    state: String,
+    reads: u32,
+    active: bool,
+    /// The app's template when the revision was made.
+    template: Value,
+    created: u32,
+}
+
 #[derive(Default)]
 struct State {
     requests: Vec<Request>,
@@ -93,9 +112,13 @@ struct State {
     jobs: BTreeMap<String, Value>,
     /// Each job's executions: name → statuses (`Running`, `Stopped`).
     executions: BTreeMap<String, Vec<String>>,
-    /// `app/revision` → (provisioningState, times read).
-    revisions: BTreeMap<String, (String, u32)>,
+    /// `app/revision` → the revision.
+    revisions: BTreeMap<String, Revision>,
+    /// Revisions made so far (their creation order).
+    created: u32,
     restarts: Vec<String>,
+    /// `activate REV` / `deactivate REV`, in order.
+    activations: Vec<String>,
     /// Operation id → (polls left before `Succeeded`, the app it changes).
     operations: BTreeMap<String, (u32, String)>,
     /// Pending 429s: (method, path prefix, times, retry-after seconds).
@@ -177,9 +200,88 @@ impl AzureFake {
             }
         });
         let mut s = self.lock();
+        s.created += 1;
+        let revision = Revision {
+            state: "Provisioned".into(),
+            reads: 0,
+            active: true,
+            template: app["properties"]["template"].clone(),
+            created: s.created,
+        };
         s.apps.insert(name.into(), app);
-        s.revisions
-            .insert(format!("{name}/{rev}"), ("Provisioned".into(), 0));
+        s.revisions.insert(format!("{name}/{rev}"), revision);
+    }
+
+    /// Puts app `name` in multiple-revision mode with external ingress and `traffic`
+    /// (`configuration.ingress.traffic`, as stored).
+    pub fn set_multiple(&self, name: &str, traffic: Value) {
+        let mut s = self.lock();
+        let c = &mut s.apps.get_mut(name).expect("known app")["properties"]["configuration"];
+        c["activeRevisionsMode"] = json!("Multiple");
+        c["ingress"] =
+            json!({"external": true, "targetPort": 8080, "transport": "auto", "traffic": traffic});
+    }
+
+    /// A new revision `rev` of app `name`, as a deploy outside cutover makes it: the app's
+    /// template with the first container's image set to `image`, provisioned, active, and
+    /// now the app's latest revision.
+    pub fn add_revision(&self, name: &str, rev: &str, image: &str) {
+        let mut s = self.lock();
+        let app = s.apps.get_mut(name).expect("known app");
+        app["properties"]["template"]["containers"][0]["image"] = json!(image);
+        app["properties"]["latestRevisionName"] = json!(rev);
+        app["properties"]["latestReadyRevisionName"] = json!(rev);
+        let template = app["properties"]["template"].clone();
+        s.created += 1;
+        let revision = Revision {
+            state: "Provisioned".into(),
+            reads: 0,
+            active: true,
+            template,
+            created: s.created,
+        };
+        s.revisions.insert(format!("{name}/{rev}"), revision);
+    }
+
+    /// `configuration.ingress.traffic` of an app, as stored.
+    pub fn traffic(&self, name: &str) -> Value {
+        self.lock().apps[name]["properties"]["configuration"]["ingress"]["traffic"].clone()
+    }
+
+    /// Each revision's share of the app's traffic (`latestRevision` resolved), without
+    /// the revisions at 0.
+    pub fn weights(&self, name: &str) -> BTreeMap<String, u64> {
+        let mut w = weights(&self.lock().apps[name]);
+        w.retain(|_, v| *v > 0);
+        w
+    }
+
+    /// The names of the app's active revisions, oldest first.
+    pub fn active_revisions(&self, name: &str) -> Vec<String> {
+        let s = self.lock();
+        let mut active: Vec<(&String, &Revision)> = s
+            .revisions
+            .iter()
+            .filter(|(k, r)| k.starts_with(&format!("{name}/")) && r.active)
+            .collect();
+        active.sort_by_key(|(_, r)| r.created);
+        active
+            .into_iter()
+            .map(|(k, _)| k[name.len() + 1..].to_owned())
+            .collect()
+    }
+
+    /// The template a revision was made with (`None`: no such revision).
+    pub fn revision_template(&self, name: &str, rev: &str) -> Option<Value> {
+        self.lock()
+            .revisions
+            .get(&format!("{name}/{rev}"))
+            .map(|r| r.template.clone())
+    }
+
+    /// `activate REV` / `deactivate REV` requests that were carried out, in order.
+    pub fn activations(&self) -> Vec<String> {
+        self.lock().activations.clone()
     }
 
     /// A Container Apps job with this trigger type (`Event` with `maxExecutions`) and one
@@ -645,7 +747,168 @@ fn handle(s: &mut State, r: &Request) -> Answer {
             ),
         );
     };
-    match (r.method.as_str(), &segs[8..]) {
+    container_app(s, r, &name, app, &segs[8..])
+}
+
+fn invalid_field(field: &str, details: &str) -> Answer {
+    arm_error(
+        400,
+        "WebhookInvalidParameterValue",
+        &format!(
+            "The following field(s) are either invalid or missing. Field '{field}' is invalid with details: 'Invalid value: {details}';."
+        ),
+    )
+}
+
+/// A revision suffix as Azure accepts it: lowercase letters, digits and `-`, starting
+/// with a letter, ending with a letter or digit, no `--`, the revision name at most 63
+/// characters.
+fn suffix_problem(app: &str, suffix: &str) -> Option<String> {
+    let ok = suffix
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && suffix.starts_with(|c: char| c.is_ascii_lowercase())
+        && !suffix.ends_with('-')
+        && !suffix.contains("--")
+        && app.len() + 2 + suffix.len() <= 63;
+    (!ok).then(|| format!(
+        "\"{suffix}\": a revision suffix must consist of lower case alphanumeric characters or '-', start with an alphabetic character, end with an alphanumeric character, not contain '--', and the revision name must be at most 63 characters"
+    ))
+}
+
+/// Checks `configuration.ingress.traffic` as Azure does: each entry names an existing,
+/// active revision (or is `latestRevision: true`), labels are unique and the weights add
+/// up to 100. `new`: the revision the same request creates.
+fn traffic_problem(s: &State, app: &str, traffic: &Value, new: Option<&str>) -> Option<Answer> {
+    let Some(entries) = traffic.as_array() else {
+        return Some(invalid_field(
+            "configuration.ingress.traffic",
+            "traffic must be a list",
+        ));
+    };
+    let mut total = 0;
+    let mut labels = BTreeSet::new();
+    for e in entries {
+        let latest = e["latestRevision"].as_bool() == Some(true);
+        let named = e["revisionName"].as_str();
+        match (latest, named) {
+            (true, Some(_)) | (false, None) => {
+                return Some(invalid_field(
+                    "configuration.ingress.traffic",
+                    "each traffic entry names exactly one of revisionName and latestRevision: true",
+                ));
+            }
+            (false, Some(rev)) if Some(rev) != new => {
+                match s.revisions.get(&format!("{app}/{rev}")) {
+                    None => {
+                        return Some(invalid_field(
+                            "configuration.ingress.traffic",
+                            &format!("revision '{rev}' not found"),
+                        ));
+                    }
+                    Some(r) if !r.active => {
+                        return Some(invalid_field(
+                            "configuration.ingress.traffic",
+                            &format!(
+                                "revision '{rev}' is not active; activate it before sending it traffic"
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            _ => {}
+        }
+        if let Some(label) = e["label"].as_str()
+            && !labels.insert(label.to_owned())
+        {
+            return Some(invalid_field(
+                "configuration.ingress.traffic",
+                &format!("label '{label}' is used more than once"),
+            ));
+        }
+        let Some(weight) = e["weight"].as_u64().filter(|w| *w <= 100) else {
+            return Some(invalid_field(
+                "configuration.ingress.traffic",
+                "each weight must be a whole number from 0 to 100",
+            ));
+        };
+        total += weight;
+    }
+    (total != 100).then(|| {
+        invalid_field(
+            "configuration.ingress.traffic",
+            &format!("traffic weights must add up to 100, not {total}"),
+        )
+    })
+}
+
+/// Each revision's share of the traffic: `configuration.ingress.traffic` with
+/// `latestRevision: true` read as `latestRevisionName`; without traffic rules, all of it
+/// to the latest ready revision.
+pub fn weights(app: &Value) -> BTreeMap<String, u64> {
+    let p = &app["properties"];
+    let mut weights = BTreeMap::new();
+    match p["configuration"]["ingress"]["traffic"].as_array() {
+        Some(entries) => {
+            for e in entries {
+                let rev = if e["latestRevision"].as_bool() == Some(true) {
+                    p["latestRevisionName"].as_str()
+                } else {
+                    e["revisionName"].as_str()
+                };
+                if let Some(rev) = rev {
+                    *weights.entry(rev.to_owned()).or_insert(0) +=
+                        e["weight"].as_u64().unwrap_or(0);
+                }
+            }
+        }
+        None => {
+            if let Some(rev) = p["latestReadyRevisionName"].as_str() {
+                weights.insert(rev.to_owned(), 100);
+            }
+        }
+    }
+    weights
+}
+
+fn revision_json(s: &State, app: &str, name: &str, rev: &Revision) -> Value {
+    let weight = weights(&s.apps[app]).get(name).copied().unwrap_or(0);
+    let running = match rev.state.as_str() {
+        "Provisioned" if rev.active => "Running",
+        "Provisioned" => "Stopped",
+        "Failed" => "Failed",
+        _ => "Processing",
+    };
+    let mut v = json!({
+        "id": format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/Microsoft.App/containerApps/{app}/revisions/{name}"),
+        "name": name,
+        "type": "Microsoft.App/containerApps/revisions",
+        "properties": {
+            "createdTime": format!("2026-01-01T00:{:02}:00Z", rev.created % 60),
+            "provisioningState": rev.state,
+            "runningState": running,
+            "active": rev.active,
+            "trafficWeight": weight,
+            "healthState": if rev.state == "Failed" { "Unhealthy" } else { "Healthy" },
+            "template": rev.template,
+        }
+    });
+    if rev.state == "Failed" {
+        v["properties"]["provisioningError"] =
+            json!("Container 'web' failed to start: exit code 1");
+    }
+    shown_template(&mut v);
+    v
+}
+
+/// `Microsoft.App/containerApps/{name}[/...]`: GET, PATCH (a merge patch; a `template`
+/// change makes a new revision, named by `template.revisionSuffix` when set; traffic
+/// checked as Azure does), start/stop, and the revisions: list, get, restart, activate,
+/// deactivate.
+fn container_app(s: &mut State, r: &Request, name: &str, app: Value, rest: &[&str]) -> Answer {
+    let name = name.to_owned();
+    match (r.method.as_str(), rest) {
         ("GET", []) => (200, Vec::new(), shown(&app)),
         ("PATCH", []) => {
             let Ok(patch) = serde_json::from_str::<Value>(&r.body) else {
@@ -674,14 +937,43 @@ fn handle(s: &mut State, r: &Request) -> Answer {
                     "Container App's scale setting is invalid: maxReplicas must be between 1 and 1000.",
                 );
             }
+            let mut new_revision = None;
             if patch["properties"].get("template").is_some() {
-                let n = s
-                    .revisions
-                    .keys()
-                    .filter(|k| k.starts_with(&format!("{name}/")))
-                    .count()
-                    + 1;
-                let rev = format!("{name}--r{n}");
+                // The suffix stays in the template: the next change with it fails, as in Azure.
+                let rev = if let Some(suffix) =
+                    updated["properties"]["template"]["revisionSuffix"].as_str()
+                {
+                    if let Some(why) = suffix_problem(&name, suffix) {
+                        return invalid_field("template.revisionsuffix", &why);
+                    }
+                    let rev = format!("{name}--{suffix}");
+                    if s.revisions.contains_key(&format!("{name}/{rev}")) {
+                        return invalid_field(
+                            "template.revisionsuffix",
+                            &format!("\"{suffix}\": revision with suffix {suffix} already exists"),
+                        );
+                    }
+                    rev
+                } else {
+                    let mut n = s
+                        .revisions
+                        .keys()
+                        .filter(|k| k.starts_with(&format!("{name}/")))
+                        .count()
+                        + 1;
+                    while s.revisions.contains_key(&format!("{name}/{name}--r{n}")) {
+                        n += 1;
+                    }
+                    format!("{name}--r{n}")
+                };
+                new_revision = Some(rev);
+            }
+            if let Some(traffic) = patch["properties"]["configuration"]["ingress"].get("traffic")
+                && let Some(refused) = traffic_problem(s, &name, traffic, new_revision.as_deref())
+            {
+                return refused;
+            }
+            if let Some(rev) = new_revision {
                 updated["properties"]["latestRevisionName"] = json!(rev);
                 let state = if s.failing_revisions > 0 {
                     s.failing_revisions -= 1;
@@ -689,8 +981,15 @@ fn handle(s: &mut State, r: &Request) -> Answer {
                 } else {
                     "Provisioning"
                 };
-                s.revisions
-                    .insert(format!("{name}/{rev}"), (state.into(), 0));
+                s.created += 1;
+                let revision = Revision {
+                    state: state.into(),
+                    reads: 0,
+                    active: state != "Failed",
+                    template: updated["properties"]["template"].clone(),
+                    created: s.created,
+                };
+                s.revisions.insert(format!("{name}/{rev}"), revision);
             }
             updated["properties"]["provisioningState"] = json!("InProgress");
             s.apps.insert(name.clone(), updated);
@@ -707,53 +1006,81 @@ fn handle(s: &mut State, r: &Request) -> Answer {
             app["properties"]["provisioningState"] = json!("InProgress");
             operation(s, r, &name)
         }
+        ("GET", ["revisions"]) => {
+            let mut listed: Vec<(&String, &Revision)> = s
+                .revisions
+                .iter()
+                .filter(|(k, _)| k.starts_with(&format!("{name}/")))
+                .collect();
+            listed.sort_by_key(|(_, r)| r.created);
+            let value: Vec<Value> = listed
+                .into_iter()
+                .map(|(k, rev)| revision_json(s, &name, &k[name.len() + 1..], rev))
+                .collect();
+            (200, Vec::new(), json!({"value": value}))
+        }
         ("GET", ["revisions", rev]) => {
             let key = format!("{name}/{rev}");
-            let Some((state, reads)) = s.revisions.get(&key).cloned() else {
-                return arm_error(
-                    404,
-                    "ContainerAppRevisionNotFound",
-                    &format!("Revision '{rev}' not found."),
-                );
+            let Some(revision) = s.revisions.get_mut(&key) else {
+                return revision_not_found(rev);
             };
-            let state = if state == "Provisioning" && reads >= 1 {
-                "Provisioned".to_owned()
-            } else {
-                state
-            };
-            s.revisions.insert(key, (state.clone(), reads + 1));
-            if state == "Provisioned" {
-                s.apps.get_mut(&name).unwrap()["properties"]["latestReadyRevisionName"] =
-                    json!(rev);
+            if revision.state == "Provisioning" && revision.reads >= 1 {
+                revision.state = "Provisioned".into();
             }
-            let running = match state.as_str() {
-                "Provisioned" => "Running",
-                "Failed" => "Failed",
-                _ => "Processing",
-            };
-            (
-                200,
-                Vec::new(),
-                if state == "Failed" {
-                    json!({"name": rev, "properties": {"provisioningState": state, "runningState": running, "active": false, "healthState": "Unhealthy", "provisioningError": "Container 'web' failed to start: exit code 1"}})
-                } else {
-                    json!({"name": rev, "properties": {"provisioningState": state, "runningState": running, "active": true, "healthState": "Healthy"}})
-                },
-            )
+            revision.reads += 1;
+            let provisioned = revision.state == "Provisioned";
+            if provisioned {
+                let app = s.apps.get_mut(&name).unwrap();
+                app["properties"]["latestReadyRevisionName"] = json!(rev);
+                // One active revision in single-revision mode: the new one replaces the rest.
+                if app["properties"]["configuration"]["activeRevisionsMode"] != "Multiple"
+                    && app["properties"]["latestRevisionName"] == json!(rev)
+                {
+                    for (k, other) in &mut s.revisions {
+                        if k.starts_with(&format!("{name}/")) && *k != key {
+                            other.active = false;
+                        }
+                    }
+                }
+            }
+            let revision = s.revisions[&key].clone();
+            (200, Vec::new(), revision_json(s, &name, rev, &revision))
         }
         ("POST", ["revisions", rev, "restart"]) => {
             if !s.revisions.contains_key(&format!("{name}/{rev}")) {
-                return arm_error(
-                    404,
-                    "ContainerAppRevisionNotFound",
-                    &format!("Revision '{rev}' not found."),
-                );
+                return revision_not_found(rev);
             }
             s.restarts.push(format!("{name}/{rev}"));
             (200, Vec::new(), Value::Null)
         }
+        ("POST", ["revisions", rev, action @ ("activate" | "deactivate")]) => {
+            let key = format!("{name}/{rev}");
+            if !s.revisions.contains_key(&key) {
+                return revision_not_found(rev);
+            }
+            if *action == "deactivate" && weights(&app).get(*rev).is_some_and(|w| *w > 0) {
+                return arm_error(
+                    400,
+                    "ContainerAppRevisionInvalidOperation",
+                    &format!(
+                        "Revision '{rev}' has traffic weight; move its traffic before deactivating it."
+                    ),
+                );
+            }
+            s.revisions.get_mut(&key).unwrap().active = *action == "activate";
+            s.activations.push(format!("{action} {rev}"));
+            (200, Vec::new(), Value::Null)
+        }
         _ => arm_error(404, "NotFound", "no such operation in the fake"),
     }
+}
+
+fn revision_not_found(rev: &str) -> Answer {
+    arm_error(
+        404,
+        "ContainerAppRevisionNotFound",
+        &format!("Revision '{rev}' not found."),
+    )
 }
 
 /// Starts a long-running operation on `app` that ends after one poll: 202 with `Location`
@@ -824,7 +1151,13 @@ fn job(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
 /// The app as `GET` shows it: env entries with an empty value lose their `value`.
 fn shown(app: &Value) -> Value {
     let mut app = app.clone();
-    if let Some(cs) = app["properties"]["template"]["containers"].as_array_mut() {
+    shown_template(&mut app);
+    app
+}
+
+/// Drops empty env values from `properties.template`, as `GET` does.
+fn shown_template(resource: &mut Value) {
+    if let Some(cs) = resource["properties"]["template"]["containers"].as_array_mut() {
         for c in cs {
             if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
                 for e in env {
@@ -835,7 +1168,6 @@ fn shown(app: &Value) -> Value {
             }
         }
     }
-    app
 }
 
 /// JSON merge patch (RFC 7386): objects merge, anything else replaces, `null` deletes.

@@ -232,6 +232,22 @@ impl Arm {
         Ok(self.once(what, &Method::GET, &url, None).await?.2)
     }
 
+    /// `GET` of a list's `nextLink` (a full URL): only on Resource Manager itself, so the
+    /// token goes nowhere else.
+    pub(crate) async fn get_next(&self, what: &str, link: &str) -> Result<Value, ArmError> {
+        let url = Url::parse(link)
+            .ok()
+            .filter(|u| u.scheme() == self.base.scheme() && u.host() == self.base.host())
+            .ok_or_else(|| ArmError {
+                message: format!(
+                    "{what}: Azure answered with a next page at `{link}`, which is not on Resource Manager"
+                ),
+                transient: false,
+                status: None,
+            })?;
+        Ok(self.once(what, &Method::GET, &url, None).await?.2)
+    }
+
     /// A request that may start a long-running operation, followed until it ends or
     /// `deadline` passes. Returns the final resource (PUT/PATCH), the operation's result
     /// (POST), or `Null`.
