@@ -1297,3 +1297,199 @@ fn recover_in_a_new_process_puts_an_app_setting_back_exactly_after_kill_9() {
     let (state, now, _) = fake.site("web");
     assert_eq!((state.as_str(), now), ("Running", settings));
 }
+
+// ---- App Service code releases: staging slot and swap ----
+
+const IMAGE: &str = "DOCKER|mealprep.azurecr.io/web";
+
+/// Site `web` running `:41` in production and `:40` in its `staging` slot; `SLOT_NAME` is a
+/// slot setting. The platform warms the slot on the project's health server.
+fn slot_project(fake: &AzureFake, pipeline: &str) -> Project {
+    let p = site_project(
+        fake,
+        json!({"LOG_LEVEL": "info", "SLOT_NAME": "production"}),
+        pipeline,
+    );
+    fake.set_site_image("web", &format!("{IMAGE}:41"));
+    fake.add_slot(
+        "web",
+        "staging",
+        &format!("{IMAGE}:40"),
+        json!({"LOG_LEVEL": "debug", "SLOT_NAME": "staging"}),
+    );
+    fake.set_slot_settings("web", &["SLOT_NAME"]);
+    p.write_config(&p.read("deploy.yaml").replace(
+        "platform: { kind: azure-app-service, resource_group: rg, app: web }",
+        &format!(
+            "platform: {{ kind: azure-app-service, resource_group: rg, app: web, warm_url: \"{}\" }}",
+            p.health.url
+        ),
+    ));
+    p
+}
+
+const SLOT_PIPELINE: &str = "name: deploy\nsteps:\n  - id: stage\n    uses: release\n  - uses: migrate\n    with: { to: latest, rollback: down }\n  - id: go-live\n    uses: traffic\n";
+
+/// The changes sent to Resource Manager, without the reads of the app settings (a POST).
+fn code_changes(fake: &AzureFake) -> Vec<(String, String, Value)> {
+    let list = site_call("POST", "config/appsettings/list", Value::Null);
+    changes(fake).into_iter().filter(|c| *c != list).collect()
+}
+
+fn slot_images(fake: &AzureFake) -> (String, String) {
+    (fake.site_image("web"), fake.slot("web", "staging").0)
+}
+
+#[test]
+fn app_service_release_stages_the_slot_warms_it_and_the_traffic_step_swaps_it_in() {
+    let fake = AzureFake::start();
+    let p = slot_project(&fake, SLOT_PIPELINE);
+    let plan = run(
+        app_cmd(&p, &fake),
+        &["plan", "-e", "web", "--code-version", "42"],
+    );
+    plan.success();
+    assert!(
+        plan.stdout()
+            .contains("release 42 beside the live code, without traffic (now: production (41) 100%, staging (40) 0%)"),
+        "{}",
+        plan.stdout()
+    );
+    fake.clear_requests();
+    let out = run(
+        app_cmd(&p, &fake),
+        &["deploy", "-e", "web", "--code-version", "42"],
+    );
+    out.success();
+    assert_eq!(
+        code_changes(&fake),
+        vec![
+            site_call(
+                "PATCH",
+                "slots/staging/config/web",
+                json!({"properties": {"linuxFxVersion": format!("{IMAGE}:42")}})
+            ),
+            site_call(
+                "POST",
+                "slots/staging/slotsswap",
+                json!({"targetSlot": "production", "preserveVnet": true})
+            ),
+        ]
+    );
+    // The swap is an operation, followed to its end before the images were read back.
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.path.contains("/slots/staging/operationstatuses/"))
+    );
+    assert!(p.health.hits() > 0, "the staged slot was warmed");
+    assert_eq!(
+        slot_images(&fake),
+        (format!("{IMAGE}:42"), format!("{IMAGE}:41"))
+    );
+    // The slot setting stayed with its slot; the others moved with the code.
+    assert_eq!(
+        fake.site("web").1,
+        json!({"LOG_LEVEL": "debug", "SLOT_NAME": "production"})
+    );
+    assert_eq!(
+        fake.slot("web", "staging").1,
+        json!({"LOG_LEVEL": "info", "SLOT_NAME": "staging"})
+    );
+    assert!(
+        out.all().contains("42 swapped into production"),
+        "{}",
+        out.all()
+    );
+    assert!(p.db_snapshot().contains_key("table users"));
+
+    // Again: 42 is live, nothing to stage over it but the slot, nothing to swap.
+    fake.clear_requests();
+    run(
+        app_cmd(&p, &fake),
+        &["deploy", "-e", "web", "--code-version", "42"],
+    )
+    .success();
+    assert_eq!(
+        code_changes(&fake),
+        vec![site_call(
+            "PATCH",
+            "slots/staging/config/web",
+            json!({"properties": {"linuxFxVersion": format!("{IMAGE}:42")}})
+        )]
+    );
+}
+
+#[test]
+fn app_service_failure_after_the_swap_puts_both_slots_and_the_schema_back() {
+    let fake = AzureFake::start();
+    let pipeline = format!(
+        "{SLOT_PIPELINE}  - id: boom\n    uses: command\n    with: {{ run: \"exit 3\" }}\n"
+    );
+    let p = slot_project(&fake, &pipeline);
+    let settings = (fake.site("web").1, fake.slot("web", "staging").1);
+    fake.clear_requests();
+    let out = run(
+        app_cmd(&p, &fake),
+        &["deploy", "-e", "web", "--code-version", "42"],
+    );
+    out.expect_code(1);
+    let image = |tag: u32| json!({"properties": {"linuxFxVersion": format!("{IMAGE}:{tag}")}});
+    let swap = site_call(
+        "POST",
+        "slots/staging/slotsswap",
+        json!({"targetSlot": "production", "preserveVnet": true}),
+    );
+    assert_eq!(
+        code_changes(&fake),
+        vec![
+            site_call("PATCH", "slots/staging/config/web", image(42)),
+            swap.clone(),
+            // The traffic step's undo: swapped back.
+            swap,
+            // The release step's undo, after the migrations': the slot's earlier image.
+            site_call("PATCH", "slots/staging/config/web", image(40)),
+        ]
+    );
+    assert_eq!(
+        slot_images(&fake),
+        (format!("{IMAGE}:41"), format!("{IMAGE}:40"))
+    );
+    assert_eq!(
+        (fake.site("web").1, fake.slot("web", "staging").1),
+        settings
+    );
+    let err = out.stderr();
+    assert!(err.contains("failed at step `boom`"), "{err}");
+    assert!(
+        err.contains("slot `staging` swapped back into production")
+            && err.contains("as before (checked: both read back)"),
+        "{err}"
+    );
+    assert!(err.contains("state: as before the run"), "{err}");
+    assert!(!p.db_snapshot().contains_key("table users"));
+    assert_eq!(p.journals()[0].last().unwrap()["status"], "rolled_back");
+}
+
+#[test]
+fn app_service_traffic_refuses_a_version_the_slot_does_not_run() {
+    let fake = AzureFake::start();
+    let p = slot_project(
+        &fake,
+        "name: deploy\nsteps:\n  - uses: migrate\n    with: { to: latest, rollback: down }\n  - id: go-live\n    uses: traffic\n    with: { version: \"43\" }\n",
+    );
+    let out = run(app_cmd(&p, &fake), &["deploy", "-e", "web"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr().contains(
+            "slot `staging` of App Service `web` runs `mealprep.azurecr.io/web:40`, not 43: stage it with a `release` step first"
+        ),
+        "{}",
+        out.stderr()
+    );
+    assert!(code_changes(&fake).is_empty(), "{:?}", code_changes(&fake));
+    assert_eq!(
+        slot_images(&fake),
+        (format!("{IMAGE}:41"), format!("{IMAGE}:40"))
+    );
+}

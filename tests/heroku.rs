@@ -655,3 +655,204 @@ fn an_unreachable_api_is_tried_again_then_reported() {
     );
     assert_token_never_shown(&p, &out);
 }
+
+// ---- Code releases: the Releases API ----
+
+/// A built slug that was never released.
+const NEW_SLUG: &str = "5106a7e0-0000-4000-8000-00000000abcd";
+
+/// A Heroku environment on the fake with releases v1..v3 (v3 current) and `pipeline`.
+fn code_project(pipeline: &str) -> (Project, HerokuFake) {
+    let (p, fake) = setup(&[("web", 2)]);
+    fake.add_releases(3);
+    fake.add_slug(NEW_SLUG);
+    p.write("pipelines/release.yaml", pipeline);
+    (p, fake)
+}
+
+const TRAFFIC_PIPELINE: &str = "name: release\nsteps:\n  - uses: migrate\n    with: { to: latest, rollback: down }\n  - id: go-live\n    uses: traffic\n";
+
+fn release_posts(fake: &HerokuFake) -> Vec<String> {
+    fake.changes()
+        .into_iter()
+        .filter(|c| c.starts_with("POST "))
+        .collect()
+}
+
+#[test]
+fn a_traffic_step_releases_the_slug_after_the_migrations() {
+    let (p, fake) = code_project(TRAFFIC_PIPELINE);
+    let plan = run(&p, &["plan", "--code-version", NEW_SLUG]);
+    plan.success();
+    assert!(
+        plan.stdout().contains(&format!(
+            "send the traffic to {NEW_SLUG}: 100% (now: v3 100%)"
+        )),
+        "{}",
+        plan.stdout()
+    );
+    let out = run(&p, &["deploy", "--code-version", NEW_SLUG]);
+    out.success();
+    assert_eq!(
+        release_posts(&fake),
+        lines(&[&format!(
+            "POST /apps/{APP}/releases {{\"slug\":\"{NEW_SLUG}\"}}"
+        )])
+    );
+    let current = fake.current_release().unwrap();
+    assert_eq!(
+        (
+            current.version,
+            current.slug.as_deref(),
+            current.status.as_str()
+        ),
+        (4, Some(NEW_SLUG), "succeeded")
+    );
+    // The new release was read until its release phase was over.
+    let reads = fake
+        .lines()
+        .iter()
+        .filter(|l| *l == &format!("GET /apps/{APP}/releases/{}", current.id))
+        .count();
+    assert!(reads >= 2, "{:?}", fake.lines());
+    // Every list of releases asked for the newest first.
+    for r in fake
+        .requests()
+        .iter()
+        .filter(|r| r.path == format!("/apps/{APP}/releases") && r.method == "GET")
+    {
+        assert_eq!(r.header("range"), Some("version ..; max=10, order=desc"));
+    }
+    assert!(out.all().contains("live as release v4"), "{}", out.all());
+    assert!(p.db_snapshot().contains_key("table users"));
+    assert_token_never_shown(&p, &out);
+}
+
+#[test]
+fn a_failure_after_the_traffic_step_rolls_back_to_a_new_release_of_the_earlier_slug() {
+    let (p, fake) = code_project(&format!(
+        "{TRAFFIC_PIPELINE}  - id: boom\n    uses: command\n    with: {{ run: \"exit 3\" }}\n"
+    ));
+    let out = run(&p, &["deploy", "--code-version", NEW_SLUG]);
+    out.expect_code(1);
+    let v3 = support::heroku_fake::release_id(3);
+    assert_eq!(
+        release_posts(&fake),
+        lines(&[
+            &format!("POST /apps/{APP}/releases {{\"slug\":\"{NEW_SLUG}\"}}"),
+            // The undo: Heroku's rollback, a new release of v3's slug.
+            &format!("POST /apps/{APP}/releases {{\"release\":\"{v3}\"}}"),
+        ])
+    );
+    let current = fake.current_release().unwrap();
+    let v3_slug = support::heroku_fake::slug_id(3);
+    assert_eq!(
+        (current.version, current.slug.as_deref()),
+        (5, Some(v3_slug.as_str()))
+    );
+    assert_eq!(current.description, "Rollback to v3");
+    let said = format!(
+        "rolled back to v3: new release v5 (id {}) runs its slug {v3_slug} again",
+        current.id
+    );
+    let err = out.stderr();
+    assert!(err.contains(&said), "{err}");
+    assert!(err.contains("state: as before the run"), "{err}");
+    // The journal keeps what the undo did.
+    let journal = &p.journals()[0];
+    let undone = journal
+        .iter()
+        .find(|r| r["record"] == "compensation_finished" && r["id"] == "go-live")
+        .expect("the traffic step was undone");
+    assert!(undone["note"].as_str().unwrap().contains(&said), "{undone}");
+    let started = journal
+        .iter()
+        .find(|r| r["record"] == "step_started" && r["id"] == "go-live")
+        .unwrap();
+    assert_eq!(
+        started["compensation"]["prior"],
+        serde_json::json!({"release": v3, "version": 3, "slug": v3_slug})
+    );
+    assert_eq!(journal.last().unwrap()["status"], "rolled_back");
+    assert!(!p.db_snapshot().contains_key("table users"));
+    assert_token_never_shown(&p, &out);
+}
+
+#[test]
+fn a_failed_release_phase_fails_the_traffic_step_and_the_earlier_release_stays() {
+    let (p, fake) = code_project(
+        "name: release\nsteps:\n  - uses: migrate\n    with: { to: latest, rollback: down }\n  - id: go-live\n    uses: traffic\n    with: { version: v2 }\n",
+    );
+    fake.fail_releases(1);
+    // One release a page: the newest, v4, is not current once it failed.
+    fake.set_release_page_size(1);
+    let out = run(&p, &["deploy"]);
+    out.expect_code(1);
+    assert_eq!(
+        release_posts(&fake),
+        lines(&[&format!(
+            "POST /apps/{APP}/releases {{\"release\":\"{}\"}}",
+            support::heroku_fake::release_id(2)
+        )])
+    );
+    let err = out.stderr();
+    assert!(
+        err.contains("the release phase of v4 failed, so its code did not go live"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the current release v3 (slug 5106a7e0-0000-4000-8000-000000000003) runs the code of v3, as before"),
+        "{err}"
+    );
+    assert_eq!(fake.current_release().unwrap().version, 3);
+    assert_eq!(fake.releases().last().unwrap().status, "failed");
+    // The current release was found on the second page.
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.header("range") == Some("version ]4..; max=10, order=desc")),
+        "{:?}",
+        fake.lines()
+    );
+    assert!(!p.db_snapshot().contains_key("table users"));
+
+    // Going back to v2 when it works: a rollback, a new release of v2's slug.
+    run(&p, &["deploy"]).success();
+    let current = fake.current_release().unwrap();
+    assert_eq!(
+        (current.version, current.slug),
+        (5, Some(support::heroku_fake::slug_id(2)))
+    );
+}
+
+#[test]
+fn the_plan_refuses_a_release_step_and_in_the_release_phase_a_traffic_step() {
+    let (p, fake) = code_project(
+        "name: release\nsteps:\n  - uses: migrate\n    with: { to: latest, rollback: down }\n  - id: stage\n    uses: release\n",
+    );
+    let out = run(&p, &["plan", "--code-version", NEW_SLUG]);
+    out.expect_code(2);
+    assert!(
+        out.stderr().contains("Heroku builds and releases code in one: a release gets the traffic as soon as it is made, there is no release without traffic"),
+        "{}",
+        out.stderr()
+    );
+
+    p.write("pipelines/release.yaml", TRAFFIC_PIPELINE);
+    let out = Run(p
+        .cmd()
+        .env("HEROKU_API_KEY", TOKEN)
+        .env("DYNO", "release.7")
+        .env("CUTOVER_CODE_VERSION", NEW_SLUG)
+        .arg("release")
+        .output()
+        .unwrap());
+    out.expect_code(2);
+    assert!(
+        out.stderr().contains("cutover runs as the release phase of Heroku app `mealprep-prod` (DYNO=release.7): Heroku puts this release live when the phase succeeds, and a failed phase never goes live, so no `traffic` step is needed"),
+        "{}",
+        out.stderr()
+    );
+    assert!(fake.changes().is_empty(), "{:?}", fake.changes());
+    assert!(!p.db_snapshot().contains_key("table users"));
+}

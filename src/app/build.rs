@@ -106,8 +106,6 @@ fn build(
         &|| azure_credential(&resolver),
     )
     .map_err(located)?;
-    let platform =
-        platform::build(env.platform.as_ref(), &resolver, &config.dir).map_err(located)?;
     // The URL is resolved now, but an unresolved reference only fails a step that polls it:
     // `migrate status` needs no health URL.
     let health = match &env.health {
@@ -149,6 +147,17 @@ fn build(
         }),
         None => None,
     };
+    // After the health URL: App Service warms a staged slot on its path.
+    let platform = platform::build(
+        env.platform.as_ref(),
+        &resolver,
+        &config.dir,
+        health
+            .as_ref()
+            .and_then(|h| h.as_ref().ok())
+            .map(|h| h.url.as_str()),
+    )
+    .map_err(located)?;
     let migrations =
         source::read_dir(&config.migrations_dir()).map_err(|e| EngineError::Plan(e.to_string()))?;
     let lock_lease = env.lock.as_ref().and_then(|l| l.lease).map_or(

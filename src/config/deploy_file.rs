@@ -576,6 +576,19 @@ pub struct AppServiceConfig {
     /// Microsoft.Web api-version (default `2024-04-01`).
     #[serde(default)]
     pub api_version: Option<Text>,
+    /// The deployment slot a `release` step stages code in and a `traffic` step swaps into
+    /// production (default `staging`).
+    #[serde(default)]
+    pub staging_slot: Option<Text>,
+    /// The container image a `release` step puts in the staging slot, with `{version}` for
+    /// the code version (`myregistry.azurecr.io/web:{version}`). Default: production's
+    /// image (`siteConfig.linuxFxVersion`, `DOCKER|repo:tag`) with its tag replaced.
+    #[serde(default)]
+    pub image: Option<Text>,
+    /// The URL a `release` step polls until the staged code answers 2xx (default: the
+    /// staging slot's host name with the path of the environment's `health.url`).
+    #[serde(default)]
+    pub warm_url: Option<Text>,
 }
 
 /// Shell command templates for the `command` platform. Each runs with `sh -c`.

@@ -72,6 +72,9 @@ pub(crate) enum Record {
         at: DateTime<Utc>,
         index: usize,
         id: String,
+        /// What the undo did and checked, in its own words (a platform's new release id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     CompensationFailed {
         at: DateTime<Utc>,

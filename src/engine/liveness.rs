@@ -253,7 +253,12 @@ mod tests {
                     message: String::new(),
                 },
                 "undo" => Record::CompensationStarted { at, index, id },
-                "undone" => Record::CompensationFinished { at, index, id },
+                "undone" => Record::CompensationFinished {
+                    at,
+                    index,
+                    id,
+                    note: None,
+                },
                 other => panic!("{other}"),
             });
         }

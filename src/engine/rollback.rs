@@ -86,16 +86,14 @@ pub(super) async fn roll_back(
         };
         match result {
             Ok(note) => {
-                // Putting code back reads the platform afterwards: its note says what
-                // was checked.
-                if matches!(pending.action, Compensation::Code { .. }) {
-                    ctx.note(&pending.id, note);
-                }
+                // What the undo did and checked goes to the journal and the report.
+                let note = ctx.redactor.redact(&note);
                 journal
                     .write(&Record::CompensationFinished {
                         at: Utc::now(),
                         index: pending.index,
                         id: pending.id.clone(),
+                        note: (!note.is_empty()).then(|| note.clone()),
                     })
                     .await?;
                 ctx.report(Event::CompensationFinished {
@@ -103,6 +101,14 @@ pub(super) async fn roll_back(
                     action: action.clone(),
                     error: None,
                 });
+                // Putting code back may make something new (Heroku's rollback is a new
+                // release): the note that names it is shown and kept in the report.
+                if matches!(pending.action, Compensation::Code { .. }) && !note.is_empty() {
+                    ctx.report(Event::StepNote {
+                        id: pending.id.clone(),
+                        message: format!("undo: {note}"),
+                    });
+                }
                 undone.push(action);
             }
             Err(e) => {

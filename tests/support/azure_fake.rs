@@ -28,6 +28,15 @@
 //!   `MissingApiVersionParameter`), a bearer token from this fake too (401), GET omits
 //!   empty env values as Azure does, and faults (429 + `Retry-After`) can be queued.
 //!
+//! - Resource Manager, `Microsoft.Web/sites`: GET (with `defaultHostName`), stop, start,
+//!   restart, app settings list and PUT (the whole set, a restart); the site configuration
+//!   (`GET`/`PATCH .../config/web`, its `linuxFxVersion`) of production and of each
+//!   deployment slot (`.../slots/{slot}`, GET, app settings list), `config/slotConfigNames`,
+//!   and `POST .../slots/{slot}/slotsswap` (`targetSlot` and `preserveVnet` required, 400
+//!   otherwise), an operation (202 + `Location` + `Azure-AsyncOperation` + `Retry-After`,
+//!   `InProgress` once) that swaps the images and the app settings that are not slot
+//!   settings when it ends, as Azure does; slot settings (`slotConfigNames`) stay put.
+//!
 //! - Resource Manager, `Microsoft.Sql`: GET a database; `POST .../databases/{db}/export`
 //!   and `POST .../servers/{s}/import` answered 202 + `Location` + `Retry-After: 1`, the
 //!   operation `202` once and then `200` with an `ImportExportOperationResult` (or a 400
@@ -130,6 +139,10 @@ struct State {
     failing_revisions: u32,
     /// App Service sites: name → (state, app settings, restarts).
     sites: BTreeMap<String, (String, serde_json::Map<String, Value>, u32)>,
+    /// App Service code: site name → production's image, the slots, the slot settings.
+    site_code: BTreeMap<String, SiteCode>,
+    /// Slot swaps: operation id → (polls left, site, slot, done).
+    site_ops: BTreeMap<String, (u32, String, String, bool)>,
     /// Azure SQL databases: name → resource, its data in `content`.
     sql: BTreeMap<String, Value>,
     /// SQL export/import operations: id → (polls left, the request's body, export of / import).
@@ -138,6 +151,21 @@ struct State {
     failing_exports: bool,
     /// Imports fail.
     failing_imports: bool,
+}
+
+/// What a site runs: production's `linuxFxVersion`, its deployment slots, and the app
+/// setting names that stay with their slot in a swap (`slotConfigNames`).
+#[derive(Default, Clone)]
+struct SiteCode {
+    image: String,
+    slots: BTreeMap<String, Slot>,
+    sticky: Vec<String>,
+}
+
+#[derive(Default, Clone)]
+struct Slot {
+    image: String,
+    settings: serde_json::Map<String, Value>,
 }
 
 pub struct AzureFake {
@@ -342,6 +370,45 @@ impl AzureFake {
         self.lock()
             .sites
             .insert(name.into(), ("Running".into(), settings, 0));
+    }
+
+    /// Production of site `name` runs this `linuxFxVersion` (`DOCKER|repo:tag`).
+    pub fn set_site_image(&self, name: &str, image: &str) {
+        self.lock().site_code.entry(name.into()).or_default().image = image.into();
+    }
+
+    /// A deployment slot of site `name` running `image`, with these app settings.
+    pub fn add_slot(&self, name: &str, slot: &str, image: &str, settings: Value) {
+        self.lock()
+            .site_code
+            .entry(name.into())
+            .or_default()
+            .slots
+            .insert(
+                slot.into(),
+                Slot {
+                    image: image.into(),
+                    settings: settings.as_object().cloned().unwrap_or_default(),
+                },
+            );
+    }
+
+    /// The app settings of site `name` that stay with their slot in a swap.
+    pub fn set_slot_settings(&self, name: &str, names: &[&str]) {
+        self.lock().site_code.entry(name.into()).or_default().sticky =
+            names.iter().map(|n| (*n).to_owned()).collect();
+    }
+
+    /// The image production of site `name` runs.
+    pub fn site_image(&self, name: &str) -> String {
+        self.lock().site_code[name].image.clone()
+    }
+
+    /// A slot's `(image, app settings)`.
+    pub fn slot(&self, name: &str, slot: &str) -> (String, Value) {
+        let s = self.lock();
+        let slot = &s.site_code[name].slots[slot];
+        (slot.image.clone(), Value::Object(slot.settings.clone()))
     }
 
     /// A site's `(state, app settings, restarts)`.
@@ -1189,8 +1256,202 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Swaps slot `slot` of site `name` with production: the images, and the app settings
+/// that are not slot settings (those stay where they are).
+fn swap(s: &mut State, name: &str, slot: &str) {
+    let code = s.site_code.get_mut(name).expect("swaps change known sites");
+    let sticky = code.sticky.clone();
+    let staged = code.slots.get_mut(slot).expect("swaps change known slots");
+    std::mem::swap(&mut code.image, &mut staged.image);
+    let production = &mut s.sites.get_mut(name).expect("a known site").1;
+    let moving = |m: &serde_json::Map<String, Value>| -> serde_json::Map<String, Value> {
+        m.iter()
+            .filter(|(k, _)| !sticky.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let (from_production, from_slot) = (moving(production), moving(&staged.settings));
+    production.retain(|k, _| sticky.contains(k));
+    production.extend(from_slot);
+    staged.settings.retain(|k, _| sticky.contains(k));
+    staged.settings.extend(from_production);
+}
+
+/// A `config/web` resource.
+fn web_config(id: &str, image: &str) -> Value {
+    json!({"id": format!("{id}/config/web"), "name": "web", "type": "Microsoft.Web/sites/config",
+        "properties": {"linuxFxVersion": image, "alwaysOn": true, "http20Enabled": true}})
+}
+
+/// `PATCH .../config/web`: the new `linuxFxVersion`, if the body is a valid one.
+fn patched_image(r: &Request) -> Result<Option<String>, Answer> {
+    let Ok(body) = serde_json::from_str::<Value>(&r.body) else {
+        return Err(arm_error(
+            400,
+            "InvalidRequestContent",
+            "The request content was invalid and could not be deserialized.",
+        ));
+    };
+    let Some(props) = body["properties"].as_object() else {
+        return Err(arm_error(400, "BadRequest", "properties is required."));
+    };
+    match props.get("linuxFxVersion") {
+        None => Ok(None),
+        Some(Value::String(fx)) => Ok(Some(fx.clone())),
+        Some(_) => Err(arm_error(
+            400,
+            "BadRequest",
+            "linuxFxVersion must be a string.",
+        )),
+    }
+}
+
+/// The code parts of a site: production's and the slots' `config/web`, the slots, their
+/// app settings, `slotConfigNames`, `slotsswap` and its operation. `None`: not one of them.
+fn site_code(s: &mut State, r: &Request, segs: &[&str], name: &str, id: &str) -> Option<Answer> {
+    let api = query(&r.path, "api-version").unwrap_or_default();
+    let code = s.site_code.entry(name.to_owned()).or_default();
+    let answer = match (r.method.as_str(), &segs[8..]) {
+        ("GET", ["config", "web"]) => (200, Vec::new(), web_config(id, &code.image)),
+        ("PATCH", ["config", "web"]) => match patched_image(r) {
+            Err(refused) => refused,
+            Ok(image) => {
+                if let Some(image) = image {
+                    code.image = image;
+                }
+                (200, Vec::new(), web_config(id, &code.image))
+            }
+        },
+        ("GET", ["config", "slotConfigNames"]) => (
+            200,
+            Vec::new(),
+            json!({"id": format!("{id}/config/slotConfigNames"), "name": "slotConfigNames",
+                "properties": {"appSettingNames": code.sticky, "connectionStringNames": [], "azureStorageConfigNames": []}}),
+        ),
+        (method, ["slots", slot, rest @ ..]) => {
+            let slot = (*slot).to_owned();
+            let slot_id = format!("{id}/slots/{slot}");
+            let Some(staged) = code.slots.get_mut(&slot) else {
+                return Some(arm_error(
+                    404,
+                    "ResourceNotFound",
+                    &format!(
+                        "The Resource 'Microsoft.Web/sites/{name}/slots/{slot}' under resource group '{}' was not found.",
+                        segs[3]
+                    ),
+                ));
+            };
+            match (method, rest) {
+                ("GET", []) => (
+                    200,
+                    Vec::new(),
+                    json!({"id": slot_id, "name": format!("{name}/{slot}"), "type": "Microsoft.Web/sites/slots",
+                        "properties": {"state": "Running", "enabled": true, "defaultHostName": format!("{name}-{slot}.azurewebsites.net")}}),
+                ),
+                ("GET", ["config", "web"]) => {
+                    (200, Vec::new(), web_config(&slot_id, &staged.image))
+                }
+                ("PATCH", ["config", "web"]) => match patched_image(r) {
+                    Err(refused) => refused,
+                    Ok(image) => {
+                        if let Some(image) = image {
+                            staged.image = image;
+                        }
+                        (200, Vec::new(), web_config(&slot_id, &staged.image))
+                    }
+                },
+                ("POST", ["config", "appsettings", "list"]) => (
+                    200,
+                    Vec::new(),
+                    json!({"id": format!("{slot_id}/config/appsettings"), "name": "appsettings", "properties": staged.settings}),
+                ),
+                ("POST", ["slotsswap"]) => {
+                    let Ok(body) = serde_json::from_str::<Value>(&r.body) else {
+                        return Some(arm_error(
+                            400,
+                            "InvalidRequestContent",
+                            "The request content was invalid and could not be deserialized.",
+                        ));
+                    };
+                    let (Some(target), Some(_)) =
+                        (body["targetSlot"].as_str(), body["preserveVnet"].as_bool())
+                    else {
+                        return Some(arm_error(
+                            400,
+                            "BadRequest",
+                            "targetSlot and preserveVnet are required.",
+                        ));
+                    };
+                    if target != "production" {
+                        return Some(arm_error(
+                            400,
+                            "BadRequest",
+                            "This fake swaps a slot with production only.",
+                        ));
+                    }
+                    let op = format!("swap-{}", s.site_ops.len() + 1);
+                    s.site_ops
+                        .insert(op.clone(), (1, name.to_owned(), slot.clone(), false));
+                    let base = format!("https://management.azure.com{slot_id}");
+                    (
+                        202,
+                        vec![
+                            (
+                                "Location".to_owned(),
+                                format!("{base}/operationresults/{op}?api-version={api}"),
+                            ),
+                            (
+                                "Azure-AsyncOperation".to_owned(),
+                                format!("{base}/operationstatuses/{op}?api-version={api}"),
+                            ),
+                            ("Retry-After".to_owned(), "1".to_owned()),
+                        ],
+                        Value::Null,
+                    )
+                }
+                ("GET", [kind @ ("operationresults" | "operationstatuses"), op]) => {
+                    let Some((left, site, slot, done)) = s.site_ops.get(*op).cloned() else {
+                        return Some(arm_error(404, "NotFound", "operation not found"));
+                    };
+                    let statuses = *kind == "operationstatuses";
+                    if left > 0 {
+                        s.site_ops
+                            .insert((*op).to_owned(), (left - 1, site, slot, done));
+                        return Some(if statuses {
+                            (
+                                200,
+                                vec![("Retry-After".into(), "1".into())],
+                                json!({"id": op, "name": op, "status": "InProgress"}),
+                            )
+                        } else {
+                            (202, vec![("Retry-After".into(), "1".into())], Value::Null)
+                        });
+                    }
+                    if !done {
+                        swap(s, &site, &slot);
+                        s.site_ops.insert((*op).to_owned(), (0, site, slot, true));
+                    }
+                    if statuses {
+                        (
+                            200,
+                            Vec::new(),
+                            json!({"id": op, "name": op, "status": "Succeeded"}),
+                        )
+                    } else {
+                        (200, Vec::new(), Value::Null)
+                    }
+                }
+                _ => arm_error(404, "NotFound", "no such operation in the fake"),
+            }
+        }
+        _ => return None,
+    };
+    Some(answer)
+}
+
 /// `Microsoft.Web/sites/{name}`: GET, stop/start/restart, app settings list and PUT (which
-/// replaces the whole set and restarts the app, as Azure does).
+/// replaces the whole set and restarts the app, as Azure does), and the code parts
+/// (`site_code`).
 fn site(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
     let name = segs[7].to_owned();
     if segs[1] != SUBSCRIPTION {
@@ -1199,6 +1460,15 @@ fn site(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
             "SubscriptionNotFound",
             "The subscription could not be found.",
         );
+    }
+    if s.sites.contains_key(&name) {
+        let id = format!(
+            "/subscriptions/{SUBSCRIPTION}/resourceGroups/{}/providers/Microsoft.Web/sites/{name}",
+            segs[3]
+        );
+        if let Some(answer) = site_code(s, r, segs, &name, &id) {
+            return answer;
+        }
     }
     let Some((state, settings, restarts)) = s.sites.get_mut(&name) else {
         return arm_error(
@@ -1218,7 +1488,7 @@ fn site(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
         ("GET", []) => (
             200,
             Vec::new(),
-            json!({"id": id, "name": name, "type": "Microsoft.Web/sites", "properties": {"state": state, "enabled": true}}),
+            json!({"id": id, "name": name, "type": "Microsoft.Web/sites", "properties": {"state": state, "enabled": true, "defaultHostName": format!("{name}.azurewebsites.net")}}),
         ),
         ("POST", ["stop"]) => {
             *state = "Stopped".into();

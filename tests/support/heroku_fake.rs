@@ -5,7 +5,13 @@
 //! or 406, `Authorization: Bearer <token>` or 401, JSON error bodies `{"id", "message"}`,
 //! a `RateLimit-Remaining` header on every answer (counting down), `Range` /
 //! `206 Partial Content` / `Next-Range` on the formation list, and 404 `not_found`
-//! "Couldn't find that app." for any other app. Every request is recorded (method, path,
+//! "Couldn't find that app." for any other app.
+//!
+//! Releases: the list (`Range: version ..; max=N, order=desc`, pages of `206` with a
+//! `Next-Range`), info by id or version, and create: `{"release": "<id>"}` (a rollback: a
+//! new release copying that release's slug) or `{"slug": "<id>"}` (a known slug). A new
+//! release is `pending` while its release phase runs: it turns `succeeded` (and current)
+//! on the second read of it, or `failed` (the current release stays) when set to fail. Every request is recorded (method, path,
 //! headers, body, time) so tests can check exactly what was sent. Faults (a 429 with
 //! `Retry-After`, a 503) can be queued for the next matching requests.
 
@@ -111,6 +117,28 @@ struct State {
     remaining: u64,
     page_size: usize,
     restarts: u32,
+    /// Oldest first.
+    releases: Vec<Release>,
+    /// Slugs built but maybe never released (`POST releases {"slug"}` needs a known one).
+    slugs: Vec<String>,
+    /// How many of the next new releases fail their release phase.
+    failing_releases: u32,
+    release_page_size: usize,
+}
+
+/// One release as the fake keeps it.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub id: String,
+    pub version: u64,
+    pub slug: Option<String>,
+    pub status: String,
+    pub current: bool,
+    pub description: String,
+    /// Reads left before a pending release ends.
+    reads_left: u32,
+    /// How it ends.
+    fails: bool,
 }
 
 /// The fake; lives until the test process ends.
@@ -140,6 +168,10 @@ impl HerokuFake {
             remaining: 4500,
             page_size: 1000,
             restarts: 0,
+            releases: Vec::new(),
+            slugs: Vec::new(),
+            failing_releases: 0,
+            release_page_size: 1000,
         }));
         let shared = state.clone();
         std::thread::spawn(move || {
@@ -212,6 +244,59 @@ impl HerokuFake {
     pub fn clear_requests(&self) {
         self.lock().requests.clear();
     }
+
+    /// Releases v1..vN, each of its own slug (`slug_id(n)`), all succeeded, the last
+    /// current.
+    pub fn add_releases(&self, n: u64) {
+        let mut s = self.lock();
+        for version in 1..=n {
+            let slug = slug_id(version);
+            s.slugs.push(slug.clone());
+            s.releases.push(Release {
+                id: release_id(version),
+                version,
+                slug: Some(slug),
+                status: "succeeded".into(),
+                current: version == n,
+                description: format!("Deploy {version}"),
+                reads_left: 0,
+                fails: false,
+            });
+        }
+    }
+
+    /// A slug built and not released yet.
+    pub fn add_slug(&self, id: &str) {
+        self.lock().slugs.push(id.into());
+    }
+
+    /// The next `n` new releases fail their release phase.
+    pub fn fail_releases(&self, n: u32) {
+        self.lock().failing_releases = n;
+    }
+
+    /// How many releases a page of `GET /apps/{app}/releases` holds at most.
+    pub fn set_release_page_size(&self, size: usize) {
+        self.lock().release_page_size = size.max(1);
+    }
+
+    pub fn releases(&self) -> Vec<Release> {
+        self.lock().releases.clone()
+    }
+
+    pub fn current_release(&self) -> Option<Release> {
+        self.lock().releases.iter().find(|r| r.current).cloned()
+    }
+}
+
+/// The id of release `version` in this fake (a uuid).
+pub fn release_id(version: u64) -> String {
+    format!("7e1ea5e0-0000-4000-8000-{version:012}")
+}
+
+/// The slug of the release `add_releases` made as `version` (a uuid).
+pub fn slug_id(version: u64) -> String {
+    format!("5106a7e0-0000-4000-8000-{version:012}")
 }
 
 fn serve(stream: TcpStream, state: &Mutex<State>) {
@@ -283,6 +368,170 @@ fn formation_json(s: &State, kind: &str, quantity: u32) -> Value {
         "created_at": "2024-01-01T00:00:00Z",
         "updated_at": "2024-01-01T00:00:00Z",
     })
+}
+
+fn release_json(s: &State, r: &Release) -> Value {
+    json!({
+        "id": r.id,
+        "version": r.version,
+        "description": r.description,
+        "status": r.status,
+        "current": r.current,
+        "eligible_for_rollback": true,
+        "output_stream_url": null,
+        "slug": r.slug.as_ref().map(|id| json!({ "id": id })),
+        "app": { "id": APP_ID, "name": s.app },
+        "user": { "id": "u0000000-0000-4000-8000-000000000001", "email": "release@example.com" },
+        "addon_plan_names": [],
+        "artifacts": [],
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:00Z",
+    })
+}
+
+/// `GET /apps/{app}/releases` with `Range: version [start]..; max=N[, order=desc]`: a
+/// `]` before the start leaves it out; a partial page answers 206 with `Next-Range`.
+fn release_list(s: &State, range: Option<&str>) -> (u16, Vec<(String, String)>, Value) {
+    let (mut start, mut max, mut desc) = (None::<(u64, bool)>, 200usize, false);
+    if let Some(range) = range {
+        let Some(rest) = range.trim().strip_prefix("version ") else {
+            return error(
+                416,
+                "requested_range_not_satisfiable",
+                "Range field must be `version`.",
+            );
+        };
+        let (bounds, options) = rest.split_once(';').unwrap_or((rest, ""));
+        let from = bounds.trim().split("..").next().unwrap_or_default();
+        let (exclusive, from) = match from.strip_prefix(']') {
+            Some(f) => (true, f),
+            None => (false, from),
+        };
+        if !from.is_empty() {
+            let Ok(n) = from.parse::<u64>() else {
+                return error(416, "requested_range_not_satisfiable", "Invalid range.");
+            };
+            start = Some((n, exclusive));
+        }
+        for option in options.split(',') {
+            match option.trim().split_once('=') {
+                Some(("max", n)) => {
+                    let Ok(n) = n.trim().parse::<usize>() else {
+                        return error(416, "requested_range_not_satisfiable", "Invalid max.");
+                    };
+                    max = n.clamp(1, 1000);
+                }
+                Some(("order", o)) => desc = o.trim() == "desc",
+                _ => {}
+            }
+        }
+    }
+    let mut all: Vec<&Release> = s.releases.iter().collect();
+    if desc {
+        all.reverse();
+    }
+    let all: Vec<&Release> = all
+        .into_iter()
+        .filter(|r| match start {
+            None => true,
+            Some((n, exclusive)) if desc => r.version < n || (!exclusive && r.version == n),
+            Some((n, exclusive)) => r.version > n || (!exclusive && r.version == n),
+        })
+        .collect();
+    let size = max.min(s.release_page_size);
+    let page: Vec<Value> = all.iter().take(size).map(|r| release_json(s, r)).collect();
+    if all.len() > size {
+        let last = all[size - 1].version;
+        let order = if desc { ", order=desc" } else { "" };
+        let next = format!("version ]{last}..; max={max}{order}");
+        (206, vec![("Next-Range".into(), next)], Value::Array(page))
+    } else {
+        (200, Vec::new(), Value::Array(page))
+    }
+}
+
+/// `POST /apps/{app}/releases`: a rollback (`release`) or a slug's release (`slug`).
+fn create_release(s: &mut State, body: Option<&Value>) -> (u16, Vec<(String, String)>, Value) {
+    let Some(body) = body else {
+        return error(422, "invalid_params", "Request body is required.");
+    };
+    let (slug, description) = match (body.get("release"), body.get("slug")) {
+        (Some(release), None) => {
+            let Some(id) = release.as_str() else {
+                return error(422, "invalid_params", "release must be a string.");
+            };
+            let Some(target) = s.releases.iter().find(|r| r.id == id) else {
+                return error(404, "not_found", "Couldn't find that release.");
+            };
+            (
+                target.slug.clone(),
+                format!("Rollback to v{}", target.version),
+            )
+        }
+        (None, Some(slug)) => {
+            let Some(id) = slug.as_str() else {
+                return error(422, "invalid_params", "slug must be a string.");
+            };
+            if !s.slugs.iter().any(|k| k == id) {
+                return error(404, "not_found", "Couldn't find that slug.");
+            }
+            (
+                Some(id.to_owned()),
+                format!("Deploy {}", &id[..8.min(id.len())]),
+            )
+        }
+        _ => {
+            return error(
+                422,
+                "invalid_params",
+                "Exactly one of release (a rollback) or slug is required.",
+            );
+        }
+    };
+    let version = s.releases.last().map_or(1, |r| r.version + 1);
+    let fails = s.failing_releases > 0;
+    if fails {
+        s.failing_releases -= 1;
+    }
+    let release = Release {
+        id: release_id(version),
+        version,
+        slug,
+        status: "pending".into(),
+        current: false,
+        description,
+        reads_left: 1,
+        fails,
+    };
+    let shown = release_json(s, &release);
+    s.releases.push(release);
+    (201, Vec::new(), shown)
+}
+
+/// `GET /apps/{app}/releases/{id_or_version}`; a pending release's release phase ends on
+/// its second read.
+fn release_info(s: &mut State, key: &str) -> (u16, Vec<(String, String)>, Value) {
+    let Some(i) = s
+        .releases
+        .iter()
+        .position(|r| r.id == key || r.version.to_string() == key)
+    else {
+        return error(404, "not_found", "Couldn't find that release.");
+    };
+    if s.releases[i].status == "pending" {
+        if s.releases[i].reads_left > 0 {
+            s.releases[i].reads_left -= 1;
+        } else if s.releases[i].fails {
+            s.releases[i].status = "failed".into();
+        } else {
+            s.releases[i].status = "succeeded".into();
+            for r in &mut s.releases {
+                r.current = false;
+            }
+            s.releases[i].current = true;
+        }
+    }
+    (200, Vec::new(), release_json(s, &s.releases[i]))
 }
 
 fn handle(s: &mut State, r: &Request) -> (u16, Vec<(String, String)>, Value) {
@@ -435,6 +684,9 @@ fn handle(s: &mut State, r: &Request) -> (u16, Vec<(String, String)>, Value) {
                 .collect();
             (200, Vec::new(), Value::Array(out))
         }
+        ("GET", ["releases"]) => release_list(s, r.header("range")),
+        ("GET", ["releases", key]) => release_info(s, key),
+        ("POST", ["releases"]) => create_release(s, body.as_ref()),
         ("DELETE", ["dynos"]) => {
             s.restarts += 1;
             (202, Vec::new(), json!({}))

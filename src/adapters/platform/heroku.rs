@@ -7,6 +7,20 @@
 //! - scale: `PATCH /apps/{app}/formation/{type}` `{"quantity": n}`;
 //! - restart: `DELETE /apps/{app}/dynos`.
 //!
+//! Code (a `traffic` step) is the app's releases: Heroku builds and releases in one, so
+//! there is no release without traffic and no `release` step:
+//! - code: the current release, from `GET /apps/{app}/releases` (`Range: version ..;
+//!   order=desc`, page by page): `v<version>` gets all the traffic;
+//! - route: `v<N>` rolls back to that earlier release (`POST /apps/{app}/releases
+//!   {"release": "<its id>"}`), a slug id releases that slug (`{"slug": "<id>"}`); either
+//!   makes a new release, `pending` while its release phase runs, polled until it is not;
+//!   `failed` means the release phase failed and the code did not go live;
+//! - restore: unless the current release runs the earlier one's slug, a rollback to the
+//!   earlier release (a new release copying its slug), polled and checked.
+//!
+//! In the release phase itself (`DYNO=release.N`, `cutover release` in the Procfile), the
+//! release that runs it goes live when it succeeds: a `traffic` step is refused there.
+//!
 //! Rate limits and outages: a 429 or 5xx answer, or a lost connection, is retried here a few
 //! times with backoff, waiting as long as `Retry-After` asks; what still fails is reported as
 //! transient, so a step's `retries:` tries again. Every answer carries `RateLimit-Remaining`;
@@ -24,7 +38,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 
-use super::{Platform, PlatformError, PlatformState};
+use super::{CodeActions, CodeState, Platform, PlatformError, PlatformState, Route};
 use crate::adapters::build::BuildError;
 use crate::adapters::build::Resolve;
 use crate::config::deploy_file::Text;
@@ -56,6 +70,10 @@ const LOW_REMAINING: u64 = 50;
 const REFILL_INTERVAL: Duration = Duration::from_millis(800);
 /// Most pages read from a list endpoint (`206 Partial Content` + `Next-Range`).
 const MAX_PAGES: usize = 50;
+/// The environment variable Heroku sets in every dyno: `release.N` in the release phase's.
+pub(crate) const DYNO_ENV: &str = "DYNO";
+/// Longest wait between two reads of a pending release.
+const RELEASE_POLL: Duration = Duration::from_secs(5);
 
 pub(crate) struct HerokuPlatform {
     app: String,
@@ -64,6 +82,70 @@ pub(crate) struct HerokuPlatform {
     client: reqwest::Client,
     /// `RateLimit-Remaining` of the last answer.
     remaining: Mutex<Option<u64>>,
+    /// `DYNO` when this process is the release phase (`release.N`).
+    release_phase: Option<String>,
+}
+
+/// What a release says about the code it runs.
+#[derive(Debug, Clone)]
+struct Release {
+    id: String,
+    version: u64,
+    status: String,
+    current: bool,
+    /// The slug's id, `None` for a release without one.
+    slug: Option<String>,
+}
+
+impl Release {
+    fn read(value: &Value) -> Option<Self> {
+        Some(Self {
+            id: value["id"].as_str()?.to_owned(),
+            version: value["version"].as_u64()?,
+            status: value["status"].as_str().unwrap_or_default().to_owned(),
+            current: value["current"].as_bool().unwrap_or(false),
+            slug: value["slug"]["id"].as_str().map(str::to_owned),
+        })
+    }
+
+    /// `v42 (slug 5106a7e0-...)`.
+    fn describe(&self) -> String {
+        match &self.slug {
+            Some(slug) => format!("v{} (slug {slug})", self.version),
+            None => format!("v{} (no slug)", self.version),
+        }
+    }
+}
+
+/// What a `traffic` step names: an earlier release or a slug.
+enum Target {
+    Version(u64),
+    Slug(String),
+}
+
+impl Target {
+    fn parse(version: &str) -> Result<Self, PlatformError> {
+        if let Some(n) = version
+            .strip_prefix('v')
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            return Ok(Self::Version(n));
+        }
+        if is_uuid(version) {
+            return Ok(Self::Slug(version.to_ascii_lowercase()));
+        }
+        Err(PlatformError::Invalid(format!(
+            "`{version}` is neither a Heroku release (`v42`: roll back to it) nor a slug id (a uuid, from `heroku builds` or the Platform API: release that slug)"
+        )))
+    }
+}
+
+fn is_uuid(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// One request, named for messages.
@@ -140,6 +222,9 @@ impl HerokuPlatform {
             token,
             client,
             remaining: Mutex::new(None),
+            release_phase: std::env::var(DYNO_ENV)
+                .ok()
+                .filter(|d| d.starts_with("release.")),
         })
     }
 
@@ -327,6 +412,121 @@ impl HerokuPlatform {
             &format!("more than {MAX_PAGES} pages of results"),
             false,
         ))
+    }
+
+    /// The current release: the newest first, page by page, until one is `current`.
+    async fn current_release(&self) -> Result<Release, PlatformError> {
+        let call = Call {
+            what: "reading the releases".into(),
+            method: Method::GET,
+            segments: vec!["apps", &self.app, "releases"],
+            body: None,
+        };
+        let mut range = "version ..; max=10, order=desc".to_owned();
+        for _ in 0..MAX_PAGES {
+            let (status, headers, bytes) = self.send(&call, Some(&range)).await?;
+            let page: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| {
+                self.fail(&call, &format!("the answer is not a JSON list: {e}"), false)
+            })?;
+            for value in &page {
+                let release = Release::read(value).ok_or_else(|| {
+                    self.fail(
+                        &call,
+                        &format!("a release has no `id` or `version`: {value}"),
+                        false,
+                    )
+                })?;
+                if release.current {
+                    return Ok(release);
+                }
+            }
+            match headers.get("next-range").and_then(|v| v.to_str().ok()) {
+                Some(next) if status == StatusCode::PARTIAL_CONTENT && !page.is_empty() => {
+                    next.clone_into(&mut range);
+                }
+                _ => {
+                    return Err(self.fail(
+                        &call,
+                        "no release is current (an app that was never deployed has none)",
+                        false,
+                    ));
+                }
+            }
+        }
+        Err(self.fail(
+            &call,
+            &format!("no current release in {MAX_PAGES} pages of releases"),
+            false,
+        ))
+    }
+
+    /// One release, by id or version.
+    async fn release(&self, id_or_version: &str) -> Result<Release, PlatformError> {
+        let call = Call {
+            what: format!("reading release {id_or_version}"),
+            method: Method::GET,
+            segments: vec!["apps", &self.app, "releases", id_or_version],
+            body: None,
+        };
+        let value = self.object(&call).await?;
+        Release::read(&value).ok_or_else(|| {
+            self.fail(
+                &call,
+                &format!("the release has no `id` or `version`: {value}"),
+                false,
+            )
+        })
+    }
+
+    /// Makes a release (`{"release": id}` rolls back, `{"slug": id}` releases a slug) and
+    /// reads it until its release phase is over; an error unless it succeeded.
+    async fn make_release(&self, what: String, body: Value) -> Result<Release, PlatformError> {
+        let call = Call {
+            what,
+            method: Method::POST,
+            segments: vec!["apps", &self.app, "releases"],
+            body: Some(body),
+        };
+        let made = self.object(&call).await?;
+        let mut release = Release::read(&made).ok_or_else(|| {
+            self.fail(
+                &call,
+                &format!("the new release has no `id` or `version`: {made}"),
+                false,
+            )
+        })?;
+        // Heroku ends a release phase after an hour; a little more for the answer.
+        let deadline = std::time::Instant::now() + RELEASE_PHASE_LIMIT + Duration::from_secs(60);
+        let mut wait = Duration::from_millis(100);
+        while release.status == "pending" {
+            if std::time::Instant::now() + wait >= deadline {
+                return Err(PlatformError::Api {
+                    message: format!(
+                        "Heroku app `{}`: release v{} is still pending after {}; look at it with `heroku releases:info v{} --app {}`",
+                        self.app,
+                        release.version,
+                        humantime::format_duration(RELEASE_PHASE_LIMIT),
+                        release.version,
+                        self.app
+                    ),
+                    transient: false,
+                });
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RELEASE_POLL);
+            release = self.release(&release.id).await?;
+        }
+        match release.status.as_str() {
+            "succeeded" => Ok(release),
+            "failed" => Err(PlatformError::Invalid(format!(
+                "Heroku app `{}`: the release phase of v{} failed, so its code did not go live (the release before it keeps serving); its output: `heroku releases:output v{} --app {}`",
+                self.app, release.version, release.version, self.app
+            ))),
+            other => Err(PlatformError::Invalid(format!(
+                "Heroku app `{}`: release v{} ended `{other}`, not `succeeded`: its code is not live",
+                self.app, release.version
+            ))),
+        }
     }
 
     fn app_call(&self, what: String, method: Method, body: Option<Value>) -> Call<'_> {
@@ -574,6 +774,147 @@ impl Platform for HerokuPlatform {
         self.object(&call).await?;
         Ok(format!("all dynos of Heroku app `{}` restarted", self.app))
     }
+
+    fn code_actions(&self) -> CodeActions {
+        let traffic = match &self.release_phase {
+            Some(dyno) => Err(format!(
+                "cutover runs as the release phase of Heroku app `{}` (DYNO={dyno}): Heroku puts this release live when the phase succeeds, and a failed phase never goes live, so no `traffic` step is needed; remove it",
+                self.app
+            )),
+            None => Ok(()),
+        };
+        CodeActions {
+            stage: Err(format!(
+                "Heroku builds and releases code in one: a release gets the traffic as soon as it is made, there is no release without traffic; drop the `release` step and use a `traffic` step alone (a slug id, or `v<N>` to go back to an earlier release) on Heroku app `{}`",
+                self.app
+            )),
+            traffic,
+            split: false,
+        }
+    }
+
+    async fn code(&self) -> Result<Option<CodeState>, PlatformError> {
+        let current = self.current_release().await?;
+        let name = format!("v{}", current.version);
+        Ok(Some(CodeState {
+            live: Some(name.clone()),
+            routes: vec![Route {
+                name: name.clone(),
+                version: Some(name),
+                weight: 100,
+            }],
+        }))
+    }
+
+    async fn code_prior(&self) -> Result<Value, PlatformError> {
+        let current = self.current_release().await?;
+        Ok(json!({
+            "release": current.id,
+            "version": current.version,
+            "slug": current.slug,
+        }))
+    }
+
+    async fn route(&self, version: &str, percent: u32) -> Result<String, PlatformError> {
+        if percent != 100 {
+            return Err(PlatformError::Unsupported(format!(
+                "Heroku app `{}` runs one release at a time: use `stages: [100]`",
+                self.app
+            )));
+        }
+        if let Err(why) = self.code_actions().traffic {
+            return Err(PlatformError::Unsupported(why));
+        }
+        let target = Target::parse(version)?;
+        let current = self.current_release().await?;
+        let (what, body, slug) = match &target {
+            Target::Version(n) => {
+                let earlier = self.release(&n.to_string()).await?;
+                if *n == current.version || (earlier.slug.is_some() && earlier.slug == current.slug)
+                {
+                    return Ok(format!(
+                        "{version} is live: the current release {} runs its code",
+                        current.describe()
+                    ));
+                }
+                (
+                    format!("rolling back to {}", earlier.describe()),
+                    json!({ "release": earlier.id }),
+                    earlier.slug,
+                )
+            }
+            Target::Slug(id) => {
+                if current.slug.as_deref() == Some(id.as_str()) {
+                    return Ok(format!(
+                        "slug {id} is live: the current release {} runs it",
+                        current.describe()
+                    ));
+                }
+                (
+                    format!("releasing slug {id}"),
+                    json!({ "slug": id }),
+                    Some(id.clone()),
+                )
+            }
+        };
+        let made = self.make_release(what, body).await?;
+        let now = self.current_release().await?;
+        if now.id != made.id || now.slug != slug {
+            return Err(PlatformError::Invalid(format!(
+                "Heroku app `{}`: release v{} succeeded, but the current release is {}",
+                self.app,
+                made.version,
+                now.describe()
+            )));
+        }
+        Ok(format!(
+            "{version} live as release {} (was {}; checked: it is the current release)",
+            made.describe(),
+            current.describe()
+        ))
+    }
+
+    async fn restore_code(&self, prior: &Value) -> Result<String, PlatformError> {
+        let (Some(id), Some(version)) = (prior["release"].as_str(), prior["version"].as_u64())
+        else {
+            return Err(PlatformError::Invalid(format!(
+                "the journal's earlier code state of Heroku app `{}` has no release id and version: {prior}",
+                self.app
+            )));
+        };
+        let slug = prior["slug"].as_str().map(str::to_owned);
+        let current = self.current_release().await?;
+        let runs_it = |r: &Release| r.id == id || (slug.is_some() && r.slug == slug);
+        if runs_it(&current) {
+            return Ok(format!(
+                "the current release {} runs the code of v{version}, as before (checked: read the current release)",
+                current.describe()
+            ));
+        }
+        let made = self
+            .make_release(
+                format!("rolling back to v{version}"),
+                json!({ "release": id }),
+            )
+            .await?;
+        let now = self.current_release().await?;
+        if now.id != made.id || (slug.is_some() && now.slug != slug) {
+            return Err(PlatformError::Invalid(format!(
+                "Heroku app `{}`: the rollback to v{version} made release v{}, but the current release is {}",
+                self.app,
+                made.version,
+                now.describe()
+            )));
+        }
+        Ok(format!(
+            "rolled back to v{version}: new release v{} (id {}) runs its slug {} again (was {}; checked: v{} is the current release)",
+            made.version,
+            made.id,
+            made.slug.as_deref().unwrap_or("none"),
+            current.describe(),
+            made.version
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -637,6 +978,18 @@ mod tests {
         assert!(parse_api_url("ftp://api.heroku.com").is_err());
         assert!(parse_api_url("https://u:p@api.heroku.com").is_err());
         assert!(parse_api_url("not a url").is_err());
+    }
+
+    #[test]
+    fn a_traffic_version_is_a_release_or_a_slug() {
+        assert!(matches!(Target::parse("v42"), Ok(Target::Version(42))));
+        assert!(matches!(
+            Target::parse("5106A7E0-0000-4000-8000-00000000abcd"),
+            Ok(Target::Slug(s)) if s == "5106a7e0-0000-4000-8000-00000000abcd"
+        ));
+        assert!(Target::parse("42").is_err());
+        assert!(Target::parse("vfoo").is_err());
+        assert!(Target::parse("5106a7e0-0000-4000-8000").is_err());
     }
 
     #[test]

@@ -244,6 +244,7 @@ pub(crate) fn build(
     config: Option<&PlatformConfig>,
     resolver: &dyn Resolve,
     base_dir: &Path,
+    health_url: Option<&str>,
 ) -> Result<Box<dyn Platform>, BuildError> {
     match config {
         None | Some(PlatformConfig::None) => Ok(Box::new(none::NoPlatform)),
@@ -254,7 +255,7 @@ pub(crate) fn build(
             azure_container_apps::ContainerAppsPlatform::new(c, resolver)?,
         )),
         Some(PlatformConfig::AzureAppService(c)) => Ok(Box::new(
-            azure_app_service::AppServicePlatform::new(c, resolver)?,
+            azure_app_service::AppServicePlatform::new(c, resolver, health_url)?,
         )),
         Some(PlatformConfig::Heroku {
             app,
