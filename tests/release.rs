@@ -62,8 +62,9 @@ fn a_deploy_puts_the_new_code_live_after_its_migrations_and_history_names_both_v
     let plan = p.run(&["plan", "--code-version", "v2"]);
     plan.success();
     assert!(
-        plan.stdout()
-            .contains("send the traffic to v2: 100% (now: v1 100%)"),
+        plan.stdout().contains(
+            "send the traffic to v2: 100% (now: v1 100%); until then the code before it serves on the migrated schema"
+        ),
         "{}",
         plan.all()
     );

@@ -53,8 +53,19 @@ pub(crate) fn plan(
             " → healthy for {} → ",
             humantime::format_duration(with.bake())
         ));
+    // Migrations the run applies before this step run while the earlier code still
+    // serves: they must keep it working (expand only; `-- cutover:contract` marks one that
+    // does not, which the plan refuses here).
+    let expanded = scratch.version != scratch.database.version();
     Ok((
-        format!("send the traffic to {version}: {path} (now: {before})"),
+        format!(
+            "send the traffic to {version}: {path} (now: {before}){}",
+            if expanded {
+                "; until then the code before it serves on the migrated schema"
+            } else {
+                ""
+            }
+        ),
         Some(format!("traffic back to {before}")),
     ))
 }
