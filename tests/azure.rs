@@ -12,30 +12,12 @@ use std::process::Command;
 
 use serde_json::{Map, Value, json};
 use support::azure_fake::{
-    AzureFake, CLIENT_ID, CLIENT_SECRET, FEDERATED_TOKEN, GITHUB_REQUEST_TOKEN, IDENTITY_HEADER,
-    SUBSCRIPTION, SYSTEM_ACCESS_TOKEN, TENANT,
+    AZURE_VARS, AzureFake, CLIENT_ID, CLIENT_SECRET, FEDERATED_TOKEN, GITHUB_REQUEST_TOKEN,
+    IDENTITY_HEADER, SUBSCRIPTION, SYSTEM_ACCESS_TOKEN, TENANT,
 };
 use support::{Project, Run};
 
 const API: &str = "2025-01-01";
-
-/// Environment variables a developer machine or CI may have that would change the chain.
-const AZURE_VARS: &[&str] = &[
-    "ACTIONS_ID_TOKEN_REQUEST_URL",
-    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-    "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_SUBSCRIPTION_ID",
-    "AZURE_AUTHORITY_HOST",
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "MSI_ENDPOINT",
-    "SYSTEM_OIDCREQUESTURI",
-    "SYSTEM_ACCESSTOKEN",
-];
 
 fn cmd(p: &Project, fake: &AzureFake) -> Command {
     let mut c = p.cmd();

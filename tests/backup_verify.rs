@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use support::pg::{self, server};
+use support::pg::{self, databases, server};
 use support::{Project, Run, assert_same_db, exec_sql, replace_once};
 
 /// A new reversible migration (SQLite and PostgreSQL alike).
@@ -122,18 +122,6 @@ static PG: Mutex<()> = Mutex::new(());
 
 fn pg_serial() -> MutexGuard<'static, ()> {
     PG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Names of the databases on the server matching a `LIKE` pattern.
-fn databases(like: &str) -> Vec<String> {
-    server()
-        .psql(
-            "postgres",
-            &format!("SELECT datname FROM pg_database WHERE datname LIKE '{like}' ORDER BY 1"),
-        )
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 fn seed(db: &str) {

@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{Project, Run, assert_nothing_to_recover, last_journal};
+use support::{Project, Run, assert_nothing_to_recover, facts, last_journal};
 
 /// A project whose command platform runs code version `v1` (in `code/version`), with the
 /// shipped migrations applied and one more pending, and a pipeline that migrates, then
@@ -47,13 +47,6 @@ steps:
 
 fn code(p: &Project) -> String {
     p.read("code/version").trim().to_owned()
-}
-
-fn facts<'a>(journal: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
-    journal
-        .iter()
-        .filter(|r| r["record"] == "fact" && r["fact"] == kind)
-        .collect()
 }
 
 #[test]

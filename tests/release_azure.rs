@@ -11,26 +11,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::azure_fake::{AzureFake, CLIENT_ID, CLIENT_SECRET, SUBSCRIPTION, TENANT};
+use support::azure_fake::{AZURE_VARS, AzureFake, CLIENT_ID, CLIENT_SECRET, SUBSCRIPTION, TENANT};
 use support::{Project, Run};
-
-/// Environment variables a developer machine or CI may have that would change sign-in.
-const AZURE_VARS: &[&str] = &[
-    "ACTIONS_ID_TOKEN_REQUEST_URL",
-    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-    "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_ID",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_SUBSCRIPTION_ID",
-    "AZURE_AUTHORITY_HOST",
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "MSI_ENDPOINT",
-    "SYSTEM_OIDCREQUESTURI",
-    "SYSTEM_ACCESSTOKEN",
-    "CUTOVER_CODE_VERSION",
-];
 
 fn cmd(p: &Project, fake: &AzureFake) -> Command {
     let mut c = p.cmd();

@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::{Project, Run, assert_nothing_to_recover, assert_same_db, last_journal};
+use support::{Project, Run, assert_nothing_to_recover, assert_same_db, facts, last_journal};
 
 /// A deployed project with data, one pending migration, and a pipeline whose backup is a
 /// snapshot and whose health check decides.
@@ -53,13 +53,6 @@ fn beside(p: &Project) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn facts<'a>(journal: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
-    journal
-        .iter()
-        .filter(|r| r["record"] == "fact" && r["fact"] == kind)
-        .collect()
 }
 
 #[test]
@@ -286,19 +279,7 @@ fn fs_free(path: &std::path::Path) -> u64 {
 
 // PostgreSQL: `CREATE DATABASE ... TEMPLATE` and two renames.
 
-use support::pg::server;
-
-/// Names of the databases on the server matching a `LIKE` pattern.
-fn databases(like: &str) -> Vec<String> {
-    server()
-        .psql(
-            "postgres",
-            &format!("SELECT datname FROM pg_database WHERE datname LIKE '{like}' ORDER BY 1"),
-        )
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
+use support::pg::{databases, server};
 
 /// A deployed project on a fresh PostgreSQL database (`restore: swap`, which snapshots
 /// need) with rows, one pending migration that changes them, and the snapshot pipeline;

@@ -161,19 +161,7 @@ pub(crate) async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit
             return roll_back_halted(&session, &confirmation).await;
         }
     };
-    let pipeline = if let Some(p) = args.pipeline {
-        session.pipeline(Some(&p))?
-    } else {
-        let beside = session
-            .config
-            .pipeline_path(None)
-            .with_file_name("rollback.yaml");
-        if beside.exists() {
-            session.pipeline(Some(&beside))?
-        } else {
-            database_pipeline(&target, "rollback")
-        }
-    };
+    let pipeline = rollback_pipeline(&session, args.pipeline.as_deref(), &target)?;
     let confirmation = Confirmation {
         outside_window: args.window.reason,
         ..Confirmation::asked(args.confirm, args.yes)
@@ -187,6 +175,27 @@ pub(crate) async fn rollback(global: &Global, args: RollbackArgs) -> Result<Exit
         false,
     )
     .await
+}
+
+/// The pipeline a rollback runs: `-p`, else `rollback.yaml` beside the deploy pipeline,
+/// else just the database step.
+fn rollback_pipeline(
+    session: &Session,
+    explicit: Option<&std::path::Path>,
+    target: &RollbackTarget,
+) -> Result<crate::config::Pipeline, EngineError> {
+    if let Some(p) = explicit {
+        return session.pipeline(Some(p));
+    }
+    let beside = session
+        .config
+        .pipeline_path(None)
+        .with_file_name("rollback.yaml");
+    if beside.exists() {
+        session.pipeline(Some(&beside))
+    } else {
+        Ok(database_pipeline(target, "rollback"))
+    }
 }
 
 /// The schema version code `release` ran on, from the journal of the run that released
@@ -224,19 +233,7 @@ async fn roll_back_release(
     schema: Option<i64>,
 ) -> Result<Exit, EngineError> {
     let target = RollbackTarget::Version(schema);
-    let mut pipeline = if let Some(p) = &args.pipeline {
-        session.pipeline(Some(p))?
-    } else {
-        let beside = session
-            .config
-            .pipeline_path(None)
-            .with_file_name("rollback.yaml");
-        if beside.exists() {
-            session.pipeline(Some(&beside))?
-        } else {
-            database_pipeline(&target, "rollback")
-        }
-    };
+    let mut pipeline = rollback_pipeline(session, args.pipeline.as_deref(), &target)?;
     if !pipeline
         .steps
         .iter()

@@ -1809,3 +1809,22 @@ fn sql(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
         _ => arm_error(404, "ResourceNotFound", "The resource was not found."),
     }
 }
+
+/// Environment variables a developer machine or CI may have that would change the chain.
+pub const AZURE_VARS: &[&str] = &[
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_SUBSCRIPTION_ID",
+    "AZURE_AUTHORITY_HOST",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "SYSTEM_OIDCREQUESTURI",
+    "SYSTEM_ACCESSTOKEN",
+    "CUTOVER_CODE_VERSION",
+];

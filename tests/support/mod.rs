@@ -636,3 +636,11 @@ pub fn failures_of_each<T: Copy + Sync>(
     failures.sort();
     failures.into_iter().map(|(_, message)| message).collect()
 }
+
+/// The facts of kind `kind` (`code_released`, `backup_taken`, ...) in a run's journal.
+pub fn facts<'a>(journal: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    journal
+        .iter()
+        .filter(|r| r["record"] == "fact" && r["fact"] == kind)
+        .collect()
+}

@@ -249,3 +249,15 @@ pub fn tool(name: &str) -> PathBuf {
     assert!(path.exists(), "{} not found", path.display());
     path
 }
+
+/// Names of the databases on the server matching a `LIKE` pattern.
+pub fn databases(like: &str) -> Vec<String> {
+    server()
+        .psql(
+            "postgres",
+            &format!("SELECT datname FROM pg_database WHERE datname LIKE '{like}' ORDER BY 1"),
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
