@@ -350,8 +350,13 @@ fn azure_sql_needs_blob_backups_with_a_storage_key() {
 /// A deploy whose backup is a snapshot (a database copy), whose migrator writes `rows: v2`
 /// into the fake's database, and whose last step is `last`.
 fn snapshot_pipeline(fake: &AzureFake, last: &str) -> String {
+    snapshot_pipeline_of(fake, "recipes", last)
+}
+
+/// [`snapshot_pipeline`] on database `db`.
+fn snapshot_pipeline_of(fake: &AzureFake, db: &str, last: &str) -> String {
     format!(
-        "name: deploy\nsteps:\n  - uses: backup\n    with: {{ snapshot: true }}\n  - uses: migrate\n    with:\n      tool: command\n      status: \"cat version.txt 2>/dev/null || true\"\n      up: \"curl -sf -X PUT --data-binary 'rows: v2' {}/fake/sql/recipes && echo 2 > version.txt\"\n      down: \"echo {{version}} > down.txt; rm -f version.txt\"\n      base_version: \"0\"\n      rollback: restore\n{last}",
+        "name: deploy\nsteps:\n  - uses: backup\n    with: {{ snapshot: true }}\n  - uses: migrate\n    with:\n      tool: command\n      status: \"cat version.txt 2>/dev/null || true\"\n      up: \"curl -sf -X PUT --data-binary 'rows: v2' {}/fake/sql/{db} && echo 2 > version.txt\"\n      down: \"echo {{version}} > down.txt; rm -f version.txt\"\n      base_version: \"0\"\n      rollback: restore\n{last}",
         fake.url
     )
 }
@@ -549,4 +554,31 @@ fn a_failing_copy_stops_the_run_before_migrating_and_leaves_nothing() {
     );
     assert!(!p.file("version.txt").exists());
     assert_eq!(backups(&fake, &p), Vec::<Value>::new());
+}
+
+#[test]
+fn snapshot_names_of_a_long_database_name_fit_azure_sqls_128_characters() {
+    let fake = AzureFake::start();
+    let long = format!("recipes_{}", "x".repeat(112));
+    assert_eq!(long.len(), 120);
+    let (p, _) = project(&fake, &snapshot_pipeline_of(&fake, &long, BOOM));
+    fake.add_database(&long, "rows: v1");
+    let config = replace_once(
+        &p.read("deploy.yaml"),
+        "database: recipes,",
+        &format!("database: {long},"),
+    );
+    p.write_config(&config);
+    let out = run(&fake, &p, &["deploy"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    // The copy and the replaced database were named within the limit (the fake refuses
+    // longer names), the database shortened before the suffix.
+    let dbs = fake.databases();
+    assert_eq!(dbs[&long], "rows: v1", "{dbs:?}\n{}", out.all());
+    let replaced: Vec<&String> = dbs.keys().filter(|n| n.contains("_replaced_")).collect();
+    assert_eq!(replaced.len(), 1, "{dbs:?}");
+    assert_eq!(replaced[0].len(), 128, "{}", replaced[0]);
+    assert!(replaced[0].starts_with(&long[..100]), "{}", replaced[0]);
+    assert_eq!(dbs[replaced[0]], "rows: v2");
+    assert!(!dbs.keys().any(|n| n.contains("_cutover_")), "{dbs:?}");
 }

@@ -43,7 +43,8 @@
 //!   when the export or import is set to fail; a failing export first writes part of a
 //!   file); the export writes a
 //!   real blob to the `storageUri` (Azurite) with the `storageKey`, the import reads it
-//!   back; `POST .../databases/{db}/move` renames (400 `DatabaseNameInUse` when taken).
+//!   back; `POST .../databases/{db}/move` renames (400 `DatabaseNameInUse` when taken; a
+//!   new name longer than Azure's 128 characters is refused, for copies too).
 //!   A wrong `administratorLoginPassword` is refused as Azure does. `PUT .../databases/{db}`
 //!   with `properties.createMode: Copy` copies `sourceDatabaseId` (`location` required, and
 //!   the source's; `sku` optional): the copy holds the source's content at that moment and
@@ -1827,6 +1828,9 @@ fn sql(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
                         "The target resource id is invalid.",
                     );
                 };
+                if let Some(refused) = name_problem(new) {
+                    return refused;
+                }
                 if s.sql.contains_key(new) {
                     return arm_error(
                         400,
@@ -1859,6 +1863,9 @@ fn sql(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
 
 /// `PUT .../databases/{name}` with `createMode: Copy`, checked as Azure does.
 fn copy(s: &mut State, body: &Value, name: &str, api: &str) -> Answer {
+    if let Some(refused) = name_problem(name) {
+        return refused;
+    }
     let props = &body["properties"];
     if props["createMode"] != "Copy" {
         return arm_error(
@@ -1997,4 +2004,15 @@ fn sql_change(s: &mut State, kind: &str, id: &str) -> Answer {
     } else {
         (200, Vec::new(), Value::Null)
     }
+}
+
+/// Azure SQL's limit on a database name's length.
+fn name_problem(name: &str) -> Option<Answer> {
+    (name.chars().count() > 128).then(|| {
+        arm_error(
+            400,
+            "InvalidIdentifier",
+            &format!("The identifier '{name}' is longer than 128 characters."),
+        )
+    })
 }
