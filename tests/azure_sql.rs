@@ -346,3 +346,239 @@ fn azure_sql_needs_blob_backups_with_a_storage_key() {
     );
     assert!(fake.requests().is_empty());
 }
+
+/// A deploy whose backup is a snapshot (a database copy), whose migrator writes `rows: v2`
+/// into the fake's database, and whose last step is `last`.
+fn snapshot_pipeline(fake: &AzureFake, last: &str) -> String {
+    snapshot_pipeline_of(fake, "recipes", last)
+}
+
+/// [`snapshot_pipeline`] on database `db`.
+fn snapshot_pipeline_of(fake: &AzureFake, db: &str, last: &str) -> String {
+    format!(
+        "name: deploy\nsteps:\n  - uses: backup\n    with: {{ snapshot: true }}\n  - uses: migrate\n    with:\n      tool: command\n      status: \"cat version.txt 2>/dev/null || true\"\n      up: \"curl -sf -X PUT --data-binary 'rows: v2' {}/fake/sql/{db} && echo 2 > version.txt\"\n      down: \"echo {{version}} > down.txt; rm -f version.txt\"\n      base_version: \"0\"\n      rollback: restore\n{last}",
+        fake.url
+    )
+}
+
+const BOOM: &str = "  - id: boom\n    uses: command\n    with: { run: \"exit 3\" }\n";
+
+/// The names of the fake's databases that start with `prefix`.
+fn named(fake: &AzureFake, prefix: &str) -> Vec<String> {
+    fake.databases()
+        .into_keys()
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// `METHOD /path` (no query) of every Microsoft.Sql change.
+fn change_lines(fake: &AzureFake) -> Vec<String> {
+    changes(fake)
+        .iter()
+        .map(|(m, path, _)| format!("{m} {}", path.split('?').next().unwrap()))
+        .collect()
+}
+
+/// The copy request's target and body, checked against the copy docs.
+fn check_copy(fake: &AzureFake) -> String {
+    let sent = changes(fake);
+    let (_, path, body) = sent
+        .iter()
+        .find(|(m, _, _)| m == "PUT")
+        .unwrap_or_else(|| panic!("no copy was sent: {sent:?}"));
+    let name = path
+        .split('?')
+        .next()
+        .unwrap()
+        .strip_prefix(&sql_path(""))
+        .unwrap()
+        .to_owned();
+    assert!(name.starts_with("recipes_cutover_"), "{name}");
+    assert!(path.ends_with(&format!("?api-version={API}")), "{path}");
+    assert_eq!(
+        body,
+        &json!({
+            "location": "westeurope",
+            "sku": {"name": "GP_S_Gen5_2", "tier": "GeneralPurpose"},
+            "properties": {"createMode": "Copy", "sourceDatabaseId": sql_path("recipes")},
+        })
+    );
+    // The copy was followed to its end through its operation.
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.contains("/databaseAzureAsyncOperation/")),
+        "the copy's operation was not polled"
+    );
+    name
+}
+
+#[test]
+fn a_snapshot_is_a_database_copy_swapped_in_by_renames_on_rollback() {
+    let fake = AzureFake::start();
+    let (p, _) = project(&fake, &snapshot_pipeline(&fake, BOOM));
+    let out = run(&fake, &p, &["deploy"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    no_secrets(&out);
+    let copy = check_copy(&fake);
+    let token = copy.strip_prefix("recipes_cutover_").unwrap();
+    // The database as it was before the migration is back under its name; the migrated
+    // one is kept beside it, and the copy is not left over.
+    let dbs = fake.databases();
+    assert_eq!(dbs["recipes"], "rows: v1", "{dbs:?}");
+    let replaced = format!("recipes_replaced_{token}");
+    assert_eq!(dbs[&replaced], "rows: v2", "{dbs:?}");
+    assert_eq!(dbs.len(), 2, "{dbs:?}");
+    assert!(named(&fake, "recipes_cutover_").is_empty(), "{dbs:?}");
+    // Swapped by two renames, with no import.
+    let lines = change_lines(&fake);
+    let sent = changes(&fake);
+    let moves: Vec<&(String, String, Value)> = sent
+        .iter()
+        .filter(|(_, path, _)| path.contains("/move?"))
+        .collect();
+    assert_eq!(moves.len(), 2, "{lines:?}");
+    assert!(
+        moves[0]
+            .1
+            .starts_with(&format!("{}/move?", sql_path("recipes")))
+    );
+    assert_eq!(moves[0].2, json!({"id": sql_path(&replaced)}));
+    assert!(
+        moves[1]
+            .1
+            .starts_with(&format!("{}/move?", sql_path(&copy)))
+    );
+    assert_eq!(moves[1].2, json!({"id": sql_path("recipes")}));
+    assert!(!lines.iter().any(|l| l.ends_with("/import")), "{lines:?}");
+    assert!(
+        out.all().contains(&format!(
+            "az sql db delete --resource-group rg --server sql-prod --name {replaced}"
+        )),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn a_run_killed_in_the_swap_is_finished_by_recover() {
+    let fake = AzureFake::start();
+    let (p, _) = project(&fake, &snapshot_pipeline(&fake, BOOM));
+    let out = Run(cmd(&p, &fake)
+        .arg("deploy")
+        .env("CUTOVER_TEST_CRASH_IN_SWAP", "1")
+        .output()
+        .unwrap());
+    assert!(![0, 1].contains(&out.code()), "{}", out.all());
+    // Killed between the two renames: the live name is free.
+    let dbs = fake.databases();
+    assert!(!dbs.contains_key("recipes"), "{dbs:?}");
+    assert_eq!(named(&fake, "recipes_cutover_").len(), 1, "{dbs:?}");
+    assert_eq!(named(&fake, "recipes_replaced_").len(), 1, "{dbs:?}");
+    let recover = run(&fake, &p, &["recover"]);
+    recover.expect_code(1);
+    no_secrets(&recover);
+    let dbs = fake.databases();
+    assert_eq!(dbs["recipes"], "rows: v1", "{dbs:?}\n{}", recover.all());
+    let replaced = named(&fake, "recipes_replaced_");
+    assert_eq!(replaced.len(), 1, "{dbs:?}");
+    assert_eq!(dbs[&replaced[0]], "rows: v2");
+    assert_eq!(dbs.len(), 2, "{dbs:?}");
+    let again = run(&fake, &p, &["recover"]);
+    again.success();
+    assert!(
+        again.all().contains("nothing to recover"),
+        "{}",
+        again.all()
+    );
+}
+
+#[test]
+fn a_successful_run_exports_the_copy_to_the_store_and_deletes_it() {
+    let fake = AzureFake::start();
+    let (p, container) = project(&fake, &snapshot_pipeline(&fake, ""));
+    let out = run(&fake, &p, &["deploy"]);
+    out.success();
+    no_secrets(&out);
+    let copy = check_copy(&fake);
+    // The migrated database is the only one left.
+    assert_eq!(
+        fake.databases(),
+        std::collections::BTreeMap::from([("recipes".to_owned(), "rows: v2".to_owned())])
+    );
+    // Copy, then the export of the copy (not of the live database), then its deletion.
+    assert_eq!(
+        change_lines(&fake),
+        vec![
+            format!("PUT {}", sql_path(&copy)),
+            format!("POST {}/export", sql_path(&copy)),
+            format!("DELETE {}", sql_path(&copy)),
+        ]
+    );
+    // The backup holds the database as it was before the migration.
+    let list = backups(&fake, &p);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["id"].as_str().unwrap();
+    assert_eq!(
+        download(&container, &format!("{id}.dump")),
+        format!("{BACPAC_HEADER}rows: v1").into_bytes()
+    );
+    assert!(!blobs(&container).iter().any(|b| b.starts_with(".cutover-")));
+}
+
+#[test]
+fn a_failing_copy_stops_the_run_before_migrating_and_leaves_nothing() {
+    let fake = AzureFake::start();
+    let (p, _) = project(&fake, &snapshot_pipeline(&fake, ""));
+    fake.fail_copies();
+    let out = run(&fake, &p, &["deploy"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    assert!(
+        out.all().contains("The database copy failed"),
+        "{}",
+        out.all()
+    );
+    no_secrets(&out);
+    // The half-made copy was deleted; the migrator never ran.
+    assert_eq!(
+        fake.databases(),
+        std::collections::BTreeMap::from([("recipes".to_owned(), "rows: v1".to_owned())])
+    );
+    let copy = check_copy(&fake);
+    assert_eq!(
+        change_lines(&fake),
+        vec![
+            format!("PUT {}", sql_path(&copy)),
+            format!("DELETE {}", sql_path(&copy)),
+        ]
+    );
+    assert!(!p.file("version.txt").exists());
+    assert_eq!(backups(&fake, &p), Vec::<Value>::new());
+}
+
+#[test]
+fn snapshot_names_of_a_long_database_name_fit_azure_sqls_128_characters() {
+    let fake = AzureFake::start();
+    let long = format!("recipes_{}", "x".repeat(112));
+    assert_eq!(long.len(), 120);
+    let (p, _) = project(&fake, &snapshot_pipeline_of(&fake, &long, BOOM));
+    fake.add_database(&long, "rows: v1");
+    let config = replace_once(
+        &p.read("deploy.yaml"),
+        "database: recipes,",
+        &format!("database: {long},"),
+    );
+    p.write_config(&config);
+    let out = run(&fake, &p, &["deploy"]);
+    assert_ne!(out.code(), 0, "{}", out.all());
+    // The copy and the replaced database were named within the limit (the fake refuses
+    // longer names), the database shortened before the suffix.
+    let dbs = fake.databases();
+    assert_eq!(dbs[&long], "rows: v1", "{dbs:?}\n{}", out.all());
+    let replaced: Vec<&String> = dbs.keys().filter(|n| n.contains("_replaced_")).collect();
+    assert_eq!(replaced.len(), 1, "{dbs:?}");
+    assert_eq!(replaced[0].len(), 128, "{}", replaced[0]);
+    assert!(replaced[0].starts_with(&long[..100]), "{}", replaced[0]);
+    assert_eq!(dbs[replaced[0]], "rows: v2");
+    assert!(!dbs.keys().any(|n| n.contains("_cutover_")), "{dbs:?}");
+}

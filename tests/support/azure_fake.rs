@@ -43,8 +43,17 @@
 //!   when the export or import is set to fail; a failing export first writes part of a
 //!   file); the export writes a
 //!   real blob to the `storageUri` (Azurite) with the `storageKey`, the import reads it
-//!   back; `POST .../databases/{db}/move` renames (400 `DatabaseNameInUse` when taken).
-//!   A wrong `administratorLoginPassword` is refused as Azure does.
+//!   back; `POST .../databases/{db}/move` renames (400 `DatabaseNameInUse` when taken; a
+//!   new name longer than Azure's 128 characters is refused, for copies too).
+//!   A wrong `administratorLoginPassword` is refused as Azure does. `PUT .../databases/{db}`
+//!   with `properties.createMode: Copy` copies `sourceDatabaseId` (`location` required, and
+//!   the source's; `sku` optional): the copy holds the source's content at that moment and
+//!   is `Copying` until its operation (202 + `Azure-AsyncOperation` + `Location` +
+//!   `Retry-After: 1`, `InProgress` once) ends `Succeeded` and it is `Online`; a copy set
+//!   to fail ends `Failed` and leaves the half-made database behind. `DELETE
+//!   .../databases/{db}`: 204 when there is none, else the same kind of operation, the
+//!   database gone when it ends. `PUT /fake/sql/{db}` with the content as body stands in
+//!   for a migrator writing to the database.
 //!
 //! Every request is recorded: method, path with query, headers, body.
 
@@ -151,6 +160,19 @@ struct State {
     failing_exports: bool,
     /// Imports fail.
     failing_imports: bool,
+    /// Database copies fail.
+    failing_copies: bool,
+    /// Database copies and deletions: operation id → (polls left, what it does).
+    sql_changes: BTreeMap<String, (u32, SqlChange)>,
+}
+
+/// A `Microsoft.Sql` change that ends when its operation does.
+#[derive(Clone)]
+enum SqlChange {
+    /// The copy `name` becomes `Online` (or fails).
+    Copy(String),
+    /// Database `name` goes.
+    Delete(String),
 }
 
 /// What a site runs: production's `linuxFxVersion`, its deployment slots, and the app
@@ -457,6 +479,10 @@ impl AzureFake {
         self.lock().failing_imports = true;
     }
 
+    pub fn fail_copies(&self) {
+        self.lock().failing_copies = true;
+    }
+
     pub fn restarts(&self) -> Vec<String> {
         self.lock().restarts.clone()
     }
@@ -715,6 +741,18 @@ fn handle(s: &mut State, r: &Request) -> Answer {
             ),
         };
     }
+    // A migrator's write to an Azure SQL database.
+    if r.method == "PUT"
+        && let ["fake", "sql", name] = segs.as_slice()
+    {
+        return match s.sql.get_mut(*name) {
+            Some(db) => {
+                db["content"] = json!(r.body);
+                (200, Vec::new(), Value::Null)
+            }
+            None => arm_error(404, "NotFound", "no such database"),
+        };
+    }
     if segs.first() != Some(&"subscriptions") {
         return arm_error(404, "NotFound", "no such endpoint in the fake");
     }
@@ -785,6 +823,9 @@ fn handle(s: &mut State, r: &Request) -> Answer {
         } else {
             (200, Vec::new(), shown(&resource))
         };
+    }
+    if let [_, _, "providers", "Microsoft.Sql", "locations", _, kind, id] = segs.as_slice() {
+        return sql_change(s, kind, id);
     }
     if segs.len() >= 8 && segs[5] == "Microsoft.Sql" {
         return sql(s, r, &segs);
@@ -1787,6 +1828,9 @@ fn sql(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
                         "The target resource id is invalid.",
                     );
                 };
+                if let Some(refused) = name_problem(new) {
+                    return refused;
+                }
                 if s.sql.contains_key(new) {
                     return arm_error(
                         400,
@@ -1804,10 +1848,173 @@ fn sql(s: &mut State, r: &Request, segs: &[&str]) -> Answer {
                 s.sql.insert(new.to_owned(), db);
                 (200, Vec::new(), Value::Null)
             }
+            ("PUT", ["databases", name]) => copy(s, &body, name, &api),
+            ("DELETE", ["databases", name]) => {
+                if !s.sql.contains_key(*name) {
+                    return (204, Vec::new(), Value::Null);
+                }
+                start_change(s, SqlChange::Delete((*name).to_owned()), &api)
+            }
             _ => arm_error(404, "ResourceNotFound", "The resource was not found."),
         },
         _ => arm_error(404, "ResourceNotFound", "The resource was not found."),
     }
+}
+
+/// `PUT .../databases/{name}` with `createMode: Copy`, checked as Azure does.
+fn copy(s: &mut State, body: &Value, name: &str, api: &str) -> Answer {
+    if let Some(refused) = name_problem(name) {
+        return refused;
+    }
+    let props = &body["properties"];
+    if props["createMode"] != "Copy" {
+        return arm_error(
+            400,
+            "InvalidParameterValue",
+            "The fake only creates databases with createMode Copy.",
+        );
+    }
+    let Some(location) = body["location"].as_str().filter(|l| !l.is_empty()) else {
+        return arm_error(
+            400,
+            "LocationRequired",
+            "The location property is required for this definition.",
+        );
+    };
+    let Some(source) = props["sourceDatabaseId"]
+        .as_str()
+        .and_then(|id| id.strip_prefix(&sql_path("")))
+    else {
+        return arm_error(
+            400,
+            "InvalidParameterValue",
+            "Invalid value given for parameter sourceDatabaseId.",
+        );
+    };
+    let Some(from) = s.sql.get(source).cloned() else {
+        return arm_error(
+            404,
+            "SourceDatabaseNotFound",
+            &format!("The source database '{source}' does not exist."),
+        );
+    };
+    if from["location"] != location {
+        return arm_error(
+            400,
+            "InvalidParameterValue",
+            "A copy on the same server must be in the server's location.",
+        );
+    }
+    if s.sql.contains_key(name) {
+        return arm_error(
+            409,
+            "DatabaseAlreadyExists",
+            &format!("The database '{name}' already exists."),
+        );
+    }
+    let sku = if body["sku"].is_object() {
+        body["sku"].clone()
+    } else {
+        from["sku"].clone()
+    };
+    let db = json!({
+        "id": sql_path(name),
+        "name": name,
+        "type": "Microsoft.Sql/servers/databases",
+        "location": location,
+        "sku": sku,
+        "properties": {
+            "status": "Copying",
+            "maxSizeBytes": from["properties"]["maxSizeBytes"],
+            "sourceDatabaseId": props["sourceDatabaseId"],
+        },
+        "content": from["content"],
+    });
+    s.sql.insert(name.to_owned(), db);
+    start_change(s, SqlChange::Copy(name.to_owned()), api)
+}
+
+/// Starts a copy or deletion: 202 and the two monitors Azure SQL answers with.
+fn start_change(s: &mut State, change: SqlChange, api: &str) -> Answer {
+    let id = format!("change-{}", s.sql_changes.len() + 1);
+    s.sql_changes.insert(id.clone(), (1, change));
+    let base = format!(
+        "https://management.azure.com/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Sql/locations/westeurope"
+    );
+    (
+        202,
+        vec![
+            (
+                "Azure-AsyncOperation".into(),
+                format!("{base}/databaseAzureAsyncOperation/{id}?api-version={api}"),
+            ),
+            (
+                "Location".into(),
+                format!("{base}/databaseOperationResults/{id}?api-version={api}"),
+            ),
+            ("Retry-After".into(), "1".into()),
+        ],
+        Value::Null,
+    )
+}
+
+/// The monitors of a copy or deletion: `InProgress` once, then the change is made.
+fn sql_change(s: &mut State, kind: &str, id: &str) -> Answer {
+    let Some((left, change)) = s.sql_changes.get(id).cloned() else {
+        return arm_error(404, "ResourceNotFound", "operation not found");
+    };
+    let status_only = kind == "databaseAzureAsyncOperation";
+    if !status_only && kind != "databaseOperationResults" {
+        return arm_error(404, "ResourceNotFound", "The resource was not found.");
+    }
+    if left > 0 {
+        s.sql_changes.insert(id.to_owned(), (left - 1, change));
+        return if status_only {
+            (
+                200,
+                vec![("Retry-After".into(), "1".into())],
+                json!({"name": id, "status": "InProgress", "startTime": "2026-01-01T00:00:00Z"}),
+            )
+        } else {
+            (202, vec![("Retry-After".into(), "1".into())], Value::Null)
+        };
+    }
+    let failed = match &change {
+        SqlChange::Copy(name) => {
+            let failed = s.failing_copies;
+            if let Some(db) = s.sql.get_mut(name) {
+                db["properties"]["status"] = json!(if failed { "Offline" } else { "Online" });
+            }
+            failed
+        }
+        SqlChange::Delete(name) => {
+            s.sql.remove(name);
+            false
+        }
+    };
+    if failed {
+        return (
+            200,
+            Vec::new(),
+            json!({"name": id, "status": "Failed", "error": {"code": "DatabaseCopyFailed", "message": "The database copy failed: the source database could not be read."}}),
+        );
+    }
+    if status_only {
+        (200, Vec::new(), json!({"name": id, "status": "Succeeded"}))
+    } else {
+        (200, Vec::new(), Value::Null)
+    }
+}
+
+/// Azure SQL's limit on a database name's length.
+fn name_problem(name: &str) -> Option<Answer> {
+    (name.chars().count() > 128).then(|| {
+        arm_error(
+            400,
+            "InvalidIdentifier",
+            &format!("The identifier '{name}' is longer than 128 characters."),
+        )
+    })
 }
 
 /// Environment variables a developer machine or CI may have that would change the chain.

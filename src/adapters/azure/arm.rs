@@ -250,7 +250,7 @@ impl Arm {
 
     /// A request that may start a long-running operation, followed until it ends or
     /// `deadline` passes. Returns the final resource (PUT/PATCH), the operation's result
-    /// (POST), or `Null`.
+    /// (POST), or `Null` (DELETE).
     pub(crate) async fn send(
         &self,
         what: &str,
@@ -310,10 +310,11 @@ impl Arm {
                     _ => {}
                 }
             }
-            let final_url = if method == Method::POST {
-                location
-            } else {
-                Some(url)
+            // A POST's result is at its Location; a deleted resource has nothing to read.
+            let final_url = match method {
+                Method::POST => location,
+                Method::DELETE => None,
+                _ => Some(url),
             };
             return match final_url {
                 Some(u) => {

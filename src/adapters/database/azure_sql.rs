@@ -8,7 +8,15 @@
 //! deleted. A restore uploads the backup to a temporary blob, imports it into a new
 //! database `<db>_restore_<ts>`, and swaps it in by rename: `<db>` becomes
 //! `<db>_replaced_<ts>` and is kept until someone drops it.
+//!
+//! A snapshot (`backup: { snapshot: true }`) is a database copy on the same server
+//! (`PUT .../databases/<db>_cutover_<token>` with `createMode: Copy`), made by Azure and
+//! followed to its end; the backup to the store is then an export of the copy. A rollback
+//! swaps the copy in by two renames (`<db>` to `<db>_replaced_<token>`, the copy to
+//! `<db>`), reading from which of the three names exist where an earlier attempt stopped.
+//! Renames need no session ended, so `other_sessions` lists none.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -21,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{
     BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DumpInfo, Scratch,
+    SnapshotNames, Swap,
 };
 use crate::adapters::azure::arm::{ArmError, LazyArm};
 use crate::adapters::azure::{Site, setting};
@@ -36,8 +45,11 @@ const OPERATION_LIMIT: Duration = Duration::from_secs(6 * 60 * 60);
 /// Longest a rename may take.
 const RENAME_LIMIT: Duration = Duration::from_secs(10 * 60);
 const BLOCK_SIZE: usize = 8 << 20;
+/// Longest name Azure SQL accepts for a database.
+const MAX_NAME: usize = 128;
 
 /// How the export and import reach the backup container.
+#[derive(Clone)]
 pub(crate) enum StorageKey {
     /// The account key: `storageKeyType: StorageAccessKey`.
     AccountKey(Secret),
@@ -45,6 +57,7 @@ pub(crate) enum StorageKey {
     Sas(Secret),
 }
 
+#[derive(Clone)]
 pub(crate) struct AzureSqlDatabase {
     subscription: String,
     resource_group: String,
@@ -53,7 +66,8 @@ pub(crate) struct AzureSqlDatabase {
     admin_login: String,
     admin_password: Secret,
     api_version: String,
-    arm: LazyArm,
+    /// Shared with the adapter of a snapshot, so both sign in once.
+    arm: Arc<LazyArm>,
     container: Container,
     storage_key: StorageKey,
 }
@@ -96,7 +110,7 @@ impl AzureSqlDatabase {
             admin_login,
             admin_password,
             api_version,
-            arm: LazyArm::new(site.auth),
+            arm: Arc::new(LazyArm::new(site.auth)),
             container,
             storage_key,
         })
@@ -293,6 +307,115 @@ impl AzureSqlDatabase {
     }
 }
 
+impl AzureSqlDatabase {
+    /// Refuses to treat the live database as a snapshot.
+    fn not_live(&self, name: &str) -> Result<(), DatabaseError> {
+        if name.eq_ignore_ascii_case(&self.database) {
+            return Err(DatabaseError::Other(format!(
+                "refusing to drop or overwrite `{name}` on server `{}`: it is the database itself, not a snapshot",
+                self.server
+            )));
+        }
+        Ok(())
+    }
+
+    /// Deletes database `name`, followed to the end; a database that is not there is fine.
+    async fn delete(&self, name: &str) -> Result<(), DatabaseError> {
+        self.not_live(name)?;
+        let arm = self.arm.get().await.map_err(arm_error)?;
+        match arm
+            .send(
+                &format!("deleting database `{name}`"),
+                Method::DELETE,
+                &self.database_path(name),
+                &self.api_version,
+                None,
+                Instant::now() + RENAME_LIMIT,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == Some(404) => Ok(()),
+            Err(e) => Err(arm_error(e)),
+        }
+    }
+
+    /// Copies the live database to `name` on the same server: `createMode: Copy` from its
+    /// resource id, in its region and with its sku, followed until Azure has made it.
+    async fn copy_to(&self, name: &str) -> Result<(), DatabaseError> {
+        let live = self.read(&self.database).await?.ok_or_else(|| {
+            DatabaseError::Other(format!(
+                "cannot snapshot {}: it does not exist",
+                self.describe()
+            ))
+        })?;
+        let source_id = live["id"]
+            .as_str()
+            .map_or_else(|| self.database_path(&self.database), str::to_owned);
+        let mut body = json!({
+            "location": live["location"],
+            "properties": {
+                "createMode": "Copy",
+                "sourceDatabaseId": source_id,
+            },
+        });
+        if live["sku"].is_object() {
+            body["sku"] = live["sku"].clone();
+        }
+        let arm = self.arm.get().await.map_err(arm_error)?;
+        arm.send(
+            &format!("copying database `{}` to `{name}`", self.database),
+            Method::PUT,
+            &self.database_path(name),
+            &self.api_version,
+            Some(&body),
+            Instant::now() + OPERATION_LIMIT,
+        )
+        .await
+        .map_err(arm_error)?;
+        Ok(())
+    }
+
+    fn swapped_note(&self, name: &str, replaced: &str) -> String {
+        format!(
+            "snapshot `{name}` swapped in for `{}`; the database it replaced is kept as `{replaced}` on server `{}`: `cutover backup prune` deletes it, or az sql db delete --resource-group {} --server {} --name {replaced}",
+            self.database, self.server, self.resource_group, self.server
+        )
+    }
+
+    /// Renames the live database to `replaced` and `name` into its place; when the second
+    /// rename fails, the first is undone so the app finds its database again.
+    async fn rename_both(&self, name: &str, replaced: &str) -> Result<(), DatabaseError> {
+        self.rename(&self.database, replaced).await?;
+        super::swap_crash_point();
+        if let Err(e) = self.rename(name, &self.database).await {
+            let back = self.rename(replaced, &self.database).await;
+            return Err(DatabaseError::Other(format!(
+                "{e}; {}",
+                match back {
+                    Ok(()) => format!(
+                        "`{replaced}` was renamed back to `{}`; the snapshot is still `{name}`",
+                        self.database
+                    ),
+                    Err(b) => format!(
+                        "renaming `{replaced}` back failed too ({b}): the database is now `{replaced}` and the snapshot `{name}`"
+                    ),
+                }
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `base` with `suffix`, `base` shortened so the whole fits Azure SQL's name length.
+fn with_suffix(base: &str, suffix: &str) -> String {
+    let mut end = base.len().min(MAX_NAME.saturating_sub(suffix.len()));
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &base[..end])
+}
+
 fn stamp() -> String {
     chrono::Utc::now().format("%Y%m%d%H%M%S").to_string()
 }
@@ -452,5 +575,80 @@ impl Database for AzureSqlDatabase {
 
     async fn scratch(&self) -> Result<Scratch, DatabaseError> {
         Err(unsupported("a scratch database"))
+    }
+
+    fn snapshot_support(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn snapshot_names(&self, token: &str) -> SnapshotNames {
+        SnapshotNames {
+            snapshot: with_suffix(&self.database, &format!("_cutover_{token}")),
+            replaced: with_suffix(&self.database, &format!("_replaced_{token}")),
+        }
+    }
+
+    async fn snapshot(&self, name: &str) -> Result<(), DatabaseError> {
+        self.not_live(name)?;
+        // A copy left by an earlier attempt of this step is not trusted to be whole.
+        if self.read(name).await?.is_some() {
+            self.delete(name).await?;
+        }
+        if let Err(e) = self.copy_to(name).await {
+            // A copy that failed part-way may have left a database behind.
+            return Err(match self.delete(name).await {
+                Ok(()) => e,
+                Err(d) => DatabaseError::Other(format!(
+                    "{e}; deleting the partial copy `{name}` failed too ({d}): delete it with az sql db delete --resource-group {} --server {} --name {name}",
+                    self.resource_group, self.server
+                )),
+            });
+        }
+        Ok(())
+    }
+
+    fn snapshot_database(&self, name: &str) -> Result<Box<dyn Database>, DatabaseError> {
+        self.not_live(name)?;
+        Ok(Box::new(Self {
+            database: name.to_owned(),
+            ..self.clone()
+        }))
+    }
+
+    async fn swap_in(&self, name: &str, replaced: &str) -> Result<Swap, DatabaseError> {
+        let live = self.read(&self.database).await?.is_some();
+        let snapshot = self.read(name).await?.is_some();
+        let kept = self.read(replaced).await?.is_some();
+        match (live, snapshot, kept) {
+            // Already swapped in, by an earlier attempt that died before it said so.
+            (true, false, true) => {}
+            (true, false, false) => return Ok(Swap::Gone),
+            (true, true, false) => self.rename_both(name, replaced).await?,
+            // Killed between the two renames: the live name is free, finish.
+            (false, true, true) => self.rename(name, &self.database).await?,
+            (live, snapshot, kept) => {
+                let state = |there: bool| if there { "exists" } else { "is missing" };
+                return Err(DatabaseError::Other(format!(
+                    "cannot tell where the swap of `{name}` for `{}` stands: `{}` {}, `{name}` {}, `{replaced}` {}",
+                    self.database,
+                    self.database,
+                    state(live),
+                    state(snapshot),
+                    state(kept),
+                )));
+            }
+        }
+        Ok(Swap::Done {
+            note: self.swapped_note(name, replaced),
+        })
+    }
+
+    async fn drop_snapshot(&self, name: &str) -> Result<bool, DatabaseError> {
+        self.not_live(name)?;
+        if self.read(name).await?.is_none() {
+            return Ok(false);
+        }
+        self.delete(name).await?;
+        Ok(true)
     }
 }
