@@ -125,6 +125,26 @@ impl SqliteDatabase {
         }
     }
 
+    /// Streams a database file into the dump's sink.
+    async fn stream_file(
+        path: &Path,
+        sink: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<(), DatabaseError> {
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| DatabaseError::Io {
+                what: format!("cannot open {}", path.display()),
+                source,
+            })?;
+        tokio::io::copy(&mut file, sink)
+            .await
+            .map_err(|source| DatabaseError::Io {
+                what: "cannot write the dump to the backup store".into(),
+                source,
+            })?;
+        Ok(())
+    }
+
     /// The dump of a snapshot: its file as it is (a consistent copy nothing writes to).
     async fn dump_file(
         &self,
@@ -145,19 +165,7 @@ impl SqliteDatabase {
             .await
             .map_err(super::sql_err("cannot read the SQLite version"))?;
         let _ = conn.close().await;
-        let mut file =
-            tokio::fs::File::open(&self.path)
-                .await
-                .map_err(|source| DatabaseError::Io {
-                    what: format!("cannot open {}", self.path.display()),
-                    source,
-                })?;
-        tokio::io::copy(&mut file, sink)
-            .await
-            .map_err(|source| DatabaseError::Io {
-                what: "cannot write the dump to the backup store".into(),
-                source,
-            })?;
+        Self::stream_file(&self.path, sink).await?;
         Ok(DumpInfo {
             format: "sqlite-database-file".into(),
             server_version: format!("SQLite {version}"),
@@ -341,20 +349,7 @@ impl Database for SqliteDatabase {
                 .execute(&pool)
                 .await
                 .map_err(super::sql_err("cannot copy the database (VACUUM INTO)"))?;
-            let mut file =
-                tokio::fs::File::open(&copy)
-                    .await
-                    .map_err(|source| DatabaseError::Io {
-                        what: format!("cannot open {}", copy.display()),
-                        source,
-                    })?;
-            tokio::io::copy(&mut file, sink)
-                .await
-                .map_err(|source| DatabaseError::Io {
-                    what: "cannot write the dump to the backup store".into(),
-                    source,
-                })?;
-            Ok(())
+            Self::stream_file(&copy, sink).await
         }
         .await;
         tokio::fs::remove_file(&copy).await.ok();
