@@ -668,3 +668,51 @@ fn an_approved_plan_names_its_approver_and_expires() {
         "{confirmed}"
     );
 }
+
+/// SQLite reverts a batch of down files in one transaction: all of it, or, when one down
+/// file fails, none of it, with the failing migration named.
+#[test]
+fn sqlite_reverts_a_batch_whole_or_not_at_all() {
+    let p = Project::new();
+    p.run(&["migrate", "up"]).success();
+    let before = p.db_snapshot();
+    let add = |fail: bool| {
+        for i in 0..5 {
+            let down = if fail && i == 2 {
+                format!("DROP TABLE rev_{i}; DROP TABLE no_such_table;")
+            } else {
+                format!("DROP TABLE rev_{i};")
+            };
+            p.add_migration(
+                &format!("2025010100{i}000_rev_{i}"),
+                &format!("CREATE TABLE rev_{i} (id INTEGER); INSERT INTO rev_{i} VALUES ({i});"),
+                Some(&down),
+            );
+        }
+    };
+    add(true);
+    p.run(&["migrate", "up"]).success();
+    let applied = p.db_snapshot();
+    let failed = p.run(&["migrate", "down", "--to", "20240301100100"]);
+    assert_ne!(failed.code(), 0, "{}", failed.all());
+    assert!(
+        failed
+            .all()
+            .contains("migration 20250101002000 (rev 2 (down)) failed"),
+        "{}",
+        failed.all()
+    );
+    assert!(!failed.all().contains("reverted 2025"), "{}", failed.all());
+    assert_eq!(p.db_snapshot(), applied);
+
+    add(false);
+    // Only the down files change: a migration's checksum is its up file's.
+    let down = p.run(&["migrate", "down", "--to", "20240301100100"]);
+    down.success();
+    assert!(
+        down.all().contains("reverted 20250101000000"),
+        "{}",
+        down.all()
+    );
+    assert_eq!(p.db_snapshot(), before);
+}

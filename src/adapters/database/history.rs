@@ -250,6 +250,31 @@ pub(crate) fn revert_script(migration: &MigrationFile, down_sql: &str) -> String
     )
 }
 
+/// The down files of `group`, newest first, and the removal of their records, as one
+/// transaction left open for its `COMMIT`: each record is marked unfinished before its
+/// down SQL and removed, returning its version, after it. The rows that come back say how
+/// far a failed script got; the transaction makes the group revert whole or not at all.
+/// Every down file must run in a transaction and not end it ([`groups_in_one`]).
+pub(crate) fn revert_group_script(group: &[(&MigrationFile, String)]) -> String {
+    let mut script = String::from("BEGIN;\n");
+    for (m, down) in group {
+        let v = m.version;
+        script.push_str(&format!(
+            "UPDATE _sqlx_migrations SET success = FALSE WHERE version = {v};\n{down}\n;\nDELETE FROM _sqlx_migrations WHERE version = {v} RETURNING version;\n"
+        ));
+    }
+    script
+}
+
+/// The down file of `migration` when it can share a transaction with others: it runs in
+/// one and cannot end it ([`may_end_transaction`]).
+fn groups_in_one(migration: &MigrationFile) -> Option<String> {
+    migration
+        .down()
+        .filter(|d| !d.no_tx && !may_end_transaction(&d.sql))
+        .map(|d| d.sql.into_owned())
+}
+
 /// A migration left waiting for its `COMMIT` (see `pending` of the script runners) that
 /// did not get it.
 pub(crate) fn not_committed(version: i64, e: &dyn std::fmt::Display) -> DatabaseError {
@@ -271,7 +296,7 @@ macro_rules! commit_pending {
 /// The script runners of one driver. Written once as a macro: generic over the driver,
 /// the futures cannot be proven `Send` for the adapters' `async_trait` methods.
 macro_rules! script_runners {
-    ($apply:ident, $revert:ident, $run:ident, $apply_alone:ident, $revert_alone:ident, $db:ty, $dialect:expr) => {
+    ($apply:ident, $revert:ident, $revert_batch:ident, $run:ident, $apply_alone:ident, $revert_alone:ident, $db:ty, $dialect:expr) => {
         /// Applies one migration as one script ([`apply_script`]), creating the history
         /// table first when `ready` says it may be missing and preparing the connection
         /// unless `prepared` says it is; a migration that runs outside a transaction goes
@@ -380,6 +405,99 @@ macro_rules! script_runners {
             }
         }
 
+        /// Reverts migrations in order. Runs of two or more whose down files can share a
+        /// transaction ([`groups_in_one`]) are reverted in one transaction each
+        /// ([`revert_group_script`]), sent as one message and committed by a message of
+        /// its own: one commit for the run instead of one per migration (a commit that
+        /// dropped a table waits for the disk whatever `synchronous_commit` says). The
+        /// others go one by one through the single revert. A failure rolls the whole run
+        /// back and names the migration whose down file failed. On failure `took` holds
+        /// one (unmeasured, zero) entry per migration reverted.
+        pub(crate) async fn $revert_batch(
+            conn: &mut PoolConnection<$db>,
+            batch: &[&MigrationFile],
+            pending: &mut Option<i64>,
+        ) -> Result<(), BatchError> {
+            use futures::StreamExt;
+            let fail = |reverted: usize, error| BatchError {
+                took: vec![Duration::ZERO; reverted],
+                error,
+            };
+            let mut done = 0;
+            while done < batch.len() {
+                let group: Vec<(&MigrationFile, String)> = batch[done..]
+                    .iter()
+                    .map_while(|m| groups_in_one(m).map(|down| (*m, down)))
+                    .collect();
+                if group.len() < 2 {
+                    $revert(conn, batch[done], pending)
+                        .await
+                        .map_err(|e| fail(done, e))?;
+                    done += 1;
+                    continue;
+                }
+                let committed: Result<(), DatabaseError> = async {
+                    commit_pending!(&mut **conn, pending);
+                    Ok(())
+                }
+                .await;
+                committed.map_err(|e| fail(done, e))?;
+                let script = revert_group_script(&group);
+                let mut in_flight = InFlight {
+                    conn,
+                    landed: false,
+                };
+                let c = &mut *in_flight.conn;
+                let mut removed = 0;
+                let mut failed = None;
+                {
+                    let mut results = sqlx::Executor::fetch_many(&mut **c, script.as_str());
+                    while let Some(result) = results.next().await {
+                        match result {
+                            Ok(sqlx::Either::Right(_)) => removed += 1,
+                            Ok(sqlx::Either::Left(_)) => {}
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                let commit = match failed {
+                    None => sqlx::Executor::execute(&mut **c, "COMMIT").await.err(),
+                    Some(_) => None,
+                };
+                if failed.is_some() || commit.is_some() {
+                    if sqlx::Executor::execute(&mut **c, "ROLLBACK").await.is_err() {
+                        c.close_on_drop();
+                    }
+                }
+                in_flight.landed = true;
+                if let Some(e) = commit {
+                    let (first, last) = (group[0].0.version, group[group.len() - 1].0.version);
+                    return Err(fail(
+                        done,
+                        DatabaseError::Other(format!(
+                            "the reverts of migrations {first} to {last}, one transaction, could not be committed: {e}"
+                        )),
+                    ));
+                }
+                if let Some(e) = failed {
+                    let m = group[removed.min(group.len() - 1)].0;
+                    return Err(fail(
+                        done,
+                        DatabaseError::Migration {
+                            version: m.version,
+                            description: format!("{} (down)", m.description),
+                            source: MigrateError::ExecuteMigration(e, m.version),
+                        },
+                    ));
+                }
+                done += group.len();
+            }
+            Ok(())
+        }
+
         /// Runs a script, then, when `commit`, commits it in a message of its own (see
         /// [`apply_script`]). After a failure it rolls back what the script left open;
         /// when even that fails the connection is closed instead of going back to the
@@ -434,9 +552,10 @@ impl<DB: sqlx::Database> Drop for InFlight<'_, DB> {
     }
 }
 
-/// How many migrations [`apply_postgres_batch`] sends in one message at most: few enough
-/// that a cancelled run stops soon, enough that round trips stop mattering.
-pub(crate) const POSTGRES_BATCH: usize = 25;
+/// How many migrations [`apply_postgres_batch`] sends in one message, and a revert batch
+/// undoes in one transaction, at most: few enough that a cancelled run stops soon and a
+/// transaction holds few locks, enough that round trips and commits stop mattering.
+pub(crate) const BATCH: usize = 25;
 
 /// Applies migrations on PostgreSQL, sending each run of migrations recorded by one
 /// statement ([`one_record`]) as one message: every migration still its own transaction
@@ -592,91 +711,6 @@ async fn send(
         }
     }
     (rows, None)
-}
-
-/// Reverts migrations in order on PostgreSQL, runs of those with a down file that runs in
-/// a transaction in one message each, every one its own transaction as [`revert_script`]
-/// makes it and committed inside the message; others one by one through
-/// [`revert_postgres`]. Like [`apply_postgres_batch`], a failure stops the message, and a
-/// message that did not come back must be settled before the history is trusted. On
-/// failure `took` holds one (unmeasured, zero) entry per migration reverted.
-pub(crate) async fn revert_postgres_batch(
-    conn: &mut PoolConnection<sqlx::Postgres>,
-    batch: &[&MigrationFile],
-    pending: &mut Option<i64>,
-) -> Result<(), BatchError> {
-    let fail = |reverted: usize, error| BatchError {
-        took: vec![Duration::ZERO; reverted],
-        error,
-    };
-    let mut done = 0;
-    while done < batch.len() {
-        let downs: Vec<String> = batch[done..]
-            .iter()
-            .map_while(|m| m.down().filter(|d| !d.no_tx).map(|d| d.sql.into_owned()))
-            .collect();
-        if downs.len() < 2 {
-            revert_postgres(conn, batch[done], pending)
-                .await
-                .map_err(|e| fail(done, e))?;
-            done += 1;
-            continue;
-        }
-        let group = &batch[done..done + downs.len()];
-        let committed: Result<(), DatabaseError> = async {
-            commit_pending!(&mut **conn, pending);
-            Ok(())
-        }
-        .await;
-        committed.map_err(|e| fail(done, e))?;
-        let mut script = String::new();
-        for (k, (m, down)) in group.iter().zip(&downs).enumerate() {
-            let mut one = revert_script(m, down);
-            if k + 1 < group.len() {
-                // The message's last commit waits for the disk and flushes these with it.
-                one = one.replacen(
-                    "BEGIN;\n",
-                    "BEGIN;\nSET LOCAL synchronous_commit = off;\n",
-                    1,
-                );
-            }
-            script.push_str(one.trim_end_matches(';'));
-            script.push_str(" RETURNING version;\nCOMMIT;\n");
-        }
-        let (rows, failed) = send(conn, &script).await;
-        let Some(e) = failed else {
-            done += group.len();
-            continue;
-        };
-        roll_back_or_close(conn).await;
-        // A row comes back when a record is deleted, before that migration's COMMIT.
-        let r = rows.len();
-        let (reverted, refused_commit) = if r == 0 {
-            (0, false)
-        } else {
-            let sql = format!(
-                "SELECT version FROM _sqlx_migrations WHERE version = {}",
-                group[r - 1].version
-            );
-            match sqlx::Executor::fetch_optional(&mut **conn, sql.as_str()).await {
-                Ok(None) => (r, false),
-                Ok(Some(_)) => (r - 1, true),
-                Err(_) => (r - 1, false),
-            }
-        };
-        let m = group[reverted.min(group.len() - 1)];
-        let error = if refused_commit {
-            not_committed(m.version, &e)
-        } else {
-            DatabaseError::Migration {
-                version: m.version,
-                description: format!("{} (down)", m.description),
-                source: MigrateError::ExecuteMigration(e, m.version),
-            }
-        };
-        return Err(fail(done + reverted, error));
-    }
-    Ok(())
 }
 
 /// The statements of a migration that runs outside a transaction, to run one by one:
@@ -883,6 +917,7 @@ no_transaction_runners!(
 script_runners!(
     apply_postgres,
     revert_postgres,
+    revert_postgres_batch,
     run_postgres,
     apply_postgres_alone,
     revert_postgres_alone,
@@ -892,6 +927,7 @@ script_runners!(
 script_runners!(
     apply_sqlite,
     revert_sqlite,
+    revert_sqlite_batch,
     run_sqlite,
     apply_sqlite_alone,
     revert_sqlite_alone,

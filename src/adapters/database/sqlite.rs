@@ -17,7 +17,8 @@ use tokio::sync::Mutex;
 
 use super::sqlx_shared as shared;
 use super::{
-    BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DumpInfo, Scratch,
+    BatchError, BuildError, CheckResult, Commit, Database, DatabaseError, DatabaseState, DumpInfo,
+    Scratch,
 };
 use crate::migrate::MigrationFile;
 
@@ -301,6 +302,24 @@ impl Database for SqliteDatabase {
     async fn revert(&self, migration: &MigrationFile) -> Result<(), DatabaseError> {
         let mut conn = shared::connection(&self.pool().await?).await?;
         super::history::revert_sqlite(&mut conn, migration, &mut None).await
+    }
+
+    fn batch_size(&self) -> usize {
+        super::history::BATCH
+    }
+
+    async fn revert_batch(&self, batch: &[&MigrationFile]) -> Result<(), BatchError> {
+        let pool = self.pool().await.map_err(|error| BatchError {
+            took: Vec::new(),
+            error,
+        })?;
+        let mut conn = shared::connection(&pool)
+            .await
+            .map_err(|error| BatchError {
+                took: Vec::new(),
+                error,
+            })?;
+        super::history::revert_sqlite_batch(&mut conn, batch, &mut None).await
     }
 
     async fn execute(&self, sql: &str) -> Result<u64, DatabaseError> {

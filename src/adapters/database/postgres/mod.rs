@@ -303,7 +303,7 @@ impl Database for PostgresDatabase {
     }
 
     fn batch_size(&self) -> usize {
-        super::history::POSTGRES_BATCH
+        super::history::BATCH
     }
 
     async fn apply_batch(
