@@ -225,14 +225,13 @@ impl RunStatus {
 static RECORDS_WRITTEN: AtomicU64 = AtomicU64::new(0);
 
 /// Test hook: `CUTOVER_TEST_CRASH_AFTER_RECORD=N` aborts the process (no cleanup, no
-/// unwinding, like kill -9) right after the Nth journal record of this process is on disk.
-fn crash_point() {
-    if let Ok(n) = std::env::var("CUTOVER_TEST_CRASH_AFTER_RECORD")
-        && let Ok(n) = n.parse::<u64>()
-        && RECORDS_WRITTEN.fetch_add(1, Ordering::SeqCst) + 1 == n
-    {
-        std::process::abort();
-    }
+/// unwinding, like kill -9) right after the Nth journal record of this process is on disk:
+/// whether the record being written is that one.
+fn crash_due() -> bool {
+    std::env::var("CUTOVER_TEST_CRASH_AFTER_RECORD")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| RECORDS_WRITTEN.fetch_add(1, Ordering::SeqCst) + 1 == n)
 }
 
 /// An open journal file, appended to.
@@ -303,25 +302,71 @@ impl Journal {
 
     /// Appends a record and syncs it to disk (and to the blob copy, when there is one).
     pub(crate) async fn write(&mut self, record: &Record) -> Result<(), JournalError> {
-        let line = serde_json::to_string(record).expect("journal records serialize");
-        let line = self.redactor.redact(&line);
+        self.write_all(std::slice::from_ref(record)).await
+    }
+
+    /// Appends records and syncs them to disk once (and to the blob copy, when there is
+    /// one): a step's facts, one per migration, cost one sync, not one each.
+    pub(crate) async fn write_all(&mut self, records: &[Record]) -> Result<(), JournalError> {
+        let mut lines = String::new();
+        for record in records {
+            let line = serde_json::to_string(record).expect("journal records serialize");
+            lines.push_str(&self.redactor.redact(&line));
+            lines.push('\n');
+            if crash_due() {
+                self.append(&lines).await?;
+                std::process::abort();
+            }
+        }
+        if !lines.is_empty() {
+            self.append(&lines).await?;
+        }
+        Ok(())
+    }
+
+    async fn append(&mut self, lines: &str) -> Result<(), JournalError> {
         let err = |source| JournalError::Write {
             path: self.path.clone(),
             source,
         };
-        self.file
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(err)?;
+        self.file.write_all(lines.as_bytes()).map_err(err)?;
         self.file.sync_data().map_err(err)?;
         if let Some(remote) = &self.remote {
-            remote
-                .append(format!("{line}\n").into_bytes())
-                .await
-                .map_err(|m| err(std::io::Error::other(m)))?;
+            // An append block holds at most 4 MiB: whole lines, in parts below that.
+            for part in chunks_of_lines(lines, REMOTE_APPEND_MAX) {
+                remote
+                    .append(part.as_bytes().to_vec())
+                    .await
+                    .map_err(|m| err(std::io::Error::other(m)))?;
+            }
         }
-        crash_point();
         Ok(())
     }
+}
+
+/// The most one append to the blob copy of a journal carries (Azure's append block limit
+/// is 4 MiB).
+const REMOTE_APPEND_MAX: usize = 4 << 20;
+
+/// `text` cut after a newline into parts of at most `max` bytes (a longer line alone).
+fn chunks_of_lines(text: &str, max: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut end = 0;
+    for (i, _) in text.match_indices('\n') {
+        if i + 1 - start > max && end > start {
+            parts.push(&text[start..end]);
+            start = end;
+        }
+        end = i + 1;
+    }
+    if end > start {
+        parts.push(&text[start..end]);
+    }
+    if end < text.len() {
+        parts.push(&text[end..]);
+    }
+    parts
 }
 
 /// A run read back from its journal.
@@ -499,4 +544,23 @@ pub(crate) fn halted_runs(
 pub(crate) fn new_run_id() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%S%3fZ"), &id[..6])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks_of_lines;
+
+    #[test]
+    fn appends_to_the_blob_copy_are_cut_after_whole_lines() {
+        let text = "aaaa\nbb\ncccccc\nd\n";
+        assert_eq!(chunks_of_lines(text, 8), ["aaaa\nbb\n", "cccccc\n", "d\n"]);
+        // A line longer than the limit goes alone; nothing is lost or reordered.
+        assert_eq!(
+            chunks_of_lines(text, 3),
+            ["aaaa\n", "bb\n", "cccccc\n", "d\n"]
+        );
+        assert_eq!(chunks_of_lines(text, 100), [text]);
+        assert_eq!(chunks_of_lines("x\ny", 100), ["x\n", "y"]);
+        assert!(chunks_of_lines("", 10).is_empty());
+    }
 }

@@ -911,18 +911,20 @@ async fn journal_facts(
     journal: &mut Journal,
     index: usize,
 ) -> Result<Vec<Fact>, EngineError> {
-    let mut facts = Vec::new();
-    for (id, fact) in ctx.take_facts() {
-        journal
-            .write(&Record::Fact {
+    let (records, facts): (Vec<Record>, Vec<Fact>) = ctx
+        .take_facts()
+        .into_iter()
+        .map(|(id, fact)| {
+            let record = Record::Fact {
                 at: Utc::now(),
                 index: Some(index),
                 id: Some(id),
                 fact: fact.clone(),
-            })
-            .await?;
-        facts.push(fact);
-    }
+            };
+            (record, fact)
+        })
+        .unzip();
+    journal.write_all(&records).await?;
     Ok(facts)
 }
 
