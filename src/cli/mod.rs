@@ -565,7 +565,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Plan(args) => plan::plan(&cli.global, args).await,
         Command::Rehearse(args) => rehearse::rehearse(&cli.global, args).await,
         Command::Release(args) => deploy::release(&cli.global, args).await,
-        Command::Rollback(args) => deploy::rollback(&cli.global, args).await,
+        Command::Rollback(args) => Box::pin(deploy::rollback(&cli.global, args)).await,
         Command::Recover(args) => recover::recover(&cli.global, &args).await,
         Command::Resume(args) => deploy::resume(&cli.global, args).await,
         Command::Status(_) => status::status(&cli.global).await,

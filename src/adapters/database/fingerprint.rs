@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use sqlx::{MySqlPool, PgPool, SqlitePool};
 
@@ -246,18 +246,36 @@ pub(crate) async fn postgres(
          UNION ALL
          SELECT 'extension ' || extname, extversion FROM pg_extension"
     );
-    let rows: Vec<(String, Option<String>)> = sqlx::query_as(&schema_sql)
-        .fetch_all(pool)
-        .await
-        .map_err(sql_err("cannot read the schema from the catalog"))?;
-    let mut fingerprint = Fingerprint {
-        schema: schema_of(
+    // The catalog and the rows are read on two connections at once: both are mostly the
+    // server's work, and it has more than one core.
+    let schema = async {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(&schema_sql)
+            .fetch_all(pool)
+            .await
+            .map_err(sql_err("cannot read the schema from the catalog"))?;
+        Ok(schema_of(
             rows.into_iter()
                 .map(|(o, d)| (o, d.unwrap_or_default()))
                 .collect(),
-        ),
-        ..Fingerprint::default()
+        ))
     };
+    let (schema, (tables, skipped)) = tokio::try_join!(schema, pg_contents(pool, scope, budget))?;
+    Ok(Fingerprint {
+        schema,
+        tables,
+        skipped,
+    })
+}
+
+/// PostgreSQL: the row count and content digest of every table in `scope` under `budget`,
+/// and the reason for each one skipped.
+async fn pg_contents(
+    pool: &PgPool,
+    scope: &Scope,
+    budget: u64,
+) -> Result<(BTreeMap<String, TableDigest>, BTreeMap<String, String>), DatabaseError> {
+    let filter = PG_USER_SCHEMA;
+    let (mut digests, mut skipped) = (BTreeMap::new(), BTreeMap::new());
     let tables: Vec<(String, String, i64)> = sqlx::query_as(&format!(
         "SELECT n.nspname, c.relname, pg_table_size(c.oid)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -266,6 +284,7 @@ pub(crate) async fn postgres(
     .fetch_all(pool)
     .await
     .map_err(sql_err("cannot list the tables"))?;
+    let mut digest_these = Vec::new();
     for (schema, table, bytes) in tables {
         let name = if schema == "public" {
             table.clone()
@@ -276,7 +295,7 @@ pub(crate) async fn postgres(
             continue;
         }
         if let Some(why) = too_big(bytes, budget) {
-            fingerprint.skipped.insert(name, why);
+            skipped.insert(name, why);
             continue;
         }
         // `ONLY`: a partitioned parent's rows are its partitions', digested each.
@@ -287,16 +306,61 @@ pub(crate) async fn postgres(
             quote_ident(&schema, '"'),
             quote_ident(&table, '"')
         );
-        let (rows, sum): (i64, String) = sqlx::query_as(&sql)
-            .fetch_one(pool)
-            .await
-            .map_err(sql_err(format!("cannot digest the rows of {name}")))?;
-        fingerprint
-            .tables
-            .insert(name, TableDigest { rows, digest: sum });
+        digest_these.push((name, sql));
     }
-    Ok(fingerprint)
+    // Many tables per query, two queries at once: a query per table spends more on its
+    // round trip and plan than on a small table's rows, and the server has more than one
+    // core.
+    let per_query = digest_these.len().div_ceil(2).clamp(1, PG_TABLES_PER_QUERY);
+    let owned: Vec<Vec<(String, String)>> =
+        digest_these.chunks(per_query).map(<[_]>::to_vec).collect();
+    let groups: Vec<Vec<(String, TableDigest)>> = futures::stream::iter(owned)
+        .map(|group| pg_digest_group(pool, group))
+        .buffered(2)
+        .try_collect()
+        .await?;
+    digests.extend(groups.into_iter().flatten());
+    Ok((digests, skipped))
 }
+
+/// The digests of `group` (a table's name and its digest query) in one query.
+async fn pg_digest_group(
+    pool: &PgPool,
+    group: Vec<(String, String)>,
+) -> Result<Vec<(String, TableDigest)>, DatabaseError> {
+    let union = group
+        .iter()
+        .enumerate()
+        .map(|(i, (_, sql))| sql.replacen("SELECT ", &format!("SELECT {i}, "), 1))
+        .collect::<Vec<_>>()
+        .join("\n UNION ALL ");
+    let sums: Vec<(i32, i64, String)> =
+        if let Ok(rows) = sqlx::query_as(&union).fetch_all(pool).await {
+            rows
+        } else {
+            // One table failed: digest them one by one to name it.
+            let mut rows = Vec::with_capacity(group.len());
+            for (i, (name, sql)) in group.iter().enumerate() {
+                let (count, sum): (i64, String) = sqlx::query_as(sql)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(sql_err(format!("cannot digest the rows of {name}")))?;
+                rows.push((i32::try_from(i).unwrap_or(i32::MAX), count, sum));
+            }
+            rows
+        };
+    Ok(sums
+        .into_iter()
+        .filter_map(|(i, rows, digest)| {
+            let (name, _) = group.get(usize::try_from(i).ok()?)?;
+            Some((name.clone(), TableDigest { rows, digest }))
+        })
+        .collect())
+}
+
+/// How many tables one PostgreSQL query digests at most: a bounded union keeps the plan
+/// small.
+const PG_TABLES_PER_QUERY: usize = 100;
 
 /// MySQL and MariaDB: the catalog from `information_schema`, contents hashed with `MD5`
 /// in the server (pt-table-checksum's way, summed instead of XORed so duplicates count).
