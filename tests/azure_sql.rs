@@ -582,3 +582,31 @@ fn snapshot_names_of_a_long_database_name_fit_azure_sqls_128_characters() {
     assert_eq!(dbs[replaced[0]], "rows: v2");
     assert!(!dbs.keys().any(|n| n.contains("_cutover_")), "{dbs:?}");
 }
+
+#[test]
+fn a_pooled_database_is_copied_into_its_elastic_pool() {
+    let fake = AzureFake::start();
+    let (p, _) = project(&fake, &snapshot_pipeline(&fake, BOOM));
+    fake.pool_database("recipes", "pool-a");
+    let pool = fake.database("recipes")["properties"]["elasticPoolId"].clone();
+    let out = run(&fake, &p, &["deploy"]);
+    assert_eq!(out.code(), 1, "{}", out.all());
+    let sent = changes(&fake);
+    let (_, _, body) = sent.iter().find(|(m, _, _)| m == "PUT").unwrap();
+    assert_eq!(
+        body,
+        &json!({
+            "location": "westeurope",
+            "properties": {
+                "createMode": "Copy",
+                "sourceDatabaseId": sql_path("recipes"),
+                "elasticPoolId": pool,
+            },
+        })
+    );
+    // The copy, swapped in by the rollback, is the database now: in the same pool, with
+    // the content from before the release.
+    let swapped = fake.database("recipes");
+    assert_eq!(swapped["properties"]["elasticPoolId"], pool);
+    assert_eq!(swapped["content"], "rows: v1");
+}

@@ -47,7 +47,8 @@
 //!   new name longer than Azure's 128 characters is refused, for copies too).
 //!   A wrong `administratorLoginPassword` is refused as Azure does. `PUT .../databases/{db}`
 //!   with `properties.createMode: Copy` copies `sourceDatabaseId` (`location` required, and
-//!   the source's; `sku` optional): the copy holds the source's content at that moment and
+//!   the source's; `sku` optional; `properties.elasticPoolId` puts the copy in that pool,
+//!   and the `ElasticPool` sku without it is refused): the copy holds the source's content at that moment and
 //!   is `Copying` until its operation (202 + `Azure-AsyncOperation` + `Location` +
 //!   `Retry-After: 1`, `InProgress` once) ends `Succeeded` and it is `Online`; a copy set
 //!   to fail ends `Failed` and leaves the half-made database behind. `DELETE
@@ -451,6 +452,23 @@ impl AzureFake {
             "content": content,
         });
         self.lock().sql.insert(name.into(), db);
+    }
+
+    /// Puts database `name` into elastic pool `pool` of server `sql-prod`, as Azure shows a
+    /// pooled database: the pool's id and the `ElasticPool` sku.
+    pub fn pool_database(&self, name: &str, pool: &str) {
+        let mut state = self.lock();
+        let db = state.sql.get_mut(name).expect("the database exists");
+        db["sku"] = json!({"name": "ElasticPool", "tier": "GeneralPurpose", "capacity": 0});
+        db["properties"]["elasticPoolId"] = json!(format!(
+            "{}/elasticPools/{pool}",
+            sql_path("").trim_end_matches("/databases/")
+        ));
+    }
+
+    /// A SQL database's resource as the fake holds it.
+    pub fn database(&self, name: &str) -> Value {
+        self.lock().sql[name].clone()
     }
 
     /// Names and contents of the SQL databases.
@@ -1912,10 +1930,18 @@ fn copy(s: &mut State, body: &Value, name: &str, api: &str) -> Answer {
             &format!("The database '{name}' already exists."),
         );
     }
-    let sku = if body["sku"].is_object() {
-        body["sku"].clone()
-    } else {
-        from["sku"].clone()
+    let pool = props["elasticPoolId"].as_str().filter(|p| !p.is_empty());
+    if pool.is_none() && body["sku"]["name"] == "ElasticPool" {
+        return arm_error(
+            400,
+            "InvalidParameterValue",
+            "The sku 'ElasticPool' is only valid with properties.elasticPoolId.",
+        );
+    }
+    let sku = match pool {
+        Some(_) => json!({"name": "ElasticPool", "tier": from["sku"]["tier"], "capacity": 0}),
+        None if body["sku"].is_object() => body["sku"].clone(),
+        None => from["sku"].clone(),
     };
     let db = json!({
         "id": sql_path(name),
@@ -1930,6 +1956,10 @@ fn copy(s: &mut State, body: &Value, name: &str, api: &str) -> Answer {
         },
         "content": from["content"],
     });
+    let mut db = db;
+    if let Some(pool) = pool {
+        db["properties"]["elasticPoolId"] = json!(pool);
+    }
     s.sql.insert(name.to_owned(), db);
     start_change(s, SqlChange::Copy(name.to_owned()), api)
 }

@@ -341,7 +341,8 @@ impl AzureSqlDatabase {
     }
 
     /// Copies the live database to `name` on the same server: `createMode: Copy` from its
-    /// resource id, in its region and with its sku, followed until Azure has made it.
+    /// resource id, in its region and with its sku (or into its elastic pool), followed
+    /// until Azure has made it.
     async fn copy_to(&self, name: &str) -> Result<(), DatabaseError> {
         let live = self.read(&self.database).await?.ok_or_else(|| {
             DatabaseError::Other(format!(
@@ -359,8 +360,14 @@ impl AzureSqlDatabase {
                 "sourceDatabaseId": source_id,
             },
         });
-        if live["sku"].is_object() {
-            body["sku"] = live["sku"].clone();
+        // A database in an elastic pool is copied into the same pool: Azure takes the pool
+        // id, and refuses the pool's `ElasticPool` sku without it.
+        match live["properties"]["elasticPoolId"].as_str() {
+            Some(pool) if !pool.is_empty() => {
+                body["properties"]["elasticPoolId"] = json!(pool);
+            }
+            _ if live["sku"].is_object() => body["sku"] = live["sku"].clone(),
+            _ => {}
         }
         let arm = self.arm.get().await.map_err(arm_error)?;
         arm.send(
