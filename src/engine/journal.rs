@@ -513,7 +513,34 @@ pub(crate) fn all_runs(state_dir: &Path) -> Result<Vec<RunRecord>, JournalError>
         Err(source) => return Err(JournalError::Read { path: dir, source }),
     };
     paths.sort();
-    paths.iter().map(|p| RunRecord::read(p)).collect()
+    paths.iter().map(|p| read_once(p)).collect()
+}
+
+/// The journals this process has parsed, by path, with the length and modification time
+/// they had: one command reads the folder several times (the plan, the lock, provenance,
+/// the window forecast), and a journal only grows, so one that kept both is the same.
+type Parsed = std::collections::HashMap<PathBuf, (u64, std::time::SystemTime, RunRecord)>;
+static PARSED: std::sync::LazyLock<std::sync::Mutex<Parsed>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// [`RunRecord::read`], parsed again only when the file changed since this process last
+/// parsed it.
+fn read_once(path: &Path) -> Result<RunRecord, JournalError> {
+    let err = |source| JournalError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(err)?;
+    let key = (meta.len(), meta.modified().map_err(err)?);
+    let parsed = || PARSED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((len, modified, run)) = parsed().get(path)
+        && (*len, *modified) == key
+    {
+        return Ok(run.clone());
+    }
+    let run = RunRecord::read(path)?;
+    parsed().insert(path.to_owned(), (key.0, key.1, run.clone()));
+    Ok(run)
 }
 
 /// Runs of an environment that never finished, or whose rollback is incomplete: each
