@@ -61,7 +61,7 @@ fn simultaneous_deploys_one_runs_and_the_others_exit_4() {
     let (p, _) = prepared();
     // Right after preflight the run waits for `go`, holding the lock, before touching
     // anything. The loop is bounded so a bug cannot hang the suite.
-    let gate = "  - id: gate\n    uses: command\n    with:\n      run: 'i=0; while [ ! -f go ]; do i=$((i+1)); if [ $i -gt 1200 ]; then exit 1; fi; sleep 0.05; done'\n";
+    let gate = "  - id: gate\n    uses: command\n    with:\n      run: 'touch at-gate; i=0; while [ ! -f go ]; do i=$((i+1)); if [ $i -gt 1200 ]; then exit 1; fi; sleep 0.05; done'\n";
     let text = replace_once(
         &p.pipeline(),
         "  - id: maintenance-on\n",
@@ -125,7 +125,17 @@ fn simultaneous_deploys_one_runs_and_the_others_exit_4() {
         "{}",
         status.all()
     );
-    // Only the winner started a run, and it has not touched the platform yet.
+    // Only the winner started a run, and it has not touched the platform yet. The losers
+    // stop at the lock, which the winner takes before its plan: wait for it to reach the
+    // gate.
+    let parked = std::time::Instant::now() + wait;
+    while !p.file("at-gate").exists() {
+        assert!(
+            std::time::Instant::now() < parked,
+            "the winner never reached the gate"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(p.journals().len(), 2);
     assert!(p.calls().is_empty(), "{:?}", p.calls());
 

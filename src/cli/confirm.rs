@@ -75,6 +75,11 @@ pub(crate) async fn window_then_confirm(
     Ok((outside, confirmed))
 }
 
+/// Whether [`confirm`] would ask someone (or refuse for want of a terminal to ask on).
+pub(crate) fn asks(mode: ConfirmMode, given: &Confirmation) -> bool {
+    !(mode == ConfirmMode::None || given.implied || given.named.is_some())
+}
+
 pub(crate) async fn confirm(
     mode: ConfirmMode,
     environment: &str,

@@ -313,6 +313,19 @@ pub(crate) async fn run_pipeline_in(
                 crate::rehearsal::run::before_deploy(&ctx, config, pipeline, standing).await?;
         }
     }
+    // When no one is asked to confirm, nothing can change between showing the plan and
+    // running it but what the lock keeps out: the lock comes first and the plan is built
+    // once, under it. Otherwise the plan is built again under the lock and must match the
+    // one shown.
+    let env = session.config.environment(&session.environment)?;
+    let early =
+        if dry_run || confirmation.approved.is_some() || confirm::asks(env.confirm, confirmation) {
+            None
+        } else {
+            let run_id = crate::engine::journal::new_run_id();
+            let locks = guard::lock_for_run(&ctx, &run_id, command, true).await?;
+            Some((run_id, locks))
+        };
     let shown = plan::build(&ctx, pipeline, target.as_ref()).await?;
     session.reporter.plan(&shown);
     if dry_run {
@@ -345,7 +358,6 @@ pub(crate) async fn run_pipeline_in(
         direction,
         confirmation.outside_window.as_deref(),
     )?;
-    let env = session.config.environment(&session.environment)?;
     if let Some((environment, digest, by)) = &confirmation.approved {
         if *environment != session.environment || *digest != shown.digest {
             return Err(EngineError::PlanChanged(format!(
@@ -358,18 +370,23 @@ pub(crate) async fn run_pipeline_in(
         ctx.confirmed =
             confirm::confirm(env.confirm, &session.environment, confirmation, &ctx.cancel).await?;
     }
-    let run_id = crate::engine::journal::new_run_id();
-    let locks = guard::lock_for_run(&ctx, &run_id, command, true).await?;
-    let now = plan::build(&ctx, pipeline, target.as_ref()).await?;
-    if now.digest != shown.digest {
-        return Err(EngineError::PlanChanged(
-            plan::differences(&shown, &now)
-                .iter()
-                .map(|d| format!("  - {d}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ));
-    }
+    let (run_id, locks, now) = if let Some((run_id, locks)) = early {
+        (run_id, locks, shown)
+    } else {
+        let run_id = crate::engine::journal::new_run_id();
+        let locks = guard::lock_for_run(&ctx, &run_id, command, true).await?;
+        let now = plan::build(&ctx, pipeline, target.as_ref()).await?;
+        if now.digest != shown.digest {
+            return Err(EngineError::PlanChanged(
+                plan::differences(&shown, &now)
+                    .iter()
+                    .map(|d| format!("  - {d}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ));
+        }
+        (run_id, locks, now)
+    };
     let decider = super::ask::Terminal {
         cancel: ctx.cancel.clone(),
     };

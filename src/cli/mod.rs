@@ -561,10 +561,10 @@ pub async fn run(cli: Cli) -> u8 {
     session::colour(&cli.global);
     let result = match cli.command {
         Command::Deploy(args) if args.fleet => fleet::deploy(&cli.global, args).await,
-        Command::Deploy(args) => deploy::deploy(&cli.global, args).await,
+        Command::Deploy(args) => Box::pin(deploy::deploy(&cli.global, args)).await,
         Command::Plan(args) => plan::plan(&cli.global, args).await,
         Command::Rehearse(args) => rehearse::rehearse(&cli.global, args).await,
-        Command::Release(args) => deploy::release(&cli.global, args).await,
+        Command::Release(args) => Box::pin(deploy::release(&cli.global, args)).await,
         Command::Rollback(args) => Box::pin(deploy::rollback(&cli.global, args)).await,
         Command::Recover(args) => recover::recover(&cli.global, &args).await,
         Command::Resume(args) => deploy::resume(&cli.global, args).await,
