@@ -532,7 +532,11 @@ fn read_once(path: &Path) -> Result<RunRecord, JournalError> {
     };
     let meta = std::fs::metadata(path).map_err(err)?;
     let key = (meta.len(), meta.modified().map_err(err)?);
-    let parsed = || PARSED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let parsed = || {
+        PARSED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
     if let Some((len, modified, run)) = parsed().get(path)
         && (*len, *modified) == key
     {
