@@ -764,3 +764,97 @@ fn baseline_status_and_repair() {
     );
     p.run(&["deploy"]).success();
 }
+
+/// Backup `id`'s manifest made to match the stored bytes again, as if they had been
+/// written that way.
+fn rewrite_manifest(p: &Project, id: &str) {
+    let stored = std::fs::read(p.file(&format!("state/backups/{id}.dump"))).unwrap();
+    let path = p.file(&format!("state/backups/{id}.manifest.json"));
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest["size"] = stored.len().into();
+    manifest["sha256"] = hex::encode(sha2::Sha256::digest(&stored)).into();
+    std::fs::write(&path, manifest.to_string()).unwrap();
+}
+
+/// Restores backup `good` in place with nothing around it: no safety backup to undo a
+/// restore that should not have changed anything.
+fn restore(p: &Project) -> Run {
+    p.write(
+        "pipelines/restore-only.yaml",
+        "name: restore-only\nsteps:\n  - id: database\n    uses: migrate\n    with: { to: target }\n",
+    );
+    p.run(&[
+        "rollback",
+        "--backup",
+        "good",
+        "-p",
+        "pipelines/restore-only.yaml",
+    ])
+}
+
+#[test]
+fn a_restore_in_place_that_cannot_read_its_whole_backup_changes_nothing() {
+    let (p, db) = project();
+    p.write_config(&support::replace_once(
+        &p.read("deploy.yaml"),
+        "path: state/backups }",
+        "path: state/backups, compression: none }",
+    ));
+    p.run(&["deploy"]).success();
+    seed(&db);
+    p.run(&["backup", "create", "--name", "good"]).success();
+    let dump = p.file("state/backups/good.dump");
+    let good = std::fs::read(&dump).unwrap();
+    // What the restores would replace: any change to it shows.
+    server().psql(&db, "DELETE FROM recipes WHERE id = 1");
+    let before = server().snapshot(&db);
+
+    // One letter changed inside a row. pg_restore reads the archive without complaint,
+    // so only the checksum, read as the backup streams in, stands between it and a
+    // committed restore of the wrong data.
+    let at = good
+        .windows(13)
+        .position(|w| w == b"b@example.com")
+        .expect("the row is in the uncompressed archive as text");
+    let mut flipped = good.clone();
+    flipped[at] = b'c';
+    std::fs::write(&dump, &flipped).unwrap();
+    let alone = std::process::Command::new(support::pg::tool("pg_restore"))
+        .args(["--file=-"])
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(alone.status.success());
+    assert!(String::from_utf8_lossy(&alone.stdout).contains("c@example.com"));
+    let run = restore(&p);
+    run.expect_code(1);
+    assert!(
+        run.stderr()
+            .contains("backup good is damaged: manifest says"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(server().snapshot(&db), before);
+
+    // Cut short, its manifest matching: pg_restore fails half-way, after psql has run
+    // the first half of what it wrote.
+    std::fs::write(&dump, &good[..good.len() * 3 / 4]).unwrap();
+    rewrite_manifest(&p, "good");
+    let run = restore(&p);
+    run.expect_code(1);
+    assert!(run.stderr().contains("pg_restore"), "{}", run.all());
+    assert_eq!(server().snapshot(&db), before);
+
+    // Whole again, it restores.
+    std::fs::write(&dump, &good).unwrap();
+    rewrite_manifest(&p, "good");
+    restore(&p).success();
+    assert_ne!(server().snapshot(&db), before);
+    assert_eq!(
+        server()
+            .psql(&db, "SELECT id FROM recipes ORDER BY id")
+            .trim(),
+        "1\n2"
+    );
+}

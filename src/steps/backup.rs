@@ -22,6 +22,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::RunState;
 use super::validate::{self, Query};
 use crate::adapters::database::{Database, Scratch};
+use crate::adapters::store::checked::Checked;
 use crate::adapters::store::{Manifest, compression, validate_id};
 use crate::config::pipeline::{BackupVerify, BackupWith};
 use crate::run::compensation::Compensation;
@@ -218,7 +219,6 @@ pub(crate) async fn run(
                 "cannot load the validation checks to run on the restored backup: {e}"
             )));
         }
-        verify_checksum(ctx, &manifest.id).await?;
         let note =
             restore_and_check(ctx, step_id, &manifest.id, &state.validations.queries).await?;
         ctx.note(step_id, note);
@@ -377,19 +377,36 @@ pub(crate) async fn create_from(
     Ok(manifest)
 }
 
-/// The dump in backup `id`, decompressed as its manifest says.
+/// The dump in backup `id`, decompressed as its manifest says. The stored bytes are
+/// checked against the manifest as they are read: the stream ends with an error instead
+/// of its end when they do not match.
 pub(crate) async fn open_dump(
     ctx: &Context,
     id: &str,
     manifest: &Manifest,
 ) -> Result<Box<dyn tokio::io::AsyncRead + Unpin + Send>, StepError> {
-    compression::decode(ctx.store.open(id).await?, &manifest.compression)
+    let stored = Checked::new(
+        ctx.store.open(id).await?,
+        id,
+        manifest.size,
+        &manifest.sha256,
+    );
+    compression::decode(Box::new(stored), &manifest.compression)
         .map_err(|e| StepError::Failed(format!("cannot read backup {id}: {e}")))
 }
 
-/// Checks a backup's checksum, then restores it into a scratch database.
+/// After a restore from backup `id` failed: when the backup does not match its manifest,
+/// that is the cause to report, whatever the restoring tool made of the damaged bytes.
+async fn blame_damage(ctx: &Context, id: &str, failed: StepError) -> StepError {
+    match checksum_in(ctx.store.as_ref(), id).await {
+        Ok((_, Some(damage))) => StepError::Failed(damage),
+        _ => failed,
+    }
+}
+
+/// Checks a backup's checksum while restoring it into a scratch database.
 pub(crate) async fn verify(ctx: &Context, id: &str) -> Result<Manifest, StepError> {
-    let manifest = verify_checksum(ctx, id).await?;
+    let manifest = ctx.store.manifest(id).await?;
     restore_and_check(ctx, "backup verify", id, &[]).await?;
     Ok(manifest)
 }
@@ -414,11 +431,12 @@ async fn restore_and_check(
         let database = guard.database();
         let manifest = ctx.store.manifest(id).await?;
         let mut reader = open_dump(ctx, id, &manifest).await?;
-        database.restore(&mut reader).await.map_err(|e| {
-            StepError::Failed(format!(
+        if let Err(e) = database.restore(&mut reader).await {
+            let failed = StepError::Failed(format!(
                 "backup {id} does not restore into a scratch database: {e}"
-            ))
-        })?;
+            ));
+            return Err(blame_damage(ctx, id, failed).await);
+        }
         validate::check(ctx, step_id, database, checks, false).await
     }
     .await;
@@ -440,7 +458,8 @@ async fn restore_and_check(
             checked.failed.join("; ")
         )));
     }
-    let verified = "verified: the backup restores into a scratch database";
+    let verified =
+        "verified: the backup reads back with its sha256 and restores into a scratch database";
     // Usually the tables this release's migrations add: say which checks, and the first
     // reason; the `validate` step reports each in full after migrating.
     let not_run = || {
@@ -520,6 +539,17 @@ async fn verify_checksum_in(
     store: &dyn crate::adapters::store::BackupStore,
     id: &str,
 ) -> Result<Manifest, StepError> {
+    match checksum_in(store, id).await? {
+        (manifest, None) => Ok(manifest),
+        (_, Some(damage)) => Err(StepError::Failed(damage)),
+    }
+}
+
+/// Re-reads a backup: its manifest, and what is wrong when it does not match it.
+async fn checksum_in(
+    store: &dyn crate::adapters::store::BackupStore,
+    id: &str,
+) -> Result<(Manifest, Option<String>), StepError> {
     use tokio::io::AsyncReadExt;
     let manifest = store.manifest(id).await?;
     let mut reader = store.open(id).await?;
@@ -538,16 +568,16 @@ async fn verify_checksum_in(
         hasher.update(&buf[..n]);
     }
     let sha256 = hex::encode(hasher.finalize());
-    if size != manifest.size || sha256 != manifest.sha256 {
-        return Err(StepError::Failed(format!(
+    let damage = (size != manifest.size || sha256 != manifest.sha256).then(|| {
+        format!(
             "backup {id} is damaged: manifest says {} bytes sha256 {}, store holds {size} bytes sha256 {sha256}",
             manifest.size, manifest.sha256
-        )));
-    }
-    Ok(manifest)
+        )
+    });
+    Ok((manifest, damage))
 }
 
-/// Restores a backup over the database, after checking its checksum.
+/// Restores a backup over the database, checking its checksum before or as it streams.
 pub(crate) async fn restore(ctx: &Context, step_id: &str, id: &str) -> Result<String, StepError> {
     restore_as(ctx, step_id, id, false).await
 }
@@ -559,7 +589,14 @@ pub(crate) async fn restore_as(
     id: &str,
     in_place: bool,
 ) -> Result<String, StepError> {
-    let manifest = verify_checksum(ctx, id).await?;
+    // A restore that is all or nothing checks the checksum as the backup streams in;
+    // any other would have changed the database by the time a damaged end is read.
+    let streamed = ctx.database.restore_is_all_or_nothing();
+    let manifest = if streamed {
+        ctx.store.manifest(id).await?
+    } else {
+        verify_checksum(ctx, id).await?
+    };
     if manifest.database_kind != ctx.database.kind() {
         return Err(StepError::Failed(format!(
             "backup {id} is a {} dump; this environment's database is {}",
@@ -568,11 +605,17 @@ pub(crate) async fn restore_as(
         )));
     }
     let mut reader = open_dump(ctx, id, &manifest).await?;
-    let kept = if in_place {
-        ctx.database.restore_in_place(&mut reader).await?;
-        None
+    let restored = if in_place {
+        ctx.database
+            .restore_in_place(&mut reader)
+            .await
+            .map(|()| None)
     } else {
-        ctx.database.restore_with_note(&mut reader).await?
+        ctx.database.restore_with_note(&mut reader).await
+    };
+    let kept = match restored {
+        Ok(kept) => kept,
+        Err(e) => return Err(blame_damage(ctx, id, e.into()).await),
     };
     ctx.note(
         step_id,

@@ -429,6 +429,11 @@ fn stamp() -> String {
 
 #[async_trait]
 impl Database for AzureSqlDatabase {
+    // The bacpac is uploaded whole before the import starts.
+    fn restore_is_all_or_nothing(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "azure-sql"
     }

@@ -545,6 +545,13 @@ pub trait Database: Send + Sync {
         LintLevel::Warning
     }
 
+    /// Whether a restore changes nothing unless its source reads to its end without error.
+    /// A backup's checksum is then checked as it streams into the restore, not in a read
+    /// of its own before it.
+    fn restore_is_all_or_nothing(&self) -> bool {
+        false
+    }
+
     /// Why a snapshot (a copy beside the database, made at the storage's speed, swapped
     /// in on rollback) cannot be taken here, if it cannot.
     fn snapshot_support(&self) -> Result<(), String> {

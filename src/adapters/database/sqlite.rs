@@ -247,6 +247,11 @@ impl SqliteDatabase {
 
 #[async_trait]
 impl Database for SqliteDatabase {
+    // The restored file is staged beside the database and renamed in only when whole.
+    fn restore_is_all_or_nothing(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "sqlite"
     }

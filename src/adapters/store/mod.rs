@@ -4,6 +4,7 @@
 //! leaves at most a partial object that `list` never shows.
 
 pub(crate) mod azure_blob;
+pub(crate) mod checked;
 pub(crate) mod compression;
 pub(crate) mod local;
 

@@ -253,6 +253,11 @@ struct AdvisoryLock(#[allow(dead_code)] sqlx::PgConnection);
 
 #[async_trait]
 impl Database for PostgresDatabase {
+    // psql commits only after the whole backup was read and checked (in place), or the new database is dropped (swap).
+    fn restore_is_all_or_nothing(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "postgres"
     }

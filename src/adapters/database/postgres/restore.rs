@@ -11,9 +11,16 @@ use super::super::{Database, DatabaseError};
 use super::tools::missing_tool;
 use super::{MAINTENANCE_DB, MAX_NAME, PostgresDatabase, ShapeRow, ident, literal, run_sql};
 
+/// Bytes read at a time on the way into pg_restore and psql: big enough that the copy
+/// costs few wake-ups per pipe-full.
+const COPY_BUFFER: usize = 1 << 18;
+
 impl PostgresDatabase {
     /// Streams `pg_restore` of `source` into `psql -1` on `database`, after SQL that
-    /// drops what is there.
+    /// drops what is there. All or nothing: psql commits when its input ends, so its input
+    /// is only ended once `source` was read to its end without error (a checked backup
+    /// ends with an error when it does not match its manifest) and pg_restore finished;
+    /// otherwise psql is killed and the server rolls the transaction back.
     pub(super) async fn restore_into(
         &self,
         database: Option<&str>,
@@ -51,37 +58,46 @@ impl PostgresDatabase {
             .spawn()
             .map_err(|e| missing_tool("psql", &e))?;
         let mut to_restore = restore.stdin.take().expect("piped");
-        let mut from_restore = restore.stdout.take().expect("piped");
+        let from_restore = restore.stdout.take().expect("piped");
         let mut to_psql = psql.stdin.take().expect("piped");
         let feed = async {
-            let r = tokio::io::copy(source, &mut to_restore).await;
+            let mut source = tokio::io::BufReader::with_capacity(COPY_BUFFER, source);
+            let r = tokio::io::copy_buf(&mut source, &mut to_restore).await;
             drop(to_restore);
             r
         };
-        // Owns both ends it copies between: when psql dies (its connection dropped), the
-        // copy fails and pg_restore's stdout closes too, so pg_restore exits and `feed`
-        // ends instead of both waiting on each other forever.
+        // Ends with psql's input still open. On an error it owns both ends it copies
+        // between: when psql dies (its connection dropped), the copy fails and pg_restore's
+        // stdout closes too, so pg_restore exits and `feed` ends instead of both waiting
+        // on each other forever.
         let pipe = async move {
             to_psql.write_all(prelude.as_bytes()).await?;
-            let r = tokio::io::copy(&mut from_restore, &mut to_psql).await;
-            drop(to_psql);
-            drop(from_restore);
-            r
+            let mut from_restore = tokio::io::BufReader::with_capacity(COPY_BUFFER, from_restore);
+            tokio::io::copy_buf(&mut from_restore, &mut to_psql).await?;
+            Ok::<_, std::io::Error>(to_psql)
         };
         let (fed, piped) = tokio::join!(feed, pipe);
         let restored = super::shared::wait_tool(restore, "pg_restore").await;
+        let whole = fed.is_ok() && restored.is_ok();
+        let psql_failed = piped.is_err();
+        match piped {
+            // The end of psql's input: it commits.
+            Ok(to_psql) if whole => drop(to_psql),
+            _ => {
+                let _ = psql.start_kill();
+            }
+        }
         let applied = super::shared::wait_tool(psql, "psql").await;
-        applied?;
-        restored?;
-        fed.map_err(|source| DatabaseError::Io {
+        let fed = fed.map_err(|source| DatabaseError::Io {
             what: "cannot read the backup".into(),
             source,
-        })?;
-        piped.map_err(|source| DatabaseError::Io {
-            what: "cannot stream the restore into psql".into(),
-            source,
-        })?;
-        Ok(())
+        });
+        if psql_failed {
+            // psql stopped on its own (an SQL error): its error is the cause, the others
+            // only saw the pipe break.
+            return applied.and(fed).and(restored);
+        }
+        fed.and(restored).and(applied)
     }
 
     /// `restore: swap`: restores into a new database beside this one, checks it, then ends
