@@ -1,100 +1,143 @@
 //! Restoring a backup: into the database itself (`restore: in-place`), or into a new
 //! database that is checked and renamed into place (`restore: swap`).
 
+use std::os::fd::AsRawFd;
 use std::process::Stdio;
+
+use rustix::io::FdFlags;
+use rustix::pipe::PipeFlags;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::AsyncRead;
 
 use super::super::{Database, DatabaseError};
 use super::tools::missing_tool;
 use super::{MAINTENANCE_DB, MAX_NAME, PostgresDatabase, ShapeRow, ident, literal, run_sql};
 
-/// Bytes read at a time on the way into pg_restore and psql: big enough that the copy
-/// costs few wake-ups per pipe-full.
-const COPY_BUFFER: usize = 1 << 18;
+/// Bytes read at a time on the way into pg_restore: big enough that the copy costs few
+/// wake-ups per pipe-full.
+const COPY_BUFFER: usize = 1 << 20;
+
+/// The pipes into pg_restore and psql: 1 MiB, what an unprivileged process may ask for.
+const PIPE_SIZE: usize = 1 << 20;
 
 impl PostgresDatabase {
     /// Streams `pg_restore` of `source` into `psql -1` on `database`, after SQL that
-    /// drops what is there. All or nothing: psql commits when its input ends, so its input
-    /// is only ended once `source` was read to its end without error (a checked backup
-    /// ends with an error when it does not match its manifest) and pg_restore finished;
-    /// otherwise psql is killed and the server rolls the transaction back.
+    /// drops what is there. pg_restore writes straight into psql; cutover only feeds
+    /// pg_restore. All or nothing: psql commits after its last input, which is a pipe
+    /// cutover holds (the gate). It is closed only once `source` was read to its end
+    /// without error (a checked backup ends with an error when it does not match its
+    /// manifest) and pg_restore finished; otherwise psql is killed before it gets there
+    /// and the server rolls the transaction back, whatever part of the backup it had run.
     pub(super) async fn restore_into(
         &self,
         database: Option<&str>,
         source: &mut (dyn AsyncRead + Unpin + Send),
         prelude: &str,
     ) -> Result<(), DatabaseError> {
-        let (mut restore, _) = self.tool("pg_restore", database);
-        let mut restore = restore
-            .args([
-                "--no-owner",
-                "--no-acl",
-                "--clean",
-                "--if-exists",
-                "--file=-",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| missing_tool("pg_restore", &e))?;
-        let (mut psql, target) = self.tool("psql", database);
-        let mut psql = psql
-            .args([
+        let pipe_err = |source| DatabaseError::Io {
+            what: "cannot make a pipe for the restore".into(),
+            source,
+        };
+        let (sql_out, sql_in) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| pipe_err(e.into()))?;
+        // Bigger than the default 64 KiB: fewer switches between pg_restore and psql. Only
+        // a hint; the default works too.
+        let _ = rustix::pipe::fcntl_setpipe_size(&sql_in, PIPE_SIZE);
+        let (gate_out, gate) =
+            rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| pipe_err(e.into()))?;
+        // psql opens the gate as /dev/fd/N: a copy of its end without close-on-exec, above
+        // the standard descriptors. Other programs started meanwhile inherit it too, which
+        // only lets them read from it.
+        let gate_out = rustix::io::fcntl_dupfd_cloexec(&gate_out, 3)
+            .and_then(|fd| rustix::io::fcntl_setfd(&fd, FdFlags::empty()).map(|()| fd))
+            .map_err(|e| pipe_err(e.into()))?;
+        // Each command is dropped once spawned, and with it this process's copy of the
+        // pipe end it hands over: psql must see pg_restore's output end.
+        let mut restore = {
+            let (mut restore, _) = self.tool("pg_restore", database);
+            restore
+                .args([
+                    "--no-owner",
+                    "--no-acl",
+                    "--clean",
+                    "--if-exists",
+                    "--file=-",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::from(sql_in))
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| missing_tool("pg_restore", &e))?
+        };
+        let psql = {
+            let (mut psql, target) = self.tool("psql", database);
+            // Notices (what a `DROP SCHEMA .. CASCADE` took along) would fill psql's
+            // stderr, read only at the end.
+            let prelude = format!("SET client_min_messages = warning;\n{prelude}");
+            psql.args([
                 "--no-psqlrc",
                 "--quiet",
                 "--single-transaction",
                 "-v",
                 "ON_ERROR_STOP=1",
-                "--dbname",
+                "--command",
+                &prelude,
+                "--file=-",
             ])
+            .arg(format!("--file=/dev/fd/{}", gate_out.as_raw_fd()))
+            .arg("--dbname")
             .arg(&target)
-            .stdin(Stdio::piped())
+            .stdin(Stdio::from(sql_out))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| missing_tool("psql", &e))?;
+            .map_err(|e| missing_tool("psql", &e))
+        };
+        drop(gate_out);
+        let mut psql = match psql {
+            Ok(psql) => psql,
+            Err(e) => {
+                let _ = restore.start_kill();
+                let _ = restore.wait().await;
+                return Err(e);
+            }
+        };
         let mut to_restore = restore.stdin.take().expect("piped");
-        let from_restore = restore.stdout.take().expect("piped");
-        let mut to_psql = psql.stdin.take().expect("piped");
-        let feed = async {
+        let _ = rustix::pipe::fcntl_setpipe_size(&to_restore, PIPE_SIZE);
+        let fed = {
             let mut source = tokio::io::BufReader::with_capacity(COPY_BUFFER, source);
             let r = tokio::io::copy_buf(&mut source, &mut to_restore).await;
             drop(to_restore);
             r
         };
-        // Ends with psql's input still open. On an error it owns both ends it copies
-        // between: when psql dies (its connection dropped), the copy fails and pg_restore's
-        // stdout closes too, so pg_restore exits and `feed` ends instead of both waiting
-        // on each other forever.
-        let pipe = async move {
-            to_psql.write_all(prelude.as_bytes()).await?;
-            let mut from_restore = tokio::io::BufReader::with_capacity(COPY_BUFFER, from_restore);
-            tokio::io::copy_buf(&mut from_restore, &mut to_psql).await?;
-            Ok::<_, std::io::Error>(to_psql)
-        };
-        let (fed, piped) = tokio::join!(feed, pipe);
         let restored = super::shared::wait_tool(restore, "pg_restore").await;
+        // psql gone already stopped on its own (an SQL error): its error is the cause, the
+        // others only saw their pipes break.
+        let psql_failed = matches!(psql.try_wait(), Ok(Some(status)) if !status.success());
         let whole = fed.is_ok() && restored.is_ok();
-        let psql_failed = piped.is_err();
-        match piped {
-            // The end of psql's input: it commits.
-            Ok(to_psql) if whole => drop(to_psql),
-            _ => {
-                let _ = psql.start_kill();
+        if !whole {
+            let _ = psql.start_kill();
+        }
+        let applied = async {
+            if whole {
+                // The end of psql's last input: it commits.
+                drop(gate);
+                super::shared::wait_tool(psql, "psql").await
+            } else {
+                // Gone before the gate closes, so nothing can be committed.
+                let applied = super::shared::wait_tool(psql, "psql").await;
+                drop(gate);
+                applied
             }
         }
-        let applied = super::shared::wait_tool(psql, "psql").await;
-        let fed = fed.map_err(|source| DatabaseError::Io {
+        .await;
+        let fed = fed.map(|_| ()).map_err(|source| DatabaseError::Io {
             what: "cannot read the backup".into(),
             source,
         });
         if psql_failed {
-            // psql stopped on its own (an SQL error): its error is the cause, the others
-            // only saw the pipe break.
             return applied.and(fed).and(restored);
         }
         fed.and(restored).and(applied)
