@@ -45,6 +45,8 @@ impl PostgresDatabase {
         // Bigger than the default 64 KiB: fewer switches between pg_restore and psql. Only
         // a hint; the default works too.
         let _ = rustix::pipe::fcntl_setpipe_size(&sql_in, PIPE_SIZE);
+        // Declared before psql, so dropped after it: when this future is dropped half-way
+        // (a timeout, Ctrl-C), psql is killed (`kill_on_drop`) before its gate closes.
         let (gate_out, gate) =
             rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| pipe_err(e.into()))?;
         // psql opens the gate as /dev/fd/N: a copy of its end without close-on-exec, above
