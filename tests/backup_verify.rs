@@ -333,19 +333,8 @@ fn postgres_restore_swap_that_fails_before_the_renames_drops_the_new_database() 
     // A backup cut short after its manifest was written, the manifest updated to match:
     // it passes the checksum and fails half-way through the restore, its compressed
     // stream ending mid-frame.
-    let dump = p.file(&format!("state/backups/{id}.dump"));
-    let bytes = std::fs::read(&dump).unwrap();
-    let cut = &bytes[..bytes.len() / 2];
-    std::fs::write(&dump, cut).unwrap();
-    let manifest_path = p.file(&format!("state/backups/{id}.manifest.json"));
-    let mut manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
-    manifest["size"] = cut.len().into();
-    manifest["sha256"] = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(cut)).into()
-    };
-    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let bytes = std::fs::read(p.file(&format!("state/backups/{id}.dump"))).unwrap();
+    support::rewrite_backup(&p, &id, &bytes[..bytes.len() / 2]);
     p.write("pipelines/restore-only.yaml", RESTORE_ONLY);
     let before = server().snapshot(&db);
 

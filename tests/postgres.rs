@@ -765,18 +765,6 @@ fn baseline_status_and_repair() {
     p.run(&["deploy"]).success();
 }
 
-/// Backup `id`'s manifest made to match the stored bytes again, as if they had been
-/// written that way.
-fn rewrite_manifest(p: &Project, id: &str) {
-    let stored = std::fs::read(p.file(&format!("state/backups/{id}.dump"))).unwrap();
-    let path = p.file(&format!("state/backups/{id}.manifest.json"));
-    let mut manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    manifest["size"] = stored.len().into();
-    manifest["sha256"] = hex::encode(sha2::Sha256::digest(&stored)).into();
-    std::fs::write(&path, manifest.to_string()).unwrap();
-}
-
 /// Restores backup `good` in place with nothing around it: no safety backup to undo a
 /// restore that should not have changed anything.
 fn restore(p: &Project) -> Run {
@@ -839,16 +827,14 @@ fn a_restore_in_place_that_cannot_read_its_whole_backup_changes_nothing() {
 
     // Cut short, its manifest matching: pg_restore fails half-way, after psql has run
     // the first half of what it wrote.
-    std::fs::write(&dump, &good[..good.len() * 3 / 4]).unwrap();
-    rewrite_manifest(&p, "good");
+    support::rewrite_backup(&p, "good", &good[..good.len() * 3 / 4]);
     let run = restore(&p);
     run.expect_code(1);
     assert!(run.stderr().contains("pg_restore"), "{}", run.all());
     assert_eq!(server().snapshot(&db), before);
 
     // Whole again, it restores.
-    std::fs::write(&dump, &good).unwrap();
-    rewrite_manifest(&p, "good");
+    support::rewrite_backup(&p, "good", &good);
     restore(&p).success();
     assert_ne!(server().snapshot(&db), before);
     assert_eq!(

@@ -527,6 +527,19 @@ pub fn assert_nothing_to_recover(p: &Project) {
 
 /// `text` with `from` replaced by `to`, which must occur exactly once.
 #[track_caller]
+/// Backup `id`'s stored bytes replaced by `stored`, its manifest made to match them, as if
+/// they had been written that way.
+pub fn rewrite_backup(p: &Project, id: &str, stored: &[u8]) {
+    use sha2::Digest;
+    std::fs::write(p.file(&format!("state/backups/{id}.dump")), stored).unwrap();
+    let path = p.file(&format!("state/backups/{id}.manifest.json"));
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest["size"] = stored.len().into();
+    manifest["sha256"] = hex::encode(sha2::Sha256::digest(stored)).into();
+    std::fs::write(&path, manifest.to_string()).unwrap();
+}
+
 pub fn replace_once(text: &str, from: &str, to: &str) -> String {
     assert_eq!(
         text.matches(from).count(),

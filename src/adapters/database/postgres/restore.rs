@@ -55,6 +55,12 @@ impl PostgresDatabase {
         let gate_out = rustix::io::fcntl_dupfd_cloexec(&gate_out, 3)
             .and_then(|fd| rustix::io::fcntl_setfd(&fd, FdFlags::empty()).map(|()| fd))
             .map_err(|e| pipe_err(e.into()))?;
+        let gate_path = format!("/dev/fd/{}", gate_out.as_raw_fd());
+        if !std::path::Path::new(&gate_path).exists() {
+            return Err(DatabaseError::Other(format!(
+                "cannot restore: {gate_path} does not exist here, and psql reads the end of the restore from it (is /proc mounted?)"
+            )));
+        }
         // Each command is dropped once spawned, and with it this process's copy of the
         // pipe end it hands over: psql must see pg_restore's output end.
         let mut restore = {
@@ -88,7 +94,7 @@ impl PostgresDatabase {
                 &prelude,
                 "--file=-",
             ])
-            .arg(format!("--file=/dev/fd/{}", gate_out.as_raw_fd()))
+            .arg(format!("--file={gate_path}"))
             .arg("--dbname")
             .arg(&target)
             .stdin(Stdio::from(sql_out))
