@@ -16,13 +16,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::RunState;
 use super::validate::{self, Query};
 use crate::adapters::database::{Database, Scratch};
-use crate::adapters::store::checked::Checked;
+use crate::adapters::store::checked::{self, Checked};
 use crate::adapters::store::{Manifest, compression, validate_id};
 use crate::config::pipeline::{BackupVerify, BackupWith};
 use crate::run::compensation::Compensation;
@@ -550,30 +549,17 @@ async fn checksum_in(
     store: &dyn crate::adapters::store::BackupStore,
     id: &str,
 ) -> Result<(Manifest, Option<String>), StepError> {
-    use tokio::io::AsyncReadExt;
     let manifest = store.manifest(id).await?;
-    let mut reader = store.open(id).await?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .await
-            .map_err(|e| StepError::Failed(format!("cannot read backup {id}: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    let sha256 = hex::encode(hasher.finalize());
-    let damage = (size != manifest.size || sha256 != manifest.sha256).then(|| {
-        format!(
-            "backup {id} is damaged: manifest says {} bytes sha256 {}, store holds {size} bytes sha256 {sha256}",
-            manifest.size, manifest.sha256
-        )
-    });
+    let stored = Checked::new(store.open(id).await?, id, manifest.size, &manifest.sha256);
+    // Large reads: a local store's file reads each take a trip to a blocking thread.
+    let mut stored = tokio::io::BufReader::with_capacity(1 << 20, stored);
+    let damage = match tokio::io::copy_buf(&mut stored, &mut tokio::io::sink()).await {
+        Ok(_) => None,
+        Err(e) => Some(
+            checked::damage(&e)
+                .ok_or_else(|| StepError::Failed(format!("cannot read backup {id}: {e}")))?,
+        ),
+    };
     Ok((manifest, damage))
 }
 

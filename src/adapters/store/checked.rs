@@ -38,16 +38,28 @@ impl Checked {
             ended: false,
         }
     }
+}
 
-    fn damaged(&self, held: &str) -> std::io::Error {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "backup {} is damaged: manifest says {} bytes sha256 {}, store holds {held}",
-                self.id, self.size, self.sha256
-            ),
-        )
-    }
+/// The error a [`Checked`] stream ends with when its bytes do not match the manifest.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "backup {id} is damaged: manifest says {size} bytes sha256 {sha256}, store holds {read} bytes sha256 {held}"
+)]
+struct Damaged {
+    id: String,
+    size: u64,
+    sha256: String,
+    read: u64,
+    held: String,
+}
+
+/// What is wrong with the backup, when `error` is a [`Checked`] stream's mismatch
+/// (and not a failure to read it).
+pub(crate) fn damage(error: &std::io::Error) -> Option<String> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Damaged>())
+        .map(ToString::to_string)
 }
 
 impl AsyncRead for Checked {
@@ -62,21 +74,25 @@ impl AsyncRead for Checked {
         if !fresh.is_empty() {
             self.hasher.update(fresh);
             self.read += fresh.len() as u64;
-            if self.read > self.size {
-                // An error hands over nothing.
-                buf.set_filled(before);
-                return Poll::Ready(Err(self.damaged("more bytes")));
-            }
             return Poll::Ready(Ok(()));
         }
         if self.ended {
             return Poll::Ready(Ok(()));
         }
         // The end: only a stream that matches its manifest ends cleanly.
-        let sha256 = hex::encode(self.hasher.clone().finalize());
-        if self.read != self.size || sha256 != self.sha256 {
-            let held = format!("{} bytes sha256 {sha256}", self.read);
-            return Poll::Ready(Err(self.damaged(&held)));
+        let held = hex::encode(self.hasher.clone().finalize());
+        if self.read != self.size || held != self.sha256 {
+            let damaged = Damaged {
+                id: self.id.clone(),
+                size: self.size,
+                sha256: self.sha256.clone(),
+                read: self.read,
+                held,
+            };
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                damaged,
+            )));
         }
         self.ended = true;
         Poll::Ready(Ok(()))
@@ -125,6 +141,7 @@ mod tests {
                 .await
                 .unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+            assert_eq!(damage(&err), Some(err.to_string()));
             assert!(
                 err.to_string()
                     .starts_with("backup b1 is damaged: manifest says 300000 bytes"),

@@ -253,7 +253,8 @@ struct AdvisoryLock(#[allow(dead_code)] sqlx::PgConnection);
 
 #[async_trait]
 impl Database for PostgresDatabase {
-    // psql commits only after the whole backup was read and checked (in place), or the new database is dropped (swap).
+    // In place, psql commits only once the whole backup was read and matched; a swap
+    // drops its new database on any error.
     fn restore_is_all_or_nothing(&self) -> bool {
         true
     }

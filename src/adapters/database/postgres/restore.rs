@@ -124,23 +124,17 @@ impl PostgresDatabase {
         // psql gone already stopped on its own (an SQL error): its error is the cause, the
         // others only saw their pipes break.
         let psql_failed = matches!(psql.try_wait(), Ok(Some(status)) if !status.success());
-        let whole = fed.is_ok() && restored.is_ok();
-        if !whole {
+        let gate = if fed.is_ok() && restored.is_ok() {
+            // The end of psql's last input: it commits.
+            drop(gate);
+            None
+        } else {
+            // Killed and reaped before the gate closes, so nothing can be committed.
             let _ = psql.start_kill();
-        }
-        let applied = async {
-            if whole {
-                // The end of psql's last input: it commits.
-                drop(gate);
-                super::shared::wait_tool(psql, "psql").await
-            } else {
-                // Gone before the gate closes, so nothing can be committed.
-                let applied = super::shared::wait_tool(psql, "psql").await;
-                drop(gate);
-                applied
-            }
-        }
-        .await;
+            Some(gate)
+        };
+        let applied = super::shared::wait_tool(psql, "psql").await;
+        drop(gate);
         let fed = fed.map(|_| ()).map_err(|source| DatabaseError::Io {
             what: "cannot read the backup".into(),
             source,
